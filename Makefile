@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: MIT
+#
+# kvmem top-level Makefile.
+#
+#   make                 build everything that needs no GPU (CUDA parts too where nvcc exists)
+#   make check           build and run all selftests (the README's test command)
+#   make check SANITIZE=1       the same under ASan + UBSan (libc malloc), in build/asan
+#   make check SANITIZE=thread  the same under TSan, in build/tsan
+#   make run             the main job
+#   make bench-mm        mm core benchmark table
+#   make clean
+#   V=1                  show full commands
+
+TOP := $(CURDIR)
+
+ifeq ($(SANITIZE),1)
+BUILD ?= build/asan
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+OPT ?= -O1
+else ifeq ($(SANITIZE),thread)
+BUILD ?= build/tsan
+SAN_FLAGS := -fsanitize=thread
+OPT ?= -O1
+else
+BUILD ?= build
+SAN_FLAGS :=
+OPT ?= -O2
+endif
+B := $(TOP)/$(BUILD)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+CC ?= gcc
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wpointer-arith -Wno-unused-parameter
+CFLAGS := -std=gnu11 $(OPT) -g $(WARN) -D_GNU_SOURCE -I$(TOP) -pthread $(SAN_FLAGS) $(EXTRA_CFLAGS)
+LDFLAGS := -pthread $(SAN_FLAGS) $(EXTRA_LDFLAGS)
+
+# Metadata allocations go through jemalloc, except in sanitizer builds,
+# where ASan/TSan must own malloc.
+ifeq ($(SAN_FLAGS),)
+MALLOC_LIBS := -ljemalloc
+CFLAGS += -DKV_HAVE_JEMALLOC
+else
+MALLOC_LIBS :=
+endif
+LIBS := -lpthread -lm $(MALLOC_LIBS)
+
+# ---- lib/ and mm/ --------------------------------------------------------
+LIB_SRCS := $(wildcard lib/*.c)
+MM_SRCS := $(wildcard mm/*.c)
+MM_OBJS := $(patsubst %.c,$(B)/%.o,$(LIB_SRCS) $(MM_SRCS))
+LIBKVMM := $(B)/libkvmm.a
+
+PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm
+
+.PHONY: all deps check run bench-mm clean selftests FORCE
+all: $(LIBKVMM) $(PROGS) selftests
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(LIBKVMM): $(MM_OBJS)
+	@$(if $(Q),echo "  AR      $(notdir $@)")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(B)/mm/kvmm-demo: mm/demo/kvmm_demo.c $(LIBKVMM)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIBKVMM) $(LDFLAGS) $(LIBS)
+
+$(B)/mm/bench-mm: mm/bench/bench_mm.c $(LIBKVMM)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIBKVMM) $(LDFLAGS) $(LIBS)
+
+-include $(MM_OBJS:.o=.d)
+
+# ---- kernels/ (owns its own fragment) ------------------------------------
+-include kernels/kernels.mk
+
+# ---- selftests -----------------------------------------------------------
+COLLECTIONS := $(patsubst selftests/%/Makefile,%,$(wildcard selftests/*/Makefile))
+SELFTEST_ENV := TOP=$(TOP) Q=$(Q) KV_CFLAGS="$(CFLAGS) -I$(TOP)/selftests" \
+	KV_LDFLAGS="$(LDFLAGS)" KV_LIBS="$(KERNELS_LIB) $(LIBKVMM) $(LIBS)"
+
+selftests: $(LIBKVMM) $(KERNELS_LIB)
+	$(Q)for c in $(COLLECTIONS); do \
+		$(MAKE) --no-print-directory -C selftests/$$c $(SELFTEST_ENV) \
+			OUTPUT=$(B)/selftests/$$c all || exit 1; \
+	done
+
+deps:
+	$(Q)scripts/install-deps.sh
+
+check: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)selftests/run_kselftest.sh -o $(B)/selftests
+
+run: deps
+	$(Q)$(MAKE) --no-print-directory $(B)/mm/kvmm-demo
+	$(Q)$(B)/mm/kvmm-demo
+
+bench-mm: $(B)/mm/bench-mm
+	$(Q)$(B)/mm/bench-mm
+
+clean:
+	$(Q)rm -rf build
