@@ -1,0 +1,319 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mm/ internals: the pool, tier and block structures and the helpers the
+ * files of mm/ share. Nothing outside mm/ includes this header.
+ *
+ * Locking: pool->lock guards every field below that is not marked
+ * otherwise: block descriptors, LRU lists, frame allocators, sequence
+ * tables and the sequence list. It is held for list and counter updates
+ * only, never across a copy: reclaim and activation isolate blocks under
+ * the lock (flag KV_BLOCK_LOCKED, one reference held), copy without it, and
+ * commit under it again. Event counters are written under the lock and read
+ * without it.
+ */
+#ifndef _KV_MM_INTERNAL_H
+#define _KV_MM_INTERNAL_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <lib/list.h>
+#include "mm.h"
+
+/* struct kv_block.flags */
+#define KV_BLOCK_LOCKED		0x01u	/* isolated and being moved; one ref held */
+#define KV_BLOCK_LRU		0x02u	/* on one of its tier's LRU lists */
+#define KV_BLOCK_ACTIVE		0x04u	/* on (or bound for) the active list */
+#define KV_BLOCK_REFERENCED	0x08u	/* used since it last aged */
+#define KV_BLOCK_DIRTY		0x10u	/* written since its swap copy (swap) */
+#define KV_BLOCK_SWAPCACHE	0x20u	/* has a clean copy in swap (swap) */
+#define KV_BLOCK_CACHED		0x40u	/* named in the prefix cache (prefix) */
+
+#define KV_LRU_INACTIVE	0
+#define KV_LRU_ACTIVE	1
+#define KV_NR_LRU	2
+
+/* Most blocks one reclaim batch isolates (vm.reclaim_batch's bound). */
+#define KV_RECLAIM_BATCH_MAX	256
+
+/**
+ * struct kv_block - per-block descriptor, like struct page
+ * @refcount: sequence table entries (and isolation) referencing the block
+ * @pincount: active sequences holding the block; pinned blocks never move
+ * @flags:    KV_BLOCK_*
+ * @tier:     tier the block is resident on, KV_TIER_NONE when free
+ * @frame:    frame per tier, KV_FRAME_NONE where none
+ * @lru:      link on its tier's active or inactive list
+ */
+struct kv_block {
+	u32 refcount;
+	u32 pincount;
+	u32 flags;
+	u32 tier;
+	u32 frame[KV_NR_TIERS];
+	struct list_head lru;
+};
+
+/**
+ * struct kv_frame_alloc - O(1) frame allocator of one tier
+ * @stack:    free frame numbers; the top is stack[nr_free - 1]
+ * @nr_free:  frames on the stack
+ * @nr_total: frames in the arena
+ * @used:     bitmap of frames handed out, to catch a double free
+ */
+struct kv_frame_alloc {
+	u32 *stack;
+	u32 nr_free;
+	u32 nr_total;
+	u64 *used;
+};
+
+/**
+ * struct kv_kvswapd - background reclaimer of one tier
+ * @thread:  the thread, valid while @running
+ * @wait:    where it sleeps; signalled by kvswapd_wakeup()
+ * @running: thread started and not yet joined
+ * @wake:    a wakeup is pending
+ * @stop:    the thread must exit
+ */
+struct kv_kvswapd {
+	pthread_t thread;
+	pthread_cond_t wait;
+	bool running;
+	bool wake;
+	bool stop;
+};
+
+/**
+ * struct kv_tier - one tier of a pool: arena, frames, LRU, reclaim
+ * @pool:     owning pool
+ * @id:       KV_TIER_*
+ * @ops:      backend
+ * @priv:     backend private data
+ * @base:     CPU address of frame 0, NULL when not CPU-addressable
+ * @mlocked:  the arena is locked in RAM
+ * @fa:       frame allocator
+ * @wmark:    min, low, high in frames
+ * @lru:      inactive and active lists; tail is oldest
+ * @nr_lru:   blocks on each list
+ * @nr_pinned: pinned blocks resident here
+ * @nr_locked: blocks resident here isolated for a move
+ * @nr_raw:   frames handed out by kv_frames_alloc() (no block)
+ * @kvswapd:  background reclaimer (tiers with a lower tier only)
+ */
+struct kv_tier {
+	struct kv_pool *pool;
+	int id;
+	const struct kv_tier_ops *ops;
+	void *priv;
+	void *base;
+	bool mlocked;
+	struct kv_frame_alloc fa;
+	u32 wmark[KV_NR_WMARKS];
+	struct list_head lru[KV_NR_LRU];
+	u32 nr_lru[KV_NR_LRU];
+	u32 nr_pinned;
+	u32 nr_locked;
+	u32 nr_raw;
+	struct kv_kvswapd kvswapd;
+};
+
+/**
+ * struct kv_fault - fault injection state (SQLite's FAULTSIM)
+ * @sites:   armed KV_FAULT_* sites, 0 when off
+ * @nth:     the call (from 1) at an armed site that fails first
+ * @calls:   calls seen at armed sites since arming
+ * @persist: after the first, every later call fails too
+ * @fired:   failures injected since arming
+ */
+struct kv_fault {
+	u32 sites;
+	u64 nth;
+	u64 calls;
+	int persist;
+	u64 fired;
+};
+
+/**
+ * struct kv_pool - one KV geometry and its tiers
+ * @name:        pool name
+ * @geom:        geometry
+ * @frame_bytes: bytes per frame (kv_frame_bytes())
+ * @lock:        guards the pool (see the head of this file)
+ * @unlocked:    broadcast when blocks lose KV_BLOCK_LOCKED
+ * @tier:        the tiers
+ * @blocks:      descriptor array
+ * @nr_blocks:   descriptors in @blocks (frames of all tiers together)
+ * @free_blocks: stack of free descriptor indices
+ * @nr_free_blocks: entries on @free_blocks
+ * @seqs:        live sequences
+ * @nr_seqs:     entries on @seqs
+ * @vm:          tunables
+ * @events:      vmstat counters (written under @lock, read without)
+ * @fault:       fault injection (atomics; tests only)
+ * @flags:       KV_POOL_*
+ */
+struct kv_pool {
+	char name[64];
+	struct kv_geometry geom;
+	u64 frame_bytes;
+	pthread_mutex_t lock;
+	pthread_cond_t unlocked;
+	struct kv_tier tier[KV_NR_TIERS];
+	struct kv_block *blocks;
+	u32 nr_blocks;
+	u32 *free_blocks;
+	u32 nr_free_blocks;
+	struct list_head seqs;
+	u32 nr_seqs;
+	struct kv_vm_tunables vm;
+	u64 events[KV_NR_VM_EVENTS];
+	struct kv_fault fault;
+	u32 flags;
+};
+
+#define KV_SEQ_ACTIVE	0x1u
+
+/**
+ * struct kv_seq - a sequence: an ordered table of blocks and a token count
+ * @pool:      owning pool
+ * @node:      link on pool->seqs
+ * @table:     block indices, one per logical block
+ * @nr_blocks: used entries of @table
+ * @capacity:  allocated entries of @table
+ * @nr_tokens: tokens held
+ * @flags:     KV_SEQ_*
+ */
+struct kv_seq {
+	struct kv_pool *pool;
+	struct list_head node;
+	u32 *table;
+	u32 nr_blocks;
+	u32 capacity;
+	u32 nr_tokens;
+	u32 flags;
+};
+
+/**
+ * struct kv_copy - one block-sized copy
+ * @src_tier:  tier of the source frame
+ * @src_frame: source frame
+ * @dst_tier:  tier of the destination frame
+ * @dst_frame: destination frame
+ */
+struct kv_copy {
+	u32 src_tier;
+	u32 src_frame;
+	u32 dst_tier;
+	u32 dst_frame;
+};
+
+/**
+ * struct kv_tier_ops - a tier backend
+ * @name:          shown in meminfo
+ * @arena_create:  create the arena of t->fa.nr_total frames of
+ *                 pool->frame_bytes; set t->priv, t->base, t->mlocked
+ * @arena_destroy: release what arena_create made
+ * @copy_submit:   start @n copies; the device tier's backend runs every copy
+ *                 that involves the device tier; may complete before return
+ * @copy_wait:     wait for the copies started by copy_submit(); 0 or -errno
+ *
+ * Backends are called without pool->lock held, except arena_create and
+ * arena_destroy, which run while the pool is private to its creator.
+ */
+struct kv_tier_ops {
+	const char *name;
+	int (*arena_create)(struct kv_tier *t);
+	void (*arena_destroy)(struct kv_tier *t);
+	int (*copy_submit)(struct kv_pool *pool, const struct kv_copy *c, u32 n,
+			   void **cookie);
+	int (*copy_wait)(struct kv_pool *pool, void *cookie);
+};
+
+extern const struct kv_tier_ops kv_cpu_device_ops;
+extern const struct kv_tier_ops kv_host_memfd_ops;
+
+static inline void kv_pool_lock(struct kv_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+}
+
+static inline void kv_pool_unlock(struct kv_pool *pool)
+{
+	pthread_mutex_unlock(&pool->lock);
+}
+
+static inline struct kv_block *kv_block(struct kv_pool *pool, u32 idx)
+{
+	return &pool->blocks[idx];
+}
+
+static inline u32 kv_block_idx(struct kv_pool *pool, struct kv_block *b)
+{
+	return (u32)(b - pool->blocks);
+}
+
+/* Counters: writers hold pool->lock, readers use relaxed loads. */
+static inline void count_vm_events(struct kv_pool *pool, enum kv_vm_event ev, u64 n)
+{
+	__atomic_store_n(&pool->events[ev],
+			 __atomic_load_n(&pool->events[ev], __ATOMIC_RELAXED) + n,
+			 __ATOMIC_RELAXED);
+}
+
+static inline void count_vm_event(struct kv_pool *pool, enum kv_vm_event ev)
+{
+	count_vm_events(pool, ev, 1);
+}
+
+static inline u32 tier_nr_free(const struct kv_tier *t)
+{
+	return t->fa.nr_free;
+}
+
+/* mm/fault.c */
+bool kv_should_fail(struct kv_pool *pool, u32 site);
+void *kv_meta_alloc(struct kv_pool *pool, size_t size);
+void *kv_meta_realloc(struct kv_pool *pool, void *p, size_t size);
+
+/* mm/page_alloc.c */
+int frame_alloc_init(struct kv_frame_alloc *fa, u32 nr);
+void frame_alloc_destroy(struct kv_frame_alloc *fa);
+bool frame_is_used(const struct kv_frame_alloc *fa, u32 frame);
+int __kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *frames);
+void __kv_frames_free(struct kv_pool *pool, int tier, u32 n, const u32 *frames);
+void kv_setup_watermarks(struct kv_pool *pool);
+
+/* mm/block.c */
+int blocks_init(struct kv_pool *pool);
+void blocks_destroy(struct kv_pool *pool);
+struct kv_block *kv_block_alloc(struct kv_pool *pool, int tier, u32 frame);
+void kv_block_get(struct kv_block *b);
+void kv_block_put(struct kv_pool *pool, struct kv_block *b);
+void kv_block_pin(struct kv_pool *pool, struct kv_block *b);
+void kv_block_unpin(struct kv_pool *pool, struct kv_block *b);
+void kv_block_isolate(struct kv_pool *pool, struct kv_block *b);
+void kv_block_putback(struct kv_pool *pool, struct kv_block *b);
+
+/* mm/swap.c: LRU lists */
+void lru_add(struct kv_pool *pool, struct kv_block *b);
+void lru_del(struct kv_pool *pool, struct kv_block *b);
+void mark_block_accessed(struct kv_pool *pool, struct kv_block *b);
+
+/* mm/tier.c */
+int kv_copy_run(struct kv_pool *pool, const struct kv_copy *c, u32 n);
+int tiers_init(struct kv_pool *pool, const struct kv_pool_params *p);
+void tiers_destroy(struct kv_pool *pool);
+
+/* mm/migrate.c */
+int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
+		      int dst, const u32 *dst_frames);
+
+/* mm/vmscan.c */
+void kvswapd_wakeup(struct kv_pool *pool, int tier);
+u32 try_to_free_frames(struct kv_pool *pool, int tier, u32 need);
+
+/* mm/sequence.c */
+int seq_reserve(struct kv_seq *seq, u32 nr_blocks);
+
+#endif /* _KV_MM_INTERNAL_H */

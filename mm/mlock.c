@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Activation: make every block of a sequence resident on the device tier
+ * and pin it there, as mlock() faults pages in and locks them; and
+ * deactivation, which unpins and hands the blocks back to reclaim.
+ *
+ * Activation pins the blocks already on the device, isolates those on the
+ * host, allocates device frames for them (reclaiming others if needed),
+ * promotes them in one batch and pins them. It is all or nothing: on any
+ * failure the pins are dropped and the blocks stay where they were.
+ */
+#include <stdlib.h>
+#include "internal.h"
+
+/*
+ * Wait until no block of @seq is being moved. Pool locked (dropped while
+ * waiting). Returns 0, or -EAGAIN when NOWAIT finds a locked block.
+ */
+static int seq_wait_unlocked(struct kv_seq *seq, u32 flags)
+{
+	struct kv_pool *pool = seq->pool;
+	u32 i;
+
+restart:
+	for (i = 0; i < seq->nr_blocks; i++) {
+		if (!(kv_block(pool, seq->table[i])->flags & KV_BLOCK_LOCKED))
+			continue;
+		if (flags & KV_ALLOC_NOWAIT)
+			return -EAGAIN;
+		count_vm_event(pool, KV_LOCKED_WAIT);
+		pthread_cond_wait(&pool->unlocked, &pool->lock);
+		goto restart;
+	}
+	return 0;
+}
+
+/* Pin the device-resident blocks; isolate the others into @host. */
+static u32 seq_pin_or_isolate(struct kv_seq *seq, struct kv_block **host)
+{
+	struct kv_pool *pool = seq->pool;
+	struct kv_block *b;
+	u32 i, m = 0;
+
+	for (i = 0; i < seq->nr_blocks; i++) {
+		b = kv_block(pool, seq->table[i]);
+		if (b->tier == KV_TIER_DEVICE) {
+			kv_block_pin(pool, b);
+		} else {
+			kv_block_isolate(pool, b);
+			host[m++] = b;
+		}
+	}
+	return m;
+}
+
+/* Undo seq_pin_or_isolate() after a failed promotion. */
+static void seq_unpin_putback(struct kv_seq *seq, struct kv_block **host, u32 m)
+{
+	struct kv_pool *pool = seq->pool;
+	struct kv_block *b;
+	u32 i;
+
+	for (i = 0; i < seq->nr_blocks; i++) {
+		b = kv_block(pool, seq->table[i]);
+		if (!(b->flags & KV_BLOCK_LOCKED))
+			kv_block_unpin(pool, b);
+	}
+	for (i = 0; i < m; i++)
+		kv_block_putback(pool, host[i]);
+	pthread_cond_broadcast(&pool->unlocked);
+}
+
+/* Promote the isolated blocks in @host to the device tier and pin them. */
+static int seq_promote(struct kv_seq *seq, struct kv_block **host, u32 m,
+		       u32 *frames, u32 flags)
+{
+	struct kv_pool *pool = seq->pool;
+	u32 i;
+	int err;
+
+	err = __kv_frames_alloc(pool, KV_TIER_DEVICE, m, flags, frames);
+	if (err)
+		return err;
+	err = kv_migrate_blocks(pool, host, m, KV_TIER_DEVICE, frames);
+	if (err)
+		return err;
+	for (i = 0; i < m; i++) {
+		kv_block_pin(pool, host[i]);
+		kv_block_putback(pool, host[i]);
+	}
+	pthread_cond_broadcast(&pool->unlocked);
+	return 0;
+}
+
+static int seq_activate_locked(struct kv_seq *seq, struct kv_block **host,
+			       u32 *frames, u32 flags)
+{
+	struct kv_pool *pool = seq->pool;
+	u32 i, m;
+	int err;
+
+	err = seq_wait_unlocked(seq, flags);
+	if (err)
+		return err;
+	m = seq_pin_or_isolate(seq, host);
+	if (m) {
+		err = seq_promote(seq, host, m, frames, flags);
+		if (err) {
+			seq_unpin_putback(seq, host, m);
+			return err;
+		}
+	}
+	for (i = 0; i < seq->nr_blocks; i++)
+		mark_block_accessed(pool, kv_block(pool, seq->table[i]));
+	seq->flags |= KV_SEQ_ACTIVE;
+	count_vm_event(pool, KV_SEQ_ACTIVATE);
+	return 0;
+}
+
+/**
+ * kv_seq_activate() - make a sequence resident on the device tier, pinned
+ * @seq:   sequence; activating an active one does nothing
+ * @flags: KV_ALLOC_NOWAIT: fail with -EAGAIN instead of waiting for a
+ *         block being moved or reclaiming directly
+ *
+ * Until kv_seq_deactivate(), none of its blocks moves, and
+ * kv_seq_block_table() gives the frames kernels may read and write.
+ *
+ * Return: 0; -EINVAL (bad flags); -EAGAIN; -ENOMEM (the device tier cannot
+ * hold the sequence); -EIO (a copy failed). On error nothing is pinned and
+ * no block has moved.
+ */
+int kv_seq_activate(struct kv_seq *seq, u32 flags)
+{
+	struct kv_pool *pool = seq->pool;
+	struct kv_block **host = NULL;
+	u32 *frames = NULL;
+	int err;
+
+	if (flags & ~KV_ALLOC_NOWAIT)
+		return -EINVAL;
+	if (seq->flags & KV_SEQ_ACTIVE)
+		return 0;
+	if (seq->nr_blocks) {
+		host = kv_meta_alloc(pool, seq->nr_blocks * sizeof(*host));
+		frames = kv_meta_alloc(pool, seq->nr_blocks * sizeof(*frames));
+		if (!host || !frames) {
+			err = -ENOMEM;
+			goto out_free;
+		}
+	}
+	kv_pool_lock(pool);
+	err = seq_activate_locked(seq, host, frames, flags);
+	kv_pool_unlock(pool);
+out_free:
+	free(frames);
+	free(host);
+	return err;
+}
+
+/**
+ * kv_seq_deactivate() - unpin a sequence's blocks; they become reclaimable
+ * @seq: sequence; deactivating an inactive one does nothing
+ *
+ * The caller's kernels must be done with the blocks (on a GPU: the stream
+ * work that uses them has completed).
+ */
+void kv_seq_deactivate(struct kv_seq *seq)
+{
+	struct kv_pool *pool = seq->pool;
+	u32 i;
+
+	kv_pool_lock(pool);
+	if (seq->flags & KV_SEQ_ACTIVE) {
+		for (i = 0; i < seq->nr_blocks; i++)
+			kv_block_unpin(pool, kv_block(pool, seq->table[i]));
+		seq->flags &= ~KV_SEQ_ACTIVE;
+		count_vm_event(pool, KV_SEQ_DEACTIVATE);
+	}
+	kv_pool_unlock(pool);
+}

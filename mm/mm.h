@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvmem memory manager: the interface that the daemon and the selftests use.
+ *
+ * A pool is one KV geometry with an arena per tier (device, host; swap
+ * later). Blocks are allocated, shared, copied on write, pinned for kernels,
+ * aged on two LRU lists and demoted by reclaim, as pages are in the kernel.
+ * See Documentation/mm/ for the design.
+ *
+ * Threading: every function here may be called from any thread. A sequence
+ * must be used by one thread at a time (the caller serialises the calls on
+ * one struct kv_seq); different sequences may be used concurrently, and
+ * kvswapd threads reclaim beside them.
+ */
+#ifndef _KV_MM_H
+#define _KV_MM_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <uapi/kvmem/layout.h>
+
+typedef uint8_t u8;
+typedef uint16_t u16;
+typedef uint32_t u32;
+typedef uint64_t u64;
+
+/* Tiers, fastest first. A block is resident on at most one of device/host. */
+#define KV_TIER_DEVICE	0
+#define KV_TIER_HOST	1
+#define KV_NR_TIERS	2
+#define KV_TIER_NONE	0xff
+
+#define KV_FRAME_NONE	UINT32_MAX
+
+/* Allocation and activation flags. */
+#define KV_ALLOC_NOWAIT		0x1u	/* no direct reclaim, no sleeping: -EAGAIN */
+#define KV_ALLOC_RECLAIM	0x2u	/* reclaim itself: may use frames below min */
+#define KV_ALLOC_FLAGS		(KV_ALLOC_NOWAIT | KV_ALLOC_RECLAIM)
+
+/* Pool creation flags. */
+#define KV_POOL_NO_KVSWAPD	0x1u	/* no background reclaim threads */
+
+/* Largest number of tokens a sequence may hold. */
+#define KV_SEQ_MAX_TOKENS	(1u << 30)
+
+struct kv_pool;
+struct kv_seq;
+struct kv_tier_ops;
+
+/* Watermark indices. */
+#define KV_WMARK_MIN	0
+#define KV_WMARK_LOW	1
+#define KV_WMARK_HIGH	2
+#define KV_NR_WMARKS	3
+
+/**
+ * struct kv_vm_tunables - reclaim tunables of a pool
+ * @min_free_kbytes:        reserve kept free in each tier, in KiB; 0 means
+ *                          automatic (1/128 of the tier, at least one frame)
+ * @watermark_scale_factor: distance min->low and low->high, in units of
+ *                          1/10000 of the tier (as vm.watermark_scale_factor);
+ *                          1..3000, default 10
+ * @reclaim_batch:          blocks isolated and moved per reclaim batch, 1..4096
+ */
+struct kv_vm_tunables {
+	u64 min_free_kbytes;
+	u32 watermark_scale_factor;
+	u32 reclaim_batch;
+};
+
+/**
+ * struct kv_pool_params - what kv_pool_create() builds
+ * @name:      pool name, at most 63 bytes
+ * @geom:      KV geometry; must satisfy kv_geometry_valid()
+ * @nr_frames: frames per tier (device, host); device must be > 0
+ * @ops:       backend per tier, NULL for the default (CPU device, host memfd)
+ * @vm:        reclaim tunables; zeroed fields take their defaults
+ * @flags:     KV_POOL_*
+ */
+struct kv_pool_params {
+	const char *name;
+	struct kv_geometry geom;
+	u32 nr_frames[KV_NR_TIERS];
+	const struct kv_tier_ops *ops[KV_NR_TIERS];
+	struct kv_vm_tunables vm;
+	u32 flags;
+};
+
+/**
+ * struct kv_tier_info - one tier's part of a meminfo snapshot
+ * @backend:  name of the backend serving the tier
+ * @total:    frames in the arena
+ * @free:     frames on the free list
+ * @wmark:    min, low and high watermarks, in frames
+ * @active:   blocks resident here on the active LRU list
+ * @inactive: blocks resident here on the inactive LRU list
+ * @pinned:   blocks resident here pinned by active sequences
+ * @locked:   blocks resident here being moved between tiers
+ * @mlocked:  1 when the arena is locked in RAM
+ */
+struct kv_tier_info {
+	const char *backend;
+	u32 total;
+	u32 free;
+	u32 wmark[KV_NR_WMARKS];
+	u32 active;
+	u32 inactive;
+	u32 pinned;
+	u32 locked;
+	u32 mlocked;
+};
+
+/**
+ * struct kv_meminfo - a snapshot of a pool's memory
+ * @frame_bytes: bytes per frame
+ * @block_bytes: bytes of KV per block
+ * @blocks:      block descriptors in use
+ * @sequences:   live sequences
+ * @tier:        per tier
+ */
+struct kv_meminfo {
+	u64 frame_bytes;
+	u64 block_bytes;
+	u32 blocks;
+	u32 sequences;
+	struct kv_tier_info tier[KV_NR_TIERS];
+};
+
+/* vmstat events: monotonic counters. Append new ones; never rename one. */
+enum kv_vm_event {
+	KV_PGALLOC_DEVICE,
+	KV_PGALLOC_HOST,
+	KV_PGFREE_DEVICE,
+	KV_PGFREE_HOST,
+	KV_PGDEMOTE,
+	KV_PGPROMOTE,
+	KV_PGACTIVATE,
+	KV_PGDEACTIVATE,
+	KV_PGROTATED,
+	KV_PGSCAN_KSWAPD,
+	KV_PGSCAN_DIRECT,
+	KV_PGSTEAL_KSWAPD,
+	KV_PGSTEAL_DIRECT,
+	KV_KSWAPD_WAKE,
+	KV_ALLOCSTALL,
+	KV_ALLOC_FAIL,
+	KV_COW_COPY,
+	KV_SEQ_CREATE,
+	KV_SEQ_FORK,
+	KV_SEQ_FREE,
+	KV_SEQ_ACTIVATE,
+	KV_SEQ_DEACTIVATE,
+	KV_COPY_FAIL,
+	KV_LOCKED_WAIT,
+	KV_NR_VM_EVENTS
+};
+
+/* Fault injection sites (kv_pool_fault_inject()). */
+#define KV_FAULT_META	0x1u	/* metadata allocation (malloc) */
+#define KV_FAULT_FRAME	0x2u	/* frame allocation in any tier */
+#define KV_FAULT_COPY	0x4u	/* a copy between or within tiers */
+
+/* mm/pool.c */
+int kv_pool_create(const struct kv_pool_params *p, struct kv_pool **out);
+void kv_pool_destroy(struct kv_pool *pool);
+const struct kv_geometry *kv_pool_geometry(const struct kv_pool *pool);
+void *kv_pool_frame_addr(struct kv_pool *pool, int tier, u32 frame);
+int kv_pool_set_tunables(struct kv_pool *pool, const struct kv_vm_tunables *vm);
+void kv_pool_get_tunables(struct kv_pool *pool, struct kv_vm_tunables *vm);
+
+/* mm/page_alloc.c */
+int kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *frames);
+void kv_frames_free(struct kv_pool *pool, int tier, u32 n, const u32 *frames);
+
+/* mm/sequence.c */
+int kv_seq_create(struct kv_pool *pool, struct kv_seq **out);
+int kv_seq_fork(struct kv_seq *seq, struct kv_seq **out);
+int kv_seq_truncate(struct kv_seq *seq, u32 nr_tokens);
+void kv_seq_free(struct kv_seq *seq);
+struct kv_pool *kv_seq_pool(const struct kv_seq *seq);
+u32 kv_seq_tokens(const struct kv_seq *seq);
+u32 kv_seq_nr_blocks(const struct kv_seq *seq);
+int kv_seq_is_active(const struct kv_seq *seq);
+int kv_seq_block_table(struct kv_seq *seq, u32 *frames, u32 n);
+
+/* mm/memory.c */
+int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags);
+int kv_seq_write(struct kv_seq *seq, u32 pos, u64 *slot, u32 flags);
+
+/* mm/mlock.c */
+int kv_seq_activate(struct kv_seq *seq, u32 flags);
+void kv_seq_deactivate(struct kv_seq *seq);
+
+/* mm/vmscan.c */
+u32 kv_reclaim(struct kv_pool *pool, int tier, u32 nr);
+int kv_kvswapd_start(struct kv_pool *pool);
+void kv_kvswapd_stop(struct kv_pool *pool);
+
+/* mm/vmstat.c */
+void kv_pool_meminfo(struct kv_pool *pool, struct kv_meminfo *mi);
+u64 kv_vmstat_read(struct kv_pool *pool, enum kv_vm_event ev);
+const char *kv_vmstat_name(enum kv_vm_event ev);
+void kv_pool_print_meminfo(struct kv_pool *pool, FILE *f);
+void kv_pool_print_vmstat(struct kv_pool *pool, FILE *f);
+
+/* mm/check.c */
+int kv_pool_check(struct kv_pool *pool);
+
+/* mm/fault.c */
+void kv_pool_fault_inject(struct kv_pool *pool, u32 sites, u64 nth, int persist);
+
+#endif /* _KV_MM_H */

@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Frame allocation and watermarks, as the kernel's mm/page_alloc.c.
+ *
+ * Each tier's free frames sit on a stack: alloc pops, free pushes, both O(1),
+ * with batch variants that take or return many frames under one lock. A bitmap
+ * of frames handed out catches a double free before it corrupts the stack.
+ *
+ * An allocation may take the free count down to the tier's min watermark.
+ * Below low it wakes the tier's kvswapd; one that would go below min
+ * reclaims synchronously (direct reclaim) unless KV_ALLOC_NOWAIT, and fails
+ * with -ENOMEM when nothing can be reclaimed, taking nothing. Reclaim itself
+ * (KV_ALLOC_RECLAIM) may use the frames below min: that reserve is what
+ * lets reclaim make progress when a tier is full.
+ */
+#include <stdlib.h>
+#include "internal.h"
+
+#define BITS_PER_WORD 64
+
+/**
+ * frame_alloc_init() - set up the allocator of a tier of @nr frames
+ * @fa: allocator
+ * @nr: frames in the arena
+ *
+ * All frames start free; low frame numbers are handed out first.
+ */
+int frame_alloc_init(struct kv_frame_alloc *fa, u32 nr)
+{
+	u32 i;
+
+	fa->stack = malloc((nr ? nr : 1) * sizeof(*fa->stack));
+	if (!fa->stack)
+		return -ENOMEM;
+	fa->used = calloc(nr / BITS_PER_WORD + 1, sizeof(*fa->used));
+	if (!fa->used) {
+		free(fa->stack);
+		fa->stack = NULL;
+		return -ENOMEM;
+	}
+	for (i = 0; i < nr; i++)
+		fa->stack[i] = nr - 1 - i;
+	fa->nr_free = nr;
+	fa->nr_total = nr;
+	return 0;
+}
+
+/** frame_alloc_destroy() - free what frame_alloc_init() allocated */
+void frame_alloc_destroy(struct kv_frame_alloc *fa)
+{
+	free(fa->stack);
+	free(fa->used);
+	fa->stack = NULL;
+	fa->used = NULL;
+}
+
+/** frame_is_used() - whether @frame is handed out */
+bool frame_is_used(const struct kv_frame_alloc *fa, u32 frame)
+{
+	return fa->used[frame / BITS_PER_WORD] >> (frame % BITS_PER_WORD) & 1;
+}
+
+static void frame_set_used(struct kv_frame_alloc *fa, u32 frame, bool used)
+{
+	u64 bit = 1ull << (frame % BITS_PER_WORD);
+
+	if (used)
+		fa->used[frame / BITS_PER_WORD] |= bit;
+	else
+		fa->used[frame / BITS_PER_WORD] &= ~bit;
+}
+
+/* Pop in stack order, so a fresh tier hands out ascending runs. */
+static void frames_pop(struct kv_frame_alloc *fa, u32 n, u32 *frames)
+{
+	u32 i;
+
+	for (i = 0; i < n; i++) {
+		frames[i] = fa->stack[--fa->nr_free];
+		frame_set_used(fa, frames[i], true);
+	}
+}
+
+/* Frames that fail the checks are reported and kept off the free list. */
+static void frames_push(struct kv_frame_alloc *fa, u32 n, const u32 *frames)
+{
+	u32 i, f;
+
+	for (i = 0; i < n; i++) {
+		f = frames[i];
+		if (f >= fa->nr_total || !frame_is_used(fa, f)) {
+			fprintf(stderr, "kvmem: bad frame free: %u of %u\n", f, fa->nr_total);
+			continue;
+		}
+		frame_set_used(fa, f, false);
+		fa->stack[fa->nr_free++] = f;
+	}
+}
+
+/**
+ * kv_setup_watermarks() - derive min, low and high of every tier
+ * @pool: pool, locked or private
+ *
+ * min is min_free_kbytes worth of frames (1/128 of the tier when 0), at
+ * most a quarter of the tier; low and high sit min/4 or
+ * watermark_scale_factor/10000 of the tier (whichever is larger) above the
+ * one below, as in __setup_per_zone_wmarks(). Every gap is at least one
+ * frame, and high stays below the tier size where the tier allows it.
+ */
+void kv_setup_watermarks(struct kv_pool *pool)
+{
+	const struct kv_vm_tunables *vm = &pool->vm;
+	struct kv_tier *t;
+	u64 total, min, gap;
+	int i;
+
+	for (i = 0; i < KV_NR_TIERS; i++) {
+		t = &pool->tier[i];
+		total = t->fa.nr_total;
+		if (vm->min_free_kbytes)
+			min = (vm->min_free_kbytes * 1024 + pool->frame_bytes - 1) /
+			      pool->frame_bytes;
+		else
+			min = total / 128;
+		if (min > total / 4)
+			min = total / 4;
+		if (!min && total >= 4)
+			min = 1;
+		gap = total * vm->watermark_scale_factor / 10000;
+		if (gap < min / 4)
+			gap = min / 4;
+		if (!gap)
+			gap = 1;
+		while (total && min + 2 * gap >= total && gap > 1)
+			gap /= 2;
+		t->wmark[KV_WMARK_MIN] = (u32)min;
+		t->wmark[KV_WMARK_LOW] = (u32)(min + gap);
+		t->wmark[KV_WMARK_HIGH] = (u32)(min + 2 * gap);
+	}
+}
+
+static bool wmark_ok(const struct kv_tier *t, u32 n, u32 flags)
+{
+	u32 reserve = flags & KV_ALLOC_RECLAIM ? 0 : t->wmark[KV_WMARK_MIN];
+
+	return tier_nr_free(t) >= n && tier_nr_free(t) - n >= reserve;
+}
+
+/**
+ * __kv_frames_alloc() - allocate @n frames of a tier, all or none
+ * @pool:   pool, locked; the lock may be dropped and retaken for reclaim
+ * @tier:   KV_TIER_*
+ * @n:      frames wanted
+ * @flags:  KV_ALLOC_*
+ * @frames: receives the frame numbers
+ *
+ * Return: 0; -EAGAIN when KV_ALLOC_NOWAIT and the tier is below min;
+ * -ENOMEM when reclaim cannot make room (nothing is taken).
+ */
+int __kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *frames)
+{
+	struct kv_tier *t = &pool->tier[tier];
+	bool stalled = false;
+
+	if (kv_should_fail(pool, KV_FAULT_FRAME))
+		goto fail;
+	while (!wmark_ok(t, n, flags)) {
+		kvswapd_wakeup(pool, tier);
+		if (flags & KV_ALLOC_NOWAIT) {
+			count_vm_event(pool, KV_ALLOC_FAIL);
+			return -EAGAIN;
+		}
+		if (!stalled) {
+			count_vm_event(pool, KV_ALLOCSTALL);
+			stalled = true;
+		}
+		if (!try_to_free_frames(pool, tier, n + t->wmark[KV_WMARK_MIN]))
+			goto fail;
+	}
+	frames_pop(&t->fa, n, frames);
+	count_vm_events(pool, KV_PGALLOC_DEVICE + tier, n);
+	if (tier_nr_free(t) < t->wmark[KV_WMARK_LOW])
+		kvswapd_wakeup(pool, tier);
+	return 0;
+fail:
+	count_vm_event(pool, KV_ALLOC_FAIL);
+	return -ENOMEM;
+}
+
+/**
+ * __kv_frames_free() - return frames to their tier
+ * @pool:   pool, locked
+ * @tier:   KV_TIER_*
+ * @n:      frames
+ * @frames: frame numbers from __kv_frames_alloc()
+ */
+void __kv_frames_free(struct kv_pool *pool, int tier, u32 n, const u32 *frames)
+{
+	frames_push(&pool->tier[tier].fa, n, frames);
+	count_vm_events(pool, KV_PGFREE_DEVICE + tier, n);
+}
+
+/**
+ * kv_frames_alloc() - allocate @n frames of a tier, all or none
+ * @pool:   pool
+ * @tier:   KV_TIER_*
+ * @n:      frames wanted
+ * @flags:  KV_ALLOC_NOWAIT or 0
+ * @frames: receives the frame numbers
+ *
+ * The raw allocator under the block layer; frames taken here belong to the
+ * caller until kv_frames_free(). Used by the benchmark and by clients'
+ * frame reserves.
+ *
+ * Return: 0, -EINVAL for a bad tier or flag, -EAGAIN, or -ENOMEM.
+ */
+int kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *frames)
+{
+	int err;
+
+	if (tier < 0 || tier >= KV_NR_TIERS || (flags & ~KV_ALLOC_NOWAIT))
+		return -EINVAL;
+	kv_pool_lock(pool);
+	err = __kv_frames_alloc(pool, tier, n, flags, frames);
+	if (!err)
+		pool->tier[tier].nr_raw += n;
+	kv_pool_unlock(pool);
+	return err;
+}
+
+/**
+ * kv_frames_free() - free frames taken with kv_frames_alloc()
+ * @pool:   pool
+ * @tier:   KV_TIER_*
+ * @n:      frames
+ * @frames: frame numbers
+ */
+void kv_frames_free(struct kv_pool *pool, int tier, u32 n, const u32 *frames)
+{
+	if (tier < 0 || tier >= KV_NR_TIERS)
+		return;
+	kv_pool_lock(pool);
+	__kv_frames_free(pool, tier, n, frames);
+	pool->tier[tier].nr_raw -= n;
+	kv_pool_unlock(pool);
+}

@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Counters and snapshots, as the kernel's mm/vmstat.c: monotonic event
+ * counters (vmstat) read without the pool lock, and a meminfo snapshot of
+ * every tier taken under it.
+ */
+#include "internal.h"
+
+static const char *const vmstat_names[KV_NR_VM_EVENTS] = {
+	[KV_PGALLOC_DEVICE] = "pgalloc_device",
+	[KV_PGALLOC_HOST] = "pgalloc_host",
+	[KV_PGFREE_DEVICE] = "pgfree_device",
+	[KV_PGFREE_HOST] = "pgfree_host",
+	[KV_PGDEMOTE] = "pgdemote",
+	[KV_PGPROMOTE] = "pgpromote",
+	[KV_PGACTIVATE] = "pgactivate",
+	[KV_PGDEACTIVATE] = "pgdeactivate",
+	[KV_PGROTATED] = "pgrotated",
+	[KV_PGSCAN_KSWAPD] = "pgscan_kswapd",
+	[KV_PGSCAN_DIRECT] = "pgscan_direct",
+	[KV_PGSTEAL_KSWAPD] = "pgsteal_kswapd",
+	[KV_PGSTEAL_DIRECT] = "pgsteal_direct",
+	[KV_KSWAPD_WAKE] = "kswapd_wake",
+	[KV_ALLOCSTALL] = "allocstall",
+	[KV_ALLOC_FAIL] = "alloc_fail",
+	[KV_COW_COPY] = "cow_copy",
+	[KV_SEQ_CREATE] = "seq_create",
+	[KV_SEQ_FORK] = "seq_fork",
+	[KV_SEQ_FREE] = "seq_free",
+	[KV_SEQ_ACTIVATE] = "seq_activate",
+	[KV_SEQ_DEACTIVATE] = "seq_deactivate",
+	[KV_COPY_FAIL] = "copy_fail",
+	[KV_LOCKED_WAIT] = "locked_wait",
+};
+
+static const char *const tier_names[KV_NR_TIERS] = {
+	[KV_TIER_DEVICE] = "Device",
+	[KV_TIER_HOST] = "Host",
+};
+
+/** kv_vmstat_name() - the vmstat name of an event, NULL if out of range */
+const char *kv_vmstat_name(enum kv_vm_event ev)
+{
+	return (unsigned int)ev < KV_NR_VM_EVENTS ? vmstat_names[ev] : NULL;
+}
+
+/** kv_vmstat_read() - read one event counter without taking the lock */
+u64 kv_vmstat_read(struct kv_pool *pool, enum kv_vm_event ev)
+{
+	if ((unsigned int)ev >= KV_NR_VM_EVENTS)
+		return 0;
+	return __atomic_load_n(&pool->events[ev], __ATOMIC_RELAXED);
+}
+
+/**
+ * kv_pool_meminfo() - snapshot of a pool's memory
+ * @pool: pool
+ * @mi:   filled in
+ */
+void kv_pool_meminfo(struct kv_pool *pool, struct kv_meminfo *mi)
+{
+	struct kv_tier_info *ti;
+	struct kv_tier *t;
+	int i, w;
+
+	kv_pool_lock(pool);
+	mi->frame_bytes = pool->frame_bytes;
+	mi->block_bytes = kv_block_bytes(&pool->geom);
+	mi->blocks = pool->nr_blocks - pool->nr_free_blocks;
+	mi->sequences = pool->nr_seqs;
+	for (i = 0; i < KV_NR_TIERS; i++) {
+		t = &pool->tier[i];
+		ti = &mi->tier[i];
+		ti->backend = t->ops->name;
+		ti->total = t->fa.nr_total;
+		ti->free = t->fa.nr_free;
+		for (w = 0; w < KV_NR_WMARKS; w++)
+			ti->wmark[w] = t->wmark[w];
+		ti->active = t->nr_lru[KV_LRU_ACTIVE];
+		ti->inactive = t->nr_lru[KV_LRU_INACTIVE];
+		ti->pinned = t->nr_pinned;
+		ti->locked = t->nr_locked;
+		ti->mlocked = t->mlocked;
+	}
+	kv_pool_unlock(pool);
+}
+
+static void print_kb(FILE *f, const char *tier, const char *what, u64 frames, u64 fb)
+{
+	char name[32];
+
+	snprintf(name, sizeof(name), "%s%s:", tier, what);
+	fprintf(f, "%-18s %12llu kB\n", name, (unsigned long long)(frames * fb / 1024));
+}
+
+/**
+ * kv_pool_print_meminfo() - print a meminfo snapshot, /proc/meminfo style
+ * @pool: pool
+ * @f:    stream
+ *
+ * Lines are `Name: value kB` (sizes) or `Name: value` (counts).
+ */
+void kv_pool_print_meminfo(struct kv_pool *pool, FILE *f)
+{
+	struct kv_meminfo mi;
+	const struct kv_tier_info *ti;
+	u64 fb;
+	int i;
+
+	kv_pool_meminfo(pool, &mi);
+	fb = mi.frame_bytes;
+	fprintf(f, "%-18s %12llu\n", "FrameBytes:", (unsigned long long)fb);
+	fprintf(f, "%-18s %12u\n", "Blocks:", mi.blocks);
+	fprintf(f, "%-18s %12u\n", "Sequences:", mi.sequences);
+	for (i = 0; i < KV_NR_TIERS; i++) {
+		ti = &mi.tier[i];
+		fprintf(f, "%-18s %12s\n", i ? "HostBackend:" : "DeviceBackend:", ti->backend);
+		print_kb(f, tier_names[i], "Total", ti->total, fb);
+		print_kb(f, tier_names[i], "Free", ti->free, fb);
+		print_kb(f, tier_names[i], "Active", ti->active, fb);
+		print_kb(f, tier_names[i], "Inactive", ti->inactive, fb);
+		print_kb(f, tier_names[i], "Pinned", ti->pinned, fb);
+		print_kb(f, tier_names[i], "Locked", ti->locked, fb);
+		print_kb(f, tier_names[i], "Min", ti->wmark[KV_WMARK_MIN], fb);
+		print_kb(f, tier_names[i], "Low", ti->wmark[KV_WMARK_LOW], fb);
+		print_kb(f, tier_names[i], "High", ti->wmark[KV_WMARK_HIGH], fb);
+	}
+}
+
+/**
+ * kv_pool_print_vmstat() - print every event counter, `name value` a line
+ * @pool: pool
+ * @f:    stream
+ */
+void kv_pool_print_vmstat(struct kv_pool *pool, FILE *f)
+{
+	int i;
+
+	for (i = 0; i < KV_NR_VM_EVENTS; i++)
+		fprintf(f, "%s %llu\n", vmstat_names[i],
+			(unsigned long long)kv_vmstat_read(pool, i));
+}
