@@ -148,9 +148,9 @@ static void check_tier(struct check_ctx *ctx, struct kv_tier *t)
 	if (fa->nr_free + used != fa->nr_total)
 		bad(ctx, "tier %d: free %u + used %u != total %u", t->id, fa->nr_free, used,
 		    fa->nr_total);
-	if (used != ctx->nr_owned[t->id] + t->nr_raw)
-		bad(ctx, "tier %d: %u frames used, %u owned by blocks + %u raw", t->id, used,
-		    ctx->nr_owned[t->id], t->nr_raw);
+	if (used != ctx->nr_owned[t->id] + t->nr_raw + t->nr_inflight)
+		bad(ctx, "tier %d: %u frames used, %u owned by blocks + %u raw + %u in flight",
+		    t->id, used, ctx->nr_owned[t->id], t->nr_raw, t->nr_inflight);
 	if (ctx->nr_pinned[t->id] != t->nr_pinned || ctx->nr_locked[t->id] != t->nr_locked)
 		bad(ctx, "tier %d: pinned %u/%u locked %u/%u", t->id, ctx->nr_pinned[t->id],
 		    t->nr_pinned, ctx->nr_locked[t->id], t->nr_locked);

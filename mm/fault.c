@@ -27,6 +27,12 @@ void kv_pool_fault_inject(struct kv_pool *pool, u32 sites, u64 nth, int persist)
 	__atomic_store_n(&f->sites, sites, __ATOMIC_SEQ_CST);
 }
 
+/** kv_pool_fault_fired() - failures injected since the pool was last armed */
+u64 kv_pool_fault_fired(struct kv_pool *pool)
+{
+	return __atomic_load_n(&pool->fault.fired, __ATOMIC_SEQ_CST);
+}
+
 /**
  * kv_should_fail() - whether this call at @site must fail
  * @pool: pool

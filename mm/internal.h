@@ -99,6 +99,8 @@ struct kv_kvswapd {
  * @nr_pinned: pinned blocks resident here
  * @nr_locked: blocks resident here isolated for a move
  * @nr_raw:   frames handed out by kv_frames_alloc() (no block)
+ * @nr_inflight: frames allocated as copy targets while the lock is dropped,
+ *            not yet owned by a block
  * @kvswapd:  background reclaimer (tiers with a lower tier only)
  */
 struct kv_tier {
@@ -115,6 +117,7 @@ struct kv_tier {
 	u32 nr_pinned;
 	u32 nr_locked;
 	u32 nr_raw;
+	u32 nr_inflight;
 	struct kv_kvswapd kvswapd;
 };
 

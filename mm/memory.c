@@ -13,8 +13,12 @@
 #define NO_COW		UINT32_MAX
 #define FRAMES_ONSTACK	16
 
-/* Replace the shared block at table[@idx] with a private copy in @frame. */
-static int cow_block(struct kv_seq *seq, u32 idx, u32 frame)
+/*
+ * Replace the shared block at table[@idx] with a private copy in @frame.
+ * @held frames of the device tier (@frame among them) belong to the caller
+ * and are counted in flight while the lock is dropped for the copy.
+ */
+static int cow_block(struct kv_seq *seq, u32 idx, u32 frame, u32 held)
 {
 	struct kv_pool *pool = seq->pool;
 	struct kv_block *old = kv_block(pool, seq->table[idx]), *nb;
@@ -22,9 +26,11 @@ static int cow_block(struct kv_seq *seq, u32 idx, u32 frame)
 	int err;
 
 	/* old is pinned by this sequence: it cannot move while unlocked. */
+	pool->tier[KV_TIER_DEVICE].nr_inflight += held;
 	kv_pool_unlock(pool);
 	err = kv_copy_run(pool, &c, 1);
 	kv_pool_lock(pool);
+	pool->tier[KV_TIER_DEVICE].nr_inflight -= held;
 	if (err) {
 		count_vm_event(pool, KV_COPY_FAIL);
 		return err;
@@ -79,7 +85,7 @@ static int seq_fault(struct kv_seq *seq, u32 cow, u32 nr_new, u32 flags, u32 *fr
 		return err;
 	if (n > nr_new) {
 		/* The sharer may have gone while reclaim ran unlocked. */
-		err = block_shared(seq, cow) ? cow_block(seq, cow, frames[nr_new]) : 1;
+		err = block_shared(seq, cow) ? cow_block(seq, cow, frames[nr_new], n) : 1;
 		if (err)
 			__kv_frames_free(pool, KV_TIER_DEVICE, 1, &frames[nr_new]);
 		if (err < 0) {

@@ -43,9 +43,11 @@ int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 		b = blocks[i];
 		c[i] = (struct kv_copy){ b->tier, b->frame[b->tier], dst, dst_frames[i] };
 	}
+	pool->tier[dst].nr_inflight += n;
 	kv_pool_unlock(pool);
 	err = kv_copy_run(pool, c, n);
 	kv_pool_lock(pool);
+	pool->tier[dst].nr_inflight -= n;
 	free(c);
 	if (err) {
 		count_vm_event(pool, KV_COPY_FAIL);

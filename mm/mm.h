@@ -208,5 +208,6 @@ int kv_pool_check(struct kv_pool *pool);
 
 /* mm/fault.c */
 void kv_pool_fault_inject(struct kv_pool *pool, u32 sites, u64 nth, int persist);
+u64 kv_pool_fault_fired(struct kv_pool *pool);
 
 #endif /* _KV_MM_H */
