@@ -29,6 +29,16 @@ struct check_ctx {
 				(ctx)->pool->name, ##__VA_ARGS__);		\
 	} while (0)
 
+/* An active sequence pins all its blocks; one being activated (its lock
+ * dropped to promote) all but those it isolated to promote. */
+static bool seq_holds_pin(struct kv_pool *pool, struct kv_seq *seq, u32 idx)
+{
+	if (seq->flags & KV_SEQ_ACTIVE)
+		return true;
+	return (seq->flags & KV_SEQ_ACTIVATING) &&
+	       !(kv_block(pool, idx)->flags & KV_BLOCK_LOCKED);
+}
+
 static void check_seqs(struct check_ctx *ctx)
 {
 	struct kv_pool *pool = ctx->pool;
@@ -48,7 +58,7 @@ static void check_seqs(struct check_ctx *ctx)
 				continue;
 			}
 			ctx->refs[idx]++;
-			if (seq->flags & KV_SEQ_ACTIVE)
+			if (seq_holds_pin(pool, seq, idx))
 				ctx->pins[idx]++;
 		}
 	}

@@ -175,7 +175,8 @@ struct kv_pool {
 	u32 flags;
 };
 
-#define KV_SEQ_ACTIVE	0x1u
+#define KV_SEQ_ACTIVE		0x1u
+#define KV_SEQ_ACTIVATING	0x2u	/* pinned but for the blocks it isolated */
 
 /**
  * struct kv_seq - a sequence: an ordered table of blocks and a token count

@@ -97,10 +97,25 @@ static int seq_fault(struct kv_seq *seq, u32 cow, u32 nr_new, u32 flags, u32 *fr
 	return 0;
 }
 
-/* seq_fault() with a frame array sized for the request, and the checks. */
-static int seq_prepare_write(struct kv_seq *seq, u32 cow, u32 nr_new, u32 flags)
+static u64 seq_slot(struct kv_seq *seq, u32 pos)
 {
-	u32 onstack[FRAMES_ONSTACK], *frames = onstack;
+	struct kv_pool *pool = seq->pool;
+	u32 bt = pool->geom.block_tokens;
+	struct kv_block *b = kv_block(pool, seq->table[pos / bt]);
+
+	return (u64)b->frame[KV_TIER_DEVICE] * bt + pos % bt;
+}
+
+/*
+ * seq_fault() with a frame array sized for the request and the checks;
+ * then, under the same lock, the slots of tokens [@pos, @pos + @n) into
+ * @slots (may be NULL) and the token count raised to cover them, so that
+ * the table and the count change together.
+ */
+static int seq_prepare_write(struct kv_seq *seq, u32 cow, u32 nr_new, u32 flags,
+			     u32 pos, u32 n, u64 *slots)
+{
+	u32 onstack[FRAMES_ONSTACK], *frames = onstack, i;
 	int err;
 
 	if (!(seq->flags & KV_SEQ_ACTIVE) || (flags & ~KV_ALLOC_NOWAIT))
@@ -115,19 +130,16 @@ static int seq_prepare_write(struct kv_seq *seq, u32 cow, u32 nr_new, u32 flags)
 	}
 	kv_pool_lock(seq->pool);
 	err = seq_fault(seq, cow, nr_new, flags, frames);
+	if (!err) {
+		for (i = 0; slots && i < n; i++)
+			slots[i] = seq_slot(seq, pos + i);
+		if (pos + n > seq->nr_tokens)
+			seq->nr_tokens = pos + n;
+	}
 	kv_pool_unlock(seq->pool);
 	if (frames != onstack)
 		free(frames);
 	return err;
-}
-
-static u64 seq_slot(struct kv_seq *seq, u32 pos)
-{
-	struct kv_pool *pool = seq->pool;
-	u32 bt = pool->geom.block_tokens;
-	struct kv_block *b = kv_block(pool, seq->table[pos / bt]);
-
-	return (u64)b->frame[KV_TIER_DEVICE] * bt + pos % bt;
 }
 
 /**
@@ -149,8 +161,7 @@ static u64 seq_slot(struct kv_seq *seq, u32 pos)
 int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags)
 {
 	u32 bt = seq->pool->geom.block_tokens;
-	u32 pos = seq->nr_tokens, cow = NO_COW, i, nr_new;
-	int err;
+	u32 pos = seq->nr_tokens, cow = NO_COW, nr_new;
 
 	if (!n)
 		return seq->flags & KV_SEQ_ACTIVE ? 0 : -EINVAL;
@@ -159,15 +170,7 @@ int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags)
 	if (pos % bt)
 		cow = seq->nr_blocks - 1;
 	nr_new = (pos + n + bt - 1) / bt - seq->nr_blocks;
-	err = seq_prepare_write(seq, cow, nr_new, flags);
-	if (err)
-		return err;
-	kv_pool_lock(seq->pool);
-	for (i = 0; slots && i < n; i++)
-		slots[i] = seq_slot(seq, pos + i);
-	seq->nr_tokens = pos + n;
-	kv_pool_unlock(seq->pool);
-	return 0;
+	return seq_prepare_write(seq, cow, nr_new, flags, pos, n, slots);
 }
 
 /**
@@ -184,15 +187,8 @@ int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags)
  */
 int kv_seq_write(struct kv_seq *seq, u32 pos, u64 *slot, u32 flags)
 {
-	int err;
-
 	if (pos >= seq->nr_tokens)
 		return seq->flags & KV_SEQ_ACTIVE ? -ERANGE : -EINVAL;
-	err = seq_prepare_write(seq, pos / seq->pool->geom.block_tokens, 0, flags);
-	if (err)
-		return err;
-	kv_pool_lock(seq->pool);
-	*slot = seq_slot(seq, pos);
-	kv_pool_unlock(seq->pool);
-	return 0;
+	return seq_prepare_write(seq, pos / seq->pool->geom.block_tokens, 0, flags,
+				 pos, 1, slot);
 }

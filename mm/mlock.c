@@ -104,7 +104,9 @@ static int seq_activate_locked(struct kv_seq *seq, struct kv_block **host,
 		return err;
 	m = seq_pin_or_isolate(seq, host);
 	if (m) {
+		seq->flags |= KV_SEQ_ACTIVATING;
 		err = seq_promote(seq, host, m, frames, flags);
+		seq->flags &= ~KV_SEQ_ACTIVATING;
 		if (err) {
 			seq_unpin_putback(seq, host, m);
 			return err;
