@@ -110,6 +110,14 @@ static void memfd_arena_destroy(struct kv_tier *t)
 	t->base = NULL;
 }
 
+static int memfd_arena_fd(struct kv_tier *t, u64 *bytes)
+{
+	struct memfd_arena *a = t->priv;
+
+	*bytes = a->bytes;
+	return a->fd;
+}
+
 static int host_arena_create(struct kv_tier *t)
 {
 	return memfd_arena_create(t, "kvmem-host", true);
@@ -146,6 +154,7 @@ const struct kv_tier_ops kv_cpu_device_ops = {
 	.name = "cpu",
 	.arena_create = cpu_device_arena_create,
 	.arena_destroy = memfd_arena_destroy,
+	.arena_fd = memfd_arena_fd,
 	.copy_submit = memcpy_submit,
 	.copy_wait = memcpy_wait,
 };
@@ -154,6 +163,7 @@ const struct kv_tier_ops kv_host_memfd_ops = {
 	.name = "memfd",
 	.arena_create = host_arena_create,
 	.arena_destroy = memfd_arena_destroy,
+	.arena_fd = memfd_arena_fd,
 	.copy_submit = memcpy_submit,
 	.copy_wait = memcpy_wait,
 };

@@ -60,12 +60,14 @@ struct kv_block {
  * @nr_free:  frames on the stack
  * @nr_total: frames in the arena
  * @used:     bitmap of frames handed out, to catch a double free
+ * @raw:      bitmap of frames handed out by kv_frames_alloc() (no block)
  */
 struct kv_frame_alloc {
 	u32 *stack;
 	u32 nr_free;
 	u32 nr_total;
 	u64 *used;
+	u64 *raw;
 };
 
 /**
@@ -75,6 +77,7 @@ struct kv_frame_alloc {
  * @running: thread started and not yet joined
  * @wake:    a wakeup is pending
  * @stop:    the thread must exit
+ * @gen:     bumped at every start, so a stopper knows which thread it waits for
  */
 struct kv_kvswapd {
 	pthread_t thread;
@@ -82,6 +85,7 @@ struct kv_kvswapd {
 	bool running;
 	bool wake;
 	bool stop;
+	u32 gen;
 };
 
 /**
@@ -175,6 +179,13 @@ struct kv_pool {
 	u32 flags;
 };
 
+/*
+ * Internal allocation flag: the caller promotes blocks from the next tier
+ * and frees their frames there right after, so demotions made to find room
+ * may use that tier's reserve (KV_ALLOC_RECLAIM).
+ */
+#define KV_ALLOC_PROMOTE	0x4u
+
 #define KV_SEQ_ACTIVE		0x1u
 #define KV_SEQ_ACTIVATING	0x2u	/* pinned but for the blocks it isolated */
 
@@ -218,6 +229,9 @@ struct kv_copy {
  * @arena_create:  create the arena of t->fa.nr_total frames of
  *                 pool->frame_bytes; set t->priv, t->base, t->mlocked
  * @arena_destroy: release what arena_create made
+ * @arena_fd:      a file descriptor other processes can map the arena with
+ *                 (owned by the tier; the caller dups or sends it), and the
+ *                 arena's size; -EOPNOTSUPP where the backend has none
  * @copy_submit:   start @n copies; the device tier's backend runs every copy
  *                 that involves the device tier; may complete before return
  * @copy_wait:     wait for the copies started by copy_submit(); 0 or -errno
@@ -229,6 +243,7 @@ struct kv_tier_ops {
 	const char *name;
 	int (*arena_create)(struct kv_tier *t);
 	void (*arena_destroy)(struct kv_tier *t);
+	int (*arena_fd)(struct kv_tier *t, u64 *bytes);
 	int (*copy_submit)(struct kv_pool *pool, const struct kv_copy *c, u32 n,
 			   void **cookie);
 	int (*copy_wait)(struct kv_pool *pool, void *cookie);
@@ -285,7 +300,7 @@ int frame_alloc_init(struct kv_frame_alloc *fa, u32 nr);
 void frame_alloc_destroy(struct kv_frame_alloc *fa);
 bool frame_is_used(const struct kv_frame_alloc *fa, u32 frame);
 int __kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *frames);
-void __kv_frames_free(struct kv_pool *pool, int tier, u32 n, const u32 *frames);
+u32 __kv_frames_free(struct kv_pool *pool, int tier, u32 n, const u32 *frames);
 void kv_setup_watermarks(struct kv_pool *pool);
 
 /* mm/block.c */
@@ -315,7 +330,8 @@ int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 
 /* mm/vmscan.c */
 void kvswapd_wakeup(struct kv_pool *pool, int tier);
-u32 try_to_free_frames(struct kv_pool *pool, int tier, u32 need);
+u32 try_to_free_frames(struct kv_pool *pool, int tier, u32 need, u32 dst_flags);
+bool reclaim_possible(struct kv_pool *pool, int tier, u32 need, u32 dst_flags);
 
 /* mm/sequence.c */
 int seq_reserve(struct kv_seq *seq, u32 nr_blocks);

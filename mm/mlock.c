@@ -6,8 +6,9 @@
  *
  * Activation pins the blocks already on the device, isolates those on the
  * host, allocates device frames for them (reclaiming others if needed),
- * promotes them in one batch and pins them. It is all or nothing: on any
- * failure the pins are dropped and the blocks stay where they were.
+ * promotes them in batches and pins them. On any failure every pin it took
+ * is dropped: the sequence is inactive as before, with its contents intact;
+ * blocks already promoted stay on the device tier, unpinned.
  */
 #include <stdlib.h>
 #include "internal.h"
@@ -70,25 +71,41 @@ static void seq_unpin_putback(struct kv_seq *seq, struct kv_block **host, u32 m)
 	pthread_cond_broadcast(&pool->unlocked);
 }
 
-/* Promote the isolated blocks in @host to the device tier and pin them. */
+/*
+ * Promote the isolated blocks in @host to the device tier and pin them, in
+ * chunks: each chunk's promotion frees host frames that the next chunk's
+ * reclaim may need, so a sequence can trade places with cold device blocks
+ * even when the host tier has little room. A chunk that cannot get frames
+ * is halved before giving up. *@done counts the blocks promoted.
+ */
 static int seq_promote(struct kv_seq *seq, struct kv_block **host, u32 m,
-		       u32 *frames, u32 flags)
+		       u32 *frames, u32 flags, u32 *done)
 {
 	struct kv_pool *pool = seq->pool;
-	u32 i;
+	u32 chunk = m, i;
 	int err;
 
-	err = __kv_frames_alloc(pool, KV_TIER_DEVICE, m, flags, frames);
-	if (err)
-		return err;
-	err = kv_migrate_blocks(pool, host, m, KV_TIER_DEVICE, frames);
-	if (err)
-		return err;
-	for (i = 0; i < m; i++) {
-		kv_block_pin(pool, host[i]);
-		kv_block_putback(pool, host[i]);
+	while (*done < m) {
+		if (chunk > m - *done)
+			chunk = m - *done;
+		err = __kv_frames_alloc(pool, KV_TIER_DEVICE, chunk, flags | KV_ALLOC_PROMOTE,
+					frames);
+		if (err == -ENOMEM && chunk > 1) {
+			chunk /= 2;
+			continue;
+		}
+		if (err)
+			return err;
+		err = kv_migrate_blocks(pool, host + *done, chunk, KV_TIER_DEVICE, frames);
+		if (err)
+			return err;
+		for (i = *done; i < *done + chunk; i++) {
+			kv_block_pin(pool, host[i]);
+			kv_block_putback(pool, host[i]);
+		}
+		*done += chunk;
+		pthread_cond_broadcast(&pool->unlocked);
 	}
-	pthread_cond_broadcast(&pool->unlocked);
 	return 0;
 }
 
@@ -96,7 +113,7 @@ static int seq_activate_locked(struct kv_seq *seq, struct kv_block **host,
 			       u32 *frames, u32 flags)
 {
 	struct kv_pool *pool = seq->pool;
-	u32 i, m;
+	u32 i, m, done = 0;
 	int err;
 
 	err = seq_wait_unlocked(seq, flags);
@@ -105,10 +122,10 @@ static int seq_activate_locked(struct kv_seq *seq, struct kv_block **host,
 	m = seq_pin_or_isolate(seq, host);
 	if (m) {
 		seq->flags |= KV_SEQ_ACTIVATING;
-		err = seq_promote(seq, host, m, frames, flags);
+		err = seq_promote(seq, host, m, frames, flags, &done);
 		seq->flags &= ~KV_SEQ_ACTIVATING;
 		if (err) {
-			seq_unpin_putback(seq, host, m);
+			seq_unpin_putback(seq, host + done, m - done);
 			return err;
 		}
 	}
@@ -130,7 +147,7 @@ static int seq_activate_locked(struct kv_seq *seq, struct kv_block **host,
  *
  * Return: 0; -EINVAL (bad flags); -EAGAIN; -ENOMEM (the device tier cannot
  * hold the sequence); -EIO (a copy failed). On error nothing is pinned and
- * no block has moved.
+ * the sequence is unchanged (some of its blocks may have been promoted).
  */
 int kv_seq_activate(struct kv_seq *seq, u32 flags)
 {

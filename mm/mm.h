@@ -23,6 +23,7 @@ typedef uint8_t u8;
 typedef uint16_t u16;
 typedef uint32_t u32;
 typedef uint64_t u64;
+typedef int32_t s32;
 
 /* Tiers, fastest first. A block is resident on at most one of device/host. */
 #define KV_TIER_DEVICE	0
@@ -60,7 +61,7 @@ struct kv_tier_ops;
  * @watermark_scale_factor: distance min->low and low->high, in units of
  *                          1/10000 of the tier (as vm.watermark_scale_factor);
  *                          1..3000, default 10
- * @reclaim_batch:          blocks isolated and moved per reclaim batch, 1..4096
+ * @reclaim_batch:          blocks isolated and moved per reclaim batch, 1..256
  */
 struct kv_vm_tunables {
 	u64 min_free_kbytes;
@@ -165,6 +166,7 @@ int kv_pool_create(const struct kv_pool_params *p, struct kv_pool **out);
 void kv_pool_destroy(struct kv_pool *pool);
 const struct kv_geometry *kv_pool_geometry(const struct kv_pool *pool);
 void *kv_pool_frame_addr(struct kv_pool *pool, int tier, u32 frame);
+int kv_pool_arena_fd(struct kv_pool *pool, int tier, u64 *bytes);
 int kv_pool_set_tunables(struct kv_pool *pool, const struct kv_vm_tunables *vm);
 void kv_pool_get_tunables(struct kv_pool *pool, struct kv_vm_tunables *vm);
 
@@ -182,6 +184,7 @@ u32 kv_seq_tokens(const struct kv_seq *seq);
 u32 kv_seq_nr_blocks(const struct kv_seq *seq);
 int kv_seq_is_active(const struct kv_seq *seq);
 int kv_seq_block_table(struct kv_seq *seq, u32 *frames, u32 n);
+u32 kv_seq_block_frame(struct kv_seq *seq, u32 idx);
 
 /* mm/memory.c */
 int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags);

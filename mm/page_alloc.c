@@ -33,9 +33,9 @@ int frame_alloc_init(struct kv_frame_alloc *fa, u32 nr)
 	if (!fa->stack)
 		return -ENOMEM;
 	fa->used = calloc(nr / BITS_PER_WORD + 1, sizeof(*fa->used));
-	if (!fa->used) {
-		free(fa->stack);
-		fa->stack = NULL;
+	fa->raw = calloc(nr / BITS_PER_WORD + 1, sizeof(*fa->raw));
+	if (!fa->used || !fa->raw) {
+		frame_alloc_destroy(fa);
 		return -ENOMEM;
 	}
 	for (i = 0; i < nr; i++)
@@ -50,8 +50,10 @@ void frame_alloc_destroy(struct kv_frame_alloc *fa)
 {
 	free(fa->stack);
 	free(fa->used);
+	free(fa->raw);
 	fa->stack = NULL;
 	fa->used = NULL;
+	fa->raw = NULL;
 }
 
 /** frame_is_used() - whether @frame is handed out */
@@ -81,10 +83,13 @@ static void frames_pop(struct kv_frame_alloc *fa, u32 n, u32 *frames)
 	}
 }
 
-/* Frames that fail the checks are reported and kept off the free list. */
-static void frames_push(struct kv_frame_alloc *fa, u32 n, const u32 *frames)
+/*
+ * Frames that fail the checks are reported and kept off the free list.
+ * Returns the frames freed.
+ */
+static u32 frames_push(struct kv_frame_alloc *fa, u32 n, const u32 *frames)
 {
-	u32 i, f;
+	u32 i, f, freed = 0;
 
 	for (i = 0; i < n; i++) {
 		f = frames[i];
@@ -94,7 +99,9 @@ static void frames_push(struct kv_frame_alloc *fa, u32 n, const u32 *frames)
 		}
 		frame_set_used(fa, f, false);
 		fa->stack[fa->nr_free++] = f;
+		freed++;
 	}
+	return freed;
 }
 
 /**
@@ -105,13 +112,13 @@ static void frames_push(struct kv_frame_alloc *fa, u32 n, const u32 *frames)
  * most a quarter of the tier; low and high sit min/4 or
  * watermark_scale_factor/10000 of the tier (whichever is larger) above the
  * one below, as in __setup_per_zone_wmarks(). Every gap is at least one
- * frame, and high stays below the tier size where the tier allows it.
+ * frame where the tier allows it, and high stays below the tier size.
  */
 void kv_setup_watermarks(struct kv_pool *pool)
 {
 	const struct kv_vm_tunables *vm = &pool->vm;
 	struct kv_tier *t;
-	u64 total, min, gap;
+	u64 total, min, gap, low, high;
 	int i;
 
 	for (i = 0; i < KV_NR_TIERS; i++) {
@@ -133,9 +140,11 @@ void kv_setup_watermarks(struct kv_pool *pool)
 			gap = 1;
 		while (total && min + 2 * gap >= total && gap > 1)
 			gap /= 2;
-		t->wmark[KV_WMARK_MIN] = (u32)min;
-		t->wmark[KV_WMARK_LOW] = (u32)(min + gap);
-		t->wmark[KV_WMARK_HIGH] = (u32)(min + 2 * gap);
+		high = min + 2 * gap < total ? min + 2 * gap : (total ? total - 1 : 0);
+		low = min + gap < high ? min + gap : high;
+		t->wmark[KV_WMARK_MIN] = (u32)(min < low ? min : low);
+		t->wmark[KV_WMARK_LOW] = (u32)low;
+		t->wmark[KV_WMARK_HIGH] = (u32)high;
 	}
 }
 
@@ -155,11 +164,14 @@ static bool wmark_ok(const struct kv_tier *t, u32 n, u32 flags)
  * @frames: receives the frame numbers
  *
  * Return: 0; -EAGAIN when KV_ALLOC_NOWAIT and the tier is below min;
- * -ENOMEM when reclaim cannot make room (nothing is taken).
+ * -ENOMEM when reclaim cannot make room (nothing is taken; a request that
+ * reclaim could never satisfy fails before anything is demoted).
  */
 int __kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *frames)
 {
 	struct kv_tier *t = &pool->tier[tier];
+	u32 reserve = flags & KV_ALLOC_RECLAIM ? 0 : t->wmark[KV_WMARK_MIN];
+	u32 dst_flags = flags & KV_ALLOC_PROMOTE ? KV_ALLOC_RECLAIM : 0;
 	bool stalled = false;
 
 	if (kv_should_fail(pool, KV_FAULT_FRAME))
@@ -170,11 +182,13 @@ int __kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *fra
 			count_vm_event(pool, KV_ALLOC_FAIL);
 			return -EAGAIN;
 		}
+		if (!reclaim_possible(pool, tier, n + reserve, dst_flags))
+			goto fail;
 		if (!stalled) {
 			count_vm_event(pool, KV_ALLOCSTALL);
 			stalled = true;
 		}
-		if (!try_to_free_frames(pool, tier, n + t->wmark[KV_WMARK_MIN]))
+		if (!try_to_free_frames(pool, tier, n + reserve, dst_flags))
 			goto fail;
 	}
 	frames_pop(&t->fa, n, frames);
@@ -193,11 +207,35 @@ fail:
  * @tier:   KV_TIER_*
  * @n:      frames
  * @frames: frame numbers from __kv_frames_alloc()
+ *
+ * Return: frames freed (a frame not handed out is reported and skipped).
  */
-void __kv_frames_free(struct kv_pool *pool, int tier, u32 n, const u32 *frames)
+u32 __kv_frames_free(struct kv_pool *pool, int tier, u32 n, const u32 *frames)
 {
-	frames_push(&pool->tier[tier].fa, n, frames);
+	n = frames_push(&pool->tier[tier].fa, n, frames);
 	count_vm_events(pool, KV_PGFREE_DEVICE + tier, n);
+	return n;
+}
+
+/* Frames handed out raw are marked, so that only they can be freed raw. */
+static void raw_mark(struct kv_tier *t, u32 n, const u32 *frames)
+{
+	u32 i;
+
+	for (i = 0; i < n; i++)
+		t->fa.raw[frames[i] / BITS_PER_WORD] |= 1ull << (frames[i] % BITS_PER_WORD);
+	t->nr_raw += n;
+}
+
+static bool raw_unmark(struct kv_tier *t, u32 f)
+{
+	u64 bit = 1ull << (f % BITS_PER_WORD);
+
+	if (f >= t->fa.nr_total || !(t->fa.raw[f / BITS_PER_WORD] & bit))
+		return false;
+	t->fa.raw[f / BITS_PER_WORD] &= ~bit;
+	t->nr_raw--;
+	return true;
 }
 
 /**
@@ -223,7 +261,7 @@ int kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *frame
 	kv_pool_lock(pool);
 	err = __kv_frames_alloc(pool, tier, n, flags, frames);
 	if (!err)
-		pool->tier[tier].nr_raw += n;
+		raw_mark(&pool->tier[tier], n, frames);
 	kv_pool_unlock(pool);
 	return err;
 }
@@ -237,10 +275,17 @@ int kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *frame
  */
 void kv_frames_free(struct kv_pool *pool, int tier, u32 n, const u32 *frames)
 {
+	u32 i;
+
 	if (tier < 0 || tier >= KV_NR_TIERS)
 		return;
 	kv_pool_lock(pool);
-	__kv_frames_free(pool, tier, n, frames);
-	pool->tier[tier].nr_raw -= n;
+	for (i = 0; i < n; i++) {
+		if (!raw_unmark(&pool->tier[tier], frames[i]))
+			fprintf(stderr, "kvmem: kv_frames_free: frame %u was not handed out raw\n",
+				frames[i]);
+		else
+			__kv_frames_free(pool, tier, 1, &frames[i]);
+	}
 	kv_pool_unlock(pool);
 }

@@ -215,3 +215,24 @@ int kv_seq_block_table(struct kv_seq *seq, u32 *frames, u32 n)
 	kv_pool_unlock(pool);
 	return (int)seq->nr_blocks;
 }
+
+/**
+ * kv_seq_block_frame() - device frame of one block of an active sequence
+ * @seq: active sequence
+ * @idx: block index, < kv_seq_nr_blocks()
+ *
+ * Return: the frame, or KV_FRAME_NONE when the sequence is not active or
+ * @idx is out of range.
+ */
+u32 kv_seq_block_frame(struct kv_seq *seq, u32 idx)
+{
+	struct kv_pool *pool = seq->pool;
+	u32 frame;
+
+	if (!(seq->flags & KV_SEQ_ACTIVE) || idx >= seq->nr_blocks)
+		return KV_FRAME_NONE;
+	kv_pool_lock(pool);
+	frame = kv_block(pool, seq->table[idx])->frame[KV_TIER_DEVICE];
+	kv_pool_unlock(pool);
+	return frame;
+}

@@ -68,11 +68,42 @@ static void putback_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n
 	pthread_cond_broadcast(&pool->unlocked);
 }
 
+/* Room a demotion may take in @dst: down to min, or to 0 with RECLAIM. */
+static u32 demote_room(struct kv_pool *pool, int dst, u32 dst_flags)
+{
+	struct kv_tier *d = &pool->tier[dst];
+	u32 reserve = dst_flags & KV_ALLOC_RECLAIM ? 0 : d->wmark[KV_WMARK_MIN];
+
+	return tier_nr_free(d) > reserve ? tier_nr_free(d) - reserve : 0;
+}
+
 /*
- * Reclaim up to @nr blocks of @tier by demoting them to the next tier.
- * Pool locked; dropped while the batch is copied. Returns blocks demoted.
+ * Isolate up to @nr blocks for reclaim. When the first pass finds only
+ * referenced blocks, the whole active list is aged (clearing references)
+ * and the scan is repeated: hot blocks get their second chance, but a tier
+ * full of them still yields a batch.
  */
-static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd)
+static u32 isolate_for_reclaim(struct kv_pool *pool, struct kv_tier *t, u32 nr,
+			       struct kv_block **blocks, bool kswapd)
+{
+	u32 n = 0, pass;
+
+	for (pass = 0; pass < 3 && !n; pass++) {
+		if (pass == 1)
+			shrink_active_list(pool, t, t->nr_lru[KV_LRU_ACTIVE]);
+		else if (t->nr_lru[KV_LRU_INACTIVE] < t->nr_lru[KV_LRU_ACTIVE] || pass)
+			shrink_active_list(pool, t, nr);
+		n = isolate_lru_blocks(pool, t, nr, blocks, kswapd);
+	}
+	return n;
+}
+
+/*
+ * Reclaim up to @nr blocks of @tier by demoting them to the next tier,
+ * whose frames are allocated with @dst_flags. Pool locked; dropped while
+ * the batch is copied. Returns blocks demoted.
+ */
+static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 dst_flags)
 {
 	struct kv_block *blocks[KV_RECLAIM_BATCH_MAX];
 	u32 frames[KV_RECLAIM_BATCH_MAX];
@@ -84,15 +115,15 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd)
 		return 0;
 	if (nr > KV_RECLAIM_BATCH_MAX)
 		nr = KV_RECLAIM_BATCH_MAX;
-	room = tier_nr_free(&pool->tier[dst]);
+	room = demote_room(pool, dst, dst_flags);
 	if (nr > room)
 		nr = room;
-	if (t->nr_lru[KV_LRU_INACTIVE] < t->nr_lru[KV_LRU_ACTIVE])
-		shrink_active_list(pool, t, nr);
-	n = isolate_lru_blocks(pool, t, nr, blocks, kswapd);
+	if (!nr)
+		return 0;
+	n = isolate_for_reclaim(pool, t, nr, blocks, kswapd);
 	if (!n)
 		return 0;
-	if (__kv_frames_alloc(pool, dst, n, KV_ALLOC_RECLAIM | KV_ALLOC_NOWAIT, frames) ||
+	if (__kv_frames_alloc(pool, dst, n, dst_flags | KV_ALLOC_NOWAIT, frames) ||
 	    kv_migrate_blocks(pool, blocks, n, dst, frames)) {
 		putback_blocks(pool, blocks, n);
 		return 0;
@@ -105,27 +136,59 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd)
 }
 
 /**
+ * reclaim_possible() - whether reclaim could ever bring @tier to @need
+ * free frames
+ * @pool:      pool, locked
+ * @tier:      tier
+ * @need:      free frames wanted
+ * @dst_flags: how demotions may allocate in the next tier
+ *
+ * Counts free frames, unpinned blocks that the next tier has room for, and
+ * moves in flight. An allocation that fails this check fails at once,
+ * without throwing out other sequences' blocks first.
+ */
+bool reclaim_possible(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
+{
+	struct kv_tier *t = &pool->tier[tier];
+	u64 have = tier_nr_free(t) + t->nr_locked;
+	u32 lru = t->nr_lru[KV_LRU_ACTIVE] + t->nr_lru[KV_LRU_INACTIVE], room;
+
+	if (tier + 1 < KV_NR_TIERS) {
+		room = demote_room(pool, tier + 1, dst_flags);
+		have += lru < room ? lru : room;
+	}
+	return have >= need;
+}
+
+/* Consecutive waits for others' moves before direct reclaim gives up. */
+#define RECLAIM_MAX_WAITS 16
+
+/**
  * try_to_free_frames() - direct reclaim until @tier has @need free frames
- * @pool: pool, locked (dropped while batches are copied or while waiting
- *        for moves in flight)
- * @tier: tier to reclaim from
- * @need: free frames wanted
+ * @pool:      pool, locked (dropped while batches are copied or while
+ *             waiting for moves in flight)
+ * @tier:      tier to reclaim from
+ * @need:      free frames wanted
+ * @dst_flags: KV_ALLOC_RECLAIM when the caller is promoting blocks from the
+ *             next tier, which frees its frames again: demotion may then
+ *             use that tier's reserve
  *
  * Return: non-zero when progress was made (frames freed, or a move in
  * flight completed), 0 when nothing more can be reclaimed.
  */
-u32 try_to_free_frames(struct kv_pool *pool, int tier, u32 need)
+u32 try_to_free_frames(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
 {
 	struct kv_tier *t = &pool->tier[tier];
-	u32 progress = 0, n;
+	u32 progress = 0, waits = 0, n;
 
 	while (tier_nr_free(t) < need) {
-		n = shrink_tier(pool, tier, pool->vm.reclaim_batch, false);
+		n = shrink_tier(pool, tier, pool->vm.reclaim_batch, false, dst_flags);
 		if (n) {
 			progress += n;
+			waits = 0;
 			continue;
 		}
-		if (!t->nr_locked)
+		if (!t->nr_locked || ++waits > RECLAIM_MAX_WAITS)
 			break;
 		/* Others' moves in flight will free frames: wait for them. */
 		count_vm_event(pool, KV_LOCKED_WAIT);
@@ -151,7 +214,7 @@ u32 kv_reclaim(struct kv_pool *pool, int tier, u32 nr)
 		return 0;
 	kv_pool_lock(pool);
 	while (done < nr) {
-		n = shrink_tier(pool, tier, nr - done, false);
+		n = shrink_tier(pool, tier, nr - done, false, 0);
 		if (!n)
 			break;
 		done += n;
@@ -178,7 +241,7 @@ void kvswapd_wakeup(struct kv_pool *pool, int tier)
 static void kvswapd_balance(struct kv_pool *pool, struct kv_tier *t)
 {
 	while (!t->kvswapd.stop && tier_nr_free(t) < t->wmark[KV_WMARK_HIGH]) {
-		if (!shrink_tier(pool, t->id, pool->vm.reclaim_batch, true))
+		if (!shrink_tier(pool, t->id, pool->vm.reclaim_batch, true, 0))
 			break;
 	}
 }
@@ -208,6 +271,9 @@ static void *kvswapd(void *arg)
  * tier below it to demote to
  * @pool: pool
  *
+ * A tier's thread counts as running from here until kv_kvswapd_stop() has
+ * joined it, so a start racing a stop never makes a second thread.
+ *
  * Return: 0 or the negative error of pthread_create (threads already
  * started are stopped again).
  */
@@ -218,39 +284,61 @@ int kv_kvswapd_start(struct kv_pool *pool)
 
 	for (i = 0; i + 1 < KV_NR_TIERS; i++) {
 		ks = &pool->tier[i].kvswapd;
-		if (ks->running)
+		kv_pool_lock(pool);
+		if (ks->running) {
+			kv_pool_unlock(pool);
 			continue;
+		}
+		ks->running = true;
 		ks->stop = false;
+		ks->wake = false;
+		ks->gen++;
 		err = pthread_create(&ks->thread, NULL, kvswapd, &pool->tier[i]);
+		if (err)
+			ks->running = false;
+		kv_pool_unlock(pool);
 		if (err) {
 			kv_kvswapd_stop(pool);
 			return -err;
 		}
-		kv_pool_lock(pool);
-		ks->running = true;
-		kv_pool_unlock(pool);
 	}
 	return 0;
 }
 
-/** kv_kvswapd_stop() - stop and join every kvswapd of the pool */
+/**
+ * kv_kvswapd_stop() - stop and join every kvswapd of the pool
+ * @pool: pool
+ *
+ * A second caller while a stop is under way waits for that thread to be
+ * joined (not for a thread started after it).
+ */
 void kv_kvswapd_stop(struct kv_pool *pool)
 {
 	struct kv_kvswapd *ks;
+	u32 gen;
 	int i;
 
 	for (i = 0; i < KV_NR_TIERS; i++) {
 		ks = &pool->tier[i].kvswapd;
 		kv_pool_lock(pool);
+		if (ks->running && ks->stop) {
+			gen = ks->gen;
+			while (ks->running && ks->gen == gen)
+				pthread_cond_wait(&ks->wait, &pool->lock);
+			kv_pool_unlock(pool);
+			continue;
+		}
 		if (!ks->running) {
 			kv_pool_unlock(pool);
 			continue;
 		}
 		ks->stop = true;
-		ks->running = false;
-		pthread_cond_signal(&ks->wait);
+		pthread_cond_broadcast(&ks->wait);
 		kv_pool_unlock(pool);
 		pthread_join(ks->thread, NULL);
+		kv_pool_lock(pool);
+		ks->running = false;
+		pthread_cond_broadcast(&ks->wait);
+		kv_pool_unlock(pool);
 	}
 }
-
