@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared pieces of the kernel benchmarks: decode shapes, a seeded shuffle,
+ * medians and a wall clock.
+ */
+#ifndef _KV_BENCH_COMMON_H
+#define _KV_BENCH_COMMON_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/kvkernels.h"
+
+/**
+ * struct bench_shape - one decode problem (block_tokens 16, one layer read)
+ */
+struct bench_shape {
+	__u32 q_heads, kv_heads, head_dim, dtype, batch, ctx;
+};
+
+static inline double bench_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int bench_cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static inline double bench_median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(double), bench_cmp_double);
+	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static uint64_t bench_rng = 0x2545f4914f6cdd1dull;
+
+static inline uint64_t bench_rand(void)
+{
+	bench_rng ^= bench_rng << 13;
+	bench_rng ^= bench_rng >> 7;
+	bench_rng ^= bench_rng << 17;
+	return bench_rng;
+}
+
+static inline void bench_shuffle(__u32 *a, __u64 n)
+{
+	__u64 i;
+
+	for (i = n; i > 1; i--) {
+		__u64 j = bench_rand() % i;
+		__u32 t = a[i - 1];
+
+		a[i - 1] = a[j];
+		a[j] = t;
+	}
+}
+
+/* bytes of K and V one decode step reads for @s */
+static inline double bench_kv_bytes(const struct bench_shape *s)
+{
+	return 2.0 * s->batch * (double)s->ctx * s->kv_heads * s->head_dim *
+	       kv_dtype_size(s->dtype);
+}
+
+static inline const char *bench_dtype_name(__u32 dtype)
+{
+	return dtype == KV_DTYPE_FP16 ? "fp16" : dtype == KV_DTYPE_BF16 ? "bf16" : "fp32";
+}
+
+/*
+ * Geometry of a benchmark arena: one layer (a decode step reads one layer;
+ * more layers only widen the stride between frames).
+ */
+static inline struct kv_geometry bench_geometry(const struct bench_shape *s)
+{
+	struct kv_geometry g = { 1, s->kv_heads, s->head_dim, 16, s->dtype, 0 };
+
+	return g;
+}
+
+/* A block table: each sequence gets ctx/16 frames drawn from a shuffle. */
+static inline void bench_table(__u32 *table, const struct bench_shape *s,
+			       __u64 frames)
+{
+	__u64 per = (s->ctx + 15) / 16, n = per * s->batch, i;
+	__u32 *perm = malloc(sizeof(__u32) * frames);
+
+	if (!perm)
+		abort();
+	for (i = 0; i < frames; i++)
+		perm[i] = (__u32)i;
+	bench_shuffle(perm, frames);
+	for (i = 0; i < n; i++)
+		table[i] = perm[i];
+	free(perm);
+}
+
+#endif /* _KV_BENCH_COMMON_H */

@@ -1,0 +1,397 @@
+// SPDX-License-Identifier: MIT
+/*
+ * bench-kernels-gpu: the CUDA kernels on the GPU, against ceilings measured
+ * in the same run: device-to-device copy bandwidth (bytes read + written)
+ * and, when given (-s FILE, from kernels/bench/sdpa_ref.py), PyTorch SDPA
+ * on contiguous KV for the same decode shapes. Prints a table; asserts
+ * nothing about time.
+ *
+ *	bench-kernels-gpu [-s sdpa.tsv] [-r REPS] [-q] [-D] [-v VARIANT]
+ *
+ * -q: a reduced set of shapes; -D: decode only; -v: a decode kernel variant
+ * (see kv_cuda_decode_variant), for comparing variants in one run.
+ *
+ * Every timed launch follows a write of 256 MiB (more than L2) so that no
+ * run finds its KV in cache; time is the median of REPS event-timed runs.
+ */
+#include <math.h>
+#include <unistd.h>
+#include <cuda_runtime_api.h>
+
+#include "kernels/bench/bench_common.h"
+#include "kernels/cuda/cuda_internal.h"
+
+#define CK(call) do {							\
+	cudaError_t e_ = (call);					\
+	if (e_ != cudaSuccess) {					\
+		fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__,	\
+			#call, cudaGetErrorString(e_));			\
+		exit(1);						\
+	}								\
+} while (0)
+
+#define FLUSH_BYTES (256u << 20)
+
+static int reps = 30;
+static void *flush_buf;
+static cudaEvent_t ev0, ev1;
+
+struct sdpa_row {
+	struct bench_shape s;
+	double flash_ms, cudnn_ms;
+};
+static struct sdpa_row sdpa[64];
+static int nsdpa;
+
+static void load_sdpa(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char line[256];
+
+	if (!f) {
+		perror(path);
+		return;
+	}
+	while (nsdpa < 64 && fgets(line, sizeof(line), f)) {
+		struct sdpa_row *r = &sdpa[nsdpa];
+		char dt[8];
+
+		if (sscanf(line, "%u %u %u %7s %u %u %lf %lf", &r->s.q_heads,
+			   &r->s.kv_heads, &r->s.head_dim, dt, &r->s.batch,
+			   &r->s.ctx, &r->flash_ms, &r->cudnn_ms) != 8)
+			continue;
+		r->s.dtype = !strcmp(dt, "fp16") ? KV_DTYPE_FP16 : KV_DTYPE_BF16;
+		nsdpa++;
+	}
+	fclose(f);
+}
+
+static const struct sdpa_row *find_sdpa(const struct bench_shape *s)
+{
+	int i;
+
+	for (i = 0; i < nsdpa; i++)
+		if (!memcmp(&sdpa[i].s, s, sizeof(*s)))
+			return &sdpa[i];
+	return NULL;
+}
+
+typedef int (*launch_fn)(void *arg);
+
+/* median milliseconds of fn(arg), each run after an L2 flush */
+static double time_ms(launch_fn fn, void *arg)
+{
+	double t[64];
+	int i, n = reps > 64 ? 64 : reps;
+
+	if (fn(arg))	/* warm up: module load, first-use setup */
+		exit(1);
+	CK(cudaDeviceSynchronize());
+	for (i = 0; i < n; i++) {
+		float ms;
+
+		CK(cudaMemsetAsync(flush_buf, i, FLUSH_BYTES, 0));
+		CK(cudaEventRecord(ev0, 0));
+		if (fn(arg))
+			exit(1);
+		CK(cudaEventRecord(ev1, 0));
+		CK(cudaEventSynchronize(ev1));
+		CK(cudaEventElapsedTime(&ms, ev0, ev1));
+		t[i] = ms;
+	}
+	return bench_median(t, n);
+}
+
+struct memcpy_arg {
+	void *dst, *src;
+	size_t bytes;
+};
+
+static int do_memcpy(void *p)
+{
+	struct memcpy_arg *m = p;
+
+	return cudaMemcpyAsync(m->dst, m->src, m->bytes, cudaMemcpyDeviceToDevice, 0) !=
+	       cudaSuccess;
+}
+
+static int do_decode(void *p)
+{
+	return kv_decode_cuda(p);
+}
+
+static int do_append(void *p)
+{
+	return kv_append_cuda(p);
+}
+
+static int do_copy(void *p)
+{
+	return kv_copy_blocks_cuda(p);
+}
+
+static int do_gather(void *p)
+{
+	return kv_gather_cuda(p);
+}
+
+static int do_scatter(void *p)
+{
+	return kv_scatter_cuda(p);
+}
+
+/* D2D copy bandwidth, bytes read + written, GB/s */
+static double copy_bandwidth(void)
+{
+	struct memcpy_arg m = { .bytes = 1ull << 30 };
+
+	CK(cudaMalloc(&m.src, m.bytes));
+	CK(cudaMalloc(&m.dst, m.bytes));
+	CK(cudaMemset(m.src, 1, m.bytes));
+	double ms = time_ms(do_memcpy, &m);
+	CK(cudaFree(m.src));
+	CK(cudaFree(m.dst));
+	return 2.0 * m.bytes / (ms * 1e-3) / 1e9;
+}
+
+static void bench_decode(const struct bench_shape *s, void *arena, __u64 frames,
+			 void *ws, __u64 ws_bytes, double copy_bw)
+{
+	struct kv_geometry g = bench_geometry(s);
+	__u64 per = (s->ctx + 15) / 16;
+	size_t qbytes = (size_t)s->batch * s->q_heads * s->head_dim * 2;
+	__u32 *table = malloc(sizeof(__u32) * per * s->batch), *ctx = malloc(4 * s->batch), b;
+	void *d_q, *d_out, *d_table, *d_ctx;
+	struct kv_decode_args a;
+	double bytes = bench_kv_bytes(s), ms, gbs, floor_ms;
+	const struct sdpa_row *ref = find_sdpa(s);
+	__s32 *d_status, status = 0;
+
+	if (!table || !ctx)
+		abort();
+	bench_table(table, s, frames);
+	for (b = 0; b < s->batch; b++)
+		ctx[b] = s->ctx;
+	CK(cudaMalloc(&d_q, qbytes));
+	CK(cudaMalloc(&d_out, qbytes));
+	CK(cudaMalloc(&d_table, sizeof(__u32) * per * s->batch));
+	CK(cudaMalloc(&d_ctx, 4 * s->batch));
+	CK(cudaMalloc((void **)&d_status, 4));
+	CK(cudaMemcpy(d_table, table, sizeof(__u32) * per * s->batch, cudaMemcpyHostToDevice));
+	CK(cudaMemcpy(d_ctx, ctx, 4 * s->batch, cudaMemcpyHostToDevice));
+	CK(cudaMemcpy(d_status, &status, 4, cudaMemcpyHostToDevice));
+	if (kv_cuda_fill_uniform(d_q, qbytes / 2, s->dtype, 7, 1.0f, NULL))
+		abort();
+	a = (struct kv_decode_args){
+		.arena = { arena, frames, g }, .layer = 0, .batch = s->batch,
+		.q_heads = s->q_heads, .scale = 1.0f / sqrtf((float)s->head_dim),
+		.table_stride = (__u32)per, .q = d_q, .out = d_out,
+		.block_table = d_table, .ctx_lens = d_ctx, .status = d_status,
+		.workspace = ws, .workspace_bytes = ws_bytes,
+	};
+	if (kv_decode_workspace_bytes(&a) > ws_bytes)
+		fprintf(stderr, "# workspace short for batch %u ctx %u\n", s->batch, s->ctx);
+	ms = time_ms(do_decode, &a);
+	CK(cudaMemcpy(&status, d_status, 4, cudaMemcpyDeviceToHost));
+	if (status)
+		fprintf(stderr, "# decode reported status %d\n", status);
+	gbs = bytes / (ms * 1e-3) / 1e9;
+	floor_ms = bytes / (copy_bw * 1e9) * 1e3;
+	printf("| %2u:%u hd%u %s | %3u | %6u | %8.1f | %8.4f | %6.0f | %5.1f%% | %5.2f |",
+	       s->q_heads, s->kv_heads, s->head_dim, bench_dtype_name(s->dtype),
+	       s->batch, s->ctx, bytes / 1e6, ms, gbs, 100.0 * gbs / copy_bw, ms / floor_ms);
+	if (ref)
+		printf(" %8.4f | %8.4f | %5.2f | %5.2f |\n", ref->flash_ms, ref->cudnn_ms,
+		       ref->flash_ms / ms, ref->cudnn_ms / ms);
+	else
+		printf(" - | - | - | - |\n");
+	fflush(stdout);
+	CK(cudaFree(d_q));
+	CK(cudaFree(d_out));
+	CK(cudaFree(d_table));
+	CK(cudaFree(d_ctx));
+	CK(cudaFree(d_status));
+	free(table);
+	free(ctx);
+}
+
+static void bench_moves(double copy_bw)
+{
+	struct kv_geometry g = { 1, 8, 128, 16, KV_DTYPE_BF16, 0 };
+	struct kv_geometry gb = { 32, 8, 128, 16, KV_DTYPE_BF16, 0 };
+	__u32 tokens_list[] = { 256, 65536 }, pairs = 512, i, ti;
+	__u64 frames = 65536 / 16 + 1, vec = 8 * 128 * 2;
+	void *arena, *k, *v, *barena, *buf, *d_slots, *d_src, *d_dst;
+	__s64 *slots = malloc(sizeof(__s64) * 65536);
+	__u32 *perm = malloc(sizeof(__u32) * 2 * pairs);
+	double ms, bytes;
+
+	CK(cudaMalloc(&arena, frames * kv_frame_bytes(&g)));
+	CK(cudaMalloc(&k, 65536 * vec));
+	CK(cudaMalloc(&v, 65536 * vec));
+	CK(cudaMalloc(&d_slots, sizeof(__s64) * 65536));
+	kv_cuda_fill_uniform(k, 65536 * vec / 2, KV_DTYPE_BF16, 1, 1.0f, NULL);
+	kv_cuda_fill_uniform(v, 65536 * vec / 2, KV_DTYPE_BF16, 2, 1.0f, NULL);
+
+	printf("\n| op | bytes read + written | ms | GB/s | %% of copy |\n|---|---|---|---|---|\n");
+	for (ti = 0; ti < 2; ti++) {
+		__u32 tokens = tokens_list[ti];
+		__u32 *fperm = malloc(sizeof(__u32) * frames);
+
+		for (i = 0; i < frames; i++)
+			fperm[i] = i;
+		bench_shuffle(fperm, frames);
+		/* decode-like (256): one token per sequence, scattered slots;
+		 * prefill-like: runs of 16 tokens filling shuffled blocks */
+		for (i = 0; i < tokens; i++)
+			slots[i] = tokens <= 256 ? (__s64)fperm[i] * 16 + (i * 7) % 16 :
+				   (__s64)fperm[i / 16] * 16 + i % 16;
+		free(fperm);
+		CK(cudaMemcpy(d_slots, slots, sizeof(__s64) * tokens, cudaMemcpyHostToDevice));
+		struct kv_append_args ap = {
+			.arena = { arena, frames, g }, .tokens = tokens, .k = k, .v = v,
+			.slots = d_slots,
+		};
+		bytes = 2.0 * 2 * tokens * vec;
+		ms = time_ms(do_append, &ap);
+		printf("| append %u tokens (8 kv heads x 128, bf16) | %.1f MB | %.4f | %.0f | %.1f%% |\n",
+		       tokens, bytes / 1e6, ms, bytes / ms / 1e6,
+		       100.0 * bytes / ms / 1e6 / copy_bw);
+	}
+
+	CK(cudaMalloc(&barena, 2 * pairs * kv_frame_bytes(&gb)));
+	CK(cudaMalloc(&buf, pairs * kv_block_bytes(&gb)));
+	kv_cuda_fill_uniform(barena, 2 * pairs * kv_frame_bytes(&gb) / 2, KV_DTYPE_BF16, 3,
+			     1.0f, NULL);
+	for (i = 0; i < 2 * pairs; i++)
+		perm[i] = i;
+	bench_shuffle(perm, 2 * pairs);
+	CK(cudaMalloc(&d_src, 4 * pairs));
+	CK(cudaMalloc(&d_dst, 4 * pairs));
+	CK(cudaMemcpy(d_src, perm, 4 * pairs, cudaMemcpyHostToDevice));
+	CK(cudaMemcpy(d_dst, perm + pairs, 4 * pairs, cudaMemcpyHostToDevice));
+	struct kv_copy_args cp = {
+		.arena = { barena, 2 * pairs, gb }, .pairs = pairs, .src = d_src, .dst = d_dst,
+	};
+	bytes = 2.0 * pairs * kv_block_bytes(&gb);
+	ms = time_ms(do_copy, &cp);
+	printf("| copy %u blocks of %.1f MB (32 layers) | %.0f MB | %.4f | %.0f | %.1f%% |\n",
+	       pairs, kv_block_bytes(&gb) / 1e6, bytes / 1e6, ms, bytes / ms / 1e6,
+	       100.0 * bytes / ms / 1e6 / copy_bw);
+	struct kv_gather_args ga = {
+		.arena = { barena, 2 * pairs, gb }, .nframes = pairs, .frames = d_src, .buf = buf,
+	};
+	ms = time_ms(do_gather, &ga);
+	printf("| gather %u blocks to a contiguous buffer | %.0f MB | %.4f | %.0f | %.1f%% |\n",
+	       pairs, bytes / 1e6, ms, bytes / ms / 1e6, 100.0 * bytes / ms / 1e6 / copy_bw);
+	ms = time_ms(do_scatter, &ga);
+	printf("| scatter %u blocks from a contiguous buffer | %.0f MB | %.4f | %.0f | %.1f%% |\n",
+	       pairs, bytes / 1e6, ms, bytes / ms / 1e6, 100.0 * bytes / ms / 1e6 / copy_bw);
+	/* small COW batch: 16 blocks */
+	cp.pairs = 16;
+	bytes = 2.0 * 16 * kv_block_bytes(&gb);
+	ms = time_ms(do_copy, &cp);
+	printf("| copy 16 blocks (COW batch) | %.0f MB | %.4f | %.0f | %.1f%% |\n",
+	       bytes / 1e6, ms, bytes / ms / 1e6, 100.0 * bytes / ms / 1e6 / copy_bw);
+
+	CK(cudaFree(arena));
+	CK(cudaFree(k));
+	CK(cudaFree(v));
+	CK(cudaFree(d_slots));
+	CK(cudaFree(barena));
+	CK(cudaFree(buf));
+	CK(cudaFree(d_src));
+	CK(cudaFree(d_dst));
+	free(slots);
+	free(perm);
+}
+
+int main(int argc, char **argv)
+{
+	static const __u32 batches[] = { 1, 16, 64, 256 }, ctxs[] = { 1024, 4096, 16384 };
+	struct bench_shape shapes[64];
+	struct cudaDeviceProp prop;
+	int opt, quick = 0, decode_only = 0, n = 0, ndev = 0, i;
+	__u64 frames = 0, ws_bytes = 0;
+	unsigned int qi, bi, ci;
+	void *arena, *ws = NULL;
+	double copy_bw;
+
+	while ((opt = getopt(argc, argv, "s:r:qDv:")) != -1) {
+		if (opt == 'v')
+			kv_cuda_decode_variant = atoi(optarg);
+		else if (opt == 'D')
+			decode_only = 1;
+		else if (opt == 's')
+			load_sdpa(optarg);
+		else if (opt == 'r')
+			reps = atoi(optarg) < 3 ? 3 : atoi(optarg);
+		else if (opt == 'q')
+			quick = 1;
+		else
+			return 2;
+	}
+	if (cudaGetDeviceCount(&ndev) != cudaSuccess || !ndev) {
+		printf("# no CUDA device\n");
+		return 4;
+	}
+	CK(cudaGetDeviceProperties(&prop, 0));
+	for (qi = 0; qi < 2; qi++)
+		for (bi = 0; bi < 4; bi++)
+			for (ci = 0; ci < 3; ci++) {
+				if (quick && (bi == 0 || bi == 3 || ci == 0))
+					continue;
+				shapes[n++] = (struct bench_shape){ qi ? 64 : 32, 8, 128,
+					KV_DTYPE_BF16, batches[bi], ctxs[ci] };
+			}
+	shapes[n++] = (struct bench_shape){ 32, 8, 128, KV_DTYPE_BF16, 1, 131072 };
+	shapes[n++] = (struct bench_shape){ 64, 8, 128, KV_DTYPE_BF16, 1, 131072 };
+	shapes[n++] = (struct bench_shape){ 32, 8, 64, KV_DTYPE_FP16, 16, 2048 };
+
+	for (i = 0; i < n; i++) {
+		struct kv_geometry g = bench_geometry(&shapes[i]);
+		__u64 need = (__u64)shapes[i].batch * ((shapes[i].ctx + 15) / 16);
+		struct kv_decode_args a = { .arena = { (void *)1, 0, g },
+			.batch = shapes[i].batch, .q_heads = shapes[i].q_heads,
+			.table_stride = (shapes[i].ctx + 15) / 16 };
+
+		if (kv_frame_bytes(&g) != 65536 && g.head_dim == 128)
+			abort();
+		if (need > frames)
+			frames = need;
+		if (kv_decode_workspace_bytes(&a) > ws_bytes)
+			ws_bytes = kv_decode_workspace_bytes(&a);
+	}
+	frames += 16;
+	/* one arena for all shapes, sized for the largest (hd128: 64 KiB frames) */
+	CK(cudaMalloc(&arena, frames * 65536));
+	CK(cudaMalloc(&ws, ws_bytes));
+	CK(cudaMalloc(&flush_buf, FLUSH_BYTES));
+	CK(cudaEventCreate(&ev0));
+	CK(cudaEventCreate(&ev1));
+	if (kv_cuda_fill_uniform(arena, frames * 65536 / 2, KV_DTYPE_BF16, 42, 2.0f, NULL))
+		return 1;
+	CK(cudaDeviceSynchronize());
+
+	copy_bw = copy_bandwidth();
+	printf("# %s, %d SMs; device-to-device copy (cudaMemcpy, 1 GiB): %.0f GB/s read+written\n",
+	       prop.name, prop.multiProcessorCount, copy_bw);
+	if (kv_cuda_decode_variant >= 0)
+		printf("# decode kernel variant %d\n", kv_cuda_decode_variant);
+	printf("# decode: block_tokens 16, frames shuffled; GB/s = KV bytes read / time; "
+	       "floor = KV bytes / copy bandwidth; SDPA on contiguous KV, enable_gqa\n");
+	printf("| heads dtype | batch | ctx | KV MB | ms | GB/s | %% of copy | time/floor | "
+	       "SDPA flash ms | SDPA cuDNN ms | flash/ours | cuDNN/ours |\n");
+	printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+	for (i = 0; i < n; i++) {
+		/* fp16 head_dim 64 frames are smaller: the same arena holds more */
+		struct kv_geometry g = bench_geometry(&shapes[i]);
+		__u64 f = frames * 65536 / kv_frame_bytes(&g);
+
+		bench_decode(&shapes[i], arena, f, ws, ws_bytes, copy_bw);
+	}
+	CK(cudaFree(arena));
+	if (!decode_only)
+		bench_moves(copy_bw);
+	return 0;
+}

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Argument checks shared by the CPU and CUDA implementations, and the
+ * workspace bound of the split-context decode.
+ */
+#include <errno.h>
+
+#include "kernels/kvkernels.h"
+#include "kernels/internal.h"
+
+/**
+ * kv_arena_check() - an arena reference the kernels can index safely
+ * @r: arena
+ *
+ * The geometry must be valid and the arena's last byte addressable in 64 bits.
+ */
+int kv_arena_check(const struct kv_arena_ref *r)
+{
+	if (!r->base || !kv_geometry_valid(&r->g))
+		return -EINVAL;
+	if (r->frames > UINT64_MAX / kv_frame_bytes(&r->g))
+		return -EINVAL;
+	return 0;
+}
+
+int kv_decode_check(const struct kv_decode_args *a)
+{
+	const struct kv_geometry *g = &a->arena.g;
+	int err = kv_arena_check(&a->arena);
+
+	if (err)
+		return err;
+	if (a->layer >= g->layers || !a->q_heads || a->q_heads % g->kv_heads)
+		return -EINVAL;
+	if (a->batch && (!a->q || !a->out || !a->ctx_lens ||
+			 !a->block_table || !a->table_stride))
+		return -EINVAL;
+	if (a->scale != a->scale)
+		return -EINVAL;
+	if ((__u64)a->table_stride * g->block_tokens > UINT32_MAX)
+		return -EINVAL;
+	return 0;
+}
+
+int kv_append_check(const struct kv_append_args *a)
+{
+	int err = kv_arena_check(&a->arena);
+
+	if (err)
+		return err;
+	if (a->layer >= a->arena.g.layers)
+		return -EINVAL;
+	if (a->tokens && (!a->k || !a->v || !a->slots))
+		return -EINVAL;
+	return 0;
+}
+
+int kv_copy_check(const struct kv_copy_args *a)
+{
+	int err = kv_arena_check(&a->arena);
+
+	if (err)
+		return err;
+	if (a->pairs && (!a->src || !a->dst))
+		return -EINVAL;
+	return 0;
+}
+
+int kv_gather_check(const struct kv_gather_args *a)
+{
+	int err = kv_arena_check(&a->arena);
+
+	if (err)
+		return err;
+	if (a->nframes && (!a->frames || !a->buf))
+		return -EINVAL;
+	return 0;
+}
+
+/**
+ * kv_decode_split_bound() - most splits the CUDA decode may use per sequence
+ * @a: decode arguments
+ *
+ * Splitting beyond one KV block per split gains nothing, and the number of
+ * work items is capped at KV_SPLIT_ITEMS_MAX so that the workspace stays
+ * small at every batch size.
+ */
+__u32 kv_decode_split_bound(const struct kv_decode_args *a)
+{
+	__u64 base = (__u64)a->batch * a->arena.g.kv_heads;
+	__u64 cap;
+
+	if (!base)
+		return 1;
+	cap = (KV_SPLIT_ITEMS_MAX + base - 1) / base;
+	if (cap > a->table_stride)
+		cap = a->table_stride;
+	if (cap > KV_SPLIT_MAX)
+		cap = KV_SPLIT_MAX;
+	return cap ? (__u32)cap : 1;
+}
+
+__u64 kv_decode_workspace_bytes(const struct kv_decode_args *a)
+{
+	__u32 splits = kv_decode_split_bound(a);
+
+	if (splits <= 1)
+		return 0;
+	/* per split and query head: head_dim partial outputs, max and sum */
+	return (__u64)a->batch * a->q_heads * splits *
+	       (a->arena.g.head_dim + 2) * sizeof(float);
+}

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal interfaces of the CUDA kernels. */
+#ifndef _KVMEM_KERNELS_CUDA_INTERNAL_H
+#define _KVMEM_KERNELS_CUDA_INTERNAL_H
+
+#include <stdint.h>
+
+#define KV_CUDA_MAX_DEVICES	64
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+extern int kv_cuda_decode_variant;
+uint32_t kv_cuda_pick_splits(uint32_t base, uint32_t slots, uint32_t cap);
+uint32_t kv_cuda_pick_splits_waves(uint32_t base, uint32_t slots, uint32_t cap);
+int kv_cuda_fill_uniform(void *p, uint64_t n, uint32_t dtype, uint64_t seed,
+			 float amp, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* _KVMEM_KERNELS_CUDA_INTERNAL_H */

@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvmem kernels: paged decode attention, KV append, block copy and the
+ * gather/scatter used for swap, on KV laid out as uapi/kvmem/layout.h says.
+ *
+ * Every op has a CPU implementation (kv_*_cpu, in libkvkernels.a, the CPU
+ * backend and the reference) and a CUDA implementation (kv_*_cuda, in
+ * libkvkernels_cuda.a) with the same signature: one argument struct.
+ *
+ * Memory: for the CPU implementations every pointer is host memory. For the
+ * CUDA implementations every pointer the kernels read or write (arena, q,
+ * out, block table, context lengths, slots, frame lists, status, workspace)
+ * must be accessible from the device (device memory, or mapped pinned host
+ * memory); the argument struct itself is read on the host. CUDA calls are
+ * asynchronous on @stream (a cudaStream_t, NULL for the default stream).
+ *
+ * Errors: a negative errno. Arguments that can be checked without reading
+ * memory the kernel reads (geometry, head counts, null pointers) are
+ * checked by both implementations before anything is launched or written.
+ * Data-dependent faults (a frame number past the arena, a context longer
+ * than its block table, a slot past the arena) are checked by the CPU
+ * implementation before it writes anything (-EINVAL, nothing written); the
+ * CUDA implementation checks them on the device: it never touches memory
+ * outside the arena, stores -EINVAL in *status when @status is not NULL,
+ * and writes NaN to the outputs of the affected sequence (decode) or skips
+ * the affected item (append, copy, gather, scatter).
+ */
+#ifndef _KVMEM_KERNELS_H
+#define _KVMEM_KERNELS_H
+
+#include <stddef.h>
+#include <linux/types.h>
+#include "uapi/kvmem/layout.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * struct kv_arena_ref - the arena a kernel works on
+ * @base:   address of frame 0
+ * @frames: number of frames in the arena; frame numbers >= @frames are errors
+ * @g:      the pool's geometry (must pass kv_geometry_valid())
+ */
+struct kv_arena_ref {
+	void *base;
+	__u64 frames;
+	struct kv_geometry g;
+};
+
+/**
+ * struct kv_decode_args - paged decode attention, one query token per sequence
+ * @arena:        the KV arena
+ * @layer:        layer whose K and V are attended to
+ * @batch:        number of sequences
+ * @q_heads:      query heads; a multiple of arena.g.kv_heads (GQA groups of
+ *                q_heads / kv_heads consecutive query heads share a KV head)
+ * @window:       sliding window in tokens (0: attend to the whole context);
+ *                with a window W only the last W tokens are attended to
+ * @scale:        softmax scale (usually 1/sqrt(head_dim))
+ * @q:            [batch][q_heads][head_dim] elements of arena.g.dtype
+ * @out:          [batch][q_heads][head_dim] elements of arena.g.dtype
+ * @block_table:  [batch][table_stride] frame numbers; entry i of sequence b
+ *                holds tokens i*block_tokens .. (i+1)*block_tokens-1
+ * @table_stride: entries per row of @block_table (the table's width)
+ * @ctx_lens:     [batch] tokens of context per sequence, at most
+ *                table_stride * block_tokens; 0 gives an output of zeros
+ * @status:       optional; set to a negative errno on a data-dependent fault
+ * @workspace:    scratch for the split-context path of the CUDA
+ *                implementation, kv_decode_workspace_bytes() bytes; may be
+ *                NULL, which disables splitting (the CPU one ignores it)
+ * @workspace_bytes: size of @workspace
+ * @threads:      CPU threads to use (0: as many as helps, up to the CPUs
+ *                online); the CUDA implementation ignores it
+ * @stream:       cudaStream_t for the CUDA implementation; ignored on the CPU
+ */
+struct kv_decode_args {
+	struct kv_arena_ref arena;
+	__u32 layer;
+	__u32 batch;
+	__u32 q_heads;
+	__u32 window;
+	float scale;
+	__u32 table_stride;
+	const void *q;
+	void *out;
+	const __u32 *block_table;
+	const __u32 *ctx_lens;
+	__s32 *status;
+	void *workspace;
+	__u64 workspace_bytes;
+	__u32 threads;
+	__u32 pad;
+	void *stream;
+};
+
+/**
+ * struct kv_append_args - write new tokens' K and V of one layer into blocks
+ * @arena:   the KV arena
+ * @layer:   layer written
+ * @tokens:  number of tokens (a ragged batch flattened)
+ * @k:       [tokens][kv_heads][head_dim] elements of arena.g.dtype
+ * @v:       [tokens][kv_heads][head_dim] elements of arena.g.dtype
+ * @slots:   [tokens] slot of each token (frame * block_tokens + token in
+ *           block); a negative slot skips the token (padding)
+ * @status:  optional; set to a negative errno on a data-dependent fault
+ * @threads: CPU threads (0: automatic); ignored by the CUDA implementation
+ * @stream:  cudaStream_t for the CUDA implementation
+ */
+struct kv_append_args {
+	struct kv_arena_ref arena;
+	__u32 layer;
+	__u32 tokens;
+	const void *k;
+	const void *v;
+	const __s64 *slots;
+	__s32 *status;
+	__u32 threads;
+	__u32 pad;
+	void *stream;
+};
+
+/**
+ * struct kv_copy_args - copy whole blocks (all layers) between frames
+ * @arena:  the KV arena
+ * @pairs:  number of (src, dst) pairs
+ * @src:    [pairs] source frames
+ * @dst:    [pairs] destination frames; no frame may be a destination twice
+ *          or both a source and a destination in one call
+ * @status, @threads, @stream: as for struct kv_append_args
+ *
+ * Used for copy-on-write: a shared block is copied before it is written.
+ */
+struct kv_copy_args {
+	struct kv_arena_ref arena;
+	__u32 pairs;
+	__u32 threads;
+	const __u32 *src;
+	const __u32 *dst;
+	__s32 *status;
+	void *stream;
+};
+
+/**
+ * struct kv_gather_args - move many blocks to or from one contiguous buffer
+ * @arena:   the KV arena
+ * @nframes: number of frames
+ * @frames:  [nframes] frame numbers
+ * @buf:     nframes * kv_block_bytes() bytes; block i of @buf is frame
+ *           frames[i] (for swap: the staging buffer of one batch of I/O)
+ * @status, @threads, @stream: as for struct kv_append_args
+ *
+ * Gather copies frames -> @buf, scatter copies @buf -> frames. For scatter
+ * no frame may appear twice.
+ */
+struct kv_gather_args {
+	struct kv_arena_ref arena;
+	__u32 nframes;
+	__u32 threads;
+	const __u32 *frames;
+	void *buf;
+	__s32 *status;
+	void *stream;
+};
+
+/* CPU implementations (libkvkernels.a). */
+int kv_decode_cpu(const struct kv_decode_args *a);
+int kv_append_cpu(const struct kv_append_args *a);
+int kv_copy_blocks_cpu(const struct kv_copy_args *a);
+int kv_gather_cpu(const struct kv_gather_args *a);
+int kv_scatter_cpu(const struct kv_gather_args *a);
+
+/* CUDA implementations (libkvkernels_cuda.a); same contracts. */
+int kv_decode_cuda(const struct kv_decode_args *a);
+int kv_append_cuda(const struct kv_append_args *a);
+int kv_copy_blocks_cuda(const struct kv_copy_args *a);
+int kv_gather_cuda(const struct kv_gather_args *a);
+int kv_scatter_cuda(const struct kv_gather_args *a);
+
+/**
+ * kv_decode_workspace_bytes() - scratch the CUDA decode may use for @a
+ * @a: decode arguments (batch, q_heads, table_stride and geometry are read)
+ *
+ * Return: bytes of workspace that let the CUDA implementation split every
+ * context as finely as its heuristic wants (0 for the CPU implementation).
+ */
+__u64 kv_decode_workspace_bytes(const struct kv_decode_args *a);
+
+/* Argument checks shared by both implementations (kernels/check.c). */
+int kv_arena_check(const struct kv_arena_ref *r);
+int kv_decode_check(const struct kv_decode_args *a);
+int kv_append_check(const struct kv_append_args *a);
+int kv_copy_check(const struct kv_copy_args *a);
+int kv_gather_check(const struct kv_gather_args *a);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* _KVMEM_KERNELS_H */

@@ -1,0 +1,405 @@
+// SPDX-License-Identifier: MIT
+/*
+ * CUDA kernels against the CPU ones on the same inputs: decode over the
+ * sweep of decode_test (fp16/bf16, head_dim 64/128/256, GQA 1/4/7/8/32,
+ * ragged contexts, shuffled frames, NaN everywhere a kernel must not read),
+ * with and without the split-context path, sliding windows, and the
+ * device-side fault checks; append, copy, gather and scatter bit for bit.
+ *
+ * Skips (exit 4) where no GPU is found or the build has no CUDA.
+ * KV_TEST_SMALL=1 runs a reduced sweep (for compute-sanitizer).
+ */
+#include <errno.h>
+#include <math.h>
+
+#include "kselftest_harness.h"
+#include "kv_test.h"
+
+#ifndef KV_HAVE_CUDA
+
+TEST(gpu)
+{
+	SKIP(return, "built without CUDA");
+}
+
+#else
+#include <cuda_runtime_api.h>
+
+#define CU(call) ASSERT_EQ(cudaSuccess, (call))
+
+static int gpu_present(void)
+{
+	int n = 0;
+
+	return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+static void *dev_copy(const void *src, size_t n)
+{
+	void *d = NULL;
+
+	if (cudaMalloc(&d, n ? n : 1) != cudaSuccess)
+		return NULL;
+	if (n && cudaMemcpy(d, src, n, cudaMemcpyHostToDevice) != cudaSuccess) {
+		cudaFree(d);
+		return NULL;
+	}
+	return d;
+}
+
+static int small(void)
+{
+	return getenv("KV_TEST_SMALL") != NULL;
+}
+
+/* GPU vs CPU bound: the CUDA kernel also rounds P to the KV type. */
+static double gpu_bound(uint32_t dtype)
+{
+	return dtype == KV_DTYPE_FP16 ? 3e-3 : 1.5e-2;
+}
+
+/*
+ * One decode case on both implementations: the CPU output against float64,
+ * then the CUDA output against both, once without a workspace (one pass)
+ * and once with one (the heuristic may split the contexts).
+ */
+static void gpu_case(struct __test_metadata *_metadata,
+		     const struct kv_geometry *g, __u32 layer, __u32 ratio,
+		     __u32 window, __u32 batch, const __u32 *ctx)
+{
+	struct kvt_decode_case c;
+	struct kv_decode_args a;
+	float scale = 1.0f / sqrtf((float)g->head_dim);
+	__u32 qh = ratio * g->kv_heads;
+	__u64 n = (__u64)batch * qh * g->head_dim, ws_bytes;
+	size_t esz = kv_dtype_size(g->dtype), obytes = n * esz;
+	void *cpu_out = malloc(obytes), *gpu_out = malloc(obytes);
+	void *d_arena, *d_q, *d_out, *d_table, *d_ctx, *d_ws = NULL;
+	__s32 *d_status, status;
+	int split;
+
+	ASSERT_TRUE(cpu_out && gpu_out);
+	ASSERT_EQ(0, kvt_decode_case_init(&c, g, layer, qh, window, batch, ctx));
+	kvt_decode_reference(&c, scale);
+	kvt_fill_nan(c.out, g->dtype, n);
+	a = kvt_decode_args(&c, scale);
+	ASSERT_EQ(0, kv_decode_cpu(&a));
+	memcpy(cpu_out, c.out, obytes);
+	EXPECT_LE(kvt_rel_err(cpu_out, g->dtype, c.ref, n), kvt_bound(g->dtype));
+
+	d_arena = dev_copy(c.arena, c.frames * kv_frame_bytes(g));
+	d_q = dev_copy(c.q, obytes);
+	kvt_fill_nan(c.out, g->dtype, n);
+	d_out = dev_copy(c.out, obytes);
+	d_table = dev_copy(c.table, sizeof(__u32) * batch * c.stride);
+	d_ctx = dev_copy(c.ctx, sizeof(__u32) * batch);
+	status = 0;
+	d_status = dev_copy(&status, sizeof(status));
+	ASSERT_TRUE(d_arena && d_q && d_out && d_table && d_ctx && d_status);
+
+	a.arena.base = d_arena;
+	a.q = d_q;
+	a.out = d_out;
+	a.block_table = d_table;
+	a.ctx_lens = d_ctx;
+	a.status = d_status;
+	ws_bytes = kv_decode_workspace_bytes(&a);
+	if (ws_bytes)
+		CU(cudaMalloc(&d_ws, ws_bytes));
+
+	for (split = 0; split < 2; split++) {
+		double err, err64;
+
+		a.workspace = split ? d_ws : NULL;
+		a.workspace_bytes = split ? ws_bytes : 0;
+		CU(cudaMemcpy(d_out, c.out, obytes, cudaMemcpyHostToDevice));
+		EXPECT_EQ(0, kv_decode_cuda(&a));
+		CU(cudaDeviceSynchronize());
+		CU(cudaMemcpy(gpu_out, d_out, obytes, cudaMemcpyDeviceToHost));
+		CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
+		EXPECT_EQ(0, status);
+		err = kvt_rel_err_vs(gpu_out, cpu_out, g->dtype, n);
+		err64 = kvt_rel_err(gpu_out, g->dtype, c.ref, n);
+		if (getenv("KVT_VERBOSE") || !(err <= gpu_bound(g->dtype)) ||
+		    !(err64 <= kvt_bound(g->dtype)))
+			TH_LOG("dtype %u hd %u bt %u kvh %u ratio %u window %u batch %u split %d: vs cpu %g vs f64 %g",
+			       g->dtype, g->head_dim, g->block_tokens, g->kv_heads,
+			       ratio, window, batch, split, err, err64);
+		EXPECT_LE(err, gpu_bound(g->dtype));
+		EXPECT_LE(err64, kvt_bound(g->dtype));
+	}
+	cudaFree(d_ws);
+	cudaFree(d_arena);
+	cudaFree(d_q);
+	cudaFree(d_out);
+	cudaFree(d_table);
+	cudaFree(d_ctx);
+	cudaFree(d_status);
+	free(cpu_out);
+	free(gpu_out);
+	kvt_decode_case_free(&c);
+}
+
+static void sweep(struct __test_metadata *_metadata, __u32 dtype)
+{
+	static const __u32 ratios[] = { 1, 4, 7, 8, 32 };
+	static const __u32 hds[] = { 64, 128, 256 };
+	__u32 i, j, ctx[6];
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	for (i = 0; i < 3; i++) {
+		for (j = 0; j < 5; j++) {
+			struct kv_geometry g = {
+				.layers = 3,
+				.kv_heads = ratios[j] >= 8 ? 1 + kvt_below(2) : 2,
+				.head_dim = hds[i],
+				.block_tokens = (i + j) % 3 == 0 ? 16 : (i + j) % 3 == 1 ? 5 : 32,
+				.dtype = dtype,
+			};
+
+			if (small() && (i + j) % 2)
+				continue;
+			kvt_ragged(ctx, 6, g.block_tokens, small() ? 100 : 600);
+			gpu_case(_metadata, &g, kvt_below(3), ratios[j], 0, 6, ctx);
+		}
+	}
+}
+
+TEST(decode_fp16)
+{
+	sweep(_metadata, KV_DTYPE_FP16);
+}
+
+TEST(decode_bf16)
+{
+	sweep(_metadata, KV_DTYPE_BF16);
+}
+
+/* Long contexts at small batch (the split path) and sliding windows. */
+TEST(decode_long_split_window)
+{
+	struct kv_geometry g = { 2, 8, 128, 16, KV_DTYPE_BF16, 0 };
+	__u32 ctx[3], w, windows[] = { 0, 1, 100, 1000 };
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	for (w = 0; w < 4; w++) {
+		ctx[0] = (small() ? 700 : 9000) + kvt_below(300);
+		ctx[1] = 1 + kvt_below(40);
+		ctx[2] = (small() ? 300 : 3000) + kvt_below(300);
+		gpu_case(_metadata, &g, 1, 4, windows[w], 3, ctx);
+	}
+	g.block_tokens = 64;
+	g.head_dim = 64;
+	g.dtype = KV_DTYPE_FP16;
+	ctx[0] = 2048;
+	ctx[1] = 2047;
+	ctx[2] = 17;
+	gpu_case(_metadata, &g, 0, 8, 0, 3, ctx);
+}
+
+/*
+ * Device-side faults: a frame past the arena and a context longer than its
+ * table set *status and give NaN for that sequence alone.
+ */
+TEST(decode_faults)
+{
+	struct kv_geometry g = { 1, 2, 128, 16, KV_DTYPE_BF16, 0 };
+	struct kvt_decode_case c;
+	struct kv_decode_args a;
+	__u32 ctx[3] = { 100, 70, 50 }, bad;
+	__u64 n = 3 * 8 * 128, per = 8 * 128;
+	void *d_arena, *d_q, *d_out, *d_table, *d_ctx, *out = malloc(n * 2);
+	__s32 *d_status, status = 0;
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	ASSERT_EQ(0, kvt_decode_case_init(&c, &g, 0, 8, 0, 3, ctx));
+	kvt_decode_reference(&c, 0.088f);
+	for (bad = 0; bad < 2; bad++) {
+		struct kvt_decode_case *cc = &c;
+
+		if (bad == 0) {
+			cc->table[1 * cc->stride + 2] = (__u32)cc->frames + 5;
+		} else {
+			cc->table[1 * cc->stride + 2] = cc->table[0];
+			cc->ctx[1] = cc->stride * g.block_tokens + 1;
+		}
+		d_arena = dev_copy(c.arena, c.frames * kv_frame_bytes(&g));
+		d_q = dev_copy(c.q, n * 2);
+		kvt_fill_nan(c.out, g.dtype, n);
+		d_out = dev_copy(c.out, n * 2);
+		d_table = dev_copy(c.table, sizeof(__u32) * 3 * c.stride);
+		d_ctx = dev_copy(c.ctx, sizeof(__u32) * 3);
+		status = 0;
+		d_status = dev_copy(&status, sizeof(status));
+		ASSERT_TRUE(d_arena && d_q && d_out && d_table && d_ctx && d_status && out);
+		a = kvt_decode_args(&c, 0.088f);
+		a.arena.base = d_arena;
+		a.q = d_q;
+		a.out = d_out;
+		a.block_table = d_table;
+		a.ctx_lens = d_ctx;
+		a.status = d_status;
+		EXPECT_EQ(0, kv_decode_cuda(&a));
+		CU(cudaDeviceSynchronize());
+		CU(cudaMemcpy(out, d_out, n * 2, cudaMemcpyDeviceToHost));
+		CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
+		EXPECT_EQ(-EINVAL, status);
+		EXPECT_TRUE(isnan(kv_load_f32(out, g.dtype, per)));
+		EXPECT_TRUE(isnan(kv_load_f32(out, g.dtype, 2 * per - 1)));
+		EXPECT_LE(kvt_rel_err(out, g.dtype, c.ref, per), kvt_bound(g.dtype));
+		EXPECT_LE(kvt_rel_err((char *)out + 2 * per * 2, g.dtype, c.ref + 2 * per, per),
+			  kvt_bound(g.dtype));
+		/* host-checkable errors come back at once */
+		a.q_heads = 7;
+		EXPECT_EQ(-EINVAL, kv_decode_cuda(&a));
+		a.q_heads = 8;
+		a.arena.g.dtype = KV_DTYPE_FP32;
+		EXPECT_EQ(-EOPNOTSUPP, kv_decode_cuda(&a));
+		cudaFree(d_arena);
+		cudaFree(d_q);
+		cudaFree(d_out);
+		cudaFree(d_table);
+		cudaFree(d_ctx);
+		cudaFree(d_status);
+	}
+	free(out);
+	kvt_decode_case_free(&c);
+}
+
+/* Append, copy, gather and scatter: the CUDA result equals the CPU one. */
+TEST(blocks_equal_cpu)
+{
+	static const struct kv_geometry geoms[] = {
+		{ 3, 2, 64, 16, KV_DTYPE_BF16, 0 },
+		{ 2, 3, 128, 5, KV_DTYPE_FP16, 0 },
+		{ 2, 1, 24, 7, KV_DTYPE_FP32, 0 },
+		{ 1, 1, 7, 3, KV_DTYPE_FP16, 0 },
+	};
+	const __u32 nf = 29;
+	unsigned int gi;
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	for (gi = 0; gi < sizeof(geoms) / sizeof(geoms[0]); gi++) {
+		const struct kv_geometry *g = &geoms[gi];
+		__u64 fb = kv_frame_bytes(g), bb = kv_block_bytes(g), bytes = nf * fb, i;
+		__u32 tokens = 50, layer = kvt_below(g->layers), perm[29], src[6], dst[6];
+		__u64 vecb = (__u64)g->kv_heads * g->head_dim * kv_dtype_size(g->dtype);
+		__u32 *sperm = malloc(sizeof(__u32) * nf * g->block_tokens);
+		__s64 slots[50];
+		unsigned char *arena = malloc(bytes), *back = malloc(bytes);
+		char *k = malloc(tokens * vecb), *v = malloc(tokens * vecb), *buf = malloc(10 * bb);
+		void *d_arena, *d_k, *d_v, *d_slots, *d_src, *d_dst, *d_frames, *d_buf;
+		__s32 *d_status, status = 0;
+		struct kv_append_args ap;
+		struct kv_copy_args cp;
+		struct kv_gather_args ga;
+
+		ASSERT_TRUE(sperm && arena && back && k && v && buf);
+		for (i = 0; i < bytes; i++)
+			arena[i] = (unsigned char)kvt_rand64();
+		kvt_fill(k, g->dtype, tokens * vecb / kv_dtype_size(g->dtype), 1.0);
+		kvt_fill(v, g->dtype, tokens * vecb / kv_dtype_size(g->dtype), 1.0);
+		for (i = 0; i < nf * g->block_tokens; i++)
+			sperm[i] = (__u32)i;
+		kvt_shuffle_u32(sperm, nf * g->block_tokens);
+		for (i = 0; i < tokens; i++)
+			slots[i] = i % 9 == 4 ? -1 : (__s64)sperm[i];
+		for (i = 0; i < nf; i++)
+			perm[i] = (__u32)i;
+		kvt_shuffle_u32(perm, nf);
+		for (i = 0; i < 6; i++) {
+			src[i] = perm[i];
+			dst[i] = perm[6 + i];
+		}
+
+		d_arena = dev_copy(arena, bytes);
+		d_k = dev_copy(k, tokens * vecb);
+		d_v = dev_copy(v, tokens * vecb);
+		d_slots = dev_copy(slots, sizeof(slots));
+		d_src = dev_copy(src, sizeof(src));
+		d_dst = dev_copy(dst, sizeof(dst));
+		d_frames = dev_copy(perm + 12, 10 * sizeof(__u32));
+		d_buf = dev_copy(buf, 10 * bb);
+		d_status = dev_copy(&status, sizeof(status));
+		ASSERT_TRUE(d_arena && d_k && d_v && d_slots && d_src && d_dst &&
+			    d_frames && d_buf && d_status);
+
+		ap = (struct kv_append_args){ .arena = { arena, nf, *g }, .layer = layer,
+			.tokens = tokens, .k = k, .v = v, .slots = slots };
+		cp = (struct kv_copy_args){ .arena = { arena, nf, *g }, .pairs = 6,
+			.src = src, .dst = dst };
+		ga = (struct kv_gather_args){ .arena = { arena, nf, *g }, .nframes = 10,
+			.frames = perm + 12, .buf = buf };
+		/* CPU: append, copy, gather, then scatter the gathered blocks shifted */
+		ASSERT_EQ(0, kv_append_cpu(&ap));
+		ASSERT_EQ(0, kv_copy_blocks_cpu(&cp));
+		ASSERT_EQ(0, kv_gather_cpu(&ga));
+		ga.frames = perm + 13;
+		ASSERT_EQ(0, kv_scatter_cpu(&ga));
+
+		ap.arena.base = cp.arena.base = ga.arena.base = d_arena;
+		ap.k = d_k;
+		ap.v = d_v;
+		ap.slots = d_slots;
+		cp.src = d_src;
+		cp.dst = d_dst;
+		ga.frames = d_frames;
+		ga.buf = d_buf;
+		ap.status = cp.status = ga.status = d_status;
+		EXPECT_EQ(0, kv_append_cuda(&ap));
+		EXPECT_EQ(0, kv_copy_blocks_cuda(&cp));
+		EXPECT_EQ(0, kv_gather_cuda(&ga));
+		CU(cudaMemcpy(d_frames, perm + 13, 10 * sizeof(__u32), cudaMemcpyHostToDevice));
+		EXPECT_EQ(0, kv_scatter_cuda(&ga));
+		CU(cudaDeviceSynchronize());
+		CU(cudaMemcpy(back, d_arena, bytes, cudaMemcpyDeviceToHost));
+		EXPECT_EQ(0, memcmp(arena, back, bytes));
+		CU(cudaMemcpy(back, d_buf, 10 * bb, cudaMemcpyDeviceToHost));
+		EXPECT_EQ(0, memcmp(buf, back, 10 * bb));
+		CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
+		EXPECT_EQ(0, status);
+
+		/* device-side faults: a slot and a frame past the arena */
+		slots[0] = (__s64)nf * g->block_tokens;
+		CU(cudaMemcpy(d_slots, slots, sizeof(slots), cudaMemcpyHostToDevice));
+		EXPECT_EQ(0, kv_append_cuda(&ap));
+		CU(cudaDeviceSynchronize());
+		CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
+		EXPECT_EQ(-EINVAL, status);
+		status = 0;
+		CU(cudaMemcpy(d_status, &status, sizeof(status), cudaMemcpyHostToDevice));
+		dst[2] = nf;
+		CU(cudaMemcpy(d_dst, dst, sizeof(dst), cudaMemcpyHostToDevice));
+		EXPECT_EQ(0, kv_copy_blocks_cuda(&cp));
+		CU(cudaDeviceSynchronize());
+		CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
+		EXPECT_EQ(-EINVAL, status);
+
+		cudaFree(d_arena);
+		cudaFree(d_k);
+		cudaFree(d_v);
+		cudaFree(d_slots);
+		cudaFree(d_src);
+		cudaFree(d_dst);
+		cudaFree(d_frames);
+		cudaFree(d_buf);
+		cudaFree(d_status);
+		free(sperm);
+		free(arena);
+		free(back);
+		free(k);
+		free(v);
+		free(buf);
+	}
+}
+#endif /* KV_HAVE_CUDA */
+
+TEST_HARNESS_MAIN
