@@ -56,7 +56,12 @@ MM_SRCS := $(wildcard mm/*.c)
 MM_OBJS := $(patsubst %.c,$(B)/%.o,$(LIB_SRCS) $(MM_SRCS))
 LIBKVMM := $(B)/libkvmm.a
 
-PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm
+PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm $(B)/daemon/kvmemd $(B)/daemon/kvmemctl \
+	$(B)/libkvclient.so
+
+# ---- daemon/ -------------------------------------------------------------
+DAEMON_SRCS := $(filter-out daemon/kvmemctl.c,$(wildcard daemon/*.c))
+DAEMON_OBJS := $(patsubst %.c,$(B)/%.o,$(DAEMON_SRCS))
 
 .PHONY: all deps check run bench-mm clean selftests FORCE
 all: $(LIBKVMM) $(PROGS) selftests
@@ -80,7 +85,30 @@ $(B)/mm/bench-mm: mm/bench/bench_mm.c $(LIBKVMM)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIBKVMM) $(LDFLAGS) $(LIBS)
 
--include $(MM_OBJS:.o=.d)
+$(B)/daemon/kvmemd: $(DAEMON_OBJS) $(LIBKVMM)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -o $@ $(DAEMON_OBJS) $(LIBKVMM) $(LDFLAGS) $(LIBS)
+
+# ---- lib/kvclient: libkvclient.a and .so ---------------------------------
+KVC_SRCS := $(wildcard lib/kvclient/*.c)
+KVC_OBJS := $(patsubst %.c,$(B)/%.o,$(KVC_SRCS))
+LIBKVC := $(B)/libkvclient.a
+
+$(KVC_OBJS): CFLAGS += -fPIC
+
+$(LIBKVC): $(KVC_OBJS)
+	@$(if $(Q),echo "  AR      $(notdir $@)")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(B)/libkvclient.so: $(KVC_OBJS)
+	@$(if $(Q),echo "  LD      $(notdir $@)")
+	$(Q)$(CC) -shared -Wl,-soname,libkvclient.so.1 -o $@ $^ $(LDFLAGS)
+
+$(B)/daemon/kvmemctl: $(B)/daemon/kvmemctl.o $(LIBKVC)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -o $@ $< $(LIBKVC) $(LDFLAGS) $(LIBS)
+
+-include $(MM_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(KVC_OBJS:.o=.d) $(B)/daemon/kvmemctl.d
 
 # ---- kernels/ (owns its own fragment) ------------------------------------
 -include kernels/kernels.mk
@@ -88,9 +116,9 @@ $(B)/mm/bench-mm: mm/bench/bench_mm.c $(LIBKVMM)
 # ---- selftests -----------------------------------------------------------
 COLLECTIONS := $(patsubst selftests/%/Makefile,%,$(wildcard selftests/*/Makefile))
 SELFTEST_ENV := TOP=$(TOP) Q=$(Q) KV_CFLAGS="$(CFLAGS) -I$(TOP)/selftests" \
-	KV_LDFLAGS="$(LDFLAGS)" KV_LIBS="$(KERNELS_LIB) $(LIBKVMM) $(LIBS)"
+	KV_LDFLAGS="$(LDFLAGS)" KV_LIBS="$(LIBKVC) $(KERNELS_LIB) $(LIBKVMM) $(LIBS)"
 
-selftests: $(LIBKVMM) $(KERNELS_LIB)
+selftests: $(LIBKVMM) $(KERNELS_LIB) $(LIBKVC) $(B)/daemon/kvmemd $(B)/daemon/kvmemctl
 	$(Q)for c in $(COLLECTIONS); do \
 		$(MAKE) --no-print-directory -C selftests/$$c $(SELFTEST_ENV) \
 			OUTPUT=$(B)/selftests/$$c all || exit 1; \

@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Client connections: accept with the peer's credentials, one request per
+ * packet in, one reply per packet out, and teardown that releases every
+ * sequence (and so every reference and pin) the client held, whatever the
+ * reason the connection ended.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "kvmemd.h"
+
+static bool peer_is_admin(struct kvmemd *d, int fd, const struct ucred *cr)
+{
+	gid_t groups[256];
+	socklen_t len = sizeof(groups);
+	unsigned int i;
+
+	if (cr->uid == 0)
+		return true;
+	if (d->admin_gid == (gid_t)-1)
+		return false;
+	if (cr->gid == d->admin_gid)
+		return true;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+		return false;
+	for (i = 0; i < len / sizeof(gid_t); i++)
+		if (groups[i] == d->admin_gid)
+			return true;
+	return false;
+}
+
+static int client_setup(struct kvmemd *d, struct kvmemd_client *c, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+		return -errno;
+	c->fd = fd;
+	c->id = ++d->next_client;
+	c->pid = cr.pid;
+	c->uid = cr.uid;
+	c->gid = cr.gid;
+	c->admin = peer_is_admin(d, fd, &cr);
+	idr_init(&c->seqs, KVMEMD_MAX_SEQS);
+	ev.data.ptr = c;
+	if (epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return -errno;
+	return 0;
+}
+
+/**
+ * kvmemd_client_accept() - accept one connection
+ * @d: daemon
+ *
+ * Return: 1 when a connection was taken (served, or refused and closed),
+ * 0 when none is pending, or the negative errno of accept4().
+ */
+int kvmemd_client_accept(struct kvmemd *d)
+{
+	struct kvmemd_client *c;
+	int fd, err;
+
+	fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0)
+		return errno == EAGAIN ? 0 : -errno;
+	if (d->nr_clients >= KVMEMD_MAX_CLIENTS) {
+		kvlog(d, KVLOG_WARN, "refusing a connection: %u clients", d->nr_clients);
+		err = -EMFILE;
+		goto out_close;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		err = -ENOMEM;
+		goto out_close;
+	}
+	err = client_setup(d, c, fd);
+	if (err) {
+		free(c);
+		goto out_close;
+	}
+	list_add_tail(&c->node, &d->clients);
+	d->nr_clients++;
+	kvlog(d, KVLOG_DEBUG, "client %llu: connected (pid %d uid %u%s)",
+	      (unsigned long long)c->id, (int)c->pid, c->uid, c->admin ? ", admin" : "");
+	return 1;
+
+out_close:
+	kvlog(d, KVLOG_WARN, "connection refused: %s", strerror(-err));
+	close(fd);
+	return 1;
+}
+
+/**
+ * kvmemd_client_close() - end a connection and release all it held
+ * @d: daemon
+ * @c: client; freed
+ */
+void kvmemd_client_close(struct kvmemd *d, struct kvmemd_client *c)
+{
+	struct kvmemd_seq *s;
+	u64 id = 0, n = 0;
+
+	while ((s = idr_next(&c->seqs, &id))) {
+		idr_remove(&c->seqs, id);
+		kv_seq_free(s->seq);
+		free(s);
+		n++;
+		id++;
+	}
+	idr_destroy(&c->seqs);
+	epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	list_del_init(&c->node);
+	d->nr_clients--;
+	kvlog(d, KVLOG_DEBUG, "client %llu: gone, %llu sequences released",
+	      (unsigned long long)c->id, (unsigned long long)n);
+	free(c);
+}
+
+/**
+ * kvmemd_client_send() - send one reply, with a descriptor when @fd >= 0
+ * @d:   daemon
+ * @c:   client
+ * @msg: the reply
+ * @len: its length
+ * @fd:  descriptor to pass with SCM_RIGHTS, or -1
+ *
+ * Never blocks: a client whose receive queue is full is not reading its
+ * replies, and gets -EAGAIN (the caller drops it).
+ *
+ * Return: 0 or a negative errno.
+ */
+int kvmemd_client_send(struct kvmemd *d, struct kvmemd_client *c, const void *msg,
+		       size_t len, int fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = (void *)msg, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *cm;
+
+	if (fd >= 0) {
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.buf;
+		mh.msg_controllen = sizeof(u.buf);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
+	if (sendmsg(c->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Receive one packet; descriptors a client sends are closed unread. */
+static ssize_t client_recv(struct kvmemd *d, struct kvmemd_client *c)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 16)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = d->buf, .iov_len = KVMEM_MSG_MAX + 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *cm;
+	ssize_t n;
+	int fd;
+	size_t i;
+
+	n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return -errno;
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (i = 0; (i + 1) * sizeof(int) <= cm->cmsg_len - CMSG_LEN(0); i++) {
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			close(fd);
+		}
+	}
+	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+		return -EMSGSIZE;
+	return n;
+}
+
+/**
+ * kvmemd_client_input() - serve what a client sent
+ * @d: daemon
+ * @c: client with input pending; closed on EOF, error or a reply it does
+ *     not take
+ */
+void kvmemd_client_input(struct kvmemd *d, struct kvmemd_client *c)
+{
+	ssize_t n, len;
+	int fd, err;
+
+	for (;;) {
+		n = client_recv(d, c);
+		if (n == -EAGAIN)
+			return;
+		if (n == 0 || (n < 0 && n != -EMSGSIZE))
+			goto out_close;
+		/* An oversized packet is answered like any malformed one. */
+		len = kvmemd_dispatch(d, c, (const struct kvmem_hdr *)d->buf,
+				      n < 0 ? 0 : (size_t)n, &fd);
+		if (n < 0)
+			((struct kvmem_hdr *)d->out)->status = -EMSGSIZE;
+		err = kvmemd_client_send(d, c, d->out, (size_t)len, fd);
+		if (err) {
+			kvlog(d, KVLOG_WARN, "client %llu: reply not taken (%s); dropping it",
+			      (unsigned long long)c->id, strerror(-err));
+			goto out_close;
+		}
+	}
+out_close:
+	kvmemd_client_close(d, c);
+}

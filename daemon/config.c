@@ -1,0 +1,931 @@
+// SPDX-License-Identifier: MIT
+/*
+ * daemon/config.c - kvmemd's configuration file.
+ *
+ * Every key is a row of a table: its name, how its value is parsed and
+ * printed, its range, where it is stored, and whether it may change at run
+ * time. Loading, get, set, printing and the reload check all walk the same
+ * tables, so a key is added in one place. Pool keys (pool.NAME.FIELD) have
+ * a table of their own, indexed by FIELD and stored in a struct
+ * kvmemd_pool_config.
+ *
+ * Loading parses into a struct config_parse on the stack (a fresh config
+ * plus the line each key was set on, for duplicate and missing-key
+ * messages), validates it, and only then copies the config out.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon/config.h"
+#include "lib/config.h"
+
+/* The most frames kv_pool_create() takes in a pool, all tiers together. */
+#define POOL_FRAMES_MAX		(UINT32_MAX / 2)
+/* The fewest device frames a pool may have. */
+#define POOL_DEVICE_FRAMES_MIN	4
+
+enum key_type {
+	KEY_UINT,	/* kv_parse_uint() within [min, max] */
+	KEY_SIZE,	/* kv_parse_size() within [min, max] */
+	KEY_MODE,	/* kv_parse_mode() */
+	KEY_CHOICE,	/* kv_parse_choice() of @choices, stored as @values[i] */
+	KEY_PATH,	/* an absolute path that fits the buffer */
+	KEY_GROUP,	/* a group name that fits the buffer */
+};
+
+#define KEY_RUNTIME	0x1u	/* may change without a restart */
+
+/**
+ * struct config_key - one configuration key
+ * @name:    the key; for a pool key, the FIELD of pool.NAME.FIELD
+ * @type:    KEY_*: how the value is parsed and printed
+ * @flags:   KEY_RUNTIME
+ * @off:     offset of the field in struct kvmemd_config (or, for a pool
+ *           key, in struct kvmemd_pool_config)
+ * @size:    size of the field: 4 or 8 for numbers, the buffer for strings
+ * @min:     smallest value (KEY_UINT, KEY_SIZE)
+ * @max:     largest value (KEY_UINT, KEY_SIZE)
+ * @choices: the names of a KEY_CHOICE, NULL-terminated
+ * @values:  the value stored for each of @choices; NULL for its index
+ * @changed: the KVMEMD_CHANGED_* bit of a run-time key
+ */
+struct config_key {
+	const char *name;
+	enum key_type type;
+	unsigned int flags;
+	size_t off;
+	size_t size;
+	u64 min;
+	u64 max;
+	const char *const *choices;
+	const u32 *values;
+	u32 changed;
+};
+
+#define CFG_FIELD(f)	.off = offsetof(struct kvmemd_config, f),		\
+			.size = sizeof(((struct kvmemd_config *)0)->f)
+#define POOL_FIELD(f)	.off = offsetof(struct kvmemd_pool_config, f),	\
+			.size = sizeof(((struct kvmemd_pool_config *)0)->f)
+
+static const char *const log_level_names[] = {
+	[KVMEMD_LOG_ERROR] = "error",
+	[KVMEMD_LOG_WARN] = "warn",
+	[KVMEMD_LOG_INFO] = "info",
+	[KVMEMD_LOG_DEBUG] = "debug",
+	NULL
+};
+
+static const char *const backend_names[] = {
+	[KVMEMD_BACKEND_AUTO] = "auto",
+	[KVMEMD_BACKEND_CPU] = "cpu",
+	[KVMEMD_BACKEND_CUDA] = "cuda",
+	NULL
+};
+
+static const char *const dtype_names[] = { "fp16", "bf16", "fp32", NULL };
+static const u32 dtype_values[] = { KV_DTYPE_FP16, KV_DTYPE_BF16, KV_DTYPE_FP32 };
+
+static const struct config_key config_keys[] = {
+	{ "socket.path", KEY_PATH, 0, CFG_FIELD(socket_path) },
+	{ "socket.mode", KEY_MODE, 0, CFG_FIELD(socket_mode) },
+	{ "socket.group", KEY_GROUP, 0, CFG_FIELD(socket_group) },
+	{ "admin.group", KEY_GROUP, 0, CFG_FIELD(admin_group) },
+	{ "log.level", KEY_CHOICE, KEY_RUNTIME, CFG_FIELD(log_level),
+	  .choices = log_level_names, .changed = KVMEMD_CHANGED_LOG_LEVEL },
+	{ "device.backend", KEY_CHOICE, 0, CFG_FIELD(backend),
+	  .choices = backend_names },
+	{ "vm.min_free_kbytes", KEY_UINT, KEY_RUNTIME, CFG_FIELD(vm.min_free_kbytes),
+	  .min = 0, .max = 1ull << 40, .changed = KVMEMD_CHANGED_MIN_FREE_KBYTES },
+	{ "vm.watermark_scale_factor", KEY_UINT, KEY_RUNTIME,
+	  CFG_FIELD(vm.watermark_scale_factor), .min = 1, .max = 3000,
+	  .changed = KVMEMD_CHANGED_WATERMARK_SCALE_FACTOR },
+	{ "vm.reclaim_batch", KEY_UINT, KEY_RUNTIME, CFG_FIELD(vm.reclaim_batch),
+	  .min = 1, .max = 256, .changed = KVMEMD_CHANGED_RECLAIM_BATCH },
+};
+#define NR_KEYS		(sizeof(config_keys) / sizeof(config_keys[0]))
+
+static const struct config_key pool_keys[] = {
+	{ "layers", KEY_UINT, 0, POOL_FIELD(geom.layers),
+	  .min = 1, .max = KV_MAX_LAYERS },
+	{ "kv_heads", KEY_UINT, 0, POOL_FIELD(geom.kv_heads),
+	  .min = 1, .max = KV_MAX_KV_HEADS },
+	{ "head_dim", KEY_UINT, 0, POOL_FIELD(geom.head_dim),
+	  .min = 1, .max = KV_MAX_HEAD_DIM },
+	{ "block_tokens", KEY_UINT, 0, POOL_FIELD(geom.block_tokens),
+	  .min = 1, .max = KV_MAX_BLOCK_TOKENS },
+	{ "dtype", KEY_CHOICE, 0, POOL_FIELD(geom.dtype),
+	  .choices = dtype_names, .values = dtype_values },
+	{ "device_mem", KEY_SIZE, 0, POOL_FIELD(device_mem),
+	  .min = 0, .max = UINT64_MAX },
+	{ "host_mem", KEY_SIZE, 0, POOL_FIELD(host_mem),
+	  .min = 0, .max = UINT64_MAX },
+};
+#define NR_POOL_KEYS	(sizeof(pool_keys) / sizeof(pool_keys[0]))
+#define POOL_KEY_DEVICE_MEM	5
+#define POOL_KEY_HOST_MEM	6
+
+/**
+ * struct config_parse - a config being loaded, and where its keys were set
+ * @cfg:        the config; starts from the defaults, with no pools
+ * @file:       the file name, for messages
+ * @key_line:   line of each of config_keys[], 0 when not set
+ * @pool_line:  line of each of pool_keys[] per pool, 0 when not set
+ * @pool_first: line of the first key of each pool
+ */
+struct config_parse {
+	struct kvmemd_config cfg;
+	const char *file;
+	unsigned int key_line[NR_KEYS];
+	unsigned int pool_line[KVMEMD_MAX_POOLS][NR_POOL_KEYS];
+	unsigned int pool_first[KVMEMD_MAX_POOLS];
+};
+
+/* ---- one value --------------------------------------------------------- */
+
+static u64 field_get(const struct config_key *k, const void *base)
+{
+	const char *p = (const char *)base + k->off;
+	u32 v32;
+	u64 v64;
+
+	if (k->size == sizeof(u64)) {
+		memcpy(&v64, p, sizeof(v64));
+		return v64;
+	}
+	memcpy(&v32, p, sizeof(v32));
+	return v32;
+}
+
+static void field_set(const struct config_key *k, void *base, u64 v)
+{
+	char *p = (char *)base + k->off;
+	u32 v32 = (u32)v;
+
+	if (k->size == sizeof(u64))
+		memcpy(p, &v, sizeof(v));
+	else
+		memcpy(p, &v32, sizeof(v32));
+}
+
+static void choices_list(const struct config_key *k, char *buf, size_t len)
+{
+	size_t n = 0;
+	int i;
+
+	buf[0] = '\0';
+	for (i = 0; k->choices[i] && n < len; i++)
+		n += snprintf(buf + n, len - n, "%s%s", i ? ", " : "", k->choices[i]);
+}
+
+static int number_error(const struct config_key *k, const char *value, int ret,
+			char *msg, size_t len)
+{
+	if (ret == -EINVAL)
+		snprintf(msg, len, "%s: '%s' is not %s", k->name, value,
+			 k->type == KEY_SIZE ?
+			 "a size (a number, then optionally K, M, G or T)" :
+			 "a decimal or 0x hexadecimal number");
+	else if (k->max == UINT64_MAX)
+		snprintf(msg, len, "%s: '%s' is too large", k->name, value);
+	else
+		snprintf(msg, len, "%s: '%s' is out of range (%llu..%llu)", k->name,
+			 value, (unsigned long long)k->min, (unsigned long long)k->max);
+	return ret;
+}
+
+static int choice_parse(const struct config_key *k, const char *value, u64 *v,
+			char *msg, size_t len)
+{
+	char list[128];
+	unsigned int i;
+
+	if (kv_parse_choice(value, k->choices, &i)) {
+		choices_list(k, list, sizeof(list));
+		snprintf(msg, len, "%s: '%s' is not one of: %s", k->name, value, list);
+		return -EINVAL;
+	}
+	*v = k->values ? k->values[i] : i;
+	return 0;
+}
+
+static int mode_parse(const struct config_key *k, const char *value, u64 *v,
+		      char *msg, size_t len)
+{
+	unsigned int mode;
+	int ret;
+
+	ret = kv_parse_mode(value, &mode);
+	if (ret == -EINVAL)
+		snprintf(msg, len, "%s: '%s' is not an octal mode", k->name, value);
+	else if (ret)
+		snprintf(msg, len, "%s: '%s' is out of range (0..07777)", k->name, value);
+	*v = mode;
+	return ret;
+}
+
+static int number_parse(const struct config_key *k, const char *value,
+			char *msg, size_t len, u64 *v)
+{
+	int ret;
+
+	switch (k->type) {
+	case KEY_UINT:
+		ret = kv_parse_uint(value, k->min, k->max, v);
+		break;
+	case KEY_SIZE:
+		ret = kv_parse_size(value, k->min, k->max, v);
+		break;
+	case KEY_MODE:
+		return mode_parse(k, value, v, msg, len);
+	default:
+		return choice_parse(k, value, v, msg, len);
+	}
+	return ret ? number_error(k, value, ret, msg, len) : 0;
+}
+
+static bool group_char_ok(char c, bool first)
+{
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '_' || c == '.')
+		return true;
+	return c == '-' && !first;
+}
+
+static int string_check(const struct config_key *k, const char *value,
+			char *msg, size_t len)
+{
+	const char *p;
+
+	if (strlen(value) >= k->size) {
+		snprintf(msg, len, "%s: longer than %zu bytes", k->name, k->size - 1);
+		return -ENAMETOOLONG;
+	}
+	if (k->type == KEY_PATH) {
+		if (value[0] == '/')
+			return 0;
+		snprintf(msg, len, "%s: '%s' is not an absolute path", k->name, value);
+		return -EINVAL;
+	}
+	for (p = value; *p; p++) {
+		if (!group_char_ok(*p, p == value)) {
+			snprintf(msg, len, "%s: '%s' is not a valid group name",
+				 k->name, value);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Parse @value for key @k and store it into @base (a struct kvmemd_config
+ * or struct kvmemd_pool_config). On error, write "KEY: reason" into @msg
+ * and leave @base as it was.
+ */
+static int key_store(const struct config_key *k, void *base, const char *value,
+		     char *msg, size_t len)
+{
+	u64 v;
+	int ret;
+
+	if (k->type == KEY_PATH || k->type == KEY_GROUP) {
+		ret = string_check(k, value, msg, len);
+		if (!ret)
+			snprintf((char *)base + k->off, k->size, "%s", value);
+		return ret;
+	}
+	ret = number_parse(k, value, msg, len, &v);
+	if (!ret)
+		field_set(k, base, v);
+	return ret;
+}
+
+static const char *choice_name(const struct config_key *k, u64 v)
+{
+	unsigned int i;
+
+	for (i = 0; k->choices[i]; i++) {
+		if ((k->values ? k->values[i] : i) == v)
+			return k->choices[i];
+	}
+	return "?";
+}
+
+/* Write the value of key @k in @base as kv_config_parse_*() reads it back. */
+static int key_format(const struct config_key *k, const void *base,
+		      char *buf, size_t len)
+{
+	u64 v = 0;
+	int n;
+
+	if (k->type != KEY_PATH && k->type != KEY_GROUP)
+		v = field_get(k, base);
+	switch (k->type) {
+	case KEY_PATH:
+	case KEY_GROUP:
+		n = snprintf(buf, len, "%s", (const char *)base + k->off);
+		break;
+	case KEY_UINT:
+		n = snprintf(buf, len, "%llu", (unsigned long long)v);
+		break;
+	case KEY_SIZE:
+		return kv_format_size(v, buf, len);
+	case KEY_MODE:
+		n = snprintf(buf, len, "%04llo", (unsigned long long)v);
+		break;
+	default:
+		n = snprintf(buf, len, "%s", choice_name(k, v));
+		break;
+	}
+	return n < 0 || (size_t)n >= len ? -ERANGE : 0;
+}
+
+/* ---- key names --------------------------------------------------------- */
+
+static const struct config_key *key_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NR_KEYS; i++) {
+		if (!strcmp(config_keys[i].name, name))
+			return &config_keys[i];
+	}
+	return NULL;
+}
+
+/*
+ * Split "pool.NAME.FIELD" into NAME (copied into @name) and its pool key.
+ * Return the key, or NULL when @key is not a pool key or NAME is too long
+ * (*@toolong is then set).
+ */
+static const struct config_key *pool_key_find(const char *key, char *name,
+					      bool *toolong)
+{
+	const char *n, *dot;
+	size_t i;
+
+	*toolong = false;
+	if (strncmp(key, "pool.", 5))
+		return NULL;
+	n = key + 5;
+	dot = strchr(n, '.');
+	if (!dot)
+		return NULL;
+	for (i = 0; i < NR_POOL_KEYS; i++) {
+		if (!strcmp(pool_keys[i].name, dot + 1))
+			break;
+	}
+	if (i == NR_POOL_KEYS || dot == n)
+		return NULL;
+	if ((size_t)(dot - n) >= KVMEMD_POOL_NAME_MAX) {
+		*toolong = true;
+		return NULL;
+	}
+	memcpy(name, n, dot - n);
+	name[dot - n] = '\0';
+	return &pool_keys[i];
+}
+
+static int pool_index(const struct kvmemd_config *cfg, const char *name)
+{
+	u32 i;
+
+	for (i = 0; i < cfg->nr_pools; i++) {
+		if (!strcmp(cfg->pools[i].name, name))
+			return (int)i;
+	}
+	return -ENOENT;
+}
+
+/* ---- loading ----------------------------------------------------------- */
+
+static int pool_add(struct config_parse *cp, const struct kv_config_pos *pos,
+		    const char *name)
+{
+	struct kvmemd_config *cfg = &cp->cfg;
+	struct kvmemd_pool_config *pc;
+
+	if (cfg->nr_pools == KVMEMD_MAX_POOLS)
+		return kv_config_error(pos, -EINVAL,
+				       "pool '%s': too many pools (at most %d)",
+				       name, KVMEMD_MAX_POOLS);
+	pc = &cfg->pools[cfg->nr_pools];
+	memset(pc, 0, sizeof(*pc));
+	snprintf(pc->name, sizeof(pc->name), "%s", name);
+	cp->pool_first[cfg->nr_pools] = pos->line;
+	return (int)cfg->nr_pools++;
+}
+
+static int pool_key_load(struct config_parse *cp, const struct kv_config_pos *pos,
+			 const char *key, const char *value)
+{
+	char name[KVMEMD_POOL_NAME_MAX], msg[KV_CONFIG_ERR_MAX];
+	const struct config_key *k;
+	unsigned int *line;
+	bool toolong;
+	int i, ret;
+
+	k = pool_key_find(key, name, &toolong);
+	if (toolong)
+		return kv_config_error(pos, -EINVAL,
+				       "pool name in '%s' is longer than %d bytes",
+				       key, KVMEMD_POOL_NAME_MAX - 1);
+	if (!k)
+		return kv_config_error(pos, -EINVAL, "unknown key '%s'", key);
+	i = pool_index(&cp->cfg, name);
+	if (i < 0)
+		i = pool_add(cp, pos, name);
+	if (i < 0)
+		return i;
+	line = &cp->pool_line[i][k - pool_keys];
+	if (*line)
+		return kv_config_error(pos, -EINVAL,
+				       "duplicate key '%s' (first set at line %u)",
+				       key, *line);
+	ret = key_store(k, &cp->cfg.pools[i], value, msg, sizeof(msg));
+	if (ret)
+		return kv_config_error(pos, -EINVAL, "pool.%s.%s", name, msg);
+	*line = pos->line;
+	return 0;
+}
+
+static int config_key_load(const struct kv_config_pos *pos, const char *key,
+			   const char *value, void *arg)
+{
+	struct config_parse *cp = arg;
+	char msg[KV_CONFIG_ERR_MAX];
+	const struct config_key *k;
+	unsigned int *line;
+	int ret;
+
+	if (!strncmp(key, "pool.", 5))
+		return pool_key_load(cp, pos, key, value);
+	k = key_find(key);
+	if (!k)
+		return kv_config_error(pos, -EINVAL, "unknown key '%s'", key);
+	line = &cp->key_line[k - config_keys];
+	if (*line)
+		return kv_config_error(pos, -EINVAL,
+				       "duplicate key '%s' (first set at line %u)",
+				       key, *line);
+	ret = key_store(k, &cp->cfg, value, msg, sizeof(msg));
+	if (ret)
+		return kv_config_error(pos, -EINVAL, "%s", msg);
+	*line = pos->line;
+	return 0;
+}
+
+static int pool_frames(struct config_parse *cp, int i, char *err, size_t errlen)
+{
+	struct kvmemd_pool_config *pc = &cp->cfg.pools[i];
+	struct kv_config_pos pos = { .file = cp->file, .err = err, .errlen = errlen };
+	u64 fb = kv_frame_bytes(&pc->geom);
+	u64 dev = pc->device_mem / fb, host = pc->host_mem / fb;
+	char fbs[32];
+
+	kv_format_size(fb, fbs, sizeof(fbs));
+	pos.line = cp->pool_line[i][POOL_KEY_DEVICE_MEM];
+	if (dev < POOL_DEVICE_FRAMES_MIN)
+		return kv_config_error(&pos, -EINVAL,
+				       "pool.%s.device_mem: holds %llu frames of %s, at least %d are needed",
+				       pc->name, (unsigned long long)dev, fbs,
+				       POOL_DEVICE_FRAMES_MIN);
+	if (dev > POOL_FRAMES_MAX)
+		return kv_config_error(&pos, -EINVAL,
+				       "pool.%s.device_mem: %llu frames of %s, at most %u are allowed",
+				       pc->name, (unsigned long long)dev, fbs,
+				       POOL_FRAMES_MAX);
+	pos.line = cp->pool_line[i][POOL_KEY_HOST_MEM];
+	if (dev + host > POOL_FRAMES_MAX)
+		return kv_config_error(&pos, -EINVAL,
+				       "pool.%s.host_mem: %llu frames of %s in all, at most %u are allowed",
+				       pc->name, (unsigned long long)(dev + host), fbs,
+				       POOL_FRAMES_MAX);
+	pc->nr_frames[KV_TIER_DEVICE] = (u32)dev;
+	pc->nr_frames[KV_TIER_HOST] = (u32)host;
+	return 0;
+}
+
+static int pool_validate(struct config_parse *cp, int i, char *err, size_t errlen)
+{
+	struct kv_config_pos pos = {
+		.file = cp->file, .line = cp->pool_first[i], .err = err, .errlen = errlen,
+	};
+	const char *name = cp->cfg.pools[i].name;
+	size_t k;
+
+	for (k = 0; k < NR_POOL_KEYS; k++) {
+		if (!cp->pool_line[i][k])
+			return kv_config_error(&pos, -EINVAL,
+					       "pool '%s': missing pool.%s.%s",
+					       name, name, pool_keys[k].name);
+	}
+	if (!kv_geometry_valid(&cp->cfg.pools[i].geom))
+		return kv_config_error(&pos, -EINVAL, "pool '%s': invalid geometry", name);
+	return 0;
+}
+
+static void pool_default(struct kvmemd_pool_config *pc)
+{
+	memset(pc, 0, sizeof(*pc));
+	snprintf(pc->name, sizeof(pc->name), "%s", KVMEMD_DEFAULT_POOL);
+	pc->geom.layers = 4;
+	pc->geom.kv_heads = 4;
+	pc->geom.head_dim = 64;
+	pc->geom.block_tokens = 16;
+	pc->geom.dtype = KV_DTYPE_FP16;
+	pc->device_mem = 64ull << 20;
+	pc->host_mem = 256ull << 20;
+	pc->nr_frames[KV_TIER_DEVICE] = (u32)(pc->device_mem / kv_frame_bytes(&pc->geom));
+	pc->nr_frames[KV_TIER_HOST] = (u32)(pc->host_mem / kv_frame_bytes(&pc->geom));
+}
+
+static int config_validate(struct config_parse *cp, char *err, size_t errlen)
+{
+	u32 i;
+	int ret;
+
+	for (i = 0; i < cp->cfg.nr_pools; i++) {
+		ret = pool_validate(cp, (int)i, err, errlen);
+		if (ret)
+			return ret;
+		ret = pool_frames(cp, (int)i, err, errlen);
+		if (ret)
+			return ret;
+	}
+	if (!cp->cfg.nr_pools) {
+		pool_default(&cp->cfg.pools[0]);
+		cp->cfg.nr_pools = 1;
+	}
+	return 0;
+}
+
+/**
+ * kvmemd_config_defaults() - fill a config with the built-in defaults
+ * @cfg: the config
+ *
+ * The defaults are those of Documentation/admin-guide/kvmemd.conf.md: the
+ * socket at KVMEMD_SOCKET_PATH with mode 0660, log level info, the auto
+ * backend, the mm defaults for vm.*, and one pool, KVMEMD_DEFAULT_POOL, of
+ * 4 layers, 4 kv heads, head_dim 64, 16-token blocks in fp16, with 64M of
+ * device and 256M of host memory.
+ */
+void kvmemd_config_defaults(struct kvmemd_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->socket_path, sizeof(cfg->socket_path), "%s", KVMEMD_SOCKET_PATH);
+	cfg->socket_mode = 0660;
+	cfg->log_level = KVMEMD_LOG_INFO;
+	cfg->backend = KVMEMD_BACKEND_AUTO;
+	cfg->vm.min_free_kbytes = 0;
+	cfg->vm.watermark_scale_factor = 10;
+	cfg->vm.reclaim_batch = 32;
+	cfg->nr_pools = 1;
+	pool_default(&cfg->pools[0]);
+}
+
+static void parse_init(struct config_parse *cp, const char *file)
+{
+	memset(cp, 0, sizeof(*cp));
+	kvmemd_config_defaults(&cp->cfg);
+	memset(cp->cfg.pools, 0, sizeof(cp->cfg.pools));
+	cp->cfg.nr_pools = 0;
+	cp->file = file;
+}
+
+static void err_printf(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void err_printf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/**
+ * kvmemd_config_load() - read, check and return a configuration file
+ * @out:    receives the config; written only on success
+ * @path:   the file; NULL for KVMEMD_CONFIG_PATH
+ * @flags:  KVMEMD_CONFIG_MISSING_OK: when @path does not exist (ENOENT),
+ *          return the defaults instead of an error. Give it for the default
+ *          path, not for a path the administrator named (-c PATH).
+ * @err:    on error, the message: "FILE:LINE: reason" for the contents,
+ *          "FILE: reason" when the file cannot be read. On success "", or,
+ *          when the defaults were used for a missing file, a note for the
+ *          log ("FILE: No such file or directory; using the built-in
+ *          defaults"). May be NULL.
+ * @errlen: size of @err; KV_CONFIG_ERR_MAX is enough
+ *
+ * Keys not in the file keep their defaults; a file that defines no pool
+ * gets the default pool. The file is parsed into a fresh config, checked
+ * (ranges, duplicates, unknown keys, pools complete and of a usable size),
+ * and only then copied to @out, so that a failed reload leaves the running
+ * config untouched.
+ *
+ * Return: 0; -EINVAL for anything wrong in the file; -errno when it cannot
+ * be opened or read (-ENOENT, -EACCES, -EISDIR...).
+ */
+int kvmemd_config_load(struct kvmemd_config *out, const char *path,
+		       unsigned int flags, char *err, size_t errlen)
+{
+	struct config_parse cp;
+	int ret;
+
+	if (!path)
+		path = KVMEMD_CONFIG_PATH;
+	if (flags & ~KVMEMD_CONFIG_MISSING_OK) {
+		err_printf(err, errlen, "%s: invalid flags %#x", path, flags);
+		return -EINVAL;
+	}
+	parse_init(&cp, path);
+	ret = kv_config_parse_file(path, config_key_load, &cp, err, errlen);
+	if (ret == -ENOENT && (flags & KVMEMD_CONFIG_MISSING_OK)) {
+		kvmemd_config_defaults(out);
+		err_printf(err, errlen, "%s: %s; using the built-in defaults",
+			   path, strerror(ENOENT));
+		return 0;
+	}
+	if (!ret)
+		ret = config_validate(&cp, err, errlen);
+	if (ret)
+		return ret;
+	*out = cp.cfg;
+	return 0;
+}
+
+/**
+ * kvmemd_config_load_string() - kvmemd_config_load() from text in memory
+ * @out:    receives the config; written only on success
+ * @name:   the name of the text in messages, in place of a file name
+ * @text:   configuration lines
+ * @err:    on error, "NAME:LINE: reason"; "" on success; may be NULL
+ * @errlen: size of @err
+ *
+ * Return: 0, or -EINVAL for anything wrong in @text.
+ */
+int kvmemd_config_load_string(struct kvmemd_config *out, const char *name,
+			      const char *text, char *err, size_t errlen)
+{
+	struct config_parse cp;
+	int ret;
+
+	parse_init(&cp, name);
+	ret = kv_config_parse_string(name, text, config_key_load, &cp, err, errlen);
+	if (!ret)
+		ret = config_validate(&cp, err, errlen);
+	if (ret)
+		return ret;
+	*out = cp.cfg;
+	return 0;
+}
+
+/**
+ * kvmemd_config_get() - the value of a key, as the config file writes it
+ * @cfg: the config
+ * @key: any key: "vm.reclaim_batch", "socket.path", "pool.NAME.host_mem"...
+ * @buf: receives the value: numbers in decimal, sizes with the largest
+ *       exact suffix ("64M"), modes in octal ("0660"), names for choices,
+ *       strings as they are ("" for an unset group)
+ * @len: size of @buf
+ *
+ * Return: 0; -ENOENT for an unknown key or pool; -ERANGE when @buf is too
+ * small (it then holds a truncated value).
+ */
+int kvmemd_config_get(const struct kvmemd_config *cfg, const char *key,
+		      char *buf, size_t len)
+{
+	char name[KVMEMD_POOL_NAME_MAX];
+	const struct config_key *k;
+	bool toolong;
+	int i;
+
+	if (!len)
+		return -ERANGE;
+	k = key_find(key);
+	if (k)
+		return key_format(k, cfg, buf, len);
+	k = pool_key_find(key, name, &toolong);
+	if (!k)
+		return -ENOENT;
+	i = pool_index(cfg, name);
+	if (i < 0)
+		return -ENOENT;
+	return key_format(k, &cfg->pools[i], buf, len);
+}
+
+/**
+ * kvmemd_config_set() - change a run-time key
+ * @cfg:    the config
+ * @key:    a run-time key: log.level, vm.min_free_kbytes,
+ *          vm.watermark_scale_factor or vm.reclaim_batch
+ * @value:  the new value, as it would be written in the file (no quotes
+ *          or surrounding blanks)
+ * @err:    on error, a message starting with the key; "" on success; may
+ *          be NULL
+ * @errlen: size of @err
+ *
+ * Only @cfg changes: the caller applies it (kv_pool_set_tunables() with
+ * kvmemd_config_vm(), the log level). On error @cfg is unchanged.
+ *
+ * Return: 0; -ENOENT for an unknown key; -EPERM for a key that needs a
+ * restart; -EINVAL for a malformed value; -ERANGE for one out of range.
+ */
+int kvmemd_config_set(struct kvmemd_config *cfg, const char *key,
+		      const char *value, char *err, size_t errlen)
+{
+	char name[KVMEMD_POOL_NAME_MAX], msg[KV_CONFIG_ERR_MAX];
+	const struct config_key *k;
+	bool toolong;
+	int ret;
+
+	err_printf(err, errlen, "%s", "");
+	k = key_find(key);
+	if (!k) {
+		if (kv_config_key_valid(key) && pool_key_find(key, name, &toolong)) {
+			err_printf(err, errlen, "%s: needs a restart", key);
+			return -EPERM;
+		}
+		err_printf(err, errlen, "%s: unknown key", key);
+		return -ENOENT;
+	}
+	if (!(k->flags & KEY_RUNTIME)) {
+		err_printf(err, errlen, "%s: needs a restart", key);
+		return -EPERM;
+	}
+	ret = key_store(k, cfg, value, msg, sizeof(msg));
+	if (ret)
+		err_printf(err, errlen, "%s", msg);
+	return ret;
+}
+
+/* Compare key @k in @a and @b; 1 when the values differ, with both printed. */
+static int key_differs(const struct config_key *k, const void *a, const void *b,
+		       char *va, char *vb, size_t len)
+{
+	key_format(k, a, va, len);
+	key_format(k, b, vb, len);
+	return strcmp(va, vb) != 0;
+}
+
+static int pools_diff(const struct kvmemd_config *old,
+		      const struct kvmemd_config *new, char *err, size_t errlen)
+{
+	char va[KVMEMD_SOCKET_PATH_MAX + 8], vb[KVMEMD_SOCKET_PATH_MAX + 8];
+	const struct kvmemd_pool_config *po, *pn;
+	size_t k;
+	u32 i;
+
+	for (i = 0; i < old->nr_pools; i++) {
+		po = &old->pools[i];
+		pn = kvmemd_config_pool(new, po->name);
+		if (!pn) {
+			err_printf(err, errlen, "pool '%s' removed; needs a restart", po->name);
+			return -EPERM;
+		}
+		for (k = 0; k < NR_POOL_KEYS; k++) {
+			if (!key_differs(&pool_keys[k], po, pn, va, vb, sizeof(va)))
+				continue;
+			err_printf(err, errlen,
+				   "pool.%s.%s changed from '%s' to '%s'; needs a restart",
+				   po->name, pool_keys[k].name, va, vb);
+			return -EPERM;
+		}
+	}
+	for (i = 0; i < new->nr_pools; i++) {
+		if (!kvmemd_config_pool(old, new->pools[i].name)) {
+			err_printf(err, errlen, "pool '%s' added; needs a restart",
+				   new->pools[i].name);
+			return -EPERM;
+		}
+	}
+	return 0;
+}
+
+/**
+ * kvmemd_config_reload_diff() - what a reload would change
+ * @old:     the running config
+ * @new:     the config just loaded (kvmemd_config_load() succeeded)
+ * @changed: receives the KVMEMD_CHANGED_* bits of the run-time keys whose
+ *           values differ; may be NULL
+ * @err:     when a restart-only key differs, a message naming it with
+ *           both values; "" otherwise; may be NULL
+ * @errlen:  size of @err
+ *
+ * On SIGHUP the daemon loads the file into a new config and calls this:
+ * on 0 it applies the keys in *@changed and keeps @new; on -EPERM it logs
+ * @err and keeps @old whole (no key of @new is applied).
+ *
+ * Return: 0 when only run-time keys differ (or none); -EPERM when a key that
+ * needs a restart differs (socket.*, admin.group, device.backend, pools).
+ */
+int kvmemd_config_reload_diff(const struct kvmemd_config *old,
+			      const struct kvmemd_config *new, u32 *changed,
+			      char *err, size_t errlen)
+{
+	char va[KVMEMD_SOCKET_PATH_MAX + 8], vb[KVMEMD_SOCKET_PATH_MAX + 8];
+	const struct config_key *k;
+	u32 mask = 0;
+	int ret = 0;
+
+	err_printf(err, errlen, "%s", "");
+	for (k = config_keys; k < config_keys + NR_KEYS; k++) {
+		if (!key_differs(k, old, new, va, vb, sizeof(va)))
+			continue;
+		if (k->flags & KEY_RUNTIME) {
+			mask |= k->changed;
+		} else if (!ret) {
+			err_printf(err, errlen,
+				   "%s changed from '%s' to '%s'; needs a restart",
+				   k->name, va, vb);
+			ret = -EPERM;
+		}
+	}
+	if (!ret)
+		ret = pools_diff(old, new, err, errlen);
+	if (changed)
+		*changed = mask;
+	return ret;
+}
+
+/**
+ * kvmemd_config_vm() - the reclaim tunables of a config, for the pools
+ * @cfg: the config
+ * @vm:  receives vm.min_free_kbytes, vm.watermark_scale_factor and
+ *       vm.reclaim_batch, ready for kv_pool_params.vm or
+ *       kv_pool_set_tunables()
+ */
+void kvmemd_config_vm(const struct kvmemd_config *cfg, struct kv_vm_tunables *vm)
+{
+	*vm = cfg->vm;
+}
+
+/**
+ * kvmemd_config_pool() - find a pool of a config by name
+ * @cfg:  the config
+ * @name: the pool's name
+ *
+ * Return: the pool, or NULL when @cfg has none of that name.
+ */
+const struct kvmemd_pool_config *
+kvmemd_config_pool(const struct kvmemd_config *cfg, const char *name)
+{
+	int i = pool_index(cfg, name);
+
+	return i < 0 ? NULL : &cfg->pools[i];
+}
+
+/* A value that the parser would cut at a comment or trim needs quotes. */
+static bool value_needs_quotes(const char *v)
+{
+	size_t n = strlen(v);
+
+	return strstr(v, " #") || strstr(v, "\t#") ||
+	       (n && (v[n - 1] == ' ' || v[n - 1] == '\t'));
+}
+
+static void key_print(const struct config_key *k, const char *prefix,
+		      const void *base, FILE *f)
+{
+	char v[KVMEMD_SOCKET_PATH_MAX + 8];
+
+	key_format(k, base, v, sizeof(v));
+	if (!v[0])
+		fprintf(f, "# %s%s is not set\n", prefix, k->name);
+	else if (value_needs_quotes(v))
+		fprintf(f, "%s%s = \"%s\"\n", prefix, k->name, v);
+	else
+		fprintf(f, "%s%s = %s\n", prefix, k->name, v);
+}
+
+/**
+ * kvmemd_config_print() - write a config as a configuration file
+ * @cfg: the config
+ * @f:   where to write: one `key = value' line per key, pools last; keys
+ *       with an empty value appear as comments
+ *
+ * What it writes loads back into the same config.
+ *
+ * Return: 0, or -EIO when writing failed.
+ */
+int kvmemd_config_print(const struct kvmemd_config *cfg, FILE *f)
+{
+	char prefix[KVMEMD_POOL_NAME_MAX + 8];
+	size_t k;
+	u32 i;
+
+	for (k = 0; k < NR_KEYS; k++)
+		key_print(&config_keys[k], "", cfg, f);
+	for (i = 0; i < cfg->nr_pools; i++) {
+		snprintf(prefix, sizeof(prefix), "pool.%s.", cfg->pools[i].name);
+		for (k = 0; k < NR_POOL_KEYS; k++)
+			key_print(&pool_keys[k], prefix, &cfg->pools[i], f);
+	}
+	return ferror(f) ? -EIO : 0;
+}

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvmemd's configuration: the keys of /etc/kvmemd/kvmemd.conf, their
+ * defaults and ranges, loading and validating a file, the run-time keys
+ * that SIGHUP and `kvmemctl sysctl' may change, and the check that a reload
+ * changed nothing that needs a restart.
+ *
+ * A struct kvmemd_config is a plain value: it holds no pointers and may be
+ * copied with `='. Loading parses into a fresh struct and validates it
+ * before the caller's struct is touched, so that a reload that fails leaves
+ * the running configuration as it was. Nothing here keeps global state.
+ *
+ * Documentation/admin-guide/kvmemd.conf.md describes every key.
+ */
+#ifndef _KVMEMD_CONFIG_H
+#define _KVMEMD_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "mm/mm.h"
+
+/* The file read when no -c PATH is given. */
+#define KVMEMD_CONFIG_PATH		"/etc/kvmemd/kvmemd.conf"
+/* The default socket path (socket.path). */
+#define KVMEMD_SOCKET_PATH		"/run/kvmemd/kvmemd.sock"
+
+/* Buffer sizes, NUL included: a socket path fits sockaddr_un.sun_path. */
+#define KVMEMD_SOCKET_PATH_MAX		108
+#define KVMEMD_GROUP_MAX		64
+#define KVMEMD_POOL_NAME_MAX		32
+#define KVMEMD_MAX_POOLS		16
+/* The name of the built-in pool used when the file defines none. */
+#define KVMEMD_DEFAULT_POOL		"default"
+
+/* log.level */
+#define KVMEMD_LOG_ERROR		0
+#define KVMEMD_LOG_WARN			1
+#define KVMEMD_LOG_INFO			2
+#define KVMEMD_LOG_DEBUG		3
+
+/* device.backend */
+#define KVMEMD_BACKEND_AUTO		0	/* CUDA when usable, else CPU */
+#define KVMEMD_BACKEND_CPU		1
+#define KVMEMD_BACKEND_CUDA		2	/* parsed; refused at startup for now */
+
+/* kvmemd_config_load() flags. */
+#define KVMEMD_CONFIG_MISSING_OK	0x1u	/* no such file: use the defaults */
+
+/* Run-time keys, as bits of kvmemd_config_reload_diff()'s @changed. */
+#define KVMEMD_CHANGED_LOG_LEVEL		0x1u
+#define KVMEMD_CHANGED_MIN_FREE_KBYTES		0x2u
+#define KVMEMD_CHANGED_WATERMARK_SCALE_FACTOR	0x4u
+#define KVMEMD_CHANGED_RECLAIM_BATCH		0x8u
+#define KVMEMD_CHANGED_VM	(KVMEMD_CHANGED_MIN_FREE_KBYTES |	\
+				 KVMEMD_CHANGED_WATERMARK_SCALE_FACTOR |	\
+				 KVMEMD_CHANGED_RECLAIM_BATCH)
+
+/**
+ * struct kvmemd_pool_config - one pool.NAME.* section
+ * @name:       NAME: [a-z0-9_], 1 to KVMEMD_POOL_NAME_MAX - 1 bytes
+ * @geom:       pool.NAME.layers, .kv_heads, .head_dim, .block_tokens and
+ *              .dtype (as KV_DTYPE_*); kv_geometry_valid() holds
+ * @device_mem: pool.NAME.device_mem, bytes of the device arena
+ * @host_mem:   pool.NAME.host_mem, bytes of the host arena (0: none)
+ * @nr_frames:  frames per tier (KV_TIER_DEVICE, KV_TIER_HOST), derived:
+ *              the sizes divided by kv_frame_bytes(), rounded down; device
+ *              has at least 4 and the sum fits what kv_pool_create() takes
+ */
+struct kvmemd_pool_config {
+	char name[KVMEMD_POOL_NAME_MAX];
+	struct kv_geometry geom;
+	u64 device_mem;
+	u64 host_mem;
+	u32 nr_frames[KV_NR_TIERS];
+};
+
+/**
+ * struct kvmemd_config - everything kvmemd.conf sets
+ * @socket_path:  socket.path, absolute, at most 107 bytes
+ * @socket_mode:  socket.mode, permission bits of the socket, <= 07777
+ * @socket_group: socket.group, group owning the socket; "" for the
+ *                daemon's own group
+ * @admin_group:  admin.group, group allowed admin operations besides root;
+ *                "" for root only
+ * @log_level:    log.level, KVMEMD_LOG_* (run time)
+ * @backend:      device.backend, KVMEMD_BACKEND_*
+ * @vm:           vm.min_free_kbytes, vm.watermark_scale_factor and
+ *                vm.reclaim_batch, applied to every pool (run time)
+ * @nr_pools:     pools in @pools, 1 to KVMEMD_MAX_POOLS
+ * @pools:        the pools, in the order their first key appears
+ *
+ * Group names are checked for form only; the daemon resolves them.
+ */
+struct kvmemd_config {
+	char socket_path[KVMEMD_SOCKET_PATH_MAX];
+	u32 socket_mode;
+	char socket_group[KVMEMD_GROUP_MAX];
+	char admin_group[KVMEMD_GROUP_MAX];
+	u32 log_level;
+	u32 backend;
+	struct kv_vm_tunables vm;
+	u32 nr_pools;
+	struct kvmemd_pool_config pools[KVMEMD_MAX_POOLS];
+};
+
+void kvmemd_config_defaults(struct kvmemd_config *cfg);
+int kvmemd_config_load(struct kvmemd_config *out, const char *path,
+		       unsigned int flags, char *err, size_t errlen);
+int kvmemd_config_load_string(struct kvmemd_config *out, const char *name,
+			      const char *text, char *err, size_t errlen);
+int kvmemd_config_get(const struct kvmemd_config *cfg, const char *key,
+		      char *buf, size_t len);
+int kvmemd_config_set(struct kvmemd_config *cfg, const char *key,
+		      const char *value, char *err, size_t errlen);
+int kvmemd_config_reload_diff(const struct kvmemd_config *old,
+			      const struct kvmemd_config *new, u32 *changed,
+			      char *err, size_t errlen);
+void kvmemd_config_vm(const struct kvmemd_config *cfg, struct kv_vm_tunables *vm);
+const struct kvmemd_pool_config *
+kvmemd_config_pool(const struct kvmemd_config *cfg, const char *name);
+int kvmemd_config_print(const struct kvmemd_config *cfg, FILE *f);
+
+#endif /* _KVMEMD_CONFIG_H */

@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: MIT
+/*
+ * kvmemctl: watch and tune kvmemd. See kvmemctl(8).
+ *
+ *   kvmemctl [-s SOCKET] meminfo|vmstat [POOL]
+ *   kvmemctl [-s SOCKET] pools | clients
+ *   kvmemctl [-s SOCKET] sysctl KEY[=VALUE]
+ *   kvmemctl [-s SOCKET] drop-caches [POOL]
+ *
+ * Exit status: 0 done; 1 the daemon refused (the reason is printed);
+ * 2 usage; 3 the daemon cannot be reached.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lib/kvclient/kvclient.h"
+
+#define EXIT_REFUSED	1
+#define EXIT_USAGE	2
+#define EXIT_CONNECT	3
+
+static int usage(FILE *f)
+{
+	fprintf(f, "usage: kvmemctl [-s SOCKET] COMMAND\n"
+		"  meminfo [POOL]      memory per tier (meminfo)\n"
+		"  vmstat [POOL]       event counters\n"
+		"  pools               pools: geometry, frames, watermarks (zoneinfo)\n"
+		"  clients             connected clients\n"
+		"  sysctl KEY[=VALUE]  read or (admin) set a tunable\n"
+		"  drop-caches [POOL]  (admin) demote every unpinned device block\n"
+		"The socket is -s, else $%s, else %s.\n", KVMEM_SOCKET_ENV,
+		KVMEM_DEFAULT_SOCKET);
+	return EXIT_USAGE;
+}
+
+static int refused(const char *what, int err)
+{
+	fprintf(stderr, "kvmemctl: %s: %s\n", what, strerror(-err));
+	if (err == -EPERM)
+		fprintf(stderr, "kvmemctl: admin operations need root or the daemon's admin.group\n");
+	if (err == -EROFS)
+		fprintf(stderr, "kvmemctl: this key is read at start only: edit the config "
+			"file and restart kvmemd\n");
+	if (err == -ENOENT)
+		fprintf(stderr, "kvmemctl: no such key or pool\n");
+	return EXIT_REFUSED;
+}
+
+static int pool_handle(struct kvc *c, const char *name, uint32_t *handle)
+{
+	struct kvc_pool *p;
+	int err;
+
+	*handle = 0;
+	if (!name)
+		return 0;
+	err = kvc_pool_open(c, name, &p);
+	if (err)
+		return err;
+	*handle = p->handle;
+	return 0;
+}
+
+static int cmd_text(struct kvc *c, const char *cmd, uint32_t what, const char *pool)
+{
+	static char buf[KVMEM_MSG_MAX];
+	uint32_t handle;
+	int n;
+
+	n = pool_handle(c, pool, &handle);
+	if (n)
+		return refused(pool, n);
+	if (what)
+		n = kvc_stats(c, what, handle, buf, sizeof(buf));
+	else
+		n = kvc_clients(c, buf, sizeof(buf));
+	if (n < 0)
+		return refused(cmd, n);
+	fputs(buf, stdout);
+	return 0;
+}
+
+static int cmd_sysctl(struct kvc *c, char *arg)
+{
+	char *eq = strchr(arg, '='), value[KVMEM_KEY_MAX];
+	int err;
+
+	if (eq) {
+		*eq = '\0';
+		err = kvc_sysctl_set(c, arg, eq + 1);
+		if (err)
+			return refused(arg, err);
+	}
+	err = kvc_sysctl_get(c, arg, value, sizeof(value));
+	if (err)
+		return refused(arg, err);
+	printf("%s = %s\n", arg, value);
+	return 0;
+}
+
+static int cmd_drop(struct kvc *c, const char *pool)
+{
+	uint32_t handle;
+	int n;
+
+	n = pool_handle(c, pool, &handle);
+	if (n)
+		return refused(pool, n);
+	n = kvc_drop_caches(c, handle);
+	if (n < 0)
+		return refused("drop-caches", n);
+	printf("%d blocks demoted\n", n);
+	return 0;
+}
+
+/* Whether argv names a command kvmemctl knows, with the right arguments. */
+static int valid(int argc, char **argv)
+{
+	const char *cmd = argv[0];
+
+	if (argc > 2)
+		return 0;
+	if (!strcmp(cmd, "meminfo") || !strcmp(cmd, "vmstat") || !strcmp(cmd, "drop-caches"))
+		return 1;
+	if (!strcmp(cmd, "pools") || !strcmp(cmd, "clients"))
+		return argc == 1;
+	return !strcmp(cmd, "sysctl") && argc == 2;
+}
+
+static int run(struct kvc *c, int argc, char **argv)
+{
+	const char *cmd = argv[0], *arg = argc > 1 ? argv[1] : NULL;
+
+	if (!strcmp(cmd, "meminfo"))
+		return cmd_text(c, cmd, KVMEM_STATS_MEMINFO, arg);
+	if (!strcmp(cmd, "vmstat"))
+		return cmd_text(c, cmd, KVMEM_STATS_VMSTAT, arg);
+	if (!strcmp(cmd, "pools"))
+		return cmd_text(c, cmd, KVMEM_STATS_ZONEINFO, NULL);
+	if (!strcmp(cmd, "clients"))
+		return cmd_text(c, cmd, 0, NULL);
+	if (!strcmp(cmd, "sysctl"))
+		return cmd_sysctl(c, argv[1]);
+	return cmd_drop(c, arg);
+}
+
+int main(int argc, char **argv)
+{
+	const char *sock = NULL;
+	struct kvc *c;
+	int opt, err, ret;
+
+	while ((opt = getopt(argc, argv, "+s:h")) != -1) {
+		switch (opt) {
+		case 's':
+			sock = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			return usage(stderr);
+		}
+	}
+	if (optind >= argc || !valid(argc - optind, argv + optind))
+		return usage(stderr);
+	err = kvc_connect(sock, &c);
+	if (err) {
+		fprintf(stderr, "kvmemctl: cannot reach kvmemd at %s: %s\n",
+			sock ? sock : getenv(KVMEM_SOCKET_ENV) ? getenv(KVMEM_SOCKET_ENV) :
+			KVMEM_DEFAULT_SOCKET, strerror(-err));
+		return EXIT_CONNECT;
+	}
+	ret = run(c, argc - optind, argv + optind);
+	kvc_close(c);
+	return ret;
+}

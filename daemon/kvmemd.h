@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvmemd internals: the daemon's state, passed to every function (no
+ * global state). One thread runs the event loop; the mm/ kvswapd threads
+ * run beside it.
+ */
+#ifndef _KVMEMD_H
+#define _KVMEMD_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <sys/types.h>
+#include <lib/idr.h>
+#include <lib/list.h>
+#include <mm/mm.h>
+#include <uapi/kvmem/kvmem.h>
+#include "config.h"
+
+#define KVMEMD_MAX_CLIENTS	4096
+#define KVMEMD_MAX_SEQS		(1u << 16)	/* per client */
+
+/* Log levels, most severe first (log.level). */
+#define KVLOG_ERR	KVMEMD_LOG_ERROR
+#define KVLOG_WARN	KVMEMD_LOG_WARN
+#define KVLOG_INFO	KVMEMD_LOG_INFO
+#define KVLOG_DEBUG	KVMEMD_LOG_DEBUG
+
+/**
+ * struct kvmemd_pool - a pool served by the daemon
+ * @name:   name from the config
+ * @pool:   the mm pool
+ * @handle: its number in the protocol (1-based)
+ */
+struct kvmemd_pool {
+	char name[KVMEM_NAME_MAX];
+	struct kv_pool *pool;
+	u32 handle;
+};
+
+/**
+ * struct kvmemd_seq - a client's sequence
+ * @seq:  the mm sequence
+ * @pool: the daemon pool it belongs to
+ */
+struct kvmemd_seq {
+	struct kv_seq *seq;
+	struct kvmemd_pool *pool;
+};
+
+/**
+ * struct kvmemd_client - one connection
+ * @node:    link on kvmemd.clients
+ * @fd:      the connection
+ * @id:      client number, shown by kvmemctl clients
+ * @pid:     peer pid (SO_PEERCRED)
+ * @uid:     peer uid
+ * @gid:     peer gid
+ * @admin:   may use admin operations
+ * @hello:   HELLO done
+ * @seqs:    its sequences, by handle
+ * @nr_reqs: requests served
+ */
+struct kvmemd_client {
+	struct list_head node;
+	int fd;
+	u64 id;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	bool admin;
+	bool hello;
+	struct idr seqs;
+	u64 nr_reqs;
+};
+
+/**
+ * struct kvmemd - the daemon
+ * @cfg:         configuration in effect
+ * @cfg_path:    file it came from (NULL: built-in defaults)
+ * @cfg_explicit: @cfg_path was given with -c
+ * @pools:       pools, in config order
+ * @nr_pools:    entries of @pools
+ * @listen_fd:   the listening socket
+ * @epoll_fd:    the event loop
+ * @signal_fd:   SIGHUP, SIGTERM, SIGINT
+ * @clients:     connected clients
+ * @nr_clients:  entries on @clients
+ * @next_client: id of the next client
+ * @admin_gid:   gid of admin.group, or (gid_t)-1
+ * @stop:        leave the event loop
+ * @buf:         receive buffer, KVMEM_MSG_MAX + 1 bytes
+ * @out:         reply buffer, KVMEM_MSG_MAX bytes
+ */
+struct kvmemd {
+	struct kvmemd_config cfg;
+	const char *cfg_path;
+	bool cfg_explicit;
+	struct kvmemd_pool *pools;
+	u32 nr_pools;
+	int listen_fd;
+	int epoll_fd;
+	int signal_fd;
+	struct list_head clients;
+	u32 nr_clients;
+	u64 next_client;
+	gid_t admin_gid;
+	bool stop;
+	char *buf;
+	char *out;
+};
+
+/* log.c */
+void kvlog(struct kvmemd *d, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* pools.c */
+int kvmemd_pools_create(struct kvmemd *d);
+void kvmemd_pools_destroy(struct kvmemd *d);
+struct kvmemd_pool *kvmemd_pool_get(struct kvmemd *d, u32 handle);
+int kvmemd_apply_tunables(struct kvmemd *d);
+
+/* server.c */
+int kvmemd_listen(struct kvmemd *d);
+int kvmemd_signals_block(struct kvmemd *d);
+int kvmemd_run(struct kvmemd *d);
+void kvmemd_notify(struct kvmemd *d, const char *state);
+
+/* client.c */
+int kvmemd_client_accept(struct kvmemd *d);
+void kvmemd_client_input(struct kvmemd *d, struct kvmemd_client *c);
+void kvmemd_client_close(struct kvmemd *d, struct kvmemd_client *c);
+int kvmemd_client_send(struct kvmemd *d, struct kvmemd_client *c, const void *msg,
+		       size_t len, int fd);
+
+/* ops.c, step.c */
+int kvmemd_op_step(struct kvmemd *d, struct kvmemd_client *c, const void *b, size_t blen,
+		   char *out, size_t room, size_t *out_len);
+ssize_t kvmemd_dispatch(struct kvmemd *d, struct kvmemd_client *c,
+			const struct kvmem_hdr *req, size_t len, int *fd_out);
+
+/* stats.c */
+int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, char *buf, size_t len);
+int kvmemd_clients_text(struct kvmemd *d, char *buf, size_t len);
+
+#endif /* _KVMEMD_H */

@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The pools the daemon serves, created from the config's pool.NAME.*
+ * sections, and the run-time tunables applied to all of them.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kvmemd.h"
+
+/**
+ * kvmemd_pools_create() - create every configured pool (kvswapd started)
+ * @d: daemon with its config loaded
+ *
+ * Return: 0 or the first error (pools already made are destroyed).
+ */
+int kvmemd_pools_create(struct kvmemd *d)
+{
+	const struct kvmemd_pool_config *pc;
+	struct kv_pool_params p;
+	u32 i;
+	int err;
+
+	if (d->cfg.backend == KVMEMD_BACKEND_CUDA) {
+		kvlog(d, KVLOG_ERR, "device.backend = cuda: this build serves the cpu backend only");
+		return -ENODEV;
+	}
+	d->pools = calloc(d->cfg.nr_pools, sizeof(*d->pools));
+	if (!d->pools)
+		return -ENOMEM;
+	for (i = 0; i < d->cfg.nr_pools; i++) {
+		pc = &d->cfg.pools[i];
+		memset(&p, 0, sizeof(p));
+		p.name = pc->name;
+		p.geom = pc->geom;
+		p.nr_frames[KV_TIER_DEVICE] = pc->nr_frames[KV_TIER_DEVICE];
+		p.nr_frames[KV_TIER_HOST] = pc->nr_frames[KV_TIER_HOST];
+		kvmemd_config_vm(&d->cfg, &p.vm);
+		err = kv_pool_create(&p, &d->pools[i].pool);
+		if (err) {
+			kvlog(d, KVLOG_ERR, "pool %s: %s", pc->name, strerror(-err));
+			d->nr_pools = i;
+			kvmemd_pools_destroy(d);
+			return err;
+		}
+		snprintf(d->pools[i].name, sizeof(d->pools[i].name), "%s", pc->name);
+		d->pools[i].handle = i + 1;
+		kvlog(d, KVLOG_INFO, "pool %s: %u device + %u host blocks of %llu KiB (cpu backend)",
+		      pc->name, p.nr_frames[0], p.nr_frames[1],
+		      (unsigned long long)(kv_frame_bytes(&pc->geom) >> 10));
+	}
+	d->nr_pools = d->cfg.nr_pools;
+	return 0;
+}
+
+/** kvmemd_pools_destroy() - destroy every pool */
+void kvmemd_pools_destroy(struct kvmemd *d)
+{
+	u32 i;
+
+	for (i = 0; i < d->nr_pools; i++)
+		kv_pool_destroy(d->pools[i].pool);
+	free(d->pools);
+	d->pools = NULL;
+	d->nr_pools = 0;
+}
+
+/** kvmemd_pool_get() - a pool by protocol handle (1-based), or NULL */
+struct kvmemd_pool *kvmemd_pool_get(struct kvmemd *d, u32 handle)
+{
+	return handle && handle <= d->nr_pools ? &d->pools[handle - 1] : NULL;
+}
+
+/**
+ * kvmemd_apply_tunables() - push the config's vm.* values into every pool
+ * @d: daemon
+ *
+ * Return: 0 or the first pool's error (the config was validated, so only a
+ * bug gets one).
+ */
+int kvmemd_apply_tunables(struct kvmemd *d)
+{
+	struct kv_vm_tunables vm;
+	u32 i;
+	int err;
+
+	kvmemd_config_vm(&d->cfg, &vm);
+	for (i = 0; i < d->nr_pools; i++) {
+		err = kv_pool_set_tunables(d->pools[i].pool, &vm);
+		if (err)
+			return err;
+	}
+	return 0;
+}

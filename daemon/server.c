@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The listening socket, the event loop and signals. The socket is an
+ * AF_UNIX SOCK_SEQPACKET socket at socket.path with socket.mode and
+ * socket.group; signals arrive through a signalfd (SIGHUP re-reads the
+ * run-time tunables, SIGTERM and SIGINT stop the loop); readiness is
+ * announced to systemd with one datagram to $NOTIFY_SOCKET.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "kvmemd.h"
+
+#define LISTEN_TAG	((void *)1)
+#define SIGNAL_TAG	((void *)2)
+
+/* A socket file left by a daemon that is gone is removed; a live one is not. */
+static int socket_clear_stale(struct kvmemd *d, const struct sockaddr_un *sa)
+{
+	struct stat st;
+	int fd, err;
+
+	if (lstat(sa->sun_path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	err = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) ? -errno : 0;
+	close(fd);
+	if (!err)
+		return -EADDRINUSE;
+	kvlog(d, KVLOG_INFO, "removing stale socket %s", sa->sun_path);
+	return unlink(sa->sun_path) ? -errno : 0;
+}
+
+static int socket_set_owner(struct kvmemd *d, const char *path)
+{
+	struct group *gr;
+
+	if (chmod(path, d->cfg.socket_mode) < 0)
+		return -errno;
+	if (!d->cfg.socket_group[0])
+		return 0;
+	gr = getgrnam(d->cfg.socket_group);
+	if (!gr) {
+		kvlog(d, KVLOG_ERR, "socket.group: no group '%s'", d->cfg.socket_group);
+		return -ENOENT;
+	}
+	return chown(path, (uid_t)-1, gr->gr_gid) ? -errno : 0;
+}
+
+/* Create the socket's directory (one level) if it is missing. */
+static void socket_mkdir(const char *path)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return;
+	*slash = '\0';
+	mkdir(dir, 0755);
+}
+
+/**
+ * kvmemd_listen() - bind and listen on socket.path
+ * @d: daemon
+ *
+ * Return: 0, -EADDRINUSE when another daemon serves the path, or -errno.
+ */
+int kvmemd_listen(struct kvmemd *d)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, err;
+
+	if (strlen(d->cfg.socket_path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, d->cfg.socket_path);
+	socket_mkdir(sa.sun_path);
+	err = socket_clear_stale(d, &sa);
+	if (err)
+		return err;
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		err = -errno;
+		goto out_close;
+	}
+	err = socket_set_owner(d, sa.sun_path);
+	if (err)
+		goto out_unlink;
+	if (listen(fd, 512) < 0) {
+		err = -errno;
+		goto out_unlink;
+	}
+	d->listen_fd = fd;
+	return 0;
+
+out_unlink:
+	unlink(sa.sun_path);
+out_close:
+	close(fd);
+	return err;
+}
+
+/**
+ * kvmemd_notify() - send a state line to systemd, if it is listening
+ * @d:     daemon
+ * @state: e.g. "READY=1"
+ */
+void kvmemd_notify(struct kvmemd *d, const char *state)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	const char *path = getenv("NOTIFY_SOCKET");
+	socklen_t len;
+	int fd;
+
+	if (!path || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(sa.sun_path))
+		return;
+	strcpy(sa.sun_path, path);
+	if (path[0] == '@')
+		sa.sun_path[0] = '\0';
+	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa, len) < 0)
+		kvlog(d, KVLOG_WARN, "NOTIFY_SOCKET %s: %s", path, strerror(errno));
+	close(fd);
+}
+
+/* SIGHUP: parse, validate, apply the run-time keys; keep the old on error. */
+static void kvmemd_reload(struct kvmemd *d)
+{
+	struct kvmemd_config nc;
+	char err[256];
+	u32 changed = 0;
+
+	if (!d->cfg_path) {
+		kvlog(d, KVLOG_INFO, "SIGHUP: no config file; nothing to re-read");
+		return;
+	}
+	if (kvmemd_config_load(&nc, d->cfg_path, d->cfg_explicit ? 0 : KVMEMD_CONFIG_MISSING_OK,
+			       err, sizeof(err)) ||
+	    kvmemd_config_reload_diff(&d->cfg, &nc, &changed, err, sizeof(err))) {
+		kvlog(d, KVLOG_ERR, "SIGHUP: %s; keeping the running configuration", err);
+		return;
+	}
+	d->cfg.log_level = nc.log_level;
+	d->cfg.vm = nc.vm;
+	if (kvmemd_apply_tunables(d))
+		kvlog(d, KVLOG_ERR, "SIGHUP: tunables refused by a pool");
+	kvlog(d, KVLOG_INFO, "SIGHUP: %s re-read (%s)", d->cfg_path,
+	      changed ? "run-time keys changed" : "no change");
+}
+
+static void kvmemd_signal(struct kvmemd *d)
+{
+	struct signalfd_siginfo si;
+
+	while (read(d->signal_fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGHUP) {
+			kvmemd_reload(d);
+		} else {
+			kvlog(d, KVLOG_INFO, "signal %u: shutting down", si.ssi_signo);
+			d->stop = true;
+		}
+	}
+}
+
+static int loop_add(struct kvmemd *d, int fd, void *tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = tag };
+
+	return epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
+}
+
+/**
+ * kvmemd_signals_block() - block the signals the loop reads, before any
+ * thread exists, and open the signalfd
+ * @d: daemon
+ */
+int kvmemd_signals_block(struct kvmemd *d)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL))
+		return -EINVAL;
+	signal(SIGPIPE, SIG_IGN);
+	d->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	return d->signal_fd < 0 ? -errno : 0;
+}
+
+/**
+ * kvmemd_run() - the event loop, until SIGTERM or SIGINT
+ * @d: daemon, listening
+ *
+ * Return: 0, or a negative errno when the loop itself failed.
+ */
+int kvmemd_run(struct kvmemd *d)
+{
+	struct epoll_event ev[64];
+	int i, n, err;
+
+	d->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (d->epoll_fd < 0)
+		return -errno;
+	err = loop_add(d, d->listen_fd, LISTEN_TAG);
+	err = err ?: loop_add(d, d->signal_fd, SIGNAL_TAG);
+	if (err)
+		return err;
+	kvmemd_notify(d, "READY=1");
+	kvlog(d, KVLOG_INFO, "ready on %s", d->cfg.socket_path);
+	while (!d->stop) {
+		n = epoll_wait(d->epoll_fd, ev, 64, -1);
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		for (i = 0; i < n; i++) {
+			if (ev[i].data.ptr == LISTEN_TAG)
+				while (kvmemd_client_accept(d) > 0)
+					;
+			else if (ev[i].data.ptr == SIGNAL_TAG)
+				kvmemd_signal(d);
+			else
+				kvmemd_client_input(d, ev[i].data.ptr);
+		}
+	}
+	kvmemd_notify(d, "STOPPING=1");
+	return 0;
+}

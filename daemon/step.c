@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: MIT
+/*
+ * STEP: the batched per-step request. For each sequence of the batch, make
+ * it resident and pinned (activate) and append its new tokens; reply with
+ * each token's slot and every block-table entry that is new or changed, so
+ * that the client's copy of the table stays exact without re-reading it.
+ *
+ * Everything is checked before anything changes: counts, offsets, padding
+ * and every sequence id. Then sequences are processed in order and the
+ * first failure stops the batch: the ones before it are done, the failing
+ * one is as it was.
+ */
+#include <errno.h>
+#include <string.h>
+#include "kvmemd.h"
+#include "msg.h"
+
+struct step_ctx {
+	struct kvmem_step req;
+	const char *seqs;		/* struct kvmem_step_seq array */
+	u32 total_tokens;
+	u32 flags;			/* KV_ALLOC_* */
+	char *out;
+	size_t room;
+	u32 nr_frames;			/* frames written so far */
+	u32 max_frames;			/* room for frames */
+	u32 nr_slots;			/* slots written so far */
+};
+
+static void step_seq_get(const struct step_ctx *x, u32 i, struct kvmem_step_seq *s)
+{
+	memcpy(s, x->seqs + (size_t)i * sizeof(*s), sizeof(*s));
+}
+
+static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struct step_ctx *x)
+{
+	struct kvmem_step *req = &x->req;
+	struct kvmem_step_seq s;
+	const size_t head = 16;		/* nr_seqs .. tokens_off */
+	size_t fixed;
+	u64 total = 0;
+	u32 i;
+
+	if (blen < head)
+		return -EINVAL;
+	memcpy(req, b, head);
+	if (req->seqs_off % 8 || req->tokens_off % 4)
+		return -EINVAL;
+	fixed = req->seqs_off;
+	if (req->tokens_off && req->tokens_off < fixed)
+		fixed = req->tokens_off;
+	if (fixed < head || fixed > blen)
+		return -EINVAL;
+	if (fixed > sizeof(*req)) {
+		if (!kvmem_all_zero((const char *)b + sizeof(*req), fixed - sizeof(*req)))
+			return -E2BIG;
+		fixed = sizeof(*req);
+	}
+	memset(req, 0, sizeof(*req));
+	memcpy(req, b, fixed);
+	if (!req->nr_seqs || req->nr_seqs > KVMEM_STEP_MAX_SEQS ||
+	    (req->flags & ~KVMEM_NOWAIT) || req->reserved[0] || req->reserved[1] ||
+	    req->nr_seqs > (blen - req->seqs_off) / sizeof(s))
+		return -EINVAL;
+	x->seqs = (const char *)b + req->seqs_off;
+	for (i = 0; i < req->nr_seqs; i++) {
+		step_seq_get(x, i, &s);
+		if (s.pad || s.nr_tokens > KVMEM_STEP_MAX_TOKENS)
+			return -EINVAL;
+		if (!idr_find(&c->seqs, s.seq))
+			return -ENOENT;
+		total += s.nr_tokens;
+	}
+	if (total > KVMEM_STEP_MAX_TOKENS)
+		return -EINVAL;
+	if (req->tokens_off && (req->tokens_off > blen ||
+				total > (blen - req->tokens_off) / sizeof(u32)))
+		return -EINVAL;
+	x->total_tokens = (u32)total;
+	x->flags = req->flags & KVMEM_NOWAIT ? KV_ALLOC_NOWAIT : 0;
+	return 0;
+}
+
+/* Upper bound of the table entries one sequence's result may report. */
+static u32 step_frames_bound(struct kv_seq *seq, u32 n, bool active)
+{
+	const struct kv_geometry *g = kv_pool_geometry(kv_seq_pool(seq));
+	u64 after = ((u64)kv_seq_tokens(seq) + n + g->block_tokens - 1) / g->block_tokens;
+	u32 nb = kv_seq_nr_blocks(seq);
+
+	if (!active || !nb)
+		return (u32)after;
+	return (u32)(after - (nb - 1));
+}
+
+static int step_one(struct step_ctx *x, struct kvmemd_seq *s, u32 n,
+		    struct kvmem_step_seq_reply *rep, u64 *slots, u32 *frames)
+{
+	bool active = kv_seq_is_active(s->seq);
+	u32 nb = kv_seq_nr_blocks(s->seq), last = KV_FRAME_NONE, first, i;
+	int err;
+
+	if (step_frames_bound(s->seq, n, active) > x->max_frames - x->nr_frames)
+		return -ENOBUFS;
+	if (active && nb)
+		last = kv_seq_block_frame(s->seq, nb - 1);
+	if (!active) {
+		err = kv_seq_activate(s->seq, x->flags);
+		if (err)
+			return err;
+	}
+	err = kv_seq_append(s->seq, n, slots, x->flags);
+	if (err) {
+		if (!active)
+			kv_seq_deactivate(s->seq);
+		return err;
+	}
+	if (!active)
+		first = 0;
+	else if (nb && kv_seq_block_frame(s->seq, nb - 1) != last)
+		first = nb - 1;
+	else
+		first = nb;
+	rep->nr_tokens = kv_seq_tokens(s->seq);
+	rep->nr_blocks = kv_seq_nr_blocks(s->seq);
+	rep->first_changed = first;
+	rep->nr_slots = n;
+	for (i = first; i < rep->nr_blocks; i++)
+		frames[x->nr_frames++] = kv_seq_block_frame(s->seq, i);
+	x->nr_slots += n;
+	return 0;
+}
+
+/**
+ * kvmemd_op_step() - the STEP request
+ * @d:       daemon
+ * @c:       client
+ * @b:       request body
+ * @blen:    its length
+ * @out:     reply body buffer
+ * @room:    its size
+ * @out_len: receives the reply body's length
+ *
+ * Return: 0, or the error that stopped the batch (the reply's batch head
+ * says where).
+ */
+int kvmemd_op_step(struct kvmemd *d, struct kvmemd_client *c, const void *b, size_t blen,
+		   char *out, size_t room, size_t *out_len)
+{
+	struct kvmem_step_reply *head = (struct kvmem_step_reply *)out;
+	struct kvmem_step_seq_reply *reps;
+	struct step_ctx x = { .out = out, .room = room };
+	struct kvmem_step_seq s;
+	u64 *slots;
+	u32 *frames, i;
+	size_t off;
+	int err;
+
+	memset(head, 0, sizeof(*head));
+	head->batch.failed = -1;
+	*out_len = sizeof(*head);
+	err = step_parse(c, b, blen, &x);
+	if (err)
+		return err;
+	head->seqs_off = sizeof(*head);
+	off = sizeof(*head) + (size_t)x.req.nr_seqs * sizeof(*reps);
+	off = (off + 7) & ~(size_t)7;
+	head->slots_off = (u32)off;
+	off += (size_t)x.total_tokens * sizeof(u64);
+	head->frames_off = (u32)off;
+	if (off > room)
+		return -ENOBUFS;
+	x.max_frames = (u32)((room - off) / sizeof(u32));
+	reps = (struct kvmem_step_seq_reply *)(out + head->seqs_off);
+	slots = (u64 *)(out + head->slots_off);
+	frames = (u32 *)(out + head->frames_off);
+	memset(reps, 0, (size_t)x.req.nr_seqs * sizeof(*reps));
+	for (i = 0; i < x.req.nr_seqs; i++) {
+		step_seq_get(&x, i, &s);
+		err = step_one(&x, idr_find(&c->seqs, s.seq), s.nr_tokens, &reps[i],
+			       slots + x.nr_slots, frames);
+		if (err) {
+			head->batch.failed = (s32)i;
+			break;
+		}
+		head->batch.done++;
+	}
+	*out_len = head->frames_off + (size_t)x.nr_frames * sizeof(u32);
+	return err;
+}

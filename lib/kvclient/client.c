@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: MIT
+/*
+ * libkvclient: connection, requests, pools and sequences. One request is
+ * one packet out and one reply packet in, matched by tag.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "kvclient.h"
+#include "internal.h"
+
+static int kvc_send(struct kvc *c, uint16_t opcode, const void *body, size_t len)
+{
+	struct kvmem_hdr *h = (struct kvmem_hdr *)c->buf;
+
+	if (len > KVMEM_MSG_MAX - sizeof(*h))
+		return -E2BIG;
+	memset(h, 0, sizeof(*h));
+	h->magic = KVMEM_MAGIC;
+	h->version = KVMEM_VERSION;
+	h->opcode = opcode;
+	h->size = (uint32_t)(sizeof(*h) + len);
+	h->tag = ++c->tag;
+	if (len && body != h + 1)
+		memmove(h + 1, body, len);
+	if (send(c->fd, c->buf, h->size, MSG_NOSIGNAL) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Receive the reply into c->buf; a passed descriptor lands in *fd. */
+static int kvc_recv(struct kvc *c, uint16_t opcode, int *fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = c->buf, .iov_len = KVMEM_MSG_MAX };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	struct kvmem_hdr *h = (struct kvmem_hdr *)c->buf;
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	do {
+		n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	if (n == 0)
+		return -ECONNRESET;
+	cm = CMSG_FIRSTHDR(&mh);
+	if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+		if (fd)
+			memcpy(fd, CMSG_DATA(cm), sizeof(int));
+		else
+			close(*(int *)CMSG_DATA(cm));
+	}
+	if ((size_t)n < sizeof(*h) || h->magic != KVMEM_MAGIC || h->size != (size_t)n ||
+	    h->tag != c->tag || h->opcode != opcode)
+		return -EBADMSG;
+	return h->status;
+}
+
+/**
+ * kvc_request() - send one request and wait for its reply
+ * @c:         connection
+ * @opcode:    KVMEM_OP_*
+ * @body:      request body
+ * @len:       its length
+ * @reply:     receives the reply body (inside the connection's buffer,
+ *             valid until the next request), may be NULL
+ * @reply_len: receives its length, may be NULL
+ *
+ * Return: the reply's status: >= 0, or a negative errno (from the daemon,
+ * or of the transport).
+ */
+int kvc_request(struct kvc *c, uint16_t opcode, const void *body, size_t len,
+		void **reply, size_t *reply_len)
+{
+	return kvc_request_fd(c, opcode, body, len, reply, reply_len, NULL);
+}
+
+int kvc_request_fd(struct kvc *c, uint16_t opcode, const void *body, size_t len,
+		   void **reply, size_t *reply_len, int *fd)
+{
+	struct kvmem_hdr *h = (struct kvmem_hdr *)c->buf;
+	int err;
+
+	err = kvc_send(c, opcode, body, len);
+	if (err)
+		return err;
+	err = kvc_recv(c, opcode, fd);
+	if (reply)
+		*reply = h + 1;
+	if (reply_len)
+		*reply_len = h->size - sizeof(*h);
+	return err;
+}
+
+static int kvc_hello(struct kvc *c)
+{
+	struct kvmem_hello req = { .version_min = KVMEM_VERSION,
+				   .version_max = KVMEM_VERSION,
+				   .features = KVMEM_FEAT_TOKEN_IDS };
+	struct kvmem_hello_reply rep;
+	size_t len;
+	void *r;
+	int err;
+
+	err = kvc_request(c, KVMEM_OP_HELLO, &req, sizeof(req), &r, &len);
+	if (err < 0)
+		return err;
+	if (len < sizeof(rep))
+		return -EBADMSG;
+	memcpy(&rep, r, sizeof(rep));
+	c->client_id = rep.client_id;
+	c->admin = rep.admin;
+	return 0;
+}
+
+/**
+ * kvc_connect() - connect to kvmemd and say HELLO
+ * @path: socket path; NULL: $KVMEM_SOCKET, else KVMEM_DEFAULT_SOCKET
+ * @out:  receives the connection
+ *
+ * Return: 0, -ENAMETOOLONG, -ENOMEM, or the errno of the connection (e.g.
+ * -ENOENT, -ECONNREFUSED, -EACCES) or of HELLO (-EPROTONOSUPPORT).
+ */
+int kvc_connect(const char *path, struct kvc **out)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct kvc *c;
+	int err;
+
+	if (!path)
+		path = getenv(KVMEM_SOCKET_ENV);
+	if (!path || !*path)
+		path = KVMEM_DEFAULT_SOCKET;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->buf = malloc(KVMEM_MSG_MAX);
+	if (!c->buf) {
+		err = -ENOMEM;
+		goto out_free;
+	}
+	c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		err = -errno;
+		goto out_free;
+	}
+	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		err = -errno;
+		goto out_close;
+	}
+	err = kvc_hello(c);
+	if (err)
+		goto out_close;
+	*out = c;
+	return 0;
+
+out_close:
+	close(c->fd);
+out_free:
+	free(c->buf);
+	free(c);
+	return err;
+}
+
+/**
+ * kvc_close() - close a connection; the daemon releases every sequence,
+ * reference and pin it held, and its pools are unmapped
+ * @c: connection, or NULL
+ */
+void kvc_close(struct kvc *c)
+{
+	uint32_t i;
+
+	if (!c)
+		return;
+	close(c->fd);
+	for (i = 0; i < c->nr_pools; i++) {
+		munmap(c->pools[i]->base, c->pools[i]->arena_bytes);
+		free(c->pools[i]);
+	}
+	kvc_seqs_destroy(c);
+	free(c->buf);
+	free(c);
+}
+
+/** kvc_client_id() - the daemon's number for this connection */
+uint64_t kvc_client_id(const struct kvc *c)
+{
+	return c->client_id;
+}
+
+/** kvc_is_admin() - whether the daemon grants this peer admin operations */
+int kvc_is_admin(const struct kvc *c)
+{
+	return c->admin;
+}
+
+/**
+ * kvc_pool_open() - open a pool by name and map its device arena
+ * @c:    connection
+ * @name: pool name from the daemon's config
+ * @out:  receives the pool, owned by the connection (freed by kvc_close)
+ *
+ * Return: 0, -ENOENT (no such pool), -EINVAL, -EMFILE (too many pools),
+ * -EBADMSG, or the errno of mmap.
+ */
+int kvc_pool_open(struct kvc *c, const char *name, struct kvc_pool **out)
+{
+	struct kvmem_pool_open req = { 0 };
+	struct kvmem_pool_info info;
+	struct kvc_pool *p;
+	int fd = -1, err;
+	size_t len;
+	void *r;
+
+	if (strlen(name) >= sizeof(req.name))
+		return -EINVAL;
+	if (c->nr_pools == KVC_MAX_POOLS)
+		return -EMFILE;
+	strcpy(req.name, name);
+	err = kvc_request_fd(c, KVMEM_OP_POOL_OPEN, &req, sizeof(req), &r, &len, &fd);
+	if (err < 0)
+		goto out_close;
+	err = -EBADMSG;
+	if (len < sizeof(info) || fd < 0)
+		goto out_close;
+	memcpy(&info, r, sizeof(info));
+	p = calloc(1, sizeof(*p));
+	err = -ENOMEM;
+	if (!p)
+		goto out_close;
+	p->base = mmap(NULL, info.arena_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p->base == MAP_FAILED) {
+		err = -errno;
+		free(p);
+		goto out_close;
+	}
+	close(fd);
+	p->handle = info.pool;
+	p->geom = info.geom;
+	p->frame_bytes = info.frame_bytes;
+	p->arena_bytes = info.arena_bytes;
+	memcpy(p->nr_frames, info.nr_frames, sizeof(p->nr_frames));
+	c->pools[c->nr_pools++] = p;
+	*out = p;
+	return 0;
+
+out_close:
+	if (fd >= 0)
+		close(fd);
+	return err;
+}

@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libkvclient: the client library of kvmem. Connects to kvmemd, opens
+ * pools (mapping their device arena), creates and steps sequences, and
+ * keeps a copy of each sequence's block table that every STEP reply
+ * updates, so an engine reads block tables without a round trip per
+ * sequence. See libkvclient(3) and Documentation/uapi/protocol.md.
+ *
+ * Every function returns 0 (or a count) on success and a negative errno on
+ * failure. Thread-safety: a struct kvc (one connection) must be used by one
+ * thread at a time; use one connection per thread, or a lock around each
+ * call. Connections are independent.
+ */
+#ifndef _KVCLIENT_H
+#define _KVCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uapi/kvmem/kvmem.h>
+
+struct kvc;
+
+/**
+ * struct kvc_pool - an opened pool
+ * @handle:      the daemon's handle of the pool
+ * @geom:        geometry: with @base and kv_token_offset() it locates any
+ *               token's K and V
+ * @frame_bytes: bytes per frame
+ * @base:        the device arena mapped in this process (CPU backend)
+ * @arena_bytes: bytes mapped at @base
+ * @nr_frames:   frames per tier (KVMEM_TIER_*)
+ */
+struct kvc_pool {
+	uint32_t handle;
+	struct kv_geometry geom;
+	uint64_t frame_bytes;
+	void *base;
+	uint64_t arena_bytes;
+	uint32_t nr_frames[KVMEM_NR_TIERS];
+};
+
+/**
+ * struct kvc_step_seq - one sequence of kvc_step()
+ * @seq:       sequence id
+ * @nr_tokens: tokens to append (0: only make it resident and pinned)
+ * @token_ids: the tokens' ids, or NULL (needed by the prefix cache)
+ * @slots:     out: @nr_tokens slots (frame * block_tokens + offset) where
+ *             the caller writes each token's K and V
+ */
+struct kvc_step_seq {
+	uint64_t seq;
+	uint32_t nr_tokens;
+	const uint32_t *token_ids;
+	uint64_t *slots;
+};
+
+int kvc_connect(const char *path, struct kvc **out);
+void kvc_close(struct kvc *c);
+uint64_t kvc_client_id(const struct kvc *c);
+int kvc_is_admin(const struct kvc *c);
+
+int kvc_pool_open(struct kvc *c, const char *name, struct kvc_pool **out);
+
+int kvc_seq_create(struct kvc *c, const struct kvc_pool *pool, uint64_t *seq);
+int kvc_seq_fork(struct kvc *c, uint64_t seq, uint64_t *child);
+int kvc_seq_truncate(struct kvc *c, uint64_t seq, uint32_t nr_tokens);
+int kvc_seq_free(struct kvc *c, uint64_t seq);
+
+int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flags,
+	     int32_t *failed);
+int kvc_activate(struct kvc *c, const uint64_t *seqs, uint32_t n, uint32_t flags,
+		 int32_t *failed);
+int kvc_deactivate(struct kvc *c, const uint64_t *seqs, uint32_t n);
+int kvc_block_table(struct kvc *c, uint64_t seq, const uint32_t **frames,
+		    uint32_t *nr_blocks);
+
+int kvc_stats(struct kvc *c, uint32_t what, uint32_t pool, char *buf, size_t len);
+int kvc_clients(struct kvc *c, char *buf, size_t len);
+int kvc_sysctl_get(struct kvc *c, const char *key, char *value, size_t len);
+int kvc_sysctl_set(struct kvc *c, const char *key, const char *value);
+int kvc_drop_caches(struct kvc *c, uint32_t pool);
+
+int kvc_request(struct kvc *c, uint16_t opcode, const void *body, size_t len,
+		void **reply, size_t *reply_len);
+
+#endif /* _KVCLIENT_H */

@@ -1,0 +1,651 @@
+// SPDX-License-Identifier: MIT
+/*
+ * daemon/config.c: kvmemd.conf. The defaults; every key parsed; a missing
+ * file with and without KVMEMD_CONFIG_MISSING_OK; unknown, duplicate and
+ * out-of-range keys and incomplete or unusable pools, each reported at its
+ * FILE:LINE; set/get of the run-time keys and refusal of the others; the
+ * reload check; print and load round trip; the example file.
+ *
+ * daemon/config.c is not part of libkvmm.a, so it is compiled in here.
+ */
+#include "kselftest_harness.h"
+#include "config_test.h"
+
+#include "daemon/config.c"
+
+/* Load @text from a temporary file, named in @path for the messages. */
+static int load_text(const char *text, struct kvmemd_config *cfg,
+		     char path[TMP_PATH_MAX], char *err)
+{
+	int ret;
+
+	ret = tmp_write(path, text);
+	if (ret)
+		return ret;
+	ret = kvmemd_config_load(cfg, path, 0, err, KV_CONFIG_ERR_MAX);
+	unlink(path);
+	return ret;
+}
+
+/* Print @cfg as a config file into a string; free() it. */
+static char *config_text(const struct kvmemd_config *cfg)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	f = open_memstream(&buf, &len);
+	if (!f)
+		return NULL;
+	if (kvmemd_config_print(cfg, f)) {
+		fclose(f);
+		free(buf);
+		return NULL;
+	}
+	fclose(f);
+	return buf;
+}
+
+static int config_equal(const struct kvmemd_config *a, const struct kvmemd_config *b)
+{
+	char *ta = config_text(a), *tb = config_text(b);
+	int eq = ta && tb && !strcmp(ta, tb);
+
+	if (!eq && ta && tb)
+		printf("# configs differ:\n# ---\n%s# ---\n%s", ta, tb);
+	free(ta);
+	free(tb);
+	return eq;
+}
+
+TEST(defaults)
+{
+	struct kvmemd_config cfg;
+	const struct kvmemd_pool_config *pc;
+	struct kv_vm_tunables vm;
+
+	memset(&cfg, 0xa5, sizeof(cfg));
+	kvmemd_config_defaults(&cfg);
+	EXPECT_STREQ("/run/kvmemd/kvmemd.sock", cfg.socket_path);
+	EXPECT_EQ(0660, cfg.socket_mode);
+	EXPECT_STREQ("", cfg.socket_group);
+	EXPECT_STREQ("", cfg.admin_group);
+	EXPECT_EQ(KVMEMD_LOG_INFO, cfg.log_level);
+	EXPECT_EQ(KVMEMD_BACKEND_AUTO, cfg.backend);
+	EXPECT_EQ(0, cfg.vm.min_free_kbytes);
+	EXPECT_EQ(10, cfg.vm.watermark_scale_factor);
+	EXPECT_EQ(32, cfg.vm.reclaim_batch);
+	ASSERT_EQ(1, cfg.nr_pools);
+	pc = &cfg.pools[0];
+	EXPECT_STREQ("default", pc->name);
+	EXPECT_EQ(4, pc->geom.layers);
+	EXPECT_EQ(4, pc->geom.kv_heads);
+	EXPECT_EQ(64, pc->geom.head_dim);
+	EXPECT_EQ(16, pc->geom.block_tokens);
+	EXPECT_EQ(KV_DTYPE_FP16, pc->geom.dtype);
+	EXPECT_EQ(0, pc->geom.pad);
+	EXPECT_TRUE(kv_geometry_valid(&pc->geom));
+	EXPECT_EQ(64ull << 20, pc->device_mem);
+	EXPECT_EQ(256ull << 20, pc->host_mem);
+	EXPECT_EQ(65536, kv_frame_bytes(&pc->geom));
+	EXPECT_EQ(1024, pc->nr_frames[KV_TIER_DEVICE]);
+	EXPECT_EQ(4096, pc->nr_frames[KV_TIER_HOST]);
+	kvmemd_config_vm(&cfg, &vm);
+	EXPECT_EQ(0, vm.min_free_kbytes);
+	EXPECT_EQ(10, vm.watermark_scale_factor);
+	EXPECT_EQ(32, vm.reclaim_batch);
+	EXPECT_EQ(pc, kvmemd_config_pool(&cfg, "default"));
+	EXPECT_NULL(kvmemd_config_pool(&cfg, "other"));
+}
+
+TEST(every_key)
+{
+	static const char text[] =
+		"# every key, none at its default\n"
+		"socket.path = /tmp/kvmem test/kvmemd.sock   # blanks are kept\n"
+		"socket.mode = 0600\n"
+		"socket.group = kvmem\n"
+		"admin.group = kvmem-admin\n"
+		"log.level = debug\n"
+		"device.backend = cpu\n"
+		"vm.min_free_kbytes = 0x400\n"
+		"vm.watermark_scale_factor = 3000\n"
+		"vm.reclaim_batch = 256\n"
+		"pool.llama.layers = 32\n"
+		"pool.small.layers = 1\n"
+		"pool.llama.kv_heads = 8\n"
+		"pool.llama.head_dim = 128\n"
+		"pool.llama.block_tokens = 16\n"
+		"pool.llama.dtype = bf16\n"
+		"pool.llama.device_mem = 16M\n"
+		"pool.llama.host_mem = 0x4000000\n"
+		"pool.small.kv_heads = 1\n"
+		"pool.small.head_dim = 8\n"
+		"pool.small.block_tokens = 4\n"
+		"pool.small.dtype = fp32\n"
+		"pool.small.device_mem = 16K\n"
+		"pool.small.host_mem = 0\n";
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX] = "junk";
+	const struct kvmemd_pool_config *pc;
+	struct kvmemd_config cfg;
+
+	ASSERT_EQ(0, load_text(text, &cfg, path, err));
+	EXPECT_STREQ("", err);
+	EXPECT_STREQ("/tmp/kvmem test/kvmemd.sock", cfg.socket_path);
+	EXPECT_EQ(0600, cfg.socket_mode);
+	EXPECT_STREQ("kvmem", cfg.socket_group);
+	EXPECT_STREQ("kvmem-admin", cfg.admin_group);
+	EXPECT_EQ(KVMEMD_LOG_DEBUG, cfg.log_level);
+	EXPECT_EQ(KVMEMD_BACKEND_CPU, cfg.backend);
+	EXPECT_EQ(1024, cfg.vm.min_free_kbytes);
+	EXPECT_EQ(3000, cfg.vm.watermark_scale_factor);
+	EXPECT_EQ(256, cfg.vm.reclaim_batch);
+	ASSERT_EQ(2, cfg.nr_pools);
+
+	/* In the order of their first key. */
+	pc = &cfg.pools[0];
+	EXPECT_STREQ("llama", pc->name);
+	EXPECT_EQ(32, pc->geom.layers);
+	EXPECT_EQ(8, pc->geom.kv_heads);
+	EXPECT_EQ(128, pc->geom.head_dim);
+	EXPECT_EQ(16, pc->geom.block_tokens);
+	EXPECT_EQ(KV_DTYPE_BF16, pc->geom.dtype);
+	EXPECT_EQ(16ull << 20, pc->device_mem);
+	EXPECT_EQ(64ull << 20, pc->host_mem);
+	/* 32 layers x 2 x 8 heads x 16 tokens x 128 x 2 bytes = 2M a block */
+	EXPECT_EQ(8, pc->nr_frames[KV_TIER_DEVICE]);
+	EXPECT_EQ(32, pc->nr_frames[KV_TIER_HOST]);
+
+	pc = kvmemd_config_pool(&cfg, "small");
+	ASSERT_NE_NULL(pc);
+	EXPECT_EQ(&cfg.pools[1], pc);
+	EXPECT_EQ(1, pc->geom.layers);
+	EXPECT_EQ(KV_DTYPE_FP32, pc->geom.dtype);
+	EXPECT_EQ(0, pc->host_mem);
+	/* 256 bytes of KV, one 4K frame each */
+	EXPECT_EQ(4, pc->nr_frames[KV_TIER_DEVICE]);
+	EXPECT_EQ(0, pc->nr_frames[KV_TIER_HOST]);
+}
+
+TEST(no_pools_gets_the_default_pool)
+{
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX];
+	struct kvmemd_config cfg, def;
+
+	ASSERT_EQ(0, load_text("vm.reclaim_batch = 8\n", &cfg, path, err));
+	kvmemd_config_defaults(&def);
+	EXPECT_EQ(8, cfg.vm.reclaim_batch);
+	def.vm.reclaim_batch = 8;
+	EXPECT_TRUE(config_equal(&def, &cfg));
+	ASSERT_EQ(0, load_text("", &cfg, path, err));
+	kvmemd_config_defaults(&def);
+	EXPECT_TRUE(config_equal(&def, &cfg));
+}
+
+TEST(cuda_backend_is_accepted)
+{
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX];
+	struct kvmemd_config cfg;
+
+	ASSERT_EQ(0, load_text("device.backend = cuda\n", &cfg, path, err));
+	EXPECT_EQ(KVMEMD_BACKEND_CUDA, cfg.backend);
+}
+
+TEST(missing_file)
+{
+	char err[KV_CONFIG_ERR_MAX], dir[] = "/tmp/kvmem-config-dir-XXXXXX";
+	struct kvmemd_config cfg, def;
+
+	/* A file named explicitly must exist; the output is untouched. */
+	memset(&cfg, 0x5a, sizeof(cfg));
+	EXPECT_EQ(-ENOENT, kvmemd_config_load(&cfg, "/nonexistent/kvmemd.conf", 0,
+					      err, sizeof(err)));
+	EXPECT_STREQ("/nonexistent/kvmemd.conf: No such file or directory", err);
+	EXPECT_EQ(0x5a5a5a5a, cfg.nr_pools);
+
+	/* The default file may be missing: defaults, and a note. */
+	EXPECT_EQ(0, kvmemd_config_load(&cfg, "/nonexistent/kvmemd.conf",
+					KVMEMD_CONFIG_MISSING_OK, err, sizeof(err)));
+	EXPECT_STREQ("/nonexistent/kvmemd.conf: No such file or directory; "
+		     "using the built-in defaults", err);
+	kvmemd_config_defaults(&def);
+	EXPECT_TRUE(config_equal(&def, &cfg));
+
+	/* ... but not unreadable. */
+	ASSERT_NE_NULL(mkdtemp(dir));
+	EXPECT_EQ(-EISDIR, kvmemd_config_load(&cfg, dir, KVMEMD_CONFIG_MISSING_OK,
+					      err, sizeof(err)));
+	rmdir(dir);
+	EXPECT_TRUE(err_is(err, dir, 0, "Is a directory"));
+
+	EXPECT_EQ(-EINVAL, kvmemd_config_load(&cfg, "/x", 0x80, err, sizeof(err)));
+}
+
+/* A file, and the line and message of its first error. */
+struct bad_file {
+	const char *text;
+	unsigned int line;
+	const char *what;
+};
+
+static const struct bad_file bad_files[] = {
+	/* unknown keys */
+	{ "vm.reclaim_batch = 4\n\nvm.nope = 1\n", 3, "unknown key 'vm.nope'" },
+	{ "socket = /x\n", 1, "unknown key 'socket'" },
+	{ "pool.a.layers = 1\npool.a.colour = red\n", 2, "unknown key 'pool.a.colour'" },
+	{ "pool.a = 1\n", 1, "unknown key 'pool.a'" },
+	{ "pool.a.b.layers = 1\n", 1, "unknown key 'pool.a.b.layers'" },
+	{ "Vm.reclaim_batch = 1\n", 1, "invalid character 'V'" },
+	/* duplicates name the earlier line */
+	{ "vm.reclaim_batch = 4\n# x\nvm.reclaim_batch = 4\n", 3,
+	  "duplicate key 'vm.reclaim_batch' (first set at line 1)" },
+	{ "\nlog.level = info\nlog.level=debug\n", 3,
+	  "duplicate key 'log.level' (first set at line 2)" },
+	{ "pool.a.layers = 1\npool.b.layers = 1\npool.a.layers = 2\n", 3,
+	  "duplicate key 'pool.a.layers' (first set at line 1)" },
+	/* out of range and malformed values */
+	{ "vm.min_free_kbytes = 1099511627777\n", 1,
+	  "vm.min_free_kbytes: '1099511627777' is out of range (0..1099511627776)" },
+	{ "vm.watermark_scale_factor = 0\n", 1,
+	  "vm.watermark_scale_factor: '0' is out of range (1..3000)" },
+	{ "vm.watermark_scale_factor = 3001\n", 1, "out of range (1..3000)" },
+	{ "vm.reclaim_batch = 0\n", 1, "vm.reclaim_batch: '0' is out of range (1..256)" },
+	{ "vm.reclaim_batch = 257\n", 1, "out of range (1..256)" },
+	{ "vm.reclaim_batch = 99999999999999999999999\n", 1, "out of range (1..256)" },
+	{ "vm.reclaim_batch = -1\n", 1,
+	  "vm.reclaim_batch: '-1' is not a decimal or 0x hexadecimal number" },
+	{ "vm.reclaim_batch = 32 blocks\n", 1, "'32 blocks' is not a decimal" },
+	{ "log.level = verbose\n", 1,
+	  "log.level: 'verbose' is not one of: error, warn, info, debug" },
+	{ "log.level = INFO\n", 1, "is not one of" },
+	{ "device.backend = rocm\n", 1,
+	  "device.backend: 'rocm' is not one of: auto, cpu, cuda" },
+	{ "socket.mode = 10000\n", 1, "socket.mode: '10000' is out of range (0..07777)" },
+	{ "socket.mode = 0689\n", 1, "socket.mode: '0689' is not an octal mode" },
+	{ "socket.path = run/kvmemd.sock\n", 1,
+	  "socket.path: 'run/kvmemd.sock' is not an absolute path" },
+	{ "socket.path = /" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\n", 1,
+	  "socket.path: longer than 107 bytes" },
+	{ "socket.group = kv mem\n", 1, "socket.group: 'kv mem' is not a valid group name" },
+	{ "admin.group = -wheel\n", 1, "admin.group: '-wheel' is not a valid group name" },
+	{ "admin.group = a:b\n", 1, "is not a valid group name" },
+	/* pools */
+	{ "pool.a.layers = 0\n", 1, "pool.a.layers: '0' is out of range (1..1024)" },
+	{ "pool.a.kv_heads = 1025\n", 1, "pool.a.kv_heads: '1025' is out of range (1..1024)" },
+	{ "pool.a.head_dim = 2048\n", 1, "pool.a.head_dim: '2048' is out of range (1..1024)" },
+	{ "pool.a.block_tokens = 4097\n", 1,
+	  "pool.a.block_tokens: '4097' is out of range (1..4096)" },
+	{ "pool.a.dtype = fp8\n", 1, "pool.a.dtype: 'fp8' is not one of: fp16, bf16, fp32" },
+	{ "pool.a.device_mem = 99999999999T\n", 1,
+	  "pool.a.device_mem: '99999999999T' is too large" },
+	{ "pool.a.host_mem = 1.5G\n", 1, "pool.a.host_mem: '1.5G' is not a size" },
+	{ "pool.a.host_mem = 1P\n", 1, "is not a size" },
+	{ "pool.abcdefghijklmnopqrstuvwxyz012345.layers = 1\n", 1,
+	  "pool name in 'pool.abcdefghijklmnopqrstuvwxyz012345.layers' is longer than 31 bytes" },
+	/* syntax, through the same path */
+	{ "log.level info\n", 1, "expected 'key = value'" },
+	{ "log.level = \n", 1, "missing value for 'log.level'" },
+};
+
+TEST(bad_values_name_file_and_line)
+{
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX];
+	struct kvmemd_config cfg;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad_files) / sizeof(bad_files[0]); i++) {
+		memset(&cfg, 0x5a, sizeof(cfg));
+		EXPECT_EQ(-EINVAL, load_text(bad_files[i].text, &cfg, path, err));
+		EXPECT_TRUE(err_is(err, path, bad_files[i].line, bad_files[i].what));
+		EXPECT_EQ(0x5a5a5a5a, cfg.nr_pools);
+	}
+}
+
+#define GEOM(n, l)							\
+	"pool." n ".layers = " l "\n"					\
+	"pool." n ".kv_heads = 2\n"					\
+	"pool." n ".head_dim = 8\n"					\
+	"pool." n ".block_tokens = 4\n"					\
+	"pool." n ".dtype = fp16\n"
+
+static const struct bad_file bad_pools[] = {
+	/* incomplete pools name the line of their first key */
+	{ "log.level = info\n"
+	  "pool.a.layers = 2\n"
+	  "pool.a.kv_heads = 2\n"
+	  "pool.a.block_tokens = 4\n"
+	  "pool.a.dtype = fp16\n"
+	  "pool.a.device_mem = 1M\n"
+	  "pool.a.host_mem = 1M\n", 2, "pool 'a': missing pool.a.head_dim" },
+	{ GEOM("a", "2") "pool.a.device_mem = 1M\n", 1, "pool 'a': missing pool.a.host_mem" },
+	{ GEOM("a", "2") "pool.a.host_mem = 1M\n", 1, "pool 'a': missing pool.a.device_mem" },
+	{ GEOM("a", "2") "pool.a.device_mem = 1M\npool.a.host_mem = 1M\n\n"
+	  "pool.b.dtype = fp16\n", 9, "pool 'b': missing pool.b.layers" },
+	/* 512-byte blocks in 4K frames: 16K holds 4 */
+	{ GEOM("a", "2") "pool.a.device_mem = 16383\npool.a.host_mem = 0\n", 6,
+	  "pool.a.device_mem: holds 3 frames of 4K, at least 4 are needed" },
+	{ GEOM("a", "2") "pool.a.device_mem = 0\npool.a.host_mem = 0\n", 6,
+	  "pool.a.device_mem: holds 0 frames of 4K, at least 4 are needed" },
+	{ GEOM("a", "2") "pool.a.device_mem = 8T\npool.a.host_mem = 0\n", 6,
+	  "pool.a.device_mem: 2147483648 frames of 4K, at most 2147483647 are allowed" },
+	{ GEOM("a", "2") "pool.a.host_mem = 4T\npool.a.device_mem = 4T\n", 6,
+	  "pool.a.host_mem: 2147483648 frames of 4K in all, at most 2147483647" },
+};
+
+TEST(bad_pools_name_file_and_line)
+{
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX];
+	struct kvmemd_config cfg;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad_pools) / sizeof(bad_pools[0]); i++) {
+		EXPECT_EQ(-EINVAL, load_text(bad_pools[i].text, &cfg, path, err));
+		EXPECT_TRUE(err_is(err, path, bad_pools[i].line, bad_pools[i].what));
+	}
+	/* Just within the limits. */
+	ASSERT_EQ(0, load_text(GEOM("a", "2") "pool.a.device_mem = 16K\n"
+			       "pool.a.host_mem = 0x7ffffffb000\n", &cfg, path, err));
+	EXPECT_EQ(4, cfg.pools[0].nr_frames[KV_TIER_DEVICE]);
+	EXPECT_EQ(UINT32_MAX / 2 - 4, cfg.pools[0].nr_frames[KV_TIER_HOST]);
+}
+
+TEST(at_most_16_pools)
+{
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX], name[16];
+	static char text[16384];
+	struct kvmemd_config cfg;
+	size_t n = 0;
+	int i;
+
+	for (i = 0; i < KVMEMD_MAX_POOLS; i++) {
+		snprintf(name, sizeof(name), "p%d", i);
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+				      "pool.%s.layers = 1\npool.%s.kv_heads = 1\n"
+				      "pool.%s.head_dim = 8\npool.%s.block_tokens = 4\n"
+				      "pool.%s.dtype = fp16\npool.%s.device_mem = 16K\n"
+				      "pool.%s.host_mem = 16K\n",
+				      name, name, name, name, name, name, name);
+	}
+	ASSERT_EQ(0, load_text(text, &cfg, path, err));
+	EXPECT_EQ(16, cfg.nr_pools);
+	EXPECT_STREQ("p15", cfg.pools[15].name);
+	snprintf(text + n, sizeof(text) - n, "\npool.p16.layers = 1\n");
+	EXPECT_EQ(-EINVAL, load_text(text, &cfg, path, err));
+	EXPECT_TRUE(err_is(err, path, 16 * 7 + 2, "pool 'p16': too many pools (at most 16)"));
+}
+
+TEST(load_string_names_the_text)
+{
+	char err[KV_CONFIG_ERR_MAX];
+	struct kvmemd_config cfg;
+
+	EXPECT_EQ(-EINVAL, kvmemd_config_load_string(&cfg, "<cmdline>",
+						     "log.level = debug\nvm.x = 1\n",
+						     err, sizeof(err)));
+	EXPECT_STREQ("<cmdline>:2: unknown key 'vm.x'", err);
+	EXPECT_EQ(0, kvmemd_config_load_string(&cfg, "<cmdline>", "log.level = warn\n",
+					       err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_LOG_WARN, cfg.log_level);
+	EXPECT_STREQ("", err);
+}
+
+TEST(get_every_key)
+{
+	static const struct {
+		const char *key, *value;
+	} want[] = {
+		{ "socket.path", "/run/kvmemd/kvmemd.sock" },
+		{ "socket.mode", "0660" },
+		{ "socket.group", "" },
+		{ "admin.group", "" },
+		{ "log.level", "info" },
+		{ "device.backend", "auto" },
+		{ "vm.min_free_kbytes", "0" },
+		{ "vm.watermark_scale_factor", "10" },
+		{ "vm.reclaim_batch", "32" },
+		{ "pool.default.layers", "4" },
+		{ "pool.default.kv_heads", "4" },
+		{ "pool.default.head_dim", "64" },
+		{ "pool.default.block_tokens", "16" },
+		{ "pool.default.dtype", "fp16" },
+		{ "pool.default.device_mem", "64M" },
+		{ "pool.default.host_mem", "256M" },
+	};
+	struct kvmemd_config cfg;
+	char buf[128];
+	size_t i;
+
+	kvmemd_config_defaults(&cfg);
+	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		EXPECT_EQ(0, kvmemd_config_get(&cfg, want[i].key, buf, sizeof(buf)));
+		EXPECT_STREQ(want[i].value, buf);
+	}
+	EXPECT_EQ(-ENOENT, kvmemd_config_get(&cfg, "vm.nope", buf, sizeof(buf)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_get(&cfg, "pool.other.layers", buf, sizeof(buf)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_get(&cfg, "pool.default.nope", buf, sizeof(buf)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_get(&cfg, "pool.default", buf, sizeof(buf)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_get(&cfg, "", buf, sizeof(buf)));
+	EXPECT_EQ(-ERANGE, kvmemd_config_get(&cfg, "socket.path", buf, 8));
+	EXPECT_EQ(-ERANGE, kvmemd_config_get(&cfg, "pool.default.device_mem", buf, 3));
+	EXPECT_EQ(-ERANGE, kvmemd_config_get(&cfg, "log.level", buf, 0));
+}
+
+TEST(set_run_time_keys)
+{
+	struct kvmemd_config cfg;
+	char err[KV_CONFIG_ERR_MAX], buf[64];
+
+	kvmemd_config_defaults(&cfg);
+	EXPECT_EQ(0, kvmemd_config_set(&cfg, "vm.reclaim_batch", "64", err, sizeof(err)));
+	EXPECT_STREQ("", err);
+	EXPECT_EQ(64, cfg.vm.reclaim_batch);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "vm.reclaim_batch", buf, sizeof(buf)));
+	EXPECT_STREQ("64", buf);
+	EXPECT_EQ(0, kvmemd_config_set(&cfg, "vm.watermark_scale_factor", "200", err,
+				       sizeof(err)));
+	EXPECT_EQ(200, cfg.vm.watermark_scale_factor);
+	EXPECT_EQ(0, kvmemd_config_set(&cfg, "vm.min_free_kbytes", "1099511627776", err,
+				       sizeof(err)));
+	EXPECT_EQ(1ull << 40, cfg.vm.min_free_kbytes);
+	EXPECT_EQ(0, kvmemd_config_set(&cfg, "log.level", "debug", err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_LOG_DEBUG, cfg.log_level);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "log.level", buf, sizeof(buf)));
+	EXPECT_STREQ("debug", buf);
+
+	/* Bad values change nothing. */
+	EXPECT_EQ(-ERANGE, kvmemd_config_set(&cfg, "vm.reclaim_batch", "0", err, sizeof(err)));
+	EXPECT_STREQ("vm.reclaim_batch: '0' is out of range (1..256)", err);
+	EXPECT_EQ(-ERANGE, kvmemd_config_set(&cfg, "vm.min_free_kbytes", "1099511627777",
+					     err, sizeof(err)));
+	EXPECT_EQ(-EINVAL, kvmemd_config_set(&cfg, "vm.reclaim_batch", "12 ", err, sizeof(err)));
+	EXPECT_EQ(-EINVAL, kvmemd_config_set(&cfg, "vm.reclaim_batch", "", err, sizeof(err)));
+	EXPECT_EQ(-EINVAL, kvmemd_config_set(&cfg, "log.level", "loud", err, sizeof(err)));
+	EXPECT_STREQ("log.level: 'loud' is not one of: error, warn, info, debug", err);
+	EXPECT_EQ(64, cfg.vm.reclaim_batch);
+	EXPECT_EQ(1ull << 40, cfg.vm.min_free_kbytes);
+	EXPECT_EQ(KVMEMD_LOG_DEBUG, cfg.log_level);
+	EXPECT_EQ(0, kvmemd_config_set(&cfg, "vm.reclaim_batch", "0x20", NULL, 0));
+	EXPECT_EQ(32, cfg.vm.reclaim_batch);
+}
+
+TEST(set_refuses_restart_keys)
+{
+	static const char *const restart[] = {
+		"socket.path", "socket.mode", "socket.group", "admin.group",
+		"device.backend", "pool.default.layers", "pool.default.host_mem",
+		"pool.newpool.layers",
+	};
+	struct kvmemd_config cfg, def;
+	char err[KV_CONFIG_ERR_MAX], want[128];
+	size_t i;
+
+	kvmemd_config_defaults(&cfg);
+	kvmemd_config_defaults(&def);
+	for (i = 0; i < sizeof(restart) / sizeof(restart[0]); i++) {
+		EXPECT_EQ(-EPERM, kvmemd_config_set(&cfg, restart[i], "1", err, sizeof(err)));
+		snprintf(want, sizeof(want), "%s: needs a restart", restart[i]);
+		EXPECT_STREQ(want, err);
+	}
+	EXPECT_EQ(-ENOENT, kvmemd_config_set(&cfg, "vm.nope", "1", err, sizeof(err)));
+	EXPECT_STREQ("vm.nope: unknown key", err);
+	EXPECT_EQ(-ENOENT, kvmemd_config_set(&cfg, "pool.default.colour", "1", err, sizeof(err)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_set(&cfg, "pool.Bad.layers", "1", err, sizeof(err)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_set(&cfg, "", "1", err, sizeof(err)));
+	EXPECT_TRUE(config_equal(&def, &cfg));
+}
+
+TEST(reload_diff)
+{
+	struct kvmemd_config old, new;
+	char err[KV_CONFIG_ERR_MAX];
+	u32 changed = 99;
+
+	kvmemd_config_defaults(&old);
+	new = old;
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(0, changed);
+	EXPECT_STREQ("", err);
+
+	/* Run-time keys only. */
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new",
+					       "vm.reclaim_batch = 64\n"
+					       "log.level = error\n", err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_CHANGED_RECLAIM_BATCH | KVMEMD_CHANGED_LOG_LEVEL, changed);
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new",
+					       "vm.min_free_kbytes = 4096\n"
+					       "vm.watermark_scale_factor = 100\n",
+					       err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_CHANGED_VM & ~KVMEMD_CHANGED_RECLAIM_BATCH, changed);
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, NULL, NULL, 0));
+
+	/* A restart-only key refuses the reload, and names both values. */
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new",
+					       "vm.reclaim_batch = 64\n"
+					       "socket.path = /tmp/other.sock\n", err,
+					       sizeof(err)));
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_STREQ("socket.path changed from '/run/kvmemd/kvmemd.sock' to "
+		     "'/tmp/other.sock'; needs a restart", err);
+	EXPECT_EQ(KVMEMD_CHANGED_RECLAIM_BATCH, changed);
+
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new", "socket.group = kvmem\n",
+					       err, sizeof(err)));
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_STREQ("socket.group changed from '' to 'kvmem'; needs a restart", err);
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new", "device.backend = cpu\n",
+					       err, sizeof(err)));
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_STREQ("device.backend changed from 'auto' to 'cpu'; needs a restart", err);
+}
+
+TEST(reload_diff_pools)
+{
+	static const char two[] =
+		"pool.default.layers = 4\npool.default.kv_heads = 4\n"
+		"pool.default.head_dim = 64\npool.default.block_tokens = 16\n"
+		"pool.default.dtype = fp16\npool.default.device_mem = 64M\n"
+		"pool.default.host_mem = 256M\n"
+		GEOM("b", "2") "pool.b.device_mem = 1M\npool.b.host_mem = 1M\n";
+	struct kvmemd_config old, new;
+	char err[KV_CONFIG_ERR_MAX];
+	u32 changed;
+
+	kvmemd_config_defaults(&old);
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new", two, err, sizeof(err)));
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_STREQ("pool 'b' added; needs a restart", err);
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&new, &old, &changed, err, sizeof(err)));
+	EXPECT_STREQ("pool 'b' removed; needs a restart", err);
+
+	/* The same pools in another order are the same. */
+	old = new;
+	old.pools[0] = new.pools[1];
+	old.pools[1] = new.pools[0];
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+
+	new.pools[1].geom.head_dim = 16;
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_STREQ("pool.b.head_dim changed from '8' to '16'; needs a restart", err);
+	new.pools[1].geom.head_dim = 8;
+	new.pools[0].host_mem = 512ull << 20;
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_STREQ("pool.default.host_mem changed from '256M' to '512M'; needs a restart",
+		     err);
+}
+
+TEST(print_loads_back)
+{
+	static const char text[] =
+		"socket.path = \"/tmp/a #b/kvmemd.sock\"\n"
+		"socket.mode = 0600\n"
+		"admin.group = wheel\n"
+		"log.level = warn\n"
+		"vm.min_free_kbytes = 12345\n"
+		GEOM("x", "3") "pool.x.device_mem = 1536K\npool.x.host_mem = 1000000\n"
+		GEOM("y", "1") "pool.y.device_mem = 1G\npool.y.host_mem = 0\n";
+	struct kvmemd_config cfg, back;
+	char err[KV_CONFIG_ERR_MAX];
+	char *t1, *t2;
+
+	ASSERT_EQ(0, kvmemd_config_load_string(&cfg, "a", text, err, sizeof(err)));
+	EXPECT_STREQ("/tmp/a #b/kvmemd.sock", cfg.socket_path);
+	t1 = config_text(&cfg);
+	ASSERT_NE_NULL(t1);
+	EXPECT_NE_NULL(strstr(t1, "socket.path = \"/tmp/a #b/kvmemd.sock\"\n"));
+	EXPECT_NE_NULL(strstr(t1, "# socket.group is not set\n"));
+	EXPECT_NE_NULL(strstr(t1, "pool.x.device_mem = 1536K\n"));
+	EXPECT_NE_NULL(strstr(t1, "pool.x.host_mem = 1000000\n"));
+	EXPECT_NE_NULL(strstr(t1, "pool.y.device_mem = 1G\n"));
+	if (kvmemd_config_load_string(&back, "printed", t1, err, sizeof(err)))
+		TH_LOG("%s", err);
+	t2 = config_text(&back);
+	ASSERT_NE_NULL(t2);
+	EXPECT_STREQ(t1, t2);
+	EXPECT_EQ(0, memcmp(&cfg, &back, sizeof(cfg)));
+	free(t1);
+	free(t2);
+}
+
+/* The example file: as shipped, and with every default uncommented. */
+TEST(example_file_holds_the_defaults)
+{
+	char path[TMP_PATH_MAX + 64], err[KV_CONFIG_ERR_MAX], line[512];
+	struct kvmemd_config cfg, def;
+	const char *top = getenv("TOP");
+	char *text = NULL;
+	size_t len = 0;
+	int keys = 0;
+	FILE *in, *out;
+
+	/* TOP when run by run_kselftest.sh; else from the folder or the root. */
+	snprintf(path, sizeof(path), "%s/daemon/kvmemd.conf.example", top ? top : "../..");
+	if (!top && access(path, R_OK))
+		snprintf(path, sizeof(path), "daemon/kvmemd.conf.example");
+	kvmemd_config_defaults(&def);
+	ASSERT_EQ(0, kvmemd_config_load(&cfg, path, 0, err, sizeof(err)));
+	EXPECT_TRUE(config_equal(&def, &cfg));
+
+	in = fopen(path, "r");
+	ASSERT_NE_NULL(in);
+	out = open_memstream(&text, &len);
+	ASSERT_NE_NULL(out);
+	while (fgets(line, sizeof(line), in)) {
+		if (line[0] == '#' && line[1] >= 'a' && line[1] <= 'z') {
+			fputs(line + 1, out);
+			keys++;
+		}
+	}
+	fclose(in);
+	fclose(out);
+	/* Every key but the two unset groups. */
+	EXPECT_EQ(NR_KEYS - 2 + NR_POOL_KEYS, keys);
+	EXPECT_EQ(0, kvmemd_config_load_string(&cfg, "example", text, err, sizeof(err)));
+	EXPECT_STREQ("", err);
+	EXPECT_TRUE(config_equal(&def, &cfg));
+	free(text);
+}
+
+TEST_HARNESS_MAIN

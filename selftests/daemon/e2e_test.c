@@ -1,0 +1,379 @@
+// SPDX-License-Identifier: MIT
+/*
+ * kvmemd end to end: a real daemon and client processes. Steps write KV
+ * through the shared arena and the client's block tables stay exact; fork
+ * and copy-on-write through STEP; sequences are private to their client;
+ * a client killed mid-step, or a hundred coming and going at once, leave
+ * nothing behind; admin operations are refused to others; SIGHUP applies
+ * a changed tunable and keeps the old config on error; config errors name
+ * file:line; SIGTERM shuts down cleanly.
+ */
+#include <pwd.h>
+#include "kselftest_harness.h"
+#include "daemon_test.h"
+
+#define POOL_CONF							\
+	"pool.t.layers = 2\npool.t.kv_heads = 2\npool.t.head_dim = 8\n"	\
+	"pool.t.block_tokens = 4\npool.t.dtype = fp16\n"		\
+	"pool.t.device_mem = 64K\npool.t.host_mem = 256K\n"		\
+	"vm.min_free_kbytes = 4\n"
+#define BT 4
+
+static char text[KVMEM_MSG_MAX];
+
+FIXTURE(kvmemd) {
+	struct daemon d;
+	struct kvc *c;
+	struct kvc_pool *pool;
+};
+
+FIXTURE_SETUP(kvmemd)
+{
+	ASSERT_EQ(0, daemon_start(&self->d, POOL_CONF));
+	ASSERT_EQ(0, kvc_connect(self->d.sock, &self->c));
+	ASSERT_EQ(0, kvc_pool_open(self->c, "t", &self->pool));
+}
+
+FIXTURE_TEARDOWN(kvmemd)
+{
+	kvc_close(self->c);
+	EXPECT_EQ(0, daemon_stop(&self->d));
+	daemon_cleanup(&self->d);
+}
+
+static uint32_t *tok(struct kvc_pool *p, uint64_t slot)
+{
+	return (uint32_t *)((char *)p->base +
+			    kv_token_offset(&p->geom, slot, p->geom.layers - 1, KV_V, 1));
+}
+
+/* Step @n tokens valued @v0.. into @seq, writing them through the arena. */
+static int step_vals(struct kvc *c, struct kvc_pool *p, uint64_t seq, uint32_t n,
+		     uint32_t v0)
+{
+	uint64_t slots[64];
+	uint32_t ids[64], i;
+	struct kvc_step_seq s = { .seq = seq, .nr_tokens = n, .token_ids = ids,
+				  .slots = slots };
+	int err;
+
+	for (i = 0; i < n; i++)
+		ids[i] = 1000 + i;
+	err = kvc_step(c, &s, 1, 0, NULL);
+	for (i = 0; !err && i < n; i++)
+		*tok(p, slots[i]) = v0 + i;
+	return err;
+}
+
+/* Tokens 0..n-1 of an active @seq hold values @vals (table from the client copy). */
+static int check_vals(struct kvc *c, struct kvc_pool *p, uint64_t seq, const uint32_t *vals,
+		      uint32_t n)
+{
+	const uint32_t *frames;
+	uint32_t nb, i;
+	int err = kvc_block_table(c, seq, &frames, &nb);
+
+	if (err)
+		return err;
+	if (nb != (n + BT - 1) / BT)
+		return -ERANGE;
+	for (i = 0; i < n; i++)
+		if (*tok(p, (uint64_t)frames[i / BT] * BT + i % BT) != vals[i])
+			return -EUCLEAN;
+	return 0;
+}
+
+TEST_F(kvmemd, step_writes_through_the_arena)
+{
+	uint32_t vals[16], i;
+	uint64_t seq;
+
+	for (i = 0; i < 16; i++)
+		vals[i] = 500 + i;
+	EXPECT_EQ(BT, (int)self->pool->geom.block_tokens);
+	EXPECT_EQ(16, (int)self->pool->nr_frames[KVMEM_TIER_DEVICE]);
+	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &seq));
+	ASSERT_EQ(0, step_vals(self->c, self->pool, seq, 6, 500));
+	ASSERT_EQ(0, step_vals(self->c, self->pool, seq, 1, 506));
+	ASSERT_EQ(0, step_vals(self->c, self->pool, seq, 3, 507));
+	EXPECT_EQ(0, check_vals(self->c, self->pool, seq, vals, 10));
+	ASSERT_LT(0, meminfo(self->c, text, sizeof(text)));
+	EXPECT_EQ(3, stat_value(text, "Blocks:"));
+	/* A fresh read of the table from the daemon agrees with the copy. */
+	ASSERT_EQ(0, kvc_activate(self->c, &seq, 1, 0, NULL));
+	EXPECT_EQ(0, check_vals(self->c, self->pool, seq, vals, 10));
+	ASSERT_EQ(0, kvc_seq_truncate(self->c, seq, 5));
+	ASSERT_EQ(0, kvc_seq_free(self->c, seq));
+	EXPECT_EQ(-ENOENT, kvc_seq_free(self->c, seq));
+	ASSERT_LT(0, meminfo(self->c, text, sizeof(text)));
+	EXPECT_EQ(0, stat_value(text, "Blocks:"));
+}
+
+TEST_F(kvmemd, fork_and_cow_through_step)
+{
+	uint32_t pv[8] = { 1, 2, 3, 4, 5, 6 }, cv[8] = { 1, 2, 3, 4, 5, 6, 77 };
+	uint64_t parent, child;
+
+	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &parent));
+	ASSERT_EQ(0, step_vals(self->c, self->pool, parent, 6, 1));
+	ASSERT_EQ(0, kvc_seq_fork(self->c, parent, &child));
+	ASSERT_EQ(0, step_vals(self->c, self->pool, child, 1, 77));
+	EXPECT_EQ(0, check_vals(self->c, self->pool, child, cv, 7));
+	EXPECT_EQ(0, check_vals(self->c, self->pool, parent, pv, 6));
+	ASSERT_LT(0, kvc_stats(self->c, KVMEM_STATS_VMSTAT, 0, text, sizeof(text)));
+	EXPECT_EQ(1, stat_value(text, "cow_copy "));
+	ASSERT_LT(0, meminfo(self->c, text, sizeof(text)));
+	EXPECT_EQ(3, stat_value(text, "Blocks:"));
+}
+
+TEST_F(kvmemd, sequences_are_private)
+{
+	struct kvc *other;
+	struct kvc_pool *p2;
+	uint64_t seq, mine;
+	uint64_t slot;
+	struct kvc_step_seq s = { .nr_tokens = 1, .slots = &slot };
+
+	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &seq));
+	ASSERT_EQ(0, kvc_connect(self->d.sock, &other));
+	ASSERT_EQ(0, kvc_pool_open(other, "t", &p2));
+	/* Handles are per connection: another client's name nothing here. */
+	s.seq = seq;
+	EXPECT_EQ(-ENOENT, kvc_step(other, &s, 1, 0, NULL));
+	EXPECT_EQ(-ENOENT, kvc_seq_fork(other, seq, &mine));
+	EXPECT_EQ(-ENOENT, kvc_activate(other, &seq, 1, 0, NULL));
+	EXPECT_EQ(-ENOENT, kvc_seq_free(other, seq));
+	ASSERT_EQ(0, kvc_seq_create(other, p2, &mine));
+	ASSERT_EQ(0, step_vals(other, p2, mine, 3, 40));
+	kvc_close(other);
+	EXPECT_EQ(0, step_vals(self->c, self->pool, seq, 2, 1));
+}
+
+/* Wait until the pool holds no block and no sequence (the dead are reaped). */
+static int wait_empty(struct kvc *c)
+{
+	int i;
+
+	for (i = 0; i < 500; i++) {
+		if (meminfo(c, text, sizeof(text)) > 0 && !stat_value(text, "Blocks:") &&
+		    !stat_value(text, "Sequences:"))
+			return 0;
+		usleep(10000);
+	}
+	return -1;
+}
+
+static void client_loop(const char *sock, int steps)
+{
+	struct kvc_pool *p;
+	uint64_t seq[4];
+	struct kvc *c;
+	int i, j;
+
+	if (kvc_connect(sock, &c) || kvc_pool_open(c, "t", &p))
+		_exit(1);
+	for (i = 0; i < 4; i++)
+		if (kvc_seq_create(c, p, &seq[i]))
+			_exit(1);
+	for (i = 0; steps < 0 || i < steps; i++) {
+		for (j = 0; j < 4; j++)
+			if (step_vals(c, p, seq[j], 1, i) == -ENOMEM)
+				kvc_seq_truncate(c, seq[j], 0);
+		kvc_deactivate(c, seq, 4);
+	}
+	_exit(0);
+}
+
+TEST_F(kvmemd, client_killed_mid_step_leaks_nothing)
+{
+	pid_t pid = fork();
+	int status;
+
+	if (pid == 0)
+		client_loop(self->d.sock, -1);
+	usleep(200000);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	EXPECT_EQ(0, wait_empty(self->c));
+	ASSERT_LT(0, kvc_stats(self->c, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "check      ok"));
+	EXPECT_EQ(0, step_vals(self->c, self->pool, 0, 0, 0) == -ENOENT ? 0 : 1);
+}
+
+TEST_F(kvmemd, hundred_clients_at_once)
+{
+	pid_t pids[100];
+	int i, status, ok = 0;
+
+	for (i = 0; i < 100; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0)
+			client_loop(self->d.sock, 5);
+	}
+	for (i = 0; i < 100; i += 3)
+		kill(pids[i], SIGKILL);
+	for (i = 0; i < 100; i++) {
+		waitpid(pids[i], &status, 0);
+		ok += WIFEXITED(status) && !WEXITSTATUS(status);
+	}
+	EXPECT_GE(ok, 60);
+	EXPECT_EQ(0, wait_empty(self->c));
+	ASSERT_LT(0, kvc_clients(self->c, text, sizeof(text)));
+	EXPECT_NULL(strchr(strchr(text, '\n') + 1, '\n') == NULL ? NULL : strstr(
+		strchr(strchr(text, '\n') + 1, '\n') + 1, "yes"));
+	ASSERT_LT(0, kvc_stats(self->c, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "check      ok"));
+}
+
+TEST_F(kvmemd, admin_operations_need_privilege)
+{
+	struct passwd *pw = getpwnam("nobody");
+	pid_t pid;
+	int status;
+
+	if (getuid() != 0 || !pw)
+		SKIP(return, "needs root and a 'nobody' user");
+	EXPECT_EQ(1, kvc_is_admin(self->c));
+	pid = fork();
+	if (pid == 0) {
+		struct kvc *c;
+		char v[64];
+
+		if (setgid(pw->pw_gid) || setuid(pw->pw_uid) || kvc_connect(self->d.sock, &c))
+			_exit(10);
+		if (kvc_is_admin(c))
+			_exit(11);
+		if (kvc_sysctl_set(c, "vm.watermark_scale_factor", "99") != -EPERM)
+			_exit(12);
+		if (kvc_drop_caches(c, 0) != -EPERM)
+			_exit(13);
+		if (kvc_sysctl_get(c, "vm.watermark_scale_factor", v, sizeof(v)))
+			_exit(14);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	EXPECT_EQ(0, WEXITSTATUS(status));
+}
+
+TEST_F(kvmemd, sysctl_errors)
+{
+	char v[64];
+
+	EXPECT_EQ(-ENOENT, kvc_sysctl_get(self->c, "vm.no_such_key", v, sizeof(v)));
+	EXPECT_EQ(-EROFS, kvc_sysctl_set(self->c, "socket.path", "/x"));
+	EXPECT_EQ(-ERANGE, kvc_sysctl_set(self->c, "vm.watermark_scale_factor", "99999"));
+	EXPECT_EQ(-EINVAL, kvc_sysctl_set(self->c, "vm.watermark_scale_factor", "12abc"));
+	ASSERT_EQ(0, kvc_sysctl_get(self->c, "vm.watermark_scale_factor", v, sizeof(v)));
+	EXPECT_STREQ("10", v);
+	ASSERT_EQ(0, kvc_sysctl_set(self->c, "vm.watermark_scale_factor", "300"));
+	ASSERT_LT(0, kvc_stats(self->c, KVMEM_STATS_ZONEINFO, 1, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "low      2"));
+}
+
+static int wait_value(struct kvc *c, const char *key, const char *want)
+{
+	char v[64];
+	int i;
+
+	for (i = 0; i < 300; i++) {
+		if (!kvc_sysctl_get(c, key, v, sizeof(v)) && !strcmp(v, want))
+			return 0;
+		usleep(10000);
+	}
+	return -1;
+}
+
+TEST_F(kvmemd, sighup_rereads_tunables)
+{
+	char conf[4096];
+	FILE *f;
+
+	snprintf(conf, sizeof(conf), "socket.path = %s\nsocket.mode = 0666\n%s"
+		 "vm.watermark_scale_factor = 200\n", self->d.sock, POOL_CONF);
+	ASSERT_EQ(0, write_file(self->d.conf, conf));
+	kill(self->d.pid, SIGHUP);
+	EXPECT_EQ(0, wait_value(self->c, "vm.watermark_scale_factor", "200"));
+	/* A broken file: logged with file:line, the running config stays. */
+	strcat(conf, "vm.bogus = 1\n");
+	ASSERT_EQ(0, write_file(self->d.conf, conf));
+	kill(self->d.pid, SIGHUP);
+	usleep(300000);
+	EXPECT_EQ(0, wait_value(self->c, "vm.watermark_scale_factor", "200"));
+	f = fopen(self->d.log, "r");
+	ASSERT_NE_NULL(f);
+	text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
+	fclose(f);
+	EXPECT_NE_NULL(strstr(text, "kvmemd.conf:12"));
+	EXPECT_NE_NULL(strstr(text, "keeping the running configuration"));
+}
+
+/* Memory pressure through the daemon: contents survive demotion and promotion. */
+TEST_F(kvmemd, contents_survive_reclaim)
+{
+	uint32_t vals[4][32], i, j;
+	uint64_t seq[4];
+
+	for (i = 0; i < 4; i++) {
+		ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &seq[i]));
+		for (j = 0; j < 24; j++)
+			vals[i][j] = i * 100 + j;
+		ASSERT_EQ(0, step_vals(self->c, self->pool, seq[i], 24, i * 100));
+		ASSERT_EQ(0, kvc_deactivate(self->c, &seq[i], 1));
+	}
+	for (i = 0; i < 4; i++) {
+		ASSERT_EQ(0, kvc_activate(self->c, &seq[i], 1, 0, NULL));
+		EXPECT_EQ(0, check_vals(self->c, self->pool, seq[i], vals[i], 24));
+		ASSERT_EQ(0, kvc_deactivate(self->c, &seq[i], 1));
+	}
+	ASSERT_LT(0, kvc_stats(self->c, KVMEM_STATS_VMSTAT, 0, text, sizeof(text)));
+	EXPECT_LT(0, stat_value(text, "pgdemote "));
+	EXPECT_LT(0, stat_value(text, "pgpromote "));
+	/* Four sequences of 6 blocks never fit the 16 device frames at once. */
+	EXPECT_EQ(-ENOMEM, kvc_activate(self->c, seq, 4, 0, NULL));
+	EXPECT_EQ(0, kvc_drop_caches(self->c, 0) < 0);
+}
+
+TEST(config_errors_name_file_and_line)
+{
+	char exe[PATH_MAX], dir[] = "/tmp/kvmemd-conf-XXXXXX", conf[128], log[128];
+	int status, fd;
+	pid_t pid;
+	FILE *f;
+
+	ASSERT_NE_NULL(mkdtemp(dir));
+	snprintf(conf, sizeof(conf), "%s/bad.conf", dir);
+	snprintf(log, sizeof(log), "%s/log", dir);
+	ASSERT_EQ(0, write_file(conf, "# comment\nvm.reclaim_batch = 8\npool.x.layers = many\n"));
+	build_path("kvmemd", exe, sizeof(exe));
+	pid = fork();
+	if (pid == 0) {
+		fd = open(log, O_WRONLY | O_CREAT, 0644);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execl(exe, "kvmemd", "-c", conf, (char *)NULL);
+		_exit(127);
+	}
+	waitpid(pid, &status, 0);
+	EXPECT_EQ(1, WEXITSTATUS(status));
+	f = fopen(log, "r");
+	ASSERT_NE_NULL(f);
+	text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
+	fclose(f);
+	EXPECT_NE_NULL(strstr(text, "bad.conf:3"));
+	unlink(conf);
+	unlink(log);
+	rmdir(dir);
+}
+
+TEST(sigterm_removes_the_socket)
+{
+	struct daemon d;
+
+	ASSERT_EQ(0, daemon_start(&d, NULL));
+	EXPECT_EQ(0, access(d.sock, F_OK));
+	EXPECT_EQ(0, daemon_stop(&d));
+	EXPECT_EQ(-1, access(d.sock, F_OK));
+	daemon_cleanup(&d);
+}
+
+TEST_HARNESS_MAIN

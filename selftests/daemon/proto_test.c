@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The protocol against malformed input, on a raw SEQPACKET socket: short,
+ * oversized and mis-sized messages, bad magic, version and flags, unknown
+ * opcodes, requests before HELLO, non-zero reserved fields, bodies longer
+ * and shorter than the daemon's structs, absurd counts and offsets. Each
+ * gets its error, and the daemon keeps serving this client and others.
+ */
+#include "kselftest_harness.h"
+#include "daemon_test.h"
+
+static char msg[KVMEM_MSG_MAX + 4096];
+
+static int raw_connect(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), sz = 4 << 20;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -1;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Send @len raw bytes; return the reply's status, or 1000 + errno. */
+static int raw_send(int fd, const void *buf, size_t len, struct kvmem_hdr *rep)
+{
+	static char in[KVMEM_MSG_MAX];
+	ssize_t n;
+
+	if (send(fd, buf, len, MSG_NOSIGNAL) < 0)
+		return 1000 + errno;
+	n = recv(fd, in, sizeof(in), 0);
+	if (n < (ssize_t)sizeof(*rep))
+		return 2000;
+	memcpy(rep, in, sizeof(*rep));
+	return rep->status;
+}
+
+/* A well-formed header for @op with a @len-byte body from @body. */
+static size_t build(uint16_t op, const void *body, size_t len)
+{
+	struct kvmem_hdr h = { .magic = KVMEM_MAGIC, .version = KVMEM_VERSION, .opcode = op,
+			       .size = (uint32_t)(sizeof(h) + len), .tag = 7 };
+
+	memcpy(msg, &h, sizeof(h));
+	if (len)
+		memcpy(msg + sizeof(h), body, len);
+	return sizeof(h) + len;
+}
+
+static int req(int fd, uint16_t op, const void *body, size_t len)
+{
+	struct kvmem_hdr rep;
+
+	return raw_send(fd, msg, build(op, body, len), &rep);
+}
+
+static int hello(int fd)
+{
+	struct kvmem_hello h = { .version_min = 1, .version_max = 1 };
+
+	return req(fd, KVMEM_OP_HELLO, &h, sizeof(h));
+}
+
+FIXTURE(proto) {
+	struct daemon d;
+	int fd;
+};
+
+FIXTURE_SETUP(proto)
+{
+	ASSERT_EQ(0, daemon_start(&self->d, NULL));
+	self->fd = raw_connect(self->d.sock);
+	ASSERT_LE(0, self->fd);
+}
+
+FIXTURE_TEARDOWN(proto)
+{
+	struct kvc *c;
+	char buf[4096];
+
+	/* Whatever came before, a fresh client is served. */
+	EXPECT_EQ(0, kvc_connect(self->d.sock, &c));
+	EXPECT_LT(0, kvc_stats(c, KVMEM_STATS_MEMINFO, 0, buf, sizeof(buf)));
+	kvc_close(c);
+	close(self->fd);
+	EXPECT_EQ(0, daemon_stop(&self->d));
+	daemon_cleanup(&self->d);
+}
+
+TEST_F(proto, header_errors)
+{
+	struct kvmem_hdr rep, *h = (struct kvmem_hdr *)msg;
+	size_t len;
+
+	EXPECT_EQ(-EBADMSG, raw_send(self->fd, "short", 5, &rep));
+	len = build(KVMEM_OP_HELLO, NULL, 0);
+	h->magic = 0x12345678;
+	EXPECT_EQ(-EBADMSG, raw_send(self->fd, msg, len, &rep));
+	len = build(KVMEM_OP_HELLO, NULL, 0);
+	h->size += 8;
+	EXPECT_EQ(-EBADMSG, raw_send(self->fd, msg, len, &rep));
+	len = build(KVMEM_OP_HELLO, NULL, 0);
+	h->flags = 1;
+	EXPECT_EQ(-EBADMSG, raw_send(self->fd, msg, len, &rep));
+	len = build(KVMEM_OP_HELLO, NULL, 0);
+	h->status = -1;
+	EXPECT_EQ(-EBADMSG, raw_send(self->fd, msg, len, &rep));
+	len = build(KVMEM_OP_HELLO, NULL, 0);
+	h->version = 9;
+	EXPECT_EQ(-EPROTONOSUPPORT, raw_send(self->fd, msg, len, &rep));
+	/* The tag comes back with the error. */
+	EXPECT_EQ(7, rep.tag);
+	len = build(KVMEM_OP_HELLO, NULL, 0);
+	EXPECT_EQ(-EMSGSIZE, raw_send(self->fd, msg, KVMEM_MSG_MAX + 100, &rep));
+	EXPECT_EQ(0, hello(self->fd));
+}
+
+TEST_F(proto, hello_first_and_unknown_opcodes)
+{
+	struct kvmem_seq_req s = { .pool = 1 };
+	struct kvmem_hello h = { .version_min = 2, .version_max = 3 };
+
+	EXPECT_EQ(-EPROTO, req(self->fd, KVMEM_OP_SEQ_CREATE, &s, sizeof(s)));
+	EXPECT_EQ(-EPROTONOSUPPORT, req(self->fd, KVMEM_OP_HELLO, &h, sizeof(h)));
+	ASSERT_EQ(0, hello(self->fd));
+	EXPECT_EQ(-EOPNOTSUPP, req(self->fd, 99, NULL, 0));
+	EXPECT_EQ(-EOPNOTSUPP, req(self->fd, 0, NULL, 0));
+	EXPECT_EQ(0, req(self->fd, KVMEM_OP_SEQ_CREATE, &s, sizeof(s)));
+}
+
+TEST_F(proto, struct_size_rules)
+{
+	struct kvmem_hello h = { .version_min = 1, .version_max = 1 };
+	char longer[sizeof(h) + 16] = { 0 };
+
+	h.reserved[2] = 5;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_HELLO, &h, sizeof(h)));
+	h.reserved[2] = 0;
+	/* Shorter (an older peer): zero-extended. */
+	EXPECT_EQ(0, req(self->fd, KVMEM_OP_HELLO, &h, 8));
+	/* Longer (a newer peer): only a zero tail is accepted. */
+	memcpy(longer, &h, sizeof(h));
+	EXPECT_EQ(0, req(self->fd, KVMEM_OP_HELLO, longer, sizeof(longer)));
+	longer[sizeof(h) + 3] = 1;
+	EXPECT_EQ(-E2BIG, req(self->fd, KVMEM_OP_HELLO, longer, sizeof(longer)));
+}
+
+TEST_F(proto, absurd_counts_and_offsets)
+{
+	struct {
+		struct kvmem_step st;
+		struct kvmem_step_seq seq[2];
+	} s;
+	struct {
+		struct kvmem_seq_batch b;
+		uint64_t ids[2];
+	} a;
+	struct kvmem_seq_req cr = { .pool = 1 };
+	struct kvmem_hdr rep;
+	uint64_t id;
+
+	ASSERT_EQ(0, hello(self->fd));
+	ASSERT_EQ(0, raw_send(self->fd, msg, build(KVMEM_OP_SEQ_CREATE, &cr, sizeof(cr)), &rep));
+	memcpy(&id, (char *)&rep, 0);
+	{
+		static char in[256];
+		ssize_t n;
+
+		build(KVMEM_OP_SEQ_CREATE, &cr, sizeof(cr));
+		send(self->fd, msg, sizeof(struct kvmem_hdr) + sizeof(cr), 0);
+		n = recv(self->fd, in, sizeof(in), 0);
+		ASSERT_GE(n, (ssize_t)(sizeof(rep) + sizeof(struct kvmem_seq_reply)));
+		memcpy(&id, in + sizeof(rep), sizeof(id));
+	}
+	memset(&s, 0, sizeof(s));
+	s.st.nr_seqs = 1000000;
+	s.st.seqs_off = sizeof(s.st);
+	s.seq[0] = (struct kvmem_step_seq){ .seq = id, .nr_tokens = 1 };
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
+	s.st.nr_seqs = 2;		/* more than the message holds */
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s) - 8));
+	s.st.nr_seqs = 1;
+	s.st.seqs_off = 4096;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
+	s.st.seqs_off = sizeof(s.st) + 4;	/* misaligned */
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
+	s.st.seqs_off = sizeof(s.st);
+	s.seq[0].nr_tokens = 1u << 30;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
+	s.seq[0].nr_tokens = 1;
+	s.seq[0].pad = 1;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
+	s.seq[0].pad = 0;
+	s.st.tokens_off = sizeof(s) + 64;	/* token ids past the end */
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
+	s.st.tokens_off = 0;
+	s.st.flags = 0x80;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
+	s.st.flags = 0;
+	s.seq[0].seq = id + (1ull << 32);	/* stale generation: not ours */
+	EXPECT_EQ(-ENOENT, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
+	s.seq[0].seq = id;
+	EXPECT_EQ(0, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s.st) + sizeof(s.seq[0])));
+
+	memset(&a, 0, sizeof(a));
+	a.b.ids_off = sizeof(a.b);
+	a.ids[0] = id;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_ACTIVATE, &a, sizeof(a)));	/* nr 0 */
+	a.b.nr = 5000;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_ACTIVATE, &a, sizeof(a)));
+	a.b.nr = 1;
+	a.b.ids_off = 3;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_DEACTIVATE, &a, sizeof(a)));
+	a.b.ids_off = sizeof(a.b);
+	a.b.pad = 1;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_DEACTIVATE, &a, sizeof(a)));
+	a.b.pad = 0;
+	EXPECT_EQ(0, req(self->fd, KVMEM_OP_DEACTIVATE, &a, sizeof(a.b) + 8));
+	cr.pool = 77;
+	EXPECT_EQ(-ENOENT, req(self->fd, KVMEM_OP_SEQ_CREATE, &cr, sizeof(cr)));
+}
+
+TEST_F(proto, bad_strings)
+{
+	struct kvmem_pool_open po;
+	struct kvmem_sysctl sc;
+
+	ASSERT_EQ(0, hello(self->fd));
+	memset(&po, 'x', sizeof(po.name));
+	memset(po.reserved, 0, sizeof(po.reserved));
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_POOL_OPEN, &po, sizeof(po)));	/* no NUL */
+	memset(&po, 0, sizeof(po));
+	strcpy(po.name, "nope");
+	EXPECT_EQ(-ENOENT, req(self->fd, KVMEM_OP_POOL_OPEN, &po, sizeof(po)));
+	memset(&sc, 'k', sizeof(sc));
+	memset(sc.reserved, 0, sizeof(sc.reserved));
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_SYSCTL_GET, &sc, sizeof(sc)));
+}
+
+TEST_HARNESS_MAIN

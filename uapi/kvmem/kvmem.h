@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvmem protocol: the messages between kvmemd and its clients (libkvclient,
+ * kvmemctl) over an AF_UNIX SOCK_SEQPACKET socket, one message per packet.
+ *
+ * Every message starts with struct kvmem_hdr; the body that follows is the
+ * struct of its opcode, possibly followed by arrays that the body locates
+ * with offsets from the start of the body. A reply carries the request's
+ * opcode and tag, and in @status 0 (or a count) or a negative errno.
+ *
+ * Rules (STYLE.md, "The ABI"): fixed-width fields only, explicit padding,
+ * reserved fields must be zero. Bodies may grow at their end: a shorter
+ * body from an older peer is zero-extended, a longer one is accepted only if
+ * the unknown tail is zero, else -E2BIG. Unknown opcodes get -EOPNOTSUPP,
+ * unknown flag bits -EINVAL, non-zero padding or reserved fields -EINVAL.
+ * Documented in Documentation/uapi/protocol.md.
+ */
+#ifndef _UAPI_KVMEM_KVMEM_H
+#define _UAPI_KVMEM_KVMEM_H
+
+#include <linux/types.h>
+#include <uapi/kvmem/layout.h>
+
+#define KVMEM_MAGIC		0x4d4d564bu	/* "KVMM" */
+#define KVMEM_VERSION		1
+#define KVMEM_MSG_MAX		(256u * 1024)	/* largest message either way */
+#define KVMEM_NAME_MAX		32		/* pool names, with the NUL */
+#define KVMEM_KEY_MAX		64		/* sysctl keys and values, with the NUL */
+#define KVMEM_STEP_MAX_SEQS	4096		/* sequences in one step */
+#define KVMEM_STEP_MAX_TOKENS	16384		/* tokens in one step */
+#define KVMEM_DEFAULT_SOCKET	"/run/kvmemd/kvmemd.sock"
+#define KVMEM_SOCKET_ENV	"KVMEM_SOCKET"
+
+/* Feature bits (HELLO). */
+#define KVMEM_FEAT_TOKEN_IDS	(1ull << 0)	/* STEP carries token ids */
+
+/* Opcodes. */
+#define KVMEM_OP_HELLO		1
+#define KVMEM_OP_POOL_OPEN	2
+#define KVMEM_OP_SEQ_CREATE	3
+#define KVMEM_OP_SEQ_FORK	4
+#define KVMEM_OP_SEQ_TRUNCATE	5
+#define KVMEM_OP_SEQ_FREE	6
+#define KVMEM_OP_STEP		7
+#define KVMEM_OP_ACTIVATE	8
+#define KVMEM_OP_DEACTIVATE	9
+#define KVMEM_OP_BLOCK_TABLE	10
+#define KVMEM_OP_STATS		11
+#define KVMEM_OP_SYSCTL_GET	12
+#define KVMEM_OP_SYSCTL_SET	13
+#define KVMEM_OP_DROP_CACHES	14
+#define KVMEM_OP_CLIENTS	15
+#define KVMEM_OP_MAX		15
+
+/**
+ * struct kvmem_hdr - first bytes of every message
+ * @magic:   KVMEM_MAGIC
+ * @version: KVMEM_VERSION of the sender's protocol
+ * @opcode:  KVMEM_OP_*
+ * @size:    bytes of the whole message, this header included
+ * @tag:     chosen by the requester, echoed in the reply
+ * @status:  replies: 0, a count, or a negative errno; requests: 0
+ * @flags:   must be 0
+ */
+struct kvmem_hdr {
+	__u32 magic;
+	__u16 version;
+	__u16 opcode;
+	__u32 size;
+	__u32 tag;
+	__s32 status;
+	__u32 flags;
+};
+
+/**
+ * struct kvmem_hello - HELLO request: first message on a connection
+ * @version_min: oldest protocol version the client speaks
+ * @version_max: newest protocol version the client speaks
+ * @features:    KVMEM_FEAT_* the client would use
+ * @reserved:    must be 0
+ */
+struct kvmem_hello {
+	__u32 version_min;
+	__u32 version_max;
+	__u64 features;
+	__u64 reserved[4];
+};
+
+/**
+ * struct kvmem_hello_reply - HELLO reply
+ * @version:   protocol version chosen for this connection
+ * @pad:       0
+ * @features:  KVMEM_FEAT_* both sides have
+ * @client_id: the daemon's number for this connection
+ * @uid:       the peer's uid, as the daemon sees it (SO_PEERCRED)
+ * @admin:     1 when this peer may use admin operations
+ * @reserved:  0
+ */
+struct kvmem_hello_reply {
+	__u32 version;
+	__u32 pad;
+	__u64 features;
+	__u64 client_id;
+	__u32 uid;
+	__u32 admin;
+	__u64 reserved[4];
+};
+
+/**
+ * struct kvmem_pool_open - POOL_OPEN request
+ * @name:     pool name from the daemon's config, NUL-terminated
+ * @reserved: must be 0
+ */
+struct kvmem_pool_open {
+	char name[KVMEM_NAME_MAX];
+	__u64 reserved[2];
+};
+
+/* Tiers, as numbered in replies. */
+#define KVMEM_TIER_DEVICE	0
+#define KVMEM_TIER_HOST		1
+#define KVMEM_NR_TIERS		2
+
+/**
+ * struct kvmem_pool_info - POOL_OPEN reply; SCM_RIGHTS carries the device
+ * arena's file descriptor (a memfd sealed against shrink and grow), which
+ * the client maps MAP_SHARED at offset 0 for @arena_bytes
+ * @pool:        handle for the other requests
+ * @backend:     KVMEM_BACKEND_*
+ * @geom:        the pool's geometry (uapi/kvmem/layout.h)
+ * @frame_bytes: kv_frame_bytes(&geom)
+ * @arena_bytes: bytes of the device arena
+ * @nr_frames:   frames per tier
+ * @reserved:    0
+ */
+struct kvmem_pool_info {
+	__u32 pool;
+	__u32 backend;
+	struct kv_geometry geom;
+	__u64 frame_bytes;
+	__u64 arena_bytes;
+	__u32 nr_frames[KVMEM_NR_TIERS];
+	__u64 reserved[4];
+};
+
+#define KVMEM_BACKEND_CPU	1
+
+/**
+ * struct kvmem_seq_req - SEQ_CREATE, SEQ_FORK, SEQ_TRUNCATE, SEQ_FREE,
+ * BLOCK_TABLE request
+ * @pool:      pool handle (SEQ_CREATE); 0 otherwise
+ * @nr_tokens: SEQ_TRUNCATE: tokens to keep; 0 otherwise
+ * @seq:       the sequence (SEQ_FORK: the parent); 0 for SEQ_CREATE
+ * @reserved:  must be 0
+ */
+struct kvmem_seq_req {
+	__u32 pool;
+	__u32 nr_tokens;
+	__u64 seq;
+	__u64 reserved[2];
+};
+
+/**
+ * struct kvmem_seq_reply - reply to the sequence requests
+ * @seq:       the new sequence (SEQ_CREATE, SEQ_FORK) or the one named
+ * @nr_tokens: tokens it holds
+ * @nr_blocks: blocks in its table
+ * @reserved:  0
+ *
+ * BLOCK_TABLE appends @nr_blocks __u32 device frame numbers after this
+ * struct (the sequence must be active).
+ */
+struct kvmem_seq_reply {
+	__u64 seq;
+	__u32 nr_tokens;
+	__u32 nr_blocks;
+	__u64 reserved[2];
+};
+
+/* struct kvmem_seq_batch.flags */
+#define KVMEM_NOWAIT		(1u << 0)	/* -EAGAIN instead of waiting or reclaiming */
+
+/**
+ * struct kvmem_seq_batch - ACTIVATE and DEACTIVATE request
+ * @nr:       sequences, 1..KVMEM_STEP_MAX_SEQS
+ * @flags:    KVMEM_NOWAIT
+ * @ids_off:  offset from the start of this struct of @nr sequence ids
+ *            (__u64, 8-byte aligned); at least the size of this struct
+ * @pad:      must be 0
+ * @reserved: must be 0
+ *
+ * ACTIVATE is all or nothing: on the first failure the sequences it
+ * activated are deactivated again, the reply's status is the error and
+ * kvmem_batch_reply.failed names the index that failed.
+ */
+struct kvmem_seq_batch {
+	__u32 nr;
+	__u32 flags;
+	__u32 ids_off;
+	__u32 pad;
+	__u64 reserved[2];
+};
+
+/**
+ * struct kvmem_batch_reply - reply to ACTIVATE, DEACTIVATE and STEP
+ * @done:     sequences processed
+ * @failed:   index of the sequence that failed, or -1
+ * @reserved: 0
+ */
+struct kvmem_batch_reply {
+	__u32 done;
+	__s32 failed;
+	__u64 reserved[2];
+};
+
+/**
+ * struct kvmem_step_seq - one sequence of a STEP
+ * @seq:       sequence id
+ * @nr_tokens: tokens to append, 0..KVMEM_STEP_MAX_TOKENS
+ * @pad:       must be 0
+ */
+struct kvmem_step_seq {
+	__u64 seq;
+	__u32 nr_tokens;
+	__u32 pad;
+};
+
+/**
+ * struct kvmem_step - STEP request: for each sequence, make it resident and
+ * pinned (activate) and append its tokens
+ * @nr_seqs:    sequences, 1..KVMEM_STEP_MAX_SEQS
+ * @flags:      KVMEM_NOWAIT
+ * @seqs_off:   offset from the start of this struct of @nr_seqs
+ *              struct kvmem_step_seq (8-byte aligned; at least the size
+ *              of this struct, which ends where the first array starts)
+ * @tokens_off: offset of the token ids (__u32, all sequences' tokens one
+ *              after another), or 0 when the client sends none; they name
+ *              the blocks for the prefix cache
+ * @reserved:   must be 0
+ *
+ * The reply is a struct kvmem_step_reply, then @nr_seqs struct
+ * kvmem_step_seq_reply, then the slots and frames they locate. Processing
+ * stops at the first failure (status < 0, kvmem_batch_reply.failed set);
+ * the sequences before it are done, the failed one is unchanged.
+ */
+struct kvmem_step {
+	__u32 nr_seqs;
+	__u32 flags;
+	__u32 seqs_off;
+	__u32 tokens_off;
+	__u64 reserved[2];
+};
+
+/**
+ * struct kvmem_step_reply - STEP reply head
+ * @batch:       done / failed
+ * @seqs_off:    offset from the start of this struct of the per-sequence
+ *               replies (struct kvmem_step_seq_reply)
+ * @frames_off:  offset of the changed block-table entries (__u32 frames)
+ * @slots_off:   offset of the new tokens' slots (__u64)
+ * @pad:         0
+ */
+struct kvmem_step_reply {
+	struct kvmem_batch_reply batch;
+	__u32 seqs_off;
+	__u32 frames_off;
+	__u32 slots_off;
+	__u32 pad;
+};
+
+/**
+ * struct kvmem_step_seq_reply - one sequence's result in a STEP reply
+ * @nr_tokens:     tokens it holds now
+ * @nr_blocks:     blocks in its table now
+ * @first_changed: first block-table index whose frame is new or changed
+ *                 (appended, or copied on write); entries from here to
+ *                 @nr_blocks - 1 follow in the frames array
+ * @nr_slots:      slots of its new tokens in the slots array
+ */
+struct kvmem_step_seq_reply {
+	__u32 nr_tokens;
+	__u32 nr_blocks;
+	__u32 first_changed;
+	__u32 nr_slots;
+};
+
+/* struct kvmem_stats.what */
+#define KVMEM_STATS_MEMINFO	1
+#define KVMEM_STATS_VMSTAT	2
+#define KVMEM_STATS_ZONEINFO	3
+
+/**
+ * struct kvmem_stats - STATS request; the reply body is text (`Name: value`
+ * lines), NUL-terminated
+ * @what:     KVMEM_STATS_*
+ * @pool:     pool handle from POOL_OPEN, or 0 for every pool
+ * @reserved: must be 0
+ */
+struct kvmem_stats {
+	__u32 what;
+	__u32 pool;
+	__u64 reserved[2];
+};
+
+/**
+ * struct kvmem_sysctl - SYSCTL_GET and SYSCTL_SET request and reply
+ * @key:      dotted key (`vm.watermark_scale_factor`), NUL-terminated
+ * @value:    SET: the new value; reply: the value in effect
+ * @reserved: must be 0
+ *
+ * SET is an admin operation (-EPERM otherwise); keys that need a restart
+ * get -EROFS, unknown keys -ENOENT, malformed values -EINVAL, values out of
+ * the key's range -ERANGE.
+ */
+struct kvmem_sysctl {
+	char key[KVMEM_KEY_MAX];
+	char value[KVMEM_KEY_MAX];
+	__u64 reserved[2];
+};
+
+/**
+ * struct kvmem_drop_caches - DROP_CACHES request (admin): demote every
+ * unpinned block of the device tier to the host tier
+ * @pool:     pool handle, or 0 for every pool
+ * @pad:      must be 0
+ * @reserved: must be 0
+ *
+ * The reply's status is the number of blocks moved.
+ */
+struct kvmem_drop_caches {
+	__u32 pool;
+	__u32 pad;
+	__u64 reserved[2];
+};
+
+#endif /* _UAPI_KVMEM_KVMEM_H */
