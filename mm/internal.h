@@ -302,6 +302,8 @@ bool frame_is_used(const struct kv_frame_alloc *fa, u32 frame);
 int __kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *frames);
 u32 __kv_frames_free(struct kv_pool *pool, int tier, u32 n, const u32 *frames);
 void kv_setup_watermarks(struct kv_pool *pool);
+int kv_frames_take_raw(struct kv_pool *pool, int tier, u32 n, const u32 *frames);
+void kv_frames_give_raw(struct kv_pool *pool, int tier, u32 n, const u32 *frames);
 
 /* mm/block.c */
 int blocks_init(struct kv_pool *pool);

@@ -8,6 +8,7 @@
  * the sequence as it was.
  */
 #include <stdlib.h>
+#include <string.h>
 #include "internal.h"
 
 #define NO_COW		UINT32_MAX
@@ -65,36 +66,66 @@ static void seq_add_blocks(struct kv_seq *seq, const u32 *frames, u32 n)
 	}
 }
 
-/*
- * Prepare an active sequence for a write: copy table[@cow] if it is shared
- * (NO_COW for none) and add @nr_new blocks. Pool locked on entry and
- * return; dropped for reclaim and for the copy. All or nothing.
+/**
+ * struct write_req - what a write into a sequence needs
+ * @cow:      table index to copy if shared, or NO_COW
+ * @nr_new:   blocks to add at the end
+ * @flags:    KV_ALLOC_*
+ * @pos:      first token written
+ * @n:        tokens written; the count is raised to cover them
+ * @slots:    receives their slots, or NULL
+ * @given:    frames handed out raw (kv_frames_alloc()) to use for the
+ *            first @nr_given new blocks
+ * @nr_given: entries of @given, <= @nr_new
  */
-static int seq_fault(struct kv_seq *seq, u32 cow, u32 nr_new, u32 flags, u32 *frames)
+struct write_req {
+	u32 cow;
+	u32 nr_new;
+	u32 flags;
+	u32 pos;
+	u32 n;
+	u64 *slots;
+	const u32 *given;
+	u32 nr_given;
+};
+
+/*
+ * Prepare an active sequence for a write: take the given frames, allocate
+ * the rest, copy table[cow] if it is shared and add the new blocks. Pool
+ * locked on entry and return; dropped for reclaim and for the copy. All or
+ * nothing. @frames has room for nr_new + 1 entries.
+ */
+static int seq_fault(struct kv_seq *seq, const struct write_req *w, u32 *frames)
 {
 	struct kv_pool *pool = seq->pool;
-	u32 n = nr_new + 1;	/* one spare for a copy */
+	u32 nr_alloc = w->nr_new - w->nr_given + block_shared(seq, w->cow);
+	u32 *mine = frames + w->nr_given;
 	int err;
 
-	if (!block_shared(seq, cow))
-		n--;
-	if (!n)
-		return 0;
-	err = __kv_frames_alloc(pool, KV_TIER_DEVICE, n, flags, frames);
+	err = kv_frames_take_raw(pool, KV_TIER_DEVICE, w->nr_given, w->given);
 	if (err)
 		return err;
-	if (n > nr_new) {
+	memcpy(frames, w->given, w->nr_given * sizeof(*frames));
+	err = nr_alloc ? __kv_frames_alloc(pool, KV_TIER_DEVICE, nr_alloc, w->flags, mine) : 0;
+	if (err)
+		goto out_give;
+	if (w->nr_new - w->nr_given < nr_alloc) {
 		/* The sharer may have gone while reclaim ran unlocked. */
-		err = block_shared(seq, cow) ? cow_block(seq, cow, frames[nr_new], n) : 1;
+		err = block_shared(seq, w->cow) ?
+		      cow_block(seq, w->cow, frames[w->nr_new], w->nr_new + 1) : 1;
 		if (err)
-			__kv_frames_free(pool, KV_TIER_DEVICE, 1, &frames[nr_new]);
+			__kv_frames_free(pool, KV_TIER_DEVICE, 1, &frames[w->nr_new]);
 		if (err < 0) {
-			__kv_frames_free(pool, KV_TIER_DEVICE, nr_new, frames);
-			return err;
+			__kv_frames_free(pool, KV_TIER_DEVICE, nr_alloc - 1, mine);
+			goto out_give;
 		}
 	}
-	seq_add_blocks(seq, frames, nr_new);
+	seq_add_blocks(seq, frames, w->nr_new);
 	return 0;
+
+out_give:
+	kv_frames_give_raw(pool, KV_TIER_DEVICE, w->nr_given, w->given);
+	return err;
 }
 
 static u64 seq_slot(struct kv_seq *seq, u32 pos)
@@ -108,33 +139,33 @@ static u64 seq_slot(struct kv_seq *seq, u32 pos)
 
 /*
  * seq_fault() with a frame array sized for the request and the checks;
- * then, under the same lock, the slots of tokens [@pos, @pos + @n) into
- * @slots (may be NULL) and the token count raised to cover them, so that
- * the table and the count change together.
+ * then, under the same lock, the slots of the written tokens and the token
+ * count raised to cover them, so that the table and the count change
+ * together.
  */
-static int seq_prepare_write(struct kv_seq *seq, u32 cow, u32 nr_new, u32 flags,
-			     u32 pos, u32 n, u64 *slots)
+static int seq_prepare_write(struct kv_seq *seq, const struct write_req *w)
 {
 	u32 onstack[FRAMES_ONSTACK], *frames = onstack, i;
 	int err;
 
-	if (!(seq->flags & KV_SEQ_ACTIVE) || (flags & ~KV_ALLOC_NOWAIT))
+	if (!(seq->flags & KV_SEQ_ACTIVE) || (w->flags & ~KV_ALLOC_NOWAIT) ||
+	    w->nr_given > w->nr_new)
 		return -EINVAL;
-	err = seq_reserve(seq, seq->nr_blocks + nr_new);
+	err = seq_reserve(seq, seq->nr_blocks + w->nr_new);
 	if (err)
 		return err;
-	if (nr_new + 1 > FRAMES_ONSTACK) {
-		frames = kv_meta_alloc(seq->pool, (nr_new + 1) * sizeof(*frames));
+	if (w->nr_new + 1 > FRAMES_ONSTACK) {
+		frames = kv_meta_alloc(seq->pool, (w->nr_new + 1) * sizeof(*frames));
 		if (!frames)
 			return -ENOMEM;
 	}
 	kv_pool_lock(seq->pool);
-	err = seq_fault(seq, cow, nr_new, flags, frames);
+	err = seq_fault(seq, w, frames);
 	if (!err) {
-		for (i = 0; slots && i < n; i++)
-			slots[i] = seq_slot(seq, pos + i);
-		if (pos + n > seq->nr_tokens)
-			seq->nr_tokens = pos + n;
+		for (i = 0; w->slots && i < w->n; i++)
+			w->slots[i] = seq_slot(seq, w->pos + i);
+		if (w->pos + w->n > seq->nr_tokens)
+			seq->nr_tokens = w->pos + w->n;
 	}
 	kv_pool_unlock(seq->pool);
 	if (frames != onstack)
@@ -160,17 +191,43 @@ static int seq_prepare_write(struct kv_seq *seq, u32 cow, u32 nr_new, u32 flags,
  */
 int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags)
 {
-	u32 bt = seq->pool->geom.block_tokens;
-	u32 pos = seq->nr_tokens, cow = NO_COW, nr_new;
+	return kv_seq_append_frames(seq, n, slots, flags, NULL, 0);
+}
+
+/**
+ * kv_seq_append_frames() - kv_seq_append() whose first new blocks use
+ * frames the caller holds raw
+ * @seq:       active sequence
+ * @n:         tokens to append
+ * @slots:     receives each new token's slot; may be NULL
+ * @flags:     KV_ALLOC_NOWAIT or 0
+ * @frames:    device frames from kv_frames_alloc() (a client's reserve)
+ * @nr_frames: how many; at most the number of new blocks the tokens need
+ *
+ * The frames become the new blocks in order; blocks needed beyond them
+ * are allocated. A client that assigned its reserve frames to a sequence
+ * itself (writing K and V there already) tells the pool here, and gets the
+ * same slots it computed.
+ *
+ * Return: as kv_seq_append(); -EINVAL also when a frame was not handed out
+ * raw, or there are more frames than new blocks. On error nothing changes
+ * and the frames stay the caller's.
+ */
+int kv_seq_append_frames(struct kv_seq *seq, u32 n, u64 *slots, u32 flags,
+			 const u32 *frames, u32 nr_frames)
+{
+	u32 bt = seq->pool->geom.block_tokens, pos = seq->nr_tokens;
+	struct write_req w = { .cow = NO_COW, .flags = flags, .pos = pos, .n = n,
+			       .slots = slots, .given = frames, .nr_given = nr_frames };
 
 	if (!n)
-		return seq->flags & KV_SEQ_ACTIVE ? 0 : -EINVAL;
+		return (seq->flags & KV_SEQ_ACTIVE) && !nr_frames ? 0 : -EINVAL;
 	if (n > KV_SEQ_MAX_TOKENS - pos)
 		return -E2BIG;
 	if (pos % bt)
-		cow = seq->nr_blocks - 1;
-	nr_new = (pos + n + bt - 1) / bt - seq->nr_blocks;
-	return seq_prepare_write(seq, cow, nr_new, flags, pos, n, slots);
+		w.cow = seq->nr_blocks - 1;
+	w.nr_new = (pos + n + bt - 1) / bt - seq->nr_blocks;
+	return seq_prepare_write(seq, &w);
 }
 
 /**
@@ -187,8 +244,10 @@ int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags)
  */
 int kv_seq_write(struct kv_seq *seq, u32 pos, u64 *slot, u32 flags)
 {
+	struct write_req w = { .cow = pos / seq->pool->geom.block_tokens, .flags = flags,
+			       .pos = pos, .n = 1, .slots = slot };
+
 	if (pos >= seq->nr_tokens)
 		return seq->flags & KV_SEQ_ACTIVE ? -ERANGE : -EINVAL;
-	return seq_prepare_write(seq, pos / seq->pool->geom.block_tokens, 0, flags,
-				 pos, 1, slot);
+	return seq_prepare_write(seq, &w);
 }

@@ -189,6 +189,8 @@ u32 kv_seq_block_frame(struct kv_seq *seq, u32 idx);
 /* mm/memory.c */
 int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags);
 int kv_seq_write(struct kv_seq *seq, u32 pos, u64 *slot, u32 flags);
+int kv_seq_append_frames(struct kv_seq *seq, u32 n, u64 *slots, u32 flags,
+			 const u32 *frames, u32 nr_frames);
 
 /* mm/mlock.c */
 int kv_seq_activate(struct kv_seq *seq, u32 flags);

@@ -239,6 +239,37 @@ static bool raw_unmark(struct kv_tier *t, u32 f)
 }
 
 /**
+ * kv_frames_take_raw() - take frames handed out raw back for a block's use
+ * @pool:   pool, locked
+ * @tier:   tier
+ * @n:      frames
+ * @frames: frames from kv_frames_alloc(), distinct
+ *
+ * All or nothing. The frames stay allocated, no longer raw: the caller
+ * gives them to blocks or returns them with kv_frames_give_raw().
+ *
+ * Return: 0, or -EINVAL when one was not handed out raw (or is repeated).
+ */
+int kv_frames_take_raw(struct kv_pool *pool, int tier, u32 n, const u32 *frames)
+{
+	u32 i;
+
+	for (i = 0; i < n; i++) {
+		if (!raw_unmark(&pool->tier[tier], frames[i])) {
+			kv_frames_give_raw(pool, tier, i, frames);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/** kv_frames_give_raw() - undo kv_frames_take_raw(); pool locked */
+void kv_frames_give_raw(struct kv_pool *pool, int tier, u32 n, const u32 *frames)
+{
+	raw_mark(&pool->tier[tier], n, frames);
+}
+
+/**
  * kv_frames_alloc() - allocate @n frames of a tier, all or none
  * @pool:   pool
  * @tier:   KV_TIER_*

@@ -292,6 +292,35 @@ TEST_F(seq, fork_of_active_sequence_pins_twice)
 	EXPECT_EQ(2, kv_reclaim(self->pool, KV_TIER_DEVICE, 8));
 }
 
+TEST_F(seq, append_into_frames_held_raw)
+{
+	u32 reserve[4], frames[8], wild = 5;
+	u64 slots[12];
+	struct kv_meminfo mi;
+
+	ASSERT_EQ(0, kv_frames_alloc(self->pool, KV_TIER_DEVICE, 4, 0, reserve));
+	ASSERT_EQ(0, kv_seq_activate(self->a, 0));
+	EXPECT_EQ(-EINVAL, kv_seq_append_frames(self->a, 4, slots, 0, &wild, 1));
+	EXPECT_EQ(-EINVAL, kv_seq_append_frames(self->a, 4, slots, 0, reserve, 2));
+	EXPECT_EQ(0, kv_seq_tokens(self->a));
+	/* 10 tokens: three blocks, the first two from the reserve. */
+	ASSERT_EQ(0, kv_seq_append_frames(self->a, 10, slots, 0, reserve, 2));
+	ASSERT_EQ(3, kv_seq_block_table(self->a, frames, 8));
+	EXPECT_EQ(reserve[0], frames[0]);
+	EXPECT_EQ(reserve[1], frames[1]);
+	EXPECT_EQ((u64)reserve[1] * TEST_BT + 1, slots[5]);
+	ASSERT_POOL_OK(self->pool);
+	/* Adopted frames are no longer raw; the others still are. */
+	kv_frames_free(self->pool, KV_TIER_DEVICE, 1, &reserve[0]);
+	kv_pool_meminfo(self->pool, &mi);
+	EXPECT_EQ(32 - 3 - 2, mi.tier[KV_TIER_DEVICE].free);
+	kv_frames_free(self->pool, KV_TIER_DEVICE, 2, &reserve[2]);
+	kv_seq_free(self->a);
+	ASSERT_EQ(0, kv_seq_create(self->pool, &self->a));
+	kv_pool_meminfo(self->pool, &mi);
+	EXPECT_EQ(32, mi.tier[KV_TIER_DEVICE].free);
+}
+
 TEST(kvswapd_reclaims_to_high)
 {
 	struct kv_vm_tunables vm = { .min_free_kbytes = 8, .watermark_scale_factor = 1000 };
