@@ -114,6 +114,7 @@ void kvmemd_client_close(struct kvmemd *d, struct kvmemd_client *c)
 		id++;
 	}
 	idr_destroy(&c->seqs);
+	kvmemd_reserve_drop(d, c);
 	epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	list_del_init(&c->node);

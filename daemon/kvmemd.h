@@ -27,14 +27,18 @@
 
 /**
  * struct kvmemd_pool - a pool served by the daemon
- * @name:   name from the config
- * @pool:   the mm pool
- * @handle: its number in the protocol (1-based)
+ * @name:      name from the config
+ * @pool:      the mm pool
+ * @handle:    its number in the protocol (1-based)
+ * @owner:     per device frame, the client whose reserve holds it, or 0
+ * @nr_frames: device frames (entries of @owner)
  */
 struct kvmemd_pool {
 	char name[KVMEM_NAME_MAX];
 	struct kv_pool *pool;
 	u32 handle;
+	u64 *owner;
+	u32 nr_frames;
 };
 
 /**
@@ -59,6 +63,7 @@ struct kvmemd_seq {
  * @hello:   HELLO done
  * @seqs:    its sequences, by handle
  * @nr_reqs: requests served
+ * @reserved: frames in its reserve, per pool
  */
 struct kvmemd_client {
 	struct list_head node;
@@ -71,6 +76,7 @@ struct kvmemd_client {
 	bool hello;
 	struct idr seqs;
 	u64 nr_reqs;
+	u32 reserved[KVMEMD_MAX_POOLS];
 };
 
 /**
@@ -137,6 +143,16 @@ int kvmemd_op_step(struct kvmemd *d, struct kvmemd_client *c, const void *b, siz
 		   char *out, size_t room, size_t *out_len);
 ssize_t kvmemd_dispatch(struct kvmemd *d, struct kvmemd_client *c,
 			const struct kvmem_hdr *req, size_t len, int *fd_out);
+
+/* reserve.c */
+int kvmemd_reserve_init(struct kvmemd_pool *p, u32 nr_frames);
+bool kvmemd_reserve_owns(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
+			 u32 n);
+void kvmemd_reserve_used(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
+			 u32 n);
+void kvmemd_reserve_drop(struct kvmemd *d, struct kvmemd_client *c);
+int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, size_t blen,
+		      char *out, size_t room, size_t *out_len);
 
 /* stats.c */
 int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, char *buf, size_t len);

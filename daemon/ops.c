@@ -408,6 +408,8 @@ static int dispatch_op(struct kvmemd *d, struct kvmemd_client *c, u16 op, const 
 		return op_sysctl(d, c, op, b, blen, r);
 	case KVMEM_OP_DROP_CACHES:
 		return op_drop_caches(d, c, b, blen);
+	case KVMEM_OP_RESERVE:
+		return kvmemd_op_reserve(d, c, b, blen, r->body, r->room, &r->len);
 	default:
 		return -EOPNOTSUPP;
 	}

@@ -37,6 +37,11 @@ int kvmemd_pools_create(struct kvmemd *d)
 		p.nr_frames[KV_TIER_HOST] = pc->nr_frames[KV_TIER_HOST];
 		kvmemd_config_vm(&d->cfg, &p.vm);
 		err = kv_pool_create(&p, &d->pools[i].pool);
+		if (!err) {
+			err = kvmemd_reserve_init(&d->pools[i], p.nr_frames[KV_TIER_DEVICE]);
+			if (err)
+				kv_pool_destroy(d->pools[i].pool);
+		}
 		if (err) {
 			kvlog(d, KVLOG_ERR, "pool %s: %s", pc->name, strerror(-err));
 			d->nr_pools = i;
@@ -58,8 +63,10 @@ void kvmemd_pools_destroy(struct kvmemd *d)
 {
 	u32 i;
 
-	for (i = 0; i < d->nr_pools; i++)
+	for (i = 0; i < d->nr_pools; i++) {
 		kv_pool_destroy(d->pools[i].pool);
+		free(d->pools[i].owner);
+	}
 	free(d->pools);
 	d->pools = NULL;
 	d->nr_pools = 0;

@@ -5,8 +5,11 @@
  * each token's slot and every block-table entry that is new or changed, so
  * that the client's copy of the table stays exact without re-reading it.
  *
- * Everything is checked before anything changes: counts, offsets, padding
- * and every sequence id. Then sequences are processed in order and the
+ * Everything is checked before anything changes: counts, offsets, padding,
+ * every sequence id and every reserve frame. A sequence's reserve frames
+ * (kvmem_step_seq.nr_frames) become its first new blocks: the client
+ * already wrote into them, at the slots it computed, and the daemon's
+ * append gives the same slots. Then sequences are processed in order and the
  * first failure stops the batch: the ones before it are done, the failing
  * one is as it was.
  */
@@ -18,6 +21,7 @@
 struct step_ctx {
 	struct kvmem_step req;
 	const char *seqs;		/* struct kvmem_step_seq array */
+	const u32 *rframes;		/* reserve frames, all sequences' */
 	u32 total_tokens;
 	u32 flags;			/* KV_ALLOC_* */
 	char *out;
@@ -25,6 +29,7 @@ struct step_ctx {
 	u32 nr_frames;			/* frames written so far */
 	u32 max_frames;			/* room for frames */
 	u32 nr_slots;			/* slots written so far */
+	u32 nr_given;			/* reserve frames used so far */
 };
 
 static void step_seq_get(const struct step_ctx *x, u32 i, struct kvmem_step_seq *s)
@@ -37,8 +42,9 @@ static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struc
 	struct kvmem_step *req = &x->req;
 	struct kvmem_step_seq s;
 	const size_t head = 16;		/* nr_seqs .. tokens_off */
+	struct kvmemd_seq *sq;
+	u64 total = 0, frames = 0;
 	size_t fixed;
-	u64 total = 0;
 	u32 i;
 
 	if (blen < head)
@@ -49,6 +55,11 @@ static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struc
 	fixed = req->seqs_off;
 	if (req->tokens_off && req->tokens_off < fixed)
 		fixed = req->tokens_off;
+	if (blen >= 24) {
+		memcpy(&req->frames_off, (const char *)b + 16, 4);
+		if (req->frames_off && req->frames_off < fixed)
+			fixed = req->frames_off;
+	}
 	if (fixed < head || fixed > blen)
 		return -EINVAL;
 	if (fixed > sizeof(*req)) {
@@ -59,20 +70,35 @@ static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struc
 	memset(req, 0, sizeof(*req));
 	memcpy(req, b, fixed);
 	if (!req->nr_seqs || req->nr_seqs > KVMEM_STEP_MAX_SEQS ||
-	    (req->flags & ~KVMEM_NOWAIT) || req->reserved[0] || req->reserved[1] ||
+	    (req->flags & ~KVMEM_NOWAIT) || req->pad || req->reserved[0] ||
+	    req->frames_off % 4 ||
 	    req->nr_seqs > (blen - req->seqs_off) / sizeof(s))
 		return -EINVAL;
 	x->seqs = (const char *)b + req->seqs_off;
 	for (i = 0; i < req->nr_seqs; i++) {
 		step_seq_get(x, i, &s);
-		if (s.pad || s.nr_tokens > KVMEM_STEP_MAX_TOKENS)
+		if (s.nr_tokens > KVMEM_STEP_MAX_TOKENS || s.nr_frames > KVMEM_RESERVE_MAX)
 			return -EINVAL;
-		if (!idr_find(&c->seqs, s.seq))
+		sq = idr_find(&c->seqs, s.seq);
+		if (!sq)
 			return -ENOENT;
 		total += s.nr_tokens;
+		frames += s.nr_frames;
 	}
-	if (total > KVMEM_STEP_MAX_TOKENS)
+	if (total > KVMEM_STEP_MAX_TOKENS || frames > KVMEM_RESERVE_MAX)
 		return -EINVAL;
+	if (frames && (!req->frames_off || req->frames_off > blen ||
+		       frames > (blen - req->frames_off) / sizeof(u32)))
+		return -EINVAL;
+	x->rframes = frames ? (const u32 *)((const char *)b + req->frames_off) : NULL;
+	/* Every reserve frame must be this client's, in the right pool. */
+	for (i = 0, frames = 0; i < req->nr_seqs; i++) {
+		step_seq_get(x, i, &s);
+		sq = idr_find(&c->seqs, s.seq);
+		if (!kvmemd_reserve_owns(sq->pool, c, x->rframes + frames, s.nr_frames))
+			return -EINVAL;
+		frames += s.nr_frames;
+	}
 	if (req->tokens_off && (req->tokens_off > blen ||
 				total > (blen - req->tokens_off) / sizeof(u32)))
 		return -EINVAL;
@@ -93,9 +119,12 @@ static u32 step_frames_bound(struct kv_seq *seq, u32 n, bool active)
 	return (u32)(after - (nb - 1));
 }
 
-static int step_one(struct step_ctx *x, struct kvmemd_seq *s, u32 n,
-		    struct kvmem_step_seq_reply *rep, u64 *slots, u32 *frames)
+static int step_one(struct step_ctx *x, struct kvmemd_client *c, struct kvmemd_seq *s,
+		    const struct kvmem_step_seq *ss, struct kvmem_step_seq_reply *rep,
+		    u64 *slots, u32 *frames)
 {
+	const u32 *given = x->rframes ? x->rframes + x->nr_given : NULL;
+	u32 n = ss->nr_tokens;
 	bool active = kv_seq_is_active(s->seq);
 	u32 nb = kv_seq_nr_blocks(s->seq), last = KV_FRAME_NONE, first, i;
 	int err;
@@ -109,12 +138,14 @@ static int step_one(struct step_ctx *x, struct kvmemd_seq *s, u32 n,
 		if (err)
 			return err;
 	}
-	err = kv_seq_append(s->seq, n, slots, x->flags);
+	err = kv_seq_append_frames(s->seq, n, slots, x->flags, given, ss->nr_frames);
 	if (err) {
 		if (!active)
 			kv_seq_deactivate(s->seq);
 		return err;
 	}
+	kvmemd_reserve_used(s->pool, c, given, ss->nr_frames);
+	x->nr_given += ss->nr_frames;
 	if (!active)
 		first = 0;
 	else if (nb && kv_seq_block_frame(s->seq, nb - 1) != last)
@@ -177,7 +208,7 @@ int kvmemd_op_step(struct kvmemd *d, struct kvmemd_client *c, const void *b, siz
 	memset(reps, 0, (size_t)x.req.nr_seqs * sizeof(*reps));
 	for (i = 0; i < x.req.nr_seqs; i++) {
 		step_seq_get(&x, i, &s);
-		err = step_one(&x, idr_find(&c->seqs, s.seq), s.nr_tokens, &reps[i],
+		err = step_one(&x, c, idr_find(&c->seqs, s.seq), &s, &reps[i],
 			       slots + x.nr_slots, frames);
 		if (err) {
 			head->batch.failed = (s32)i;

@@ -190,10 +190,22 @@ void kvc_close(struct kvc *c)
 	for (i = 0; i < c->nr_pools; i++) {
 		munmap(c->pools[i]->base, c->pools[i]->arena_bytes);
 		free(c->pools[i]);
+		free(c->stock[i]);
 	}
 	kvc_seqs_destroy(c);
 	free(c->buf);
 	free(c);
+}
+
+/* Index of @pool in c->pools, or -1. */
+int kvc_pool_index(const struct kvc *c, const struct kvc_pool *pool)
+{
+	uint32_t i;
+
+	for (i = 0; i < c->nr_pools; i++)
+		if (c->pools[i] == pool)
+			return (int)i;
+	return -1;
 }
 
 /** kvc_client_id() - the daemon's number for this connection */
@@ -239,13 +251,20 @@ int kvc_pool_open(struct kvc *c, const char *name, struct kvc_pool **out)
 		goto out_close;
 	memcpy(&info, r, sizeof(info));
 	p = calloc(1, sizeof(*p));
+	c->stock[c->nr_pools] = calloc(1, sizeof(struct kvc_stock));
 	err = -ENOMEM;
-	if (!p)
+	if (!p || !c->stock[c->nr_pools]) {
+		free(p);
+		free(c->stock[c->nr_pools]);
+		c->stock[c->nr_pools] = NULL;
 		goto out_close;
+	}
 	p->base = mmap(NULL, info.arena_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p->base == MAP_FAILED) {
 		err = -errno;
 		free(p);
+		free(c->stock[c->nr_pools]);
+		c->stock[c->nr_pools] = NULL;
 		goto out_close;
 	}
 	close(fd);

@@ -8,20 +8,48 @@
 #define KVC_MAX_POOLS	16
 
 /**
- * struct kvc_seq - the client's copy of a sequence's block table
- * @id:        sequence id
- * @frames:    device frame per block
- * @nr_blocks: entries in use
- * @cap:       entries allocated
- * @valid:     @frames is exact (the sequence is active and nothing has
- *             changed it since the last STEP or BLOCK_TABLE reply)
+ * struct kvc_seq - the client's view of a sequence
+ * @id:           sequence id
+ * @pool:         index of its pool in kvc.pools
+ * @frames:       device frame per block
+ * @nr_blocks:    entries in use
+ * @cap:          entries allocated (of @frames and @pend)
+ * @valid:        @frames is exact (the sequence is active and nothing has
+ *                changed it since the last STEP or BLOCK_TABLE reply)
+ * @active:       activated by this client and not deactivated since
+ * @private_tail: its last block is its own (no fork shares it), so tokens
+ *                may be written into it without a copy
+ * @nr_tokens:    tokens, counting those appended locally
+ * @synced:       tokens the daemon knows of
+ * @pend:         reserve frames that became blocks locally, not yet told
+ * @nr_pend:      entries of @pend
  */
 struct kvc_seq {
 	uint64_t id;
+	uint32_t pool;
 	uint32_t *frames;
 	uint32_t nr_blocks;
 	uint32_t cap;
 	int valid;
+	int active;
+	int private_tail;
+	uint32_t nr_tokens;
+	uint32_t synced;
+	uint32_t *pend;
+	uint32_t nr_pend;
+};
+
+/**
+ * struct kvc_stock - a pool's reserve frames held by this client
+ * @frames:  free frames, taken from the end
+ * @nr:      entries of @frames
+ * @pending: frames of the reserve already made blocks locally, not yet
+ *           told to the daemon (still counted in its reserve)
+ */
+struct kvc_stock {
+	uint32_t frames[KVMEM_RESERVE_MAX];
+	uint32_t nr;
+	uint32_t pending;
 };
 
 /**
@@ -35,6 +63,7 @@ struct kvc_seq {
  * @nr_pools:  entries of @pools
  * @seqs:      sequence records, by the low 32 bits of their id
  * @seqs_cap:  entries of @seqs
+ * @stock:     reserve per pool, parallel to @pools
  */
 struct kvc {
 	int fd;
@@ -46,10 +75,12 @@ struct kvc {
 	uint32_t nr_pools;
 	struct kvc_seq **seqs;
 	uint32_t seqs_cap;
+	struct kvc_stock *stock[KVC_MAX_POOLS];
 };
 
 int kvc_request_fd(struct kvc *c, uint16_t opcode, const void *body, size_t len,
 		   void **reply, size_t *reply_len, int *fd);
 void kvc_seqs_destroy(struct kvc *c);
+int kvc_pool_index(const struct kvc *c, const struct kvc_pool *pool);
 
 #endif /* _KVCLIENT_INTERNAL_H */

@@ -73,6 +73,9 @@ int kvc_activate(struct kvc *c, const uint64_t *seqs, uint32_t n, uint32_t flags
 int kvc_deactivate(struct kvc *c, const uint64_t *seqs, uint32_t n);
 int kvc_block_table(struct kvc *c, uint64_t seq, const uint32_t **frames,
 		    uint32_t *nr_blocks);
+int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots);
+int kvc_reserve(struct kvc *c, const struct kvc_pool *pool, uint32_t nr);
+int kvc_sync(struct kvc *c);
 
 int kvc_stats(struct kvc *c, uint32_t what, uint32_t pool, char *buf, size_t len);
 int kvc_clients(struct kvc *c, char *buf, size_t len);

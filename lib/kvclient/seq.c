@@ -18,7 +18,7 @@ static struct kvc_seq *seq_find(struct kvc *c, uint64_t id)
 	return c->seqs[slot - 1];
 }
 
-static int seq_add(struct kvc *c, uint64_t id)
+static int seq_add(struct kvc *c, uint64_t id, uint32_t pool, struct kvc_seq **out)
 {
 	uint32_t slot = (uint32_t)id, cap;
 	struct kvc_seq **seqs, *s;
@@ -40,9 +40,15 @@ static int seq_add(struct kvc *c, uint64_t id)
 	if (!s)
 		return -ENOMEM;
 	s->id = id;
-	free(c->seqs[slot - 1] ? c->seqs[slot - 1]->frames : NULL);
+	s->pool = pool;
+	s->private_tail = 1;
+	if (c->seqs[slot - 1]) {
+		free(c->seqs[slot - 1]->frames);
+		free(c->seqs[slot - 1]->pend);
+	}
 	free(c->seqs[slot - 1]);
 	c->seqs[slot - 1] = s;
+	*out = s;
 	return 0;
 }
 
@@ -54,6 +60,7 @@ static void seq_del(struct kvc *c, uint64_t id)
 		return;
 	c->seqs[(uint32_t)id - 1] = NULL;
 	free(s->frames);
+	free(s->pend);
 	free(s);
 }
 
@@ -63,30 +70,47 @@ void kvc_seqs_destroy(struct kvc *c)
 	uint32_t i;
 
 	for (i = 0; i < c->seqs_cap; i++) {
-		if (c->seqs[i])
+		if (c->seqs[i]) {
 			free(c->seqs[i]->frames);
+			free(c->seqs[i]->pend);
+		}
 		free(c->seqs[i]);
 	}
 	free(c->seqs);
+}
+
+/* Room for @nr blocks in the table copy and the pending list. */
+static int seq_grow(struct kvc_seq *s, uint32_t nr)
+{
+	uint32_t cap = s->cap ? s->cap : 16, *f;
+
+	if (nr <= s->cap)
+		return 0;
+	while (cap < nr)
+		cap *= 2;
+	f = realloc(s->frames, cap * sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	s->frames = f;
+	f = realloc(s->pend, cap * sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	s->pend = f;
+	s->cap = cap;
+	return 0;
 }
 
 /* Set entries [first, nr_blocks) of the copy from @frames. */
 static int seq_update(struct kvc_seq *s, uint32_t first, uint32_t nr_blocks,
 		      const uint32_t *frames)
 {
-	uint32_t cap = s->cap ? s->cap : 16, *f;
+	int err;
 
 	if (first > nr_blocks || (first > s->nr_blocks && s->valid))
 		return -EBADMSG;
-	if (nr_blocks > s->cap) {
-		while (cap < nr_blocks)
-			cap *= 2;
-		f = realloc(s->frames, cap * sizeof(*f));
-		if (!f)
-			return -ENOMEM;
-		s->frames = f;
-		s->cap = cap;
-	}
+	err = seq_grow(s, nr_blocks);
+	if (err)
+		return err;
 	memcpy(s->frames + first, frames, (nr_blocks - first) * sizeof(*frames));
 	s->nr_blocks = nr_blocks;
 	return 0;
@@ -122,17 +146,22 @@ static int seq_simple(struct kvc *c, uint16_t op, uint32_t pool, uint64_t seq, u
 int kvc_seq_create(struct kvc *c, const struct kvc_pool *pool, uint64_t *seq)
 {
 	struct kvmem_seq_reply rep;
-	int err;
+	int idx = kvc_pool_index(c, pool), err;
+	struct kvc_seq *s;
 
+	if (idx < 0)
+		return -ENOENT;
 	err = seq_simple(c, KVMEM_OP_SEQ_CREATE, pool->handle, 0, 0, &rep);
 	if (err)
 		return err;
-	err = seq_add(c, rep.seq);
+	err = seq_add(c, rep.seq, (uint32_t)idx, &s);
 	if (err)
 		return err;
 	*seq = rep.seq;
 	return 0;
 }
+
+static int sync_seqs(struct kvc *c, const uint64_t *seqs, uint32_t n);
 
 /**
  * kvc_seq_fork() - a new sequence sharing every block of @seq (n > 1
@@ -145,15 +174,22 @@ int kvc_seq_create(struct kvc *c, const struct kvc_pool *pool, uint64_t *seq)
  */
 int kvc_seq_fork(struct kvc *c, uint64_t seq, uint64_t *child)
 {
+	struct kvc_seq *p = seq_find(c, seq), *s;
 	struct kvmem_seq_reply rep;
 	int err;
 
+	err = p ? sync_seqs(c, &seq, 1) : 0;
+	if (err)
+		return err;
 	err = seq_simple(c, KVMEM_OP_SEQ_FORK, 0, seq, 0, &rep);
 	if (err)
 		return err;
-	err = seq_add(c, rep.seq);
+	err = seq_add(c, rep.seq, p->pool, &s);
 	if (err)
 		return err;
+	s->nr_tokens = s->synced = rep.nr_tokens;
+	s->private_tail = 0;
+	p->private_tail = 0;
 	*child = rep.seq;
 	return 0;
 }
@@ -168,16 +204,22 @@ int kvc_seq_fork(struct kvc *c, uint64_t seq, uint64_t *child)
  */
 int kvc_seq_truncate(struct kvc *c, uint64_t seq, uint32_t nr_tokens)
 {
+	struct kvc_seq *s = seq_find(c, seq);
 	struct kvmem_seq_reply rep;
-	struct kvc_seq *s;
 	int err;
 
+	err = s ? sync_seqs(c, &seq, 1) : 0;
+	if (err)
+		return err;
 	err = seq_simple(c, KVMEM_OP_SEQ_TRUNCATE, 0, seq, nr_tokens, &rep);
 	if (err)
 		return err;
-	s = seq_find(c, seq);
-	if (s && rep.nr_blocks <= s->nr_blocks)
-		s->nr_blocks = rep.nr_blocks;
+	if (s) {
+		if (rep.nr_blocks <= s->nr_blocks)
+			s->nr_blocks = rep.nr_blocks;
+		s->nr_tokens = s->synced = rep.nr_tokens;
+		s->private_tail = 0;	/* a fork may share the kept tail */
+	}
 	return 0;
 }
 
@@ -186,22 +228,32 @@ int kvc_seq_truncate(struct kvc *c, uint64_t seq, uint32_t nr_tokens)
  * @c:   connection
  * @seq: sequence
  *
+ * Reserve frames it took locally and the daemon never heard of go back to
+ * the client's reserve.
+ *
  * Return: 0 or -ENOENT.
  */
 int kvc_seq_free(struct kvc *c, uint64_t seq)
 {
+	struct kvc_seq *s = seq_find(c, seq);
+	struct kvc_stock *st;
 	int err = seq_simple(c, KVMEM_OP_SEQ_FREE, 0, seq, 0, NULL);
 
-	if (!err)
-		seq_del(c, seq);
-	return err;
+	if (err || !s)
+		return err;
+	st = c->stock[s->pool];
+	memcpy(st->frames + st->nr, s->pend, s->nr_pend * sizeof(uint32_t));
+	st->nr += s->nr_pend;
+	st->pending -= s->nr_pend;
+	seq_del(c, seq);
+	return 0;
 }
 
 static int batch(struct kvc *c, uint16_t op, const uint64_t *seqs, uint32_t n,
 		 uint32_t flags, int32_t *failed)
 {
 	struct kvmem_seq_batch *req = (struct kvmem_seq_batch *)(c->buf + sizeof(struct kvmem_hdr));
-	struct kvmem_batch_reply rep;
+	struct kvmem_batch_reply rep = { .failed = -1 };
 	size_t len = sizeof(*req) + (size_t)n * sizeof(uint64_t);
 	struct kvc_seq *s;
 	uint32_t i;
@@ -215,15 +267,17 @@ static int batch(struct kvc *c, uint16_t op, const uint64_t *seqs, uint32_t n,
 	req->flags = flags;
 	req->ids_off = sizeof(*req);
 	memcpy(req + 1, seqs, (size_t)n * sizeof(uint64_t));
-	for (i = 0; i < n; i++) {
-		s = seq_find(c, seqs[i]);
-		if (s)
-			s->valid = 0;
-	}
 	err = kvc_request(c, op, req, len, &r, &len);
-	if (failed && len >= sizeof(rep)) {
+	if (len >= sizeof(rep))
 		memcpy(&rep, r, sizeof(rep));
+	if (failed)
 		*failed = rep.failed;
+	for (i = 0; i < rep.done; i++) {
+		s = seq_find(c, seqs[i]);
+		if (s) {
+			s->valid = 0;
+			s->active = op == KVMEM_OP_ACTIVATE;
+		}
 	}
 	return err < 0 ? err : 0;
 }
@@ -255,14 +309,17 @@ int kvc_activate(struct kvc *c, const uint64_t *seqs, uint32_t n, uint32_t flags
  * @seqs: sequence ids
  * @n:    how many
  *
- * The caller's kernels must be done with their blocks (on a GPU: the work
- * queued on them has completed).
+ * Tokens appended locally (kvc_append()) are told to the daemon first. The
+ * caller's kernels must be done with the blocks (on a GPU: the work queued
+ * on them has completed).
  *
  * Return: 0 or -ENOENT (then none was deactivated).
  */
 int kvc_deactivate(struct kvc *c, const uint64_t *seqs, uint32_t n)
 {
-	return batch(c, KVMEM_OP_DEACTIVATE, seqs, n, 0, NULL);
+	int err = sync_seqs(c, seqs, n);
+
+	return err ? err : batch(c, KVMEM_OP_DEACTIVATE, seqs, n, 0, NULL);
 }
 
 /**
@@ -272,8 +329,8 @@ int kvc_deactivate(struct kvc *c, const uint64_t *seqs, uint32_t n)
  * @frames:    receives the table, valid until the next call on @c
  * @nr_blocks: receives its length
  *
- * Served from the copy the last kvc_step() updated, without a round trip;
- * asks the daemon only when that copy is not exact.
+ * Served from the copy that kvc_step() and kvc_append() keep, without a
+ * round trip; asks the daemon only when that copy is not exact.
  *
  * Return: 0, -ENOENT, -EINVAL (not active).
  */
@@ -290,13 +347,15 @@ int kvc_block_table(struct kvc *c, uint64_t seq, const uint32_t **frames,
 	if (!s)
 		return -ENOENT;
 	if (!s->valid) {
+		err = sync_seqs(c, &seq, 1);
+		if (err)
+			return err;
 		err = kvc_request(c, KVMEM_OP_BLOCK_TABLE, &req, sizeof(req), &r, &len);
 		if (err < 0)
 			return err;
 		memcpy(&rep, r, sizeof(rep));
 		if (len < sizeof(rep) + (size_t)rep.nr_blocks * sizeof(uint32_t))
 			return -EBADMSG;
-		s->valid = 0;
 		err = seq_update(s, 0, rep.nr_blocks, (const uint32_t *)((char *)r + sizeof(rep)));
 		if (err)
 			return err;
@@ -307,31 +366,156 @@ int kvc_block_table(struct kvc *c, uint64_t seq, const uint32_t **frames,
 	return 0;
 }
 
+/**
+ * kvc_append() - append tokens to an active sequence without a round trip
+ * @c:     connection
+ * @seq:   sequence, active, with an exact table copy (after a kvc_step())
+ * @n:     tokens
+ * @slots: receives their slots
+ *
+ * Tokens go into the sequence's last block when it is its own, and into
+ * new blocks taken from the client's reserve (kvc_reserve()); the daemon
+ * hears of them with the next request that names the sequence (kvc_step(),
+ * kvc_deactivate(), kvc_sync(), ...). Nothing is sent.
+ *
+ * Return: 0, -ENOENT, or -EAGAIN when this needs the daemon (the sequence
+ * is not active, its tail block is shared and must be copied, or the
+ * reserve is short): use kvc_step() then.
+ */
+int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots)
+{
+	struct kvc_seq *s = seq_find(c, seq);
+	const struct kvc_pool *p;
+	struct kvc_stock *st;
+	uint32_t bt, pos, need, i;
+
+	if (!s)
+		return -ENOENT;
+	p = c->pools[s->pool];
+	st = c->stock[s->pool];
+	bt = p->geom.block_tokens;
+	pos = s->nr_tokens;
+	if (!s->active || !s->valid || (pos % bt && !s->private_tail) ||
+	    n > KVMEM_STEP_MAX_TOKENS)
+		return -EAGAIN;
+	need = (uint32_t)(((uint64_t)pos + n + bt - 1) / bt) - s->nr_blocks;
+	if (need > st->nr || seq_grow(s, s->nr_blocks + need))
+		return -EAGAIN;
+	for (i = 0; i < need; i++) {
+		s->frames[s->nr_blocks++] = st->frames[--st->nr];
+		s->pend[s->nr_pend++] = s->frames[s->nr_blocks - 1];
+	}
+	st->pending += need;
+	for (i = 0; i < n; i++)
+		slots[i] = (uint64_t)s->frames[(pos + i) / bt] * bt + (pos + i) % bt;
+	s->nr_tokens = pos + n;
+	if (need)
+		s->private_tail = 1;
+	return 0;
+}
+
+/**
+ * kvc_reserve() - top the client's reserve of a pool up to @nr free frames
+ * @c:    connection
+ * @pool: pool
+ * @nr:   free frames wanted in hand, 0..KVMEM_RESERVE_MAX (including those
+ *        held already; frames made blocks but not yet told count apart)
+ *
+ * Return: frames added, -EINVAL, -ENOENT, -EAGAIN, -ENOMEM (the pool cannot
+ * spare them now; the reserve keeps what it has).
+ */
+int kvc_reserve(struct kvc *c, const struct kvc_pool *pool, uint32_t nr)
+{
+	struct kvmem_reserve req = { .pool = pool->handle };
+	struct kvmem_reserve_reply rep;
+	int idx = kvc_pool_index(c, pool), err;
+	struct kvc_stock *st;
+	size_t len;
+	void *r;
+
+	if (idx < 0)
+		return -ENOENT;
+	st = c->stock[idx];
+	if (nr > KVMEM_RESERVE_MAX || nr + st->pending > KVMEM_RESERVE_MAX)
+		return -EINVAL;
+	req.target = nr + st->pending;
+	err = kvc_request(c, KVMEM_OP_RESERVE, &req, sizeof(req), &r, &len);
+	if (err <= 0)
+		return err;
+	memcpy(&rep, r, sizeof(rep));
+	if (len < sizeof(rep) + (size_t)rep.nr_added * sizeof(uint32_t) ||
+	    st->nr + rep.nr_added > KVMEM_RESERVE_MAX)
+		return -EBADMSG;
+	memcpy(st->frames + st->nr, (char *)r + sizeof(rep), rep.nr_added * sizeof(uint32_t));
+	st->nr += rep.nr_added;
+	return err;
+}
+
+/* Token ids go only when every sequence sends all of its tokens' ids. */
+static bool step_ids(const struct kvc *c, const struct kvc_step_seq *seqs, uint32_t n)
+{
+	struct kvc_seq *s;
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		s = seq_find((struct kvc *)c, seqs[i].seq);
+		if ((seqs[i].nr_tokens && !seqs[i].token_ids) ||
+		    (s && s->nr_tokens != s->synced))
+			return false;
+	}
+	return true;
+}
+
+/* Build a STEP: each sequence's locally appended tokens and frames first. */
 static size_t step_build(struct kvc *c, const struct kvc_step_seq *seqs, uint32_t n,
-			 uint32_t flags, uint64_t total)
+			 uint32_t flags, uint64_t *total)
 {
 	struct kvmem_step *req = (struct kvmem_step *)(c->buf + sizeof(struct kvmem_hdr));
 	struct kvmem_step_seq *ss = (struct kvmem_step_seq *)(req + 1);
-	uint32_t i, *tok = (uint32_t *)(ss + n);
-	bool ids = true;
+	uint32_t i, *out = (uint32_t *)(ss + n), nf = 0;
+	bool ids = step_ids(c, seqs, n);
+	struct kvc_seq *s;
 
 	memset(req, 0, sizeof(*req));
 	req->nr_seqs = n;
 	req->flags = flags;
 	req->seqs_off = sizeof(*req);
+	*total = 0;
 	for (i = 0; i < n; i++) {
+		s = seq_find(c, seqs[i].seq);
 		ss[i] = (struct kvmem_step_seq){ .seq = seqs[i].seq, .nr_tokens = seqs[i].nr_tokens };
-		if (seqs[i].nr_tokens && !seqs[i].token_ids)
-			ids = false;
+		if (s) {
+			ss[i].nr_tokens += s->nr_tokens - s->synced;
+			ss[i].nr_frames = s->nr_pend;
+			memcpy(out + nf, s->pend, s->nr_pend * sizeof(*out));
+			nf += s->nr_pend;
+		}
+		*total += ss[i].nr_tokens;
 	}
-	if (!ids)
-		return sizeof(*req) + n * sizeof(*ss);
-	req->tokens_off = (uint32_t)((char *)tok - (char *)req);
-	for (i = 0; i < n; i++) {
-		memcpy(tok, seqs[i].token_ids, seqs[i].nr_tokens * sizeof(*tok));
-		tok += seqs[i].nr_tokens;
+	if (nf)
+		req->frames_off = (uint32_t)((char *)out - (char *)req);
+	out += nf;
+	if (ids && *total) {
+		req->tokens_off = (uint32_t)((char *)out - (char *)req);
+		for (i = 0; i < n; i++) {
+			memcpy(out, seqs[i].token_ids, seqs[i].nr_tokens * sizeof(*out));
+			out += seqs[i].nr_tokens;
+		}
 	}
-	return sizeof(*req) + n * sizeof(*ss) + total * sizeof(*tok);
+	return (size_t)((char *)out - (char *)req);
+}
+
+/* The daemon took sequence @s's local state and @new more tokens. */
+static void seq_synced(struct kvc *c, struct kvc_seq *s, uint32_t new)
+{
+	c->stock[s->pool]->pending -= s->nr_pend;
+	if (new || s->nr_tokens != s->synced)
+		s->private_tail = 1;
+	s->nr_pend = 0;
+	s->nr_tokens += new;
+	s->synced = s->nr_tokens;
+	s->active = 1;
+	s->valid = 1;
 }
 
 /* Copy each done sequence's slots out and update its table copy. */
@@ -341,7 +525,7 @@ static int step_apply(struct kvc *c, struct kvc_step_seq *seqs, const char *r, s
 	struct kvmem_step_seq_reply sr;
 	const char *slots, *frames;
 	struct kvc_seq *s;
-	uint32_t i;
+	uint32_t i, local;
 	int err;
 
 	if (len < sizeof(*h) || h->seqs_off > len || h->slots_off > len || h->frames_off > len ||
@@ -351,20 +535,22 @@ static int step_apply(struct kvc *c, struct kvc_step_seq *seqs, const char *r, s
 	frames = r + h->frames_off;
 	for (i = 0; i < h->batch.done; i++) {
 		memcpy(&sr, r + h->seqs_off + (size_t)i * sizeof(sr), sizeof(sr));
-		if (sr.nr_slots != seqs[i].nr_tokens || sr.first_changed > sr.nr_blocks ||
+		s = seq_find(c, seqs[i].seq);
+		local = s ? s->nr_tokens - s->synced : 0;
+		if (sr.nr_slots != seqs[i].nr_tokens + local || sr.first_changed > sr.nr_blocks ||
 		    (size_t)(r + len - frames) / 4 < sr.nr_blocks - sr.first_changed ||
 		    (size_t)(r + len - slots) / 8 < sr.nr_slots)
 			return -EBADMSG;
-		memcpy(seqs[i].slots, slots, (size_t)sr.nr_slots * sizeof(uint64_t));
+		memcpy(seqs[i].slots, slots + (size_t)local * sizeof(uint64_t),
+		       (size_t)seqs[i].nr_tokens * sizeof(uint64_t));
 		slots += (size_t)sr.nr_slots * sizeof(uint64_t);
-		s = seq_find(c, seqs[i].seq);
 		if (s) {
 			if (!s->valid)
 				sr.first_changed = 0;	/* the reply has it all then */
 			err = seq_update(s, sr.first_changed, sr.nr_blocks, (const uint32_t *)frames);
 			if (err)
 				return err;
-			s->valid = 1;
+			seq_synced(c, s, seqs[i].nr_tokens);
 		}
 		frames += (size_t)(sr.nr_blocks - sr.first_changed) * sizeof(uint32_t);
 	}
@@ -379,11 +565,12 @@ static int step_apply(struct kvc *c, struct kvc_step_seq *seqs, const char *r, s
  * @flags:  KVMEM_NOWAIT
  * @failed: receives the index that failed, or -1; may be NULL
  *
- * Each sequence is made resident and pinned, its tokens appended, its
- * slots written to seqs[i].slots, and the client's copy of its block table
- * updated (kvc_block_table() then needs no round trip). Processing stops at
- * the first failure: the sequences before it are done, the failed one is
- * unchanged.
+ * Each sequence is made resident and pinned, its tokens appended (after
+ * any it got locally through kvc_append(), which the daemon learns of
+ * here), its slots written to seqs[i].slots, and the client's copy of its
+ * block table updated (kvc_block_table() then needs no round trip).
+ * Processing stops at the first failure: the sequences before it are done,
+ * the failed one is unchanged.
  *
  * Return: 0, -EINVAL, -ENOENT, -EAGAIN, -ENOMEM, -ENOBUFS (reply too
  * large: split the batch), -EIO.
@@ -392,19 +579,16 @@ int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flag
 	     int32_t *failed)
 {
 	struct kvmem_step_reply h;
-	uint64_t total = 0;
-	uint32_t i;
+	uint64_t total;
 	size_t len;
 	void *r;
 	int err, err2;
 
 	if (!n || n > KVMEM_STEP_MAX_SEQS)
 		return -EINVAL;
-	for (i = 0; i < n; i++)
-		total += seqs[i].nr_tokens;
+	len = step_build(c, seqs, n, flags, &total);
 	if (total > KVMEM_STEP_MAX_TOKENS)
 		return -EINVAL;
-	len = step_build(c, seqs, n, flags, total);
 	err = kvc_request(c, KVMEM_OP_STEP, c->buf + sizeof(struct kvmem_hdr), len, &r, &len);
 	if (len < sizeof(h))
 		return err < 0 ? err : -EBADMSG;
@@ -413,4 +597,50 @@ int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flag
 		*failed = h.batch.failed;
 	err2 = step_apply(c, seqs, r, len);
 	return err < 0 ? err : err2;
+}
+
+/* Tell the daemon what @seqs got locally, in STEPs of no new tokens. */
+static int sync_seqs(struct kvc *c, const uint64_t *seqs, uint32_t n)
+{
+	struct kvc_step_seq batch[64];
+	uint64_t slots[1];
+	struct kvc_seq *s;
+	uint32_t i, k = 0;
+	int err;
+
+	for (i = 0; i < n; i++) {
+		s = seq_find(c, seqs[i]);
+		if (!s || s->nr_tokens == s->synced)
+			continue;
+		batch[k++] = (struct kvc_step_seq){ .seq = seqs[i], .slots = slots };
+		if (k == 64) {
+			err = kvc_step(c, batch, k, 0, NULL);
+			if (err)
+				return err;
+			k = 0;
+		}
+	}
+	return k ? kvc_step(c, batch, k, 0, NULL) : 0;
+}
+
+/**
+ * kvc_sync() - tell the daemon every token and block appended locally
+ * @c: connection
+ *
+ * Return: 0 or the first STEP's error.
+ */
+int kvc_sync(struct kvc *c)
+{
+	uint64_t *ids = malloc((c->seqs_cap + 1) * sizeof(*ids));
+	uint32_t i, n = 0;
+	int err;
+
+	if (!ids)
+		return -ENOMEM;
+	for (i = 0; i < c->seqs_cap; i++)
+		if (c->seqs[i] && c->seqs[i]->nr_tokens != c->seqs[i]->synced)
+			ids[n++] = c->seqs[i]->id;
+	err = sync_seqs(c, ids, n);
+	free(ids);
+	return err;
 }

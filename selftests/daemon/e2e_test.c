@@ -333,6 +333,81 @@ TEST_F(kvmemd, contents_survive_reclaim)
 	EXPECT_EQ(0, kvc_drop_caches(self->c, 0) < 0);
 }
 
+/* Requests this client has made, from the daemon's clients list. */
+static long long my_requests(struct kvc *c)
+{
+	char line[32];
+	const char *p;
+
+	if (kvc_clients(c, text, sizeof(text)) <= 0)
+		return -1;
+	snprintf(line, sizeof(line), "\n%8llu ", (unsigned long long)kvc_client_id(c));
+	p = strstr(text, line);
+	if (!p)
+		return -1;
+	return strtoll(p + 1 + 8 + 1 + 8 + 1 + 8 + 1 + 6 + 1 + 10 + 1, NULL, 10);
+}
+
+TEST_F(kvmemd, local_appends_from_the_reserve)
+{
+	uint32_t vals[40], i;
+	uint64_t seq, slots[40];
+	long long before;
+
+	for (i = 0; i < 40; i++)
+		vals[i] = 7000 + i;
+	ASSERT_EQ(8, kvc_reserve(self->c, self->pool, 8));
+	ASSERT_LT(0, meminfo(self->c, text, sizeof(text)));
+	EXPECT_EQ(8 * 4, stat_value(text, "DeviceTotal:") - stat_value(text, "DeviceFree:"));
+	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &seq));
+	ASSERT_EQ(0, step_vals(self->c, self->pool, seq, 2, 7000));
+	/* 22 more tokens: the rest of block 0 and five blocks from the reserve. */
+	before = my_requests(self->c);
+	ASSERT_EQ(0, kvc_append(self->c, seq, 22, slots));
+	for (i = 0; i < 22; i++)
+		*tok(self->pool, slots[i]) = vals[2 + i];
+	EXPECT_EQ(0, check_vals(self->c, self->pool, seq, vals, 24));
+	EXPECT_EQ(before + 1, my_requests(self->c));	/* only the clients query */
+	/* Three more blocks than the reserve holds: the daemon is needed. */
+	EXPECT_EQ(-EAGAIN, kvc_append(self->c, seq, 16, slots));
+	ASSERT_LT(0, meminfo(self->c, text, sizeof(text)));
+	EXPECT_EQ(1, stat_value(text, "Blocks:"));
+	ASSERT_EQ(0, kvc_sync(self->c));
+	ASSERT_LT(0, meminfo(self->c, text, sizeof(text)));
+	EXPECT_EQ(6, stat_value(text, "Blocks:"));
+	/* Demote everything and bring it back: the daemon kept our data. */
+	ASSERT_EQ(0, kvc_deactivate(self->c, &seq, 1));
+	EXPECT_LT(0, kvc_drop_caches(self->c, 0));
+	ASSERT_EQ(0, kvc_activate(self->c, &seq, 1, 0, NULL));
+	EXPECT_EQ(0, check_vals(self->c, self->pool, seq, vals, 24));
+	ASSERT_EQ(0, step_vals(self->c, self->pool, seq, 4, 7024));
+	EXPECT_EQ(0, check_vals(self->c, self->pool, seq, vals, 28));
+}
+
+TEST_F(kvmemd, reserve_returns_to_the_pool)
+{
+	uint64_t seq, slots[8];
+	struct kvc *c2;
+	struct kvc_pool *p2;
+
+	ASSERT_EQ(0, kvc_connect(self->d.sock, &c2));
+	ASSERT_EQ(0, kvc_pool_open(c2, "t", &p2));
+	ASSERT_EQ(4, kvc_reserve(c2, p2, 4));
+	EXPECT_EQ(-EINVAL, kvc_reserve(c2, p2, KVMEM_RESERVE_MAX + 1));
+	ASSERT_EQ(0, kvc_seq_create(c2, p2, &seq));
+	ASSERT_EQ(0, kvc_step(c2, &(struct kvc_step_seq){ .seq = seq, .slots = slots }, 1, 0,
+			      NULL));
+	ASSERT_EQ(0, kvc_append(c2, seq, 8, slots));	/* two reserve frames */
+	ASSERT_EQ(0, kvc_seq_free(c2, seq));		/* they come back */
+	EXPECT_EQ(0, kvc_reserve(c2, p2, 4));		/* nothing to add */
+	ASSERT_LT(0, meminfo(self->c, text, sizeof(text)));
+	EXPECT_EQ(4 * 4, stat_value(text, "DeviceTotal:") - stat_value(text, "DeviceFree:"));
+	kvc_close(c2);
+	EXPECT_EQ(0, wait_empty(self->c));
+	ASSERT_LT(0, meminfo(self->c, text, sizeof(text)));
+	EXPECT_EQ(stat_value(text, "DeviceTotal:"), stat_value(text, "DeviceFree:"));
+}
+
 TEST(config_errors_name_file_and_line)
 {
 	char exe[PATH_MAX], dir[] = "/tmp/kvmemd-conf-XXXXXX", conf[128], log[128];

@@ -195,9 +195,13 @@ TEST_F(proto, absurd_counts_and_offsets)
 	s.seq[0].nr_tokens = 1u << 30;
 	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
 	s.seq[0].nr_tokens = 1;
-	s.seq[0].pad = 1;
+	s.seq[0].nr_frames = 1;		/* reserve frames, but none sent */
 	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
-	s.seq[0].pad = 0;
+	s.st.frames_off = sizeof(s.st) + sizeof(s.seq[0]);	/* seq[1]: not reserved */
+	s.seq[1] = (struct kvmem_step_seq){ .seq = 3, .nr_tokens = 7 };
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
+	s.seq[0].nr_frames = 0;
+	s.st.frames_off = 0;
 	s.st.tokens_off = sizeof(s) + 64;	/* token ids past the end */
 	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
 	s.st.tokens_off = 0;

@@ -28,6 +28,7 @@
 #define KVMEM_KEY_MAX		64		/* sysctl keys and values, with the NUL */
 #define KVMEM_STEP_MAX_SEQS	4096		/* sequences in one step */
 #define KVMEM_STEP_MAX_TOKENS	16384		/* tokens in one step */
+#define KVMEM_RESERVE_MAX	4096		/* frames in a client's reserve, per pool */
 #define KVMEM_DEFAULT_SOCKET	"/run/kvmemd/kvmemd.sock"
 #define KVMEM_SOCKET_ENV	"KVMEM_SOCKET"
 
@@ -50,7 +51,8 @@
 #define KVMEM_OP_SYSCTL_SET	13
 #define KVMEM_OP_DROP_CACHES	14
 #define KVMEM_OP_CLIENTS	15
-#define KVMEM_OP_MAX		15
+#define KVMEM_OP_RESERVE	16
+#define KVMEM_OP_MAX		16
 
 /**
  * struct kvmem_hdr - first bytes of every message
@@ -217,12 +219,14 @@ struct kvmem_batch_reply {
  * struct kvmem_step_seq - one sequence of a STEP
  * @seq:       sequence id
  * @nr_tokens: tokens to append, 0..KVMEM_STEP_MAX_TOKENS
- * @pad:       must be 0
+ * @nr_frames: frames of the client's reserve that become its first new
+ *             blocks, in order (the client already assigned them: see
+ *             RESERVE); at most the number of new blocks @nr_tokens needs
  */
 struct kvmem_step_seq {
 	__u64 seq;
 	__u32 nr_tokens;
-	__u32 pad;
+	__u32 nr_frames;
 };
 
 /**
@@ -236,6 +240,9 @@ struct kvmem_step_seq {
  * @tokens_off: offset of the token ids (__u32, all sequences' tokens one
  *              after another), or 0 when the client sends none; they name
  *              the blocks for the prefix cache
+ * @frames_off: offset of the reserve frames (__u32, all sequences'
+ *              @nr_frames one after another), or 0 when none
+ * @pad:        must be 0
  * @reserved:   must be 0
  *
  * The reply is a struct kvmem_step_reply, then @nr_seqs struct
@@ -248,7 +255,9 @@ struct kvmem_step {
 	__u32 flags;
 	__u32 seqs_off;
 	__u32 tokens_off;
-	__u64 reserved[2];
+	__u32 frames_off;
+	__u32 pad;
+	__u64 reserved[1];
 };
 
 /**
@@ -331,6 +340,45 @@ struct kvmem_drop_caches {
 	__u32 pool;
 	__u32 pad;
 	__u64 reserved[2];
+};
+
+/**
+ * struct kvmem_reserve - RESERVE request: release frames of the client's
+ * reserve and top it up to @target
+ * @pool:        pool handle
+ * @target:      frames the reserve should hold afterwards,
+ *               0..KVMEM_RESERVE_MAX
+ * @nr_release:  frames to give back first (they must be in the reserve)
+ * @release_off: offset of those frames (__u32), 0 when none
+ * @reserved:    must be 0
+ *
+ * A reserve is the client's stock of free device frames, like the kernel's
+ * per-CPU page lists: the client appends tokens into new blocks taken from
+ * it without a round trip, computing their slots itself, and tells the
+ * daemon in a later STEP (kvmem_step_seq.nr_frames). Reserved frames count
+ * as used memory for the watermarks; they return to the pool when the
+ * client goes. The reply is a struct kvmem_reserve_reply followed by the
+ * @nr_added new frames (__u32); its status is @nr_added or an error (the
+ * releases are done either way once validated).
+ */
+struct kvmem_reserve {
+	__u32 pool;
+	__u32 target;
+	__u32 nr_release;
+	__u32 release_off;
+	__u64 reserved[2];
+};
+
+/**
+ * struct kvmem_reserve_reply - RESERVE reply head
+ * @nr_reserved: frames in the reserve now
+ * @nr_added:    frames added, listed after this struct
+ * @reserved:    0
+ */
+struct kvmem_reserve_reply {
+	__u32 nr_reserved;
+	__u32 nr_added;
+	__u64 reserved[1];
 };
 
 #endif /* _UAPI_KVMEM_KVMEM_H */

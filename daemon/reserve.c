@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Client reserves: stocks of free device frames handed to a client in
+ * batches, as the kernel's per-CPU page lists, so that a decode step whose
+ * new blocks come from the stock needs no round trip. The frames are
+ * allocated raw from the pool (counted as used for the watermarks); each
+ * pool records which client holds each frame, so a client can only hand
+ * back, or build blocks from, frames of its own reserve. When a client
+ * goes, its reserve returns to the pool.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kvmemd.h"
+#include "msg.h"
+
+/** kvmemd_reserve_init() - the frame owner table of a pool */
+int kvmemd_reserve_init(struct kvmemd_pool *p, u32 nr_frames)
+{
+	p->owner = calloc(nr_frames ? nr_frames : 1, sizeof(*p->owner));
+	p->nr_frames = nr_frames;
+	return p->owner ? 0 : -ENOMEM;
+}
+
+/**
+ * kvmemd_reserve_owns() - whether every one of @frames is in @c's reserve
+ * of @p
+ * @p:      pool
+ * @c:      client
+ * @frames: frame numbers (may be unaligned in a message)
+ * @n:      how many
+ */
+bool kvmemd_reserve_owns(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
+			 u32 n)
+{
+	u32 i, f;
+
+	for (i = 0; i < n; i++) {
+		memcpy(&f, (const char *)frames + i * sizeof(f), sizeof(f));
+		if (f >= p->nr_frames || p->owner[f] != c->id)
+			return false;
+	}
+	return true;
+}
+
+/** kvmemd_reserve_used() - @n frames of @c's reserve became blocks */
+void kvmemd_reserve_used(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
+			 u32 n)
+{
+	u32 i, f;
+
+	for (i = 0; i < n; i++) {
+		memcpy(&f, (const char *)frames + i * sizeof(f), sizeof(f));
+		p->owner[f] = 0;
+	}
+	c->reserved[p->handle - 1] -= n;
+}
+
+/* Give frames of @c's reserve back to the pool. */
+static void reserve_release(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
+			    u32 n)
+{
+	u32 i, f;
+
+	for (i = 0; i < n; i++) {
+		memcpy(&f, (const char *)frames + i * sizeof(f), sizeof(f));
+		p->owner[f] = 0;
+		kv_frames_free(p->pool, KV_TIER_DEVICE, 1, &f);
+	}
+	c->reserved[p->handle - 1] -= n;
+}
+
+/**
+ * kvmemd_reserve_drop() - return all of a departing client's reserves
+ * @d: daemon
+ * @c: client
+ */
+void kvmemd_reserve_drop(struct kvmemd *d, struct kvmemd_client *c)
+{
+	struct kvmemd_pool *p;
+	u32 i, f;
+
+	for (i = 0; i < d->nr_pools; i++) {
+		p = &d->pools[i];
+		for (f = 0; c->reserved[i] && f < p->nr_frames; f++)
+			if (p->owner[f] == c->id)
+				reserve_release(p, c, &f, 1);
+	}
+}
+
+/* Top @c's reserve of @p up to @target; the new frames go to @out. */
+static int reserve_grow(struct kvmemd_pool *p, struct kvmemd_client *c, u32 target,
+			u32 *out, u32 room)
+{
+	u32 have = c->reserved[p->handle - 1], add, i;
+	int err;
+
+	if (target <= have)
+		return 0;
+	add = target - have;
+	if (add > room)
+		return -ENOBUFS;
+	err = kv_frames_alloc(p->pool, KV_TIER_DEVICE, add, 0, out);
+	if (err)
+		return err;
+	for (i = 0; i < add; i++)
+		p->owner[out[i]] = c->id;
+	c->reserved[p->handle - 1] += add;
+	return (int)add;
+}
+
+/**
+ * kvmemd_op_reserve() - the RESERVE request
+ * @d:       daemon
+ * @c:       client
+ * @b:       request body
+ * @blen:    its length
+ * @out:     reply body buffer
+ * @room:    its size
+ * @out_len: receives the reply body's length
+ *
+ * Return: frames added, or a negative errno.
+ */
+int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, size_t blen,
+		      char *out, size_t room, size_t *out_len)
+{
+	struct kvmem_reserve_reply *rep = (struct kvmem_reserve_reply *)out;
+	struct kvmem_reserve req;
+	const char *rel = NULL;
+	struct kvmemd_pool *p;
+	size_t fixed = blen;
+	int n;
+
+	memset(rep, 0, sizeof(*rep));
+	*out_len = sizeof(*rep);
+	if (blen >= 16) {
+		memcpy(&req, b, 16);
+		if (req.nr_release && req.release_off >= 16 && req.release_off < blen)
+			fixed = req.release_off;
+	}
+	n = kvmem_copy_body(&req, sizeof(req), b, fixed);
+	if (n)
+		return n;
+	if (!kvmem_all_zero(req.reserved, sizeof(req.reserved)) ||
+	    req.target > KVMEM_RESERVE_MAX || req.nr_release > KVMEM_RESERVE_MAX)
+		return -EINVAL;
+	p = kvmemd_pool_get(d, req.pool);
+	if (!p)
+		return -ENOENT;
+	if (req.nr_release) {
+		if (req.release_off % 4 || req.release_off > blen ||
+		    req.nr_release > (blen - req.release_off) / sizeof(u32))
+			return -EINVAL;
+		rel = (const char *)b + req.release_off;
+		if (!kvmemd_reserve_owns(p, c, rel, req.nr_release))
+			return -EINVAL;
+		reserve_release(p, c, rel, req.nr_release);
+	}
+	n = reserve_grow(p, c, req.target, (u32 *)(rep + 1),
+			 (u32)((room - sizeof(*rep)) / sizeof(u32)));
+	rep->nr_reserved = c->reserved[p->handle - 1];
+	if (n > 0) {
+		rep->nr_added = (u32)n;
+		*out_len += (size_t)n * sizeof(u32);
+	}
+	return n;
+}
