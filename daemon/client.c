@@ -6,6 +6,7 @@
  * reason the connection ended.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -67,6 +68,15 @@ int kvmemd_client_accept(struct kvmemd *d)
 	int fd, err;
 
 	fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && d->spare_fd >= 0) {
+		/* Out of descriptors: refuse this one rather than spin on it. */
+		close(d->spare_fd);
+		fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		err = -EMFILE;
+		if (fd >= 0)
+			goto out_close;
+	}
 	if (fd < 0)
 		return errno == EAGAIN ? 0 : -errno;
 	if (d->nr_clients >= KVMEMD_MAX_CLIENTS) {

@@ -7,6 +7,7 @@
  *   kvmemd [-c CONFIG] [-s SOCKET] [-v]
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <stdio.h>
@@ -23,7 +24,21 @@ static void usage(FILE *f)
 		"  -v         log.level = debug\n", KVMEMD_CONFIG_PATH);
 }
 
-static int kvmemd_setup(struct kvmemd *d, const char *sock, bool verbose)
+/**
+ * kvmemd_config_overrides() - apply the command line's -s and -v to a
+ * config (at start and on every reload)
+ * @d:   daemon
+ * @cfg: config just loaded
+ */
+void kvmemd_config_overrides(struct kvmemd *d, struct kvmemd_config *cfg)
+{
+	if (d->sock_override)
+		snprintf(cfg->socket_path, sizeof(cfg->socket_path), "%s", d->sock_override);
+	if (d->verbose)
+		cfg->log_level = KVLOG_DEBUG;
+}
+
+static int kvmemd_setup(struct kvmemd *d)
 {
 	char err[256];
 	struct group *gr;
@@ -35,10 +50,7 @@ static int kvmemd_setup(struct kvmemd *d, const char *sock, bool verbose)
 		fprintf(stderr, "kvmemd: %s\n", err);
 		return ret;
 	}
-	if (sock)
-		snprintf(d->cfg.socket_path, sizeof(d->cfg.socket_path), "%s", sock);
-	if (verbose)
-		d->cfg.log_level = KVLOG_DEBUG;
+	kvmemd_config_overrides(d, &d->cfg);
 	d->admin_gid = (gid_t)-1;
 	if (d->cfg.admin_group[0]) {
 		gr = getgrnam(d->cfg.admin_group);
@@ -48,6 +60,7 @@ static int kvmemd_setup(struct kvmemd *d, const char *sock, bool verbose)
 		}
 		d->admin_gid = gr->gr_gid;
 	}
+	d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	d->buf = malloc(KVMEM_MSG_MAX + 1);
 	d->out = malloc(KVMEM_MSG_MAX);
 	if (!d->buf || !d->out)
@@ -71,16 +84,16 @@ static void kvmemd_teardown(struct kvmemd *d)
 		close(d->epoll_fd);
 	if (d->signal_fd >= 0)
 		close(d->signal_fd);
+	if (d->spare_fd >= 0)
+		close(d->spare_fd);
 	free(d->buf);
 	free(d->out);
 }
 
 int main(int argc, char **argv)
 {
-	struct kvmemd d = { .listen_fd = -1, .epoll_fd = -1, .signal_fd = -1,
+	struct kvmemd d = { .listen_fd = -1, .epoll_fd = -1, .signal_fd = -1, .spare_fd = -1,
 			    .cfg_path = KVMEMD_CONFIG_PATH };
-	const char *sock = NULL;
-	bool verbose = false;
 	int opt, err;
 
 	INIT_LIST_HEAD(&d.clients);
@@ -92,10 +105,10 @@ int main(int argc, char **argv)
 			d.cfg_explicit = true;
 			break;
 		case 's':
-			sock = optarg;
+			d.sock_override = optarg;
 			break;
 		case 'v':
-			verbose = true;
+			d.verbose = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -109,7 +122,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	err = kvmemd_setup(&d, sock, verbose);
+	err = kvmemd_setup(&d);
 	err = err ?: kvmemd_pools_create(&d);
 	if (!err) {
 		err = kvmemd_listen(&d);

@@ -93,6 +93,9 @@ struct kvmemd_client {
  * @nr_clients:  entries on @clients
  * @next_client: id of the next client
  * @admin_gid:   gid of admin.group, or (gid_t)-1
+ * @sock_override: -s SOCKET, kept over reloads
+ * @verbose:     -v, kept over reloads
+ * @spare_fd:    a descriptor held back to refuse connections when out of them
  * @stop:        leave the event loop
  * @buf:         receive buffer, KVMEM_MSG_MAX + 1 bytes
  * @out:         reply buffer, KVMEM_MSG_MAX bytes
@@ -110,10 +113,16 @@ struct kvmemd {
 	u32 nr_clients;
 	u64 next_client;
 	gid_t admin_gid;
+	const char *sock_override;
+	bool verbose;
+	int spare_fd;
 	bool stop;
 	char *buf;
 	char *out;
 };
+
+/* kvmemd.c */
+void kvmemd_config_overrides(struct kvmemd *d, struct kvmemd_config *cfg);
 
 /* log.c */
 void kvlog(struct kvmemd *d, int level, const char *fmt, ...)

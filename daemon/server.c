@@ -149,14 +149,19 @@ static void kvmemd_reload(struct kvmemd *d)
 	struct kvmemd_config nc;
 	char err[256];
 	u32 changed = 0;
+	int ret;
 
 	if (!d->cfg_path) {
 		kvlog(d, KVLOG_INFO, "SIGHUP: no config file; nothing to re-read");
 		return;
 	}
-	if (kvmemd_config_load(&nc, d->cfg_path, d->cfg_explicit ? 0 : KVMEMD_CONFIG_MISSING_OK,
-			       err, sizeof(err)) ||
-	    kvmemd_config_reload_diff(&d->cfg, &nc, &changed, err, sizeof(err))) {
+	ret = kvmemd_config_load(&nc, d->cfg_path, d->cfg_explicit ? 0 : KVMEMD_CONFIG_MISSING_OK,
+				 err, sizeof(err));
+	if (!ret) {
+		kvmemd_config_overrides(d, &nc);
+		ret = kvmemd_config_reload_diff(&d->cfg, &nc, &changed, err, sizeof(err));
+	}
+	if (ret) {
 		kvlog(d, KVLOG_ERR, "SIGHUP: %s; keeping the running configuration", err);
 		return;
 	}

@@ -105,7 +105,8 @@ static int seq_fault(struct kv_seq *seq, const struct write_req *w, u32 *frames)
 	err = kv_frames_take_raw(pool, KV_TIER_DEVICE, w->nr_given, w->given);
 	if (err)
 		return err;
-	memcpy(frames, w->given, w->nr_given * sizeof(*frames));
+	if (w->nr_given)
+		memcpy(frames, w->given, w->nr_given * sizeof(*frames));
 	err = nr_alloc ? __kv_frames_alloc(pool, KV_TIER_DEVICE, nr_alloc, w->flags, mine) : 0;
 	if (err)
 		goto out_give;

@@ -106,7 +106,7 @@ int kvc_sysctl_get(struct kvc *c, const char *key, char *value, size_t len)
  * @value: new value
  *
  * Return: 0, -EPERM (not admin), -ENOENT (unknown key), -EROFS (needs a
- * restart), -EINVAL (bad value).
+ * restart), -EINVAL (malformed value), -ERANGE (value out of range).
  */
 int kvc_sysctl_set(struct kvc *c, const char *key, const char *value)
 {

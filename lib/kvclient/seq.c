@@ -111,7 +111,8 @@ static int seq_update(struct kvc_seq *s, uint32_t first, uint32_t nr_blocks,
 	err = seq_grow(s, nr_blocks);
 	if (err)
 		return err;
-	memcpy(s->frames + first, frames, (nr_blocks - first) * sizeof(*frames));
+	if (nr_blocks > first)
+		memcpy(s->frames + first, frames, (nr_blocks - first) * sizeof(*frames));
 	s->nr_blocks = nr_blocks;
 	return 0;
 }
@@ -242,7 +243,8 @@ int kvc_seq_free(struct kvc *c, uint64_t seq)
 	if (err || !s)
 		return err;
 	st = c->stock[s->pool];
-	memcpy(st->frames + st->nr, s->pend, s->nr_pend * sizeof(uint32_t));
+	if (s->nr_pend)
+		memcpy(st->frames + st->nr, s->pend, s->nr_pend * sizeof(uint32_t));
 	st->nr += s->nr_pend;
 	st->pending -= s->nr_pend;
 	seq_del(c, seq);
@@ -487,7 +489,8 @@ static size_t step_build(struct kvc *c, const struct kvc_step_seq *seqs, uint32_
 		if (s) {
 			ss[i].nr_tokens += s->nr_tokens - s->synced;
 			ss[i].nr_frames = s->nr_pend;
-			memcpy(out + nf, s->pend, s->nr_pend * sizeof(*out));
+			if (s->nr_pend)
+				memcpy(out + nf, s->pend, s->nr_pend * sizeof(*out));
 			nf += s->nr_pend;
 		}
 		*total += ss[i].nr_tokens;
@@ -498,7 +501,8 @@ static size_t step_build(struct kvc *c, const struct kvc_step_seq *seqs, uint32_
 	if (ids && *total) {
 		req->tokens_off = (uint32_t)((char *)out - (char *)req);
 		for (i = 0; i < n; i++) {
-			memcpy(out, seqs[i].token_ids, seqs[i].nr_tokens * sizeof(*out));
+			if (seqs[i].nr_tokens)
+				memcpy(out, seqs[i].token_ids, seqs[i].nr_tokens * sizeof(*out));
 			out += seqs[i].nr_tokens;
 		}
 	}
@@ -541,8 +545,9 @@ static int step_apply(struct kvc *c, struct kvc_step_seq *seqs, const char *r, s
 		    (size_t)(r + len - frames) / 4 < sr.nr_blocks - sr.first_changed ||
 		    (size_t)(r + len - slots) / 8 < sr.nr_slots)
 			return -EBADMSG;
-		memcpy(seqs[i].slots, slots + (size_t)local * sizeof(uint64_t),
-		       (size_t)seqs[i].nr_tokens * sizeof(uint64_t));
+		if (seqs[i].nr_tokens)
+			memcpy(seqs[i].slots, slots + (size_t)local * sizeof(uint64_t),
+			       (size_t)seqs[i].nr_tokens * sizeof(uint64_t));
 		slots += (size_t)sr.nr_slots * sizeof(uint64_t);
 		if (s) {
 			if (!s->valid)
