@@ -57,13 +57,13 @@ MM_OBJS := $(patsubst %.c,$(B)/%.o,$(LIB_SRCS) $(MM_SRCS))
 LIBKVMM := $(B)/libkvmm.a
 
 PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm $(B)/daemon/kvmemd $(B)/daemon/kvmemctl \
-	$(B)/libkvclient.so
+	$(B)/libkvclient.so $(B)/daemon/bench-ipc
 
 # ---- daemon/ -------------------------------------------------------------
 DAEMON_SRCS := $(filter-out daemon/kvmemctl.c,$(wildcard daemon/*.c))
 DAEMON_OBJS := $(patsubst %.c,$(B)/%.o,$(DAEMON_SRCS))
 
-.PHONY: all deps check run bench-mm clean selftests FORCE
+.PHONY: all deps check run bench-mm bench-ipc clean install selftests FORCE
 all: $(LIBKVMM) $(PROGS) selftests
 
 $(B)/%.o: %.c
@@ -104,6 +104,11 @@ $(B)/libkvclient.so: $(KVC_OBJS)
 	@$(if $(Q),echo "  LD      $(notdir $@)")
 	$(Q)$(CC) -shared -Wl,-soname,libkvclient.so.1 -o $@ $^ $(LDFLAGS)
 
+$(B)/daemon/bench-ipc: daemon/bench/bench_ipc.c $(LIBKVC) $(LIBKVMM)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIBKVC) $(LIBKVMM) $(LDFLAGS) $(LIBS)
+
 $(B)/daemon/kvmemctl: $(B)/daemon/kvmemctl.o $(LIBKVC)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -o $@ $< $(LIBKVC) $(LDFLAGS) $(LIBS)
@@ -137,6 +142,9 @@ run: deps
 
 bench-mm: $(B)/mm/bench-mm
 	$(Q)$(B)/mm/bench-mm
+
+bench-ipc: $(B)/daemon/bench-ipc $(B)/daemon/kvmemd
+	$(Q)$(B)/daemon/bench-ipc
 
 clean:
 	$(Q)rm -rf build

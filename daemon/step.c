@@ -30,6 +30,7 @@ struct step_ctx {
 	u32 max_frames;			/* room for frames */
 	u32 nr_slots;			/* slots written so far */
 	u32 nr_given;			/* reserve frames used so far */
+	bool noslots;			/* KVMEM_STEP_NOSLOTS */
 };
 
 static void step_seq_get(const struct step_ctx *x, u32 i, struct kvmem_step_seq *s)
@@ -37,29 +38,22 @@ static void step_seq_get(const struct step_ctx *x, u32 i, struct kvmem_step_seq 
 	memcpy(s, x->seqs + (size_t)i * sizeof(*s), sizeof(*s));
 }
 
-static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struct step_ctx *x)
+/* The fixed part of a STEP, by the struct-size rule; offsets located. */
+static int step_parse_head(const void *b, size_t blen, struct kvmem_step *req)
 {
-	struct kvmem_step *req = &x->req;
-	struct kvmem_step_seq s;
-	const size_t head = 16;		/* nr_seqs .. tokens_off */
-	struct kvmemd_seq *sq;
-	u64 total = 0, frames = 0;
+	const size_t head = 24;		/* nr_seqs .. pad */
 	size_t fixed;
-	u32 i;
 
 	if (blen < head)
 		return -EINVAL;
 	memcpy(req, b, head);
-	if (req->seqs_off % 8 || req->tokens_off % 4)
+	if (req->seqs_off % 8 || req->tokens_off % 4 || req->frames_off % 4)
 		return -EINVAL;
 	fixed = req->seqs_off;
 	if (req->tokens_off && req->tokens_off < fixed)
 		fixed = req->tokens_off;
-	if (blen >= 24) {
-		memcpy(&req->frames_off, (const char *)b + 16, 4);
-		if (req->frames_off && req->frames_off < fixed)
-			fixed = req->frames_off;
-	}
+	if (req->frames_off && req->frames_off < fixed)
+		fixed = req->frames_off;
 	if (fixed < head || fixed > blen)
 		return -EINVAL;
 	if (fixed > sizeof(*req)) {
@@ -70,40 +64,81 @@ static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struc
 	memset(req, 0, sizeof(*req));
 	memcpy(req, b, fixed);
 	if (!req->nr_seqs || req->nr_seqs > KVMEM_STEP_MAX_SEQS ||
-	    (req->flags & ~KVMEM_NOWAIT) || req->pad || req->reserved[0] ||
-	    req->frames_off % 4 ||
-	    req->nr_seqs > (blen - req->seqs_off) / sizeof(s))
+	    (req->flags & ~(KVMEM_NOWAIT | KVMEM_STEP_NOSLOTS)) || req->pad || req->reserved[0] ||
+	    req->nr_seqs > (blen - req->seqs_off) / sizeof(struct kvmem_step_seq))
 		return -EINVAL;
-	x->seqs = (const char *)b + req->seqs_off;
-	for (i = 0; i < req->nr_seqs; i++) {
+	return 0;
+}
+
+/*
+ * Count tokens and reserve frames, checking every id. Tokens are bounded
+ * by KVMEM_STEP_MAX_TOKENS where the reply or the request carries one
+ * entry per token; a sync (no slots, no ids) only by the sequence limit.
+ */
+static int step_parse_seqs(struct kvmemd_client *c, struct step_ctx *x, u64 *total,
+			   u64 *frames)
+{
+	u64 max = (x->req.flags & KVMEM_STEP_NOSLOTS) && !x->req.tokens_off ?
+		  (u64)KV_SEQ_MAX_TOKENS * KVMEM_STEP_MAX_SEQS : KVMEM_STEP_MAX_TOKENS;
+	struct kvmem_step_seq s;
+	u32 i;
+
+	*total = *frames = 0;
+	for (i = 0; i < x->req.nr_seqs; i++) {
 		step_seq_get(x, i, &s);
-		if (s.nr_tokens > KVMEM_STEP_MAX_TOKENS || s.nr_frames > KVMEM_RESERVE_MAX)
+		if (s.nr_tokens > max || s.nr_frames > KVMEM_RESERVE_MAX)
 			return -EINVAL;
-		sq = idr_find(&c->seqs, s.seq);
-		if (!sq)
+		if (!idr_find(&c->seqs, s.seq))
 			return -ENOENT;
-		total += s.nr_tokens;
-		frames += s.nr_frames;
+		*total += s.nr_tokens;
+		*frames += s.nr_frames;
 	}
-	if (total > KVMEM_STEP_MAX_TOKENS || frames > KVMEM_RESERVE_MAX)
+	return *total > max || *frames > KVMEM_RESERVE_MAX ? -EINVAL : 0;
+}
+
+/* Every reserve frame named must be this client's, in the right pool. */
+static int step_parse_frames(struct kvmemd_client *c, struct step_ctx *x, const void *b,
+			     size_t blen, u64 frames)
+{
+	struct kvmem_step_seq s;
+	struct kvmemd_seq *sq;
+	u32 i, at = 0;
+
+	if (!frames)
+		return 0;
+	if (!x->req.frames_off || x->req.frames_off > blen ||
+	    frames > (blen - x->req.frames_off) / sizeof(u32))
 		return -EINVAL;
-	if (frames && (!req->frames_off || req->frames_off > blen ||
-		       frames > (blen - req->frames_off) / sizeof(u32)))
-		return -EINVAL;
-	x->rframes = frames ? (const u32 *)((const char *)b + req->frames_off) : NULL;
-	/* Every reserve frame must be this client's, in the right pool. */
-	for (i = 0, frames = 0; i < req->nr_seqs; i++) {
+	x->rframes = (const u32 *)((const char *)b + x->req.frames_off);
+	for (i = 0; i < x->req.nr_seqs; i++) {
 		step_seq_get(x, i, &s);
 		sq = idr_find(&c->seqs, s.seq);
-		if (!kvmemd_reserve_owns(sq->pool, c, x->rframes + frames, s.nr_frames))
+		if (!kvmemd_reserve_owns(sq->pool, c, x->rframes + at, s.nr_frames))
 			return -EINVAL;
-		frames += s.nr_frames;
+		at += s.nr_frames;
 	}
-	if (req->tokens_off && (req->tokens_off > blen ||
-				total > (blen - req->tokens_off) / sizeof(u32)))
+	return 0;
+}
+
+static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struct step_ctx *x)
+{
+	u64 total, frames;
+	int err;
+
+	err = step_parse_head(b, blen, &x->req);
+	if (err)
+		return err;
+	x->seqs = (const char *)b + x->req.seqs_off;
+	err = step_parse_seqs(c, x, &total, &frames);
+	err = err ?: step_parse_frames(c, x, b, blen, frames);
+	if (err)
+		return err;
+	if (x->req.tokens_off && (x->req.tokens_off > blen ||
+				  total > (blen - x->req.tokens_off) / sizeof(u32)))
 		return -EINVAL;
-	x->total_tokens = (u32)total;
-	x->flags = req->flags & KVMEM_NOWAIT ? KV_ALLOC_NOWAIT : 0;
+	x->noslots = x->req.flags & KVMEM_STEP_NOSLOTS;
+	x->total_tokens = x->noslots ? 0 : (u32)total;
+	x->flags = x->req.flags & KVMEM_NOWAIT ? KV_ALLOC_NOWAIT : 0;
 	return 0;
 }
 
@@ -138,7 +173,8 @@ static int step_one(struct step_ctx *x, struct kvmemd_client *c, struct kvmemd_s
 		if (err)
 			return err;
 	}
-	err = kv_seq_append_frames(s->seq, n, slots, x->flags, given, ss->nr_frames);
+	err = kv_seq_append_frames(s->seq, n, x->noslots ? NULL : slots, x->flags, given,
+				   ss->nr_frames);
 	if (err) {
 		if (!active)
 			kv_seq_deactivate(s->seq);
@@ -155,10 +191,10 @@ static int step_one(struct step_ctx *x, struct kvmemd_client *c, struct kvmemd_s
 	rep->nr_tokens = kv_seq_tokens(s->seq);
 	rep->nr_blocks = kv_seq_nr_blocks(s->seq);
 	rep->first_changed = first;
-	rep->nr_slots = n;
+	rep->nr_slots = x->noslots ? 0 : n;
 	for (i = first; i < rep->nr_blocks; i++)
 		frames[x->nr_frames++] = kv_seq_block_frame(s->seq, i);
-	x->nr_slots += n;
+	x->nr_slots += rep->nr_slots;
 	return 0;
 }
 

@@ -389,17 +389,27 @@ int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots)
 	struct kvc_seq *s = seq_find(c, seq);
 	const struct kvc_pool *p;
 	struct kvc_stock *st;
-	uint32_t bt, pos, need, i;
+	uint32_t bt, pos, need, i, tail;
 
 	if (!s)
 		return -ENOENT;
+	if (!s->active || !s->valid || n > KVMEM_STEP_MAX_TOKENS)
+		return -EAGAIN;
 	p = c->pools[s->pool];
-	st = c->stock[s->pool];
 	bt = p->geom.block_tokens;
 	pos = s->nr_tokens;
-	if (!s->active || !s->valid || (pos % bt && !s->private_tail) ||
-	    n > KVMEM_STEP_MAX_TOKENS)
+	tail = pos - (s->nr_blocks - !!s->nr_blocks) * bt;	/* tokens in the last block */
+	if (n == 1 && s->nr_blocks && tail < bt) {
+		/* The decode step: one token into the last block, no division. */
+		if (tail && !s->private_tail)
+			return -EAGAIN;
+		slots[0] = (uint64_t)s->frames[s->nr_blocks - 1] * bt + tail;
+		s->nr_tokens = pos + 1;
+		return 0;
+	}
+	if (pos % bt && !s->private_tail)
 		return -EAGAIN;
+	st = c->stock[s->pool];
 	need = (uint32_t)(((uint64_t)pos + n + bt - 1) / bt) - s->nr_blocks;
 	if (need > st->nr || seq_grow(s, s->nr_blocks + need))
 		return -EAGAIN;
@@ -541,7 +551,8 @@ static int step_apply(struct kvc *c, struct kvc_step_seq *seqs, const char *r, s
 		memcpy(&sr, r + h->seqs_off + (size_t)i * sizeof(sr), sizeof(sr));
 		s = seq_find(c, seqs[i].seq);
 		local = s ? s->nr_tokens - s->synced : 0;
-		if (sr.nr_slots != seqs[i].nr_tokens + local || sr.first_changed > sr.nr_blocks ||
+		if ((sr.nr_slots != seqs[i].nr_tokens + local &&
+		     !(sr.nr_slots == 0 && !seqs[i].nr_tokens)) || sr.first_changed > sr.nr_blocks ||
 		    (size_t)(r + len - frames) / 4 < sr.nr_blocks - sr.first_changed ||
 		    (size_t)(r + len - slots) / 8 < sr.nr_slots)
 			return -EBADMSG;
@@ -567,7 +578,8 @@ static int step_apply(struct kvc *c, struct kvc_step_seq *seqs, const char *r, s
  * @c:      connection
  * @seqs:   the sequences, their new tokens and where their slots go
  * @n:      how many, 1..KVMEM_STEP_MAX_SEQS
- * @flags:  KVMEM_NOWAIT
+ * @flags:  KVMEM_NOWAIT; KVMEM_STEP_NOSLOTS when no sequence appends new
+ *          tokens (slots are then not returned)
  * @failed: receives the index that failed, or -1; may be NULL
  *
  * Each sequence is made resident and pinned, its tokens appended (after
@@ -592,7 +604,7 @@ int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flag
 	if (!n || n > KVMEM_STEP_MAX_SEQS)
 		return -EINVAL;
 	len = step_build(c, seqs, n, flags, &total);
-	if (total > KVMEM_STEP_MAX_TOKENS)
+	if (total > KVMEM_STEP_MAX_TOKENS && !(flags & KVMEM_STEP_NOSLOTS))
 		return -EINVAL;
 	err = kvc_request(c, KVMEM_OP_STEP, c->buf + sizeof(struct kvmem_hdr), len, &r, &len);
 	if (len < sizeof(h))
@@ -604,10 +616,13 @@ int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flag
 	return err < 0 ? err : err2;
 }
 
+/* Sequences per sync STEP: the reply carries their local tokens' slots. */
+#define SYNC_BATCH 256
+
 /* Tell the daemon what @seqs got locally, in STEPs of no new tokens. */
 static int sync_seqs(struct kvc *c, const uint64_t *seqs, uint32_t n)
 {
-	struct kvc_step_seq batch[64];
+	struct kvc_step_seq batch[SYNC_BATCH];
 	uint64_t slots[1];
 	struct kvc_seq *s;
 	uint32_t i, k = 0;
@@ -618,14 +633,14 @@ static int sync_seqs(struct kvc *c, const uint64_t *seqs, uint32_t n)
 		if (!s || s->nr_tokens == s->synced)
 			continue;
 		batch[k++] = (struct kvc_step_seq){ .seq = seqs[i], .slots = slots };
-		if (k == 64) {
-			err = kvc_step(c, batch, k, 0, NULL);
+		if (k == SYNC_BATCH) {
+			err = kvc_step(c, batch, k, KVMEM_STEP_NOSLOTS, NULL);
 			if (err)
 				return err;
 			k = 0;
 		}
 	}
-	return k ? kvc_step(c, batch, k, 0, NULL) : 0;
+	return k ? kvc_step(c, batch, k, KVMEM_STEP_NOSLOTS, NULL) : 0;
 }
 
 /**

@@ -181,6 +181,8 @@ struct kvmem_seq_reply {
 
 /* struct kvmem_seq_batch.flags */
 #define KVMEM_NOWAIT		(1u << 0)	/* -EAGAIN instead of waiting or reclaiming */
+#define KVMEM_STEP_NOSLOTS	(1u << 1)	/* STEP: no slots in the reply (the client
+						 * computed them: see RESERVE) */
 
 /**
  * struct kvmem_seq_batch - ACTIVATE and DEACTIVATE request
@@ -233,7 +235,7 @@ struct kvmem_step_seq {
  * struct kvmem_step - STEP request: for each sequence, make it resident and
  * pinned (activate) and append its tokens
  * @nr_seqs:    sequences, 1..KVMEM_STEP_MAX_SEQS
- * @flags:      KVMEM_NOWAIT
+ * @flags:      KVMEM_NOWAIT, KVMEM_STEP_NOSLOTS
  * @seqs_off:   offset from the start of this struct of @nr_seqs
  *              struct kvmem_step_seq (8-byte aligned; at least the size
  *              of this struct, which ends where the first array starts)
