@@ -146,5 +146,44 @@ bench-mm: $(B)/mm/bench-mm
 bench-ipc: $(B)/daemon/bench-ipc $(B)/daemon/kvmemd
 	$(Q)$(B)/daemon/bench-ipc
 
+# ---- install -------------------------------------------------------------
+VERSION := 0.1.0
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+KVC_FUNCS := kvc_connect kvc_close kvc_client_id kvc_is_admin kvc_pool_open \
+	kvc_seq_create kvc_seq_fork kvc_seq_truncate kvc_seq_free kvc_step kvc_activate \
+	kvc_deactivate kvc_block_table kvc_append kvc_reserve kvc_sync kvc_stats \
+	kvc_clients kvc_sysctl_get kvc_sysctl_set kvc_drop_caches kvc_request
+SUBST := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
+	-e 's|@VERSION@|$(VERSION)|g'
+I := $(DESTDIR)
+
+install: $(B)/daemon/kvmemd $(B)/daemon/kvmemctl $(LIBKVC) $(B)/libkvclient.so
+	$(Q)install -d $(I)$(BINDIR) $(I)$(LIBDIR)/pkgconfig $(I)$(INCLUDEDIR)/kvmem/uapi/kvmem \
+		$(I)$(MANDIR)/man3 $(I)$(MANDIR)/man5 $(I)$(MANDIR)/man8 $(I)$(UNITDIR) \
+		$(I)$(SYSCONFDIR)/kvmemd
+	$(Q)install -m 755 $(B)/daemon/kvmemd $(B)/daemon/kvmemctl $(I)$(BINDIR)/
+	$(Q)install -m 644 $(LIBKVC) $(I)$(LIBDIR)/
+	$(Q)install -m 755 $(B)/libkvclient.so $(I)$(LIBDIR)/libkvclient.so.1
+	$(Q)ln -sf libkvclient.so.1 $(I)$(LIBDIR)/libkvclient.so
+	$(Q)install -m 644 lib/kvclient/kvclient.h $(I)$(INCLUDEDIR)/kvmem/
+	$(Q)install -m 644 uapi/kvmem/*.h $(I)$(INCLUDEDIR)/kvmem/uapi/kvmem/
+	$(Q)$(SUBST) lib/kvclient/libkvclient.pc.in > $(I)$(LIBDIR)/pkgconfig/libkvclient.pc
+	$(Q)$(SUBST) daemon/kvmemd.service > $(I)$(UNITDIR)/kvmemd.service
+	$(Q)install -m 644 Documentation/man/*.3 $(I)$(MANDIR)/man3/
+	$(Q)install -m 644 Documentation/man/*.5 $(I)$(MANDIR)/man5/
+	$(Q)install -m 644 Documentation/man/*.8 $(I)$(MANDIR)/man8/
+	$(Q)for f in $(KVC_FUNCS); do echo ".so man3/libkvclient.3" > $(I)$(MANDIR)/man3/$$f.3; done
+	$(Q)install -m 644 daemon/kvmemd.conf.example $(I)$(SYSCONFDIR)/kvmemd/
+	$(Q)test -e $(I)$(SYSCONFDIR)/kvmemd/kvmemd.conf || \
+		install -m 644 daemon/kvmemd.conf.example $(I)$(SYSCONFDIR)/kvmemd/kvmemd.conf
+	@echo "kvmem $(VERSION) installed under $(I)$(PREFIX)"
+
 clean:
 	$(Q)rm -rf build
