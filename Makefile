@@ -6,7 +6,7 @@
 #   make check           build and run all selftests (the README's test command)
 #   make check SANITIZE=1       the same under ASan + UBSan (libc malloc), in build/asan
 #   make check SANITIZE=thread  the same under TSan, in build/tsan
-#   make run             the main job
+#   make run             the main job: kvmemd with its default config and a client
 #   make bench-mm        mm core benchmark table
 #   make clean
 #   V=1                  show full commands
@@ -57,7 +57,7 @@ MM_OBJS := $(patsubst %.c,$(B)/%.o,$(LIB_SRCS) $(MM_SRCS))
 LIBKVMM := $(B)/libkvmm.a
 
 PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm $(B)/daemon/kvmemd $(B)/daemon/kvmemctl \
-	$(B)/libkvclient.so $(B)/daemon/bench-ipc
+	$(B)/libkvclient.so $(B)/daemon/bench-ipc $(B)/daemon/kvclient-demo
 
 # ---- daemon/ -------------------------------------------------------------
 DAEMON_SRCS := $(filter-out daemon/kvmemctl.c,$(wildcard daemon/*.c))
@@ -109,6 +109,11 @@ $(B)/daemon/bench-ipc: daemon/bench/bench_ipc.c $(LIBKVC) $(LIBKVMM)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIBKVC) $(LIBKVMM) $(LDFLAGS) $(LIBS)
 
+$(B)/daemon/kvclient-demo: daemon/demo/kvclient_demo.c $(LIBKVC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIBKVC) $(LDFLAGS) $(LIBS)
+
 $(B)/daemon/kvmemctl: $(B)/daemon/kvmemctl.o $(LIBKVC)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -o $@ $< $(LIBKVC) $(LDFLAGS) $(LIBS)
@@ -137,8 +142,9 @@ check: deps
 	$(Q)selftests/run_kselftest.sh -o $(B)/selftests
 
 run: deps
-	$(Q)$(MAKE) --no-print-directory $(B)/mm/kvmm-demo
-	$(Q)$(B)/mm/kvmm-demo
+	$(Q)$(MAKE) --no-print-directory $(B)/mm/kvmm-demo $(B)/daemon/kvmemd \
+		$(B)/daemon/kvmemctl $(B)/daemon/kvclient-demo
+	$(Q)scripts/run-demo.sh $(B)
 
 bench-mm: $(B)/mm/bench-mm
 	$(Q)$(B)/mm/bench-mm

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: MIT
+/*
+ * kvclient-demo: an inference-like client of kvmemd. Requests share a
+ * system prompt: each forks the prompt's sequence, then decodes token by
+ * token through libkvclient, writing every token's K/V marker into the
+ * shared arena at the slot it gets; most tokens go in without a round trip
+ * (kvc_append() into the client's reserve), the rest through batched
+ * STEPs. More requests run than the device tier holds at once, so idle
+ * ones are deactivated and the daemon demotes and later promotes their
+ * blocks. Every token is checked when its request finishes.
+ *
+ *   kvclient-demo [SOCKET]
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lib/kvclient/kvclient.h"
+
+#define NREQ	64
+#define BATCH	16
+#define PROMPT	100
+#define MAXTOK	512
+
+struct request {
+	uint64_t seq;
+	uint32_t len, target;
+	uint32_t vals[MAXTOK];
+};
+
+static struct kvc_pool *pool;
+
+static uint32_t *marker(uint64_t slot)
+{
+	return (uint32_t *)((char *)pool->base +
+			    kv_token_offset(&pool->geom, slot, pool->geom.layers - 1, KV_V, 0));
+}
+
+static int check(struct kvc *c, struct request *r)
+{
+	uint32_t bt = pool->geom.block_tokens, nb, i;
+	const uint32_t *frames;
+	int err = kvc_block_table(c, r->seq, &frames, &nb);
+
+	if (err)
+		return err;
+	for (i = 0; i < r->len; i++)
+		if (*marker((uint64_t)frames[i / bt] * bt + i % bt) != r->vals[i])
+			return -EUCLEAN;
+	return 0;
+}
+
+/* One decode token for @r: locally when possible, else through a STEP. */
+static int decode_one(struct kvc *c, struct request *r, uint32_t v, uint64_t *msgs)
+{
+	struct kvc_step_seq s = { .seq = r->seq, .nr_tokens = 1 };
+	uint64_t slot;
+	int err = kvc_append(c, r->seq, 1, &slot);
+
+	if (err == -EAGAIN) {
+		if (kvc_reserve(c, pool, 256) < 0)
+			kvc_sync(c);
+		s.slots = &slot;
+		err = kvc_step(c, &s, 1, 0, NULL);
+		(*msgs)++;
+	}
+	if (err)
+		return err;
+	r->vals[r->len++] = v;
+	*marker(slot) = v;
+	return 0;
+}
+
+static int run_batch(struct kvc *c, struct request *req, uint32_t first, uint32_t n,
+		     const struct request *prompt, uint64_t *msgs)
+{
+	uint64_t ids[BATCH];
+	uint32_t i, t;
+	int err;
+
+	for (i = 0; i < n; i++) {
+		struct request *r = &req[first + i];
+
+		*r = *prompt;
+		r->target = PROMPT + 200 + (first + i) * 37 % 200;
+		err = kvc_seq_fork(c, prompt->seq, &r->seq);
+		if (err)
+			return err;
+		ids[i] = r->seq;
+	}
+	for (t = PROMPT; t < MAXTOK; t++) {
+		for (i = 0; i < n; i++) {
+			struct request *r = &req[first + i];
+
+			if (r->len < r->target) {
+				err = decode_one(c, r, (first + i) * 100000 + t, msgs);
+				if (err)
+					return err;
+			}
+		}
+	}
+	for (i = 0; i < n; i++) {
+		err = check(c, &req[first + i]);
+		if (err)
+			return err;
+	}
+	/* Done for now: the daemon may demote these while the next batch runs. */
+	return kvc_deactivate(c, ids, n);
+}
+
+int main(int argc, char **argv)
+{
+	static struct request req[NREQ], prompt;
+	struct kvc_step_seq s;
+	uint64_t slots[PROMPT], msgs = 0, tokens = 0;
+	uint32_t i, b;
+	struct kvc *c;
+	int err;
+
+	err = kvc_connect(argc > 1 ? argv[1] : NULL, &c);
+	err = err ?: kvc_pool_open(c, "default", &pool);
+	err = err ?: kvc_seq_create(c, pool, &prompt.seq);
+	if (err)
+		goto fail;
+	s = (struct kvc_step_seq){ .seq = prompt.seq, .nr_tokens = PROMPT, .slots = slots };
+	err = kvc_step(c, &s, 1, 0, NULL);
+	if (err)
+		goto fail;
+	for (i = 0; i < PROMPT; i++) {
+		prompt.vals[i] = 0xabc00000 + i;
+		*marker(slots[i]) = prompt.vals[i];
+	}
+	prompt.len = PROMPT;
+	err = kvc_deactivate(c, &prompt.seq, 1);
+	if (err)
+		goto fail;
+	printf("kvclient-demo: %u requests sharing a %u-token prompt, %u at a time; "
+	       "pool %u device blocks of %u tokens\n", NREQ, PROMPT, BATCH,
+	       pool->nr_frames[KVMEM_TIER_DEVICE], pool->geom.block_tokens);
+	for (b = 0; b < NREQ; b += BATCH) {
+		err = run_batch(c, req, b, BATCH, &prompt, &msgs);
+		if (err)
+			goto fail;
+		printf("  requests %2u-%2u done and checked\n", b, b + BATCH - 1);
+	}
+	/* Come back to the first batch: its blocks were demoted meanwhile. */
+	for (i = 0; i < BATCH; i++) {
+		err = kvc_activate(c, &req[i].seq, 1, 0, NULL);
+		err = err ?: check(c, &req[i]);
+		err = err ?: kvc_deactivate(c, &req[i].seq, 1);
+		if (err)
+			goto fail;
+	}
+	for (i = 0; i < NREQ; i++) {
+		tokens += req[i].len - PROMPT;
+		err = kvc_seq_free(c, req[i].seq);
+		if (err)
+			goto fail;
+	}
+	printf("kvclient-demo: %llu tokens decoded with %llu STEP requests; every token "
+	       "checked, the first batch again after its blocks came back\n",
+	       (unsigned long long)tokens, (unsigned long long)msgs);
+	kvc_close(c);
+	return 0;
+fail:
+	fprintf(stderr, "kvclient-demo: %s\n", strerror(-err));
+	return 1;
+}
