@@ -7,7 +7,8 @@
 #ifndef _KVMEM_KERNELS_SIMD_H
 #define _KVMEM_KERNELS_SIMD_H
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
 #define KV_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define KV_SIMD_CLONES
