@@ -37,9 +37,12 @@ static bool peer_is_admin(struct kvmemd *d, int fd, const struct ucred *cr)
 static int client_setup(struct kvmemd *d, struct kvmemd_client *c, int fd)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
+	int sndbuf = KVMEM_MSG_MAX + 4096;
 	struct ucred cr;
 	socklen_t len = sizeof(cr);
 
+	/* A reply of KVMEM_MSG_MAX must fit one packet. */
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
 		return -errno;
 	c->fd = fd;

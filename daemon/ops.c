@@ -327,6 +327,7 @@ static int op_sysctl(struct kvmemd *d, struct kvmemd_client *c, u16 op, const vo
 		     size_t blen, struct reply *r)
 {
 	struct kvmem_sysctl req, *rep;
+	struct kvmemd_config old;
 	char err_msg[256];
 	int err;
 
@@ -339,6 +340,7 @@ static int op_sysctl(struct kvmemd *d, struct kvmemd_client *c, u16 op, const vo
 	if (op == KVMEM_OP_SYSCTL_SET) {
 		if (!c->admin)
 			return -EPERM;
+		old = d->cfg;
 		err = kvmemd_config_set(&d->cfg, req.key, req.value, err_msg, sizeof(err_msg));
 		if (err) {
 			kvlog(d, KVLOG_WARN, "client %llu: sysctl %s=%s: %s",
@@ -346,8 +348,11 @@ static int op_sysctl(struct kvmemd *d, struct kvmemd_client *c, u16 op, const vo
 			return err == -EPERM ? -EROFS : err;
 		}
 		err = kvmemd_apply_tunables(d);
-		if (err)
+		if (err) {
+			d->cfg = old;
+			kvmemd_apply_tunables(d);
 			return err;
+		}
 		kvlog(d, KVLOG_INFO, "sysctl %s = %s (uid %u)", req.key, req.value, c->uid);
 	}
 	rep = reply_put(r, sizeof(*rep));

@@ -56,7 +56,32 @@ void kvmemd_reserve_used(struct kvmemd_pool *p, struct kvmemd_client *c, const v
 	c->reserved[p->handle - 1] -= n;
 }
 
-/* Give frames of @c's reserve back to the pool. */
+/*
+ * Take @n frames out of @c's reserve, all or none: each must be the
+ * client's, and none may be named twice. Their owner is cleared.
+ */
+static int reserve_claim(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
+			 u32 n)
+{
+	u32 i, f;
+
+	for (i = 0; i < n; i++) {
+		memcpy(&f, (const char *)frames + i * sizeof(f), sizeof(f));
+		if (f >= p->nr_frames || p->owner[f] != c->id)
+			goto out_restore;
+		p->owner[f] = 0;
+	}
+	return 0;
+
+out_restore:
+	while (i--) {
+		memcpy(&f, (const char *)frames + i * sizeof(f), sizeof(f));
+		p->owner[f] = c->id;
+	}
+	return -EINVAL;
+}
+
+/* Give claimed frames of @c's reserve back to the pool. */
 static void reserve_release(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
 			    u32 n)
 {
@@ -64,7 +89,6 @@ static void reserve_release(struct kvmemd_pool *p, struct kvmemd_client *c, cons
 
 	for (i = 0; i < n; i++) {
 		memcpy(&f, (const char *)frames + i * sizeof(f), sizeof(f));
-		p->owner[f] = 0;
 		kv_frames_free(p->pool, KV_TIER_DEVICE, 1, &f);
 	}
 	c->reserved[p->handle - 1] -= n;
@@ -83,8 +107,10 @@ void kvmemd_reserve_drop(struct kvmemd *d, struct kvmemd_client *c)
 	for (i = 0; i < d->nr_pools; i++) {
 		p = &d->pools[i];
 		for (f = 0; c->reserved[i] && f < p->nr_frames; f++)
-			if (p->owner[f] == c->id)
+			if (p->owner[f] == c->id) {
+				p->owner[f] = 0;
 				reserve_release(p, c, &f, 1);
+			}
 	}
 }
 
@@ -152,7 +178,7 @@ int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, 
 		    req.nr_release > (blen - req.release_off) / sizeof(u32))
 			return -EINVAL;
 		rel = (const char *)b + req.release_off;
-		if (!kvmemd_reserve_owns(p, c, rel, req.nr_release))
+		if (reserve_claim(p, c, rel, req.nr_release))
 			return -EINVAL;
 		reserve_release(p, c, rel, req.nr_release);
 	}

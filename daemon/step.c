@@ -65,6 +65,7 @@ static int step_parse_head(const void *b, size_t blen, struct kvmem_step *req)
 	memcpy(req, b, fixed);
 	if (!req->nr_seqs || req->nr_seqs > KVMEM_STEP_MAX_SEQS ||
 	    (req->flags & ~(KVMEM_NOWAIT | KVMEM_STEP_NOSLOTS)) || req->pad || req->reserved[0] ||
+	    req->seqs_off > blen ||
 	    req->nr_seqs > (blen - req->seqs_off) / sizeof(struct kvmem_step_seq))
 		return -EINVAL;
 	return 0;

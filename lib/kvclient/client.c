@@ -4,6 +4,7 @@
  * one packet out and one reply packet in, matched by tag.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -32,8 +33,11 @@ static int kvc_send(struct kvc *c, uint16_t opcode, const void *body, size_t len
 	return 0;
 }
 
-/* Receive the reply into c->buf; a passed descriptor lands in *fd. */
-static int kvc_recv(struct kvc *c, uint16_t opcode, int *fd)
+/*
+ * Receive the reply into c->buf; a passed descriptor lands in *fd. Sets
+ * *got when a well-formed reply arrived (its status is then returned).
+ */
+static int kvc_recv(struct kvc *c, uint16_t opcode, int *fd, bool *got)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
@@ -63,6 +67,7 @@ static int kvc_recv(struct kvc *c, uint16_t opcode, int *fd)
 	if ((size_t)n < sizeof(*h) || h->magic != KVMEM_MAGIC || h->size != (size_t)n ||
 	    h->tag != c->tag || h->opcode != opcode)
 		return -EBADMSG;
+	*got = true;
 	return h->status;
 }
 
@@ -74,7 +79,7 @@ static int kvc_recv(struct kvc *c, uint16_t opcode, int *fd)
  * @len:       its length
  * @reply:     receives the reply body (inside the connection's buffer,
  *             valid until the next request), may be NULL
- * @reply_len: receives its length, may be NULL
+ * @reply_len: receives its length (0 when no reply came), may be NULL
  *
  * Return: the reply's status: >= 0, or a negative errno (from the daemon,
  * or of the transport).
@@ -89,15 +94,18 @@ int kvc_request_fd(struct kvc *c, uint16_t opcode, const void *body, size_t len,
 		   void **reply, size_t *reply_len, int *fd)
 {
 	struct kvmem_hdr *h = (struct kvmem_hdr *)c->buf;
+	bool got = false;
 	int err;
 
-	err = kvc_send(c, opcode, body, len);
-	if (err)
-		return err;
-	err = kvc_recv(c, opcode, fd);
 	if (reply)
 		*reply = h + 1;
 	if (reply_len)
+		*reply_len = 0;
+	err = kvc_send(c, opcode, body, len);
+	if (err)
+		return err;
+	err = kvc_recv(c, opcode, fd, &got);
+	if (got && reply_len)
 		*reply_len = h->size - sizeof(*h);
 	return err;
 }
@@ -134,8 +142,8 @@ static int kvc_hello(struct kvc *c)
 int kvc_connect(const char *path, struct kvc **out)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int sndbuf = KVMEM_MSG_MAX + 4096, err;
 	struct kvc *c;
-	int err;
 
 	if (!path)
 		path = getenv(KVMEM_SOCKET_ENV);
@@ -157,6 +165,8 @@ int kvc_connect(const char *path, struct kvc **out)
 		err = -errno;
 		goto out_free;
 	}
+	/* A request of KVMEM_MSG_MAX must fit one packet. */
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		err = -errno;
 		goto out_close;

@@ -23,6 +23,7 @@
  * @synced:       tokens the daemon knows of
  * @pend:         reserve frames that became blocks locally, not yet told
  * @nr_pend:      entries of @pend
+ * @stamp:        kvc.stamp of the last STEP that named it
  */
 struct kvc_seq {
 	uint64_t id;
@@ -37,6 +38,7 @@ struct kvc_seq {
 	uint32_t synced;
 	uint32_t *pend;
 	uint32_t nr_pend;
+	uint64_t stamp;
 };
 
 /**
@@ -64,6 +66,7 @@ struct kvc_stock {
  * @seqs:      sequence records, by the low 32 bits of their id
  * @seqs_cap:  entries of @seqs
  * @stock:     reserve per pool, parallel to @pools
+ * @stamp:     bumped per STEP built, to find a sequence named twice
  */
 struct kvc {
 	int fd;
@@ -76,6 +79,7 @@ struct kvc {
 	struct kvc_seq **seqs;
 	uint32_t seqs_cap;
 	struct kvc_stock *stock[KVC_MAX_POOLS];
+	uint64_t stamp;
 };
 
 int kvc_request_fd(struct kvc *c, uint16_t opcode, const void *body, size_t len,

@@ -179,7 +179,9 @@ int kvc_seq_fork(struct kvc *c, uint64_t seq, uint64_t *child)
 	struct kvmem_seq_reply rep;
 	int err;
 
-	err = p ? sync_seqs(c, &seq, 1) : 0;
+	if (!p)
+		return -ENOENT;
+	err = sync_seqs(c, &seq, 1);
 	if (err)
 		return err;
 	err = seq_simple(c, KVMEM_OP_SEQ_FORK, 0, seq, 0, &rep);
@@ -478,6 +480,39 @@ static bool step_ids(const struct kvc *c, const struct kvc_step_seq *seqs, uint3
 	return true;
 }
 
+/*
+ * Check a STEP before building it: no sequence twice (its local tokens
+ * would be counted twice), and the message and token limits.
+ */
+static int step_check(struct kvc *c, const struct kvc_step_seq *seqs, uint32_t n,
+		      uint32_t flags)
+{
+	uint64_t total = 0, local = 0, words = 0;
+	struct kvc_seq *s;
+	uint32_t i;
+
+	c->stamp++;
+	for (i = 0; i < n; i++) {
+		s = seq_find(c, seqs[i].seq);
+		if (s) {
+			if (s->stamp == c->stamp)
+				return -EINVAL;
+			s->stamp = c->stamp;
+			local += s->nr_tokens - s->synced;
+			words += s->nr_pend;
+		}
+		total += seqs[i].nr_tokens;
+	}
+	if (total > KVMEM_STEP_MAX_TOKENS ||
+	    (total + local > KVMEM_STEP_MAX_TOKENS && !(flags & KVMEM_STEP_NOSLOTS)))
+		return -EINVAL;
+	words += total;		/* token ids, at most */
+	if (sizeof(struct kvmem_step) + n * sizeof(struct kvmem_step_seq) + words * 4 >
+	    KVMEM_MSG_MAX - sizeof(struct kvmem_hdr))
+		return -E2BIG;
+	return 0;
+}
+
 /* Build a STEP: each sequence's locally appended tokens and frames first. */
 static size_t step_build(struct kvc *c, const struct kvc_step_seq *seqs, uint32_t n,
 			 uint32_t flags, uint64_t *total)
@@ -529,7 +564,6 @@ static void seq_synced(struct kvc *c, struct kvc_seq *s, uint32_t new)
 	s->nr_tokens += new;
 	s->synced = s->nr_tokens;
 	s->active = 1;
-	s->valid = 1;
 }
 
 /* Copy each done sequence's slots out and update its table copy. */
@@ -561,11 +595,17 @@ static int step_apply(struct kvc *c, struct kvc_step_seq *seqs, const char *r, s
 			       (size_t)seqs[i].nr_tokens * sizeof(uint64_t));
 		slots += (size_t)sr.nr_slots * sizeof(uint64_t);
 		if (s) {
-			if (!s->valid)
-				sr.first_changed = 0;	/* the reply has it all then */
-			err = seq_update(s, sr.first_changed, sr.nr_blocks, (const uint32_t *)frames);
-			if (err)
-				return err;
+			/*
+			 * A partial update applies only to an exact copy; one
+			 * from entry 0 (an activation) makes any copy exact.
+			 */
+			if (s->valid || !sr.first_changed) {
+				err = seq_update(s, sr.first_changed, sr.nr_blocks,
+						 (const uint32_t *)frames);
+				if (err)
+					return err;
+				s->valid = 1;
+			}
 			seq_synced(c, s, seqs[i].nr_tokens);
 		}
 		frames += (size_t)(sr.nr_blocks - sr.first_changed) * sizeof(uint32_t);
@@ -589,8 +629,9 @@ static int step_apply(struct kvc *c, struct kvc_step_seq *seqs, const char *r, s
  * Processing stops at the first failure: the sequences before it are done,
  * the failed one is unchanged.
  *
- * Return: 0, -EINVAL, -ENOENT, -EAGAIN, -ENOMEM, -ENOBUFS (reply too
- * large: split the batch), -EIO.
+ * Return: 0, -EINVAL (bad counts, a sequence named twice), -E2BIG (the
+ * request would not fit one message), -ENOENT, -EAGAIN, -ENOMEM,
+ * -ENOBUFS (reply too large: split the batch), -EIO.
  */
 int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flags,
 	     int32_t *failed)
@@ -603,9 +644,10 @@ int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flag
 
 	if (!n || n > KVMEM_STEP_MAX_SEQS)
 		return -EINVAL;
+	err = step_check(c, seqs, n, flags);
+	if (err)
+		return err;
 	len = step_build(c, seqs, n, flags, &total);
-	if (total > KVMEM_STEP_MAX_TOKENS && !(flags & KVMEM_STEP_NOSLOTS))
-		return -EINVAL;
 	err = kvc_request(c, KVMEM_OP_STEP, c->buf + sizeof(struct kvmem_hdr), len, &r, &len);
 	if (len < sizeof(h))
 		return err < 0 ? err : -EBADMSG;

@@ -408,6 +408,73 @@ TEST_F(kvmemd, reserve_returns_to_the_pool)
 	EXPECT_EQ(stat_value(text, "DeviceTotal:"), stat_value(text, "DeviceFree:"));
 }
 
+/* ACTIVATE leaves the client's table copy stale; a STEP must not patch it. */
+TEST_F(kvmemd, step_after_activate_gives_exact_tables)
+{
+	uint32_t av[16] = { 10, 11, 12, 13, 14, 15, 16 }, bv[4] = { 20, 21, 22, 23 };
+	struct kvc_step_seq ss[2];
+	uint64_t a, b, sa[1], sb[4], slot;
+
+	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &a));
+	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &b));
+	ASSERT_EQ(0, step_vals(self->c, self->pool, a, 6, 10));
+	ASSERT_EQ(0, kvc_deactivate(self->c, &a, 1));
+	EXPECT_LT(0, kvc_drop_caches(self->c, 0));	/* a's blocks move */
+	ASSERT_EQ(0, kvc_activate(self->c, &a, 1, 0, NULL));
+	ss[0] = (struct kvc_step_seq){ .seq = a, .nr_tokens = 1, .slots = sa };
+	ss[1] = (struct kvc_step_seq){ .seq = b, .nr_tokens = 4, .slots = sb };
+	ASSERT_EQ(0, kvc_step(self->c, ss, 2, 0, NULL));
+	*tok(self->pool, sa[0]) = 16;
+	for (int i = 0; i < 4; i++)
+		*tok(self->pool, sb[i]) = 20 + i;
+	EXPECT_EQ(0, check_vals(self->c, self->pool, a, av, 7));
+	EXPECT_EQ(0, check_vals(self->c, self->pool, b, bv, 4));
+	/* The copy is exact again: a token goes into a's own tail block locally. */
+	EXPECT_EQ(0, kvc_append(self->c, a, 1, &slot));
+	EXPECT_EQ((uint64_t)sa[0] + 1, slot);
+	ss[1] = ss[0];
+	EXPECT_EQ(-EINVAL, kvc_step(self->c, ss, 2, 0, NULL));	/* the same sequence twice */
+}
+
+TEST_F(kvmemd, oversized_requests_are_refused_in_the_library)
+{
+	static uint32_t ids[1 << 20];
+	static uint64_t slots[1 << 20];
+	struct kvc_step_seq s = { .nr_tokens = 1 << 20, .token_ids = ids, .slots = slots };
+
+	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &s.seq));
+	EXPECT_EQ(-EINVAL, kvc_step(self->c, &s, 1, 0, NULL));
+	EXPECT_EQ(0, step_vals(self->c, self->pool, s.seq, 2, 1));
+}
+
+/* A reply close to KVMEM_MSG_MAX still fits one packet. */
+TEST(large_replies)
+{
+	static struct kvc_step_seq ss[4096];
+	static uint64_t slots[4096][4];
+	struct kvc_pool *p;
+	struct daemon d;
+	struct kvc *c;
+	uint32_t i;
+
+	ASSERT_EQ(0, daemon_start(&d, "pool.big.layers = 1\npool.big.kv_heads = 1\n"
+				  "pool.big.head_dim = 8\npool.big.block_tokens = 4\n"
+				  "pool.big.dtype = fp16\npool.big.device_mem = 32M\n"
+				  "pool.big.host_mem = 1M\n"));
+	ASSERT_EQ(0, kvc_connect(d.sock, &c));
+	ASSERT_EQ(0, kvc_pool_open(c, "big", &p));
+	for (i = 0; i < 4096; i++) {
+		ASSERT_EQ(0, kvc_seq_create(c, p, &ss[i].seq));
+		ss[i].nr_tokens = 4;
+		ss[i].slots = slots[i];
+	}
+	EXPECT_EQ(0, kvc_step(c, ss, 4096, 0, NULL));
+	EXPECT_EQ(slots[4095][3] % 4, 3);
+	kvc_close(c);
+	EXPECT_EQ(0, daemon_stop(&d));
+	daemon_cleanup(&d);
+}
+
 TEST(config_errors_name_file_and_line)
 {
 	char exe[PATH_MAX], dir[] = "/tmp/kvmemd-conf-XXXXXX", conf[128], log[128];

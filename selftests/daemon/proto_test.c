@@ -189,6 +189,10 @@ TEST_F(proto, absurd_counts_and_offsets)
 	s.st.nr_seqs = 1;
 	s.st.seqs_off = 4096;
 	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
+	s.st.seqs_off = 0xfffffff8;	/* far past the end, with an early token array */
+	s.st.tokens_off = sizeof(s.st);
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
+	s.st.tokens_off = 0;
 	s.st.seqs_off = sizeof(s.st) + 4;	/* misaligned */
 	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_STEP, &s, sizeof(s)));
 	s.st.seqs_off = sizeof(s.st);
@@ -229,6 +233,46 @@ TEST_F(proto, absurd_counts_and_offsets)
 	EXPECT_EQ(0, req(self->fd, KVMEM_OP_DEACTIVATE, &a, sizeof(a.b) + 8));
 	cr.pool = 77;
 	EXPECT_EQ(-ENOENT, req(self->fd, KVMEM_OP_SEQ_CREATE, &cr, sizeof(cr)));
+}
+
+TEST_F(proto, reserve_frames_are_checked)
+{
+	struct {
+		struct kvmem_reserve r;
+		uint32_t frames[4];
+	} m;
+	static char in[4096];
+	struct kvmem_reserve_reply rep;
+	uint32_t got[2];
+	ssize_t n;
+
+	ASSERT_EQ(0, hello(self->fd));
+	memset(&m, 0, sizeof(m));
+	m.r.pool = 1;
+	m.r.target = 2;
+	send(self->fd, msg, build(KVMEM_OP_RESERVE, &m.r, sizeof(m.r)), 0);
+	n = recv(self->fd, in, sizeof(in), 0);
+	ASSERT_EQ((ssize_t)(sizeof(struct kvmem_hdr) + sizeof(rep) + 8), n);
+	EXPECT_EQ(2, ((struct kvmem_hdr *)in)->status);
+	memcpy(got, in + sizeof(struct kvmem_hdr) + sizeof(rep), sizeof(got));
+	/* The same frame twice, a frame not ours, a target too large. */
+	m.r.target = 0;
+	m.r.nr_release = 2;
+	m.r.release_off = sizeof(m.r);
+	m.frames[0] = got[0];
+	m.frames[1] = got[0];
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_RESERVE, &m, sizeof(m.r) + 8));
+	m.frames[1] = 100000;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_RESERVE, &m, sizeof(m.r) + 8));
+	m.r.nr_release = 0;
+	m.r.target = KVMEM_RESERVE_MAX + 1;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_RESERVE, &m, sizeof(m.r)));
+	/* Both are still ours: releasing them works, once. */
+	m.r.target = 0;
+	m.r.nr_release = 2;
+	m.frames[1] = got[1];
+	EXPECT_EQ(0, req(self->fd, KVMEM_OP_RESERVE, &m, sizeof(m.r) + 8));
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_RESERVE, &m, sizeof(m.r) + 8));
 }
 
 TEST_F(proto, bad_strings)
