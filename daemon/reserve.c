@@ -114,11 +114,17 @@ void kvmemd_reserve_drop(struct kvmemd *d, struct kvmemd_client *c)
 	}
 }
 
-/* Top @c's reserve of @p up to @target; the new frames go to @out. */
+/*
+ * Top @c's reserve of @p up to @target; the new frames go to @out.
+ * Reserves are filled only from memory above the device tier's low
+ * watermark, never by reclaim: under pressure a client gets fewer frames
+ * (or none) and goes through STEP, where reclaim runs for what it needs.
+ */
 static int reserve_grow(struct kvmemd_pool *p, struct kvmemd_client *c, u32 target,
 			u32 *out, u32 room)
 {
-	u32 have = c->reserved[p->handle - 1], add, i;
+	u32 have = c->reserved[p->handle - 1], add, spare, i;
+	struct kv_meminfo mi;
 	int err;
 
 	if (target <= have)
@@ -126,7 +132,14 @@ static int reserve_grow(struct kvmemd_pool *p, struct kvmemd_client *c, u32 targ
 	add = target - have;
 	if (add > room)
 		return -ENOBUFS;
-	err = kv_frames_alloc(p->pool, KV_TIER_DEVICE, add, 0, out);
+	kv_pool_meminfo(p->pool, &mi);
+	spare = mi.tier[KV_TIER_DEVICE].free > mi.tier[KV_TIER_DEVICE].wmark[KV_WMARK_LOW] ?
+		mi.tier[KV_TIER_DEVICE].free - mi.tier[KV_TIER_DEVICE].wmark[KV_WMARK_LOW] : 0;
+	if (add > spare)
+		add = spare;
+	if (!add)
+		return 0;
+	err = kv_frames_alloc(p->pool, KV_TIER_DEVICE, add, KV_ALLOC_NOWAIT, out);
 	if (err)
 		return err;
 	for (i = 0; i < add; i++)

@@ -435,8 +435,12 @@ int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots)
  * @nr:   free frames wanted in hand, 0..KVMEM_RESERVE_MAX (including those
  *        held already; frames made blocks but not yet told count apart)
  *
- * Return: frames added, -EINVAL, -ENOENT, -EAGAIN, -ENOMEM (the pool cannot
- * spare them now; the reserve keeps what it has).
+ * The daemon fills reserves only from memory above the pool's low
+ * watermark: under pressure fewer frames, or none, are added, and the
+ * client's appends go through kvc_step(), where reclaim makes room.
+ *
+ * Return: frames added (possibly fewer than asked, or 0), -EINVAL,
+ * -ENOENT.
  */
 int kvc_reserve(struct kvc *c, const struct kvc_pool *pool, uint32_t nr)
 {

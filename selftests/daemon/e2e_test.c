@@ -414,6 +414,21 @@ TEST_F(kvmemd, reserve_returns_to_the_pool)
 	EXPECT_EQ(stat_value(text, "DeviceTotal:"), stat_value(text, "DeviceFree:"));
 }
 
+/* Reserves come only from memory above the low watermark. */
+TEST_F(kvmemd, reserves_do_not_reclaim)
+{
+	uint64_t seq;
+
+	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &seq));
+	ASSERT_EQ(0, step_vals(self->c, self->pool, seq, 12 * BT, 0));
+	ASSERT_LT(0, kvc_stats(self->c, KVMEM_STATS_ZONEINFO, 1, text, sizeof(text)));
+	ASSERT_NE_NULL(strstr(text, "low      2"));
+	EXPECT_EQ(2, kvc_reserve(self->c, self->pool, 8));	/* 4 free, low 2 */
+	EXPECT_EQ(0, kvc_reserve(self->c, self->pool, 8));
+	ASSERT_LT(0, kvc_stats(self->c, KVMEM_STATS_VMSTAT, 0, text, sizeof(text)));
+	EXPECT_EQ(0, stat_value(text, "allocstall "));
+}
+
 /* ACTIVATE leaves the client's table copy stale; a STEP must not patch it. */
 TEST_F(kvmemd, step_after_activate_gives_exact_tables)
 {

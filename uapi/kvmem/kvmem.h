@@ -359,7 +359,9 @@ struct kvmem_drop_caches {
  * it without a round trip, computing their slots itself, and tells the
  * daemon in a later STEP (kvmem_step_seq.nr_frames). Reserved frames count
  * as used memory for the watermarks; they return to the pool when the
- * client goes. The reply is a struct kvmem_reserve_reply followed by the
+ * client goes. The daemon fills reserves only from memory above the device
+ * tier's low watermark (never by reclaim), so @nr_added may be less than
+ * asked, or 0 under memory pressure; the client then uses STEP. The reply is a struct kvmem_reserve_reply followed by the
  * @nr_added new frames (__u32); its status is @nr_added or an error (the
  * releases are done either way once validated).
  */
