@@ -106,10 +106,7 @@ __u64 kv_decode_workspace_bytes(const struct kv_decode_args *a)
 
 	if (splits <= 1)
 		return 0;
-	/*
-	 * per query head an arrival counter (8 bytes) and, per split, head_dim
-	 * partial outputs, max and sum
-	 */
-	return (__u64)a->batch * a->q_heads *
-	       (8 + (__u64)splits * (a->arena.g.head_dim + 2) * sizeof(float));
+	/* per split and query head: head_dim partial outputs, max and sum */
+	return (__u64)a->batch * a->q_heads * splits *
+	       (a->arena.g.head_dim + 2) * sizeof(float);
 }

@@ -11,8 +11,6 @@
 extern "C" {
 #endif
 
-/* decode kernel variant (kernels/cuda/decode.cu); -1: the default */
-#define KV_DECODE_VARIANT_DEFAULT	3
 extern int kv_cuda_decode_variant;
 uint32_t kv_cuda_pick_splits(uint32_t base, uint32_t slots, uint32_t cap);
 uint32_t kv_cuda_pick_splits_waves(uint32_t base, uint32_t slots, uint32_t cap);

@@ -7,8 +7,7 @@
  * handled together, so each K and V byte is read from memory once. A warp
  * takes 16-token tiles of its split in turn and folds them into a running
  * softmax; the four warps are merged in shared memory at the end, and the
- * splits of a sequence by the last CTA of the (sequence, kv head) to finish
- * (an arrival counter in the workspace), or by a second, small kernel.
+ * splits of a sequence by a second, small kernel.
  *
  * The products run on the tensor cores (mma.sync m16n8k16, fp32
  * accumulation) with the tokens as the M side: S^T = K Q^T and
@@ -21,7 +20,6 @@
  */
 #include <errno.h>
 #include <stdint.h>
-#include <atomic>
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -35,11 +33,11 @@
  * bit 0 adds an L2 256-byte prefetch hint to the KV loads, bit 1 caps
  * registers for four CTAs per SM, bit 2 picks splits for about four waves
  * of CTAs (kv_cuda_pick_splits_waves()) instead of the fewest splits that
- * fill one (kv_cuda_pick_splits()), bit 3 merges the splits in the last CTA
- * of each (sequence, kv head, head chunk) instead of a second launch.
- * Negative: KV_DECODE_VARIANT_DEFAULT.
+ * fill one (kv_cuda_pick_splits()). Negative: KV_DECODE_VARIANT_DEFAULT.
  */
 int kv_cuda_decode_variant = -1;
+
+#define KV_DECODE_VARIANT_DEFAULT 3
 
 namespace {
 
@@ -60,8 +58,6 @@ struct decode_params {
 	const uint32_t *ctx_lens;
 	int32_t *status;
 	float *ws;
-	unsigned long long *arrivals;	/* fused merge: one per CTA group */
-	uint32_t epoch;			/* fused merge: this launch's tag */
 	uint32_t q_heads, kv_heads, group, hchunks, heads_per_chunk;
 	uint32_t block_tokens, stride, window;
 	uint32_t nsplit, tiles_per_split;
@@ -228,65 +224,6 @@ __device__ __forceinline__ void load_v(const decode_params &p,
 		for (int cg = 0; cg < HD / 64; cg++)
 			v[i][cg] = row ? ld_stream<VAR>(row + (cg * 8 + r) * 16)
 				       : make_uint4(0, 0, 0, 0);
-	}
-}
-
-/*
- * Fused merge of the splits: every CTA of a (sequence, kv head, chunk)
- * group counts its arrival once its partial results are written; the last
- * to arrive merges the group's splits and resets the counter to zero. The
- * counter carries this launch's epoch in its upper half, so that a
- * workspace that was never zeroed (or that another launch left behind) is
- * read as no arrivals yet.
- */
-template <typename T, int HD>
-__device__ __forceinline__ void merge_if_last(const decode_params &p, size_t qh0,
-					   uint32_t nrows, bool bad)
-{
-	__shared__ int last;
-	unsigned long long *ctr = p.arrivals + (size_t)blockIdx.z * gridDim.y + blockIdx.y;
-	const float *ml = p.ws + (size_t)gridDim.z * p.q_heads * p.nsplit * HD;
-
-	__syncthreads();		/* every partial of this CTA is written */
-	if (threadIdx.x == 0) {
-		unsigned long long old = *(volatile unsigned long long *)ctr, prev;
-		uint32_t n;
-
-		__threadfence();
-		for (;;) {
-			n = (uint32_t)(old >> 32) == p.epoch ? (uint32_t)old : 0;
-			prev = atomicCAS(ctr, old, ((unsigned long long)p.epoch << 32) | (n + 1));
-			if (prev == old)
-				break;
-			old = prev;
-		}
-		last = n + 1 == p.nsplit;
-		if (last) {
-			atomicExch(ctr, 0ull);
-			__threadfence();
-		}
-	}
-	__syncthreads();
-	if (!last)
-		return;
-	for (uint32_t i = threadIdx.x; i < nrows * HD; i += kThreads) {
-		uint32_t row = i / HD, d = i % HD;
-		size_t rec0 = (qh0 + row) * p.nsplit;
-		float mx = -INFINITY, sum = 0.f, acc = 0.f;
-
-		for (uint32_t s = 0; s < p.nsplit; s++)
-			mx = fmaxf(mx, __ldcg(ml + (rec0 + s) * 2));
-		for (uint32_t s = 0; s < p.nsplit; s++) {
-			float ms = __ldcg(ml + (rec0 + s) * 2);
-			float wt = ms == -INFINITY ? 0.f : exp2f(ms - mx);
-
-			sum += wt * __ldcg(ml + (rec0 + s) * 2 + 1);
-			acc += wt * __ldcg(p.ws + (rec0 + s) * HD + d);
-		}
-		if (bad)
-			sum = NAN;
-		dt<T>::store(static_cast<T *>(p.out) + (qh0 + row) * HD + d,
-			     sum > 0.f || sum != sum ? acc / sum : 0.f);
 	}
 }
 
@@ -508,8 +445,6 @@ kv_decode_kernel(const decode_params p)
 	}
 	if (bad && threadIdx.x == 0)
 		set_status(p.status);
-	if (p.nsplit > 1 && p.arrivals)
-		merge_if_last<T, HD>(p, qh0, nrows, bad);
 }
 
 /* Merge the splits of each (sequence, query head). */
@@ -542,13 +477,6 @@ struct launch_cfg {
 	int occupancy;		/* CTAs per SM */
 	size_t smem;
 };
-
-/* the decode variant in force (kv_cuda_decode_variant or the default) */
-static int variant(void)
-{
-	return kv_cuda_decode_variant >= 0 ? kv_cuda_decode_variant :
-	       KV_DECODE_VARIANT_DEFAULT;
-}
 
 template <typename T, int HD, int NT, int VAR>
 int launch(const decode_params &p, uint32_t batch, bool want_split,
@@ -592,38 +520,24 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 		uint32_t cap = max_tiles / kWarps;
 		if (cap > split_bound)
 			cap = split_bound;
-		if (variant() & 4)
+		if (kv_cuda_decode_variant >= 0 ? (kv_cuda_decode_variant & 4) :
+		    (KV_DECODE_VARIANT_DEFAULT & 4))
 			nsplit = kv_cuda_pick_splits_waves(base, slots,
 							   max_tiles / (2 * kWarps) < cap ?
 							   max_tiles / (2 * kWarps) : cap);
 		else
 			nsplit = kv_cuda_pick_splits(base, slots, cap);
-		/* workspace: arrival counters, then partial results */
-		if (nsplit > 1 && (uint64_t)batch * p.q_heads * (8 + nsplit * (HD + 2) * 4) >
-				  ws_bytes)
+		if (nsplit > 1 && (uint64_t)batch * p.q_heads * nsplit * (HD + 2) * 4 > ws_bytes)
 			nsplit = 1;
 	}
 	q.nsplit = nsplit;
-	q.arrivals = nullptr;
-	if (nsplit > 1) {
-		static std::atomic<uint32_t> epochs;
-
-		q.ws = reinterpret_cast<float *>(reinterpret_cast<char *>(p.ws) +
-						 (size_t)batch * p.q_heads * 8);
-		if (variant() & 8) {
-			q.arrivals = reinterpret_cast<unsigned long long *>(p.ws);
-			do
-				q.epoch = ++epochs;
-			while (!q.epoch);
-		}
-	}
 	q.tiles_per_split = (max_tiles + nsplit - 1) / nsplit;
 
 	dim3 grid(nsplit, p.kv_heads * p.hchunks, batch);
 	kern<<<grid, kThreads, cfg[dev].smem, st>>>(q);
 	if (cudaGetLastError() != cudaSuccess)
 		return -EIO;
-	if (nsplit > 1 && !q.arrivals) {
+	if (nsplit > 1) {
 		/*
 		 * The combine is launched as a programmatic dependent launch: it
 		 * is scheduled while the split kernel runs and waits for its
@@ -650,7 +564,8 @@ int launch_var(const decode_params &p, uint32_t batch, bool want_split,
 	       uint64_t ws_bytes, uint32_t max_tiles, uint32_t bound,
 	       cudaStream_t st)
 {
-	int v = variant();
+	int v = kv_cuda_decode_variant < 0 ? KV_DECODE_VARIANT_DEFAULT :
+		kv_cuda_decode_variant;
 
 	/* the register cap only pays where the kernel fits in 128 registers */
 	if constexpr (HD > 128) {

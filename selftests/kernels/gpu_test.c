@@ -24,7 +24,6 @@ TEST(gpu)
 
 #else
 #include <cuda_runtime_api.h>
-#include "kernels/cuda/cuda_internal.h"
 
 #define CU(call) ASSERT_EQ(cudaSuccess, (call))
 
@@ -62,11 +61,7 @@ static double gpu_bound(uint32_t dtype)
 /*
  * One decode case on both implementations: the CPU output against float64,
  * then the CUDA output against both, once without a workspace (one pass)
- * and three times with one (the heuristic may split the contexts): the
- * workspace starts as garbage, is used twice by the kernel variant under
- * test (KV_DECODE_VARIANT in the environment, else the default), so that
- * arrival counters left behind would show, then once with the other way of
- * merging the splits (variant bit 3 flipped).
+ * and once with one (the heuristic may split the contexts).
  */
 static void gpu_case(struct __test_metadata *_metadata,
 		     const struct kv_geometry *g, __u32 layer, __u32 ratio,
@@ -81,8 +76,7 @@ static void gpu_case(struct __test_metadata *_metadata,
 	void *cpu_out = malloc(obytes), *gpu_out = malloc(obytes);
 	void *d_arena, *d_q, *d_out, *d_table, *d_ctx, *d_ws = NULL;
 	__s32 *d_status, status;
-	int split, variant = getenv("KV_DECODE_VARIANT") ?
-			     atoi(getenv("KV_DECODE_VARIANT")) : KV_DECODE_VARIANT_DEFAULT;
+	int split;
 
 	ASSERT_TRUE(cpu_out && gpu_out);
 	ASSERT_EQ(0, kvt_decode_case_init(&c, g, layer, qh, window, batch, ctx));
@@ -110,15 +104,12 @@ static void gpu_case(struct __test_metadata *_metadata,
 	a.ctx_lens = d_ctx;
 	a.status = d_status;
 	ws_bytes = kv_decode_workspace_bytes(&a);
-	if (ws_bytes) {
+	if (ws_bytes)
 		CU(cudaMalloc(&d_ws, ws_bytes));
-		CU(cudaMemset(d_ws, 0xa5, ws_bytes));
-	}
 
-	for (split = 0; split < 4; split++) {
+	for (split = 0; split < 2; split++) {
 		double err, err64;
 
-		kv_cuda_decode_variant = split == 3 ? variant ^ 8 : variant;
 		a.workspace = split ? d_ws : NULL;
 		a.workspace_bytes = split ? ws_bytes : 0;
 		CU(cudaMemcpy(d_out, c.out, obytes, cudaMemcpyHostToDevice));
@@ -137,7 +128,6 @@ static void gpu_case(struct __test_metadata *_metadata,
 		EXPECT_LE(err, gpu_bound(g->dtype));
 		EXPECT_LE(err64, kvt_bound(g->dtype));
 	}
-	kv_cuda_decode_variant = -1;
 	cudaFree(d_ws);
 	cudaFree(d_arena);
 	cudaFree(d_q);
