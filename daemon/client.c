@@ -227,8 +227,15 @@ void kvmemd_client_input(struct kvmemd *d, struct kvmemd_client *c)
 		/* An oversized packet is answered like any malformed one. */
 		len = kvmemd_dispatch(d, c, (const struct kvmem_hdr *)d->buf,
 				      n < 0 ? 0 : (size_t)n, &fd);
-		if (n < 0)
-			((struct kvmem_hdr *)d->out)->status = -EMSGSIZE;
+		if (n < 0) {
+			/* The head of the packet was read: echo its opcode and tag. */
+			const struct kvmem_hdr *h = (const struct kvmem_hdr *)d->buf;
+			struct kvmem_hdr *rep = (struct kvmem_hdr *)d->out;
+
+			rep->status = -EMSGSIZE;
+			rep->opcode = h->opcode;
+			rep->tag = h->tag;
+		}
 		err = kvmemd_client_send(d, c, d->out, (size_t)len, fd);
 		if (err) {
 			kvlog(d, KVLOG_WARN, "client %llu: reply not taken (%s); dropping it",

@@ -84,7 +84,7 @@ static int cmd_text(struct kvc *c, const char *cmd, uint32_t what, const char *p
 
 static int cmd_sysctl(struct kvc *c, char *arg)
 {
-	char *eq = strchr(arg, '='), value[KVMEM_KEY_MAX];
+	char *eq = strchr(arg, '='), value[KVMEM_VALUE_MAX];
 	int err;
 
 	if (eq) {

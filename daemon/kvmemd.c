@@ -47,10 +47,14 @@ static int kvmemd_setup(struct kvmemd *d)
 	ret = kvmemd_config_load(&d->cfg, d->cfg_path,
 				 d->cfg_explicit ? 0 : KVMEMD_CONFIG_MISSING_OK, err, sizeof(err));
 	if (ret) {
-		fprintf(stderr, "kvmemd: %s\n", err);
+		/* One line, FILE:LINE: message, as compilers print them. */
+		fprintf(stderr, "%s\n", err);
+		d->reported = true;
 		return ret;
 	}
 	kvmemd_config_overrides(d, &d->cfg);
+	if (err[0])
+		kvlog(d, KVLOG_INFO, "%s", err);
 	d->admin_gid = (gid_t)-1;
 	if (d->cfg.admin_group[0]) {
 		gr = getgrnam(d->cfg.admin_group);
@@ -131,7 +135,7 @@ int main(int argc, char **argv)
 	}
 	err = err ?: kvmemd_run(&d);
 	kvmemd_teardown(&d);
-	if (err && err != -EINVAL)
+	if (err && !d.reported)
 		fprintf(stderr, "kvmemd: exiting: %s\n", strerror(-err));
 	return err ? 1 : 0;
 }

@@ -96,6 +96,7 @@ struct kvmemd_client {
  * @sock_override: -s SOCKET, kept over reloads
  * @verbose:     -v, kept over reloads
  * @spare_fd:    a descriptor held back to refuse connections when out of them
+ * @reported:    the error that stops start-up was printed already
  * @stop:        leave the event loop
  * @buf:         receive buffer, KVMEM_MSG_MAX + 1 bytes
  * @out:         reply buffer, KVMEM_MSG_MAX bytes
@@ -116,6 +117,7 @@ struct kvmemd {
 	const char *sock_override;
 	bool verbose;
 	int spare_fd;
+	bool reported;
 	bool stop;
 	char *buf;
 	char *out;

@@ -13,7 +13,8 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== kvmemd (built-in default configuration), socket $d/kvmemd.sock"
-"$b/daemon/kvmemd" -s "$d/kvmemd.sock" 2>"$d/kvmemd.log" &
+: >"$d/kvmemd.conf"	# empty: every key at its default, whatever /etc holds
+"$b/daemon/kvmemd" -c "$d/kvmemd.conf" -s "$d/kvmemd.sock" 2>"$d/kvmemd.log" &
 pid=$!
 for _ in $(seq 200); do [ -S "$d/kvmemd.sock" ] && break; sleep 0.05; done
 if [ ! -S "$d/kvmemd.sock" ]; then
@@ -22,7 +23,7 @@ if [ ! -S "$d/kvmemd.sock" ]; then
 fi
 export KVMEM_SOCKET=$d/kvmemd.sock
 echo "== kvmm-demo: the mm core on its own"
-"$b/mm/kvmm-demo" | head -8
+"$b/mm/kvmm-demo" | sed -n '1,4p;/requests served/p'
 echo "== kvclient-demo: a client of kvmemd"
 "$b/daemon/kvclient-demo"
 echo "== kvmemctl pools"

@@ -119,6 +119,8 @@ TEST_F(proto, header_errors)
 	EXPECT_EQ(7, rep.tag);
 	len = build(KVMEM_OP_HELLO, NULL, 0);
 	EXPECT_EQ(-EMSGSIZE, raw_send(self->fd, msg, KVMEM_MSG_MAX + 100, &rep));
+	EXPECT_EQ(7, rep.tag);
+	EXPECT_EQ(KVMEM_OP_HELLO, rep.opcode);
 	EXPECT_EQ(0, hello(self->fd));
 }
 

@@ -25,7 +25,8 @@
 #define KVMEM_VERSION		1
 #define KVMEM_MSG_MAX		(256u * 1024)	/* largest message either way */
 #define KVMEM_NAME_MAX		32		/* pool names, with the NUL */
-#define KVMEM_KEY_MAX		64		/* sysctl keys and values, with the NUL */
+#define KVMEM_KEY_MAX		64		/* sysctl keys, with the NUL */
+#define KVMEM_VALUE_MAX		128		/* sysctl values, with the NUL */
 #define KVMEM_STEP_MAX_SEQS	4096		/* sequences in one step */
 #define KVMEM_STEP_MAX_TOKENS	16384		/* tokens in one step */
 #define KVMEM_RESERVE_MAX	4096		/* frames in a client's reserve, per pool */
@@ -325,7 +326,7 @@ struct kvmem_stats {
  */
 struct kvmem_sysctl {
 	char key[KVMEM_KEY_MAX];
-	char value[KVMEM_KEY_MAX];
+	char value[KVMEM_VALUE_MAX];
 	__u64 reserved[2];
 };
 
