@@ -162,7 +162,7 @@ static int step_one(struct step_ctx *x, struct kvmemd_client *c, struct kvmemd_s
 	const u32 *given = x->rframes ? x->rframes + x->nr_given : NULL;
 	u32 n = ss->nr_tokens;
 	bool active = kv_seq_is_active(s->seq);
-	u32 nb = kv_seq_nr_blocks(s->seq), last = KV_FRAME_NONE, first, i;
+	u32 nb = kv_seq_nr_blocks(s->seq), last = KV_FRAME_NONE, first;
 	int err;
 
 	if (step_frames_bound(s->seq, n, active) > x->max_frames - x->nr_frames)
@@ -193,8 +193,8 @@ static int step_one(struct step_ctx *x, struct kvmemd_client *c, struct kvmemd_s
 	rep->nr_blocks = kv_seq_nr_blocks(s->seq);
 	rep->first_changed = first;
 	rep->nr_slots = x->noslots ? 0 : n;
-	for (i = first; i < rep->nr_blocks; i++)
-		frames[x->nr_frames++] = kv_seq_block_frame(s->seq, i);
+	kv_seq_block_frames(s->seq, first, rep->nr_blocks - first, frames + x->nr_frames);
+	x->nr_frames += rep->nr_blocks - first;
 	x->nr_slots += rep->nr_slots;
 	return 0;
 }

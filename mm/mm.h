@@ -185,6 +185,7 @@ u32 kv_seq_nr_blocks(const struct kv_seq *seq);
 int kv_seq_is_active(const struct kv_seq *seq);
 int kv_seq_block_table(struct kv_seq *seq, u32 *frames, u32 n);
 u32 kv_seq_block_frame(struct kv_seq *seq, u32 idx);
+int kv_seq_block_frames(struct kv_seq *seq, u32 first, u32 n, u32 *frames);
 
 /* mm/memory.c */
 int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags);

@@ -189,6 +189,31 @@ int kv_seq_is_active(const struct kv_seq *seq)
 }
 
 /**
+ * kv_seq_block_frames() - device frames of blocks [@first, @first + @n) of
+ * an active sequence, under one lock
+ * @seq:    active sequence
+ * @first:  first block index
+ * @n:      blocks; @first + @n <= kv_seq_nr_blocks()
+ * @frames: receives the frames
+ *
+ * Return: 0, or -EINVAL when the sequence is not active or the range is
+ * past its table.
+ */
+int kv_seq_block_frames(struct kv_seq *seq, u32 first, u32 n, u32 *frames)
+{
+	struct kv_pool *pool = seq->pool;
+	u32 i;
+
+	if (!(seq->flags & KV_SEQ_ACTIVE) || first > seq->nr_blocks || n > seq->nr_blocks - first)
+		return -EINVAL;
+	kv_pool_lock(pool);
+	for (i = 0; i < n; i++)
+		frames[i] = kv_block(pool, seq->table[first + i])->frame[KV_TIER_DEVICE];
+	kv_pool_unlock(pool);
+	return 0;
+}
+
+/**
  * kv_seq_block_table() - device frames of an active sequence's blocks
  * @seq:    active sequence
  * @frames: receives one frame number per block, in order
@@ -202,17 +227,11 @@ int kv_seq_is_active(const struct kv_seq *seq)
  */
 int kv_seq_block_table(struct kv_seq *seq, u32 *frames, u32 n)
 {
-	struct kv_pool *pool = seq->pool;
-	u32 i;
-
 	if (!(seq->flags & KV_SEQ_ACTIVE))
 		return -EINVAL;
 	if (n < seq->nr_blocks)
 		return -ENOSPC;
-	kv_pool_lock(pool);
-	for (i = 0; i < seq->nr_blocks; i++)
-		frames[i] = kv_block(pool, seq->table[i])->frame[KV_TIER_DEVICE];
-	kv_pool_unlock(pool);
+	kv_seq_block_frames(seq, 0, seq->nr_blocks, frames);
 	return (int)seq->nr_blocks;
 }
 
