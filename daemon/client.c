@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include "kvmemd.h"
 
@@ -51,11 +52,59 @@ static int client_setup(struct kvmemd *d, struct kvmemd_client *c, int fd)
 	c->uid = cr.uid;
 	c->gid = cr.gid;
 	c->admin = peer_is_admin(d, fd, &cr);
+	c->since_ms = kvmemd_now_ms();
 	idr_init(&c->seqs, KVMEMD_MAX_SEQS);
 	ev.data.ptr = c;
 	if (epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		return -errno;
 	return 0;
+}
+
+/* One user may hold KVMEMD_MAX_PER_UID connections (root any number). */
+static int uid_limit(struct kvmemd *d, int fd)
+{
+	struct kvmemd_client *c;
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	u32 n = 0;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+		return -errno;
+	if (cr.uid == 0)
+		return 0;
+	list_for_each_entry(c, &d->clients, node)
+		n += c->uid == cr.uid;
+	if (n < KVMEMD_MAX_PER_UID)
+		return 0;
+	kvlog(d, KVLOG_WARN, "refusing a connection: uid %u holds %u", cr.uid, n);
+	return -EUSERS;
+}
+
+/** kvmemd_now_ms() - CLOCK_MONOTONIC in milliseconds */
+u64 kvmemd_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (u64)ts.tv_sec * 1000 + (u64)ts.tv_nsec / 1000000;
+}
+
+/**
+ * kvmemd_clients_expire() - close connections that never said HELLO
+ * @d: daemon
+ */
+void kvmemd_clients_expire(struct kvmemd *d)
+{
+	struct kvmemd_client *c, *tmp;
+	u64 now = kvmemd_now_ms();
+
+	list_for_each_entry_safe(c, tmp, &d->clients, node) {
+		if (c->hello || now - c->since_ms < KVMEMD_HELLO_TIMEOUT_MS)
+			continue;
+		kvlog(d, KVLOG_WARN, "client %llu: no HELLO in %u ms; closing it",
+		      (unsigned long long)c->id, KVMEMD_HELLO_TIMEOUT_MS);
+		kvmemd_client_close(d, c);
+	}
 }
 
 /**
@@ -87,6 +136,9 @@ int kvmemd_client_accept(struct kvmemd *d)
 		err = -EMFILE;
 		goto out_close;
 	}
+	err = uid_limit(d, fd);
+	if (err)
+		goto out_close;
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		err = -ENOMEM;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include "kvmemd.h"
 
@@ -36,6 +37,18 @@ void kvmemd_config_overrides(struct kvmemd *d, struct kvmemd_config *cfg)
 		snprintf(cfg->socket_path, sizeof(cfg->socket_path), "%s", d->sock_override);
 	if (d->verbose)
 		cfg->log_level = KVLOG_DEBUG;
+}
+
+/* One descriptor per client: lift the soft limit to the hard one. */
+static void raise_nofile(struct kvmemd *d)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		kvlog(d, KVLOG_WARN, "cannot raise RLIMIT_NOFILE: %s", strerror(errno));
 }
 
 static int kvmemd_setup(struct kvmemd *d)
@@ -64,6 +77,7 @@ static int kvmemd_setup(struct kvmemd *d)
 		}
 		d->admin_gid = gr->gr_gid;
 	}
+	raise_nofile(d);
 	d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	d->buf = malloc(KVMEM_MSG_MAX + 1);
 	d->out = malloc(KVMEM_MSG_MAX);
@@ -90,6 +104,8 @@ static void kvmemd_teardown(struct kvmemd *d)
 		close(d->signal_fd);
 	if (d->spare_fd >= 0)
 		close(d->spare_fd);
+	if (d->timer_fd >= 0)
+		close(d->timer_fd);
 	free(d->buf);
 	free(d->out);
 }
@@ -97,7 +113,7 @@ static void kvmemd_teardown(struct kvmemd *d)
 int main(int argc, char **argv)
 {
 	struct kvmemd d = { .listen_fd = -1, .epoll_fd = -1, .signal_fd = -1, .spare_fd = -1,
-			    .cfg_path = KVMEMD_CONFIG_PATH };
+			    .timer_fd = -1, .cfg_path = KVMEMD_CONFIG_PATH };
 	int opt, err;
 
 	INIT_LIST_HEAD(&d.clients);

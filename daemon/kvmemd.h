@@ -17,6 +17,8 @@
 #include "config.h"
 
 #define KVMEMD_MAX_CLIENTS	4096
+#define KVMEMD_MAX_PER_UID	1024	/* connections per uid, root excepted */
+#define KVMEMD_HELLO_TIMEOUT_MS	5000	/* a connection must say HELLO by then */
 #define KVMEMD_MAX_SEQS		(1u << 16)	/* per client */
 
 /* Log levels, most severe first (log.level). */
@@ -64,6 +66,7 @@ struct kvmemd_seq {
  * @seqs:    its sequences, by handle
  * @nr_reqs: requests served
  * @reserved: frames in its reserve, per pool
+ * @since_ms: when it connected (CLOCK_MONOTONIC)
  */
 struct kvmemd_client {
 	struct list_head node;
@@ -77,6 +80,7 @@ struct kvmemd_client {
 	struct idr seqs;
 	u64 nr_reqs;
 	u32 reserved[KVMEMD_MAX_POOLS];
+	u64 since_ms;
 };
 
 /**
@@ -89,6 +93,7 @@ struct kvmemd_client {
  * @listen_fd:   the listening socket
  * @epoll_fd:    the event loop
  * @signal_fd:   SIGHUP, SIGTERM, SIGINT
+ * @timer_fd:    once a second: connections that never said HELLO
  * @clients:     connected clients
  * @nr_clients:  entries on @clients
  * @next_client: id of the next client
@@ -110,6 +115,7 @@ struct kvmemd {
 	int listen_fd;
 	int epoll_fd;
 	int signal_fd;
+	int timer_fd;
 	struct list_head clients;
 	u32 nr_clients;
 	u64 next_client;
@@ -146,6 +152,8 @@ void kvmemd_notify(struct kvmemd *d, const char *state);
 int kvmemd_client_accept(struct kvmemd *d);
 void kvmemd_client_input(struct kvmemd *d, struct kvmemd_client *c);
 void kvmemd_client_close(struct kvmemd *d, struct kvmemd_client *c);
+void kvmemd_clients_expire(struct kvmemd *d);
+u64 kvmemd_now_ms(void);
 int kvmemd_client_send(struct kvmemd *d, struct kvmemd_client *c, const void *msg,
 		       size_t len, int fd);
 

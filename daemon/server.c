@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -23,6 +24,7 @@
 
 #define LISTEN_TAG	((void *)1)
 #define SIGNAL_TAG	((void *)2)
+#define TIMER_TAG	((void *)3)
 
 /* A socket file left by a daemon that is gone is removed; a live one is not. */
 static int socket_clear_stale(struct kvmemd *d, const struct sockaddr_un *sa)
@@ -187,6 +189,15 @@ static void kvmemd_signal(struct kvmemd *d)
 	}
 }
 
+/* Once a second: drop connections that never said HELLO. */
+static void kvmemd_tick(struct kvmemd *d)
+{
+	u64 expirations;
+
+	if (read(d->timer_fd, &expirations, sizeof(expirations)) == sizeof(expirations))
+		kvmemd_clients_expire(d);
+}
+
 static int loop_add(struct kvmemd *d, int fd, void *tag)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = tag };
@@ -222,14 +233,20 @@ int kvmemd_signals_block(struct kvmemd *d)
  */
 int kvmemd_run(struct kvmemd *d)
 {
+	struct itimerspec every = { .it_interval = { 1, 0 }, .it_value = { 1, 0 } };
 	struct epoll_event ev[64];
+	bool tick;
 	int i, n, err;
 
 	d->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (d->epoll_fd < 0)
 		return -errno;
+	d->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (d->timer_fd < 0 || timerfd_settime(d->timer_fd, 0, &every, NULL) < 0)
+		return -errno;
 	err = loop_add(d, d->listen_fd, LISTEN_TAG);
 	err = err ?: loop_add(d, d->signal_fd, SIGNAL_TAG);
+	err = err ?: loop_add(d, d->timer_fd, TIMER_TAG);
 	if (err)
 		return err;
 	kvmemd_notify(d, "READY=1");
@@ -238,15 +255,21 @@ int kvmemd_run(struct kvmemd *d)
 		n = epoll_wait(d->epoll_fd, ev, 64, -1);
 		if (n < 0 && errno != EINTR)
 			return -errno;
+		tick = false;
 		for (i = 0; i < n; i++) {
 			if (ev[i].data.ptr == LISTEN_TAG)
 				while (kvmemd_client_accept(d) > 0)
 					;
 			else if (ev[i].data.ptr == SIGNAL_TAG)
 				kvmemd_signal(d);
+			else if (ev[i].data.ptr == TIMER_TAG)
+				tick = true;
 			else
 				kvmemd_client_input(d, ev[i].data.ptr);
 		}
+		/* After the batch: expiry may close clients it still names. */
+		if (tick)
+			kvmemd_tick(d);
 	}
 	kvmemd_notify(d, "STOPPING=1");
 	return 0;

@@ -7,6 +7,9 @@
  * gets its error, and the daemon keeps serving this client and others.
  */
 #include "kselftest_harness.h"
+#include <poll.h>
+#include <pwd.h>
+#include <sys/resource.h>
 #include "daemon_test.h"
 
 static char msg[KVMEM_MSG_MAX + 4096];
@@ -275,6 +278,50 @@ TEST_F(proto, reserve_frames_are_checked)
 	m.frames[1] = got[1];
 	EXPECT_EQ(0, req(self->fd, KVMEM_OP_RESERVE, &m, sizeof(m.r) + 8));
 	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_RESERVE, &m, sizeof(m.r) + 8));
+}
+
+TEST_F(proto, silent_connections_are_closed)
+{
+	struct pollfd p = { .fd = self->fd, .events = POLLIN };
+	char c;
+
+	/* No HELLO: the daemon closes the connection after 5 s. */
+	ASSERT_EQ(1, poll(&p, 1, 10000));
+	EXPECT_EQ(0, recv(self->fd, &c, 1, 0));
+}
+
+/* One user holds at most 1024 connections; others are still served. */
+TEST_F(proto, connections_per_user_are_limited)
+{
+	struct passwd *pw = getpwnam("nobody");
+	struct rlimit rl;
+	pid_t pid;
+	int status;
+
+	if (getuid() != 0 || !pw || getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_max < 2048)
+		SKIP(return, "needs root, a 'nobody' user and 2048 descriptors");
+	pid = fork();
+	if (pid == 0) {
+		int fds[1025], i;
+		char c;
+
+		rl.rlim_cur = 2048;
+		if (setrlimit(RLIMIT_NOFILE, &rl) || setgid(pw->pw_gid) || setuid(pw->pw_uid))
+			_exit(10);
+		for (i = 0; i < 1025; i++) {
+			fds[i] = raw_connect(self->d.sock);
+			if (fds[i] < 0)
+				_exit(11);
+		}
+		if (recv(fds[1024], &c, 1, 0) != 0)	/* refused: closed at once */
+			_exit(12);
+		if (hello(fds[0]))			/* the others are served */
+			_exit(13);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	EXPECT_EQ(0, WEXITSTATUS(status));
+	EXPECT_EQ(0, hello(self->fd));		/* root is not limited */
 }
 
 TEST_F(proto, bad_strings)
