@@ -106,6 +106,8 @@ static void kvmemd_teardown(struct kvmemd *d)
 		close(d->spare_fd);
 	if (d->timer_fd >= 0)
 		close(d->timer_fd);
+	if (d->lock_fd >= 0)
+		close(d->lock_fd);
 	free(d->buf);
 	free(d->out);
 }
@@ -113,7 +115,7 @@ static void kvmemd_teardown(struct kvmemd *d)
 int main(int argc, char **argv)
 {
 	struct kvmemd d = { .listen_fd = -1, .epoll_fd = -1, .signal_fd = -1, .spare_fd = -1,
-			    .timer_fd = -1, .cfg_path = KVMEMD_CONFIG_PATH };
+			    .timer_fd = -1, .lock_fd = -1, .cfg_path = KVMEMD_CONFIG_PATH };
 	int opt, err;
 
 	INIT_LIST_HEAD(&d.clients);

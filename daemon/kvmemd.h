@@ -94,6 +94,7 @@ struct kvmemd_client {
  * @epoll_fd:    the event loop
  * @signal_fd:   SIGHUP, SIGTERM, SIGINT
  * @timer_fd:    once a second: connections that never said HELLO
+ * @lock_fd:     flock()ed "<socket.path>.lock", held while the daemon runs
  * @clients:     connected clients
  * @nr_clients:  entries on @clients
  * @next_client: id of the next client
@@ -116,6 +117,7 @@ struct kvmemd {
 	int epoll_fd;
 	int signal_fd;
 	int timer_fd;
+	int lock_fd;
 	struct list_head clients;
 	u32 nr_clients;
 	u64 next_client;

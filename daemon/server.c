@@ -7,6 +7,7 @@
  * announced to systemd with one datagram to $NOTIFY_SOCKET.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pthread.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <sys/socket.h>
@@ -77,6 +79,27 @@ static void socket_mkdir(const char *path)
 	mkdir(dir, 0755);
 }
 
+/*
+ * Hold "<socket.path>.lock" for the daemon's life, so that two daemons
+ * started at once cannot both decide the socket is stale.
+ */
+static int socket_lock(struct kvmemd *d, const char *path)
+{
+	char lock[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
+	int fd;
+
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		close(fd);
+		return errno == EWOULDBLOCK ? -EADDRINUSE : -errno;
+	}
+	d->lock_fd = fd;
+	return 0;
+}
+
 /**
  * kvmemd_listen() - bind and listen on socket.path
  * @d: daemon
@@ -92,7 +115,8 @@ int kvmemd_listen(struct kvmemd *d)
 		return -ENAMETOOLONG;
 	strcpy(sa.sun_path, d->cfg.socket_path);
 	socket_mkdir(sa.sun_path);
-	err = socket_clear_stale(d, &sa);
+	err = socket_lock(d, sa.sun_path);
+	err = err ?: socket_clear_stale(d, &sa);
 	if (err)
 		return err;
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

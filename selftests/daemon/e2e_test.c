@@ -496,6 +496,33 @@ TEST(large_replies)
 	daemon_cleanup(&d);
 }
 
+/* A second daemon on the same socket path refuses to start; the first serves on. */
+TEST_F(kvmemd, second_daemon_on_the_path_is_refused)
+{
+	char exe[PATH_MAX], log[160];
+	int status, fd;
+	pid_t pid;
+	FILE *f;
+
+	snprintf(log, sizeof(log), "%s/second.log", self->d.dir);
+	build_path("kvmemd", exe, sizeof(exe));
+	pid = fork();
+	if (pid == 0) {
+		fd = open(log, O_WRONLY | O_CREAT, 0644);
+		dup2(fd, 2);
+		execl(exe, "kvmemd", "-c", self->d.conf, (char *)NULL);
+		_exit(127);
+	}
+	waitpid(pid, &status, 0);
+	EXPECT_EQ(1, WEXITSTATUS(status));
+	f = fopen(log, "r");
+	ASSERT_NE_NULL(f);
+	text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
+	fclose(f);
+	EXPECT_NE_NULL(strstr(text, "Address already in use"));
+	EXPECT_LT(0, meminfo(self->c, text, sizeof(text)));
+}
+
 TEST(config_errors_name_file_and_line)
 {
 	char exe[PATH_MAX], dir[] = "/tmp/kvmemd-conf-XXXXXX", conf[128], log[128];
