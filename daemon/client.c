@@ -107,6 +107,31 @@ void kvmemd_clients_expire(struct kvmemd *d)
 	}
 }
 
+/*
+ * Out of descriptors, the listening socket stays readable: take the
+ * pending connection with the spare descriptor and close it at once; with
+ * no spare left, stop listening until a client goes (kvmemd_client_close()),
+ * rather than spin. Returns 1 when a connection was refused, else 0.
+ */
+static int refuse_one(struct kvmemd *d)
+{
+	int fd;
+
+	if (d->spare_fd >= 0) {
+		close(d->spare_fd);
+		fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0)
+			close(fd);
+		d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			kvlog(d, KVLOG_WARN, "connection refused: out of file descriptors");
+			return 1;
+		}
+	}
+	kvmemd_listen_pause(d, true);
+	return 0;
+}
+
 /**
  * kvmemd_client_accept() - accept one connection
  * @d: daemon
@@ -120,15 +145,8 @@ int kvmemd_client_accept(struct kvmemd *d)
 	int fd, err;
 
 	fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && d->spare_fd >= 0) {
-		/* Out of descriptors: refuse this one rather than spin on it. */
-		close(d->spare_fd);
-		fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		err = -EMFILE;
-		if (fd >= 0)
-			goto out_close;
-	}
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE))
+		return refuse_one(d);
 	if (fd < 0)
 		return errno == EAGAIN ? 0 : -errno;
 	if (d->nr_clients >= KVMEMD_MAX_CLIENTS) {
@@ -184,6 +202,7 @@ void kvmemd_client_close(struct kvmemd *d, struct kvmemd_client *c)
 	close(c->fd);
 	list_del_init(&c->node);
 	d->nr_clients--;
+	kvmemd_listen_pause(d, false);
 	kvlog(d, KVLOG_DEBUG, "client %llu: gone, %llu sequences released",
 	      (unsigned long long)c->id, (unsigned long long)n);
 	free(c);

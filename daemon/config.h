@@ -19,11 +19,12 @@
 #include <stdio.h>
 
 #include "mm/mm.h"
+#include "uapi/kvmem/kvmem.h"
 
 /* The file read when no -c PATH is given. */
 #define KVMEMD_CONFIG_PATH		"/etc/kvmemd/kvmemd.conf"
 /* The default socket path (socket.path). */
-#define KVMEMD_SOCKET_PATH		"/run/kvmemd/kvmemd.sock"
+#define KVMEMD_SOCKET_PATH		KVMEM_DEFAULT_SOCKET
 
 /* Buffer sizes, NUL included: a socket path fits sockaddr_un.sun_path. */
 #define KVMEMD_SOCKET_PATH_MAX		108

@@ -102,6 +102,7 @@ struct kvmemd_client {
  * @sock_override: -s SOCKET, kept over reloads
  * @verbose:     -v, kept over reloads
  * @spare_fd:    a descriptor held back to refuse connections when out of them
+ * @listen_paused: not taking connections until a client goes
  * @reported:    the error that stops start-up was printed already
  * @stop:        leave the event loop
  * @buf:         receive buffer, KVMEM_MSG_MAX + 1 bytes
@@ -125,6 +126,7 @@ struct kvmemd {
 	const char *sock_override;
 	bool verbose;
 	int spare_fd;
+	bool listen_paused;
 	bool reported;
 	bool stop;
 	char *buf;
@@ -147,6 +149,7 @@ int kvmemd_apply_tunables(struct kvmemd *d);
 /* server.c */
 int kvmemd_listen(struct kvmemd *d);
 int kvmemd_signals_block(struct kvmemd *d);
+void kvmemd_listen_pause(struct kvmemd *d, bool pause);
 int kvmemd_run(struct kvmemd *d);
 void kvmemd_notify(struct kvmemd *d, const char *state);
 
@@ -167,9 +170,9 @@ ssize_t kvmemd_dispatch(struct kvmemd *d, struct kvmemd_client *c,
 
 /* reserve.c */
 int kvmemd_reserve_init(struct kvmemd_pool *p, u32 nr_frames);
-bool kvmemd_reserve_owns(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
+bool kvmemd_reserve_owns(struct kvmemd_pool *p, struct kvmemd_client *c, const u32 *frames,
 			 u32 n);
-void kvmemd_reserve_used(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
+void kvmemd_reserve_used(struct kvmemd_pool *p, struct kvmemd_client *c, const u32 *frames,
 			 u32 n);
 void kvmemd_reserve_drop(struct kvmemd *d, struct kvmemd_client *c);
 int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, size_t blen,

@@ -231,9 +231,9 @@ static int batch_ids(struct kvmemd_client *c, const void *b, size_t blen,
 	if (blen < 12)
 		return -EINVAL;
 	memcpy(req, b, 12);
-	if (req->ids_off < 12)
+	if (!req->ids_off)
 		return -EINVAL;
-	err = kvmem_copy_body(req, sizeof(*req), b, req->ids_off < blen ? req->ids_off : blen);
+	err = kvmem_copy_head(req, sizeof(*req), b, blen, 12, &req->ids_off, 1);
 	if (err)
 		return err;
 	if (!req->nr || req->nr > KVMEM_STEP_MAX_SEQS || (req->flags & ~KVMEM_NOWAIT) ||

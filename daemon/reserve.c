@@ -27,71 +27,53 @@ int kvmemd_reserve_init(struct kvmemd_pool *p, u32 nr_frames)
  * of @p
  * @p:      pool
  * @c:      client
- * @frames: frame numbers (may be unaligned in a message)
+ * @frames: frame numbers (4-byte aligned inside a message)
  * @n:      how many
  */
-bool kvmemd_reserve_owns(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
+bool kvmemd_reserve_owns(struct kvmemd_pool *p, struct kvmemd_client *c, const u32 *frames,
 			 u32 n)
 {
-	u32 i, f;
+	u32 i;
 
-	for (i = 0; i < n; i++) {
-		memcpy(&f, (const char *)frames + i * sizeof(f), sizeof(f));
-		if (f >= p->nr_frames || p->owner[f] != c->id)
+	for (i = 0; i < n; i++)
+		if (frames[i] >= p->nr_frames || p->owner[frames[i]] != c->id)
 			return false;
-	}
 	return true;
 }
 
 /** kvmemd_reserve_used() - @n frames of @c's reserve became blocks */
-void kvmemd_reserve_used(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
+void kvmemd_reserve_used(struct kvmemd_pool *p, struct kvmemd_client *c, const u32 *frames,
 			 u32 n)
 {
-	u32 i, f;
+	u32 i;
 
-	for (i = 0; i < n; i++) {
-		memcpy(&f, (const char *)frames + i * sizeof(f), sizeof(f));
-		p->owner[f] = 0;
-	}
+	for (i = 0; i < n; i++)
+		p->owner[frames[i]] = 0;
 	c->reserved[p->handle - 1] -= n;
 }
 
 /*
- * Take @n frames out of @c's reserve, all or none: each must be the
- * client's, and none may be named twice. Their owner is cleared.
+ * Give @n frames of @c's reserve back to the pool, all or none: each must
+ * be the client's, and none may be named twice.
  */
-static int reserve_claim(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
-			 u32 n)
+static int reserve_release(struct kvmemd_pool *p, struct kvmemd_client *c, const u32 *frames,
+			   u32 n)
 {
-	u32 i, f;
+	u32 i;
 
 	for (i = 0; i < n; i++) {
-		memcpy(&f, (const char *)frames + i * sizeof(f), sizeof(f));
-		if (f >= p->nr_frames || p->owner[f] != c->id)
+		if (frames[i] >= p->nr_frames || p->owner[frames[i]] != c->id)
 			goto out_restore;
-		p->owner[f] = 0;
+		p->owner[frames[i]] = 0;	/* a repeat now fails the check */
 	}
+	kv_frames_free(p->pool, KV_TIER_DEVICE, n, frames);
+	c->reserved[p->handle - 1] -= n;
 	return 0;
 
 out_restore:
-	while (i--) {
-		memcpy(&f, (const char *)frames + i * sizeof(f), sizeof(f));
-		p->owner[f] = c->id;
-	}
+	while (i--)
+		p->owner[frames[i]] = c->id;
 	return -EINVAL;
-}
-
-/* Give claimed frames of @c's reserve back to the pool. */
-static void reserve_release(struct kvmemd_pool *p, struct kvmemd_client *c, const void *frames,
-			    u32 n)
-{
-	u32 i, f;
-
-	for (i = 0; i < n; i++) {
-		memcpy(&f, (const char *)frames + i * sizeof(f), sizeof(f));
-		kv_frames_free(p->pool, KV_TIER_DEVICE, 1, &f);
-	}
-	c->reserved[p->handle - 1] -= n;
 }
 
 /**
@@ -107,10 +89,8 @@ void kvmemd_reserve_drop(struct kvmemd *d, struct kvmemd_client *c)
 	for (i = 0; i < d->nr_pools; i++) {
 		p = &d->pools[i];
 		for (f = 0; c->reserved[i] && f < p->nr_frames; f++)
-			if (p->owner[f] == c->id) {
-				p->owner[f] = 0;
+			if (p->owner[f] == c->id)
 				reserve_release(p, c, &f, 1);
-			}
 	}
 }
 
@@ -165,19 +145,18 @@ int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, 
 {
 	struct kvmem_reserve_reply *rep = (struct kvmem_reserve_reply *)out;
 	struct kvmem_reserve req;
-	const char *rel = NULL;
+	const u32 *rel;
 	struct kvmemd_pool *p;
-	size_t fixed = blen;
+	__u32 off;
 	int n;
 
 	memset(rep, 0, sizeof(*rep));
 	*out_len = sizeof(*rep);
-	if (blen >= 16) {
-		memcpy(&req, b, 16);
-		if (req.nr_release && req.release_off >= 16 && req.release_off < blen)
-			fixed = req.release_off;
-	}
-	n = kvmem_copy_body(&req, sizeof(req), b, fixed);
+	if (blen < 16)
+		return -EINVAL;
+	memcpy(&req, b, 16);
+	off = req.nr_release ? req.release_off : 0;
+	n = kvmem_copy_head(&req, sizeof(req), b, blen, 16, &off, 1);
 	if (n)
 		return n;
 	if (!kvmem_all_zero(req.reserved, sizeof(req.reserved)) ||
@@ -187,13 +166,12 @@ int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, 
 	if (!p)
 		return -ENOENT;
 	if (req.nr_release) {
-		if (req.release_off % 4 || req.release_off > blen ||
+		if (req.release_off % 4 ||
 		    req.nr_release > (blen - req.release_off) / sizeof(u32))
 			return -EINVAL;
-		rel = (const char *)b + req.release_off;
-		if (reserve_claim(p, c, rel, req.nr_release))
+		rel = (const u32 *)((const char *)b + req.release_off);
+		if (reserve_release(p, c, rel, req.nr_release))
 			return -EINVAL;
-		reserve_release(p, c, rel, req.nr_release);
 	}
 	n = reserve_grow(p, c, req.target, (u32 *)(rep + 1),
 			 (u32)((room - sizeof(*rep)) / sizeof(u32)));

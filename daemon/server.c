@@ -230,6 +230,28 @@ static int loop_add(struct kvmemd *d, int fd, void *tag)
 }
 
 /**
+ * kvmemd_listen_pause() - stop or resume taking connections
+ * @d:     daemon
+ * @pause: true to stop (out of descriptors), false to resume
+ *
+ * Resuming also takes back the spare descriptor when it was lost.
+ */
+void kvmemd_listen_pause(struct kvmemd *d, bool pause)
+{
+	struct epoll_event ev = { .events = pause ? 0 : EPOLLIN, .data.ptr = LISTEN_TAG };
+
+	if (pause == d->listen_paused || d->epoll_fd < 0)
+		return;
+	if (!pause && d->spare_fd < 0)
+		d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (epoll_ctl(d->epoll_fd, EPOLL_CTL_MOD, d->listen_fd, &ev))
+		return;
+	d->listen_paused = pause;
+	kvlog(d, KVLOG_WARN, "%s taking connections", pause ? "out of descriptors: stopped" :
+	      "resumed");
+}
+
+/**
  * kvmemd_signals_block() - block the signals the loop reads, before any
  * thread exists, and open the signalfd
  * @d: daemon

@@ -42,30 +42,22 @@ static void step_seq_get(const struct step_ctx *x, u32 i, struct kvmem_step_seq 
 static int step_parse_head(const void *b, size_t blen, struct kvmem_step *req)
 {
 	const size_t head = 24;		/* nr_seqs .. pad */
-	size_t fixed;
+	__u32 offs[3];
+	int err;
 
 	if (blen < head)
 		return -EINVAL;
 	memcpy(req, b, head);
-	if (req->seqs_off % 8 || req->tokens_off % 4 || req->frames_off % 4)
+	if (!req->seqs_off || req->seqs_off % 8 || req->tokens_off % 4 || req->frames_off % 4)
 		return -EINVAL;
-	fixed = req->seqs_off;
-	if (req->tokens_off && req->tokens_off < fixed)
-		fixed = req->tokens_off;
-	if (req->frames_off && req->frames_off < fixed)
-		fixed = req->frames_off;
-	if (fixed < head || fixed > blen)
-		return -EINVAL;
-	if (fixed > sizeof(*req)) {
-		if (!kvmem_all_zero((const char *)b + sizeof(*req), fixed - sizeof(*req)))
-			return -E2BIG;
-		fixed = sizeof(*req);
-	}
-	memset(req, 0, sizeof(*req));
-	memcpy(req, b, fixed);
+	offs[0] = req->seqs_off;
+	offs[1] = req->tokens_off;
+	offs[2] = req->frames_off;
+	err = kvmem_copy_head(req, sizeof(*req), b, blen, head, offs, 3);
+	if (err)
+		return err;
 	if (!req->nr_seqs || req->nr_seqs > KVMEM_STEP_MAX_SEQS ||
 	    (req->flags & ~(KVMEM_NOWAIT | KVMEM_STEP_NOSLOTS)) || req->pad || req->reserved[0] ||
-	    req->seqs_off > blen ||
 	    req->nr_seqs > (blen - req->seqs_off) / sizeof(struct kvmem_step_seq))
 		return -EINVAL;
 	return 0;
@@ -107,8 +99,7 @@ static int step_parse_frames(struct kvmemd_client *c, struct step_ctx *x, const 
 
 	if (!frames)
 		return 0;
-	if (!x->req.frames_off || x->req.frames_off > blen ||
-	    frames > (blen - x->req.frames_off) / sizeof(u32))
+	if (!x->req.frames_off || frames > (blen - x->req.frames_off) / sizeof(u32))
 		return -EINVAL;
 	x->rframes = (const u32 *)((const char *)b + x->req.frames_off);
 	for (i = 0; i < x->req.nr_seqs; i++) {
@@ -134,8 +125,8 @@ static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struc
 	err = err ?: step_parse_frames(c, x, b, blen, frames);
 	if (err)
 		return err;
-	if (x->req.tokens_off && (x->req.tokens_off > blen ||
-				  total > (blen - x->req.tokens_off) / sizeof(u32)))
+	/* kvmem_copy_head() checked every offset against @blen. */
+	if (x->req.tokens_off && total > (blen - x->req.tokens_off) / sizeof(u32))
 		return -EINVAL;
 	x->noslots = x->req.flags & KVMEM_STEP_NOSLOTS;
 	x->total_tokens = x->noslots ? 0 : (u32)total;

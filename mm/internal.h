@@ -25,9 +25,6 @@
 #define KV_BLOCK_LRU		0x02u	/* on one of its tier's LRU lists */
 #define KV_BLOCK_ACTIVE		0x04u	/* on (or bound for) the active list */
 #define KV_BLOCK_REFERENCED	0x08u	/* used since it last aged */
-#define KV_BLOCK_DIRTY		0x10u	/* written since its swap copy (swap) */
-#define KV_BLOCK_SWAPCACHE	0x20u	/* has a clean copy in swap (swap) */
-#define KV_BLOCK_CACHED		0x40u	/* named in the prefix cache (prefix) */
 
 #define KV_LRU_INACTIVE	0
 #define KV_LRU_ACTIVE	1

@@ -36,7 +36,6 @@ typedef int32_t s32;
 /* Allocation and activation flags. */
 #define KV_ALLOC_NOWAIT		0x1u	/* no direct reclaim, no sleeping: -EAGAIN */
 #define KV_ALLOC_RECLAIM	0x2u	/* reclaim itself: may use frames below min */
-#define KV_ALLOC_FLAGS		(KV_ALLOC_NOWAIT | KV_ALLOC_RECLAIM)
 
 /* Pool creation flags. */
 #define KV_POOL_NO_KVSWAPD	0x1u	/* no background reclaim threads */

@@ -61,8 +61,6 @@ static int sysctl(struct kvc *c, uint16_t op, const char *key, const char *value
 		  char *out, size_t len)
 {
 	struct kvmem_sysctl req = { 0 }, rep;
-	size_t rlen;
-	void *r;
 	int err;
 
 	if (strlen(key) >= sizeof(req.key) || (value && strlen(value) >= sizeof(req.value)))
@@ -70,14 +68,11 @@ static int sysctl(struct kvc *c, uint16_t op, const char *key, const char *value
 	strcpy(req.key, key);
 	if (value)
 		strcpy(req.value, value);
-	err = kvc_request(c, op, &req, sizeof(req), &r, &rlen);
+	err = kvc_call(c, op, &req, sizeof(req), out ? &rep : NULL, sizeof(rep));
 	if (err < 0)
 		return err;
 	if (!out)
 		return 0;
-	if (rlen < sizeof(rep))
-		return -EBADMSG;
-	memcpy(&rep, r, sizeof(rep));
 	rep.value[sizeof(rep.value) - 1] = '\0';
 	if (strlen(rep.value) >= len)
 		return -ENOBUFS;

@@ -110,22 +110,45 @@ int kvc_request_fd(struct kvc *c, uint16_t opcode, const void *body, size_t len,
 	return err;
 }
 
+/**
+ * kvc_call() - a request whose reply is one fixed struct
+ * @c:       connection
+ * @opcode:  KVMEM_OP_*
+ * @body:    request body
+ * @len:     its length
+ * @rep:     receives the reply struct, or NULL when none is wanted
+ * @rep_len: its size
+ *
+ * Return: the reply's status (>= 0), a negative errno, or -EBADMSG when a
+ * successful reply is shorter than @rep_len.
+ */
+int kvc_call(struct kvc *c, uint16_t opcode, const void *body, size_t len, void *rep,
+	     size_t rep_len)
+{
+	size_t rlen;
+	void *r;
+	int err;
+
+	err = kvc_request(c, opcode, body, len, &r, &rlen);
+	if (err < 0 || !rep)
+		return err;
+	if (rlen < rep_len)
+		return -EBADMSG;
+	memcpy(rep, r, rep_len);
+	return err;
+}
+
 static int kvc_hello(struct kvc *c)
 {
 	struct kvmem_hello req = { .version_min = KVMEM_VERSION,
 				   .version_max = KVMEM_VERSION,
 				   .features = KVMEM_FEAT_TOKEN_IDS };
 	struct kvmem_hello_reply rep;
-	size_t len;
-	void *r;
 	int err;
 
-	err = kvc_request(c, KVMEM_OP_HELLO, &req, sizeof(req), &r, &len);
+	err = kvc_call(c, KVMEM_OP_HELLO, &req, sizeof(req), &rep, sizeof(rep));
 	if (err < 0)
 		return err;
-	if (len < sizeof(rep))
-		return -EBADMSG;
-	memcpy(&rep, r, sizeof(rep));
 	c->client_id = rep.client_id;
 	c->admin = rep.admin;
 	return 0;

@@ -82,6 +82,8 @@ struct kvc {
 	uint64_t stamp;
 };
 
+int kvc_call(struct kvc *c, uint16_t opcode, const void *body, size_t len, void *rep,
+	     size_t rep_len);
 int kvc_request_fd(struct kvc *c, uint16_t opcode, const void *body, size_t len,
 		   void **reply, size_t *reply_len, int *fd);
 void kvc_seqs_destroy(struct kvc *c);

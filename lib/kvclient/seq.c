@@ -121,19 +121,9 @@ static int seq_simple(struct kvc *c, uint16_t op, uint32_t pool, uint64_t seq, u
 		      struct kvmem_seq_reply *rep)
 {
 	struct kvmem_seq_req req = { .pool = pool, .nr_tokens = n, .seq = seq };
-	size_t len;
-	void *r;
-	int err;
+	int err = kvc_call(c, op, &req, sizeof(req), rep, sizeof(*rep));
 
-	err = kvc_request(c, op, &req, sizeof(req), &r, &len);
-	if (err < 0)
-		return err;
-	if (rep) {
-		if (len < sizeof(*rep))
-			return -EBADMSG;
-		memcpy(rep, r, sizeof(*rep));
-	}
-	return 0;
+	return err < 0 ? err : 0;
 }
 
 /**

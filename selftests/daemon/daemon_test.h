@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -60,6 +61,44 @@ static inline int write_file(const char *path, const char *text)
 	return fclose(f) ? -errno : 0;
 }
 
+/* Read a file into @buf, NUL-terminated; 0 or -errno. */
+static inline int read_file(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return -errno;
+	buf[fread(buf, 1, len - 1, f)] = '\0';
+	fclose(f);
+	return 0;
+}
+
+/*
+ * Run `kvmemd -c @conf` to its end (for starts that must fail), its output
+ * in @log and then in @out. Returns its exit status, or -1.
+ */
+static inline int daemon_run_once(const char *conf, const char *log, char *out, size_t len)
+{
+	char exe[PATH_MAX];
+	int status, fd;
+	pid_t pid;
+
+	build_path("kvmemd", exe, sizeof(exe));
+	pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execl(exe, "kvmemd", "-c", conf, (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+	    read_file(log, out, len))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
 /* Bind a datagram socket for NOTIFY_SOCKET in @dir. */
 static inline int notify_socket(const char *dir, char *path, size_t len)
 {
@@ -94,15 +133,17 @@ static inline int wait_ready(int fd, int ms)
 }
 
 /**
- * daemon_start() - run kvmemd with @config (extra keys; socket.path is
- * added) and wait until it is ready
+ * daemon_start_nofile() - run kvmemd with @config (extra keys; socket.path
+ * is added) and wait until it is ready
  * @d:      filled in
  * @config: config file text, or NULL for no file (built-in defaults)
+ * @nofile: RLIMIT_NOFILE (soft and hard) for the daemon, 0 to inherit
  *
  * Return: 0, or -1 when it did not come up within 10 s.
  */
-static inline int daemon_start(struct daemon *d, const char *config)
+static inline int daemon_start_nofile(struct daemon *d, const char *config, unsigned int nofile)
 {
+	struct rlimit rl = { nofile, nofile };
 	char exe[PATH_MAX], npath[128], text[4096];
 	int nfd, logfd;
 
@@ -125,6 +166,8 @@ static inline int daemon_start(struct daemon *d, const char *config)
 	if (d->pid == 0) {
 		/* Never outlive the test, nor hold its output open. */
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (nofile && setrlimit(RLIMIT_NOFILE, &rl))
+			_exit(126);
 		logfd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		dup2(logfd, 1);
 		dup2(logfd, 2);
@@ -138,6 +181,12 @@ static inline int daemon_start(struct daemon *d, const char *config)
 	}
 	close(nfd);
 	return 0;
+}
+
+/* daemon_start_nofile() with the descriptor limit inherited. */
+static inline int daemon_start(struct daemon *d, const char *config)
+{
+	return daemon_start_nofile(d, config, 0);
 }
 
 /* SIGTERM and reap; returns the exit status (or 128 + signal). */

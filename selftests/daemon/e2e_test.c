@@ -286,7 +286,6 @@ static int wait_value(struct kvc *c, const char *key, const char *want)
 TEST_F(kvmemd, sighup_rereads_tunables)
 {
 	char conf[4096];
-	FILE *f;
 
 	snprintf(conf, sizeof(conf), "socket.path = %s\nsocket.mode = 0666\n%s"
 		 "vm.watermark_scale_factor = 200\n", self->d.sock, POOL_CONF);
@@ -299,10 +298,7 @@ TEST_F(kvmemd, sighup_rereads_tunables)
 	kill(self->d.pid, SIGHUP);
 	usleep(300000);
 	EXPECT_EQ(0, wait_value(self->c, "vm.watermark_scale_factor", "200"));
-	f = fopen(self->d.log, "r");
-	ASSERT_NE_NULL(f);
-	text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
-	fclose(f);
+	ASSERT_EQ(0, read_file(self->d.log, text, sizeof(text)));
 	EXPECT_NE_NULL(strstr(text, "kvmemd.conf:12"));
 	EXPECT_NE_NULL(strstr(text, "keeping the running configuration"));
 }
@@ -499,56 +495,23 @@ TEST(large_replies)
 /* A second daemon on the same socket path refuses to start; the first serves on. */
 TEST_F(kvmemd, second_daemon_on_the_path_is_refused)
 {
-	char exe[PATH_MAX], log[160];
-	int status, fd;
-	pid_t pid;
-	FILE *f;
+	char log[160];
 
 	snprintf(log, sizeof(log), "%s/second.log", self->d.dir);
-	build_path("kvmemd", exe, sizeof(exe));
-	pid = fork();
-	if (pid == 0) {
-		fd = open(log, O_WRONLY | O_CREAT, 0644);
-		dup2(fd, 2);
-		execl(exe, "kvmemd", "-c", self->d.conf, (char *)NULL);
-		_exit(127);
-	}
-	waitpid(pid, &status, 0);
-	EXPECT_EQ(1, WEXITSTATUS(status));
-	f = fopen(log, "r");
-	ASSERT_NE_NULL(f);
-	text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
-	fclose(f);
+	EXPECT_EQ(1, daemon_run_once(self->d.conf, log, text, sizeof(text)));
 	EXPECT_NE_NULL(strstr(text, "Address already in use"));
 	EXPECT_LT(0, meminfo(self->c, text, sizeof(text)));
 }
 
 TEST(config_errors_name_file_and_line)
 {
-	char exe[PATH_MAX], dir[] = "/tmp/kvmemd-conf-XXXXXX", conf[128], log[128];
-	int status, fd;
-	pid_t pid;
-	FILE *f;
+	char dir[] = "/tmp/kvmemd-conf-XXXXXX", conf[128], log[128];
 
 	ASSERT_NE_NULL(mkdtemp(dir));
 	snprintf(conf, sizeof(conf), "%s/bad.conf", dir);
 	snprintf(log, sizeof(log), "%s/log", dir);
 	ASSERT_EQ(0, write_file(conf, "# comment\nvm.reclaim_batch = 8\npool.x.layers = many\n"));
-	build_path("kvmemd", exe, sizeof(exe));
-	pid = fork();
-	if (pid == 0) {
-		fd = open(log, O_WRONLY | O_CREAT, 0644);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execl(exe, "kvmemd", "-c", conf, (char *)NULL);
-		_exit(127);
-	}
-	waitpid(pid, &status, 0);
-	EXPECT_EQ(1, WEXITSTATUS(status));
-	f = fopen(log, "r");
-	ASSERT_NE_NULL(f);
-	text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
-	fclose(f);
+	EXPECT_EQ(1, daemon_run_once(conf, log, text, sizeof(text)));
 	EXPECT_NE_NULL(strstr(text, "bad.conf:3"));
 	unlink(conf);
 	unlink(log);

@@ -324,6 +324,38 @@ TEST_F(proto, connections_per_user_are_limited)
 	EXPECT_EQ(0, hello(self->fd));		/* root is not limited */
 }
 
+/* Out of descriptors: connections are refused, not spun on, others served. */
+TEST(out_of_descriptors)
+{
+	struct kvmem_hdr rep;
+	struct daemon d;
+	int fds[64], i, ok = 0;
+
+	ASSERT_EQ(0, daemon_start_nofile(&d, NULL, 32));
+	for (i = 0; i < 64; i++)
+		fds[i] = raw_connect(d.sock);
+	for (i = 0; i < 64; i++) {
+		struct kvmem_hello h = { .version_min = 1, .version_max = 1 };
+
+		if (fds[i] >= 0 && !raw_send(fds[i], msg, build(KVMEM_OP_HELLO, &h, sizeof(h)),
+					     &rep))
+			ok++;
+	}
+	EXPECT_GT(ok, 5);
+	EXPECT_LT(ok, 32);
+	for (i = 0; i < 64; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	/* Descriptors came back: a new client is served. */
+	usleep(100000);
+	i = raw_connect(d.sock);
+	ASSERT_LE(0, i);
+	EXPECT_EQ(0, hello(i));
+	close(i);
+	EXPECT_EQ(0, daemon_stop(&d));
+	daemon_cleanup(&d);
+}
+
 TEST_F(proto, bad_strings)
 {
 	struct kvmem_pool_open po;

@@ -109,6 +109,15 @@ static inline int seq_append_vals(struct kv_pool *pool, struct kv_seq *seq,
 	return err;
 }
 
+/* xorshift64: a random number below @n, advancing *@rng (never 0). */
+static inline u32 test_rand(u64 *rng, u32 n)
+{
+	*rng ^= *rng << 13;
+	*rng ^= *rng >> 7;
+	*rng ^= *rng << 17;
+	return (u32)((*rng >> 11) % n);
+}
+
 #define ASSERT_POOL_OK(pool) ASSERT_EQ(0, kv_pool_check(pool))
 #define EXPECT_POOL_OK(pool) EXPECT_EQ(0, kv_pool_check(pool))
 

@@ -34,10 +34,7 @@ struct model {
 
 static u32 rnd(struct model *m, u32 n)
 {
-	m->rng ^= m->rng << 13;
-	m->rng ^= m->rng >> 7;
-	m->rng ^= m->rng << 17;
-	return (u32)((m->rng >> 11) % n);
+	return test_rand(&m->rng, n);
 }
 
 static struct mseq *pick(struct model *m, bool live, int want_active)

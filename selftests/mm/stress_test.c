@@ -43,10 +43,7 @@ struct worker {
 
 static u32 wrnd(struct worker *w, u32 n)
 {
-	w->rng ^= w->rng << 13;
-	w->rng ^= w->rng >> 7;
-	w->rng ^= w->rng << 17;
-	return (u32)((w->rng >> 11) % n);
+	return test_rand(&w->rng, n);
 }
 
 static void fail(struct worker *w, const char *what, int err)
