@@ -321,6 +321,28 @@ TEST_F(seq, append_into_frames_held_raw)
 	EXPECT_EQ(32, mi.tier[KV_TIER_DEVICE].free);
 }
 
+/* When the rest cannot be allocated, the frames given stay the caller's. */
+TEST_F(seq, append_frames_failure_gives_the_frames_back)
+{
+	u32 reserve[2], used_before;
+	struct kv_meminfo mi;
+
+	ASSERT_EQ(0, kv_seq_activate(self->a, 0));
+	ASSERT_EQ(0, kv_frames_alloc(self->pool, KV_TIER_DEVICE, 2, 0, reserve));
+	ASSERT_EQ(0, kv_seq_append(self->a, 28 * TEST_BT, NULL, 0));	/* 30 used, 2 free */
+	kv_pool_meminfo(self->pool, &mi);
+	used_before = mi.tier[KV_TIER_DEVICE].total - mi.tier[KV_TIER_DEVICE].free;
+	/* 5 new blocks: 2 given, 3 to allocate with min 1: -ENOMEM. */
+	EXPECT_EQ(-ENOMEM, kv_seq_append_frames(self->a, 5 * TEST_BT, NULL, 0, reserve, 2));
+	EXPECT_EQ(28 * TEST_BT, kv_seq_tokens(self->a));
+	kv_pool_meminfo(self->pool, &mi);
+	EXPECT_EQ(used_before, mi.tier[KV_TIER_DEVICE].total - mi.tier[KV_TIER_DEVICE].free);
+	ASSERT_POOL_OK(self->pool);
+	/* Still raw: the caller can use them, or free them. */
+	EXPECT_EQ(0, kv_seq_append_frames(self->a, 2 * TEST_BT, NULL, 0, reserve, 2));
+	ASSERT_POOL_OK(self->pool);
+}
+
 TEST(kvswapd_reclaims_to_high)
 {
 	struct kv_vm_tunables vm = { .min_free_kbytes = 8, .watermark_scale_factor = 1000 };
