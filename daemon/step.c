@@ -22,6 +22,8 @@ struct step_ctx {
 	struct kvmem_step req;
 	const char *seqs;		/* struct kvmem_step_seq array */
 	const u32 *rframes;		/* reserve frames, all sequences' */
+	const u32 *ids;			/* token ids, all sequences', or NULL */
+	u32 nr_ids;			/* token ids used so far */
 	u32 total_tokens;
 	u32 flags;			/* KV_ALLOC_* */
 	char *out;
@@ -128,6 +130,8 @@ static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struc
 	/* kvmem_copy_head() checked every offset against @blen. */
 	if (x->req.tokens_off && total > (blen - x->req.tokens_off) / sizeof(u32))
 		return -EINVAL;
+	if (x->req.tokens_off)
+		x->ids = (const u32 *)((const char *)b + x->req.tokens_off);
 	x->noslots = x->req.flags & KVMEM_STEP_NOSLOTS;
 	x->total_tokens = x->noslots ? 0 : (u32)total;
 	x->flags = x->req.flags & KVMEM_NOWAIT ? KV_ALLOC_NOWAIT : 0;
@@ -151,6 +155,7 @@ static int step_one(struct step_ctx *x, struct kvmemd_client *c, struct kvmemd_s
 		    u64 *slots, u32 *frames)
 {
 	const u32 *given = x->rframes ? x->rframes + x->nr_given : NULL;
+	const u32 *ids = x->ids ? x->ids + x->nr_ids : NULL;
 	u32 n = ss->nr_tokens;
 	bool active = kv_seq_is_active(s->seq);
 	u32 nb = kv_seq_nr_blocks(s->seq), last = KV_FRAME_NONE, first;
@@ -165,7 +170,7 @@ static int step_one(struct step_ctx *x, struct kvmemd_client *c, struct kvmemd_s
 		if (err)
 			return err;
 	}
-	err = kv_seq_append_frames(s->seq, n, x->noslots ? NULL : slots, x->flags, given,
+	err = kv_seq_append_frames(s->seq, n, ids, x->noslots ? NULL : slots, x->flags, given,
 				   ss->nr_frames);
 	if (err) {
 		if (!active)
@@ -174,6 +179,7 @@ static int step_one(struct step_ctx *x, struct kvmemd_client *c, struct kvmemd_s
 	}
 	kvmemd_reserve_used(s->pool, c, given, ss->nr_frames);
 	x->nr_given += ss->nr_frames;
+	x->nr_ids += n;
 	if (!active)
 		first = 0;
 	else if (nb && kv_seq_block_frame(s->seq, nb - 1) != last)

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * Block descriptors: allocation, references and pins, as struct page's
- * refcount and mlock count.
+ * refcount and mlock count. The prefix cache holds one reference on each
+ * block it caches (KV_BLOCK_CACHED).
  *
  * A pool has one descriptor per frame of all its tiers together, so a block
  * (which holds at least one frame) can always get one. A block lives while
@@ -112,6 +113,8 @@ void kv_block_put(struct kv_pool *pool, struct kv_block *b)
 	}
 	if (!--b->refcount)
 		kv_block_free(pool, b);
+	else if (b->refcount == 1 && (b->flags & KV_BLOCK_CACHED))
+		prefix_recheck(pool, b);	/* only the prefix cache holds it now */
 }
 
 /**
@@ -157,6 +160,8 @@ void kv_block_isolate(struct kv_pool *pool, struct kv_block *b)
 	b->flags |= KV_BLOCK_LOCKED;
 	kv_block_get(b);
 	pool->tier[b->tier].nr_locked++;
+	if (b->flags & KV_BLOCK_CACHED)
+		prefix_recheck(pool, b);
 }
 
 /**

@@ -4,7 +4,8 @@
  * kernel's debug_vm checks and SQLite's integrity_check do. Every selftest
  * ends with it. It recounts references and pins from the sequence tables
  * and compares them with the descriptors, and recounts frames, LRU lists
- * and per-tier counters.
+ * and per-tier counters, and the prefix cache's tree, hash table, heaps
+ * and names.
  */
 #include <stdlib.h>
 #include "internal.h"
@@ -51,8 +52,16 @@ static void check_seqs(struct check_ctx *ctx)
 		    seq->nr_blocks > seq->capacity)
 			bad(ctx, "seq %p: %u tokens in %u blocks (capacity %u)", (void *)seq,
 			    seq->nr_tokens, seq->nr_blocks, seq->capacity);
+		if (seq->nr_cached > seq->nr_blocks || seq->nr_ids > seq->nr_tokens ||
+		    seq->nr_safe > seq->nr_tokens)
+			bad(ctx, "seq %p: %u cached of %u blocks, %u ids %u safe of %u tokens",
+			    (void *)seq, seq->nr_cached, seq->nr_blocks, seq->nr_ids, seq->nr_safe,
+			    seq->nr_tokens);
 		for (i = 0; i < seq->nr_blocks; i++) {
 			idx = seq->table[i];
+			if (i < seq->nr_cached && idx < pool->nr_blocks &&
+			    !(kv_block(pool, idx)->flags & KV_BLOCK_CACHED))
+				bad(ctx, "seq %p: block %u (entry %u) not cached", (void *)seq, idx, i);
 			if (idx >= pool->nr_blocks) {
 				bad(ctx, "seq %p: entry %u names block %u", (void *)seq, i, idx);
 				continue;
@@ -172,13 +181,127 @@ static void check_tier(struct check_ctx *ctx, struct kv_tier *t)
 	check_lru(ctx, t, KV_LRU_ACTIVE);
 }
 
+/* The cache's reference on each cached block. */
+static void check_prefix_refs(struct check_ctx *ctx)
+{
+	struct kv_pool *pool = ctx->pool;
+	u32 i;
+
+	for (i = 0; i < pool->nr_blocks; i++)
+		if (kv_block(pool, i)->flags & KV_BLOCK_CACHED)
+			ctx->refs[i]++;
+}
+
+/* A cached node: parent, depth, and whether it sits in its tier's heap. */
+static void check_prefix_node(struct check_ctx *ctx, u32 idx, u32 *children, u32 *cached)
+{
+	struct kv_pool *pool = ctx->pool;
+	struct kv_prefix *pc = &pool->prefix;
+	struct kv_prefix_node *n = &pc->nodes[idx], *p;
+	struct kv_block *b = kv_block(pool, idx);
+	bool want;
+
+	if (n->parent == KV_PREFIX_NONE) {
+		if (n->depth != 1)
+			bad(ctx, "prefix node %u: root at depth %u", idx, n->depth);
+	} else if (n->parent >= pool->nr_blocks ||
+		   !(kv_block(pool, n->parent)->flags & KV_BLOCK_CACHED)) {
+		bad(ctx, "prefix node %u: parent %u not cached", idx, n->parent);
+		return;
+	} else {
+		p = &pc->nodes[n->parent];
+		children[n->parent]++;
+		if (n->depth != p->depth + 1)
+			bad(ctx, "prefix node %u: depth %u under %u", idx, n->depth, p->depth);
+	}
+	if (b->tier < KV_NR_TIERS)
+		cached[b->tier]++;
+	want = !(b->flags & KV_BLOCK_LOCKED) && b->refcount == 1 && !n->nr_children && !n->pins;
+	if (want != (n->heap_pos != KV_PREFIX_NONE))
+		bad(ctx, "prefix node %u: ref %u children %u pins %u flags %#x, heap %u", idx,
+		    b->refcount, n->nr_children, n->pins, b->flags, n->heap_pos);
+	else if (want && (n->heap_tier != b->tier || n->heap_pos >= pc->heap_n[b->tier] ||
+			  pc->heap[b->tier][n->heap_pos] != idx))
+		bad(ctx, "prefix node %u: heap %u/%u of tier %u", idx, n->heap_pos, n->heap_tier,
+		    b->tier);
+}
+
+static void check_prefix_table(struct check_ctx *ctx, u32 nr_cached)
+{
+	struct kv_pool *pool = ctx->pool;
+	struct kv_prefix *pc = &pool->prefix;
+	u32 i, idx, n = 0, t, pos;
+
+	for (i = 0; i <= pc->bucket_mask; i++) {
+		for (idx = pc->buckets[i]; idx != KV_PREFIX_NONE; idx = pc->nodes[idx].next) {
+			if (idx >= pool->nr_blocks || ++n > nr_cached ||
+			    !(kv_block(pool, idx)->flags & KV_BLOCK_CACHED) ||
+			    (pc->nodes[idx].hash & pc->bucket_mask) != i) {
+				bad(ctx, "prefix bucket %u: node %u", i, idx);
+				break;
+			}
+		}
+	}
+	if (n != nr_cached)
+		bad(ctx, "prefix: %u nodes hashed, %u cached", n, nr_cached);
+	for (t = 0; t < KV_NR_TIERS; t++)
+		for (pos = 1; pos < pc->heap_n[t]; pos++)
+			if (pc->nodes[pc->heap[t][(pos - 1) / 2]].stamp >
+			    pc->nodes[pc->heap[t][pos]].stamp)
+				bad(ctx, "prefix heap %u: order broken at %u", t, pos);
+}
+
+static void check_prefix(struct check_ctx *ctx)
+{
+	struct kv_pool *pool = ctx->pool;
+	struct kv_prefix *pc = &pool->prefix;
+	u32 cached[KV_NR_TIERS] = { 0 }, *children, *pins, i, total = 0;
+	int t;
+
+	if (!pc->nodes)
+		return;
+	children = calloc(pool->nr_blocks, sizeof(*children));
+	pins = calloc(pool->nr_blocks, sizeof(*pins));
+	if (!children || !pins) {
+		ctx->errors = -1;
+		goto out;
+	}
+	for (i = 0; i < pc->nr_names; i++)
+		if (pc->names[i].pinned && pc->names[i].node < pool->nr_blocks)
+			pins[pc->names[i].node]++;
+	for (i = 0; i < pool->nr_blocks; i++) {
+		if (!(kv_block(pool, i)->flags & KV_BLOCK_CACHED)) {
+			if (pc->nodes[i].heap_pos != KV_PREFIX_NONE)
+				bad(ctx, "block %u: not cached, in a prefix heap", i);
+			continue;
+		}
+		check_prefix_node(ctx, i, children, cached);
+	}
+	for (i = 0; i < pool->nr_blocks; i++)
+		if ((kv_block(pool, i)->flags & KV_BLOCK_CACHED) &&
+		    (children[i] != pc->nodes[i].nr_children || pins[i] != pc->nodes[i].pins))
+			bad(ctx, "prefix node %u: %u/%u children, %u/%u pins", i, children[i],
+			    pc->nodes[i].nr_children, pins[i], pc->nodes[i].pins);
+	for (t = 0; t < KV_NR_TIERS; t++) {
+		if (cached[t] != pc->nr_cached[t])
+			bad(ctx, "tier %d: %u cached blocks, %u counted", t, cached[t],
+			    pc->nr_cached[t]);
+		total += cached[t];
+	}
+	check_prefix_table(ctx, total);
+out:
+	free(children);
+	free(pins);
+}
+
 /**
  * kv_pool_check() - verify every invariant of a pool
  * @pool: pool
  *
  * Per tier: free + used == total, every used frame owned by exactly one
  * block (or handed out raw), LRU lists and counters match the flags.
- * Per block: refcount == sequence references (+1 while isolated), pincount
+ * Per block: refcount == sequence references (+1 while isolated, +1 when
+ * cached), pincount
  * == active sequences holding it, pinned blocks on the device and off the
  * LRU, unpinned idle blocks on it. Problems are printed to stderr.
  *
@@ -199,12 +322,14 @@ int kv_pool_check(struct kv_pool *pool)
 	}
 	kv_pool_lock(pool);
 	check_seqs(&ctx);
+	check_prefix_refs(&ctx);
 	check_free_blocks(&ctx);
 	for (i = 0; i < pool->nr_blocks; i++)
 		if (!ctx.is_free[i])
 			check_block(&ctx, i);
 	for (t = 0; t < KV_NR_TIERS; t++)
 		check_tier(&ctx, &pool->tier[t]);
+	check_prefix(&ctx);
 	kv_pool_unlock(pool);
 out_free:
 	free(ctx.refs);

@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <lib/list.h>
+#include <lib/siphash.h>
 #include "mm.h"
 
 /* struct kv_block.flags */
@@ -25,6 +26,7 @@
 #define KV_BLOCK_LRU		0x02u	/* on one of its tier's LRU lists */
 #define KV_BLOCK_ACTIVE		0x04u	/* on (or bound for) the active list */
 #define KV_BLOCK_REFERENCED	0x08u	/* used since it last aged */
+#define KV_BLOCK_CACHED		0x10u	/* in the prefix cache, which holds a ref */
 
 #define KV_LRU_INACTIVE	0
 #define KV_LRU_ACTIVE	1
@@ -122,6 +124,88 @@ struct kv_tier {
 	struct kv_kvswapd kvswapd;
 };
 
+#define KV_PREFIX_NONE		UINT32_MAX
+#define KV_PREFIX_NAMES_MAX	256
+
+/**
+ * struct kv_prefix_node - a cached block's entry in the prefix cache; the
+ * node of block i is prefix.nodes[i] (a block is cached at most once)
+ * @hash:        chained keyed hash of (namespace, parent's hash, token ids)
+ * @ns:          namespace (tenant, or KV_PREFIX_NS_GLOBAL)
+ * @stamp:       prefix clock at its last use
+ * @parent:      block index of the previous block's node, or KV_PREFIX_NONE
+ * @next:        next node in its hash bucket, or KV_PREFIX_NONE
+ * @nr_children: cached nodes whose parent this is
+ * @pins:        named pins on it (kv_prefix_pin())
+ * @depth:       blocks from the root, this one included
+ * @tenant:      tenant that inserted it (counters)
+ * @heap_pos:    index in its tier's eviction heap, or KV_PREFIX_NONE
+ * @heap_tier:   tier of that heap
+ */
+struct kv_prefix_node {
+	u64 hash;
+	u64 ns;
+	u64 stamp;
+	u32 parent;
+	u32 next;
+	u32 nr_children;
+	u32 pins;
+	u32 depth;
+	u32 tenant;
+	u32 heap_pos;
+	u32 heap_tier;
+};
+
+/**
+ * struct kv_prefix_name - a named prefix (a system prompt)
+ * @name:   its name
+ * @node:   its last block's node
+ * @hash:   that node's hash, to notice the node went
+ * @tenant: tenant that named it
+ * @pinned: holds a pin on @node
+ */
+struct kv_prefix_name {
+	char name[KV_PREFIX_NAME_MAX];
+	u32 node;
+	u64 hash;
+	u32 tenant;
+	bool pinned;
+};
+
+/**
+ * struct kv_prefix - a pool's prefix cache (see mm/prefix.c)
+ * @nodes:       per block
+ * @tokens:      per block, block_tokens token ids
+ * @buckets:     hash table heads (block indices)
+ * @bucket_mask: buckets - 1 (a power of two)
+ * @heap:        per tier, evictable nodes by @stamp (a min-heap)
+ * @heap_n:      entries of each heap
+ * @nr_cached:   cached blocks per tier
+ * @clock:       bumped at every use
+ * @key:         the pool's secret hash key
+ * @hash_mask:   ANDed into every hash (test hook: forces collisions)
+ * @tenants:     per-tenant counters
+ * @nr_tenants:  entries of @tenants
+ * @names:       named prefixes
+ * @nr_names:    entries of @names
+ */
+struct kv_prefix {
+	struct kv_prefix_node *nodes;
+	u32 *tokens;
+	u32 *buckets;
+	u32 bucket_mask;
+	u32 *heap[KV_NR_TIERS];
+	u32 heap_n[KV_NR_TIERS];
+	u32 nr_cached[KV_NR_TIERS];
+	u64 clock;
+	struct siphash_key key;
+	u64 hash_mask;
+	struct kv_prefix_stats *tenants;
+	u32 nr_tenants;
+	struct kv_prefix_name names[KV_PREFIX_NAMES_MAX];
+	u32 nr_names;
+};
+
 /**
  * struct kv_fault - fault injection state (SQLite's FAULTSIM)
  * @sites:   armed KV_FAULT_* sites, 0 when off
@@ -155,6 +239,7 @@ struct kv_fault {
  * @vm:          tunables
  * @events:      vmstat counters (written under @lock, read without)
  * @fault:       fault injection (atomics; tests only)
+ * @prefix:      prefix cache
  * @flags:       KV_POOL_*
  */
 struct kv_pool {
@@ -173,6 +258,7 @@ struct kv_pool {
 	struct kv_vm_tunables vm;
 	u64 events[KV_NR_VM_EVENTS];
 	struct kv_fault fault;
+	struct kv_prefix prefix;
 	u32 flags;
 };
 
@@ -195,6 +281,14 @@ struct kv_pool {
  * @capacity:  allocated entries of @table
  * @nr_tokens: tokens held
  * @flags:     KV_SEQ_*
+ * @ids:       token ids of its first @nr_ids tokens (the prefix cache)
+ * @ids_cap:   entries allocated in @ids
+ * @nr_ids:    leading tokens whose ids are known
+ * @nr_safe:   leading tokens whose K and V the client has written (all but
+ *             those of its last append while active)
+ * @nr_cached: leading blocks that are cached nodes: table[i] is in the
+ *             prefix cache for every i < @nr_cached
+ * @tenant:    tenant, for the namespace and the counters
  */
 struct kv_seq {
 	struct kv_pool *pool;
@@ -204,6 +298,12 @@ struct kv_seq {
 	u32 capacity;
 	u32 nr_tokens;
 	u32 flags;
+	u32 *ids;
+	u32 ids_cap;
+	u32 nr_ids;
+	u32 nr_safe;
+	u32 nr_cached;
+	u32 tenant;
 };
 
 /**
@@ -334,5 +434,18 @@ bool reclaim_possible(struct kv_pool *pool, int tier, u32 need, u32 dst_flags);
 
 /* mm/sequence.c */
 int seq_reserve(struct kv_seq *seq, u32 nr_blocks);
+int seq_reserve_ids(struct kv_seq *seq, u32 nr_ids);
+
+/* mm/prefix.c; pool locked unless said */
+#define PUBLISH_ACTIVE	0	/* stop at a block cached already as another */
+#define PUBLISH_DEDUP	1	/* inactive: share the cached block instead */
+#define PUBLISH_FINAL	2	/* the sequence is going: just insert */
+int prefix_init(struct kv_pool *pool);
+void prefix_destroy(struct kv_pool *pool);
+void prefix_publish(struct kv_seq *seq, int mode);
+void prefix_recheck(struct kv_pool *pool, struct kv_block *b);
+void prefix_touch(struct kv_pool *pool, struct kv_block *b);
+u32 prefix_evict(struct kv_pool *pool, int tier, u32 nr);
+void prefix_seq_cut(struct kv_seq *seq, u32 nr_tokens);
 
 #endif /* _KV_MM_INTERNAL_H */

@@ -6,6 +6,10 @@
  * first (copy-on-write). Both go through seq_fault(), which allocates every
  * frame the write needs before it changes anything, so a failure leaves
  * the sequence as it was.
+ *
+ * A write first hands the prefix cache the sequence's blocks that filled
+ * before it (their K and V are written by now), then records the new
+ * tokens' ids, which name the blocks they fill at the next write.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +81,7 @@ static void seq_add_blocks(struct kv_seq *seq, const u32 *frames, u32 n)
  * @given:    frames handed out raw (kv_frames_alloc()) to use for the
  *            first @nr_given new blocks
  * @nr_given: entries of @given, <= @nr_new
+ * @ids:      the written tokens' ids, or NULL
  */
 struct write_req {
 	u32 cow;
@@ -87,6 +92,7 @@ struct write_req {
 	u64 *slots;
 	const u32 *given;
 	u32 nr_given;
+	const u32 *ids;
 };
 
 /*
@@ -138,6 +144,17 @@ static u64 seq_slot(struct kv_seq *seq, u32 pos)
 	return (u64)b->frame[KV_TIER_DEVICE] * bt + pos % bt;
 }
 
+/* The written tokens' ids extend the known ones, or end them. */
+static void seq_note_ids(struct kv_seq *seq, const struct write_req *w)
+{
+	if (w->pos < seq->nr_tokens)
+		prefix_seq_cut(seq, w->pos);
+	if (w->ids && seq->nr_ids == w->pos) {
+		memcpy(seq->ids + w->pos, w->ids, (size_t)w->n * sizeof(*w->ids));
+		seq->nr_ids = w->pos + w->n;
+	}
+}
+
 /*
  * seq_fault() with a frame array sized for the request and the checks;
  * then, under the same lock, the slots of the written tokens and the token
@@ -153,6 +170,8 @@ static int seq_prepare_write(struct kv_seq *seq, const struct write_req *w)
 	    w->nr_given > w->nr_new)
 		return -EINVAL;
 	err = seq_reserve(seq, seq->nr_blocks + w->nr_new);
+	if (!err && w->ids && seq->nr_ids == w->pos)
+		err = seq_reserve_ids(seq, w->pos + w->n);
 	if (err)
 		return err;
 	if (w->nr_new + 1 > FRAMES_ONSTACK) {
@@ -161,10 +180,13 @@ static int seq_prepare_write(struct kv_seq *seq, const struct write_req *w)
 			return -ENOMEM;
 	}
 	kv_pool_lock(seq->pool);
+	seq->nr_safe = seq->nr_tokens;
+	prefix_publish(seq, PUBLISH_ACTIVE);
 	err = seq_fault(seq, w, frames);
 	if (!err) {
 		for (i = 0; w->slots && i < w->n; i++)
 			w->slots[i] = seq_slot(seq, w->pos + i);
+		seq_note_ids(seq, w);
 		if (w->pos + w->n > seq->nr_tokens)
 			seq->nr_tokens = w->pos + w->n;
 	}
@@ -192,7 +214,26 @@ static int seq_prepare_write(struct kv_seq *seq, const struct write_req *w)
  */
 int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags)
 {
-	return kv_seq_append_frames(seq, n, slots, flags, NULL, 0);
+	return kv_seq_append_frames(seq, n, NULL, slots, flags, NULL, 0);
+}
+
+/**
+ * kv_seq_append_ids() - kv_seq_append() of tokens whose ids are known
+ * @seq:   active sequence
+ * @n:     tokens to append
+ * @ids:   their ids; NULL as kv_seq_append()
+ * @slots: receives each new token's slot; may be NULL
+ * @flags: KV_ALLOC_NOWAIT or 0
+ *
+ * Blocks whose tokens all have known ids enter the prefix cache once
+ * full and written (at the sequence's next write, deactivation or free).
+ * Ids count only when every earlier token's id is known.
+ *
+ * Return: as kv_seq_append().
+ */
+int kv_seq_append_ids(struct kv_seq *seq, u32 n, const u32 *ids, u64 *slots, u32 flags)
+{
+	return kv_seq_append_frames(seq, n, ids, slots, flags, NULL, 0);
 }
 
 /**
@@ -200,6 +241,7 @@ int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags)
  * frames the caller holds raw
  * @seq:       active sequence
  * @n:         tokens to append
+ * @ids:       their ids, or NULL (kv_seq_append_ids())
  * @slots:     receives each new token's slot; may be NULL
  * @flags:     KV_ALLOC_NOWAIT or 0
  * @frames:    device frames from kv_frames_alloc() (a client's reserve)
@@ -214,12 +256,13 @@ int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags)
  * raw, or there are more frames than new blocks. On error nothing changes
  * and the frames stay the caller's.
  */
-int kv_seq_append_frames(struct kv_seq *seq, u32 n, u64 *slots, u32 flags,
+int kv_seq_append_frames(struct kv_seq *seq, u32 n, const u32 *ids, u64 *slots, u32 flags,
 			 const u32 *frames, u32 nr_frames)
 {
 	u32 bt = seq->pool->geom.block_tokens, pos = seq->nr_tokens;
 	struct write_req w = { .cow = NO_COW, .flags = flags, .pos = pos, .n = n,
-			       .slots = slots, .given = frames, .nr_given = nr_frames };
+			       .slots = slots, .given = frames, .nr_given = nr_frames,
+			       .ids = ids };
 
 	if (!n)
 		return (seq->flags & KV_SEQ_ACTIVE) && !nr_frames ? 0 : -EINVAL;

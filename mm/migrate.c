@@ -60,6 +60,10 @@ int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 		b->frame[src] = KV_FRAME_NONE;
 		b->frame[dst] = dst_frames[i];
 		b->tier = dst;
+		if (b->flags & KV_BLOCK_CACHED) {
+			pool->prefix.nr_cached[src]--;
+			pool->prefix.nr_cached[dst]++;
+		}
 		pool->tier[src].nr_locked--;
 		pool->tier[dst].nr_locked++;
 	}

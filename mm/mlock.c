@@ -182,7 +182,9 @@ out_free:
  * @seq: sequence; deactivating an inactive one does nothing
  *
  * The caller's kernels must be done with the blocks (on a GPU: the stream
- * work that uses them has completed).
+ * work that uses them has completed): its full blocks with known token ids
+ * enter the prefix cache, and a block cached already as another is
+ * replaced by the cached one.
  */
 void kv_seq_deactivate(struct kv_seq *seq)
 {
@@ -194,6 +196,8 @@ void kv_seq_deactivate(struct kv_seq *seq)
 		for (i = 0; i < seq->nr_blocks; i++)
 			kv_block_unpin(pool, kv_block(pool, seq->table[i]));
 		seq->flags &= ~KV_SEQ_ACTIVE;
+		seq->nr_safe = seq->nr_tokens;
+		prefix_publish(seq, PUBLISH_DEDUP);
 		count_vm_event(pool, KV_SEQ_DEACTIVATE);
 	}
 	kv_pool_unlock(pool);

@@ -39,6 +39,8 @@ typedef int32_t s32;
 
 /* Pool creation flags. */
 #define KV_POOL_NO_KVSWAPD	0x1u	/* no background reclaim threads */
+#define KV_POOL_NO_PREFIX	0x2u	/* no prefix cache */
+#define KV_POOL_PREFIX_GLOBAL	0x4u	/* all tenants share cached prefixes */
 
 /* Largest number of tokens a sequence may hold. */
 #define KV_SEQ_MAX_TOKENS	(1u << 30)
@@ -97,6 +99,8 @@ struct kv_pool_params {
  * @pinned:   blocks resident here pinned by active sequences
  * @locked:   blocks resident here being moved between tiers
  * @mlocked:  1 when the arena is locked in RAM
+ * @cached:   blocks resident here held by the prefix cache
+ * @evictable: of those, blocks only the cache holds, leaves, unpinned
  */
 struct kv_tier_info {
 	const char *backend;
@@ -108,6 +112,8 @@ struct kv_tier_info {
 	u32 pinned;
 	u32 locked;
 	u32 mlocked;
+	u32 cached;
+	u32 evictable;
 };
 
 /**
@@ -152,6 +158,11 @@ enum kv_vm_event {
 	KV_SEQ_DEACTIVATE,
 	KV_COPY_FAIL,
 	KV_LOCKED_WAIT,
+	KV_PREFIX_QUERY_TOKENS,
+	KV_PREFIX_HIT_TOKENS_DEVICE,
+	KV_PREFIX_HIT_TOKENS_HOST,
+	KV_PREFIX_INSERT,
+	KV_PREFIX_EVICT,
 	KV_NR_VM_EVENTS
 };
 
@@ -159,6 +170,40 @@ enum kv_vm_event {
 #define KV_FAULT_META	0x1u	/* metadata allocation (malloc) */
 #define KV_FAULT_FRAME	0x2u	/* frame allocation in any tier */
 #define KV_FAULT_COPY	0x4u	/* a copy between or within tiers */
+
+/* Prefix cache. */
+#define KV_PREFIX_NAME_MAX	64
+
+/**
+ * struct kv_prefix_hit - what kv_prefix_match() found
+ * @tokens:      tokens matched (whole blocks)
+ * @blocks:      blocks matched
+ * @tier_tokens: of @tokens, those whose block was on each tier
+ */
+struct kv_prefix_hit {
+	u32 tokens;
+	u32 blocks;
+	u32 tier_tokens[KV_NR_TIERS];
+};
+
+/**
+ * struct kv_prefix_stats - prefix cache counters of one tenant, or of the
+ * pool
+ * @tenant:       the tenant (pool totals: UINT32_MAX)
+ * @cached:       blocks it inserted that are cached now
+ * @query_tokens: tokens looked up
+ * @hit_tokens:   tokens found, by the tier their block was on
+ * @inserted:     blocks inserted
+ * @evicted:      blocks evicted
+ */
+struct kv_prefix_stats {
+	u32 tenant;
+	u32 cached;
+	u64 query_tokens;
+	u64 hit_tokens[KV_NR_TIERS];
+	u64 inserted;
+	u64 evicted;
+};
 
 /* mm/pool.c */
 int kv_pool_create(const struct kv_pool_params *p, struct kv_pool **out);
@@ -186,11 +231,24 @@ int kv_seq_block_table(struct kv_seq *seq, u32 *frames, u32 n);
 u32 kv_seq_block_frame(struct kv_seq *seq, u32 idx);
 int kv_seq_block_frames(struct kv_seq *seq, u32 first, u32 n, u32 *frames);
 
+int kv_seq_set_tenant(struct kv_seq *seq, u32 tenant);
+
 /* mm/memory.c */
 int kv_seq_append(struct kv_seq *seq, u32 n, u64 *slots, u32 flags);
+int kv_seq_append_ids(struct kv_seq *seq, u32 n, const u32 *ids, u64 *slots, u32 flags);
 int kv_seq_write(struct kv_seq *seq, u32 pos, u64 *slot, u32 flags);
-int kv_seq_append_frames(struct kv_seq *seq, u32 n, u64 *slots, u32 flags,
+int kv_seq_append_frames(struct kv_seq *seq, u32 n, const u32 *ids, u64 *slots, u32 flags,
 			 const u32 *frames, u32 nr_frames);
+
+/* mm/prefix.c */
+int kv_prefix_match(struct kv_seq *seq, const u32 *ids, u32 n, struct kv_prefix_hit *hit);
+int kv_prefix_pin(struct kv_seq *seq, const char *name);
+int kv_prefix_set_pinned(struct kv_pool *pool, const char *name, int pinned);
+int kv_prefix_forget(struct kv_pool *pool, const char *name);
+u32 kv_prefix_drop(struct kv_pool *pool);
+int kv_prefix_stats(struct kv_pool *pool, u32 tenant, struct kv_prefix_stats *st);
+void kv_prefix_print(struct kv_pool *pool, FILE *f);
+void kv_prefix_set_hash_bits(struct kv_pool *pool, u32 bits);
 
 /* mm/mlock.c */
 int kv_seq_activate(struct kv_seq *seq, u32 flags);

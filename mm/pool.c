@@ -31,7 +31,7 @@ static int params_check(const struct kv_pool_params *p)
 		return -EINVAL;
 	if (p->name && strlen(p->name) >= sizeof(((struct kv_pool *)0)->name))
 		return -ENAMETOOLONG;
-	if (p->flags & ~KV_POOL_NO_KVSWAPD)
+	if (p->flags & ~(KV_POOL_NO_KVSWAPD | KV_POOL_NO_PREFIX | KV_POOL_PREFIX_GLOBAL))
 		return -EINVAL;
 	if ((u64)p->nr_frames[KV_TIER_DEVICE] + p->nr_frames[KV_TIER_HOST] > UINT32_MAX / 2)
 		return -E2BIG;
@@ -91,15 +91,20 @@ int kv_pool_create(const struct kv_pool_params *p, struct kv_pool **out)
 	err = blocks_init(pool);
 	if (err)
 		goto out_tiers;
+	err = prefix_init(pool);
+	if (err)
+		goto out_blocks;
 	kv_setup_watermarks(pool);
 	if (!(p->flags & KV_POOL_NO_KVSWAPD)) {
 		err = kv_kvswapd_start(pool);
 		if (err)
-			goto out_blocks;
+			goto out_prefix;
 	}
 	*out = pool;
 	return 0;
 
+out_prefix:
+	prefix_destroy(pool);
 out_blocks:
 	blocks_destroy(pool);
 out_tiers:
@@ -125,6 +130,7 @@ void kv_pool_destroy(struct kv_pool *pool)
 	kv_kvswapd_stop(pool);
 	list_for_each_entry_safe(seq, tmp, &pool->seqs, node)
 		kv_seq_free(seq);
+	prefix_destroy(pool);
 	blocks_destroy(pool);
 	tiers_destroy(pool);
 	pthread_cond_destroy(&pool->unlocked);

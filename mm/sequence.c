@@ -4,7 +4,9 @@
  * of blocks (like a page table) and a token count. Fork copies the table
  * and takes a reference on every block, as fork() copies page tables: its
  * cost grows with the number of blocks, never with their bytes; writes
- * into shared blocks are copied later (memory.c).
+ * into shared blocks are copied later (memory.c). A sequence also keeps
+ * the token ids it was told, which name its full blocks in the prefix
+ * cache (prefix.c).
  *
  * The table belongs to the thread using the sequence; it is written under
  * pool->lock so that kv_pool_check() can read every table consistently.
@@ -71,6 +73,46 @@ int seq_reserve(struct kv_seq *seq, u32 nr_blocks)
 }
 
 /**
+ * seq_reserve_ids() - make room for @nr_ids token ids
+ * @seq:    sequence, pool NOT locked
+ * @nr_ids: entries needed
+ *
+ * Return: 0 or -ENOMEM (the ids are unchanged).
+ */
+int seq_reserve_ids(struct kv_seq *seq, u32 nr_ids)
+{
+	u32 cap = seq->ids_cap ? seq->ids_cap : 64;
+	u32 *ids;
+
+	if (nr_ids <= seq->ids_cap)
+		return 0;
+	while (cap < nr_ids)
+		cap = cap > UINT32_MAX / 2 ? nr_ids : cap * 2;
+	ids = kv_meta_realloc(seq->pool, seq->ids, (size_t)cap * sizeof(*ids));
+	if (!ids)
+		return -ENOMEM;
+	seq->ids = ids;
+	seq->ids_cap = cap;
+	return 0;
+}
+
+/**
+ * kv_seq_set_tenant() - set the tenant of a sequence that holds no tokens
+ * @seq:    sequence
+ * @tenant: tenant (the daemon uses the uid, or a name's number): its
+ *          namespace in the prefix cache and its counters
+ *
+ * Return: 0, or -EINVAL when the sequence holds tokens.
+ */
+int kv_seq_set_tenant(struct kv_seq *seq, u32 tenant)
+{
+	if (seq->nr_tokens)
+		return -EINVAL;
+	seq->tenant = tenant;
+	return 0;
+}
+
+/**
  * kv_seq_fork() - create a sequence sharing every block of @seq
  * @seq: parent, active or not
  * @out: receives the child, inactive
@@ -87,11 +129,15 @@ int kv_seq_fork(struct kv_seq *seq, struct kv_seq **out)
 	err = kv_seq_create(pool, &child);
 	if (err)
 		return err;
+	child->tenant = seq->tenant;
 	err = seq_reserve(child, seq->nr_blocks);
+	err = err ?: seq_reserve_ids(child, seq->nr_ids);
 	if (err) {
 		kv_seq_free(child);
 		return err;
 	}
+	if (seq->nr_ids)
+		memcpy(child->ids, seq->ids, (size_t)seq->nr_ids * sizeof(*seq->ids));
 	kv_pool_lock(pool);
 	for (i = 0; i < seq->nr_blocks; i++) {
 		child->table[i] = seq->table[i];
@@ -99,6 +145,9 @@ int kv_seq_fork(struct kv_seq *seq, struct kv_seq **out)
 	}
 	child->nr_blocks = seq->nr_blocks;
 	child->nr_tokens = seq->nr_tokens;
+	child->nr_ids = seq->nr_ids;
+	child->nr_safe = seq->nr_safe;
+	child->nr_cached = seq->nr_cached;
 	count_vm_event(pool, KV_SEQ_FORK);
 	kv_pool_unlock(pool);
 	*out = child;
@@ -115,6 +164,7 @@ static void seq_release_blocks(struct kv_seq *seq, u32 keep)
 		b = kv_block(pool, seq->table[--seq->nr_blocks]);
 		if (seq->flags & KV_SEQ_ACTIVE)
 			kv_block_unpin(pool, b);
+		prefix_touch(pool, b);
 		kv_block_put(pool, b);
 	}
 }
@@ -139,6 +189,7 @@ int kv_seq_truncate(struct kv_seq *seq, u32 nr_tokens)
 	kv_pool_lock(pool);
 	seq_release_blocks(seq, (nr_tokens + bt - 1) / bt);
 	seq->nr_tokens = nr_tokens;
+	prefix_seq_cut(seq, nr_tokens);
 	kv_pool_unlock(pool);
 	return 0;
 }
@@ -146,6 +197,10 @@ int kv_seq_truncate(struct kv_seq *seq, u32 nr_tokens)
 /**
  * kv_seq_free() - release every block of a sequence and free it
  * @seq: sequence, active or not; NULL is ignored
+ *
+ * Its full blocks with known token ids stay in the prefix cache, except
+ * those of its last append while active (their K and V may not be
+ * written).
  */
 void kv_seq_free(struct kv_seq *seq)
 {
@@ -155,12 +210,14 @@ void kv_seq_free(struct kv_seq *seq)
 		return;
 	pool = seq->pool;
 	kv_pool_lock(pool);
+	prefix_publish(seq, PUBLISH_FINAL);
 	seq_release_blocks(seq, 0);
 	list_del_init(&seq->node);
 	pool->nr_seqs--;
 	count_vm_event(pool, KV_SEQ_FREE);
 	kv_pool_unlock(pool);
 	free(seq->table);
+	free(seq->ids);
 	free(seq);
 }
 

@@ -8,6 +8,10 @@
  * flag and goes back to the head of that list instead of moving on. The
  * active list is aged into the inactive list whenever the inactive list is
  * the smaller one.
+ *
+ * Blocks only the prefix cache holds are demoted like any other; the last
+ * tier, and a tier whose next tier has no room even after evicting cached
+ * blocks there, frees frames by evicting cached blocks (prefix_evict()).
  */
 #include <stdlib.h>
 #include "internal.h"
@@ -100,8 +104,10 @@ static u32 isolate_for_reclaim(struct kv_pool *pool, struct kv_tier *t, u32 nr,
 
 /*
  * Reclaim up to @nr blocks of @tier by demoting them to the next tier,
- * whose frames are allocated with @dst_flags. Pool locked; dropped while
- * the batch is copied. Returns blocks demoted.
+ * whose frames are allocated with @dst_flags, making room there by
+ * evicting cached blocks; with no room at all, evict cached blocks of
+ * @tier itself. Pool locked; dropped while the batch is copied. Returns
+ * blocks demoted or evicted.
  */
 static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 dst_flags)
 {
@@ -111,15 +117,19 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
 	int dst = tier + 1;
 	u32 n, room, i;
 
-	if (dst >= KV_NR_TIERS)
-		return 0;
 	if (nr > KV_RECLAIM_BATCH_MAX)
 		nr = KV_RECLAIM_BATCH_MAX;
+	if (dst >= KV_NR_TIERS)
+		return prefix_evict(pool, tier, nr);
 	room = demote_room(pool, dst, dst_flags);
+	if (room < nr) {
+		prefix_evict(pool, dst, nr - room);
+		room = demote_room(pool, dst, dst_flags);
+	}
+	if (!room)
+		return prefix_evict(pool, tier, nr);
 	if (nr > room)
 		nr = room;
-	if (!nr)
-		return 0;
 	n = isolate_for_reclaim(pool, t, nr, blocks, kswapd);
 	if (!n)
 		return 0;
@@ -143,18 +153,19 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
  * @need:      free frames wanted
  * @dst_flags: how demotions may allocate in the next tier
  *
- * Counts free frames, unpinned blocks that the next tier has room for, and
- * moves in flight. An allocation that fails this check fails at once,
+ * Counts free frames, evictable cached blocks, unpinned blocks that the
+ * next tier has room for (or can make room for by eviction), and moves in
+ * flight. An allocation that fails this check fails at once,
  * without throwing out other sequences' blocks first.
  */
 bool reclaim_possible(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
 {
 	struct kv_tier *t = &pool->tier[tier];
-	u64 have = tier_nr_free(t) + t->nr_locked;
+	u64 have = tier_nr_free(t) + t->nr_locked + pool->prefix.heap_n[tier];
 	u32 lru = t->nr_lru[KV_LRU_ACTIVE] + t->nr_lru[KV_LRU_INACTIVE], room;
 
 	if (tier + 1 < KV_NR_TIERS) {
-		room = demote_room(pool, tier + 1, dst_flags);
+		room = demote_room(pool, tier + 1, dst_flags) + pool->prefix.heap_n[tier + 1];
 		have += lru < room ? lru : room;
 	}
 	return have >= need;

@@ -2,7 +2,7 @@
 /*
  * Counters and snapshots, as the kernel's mm/vmstat.c: monotonic event
  * counters (vmstat) read without the pool lock, and a meminfo snapshot of
- * every tier taken under it.
+ * every tier taken under it; the prefix cache's report.
  */
 #include "internal.h"
 
@@ -31,6 +31,11 @@ static const char *const vmstat_names[KV_NR_VM_EVENTS] = {
 	[KV_SEQ_DEACTIVATE] = "seq_deactivate",
 	[KV_COPY_FAIL] = "copy_fail",
 	[KV_LOCKED_WAIT] = "locked_wait",
+	[KV_PREFIX_QUERY_TOKENS] = "prefix_query_tokens",
+	[KV_PREFIX_HIT_TOKENS_DEVICE] = "prefix_hit_tokens_device",
+	[KV_PREFIX_HIT_TOKENS_HOST] = "prefix_hit_tokens_host",
+	[KV_PREFIX_INSERT] = "prefix_insert",
+	[KV_PREFIX_EVICT] = "prefix_evict",
 };
 
 static const char *const tier_names[KV_NR_TIERS] = {
@@ -81,6 +86,8 @@ void kv_pool_meminfo(struct kv_pool *pool, struct kv_meminfo *mi)
 		ti->pinned = t->nr_pinned;
 		ti->locked = t->nr_locked;
 		ti->mlocked = t->mlocked;
+		ti->cached = pool->prefix.nr_cached[i];
+		ti->evictable = pool->prefix.heap_n[i];
 	}
 	kv_pool_unlock(pool);
 }
@@ -111,6 +118,8 @@ void kv_pool_print_meminfo(struct kv_pool *pool, FILE *f)
 	fb = mi.frame_bytes;
 	fprintf(f, "%-18s %12llu\n", "FrameBytes:", (unsigned long long)fb);
 	fprintf(f, "%-18s %12u\n", "Blocks:", mi.blocks);
+	fprintf(f, "%-18s %12u\n", "CachedBlocks:", mi.tier[KV_TIER_DEVICE].cached +
+		mi.tier[KV_TIER_HOST].cached);
 	fprintf(f, "%-18s %12u\n", "Sequences:", mi.sequences);
 	for (i = 0; i < KV_NR_TIERS; i++) {
 		ti = &mi.tier[i];
@@ -121,6 +130,8 @@ void kv_pool_print_meminfo(struct kv_pool *pool, FILE *f)
 		print_kb(f, tier_names[i], "Inactive", ti->inactive, fb);
 		print_kb(f, tier_names[i], "Pinned", ti->pinned, fb);
 		print_kb(f, tier_names[i], "Locked", ti->locked, fb);
+		print_kb(f, tier_names[i], "Cached", ti->cached, fb);
+		print_kb(f, tier_names[i], "Evictable", ti->evictable, fb);
 		print_kb(f, tier_names[i], "Min", ti->wmark[KV_WMARK_MIN], fb);
 		print_kb(f, tier_names[i], "Low", ti->wmark[KV_WMARK_LOW], fb);
 		print_kb(f, tier_names[i], "High", ti->wmark[KV_WMARK_HIGH], fb);
@@ -139,4 +150,91 @@ void kv_pool_print_vmstat(struct kv_pool *pool, FILE *f)
 	for (i = 0; i < KV_NR_VM_EVENTS; i++)
 		fprintf(f, "%s %llu\n", vmstat_names[i],
 			(unsigned long long)kv_vmstat_read(pool, i));
+}
+
+static void print_prefix_stats(FILE *f, const char *who, const struct kv_prefix_stats *st)
+{
+	u64 hit = st->hit_tokens[KV_TIER_DEVICE] + st->hit_tokens[KV_TIER_HOST];
+
+	fprintf(f, "%-14s %12llu %12llu %12llu %8.4f %10llu %10llu %8u\n", who,
+		(unsigned long long)st->query_tokens,
+		(unsigned long long)st->hit_tokens[KV_TIER_DEVICE],
+		(unsigned long long)st->hit_tokens[KV_TIER_HOST],
+		st->query_tokens ? (double)hit / (double)st->query_tokens : 0.0,
+		(unsigned long long)st->inserted, (unsigned long long)st->evicted, st->cached);
+}
+
+/* Up to @max cached leaves, deepest first, into @top; pool locked. */
+static u32 deepest_prefixes(struct kv_pool *pool, u32 *top, u32 max)
+{
+	struct kv_prefix_node *nodes = pool->prefix.nodes;
+	u32 i, n = 0, j, d;
+
+	for (i = 0; nodes && i < pool->nr_blocks; i++) {
+		if (!(pool->blocks[i].flags & KV_BLOCK_CACHED) || nodes[i].nr_children)
+			continue;
+		d = nodes[i].depth;
+		if (n == max && nodes[top[n - 1]].depth >= d)
+			continue;
+		j = n < max ? n++ : max - 1;
+		for (; j > 0 && nodes[top[j - 1]].depth < d; j--)
+			top[j] = top[j - 1];
+		top[j] = i;
+	}
+	return n;
+}
+
+static const char *prefix_name_of(struct kv_pool *pool, u32 idx)
+{
+	u32 i;
+
+	for (i = 0; i < pool->prefix.nr_names; i++)
+		if (pool->prefix.names[i].node == idx)
+			return pool->prefix.names[i].name;
+	return "-";
+}
+
+/**
+ * kv_prefix_print() - the prefix cache's report: pool and per-tenant
+ * counters, named prefixes, the largest cached prefixes
+ * @pool: pool
+ * @f:    stream
+ */
+void kv_prefix_print(struct kv_pool *pool, FILE *f)
+{
+	struct kv_prefix *pc = &pool->prefix;
+	struct kv_prefix_stats st;
+	u32 top[8], n, i, bt = pool->geom.block_tokens;
+	struct kv_block *b;
+	char who[32];
+
+	kv_prefix_stats(pool, UINT32_MAX, &st);
+	fprintf(f, "Prefix cache: %s, %u blocks of %u tokens cached (%u device, %u host)\n",
+		pool->flags & KV_POOL_NO_PREFIX ? "off" :
+		pool->flags & KV_POOL_PREFIX_GLOBAL ? "shared by all tenants" : "per tenant",
+		st.cached, bt, pc->nr_cached[KV_TIER_DEVICE], pc->nr_cached[KV_TIER_HOST]);
+	fprintf(f, "%-14s %12s %12s %12s %8s %10s %10s %8s\n", "tenant", "query_tokens",
+		"hit_device", "hit_host", "hit", "inserted", "evicted", "cached");
+	print_prefix_stats(f, "all", &st);
+	kv_pool_lock(pool);
+	for (i = 0; i < pc->nr_tenants; i++) {
+		snprintf(who, sizeof(who), "%u", pc->tenants[i].tenant);
+		print_prefix_stats(f, who, &pc->tenants[i]);
+	}
+	for (i = 0; i < pc->nr_names; i++)
+		fprintf(f, "named %s: %u tokens, tenant %u, %s\n", pc->names[i].name,
+			pc->nodes[pc->names[i].node].depth * bt, pc->names[i].tenant,
+			pc->names[i].pinned ? "pinned" : "unpinned");
+	n = deepest_prefixes(pool, top, 8);
+	if (n)
+		fprintf(f, "largest cached prefixes:\n%8s %8s %8s %6s %6s %s\n", "tokens",
+			"blocks", "tenant", "tier", "refs", "name");
+	for (i = 0; i < n; i++) {
+		b = kv_block(pool, top[i]);
+		fprintf(f, "%8u %8u %8u %6s %6u %s\n", pc->nodes[top[i]].depth * bt,
+			pc->nodes[top[i]].depth, pc->nodes[top[i]].tenant,
+			b->tier == KV_TIER_DEVICE ? "device" : "host", b->refcount - 1,
+			prefix_name_of(pool, top[i]));
+	}
+	kv_pool_unlock(pool);
 }

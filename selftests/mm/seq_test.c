@@ -300,11 +300,11 @@ TEST_F(seq, append_into_frames_held_raw)
 
 	ASSERT_EQ(0, kv_frames_alloc(self->pool, KV_TIER_DEVICE, 4, 0, reserve));
 	ASSERT_EQ(0, kv_seq_activate(self->a, 0));
-	EXPECT_EQ(-EINVAL, kv_seq_append_frames(self->a, 4, slots, 0, &wild, 1));
-	EXPECT_EQ(-EINVAL, kv_seq_append_frames(self->a, 4, slots, 0, reserve, 2));
+	EXPECT_EQ(-EINVAL, kv_seq_append_frames(self->a, 4, NULL, slots, 0, &wild, 1));
+	EXPECT_EQ(-EINVAL, kv_seq_append_frames(self->a, 4, NULL, slots, 0, reserve, 2));
 	EXPECT_EQ(0, kv_seq_tokens(self->a));
 	/* 10 tokens: three blocks, the first two from the reserve. */
-	ASSERT_EQ(0, kv_seq_append_frames(self->a, 10, slots, 0, reserve, 2));
+	ASSERT_EQ(0, kv_seq_append_frames(self->a, 10, NULL, slots, 0, reserve, 2));
 	ASSERT_EQ(3, kv_seq_block_table(self->a, frames, 8));
 	EXPECT_EQ(reserve[0], frames[0]);
 	EXPECT_EQ(reserve[1], frames[1]);
@@ -333,13 +333,13 @@ TEST_F(seq, append_frames_failure_gives_the_frames_back)
 	kv_pool_meminfo(self->pool, &mi);
 	used_before = mi.tier[KV_TIER_DEVICE].total - mi.tier[KV_TIER_DEVICE].free;
 	/* 5 new blocks: 2 given, 3 to allocate with min 1: -ENOMEM. */
-	EXPECT_EQ(-ENOMEM, kv_seq_append_frames(self->a, 5 * TEST_BT, NULL, 0, reserve, 2));
+	EXPECT_EQ(-ENOMEM, kv_seq_append_frames(self->a, 5 * TEST_BT, NULL, NULL, 0, reserve, 2));
 	EXPECT_EQ(28 * TEST_BT, kv_seq_tokens(self->a));
 	kv_pool_meminfo(self->pool, &mi);
 	EXPECT_EQ(used_before, mi.tier[KV_TIER_DEVICE].total - mi.tier[KV_TIER_DEVICE].free);
 	ASSERT_POOL_OK(self->pool);
 	/* Still raw: the caller can use them, or free them. */
-	EXPECT_EQ(0, kv_seq_append_frames(self->a, 2 * TEST_BT, NULL, 0, reserve, 2));
+	EXPECT_EQ(0, kv_seq_append_frames(self->a, 2 * TEST_BT, NULL, NULL, 0, reserve, 2));
 	ASSERT_POOL_OK(self->pool);
 }
 
