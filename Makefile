@@ -8,6 +8,7 @@
 #   make check SANITIZE=thread  the same under TSan, in build/tsan
 #   make run             the main job: kvmemd with its default config and a client
 #   make bench-mm        mm core benchmark table
+#   make bench-prefix    prefix cache hit ratios against LRU and Belady
 #   make clean
 #   V=1                  show full commands
 
@@ -56,14 +57,14 @@ MM_SRCS := $(wildcard mm/*.c)
 MM_OBJS := $(patsubst %.c,$(B)/%.o,$(LIB_SRCS) $(MM_SRCS))
 LIBKVMM := $(B)/libkvmm.a
 
-PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm $(B)/daemon/kvmemd $(B)/daemon/kvmemctl \
+PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm $(B)/mm/bench-prefix $(B)/daemon/kvmemd $(B)/daemon/kvmemctl \
 	$(B)/libkvclient.so $(B)/daemon/bench-ipc $(B)/daemon/kvclient-demo
 
 # ---- daemon/ -------------------------------------------------------------
 DAEMON_SRCS := $(filter-out daemon/kvmemctl.c,$(wildcard daemon/*.c))
 DAEMON_OBJS := $(patsubst %.c,$(B)/%.o,$(DAEMON_SRCS))
 
-.PHONY: all deps check run bench-mm bench-ipc clean install selftests FORCE
+.PHONY: all deps check run bench-mm bench-prefix bench-ipc clean install selftests FORCE
 all: $(LIBKVMM) $(PROGS) selftests
 
 $(B)/%.o: %.c
@@ -80,7 +81,7 @@ $(B)/mm/kvmm-demo: mm/demo/kvmm_demo.c $(LIBKVMM)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIBKVMM) $(LDFLAGS) $(LIBS)
 
-$(B)/mm/bench-mm: mm/bench/bench_mm.c $(LIBKVMM)
+$(B)/mm/bench-%: mm/bench/bench_%.c $(LIBKVMM)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIBKVMM) $(LDFLAGS) $(LIBS)
@@ -148,6 +149,9 @@ run: deps
 
 bench-mm: $(B)/mm/bench-mm
 	$(Q)$(B)/mm/bench-mm
+
+bench-prefix: $(B)/mm/bench-prefix
+	$(Q)$(B)/mm/bench-prefix
 
 bench-ipc: $(B)/daemon/bench-ipc $(B)/daemon/kvmemd
 	$(Q)$(B)/daemon/bench-ipc

@@ -193,7 +193,8 @@ static void check_prefix_refs(struct check_ctx *ctx)
 }
 
 /* A cached node: parent, depth, and whether it sits in its tier's heap. */
-static void check_prefix_node(struct check_ctx *ctx, u32 idx, u32 *children, u32 *cached)
+static void check_prefix_node(struct check_ctx *ctx, u32 idx, u32 *children, u32 *cached,
+			      u32 *idle)
 {
 	struct kv_pool *pool = ctx->pool;
 	struct kv_prefix *pc = &pool->prefix;
@@ -216,7 +217,13 @@ static void check_prefix_node(struct check_ctx *ctx, u32 idx, u32 *children, u32
 	}
 	if (b->tier < KV_NR_TIERS)
 		cached[b->tier]++;
-	want = !(b->flags & KV_BLOCK_LOCKED) && b->refcount == 1 && !n->nr_children && !n->pins;
+	want = !(b->flags & KV_BLOCK_LOCKED) && b->refcount == 1 && !n->pins;
+	if (want != n->idle)
+		bad(ctx, "prefix node %u: ref %u pins %u flags %#x, idle %d", idx, b->refcount,
+		    n->pins, b->flags, n->idle);
+	if (want)
+		idle[b->tier]++;
+	want = want && !n->nr_children;
 	if (want != (n->heap_pos != KV_PREFIX_NONE))
 		bad(ctx, "prefix node %u: ref %u children %u pins %u flags %#x, heap %u", idx,
 		    b->refcount, n->nr_children, n->pins, b->flags, n->heap_pos);
@@ -255,7 +262,8 @@ static void check_prefix(struct check_ctx *ctx)
 {
 	struct kv_pool *pool = ctx->pool;
 	struct kv_prefix *pc = &pool->prefix;
-	u32 cached[KV_NR_TIERS] = { 0 }, *children, *pins, i, total = 0;
+	u32 cached[KV_NR_TIERS] = { 0 }, idle[KV_NR_TIERS] = { 0 }, *children, *pins, i;
+	u32 total = 0;
 	int t;
 
 	if (!pc->nodes)
@@ -266,16 +274,21 @@ static void check_prefix(struct check_ctx *ctx)
 		ctx->errors = -1;
 		goto out;
 	}
-	for (i = 0; i < pc->nr_names; i++)
-		if (pc->names[i].pinned && pc->names[i].node < pool->nr_blocks)
-			pins[pc->names[i].node]++;
+	for (i = 0; i < pc->nr_names; i++) {
+		u32 up = pc->names[i].node, depth = 0;
+
+		while (pc->names[i].pinned && up < pool->nr_blocks && depth++ < pool->nr_blocks) {
+			pins[up]++;
+			up = pc->nodes[up].parent;
+		}
+	}
 	for (i = 0; i < pool->nr_blocks; i++) {
 		if (!(kv_block(pool, i)->flags & KV_BLOCK_CACHED)) {
 			if (pc->nodes[i].heap_pos != KV_PREFIX_NONE)
 				bad(ctx, "block %u: not cached, in a prefix heap", i);
 			continue;
 		}
-		check_prefix_node(ctx, i, children, cached);
+		check_prefix_node(ctx, i, children, cached, idle);
 	}
 	for (i = 0; i < pool->nr_blocks; i++)
 		if ((kv_block(pool, i)->flags & KV_BLOCK_CACHED) &&
@@ -283,9 +296,9 @@ static void check_prefix(struct check_ctx *ctx)
 			bad(ctx, "prefix node %u: %u/%u children, %u/%u pins", i, children[i],
 			    pc->nodes[i].nr_children, pins[i], pc->nodes[i].pins);
 	for (t = 0; t < KV_NR_TIERS; t++) {
-		if (cached[t] != pc->nr_cached[t])
-			bad(ctx, "tier %d: %u cached blocks, %u counted", t, cached[t],
-			    pc->nr_cached[t]);
+		if (cached[t] != pc->nr_cached[t] || idle[t] != pc->nr_idle[t])
+			bad(ctx, "tier %d: %u/%u cached blocks, %u/%u idle", t, cached[t],
+			    pc->nr_cached[t], idle[t], pc->nr_idle[t]);
 		total += cached[t];
 	}
 	check_prefix_table(ctx, total);

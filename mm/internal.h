@@ -136,11 +136,13 @@ struct kv_tier {
  * @parent:      block index of the previous block's node, or KV_PREFIX_NONE
  * @next:        next node in its hash bucket, or KV_PREFIX_NONE
  * @nr_children: cached nodes whose parent this is
- * @pins:        named pins on it (kv_prefix_pin())
+ * @pins:        named pins on it or below it (kv_prefix_pin())
  * @depth:       blocks from the root, this one included
  * @tenant:      tenant that inserted it (counters)
  * @heap_pos:    index in its tier's eviction heap, or KV_PREFIX_NONE
  * @heap_tier:   tier of that heap
+ * @idle:        held by the cache alone, unlocked, no pin below: evictable
+ *               now or once its children go
  */
 struct kv_prefix_node {
 	u64 hash;
@@ -154,6 +156,7 @@ struct kv_prefix_node {
 	u32 tenant;
 	u32 heap_pos;
 	u32 heap_tier;
+	bool idle;
 };
 
 /**
@@ -181,6 +184,7 @@ struct kv_prefix_name {
  * @heap:        per tier, evictable nodes by @stamp (a min-heap)
  * @heap_n:      entries of each heap
  * @nr_cached:   cached blocks per tier
+ * @nr_idle:     idle nodes per tier (struct kv_prefix_node.idle)
  * @clock:       bumped at every use
  * @key:         the pool's secret hash key
  * @hash_mask:   ANDed into every hash (test hook: forces collisions)
@@ -197,6 +201,7 @@ struct kv_prefix {
 	u32 *heap[KV_NR_TIERS];
 	u32 heap_n[KV_NR_TIERS];
 	u32 nr_cached[KV_NR_TIERS];
+	u32 nr_idle[KV_NR_TIERS];
 	u64 clock;
 	struct siphash_key key;
 	u64 hash_mask;

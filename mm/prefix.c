@@ -150,7 +150,8 @@ static void heap_del(struct kv_pool *pool, u32 idx)
 
 /**
  * prefix_recheck() - put a cached block in its tier's eviction heap, or
- * take it out, after its references, lock, children, pins or tier changed
+ * take it out, after its references, lock, children, pins or tier changed;
+ * count it idle or not
  * @pool: pool, locked
  * @b:    block
  */
@@ -158,9 +159,18 @@ void prefix_recheck(struct kv_pool *pool, struct kv_block *b)
 {
 	u32 idx = kv_block_idx(pool, b);
 	struct kv_prefix_node *n = pnode(pool, idx);
-	bool want = (b->flags & (KV_BLOCK_CACHED | KV_BLOCK_LOCKED)) == KV_BLOCK_CACHED &&
-		    b->refcount == 1 && !n->nr_children && !n->pins;
+	bool idle = (b->flags & (KV_BLOCK_CACHED | KV_BLOCK_LOCKED)) == KV_BLOCK_CACHED &&
+		    b->refcount == 1 && !n->pins;
+	bool want = idle && !n->nr_children;
 
+	/* Tiers change only while locked, so never under an idle node. */
+	if (idle != n->idle) {
+		n->idle = idle;
+		if (idle)
+			pool->prefix.nr_idle[b->tier]++;
+		else
+			pool->prefix.nr_idle[b->tier]--;
+	}
 	if (n->heap_pos != KV_PREFIX_NONE && (!want || n->heap_tier != b->tier))
 		heap_del(pool, idx);
 	if (want && n->heap_pos == KV_PREFIX_NONE)
@@ -292,9 +302,8 @@ static void prefix_remove(struct kv_pool *pool, u32 idx)
 	while (*link != idx)
 		link = &pnode(pool, *link)->next;
 	*link = n->next;
-	if (n->heap_pos != KV_PREFIX_NONE)
-		heap_del(pool, idx);
 	b->flags &= ~KV_BLOCK_CACHED;
+	prefix_recheck(pool, b);	/* out of the heap, not idle */
 	pc->nr_cached[b->tier]--;
 	if (n->parent != KV_PREFIX_NONE) {
 		pnode(pool, n->parent)->nr_children--;
@@ -529,18 +538,21 @@ static bool name_valid(const char *name)
 	return true;
 }
 
+/* A pin counts on the named node and on every node above it. */
 static void name_pin(struct kv_pool *pool, struct kv_prefix_name *nm, bool pin)
 {
-	struct kv_block *b = kv_block(pool, nm->node);
+	u32 i;
 
 	if (nm->pinned == pin)
 		return;
 	nm->pinned = pin;
-	if (pin)
-		pnode(pool, nm->node)->pins++;
-	else
-		pnode(pool, nm->node)->pins--;
-	prefix_recheck(pool, b);
+	for (i = nm->node; i != KV_PREFIX_NONE; i = pnode(pool, i)->parent) {
+		if (pin)
+			pnode(pool, i)->pins++;
+		else
+			pnode(pool, i)->pins--;
+		prefix_recheck(pool, kv_block(pool, i));
+	}
 }
 
 /**
@@ -549,9 +561,9 @@ static void name_pin(struct kv_pool *pool, struct kv_prefix_name *nm, bool pin)
  * @seq:  sequence whose full blocks with known ids form the prefix
  * @name: 1..63 printable characters, no spaces, unique in the pool
  *
- * Pinning the prefix's last block keeps all of it: a block with cached
- * children is never evicted. The pinned blocks may still be demoted to the
- * host tier.
+ * The caller must have written the K and V of all the sequence's tokens.
+ * Every block of the prefix counts the pin. The pinned blocks may still be
+ * demoted to the host tier.
  *
  * Return: tokens pinned, or -EINVAL (bad name), -EEXIST, -ENOSPC (too many
  * names), -ENODATA (no full block with known ids), -EOPNOTSUPP (the pool
@@ -569,6 +581,7 @@ int kv_prefix_pin(struct kv_seq *seq, const char *name)
 	if (!name_valid(name))
 		return -EINVAL;
 	kv_pool_lock(pool);
+	seq->nr_safe = seq->nr_tokens;
 	prefix_publish(seq, seq->flags & KV_SEQ_ACTIVE ? PUBLISH_ACTIVE : PUBLISH_DEDUP);
 	if (name_find(pool, name)) {
 		ret = -EEXIST;

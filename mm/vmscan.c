@@ -153,7 +153,8 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
  * @need:      free frames wanted
  * @dst_flags: how demotions may allocate in the next tier
  *
- * Counts free frames, evictable cached blocks, unpinned blocks that the
+ * Counts free frames, idle cached blocks (evictable now or once their
+ * children are), unpinned blocks that the
  * next tier has room for (or can make room for by eviction), and moves in
  * flight. An allocation that fails this check fails at once,
  * without throwing out other sequences' blocks first.
@@ -161,11 +162,11 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
 bool reclaim_possible(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
 {
 	struct kv_tier *t = &pool->tier[tier];
-	u64 have = tier_nr_free(t) + t->nr_locked + pool->prefix.heap_n[tier];
+	u64 have = tier_nr_free(t) + t->nr_locked + pool->prefix.nr_idle[tier];
 	u32 lru = t->nr_lru[KV_LRU_ACTIVE] + t->nr_lru[KV_LRU_INACTIVE], room;
 
 	if (tier + 1 < KV_NR_TIERS) {
-		room = demote_room(pool, tier + 1, dst_flags) + pool->prefix.heap_n[tier + 1];
+		room = demote_room(pool, tier + 1, dst_flags) + pool->prefix.nr_idle[tier + 1];
 		have += lru < room ? lru : room;
 	}
 	return have >= need;
