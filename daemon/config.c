@@ -7,7 +7,8 @@
  * time. Loading, get, set, printing and the reload check all walk the same
  * tables, so a key is added in one place. Pool keys (pool.NAME.FIELD) have
  * a table of their own, indexed by FIELD and stored in a struct
- * kvmemd_pool_config.
+ * kvmemd_pool_config. Tenant keys (tenant.NAME = UID,UID...) are a family
+ * of their own: one struct kvmemd_tenant_config each, in file order.
  *
  * Loading parses into a struct config_parse on the stack (a fresh config
  * plus the line each key was set on, for duplicate and missing-key
@@ -37,12 +38,13 @@ enum key_type {
 };
 
 #define KEY_RUNTIME	0x1u	/* may change without a restart */
+#define KEY_OPTIONAL	0x2u	/* a pool key that may be left out: @def */
 
 /**
  * struct config_key - one configuration key
  * @name:    the key; for a pool key, the FIELD of pool.NAME.FIELD
  * @type:    KEY_*: how the value is parsed and printed
- * @flags:   KEY_RUNTIME
+ * @flags:   KEY_RUNTIME, KEY_OPTIONAL
  * @off:     offset of the field in struct kvmemd_config (or, for a pool
  *           key, in struct kvmemd_pool_config)
  * @size:    size of the field: 4 or 8 for numbers, the buffer for strings
@@ -51,6 +53,7 @@ enum key_type {
  * @choices: the names of a KEY_CHOICE, NULL-terminated
  * @values:  the value stored for each of @choices; NULL for its index
  * @changed: the KVMEMD_CHANGED_* bit of a run-time key
+ * @def:     the value of a KEY_OPTIONAL pool key left out (as stored)
  */
 struct config_key {
 	const char *name;
@@ -63,6 +66,7 @@ struct config_key {
 	const char *const *choices;
 	const u32 *values;
 	u32 changed;
+	u64 def;
 };
 
 #define CFG_FIELD(f)	.off = offsetof(struct kvmemd_config, f),		\
@@ -87,6 +91,13 @@ static const char *const backend_names[] = {
 
 static const char *const dtype_names[] = { "fp16", "bf16", "fp32", NULL };
 static const u32 dtype_values[] = { KV_DTYPE_FP16, KV_DTYPE_BF16, KV_DTYPE_FP32 };
+
+static const char *const prefix_names[] = {
+	[KVMEMD_PREFIX_TENANT] = "tenant",
+	[KVMEMD_PREFIX_GLOBAL] = "global",
+	[KVMEMD_PREFIX_OFF] = "off",
+	NULL
+};
 
 static const struct config_key config_keys[] = {
 	{ "socket.path", KEY_PATH, 0, CFG_FIELD(socket_path) },
@@ -122,10 +133,19 @@ static const struct config_key pool_keys[] = {
 	  .min = 0, .max = UINT64_MAX },
 	{ "host_mem", KEY_SIZE, 0, POOL_FIELD(host_mem),
 	  .min = 0, .max = UINT64_MAX },
+	{ "prefix", KEY_CHOICE, KEY_OPTIONAL, POOL_FIELD(prefix),
+	  .choices = prefix_names, .def = KVMEMD_PREFIX_TENANT },
 };
 #define NR_POOL_KEYS	(sizeof(pool_keys) / sizeof(pool_keys[0]))
 #define POOL_KEY_DEVICE_MEM	5
 #define POOL_KEY_HOST_MEM	6
+
+/* The longest uid list of a tenant key, as printed, NUL included. */
+#define TENANT_VALUE_MAX	(KVMEMD_TENANT_UIDS_MAX * 11)
+/* The largest uid; (uid_t)-1 is no uid. */
+#define TENANT_UID_MAX		(UINT32_MAX - 1)
+#define TENANT_PREFIX		"tenant."
+#define TENANT_PREFIX_LEN	(sizeof(TENANT_PREFIX) - 1)
 
 /**
  * struct config_parse - a config being loaded, and where its keys were set
@@ -134,6 +154,7 @@ static const struct config_key pool_keys[] = {
  * @key_line:   line of each of config_keys[], 0 when not set
  * @pool_line:  line of each of pool_keys[] per pool, 0 when not set
  * @pool_first: line of the first key of each pool
+ * @tenant_line: line of each tenant key
  */
 struct config_parse {
 	struct kvmemd_config cfg;
@@ -141,6 +162,7 @@ struct config_parse {
 	unsigned int key_line[NR_KEYS];
 	unsigned int pool_line[KVMEMD_MAX_POOLS][NR_POOL_KEYS];
 	unsigned int pool_first[KVMEMD_MAX_POOLS];
+	unsigned int tenant_line[KVMEMD_MAX_TENANTS];
 };
 
 /* ---- one value --------------------------------------------------------- */
@@ -399,7 +421,184 @@ static int pool_index(const struct kvmemd_config *cfg, const char *name)
 	return -ENOENT;
 }
 
+/* ---- tenants ----------------------------------------------------------- */
+
+/* The NAME of "tenant.NAME", or NULL when @key is not a tenant key. */
+static const char *tenant_key_name(const char *key)
+{
+	return strncmp(key, TENANT_PREFIX, TENANT_PREFIX_LEN) ? NULL :
+	       key + TENANT_PREFIX_LEN;
+}
+
+static bool tenant_name_char_ok(char c, bool first)
+{
+	if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+		return true;
+	return c == '_' && !first;
+}
+
+/*
+ * Is @name a tenant name: 1 to KVMEMD_TENANT_NAME_MAX - 1 of [a-z0-9_],
+ * starting with a letter or a digit? -ENAMETOOLONG or -EINVAL when not.
+ */
+static int tenant_name_check(const char *name)
+{
+	const char *p;
+
+	if (strlen(name) >= KVMEMD_TENANT_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (!*name)
+		return -EINVAL;
+	for (p = name; *p; p++) {
+		if (!tenant_name_char_ok(*p, p == name))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static int tenant_index(const struct kvmemd_config *cfg, const char *name)
+{
+	u32 i;
+
+	for (i = 0; i < cfg->nr_tenants; i++) {
+		if (!strcmp(cfg->tenants[i].name, name))
+			return (int)i;
+	}
+	return -ENOENT;
+}
+
+static bool tenant_has_uid(const struct kvmemd_tenant_config *t, u32 uid)
+{
+	u32 i;
+
+	for (i = 0; i < t->nr_uids; i++) {
+		if (t->uids[i] == uid)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Parse the @n bytes at @s as a uid: decimal digits only, at most
+ * TENANT_UID_MAX. -ENODATA when @n is 0.
+ */
+static int uid_parse(const char *s, size_t n, u32 *uid)
+{
+	u64 v = 0;
+	size_t i;
+
+	if (!n)
+		return -ENODATA;
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -EINVAL;
+		if (v <= TENANT_UID_MAX)
+			v = v * 10 + (u64)(s[i] - '0');
+	}
+	if (v > TENANT_UID_MAX)
+		return -ERANGE;
+	*uid = (u32)v;
+	return 0;
+}
+
+/* Add the uid of the @n bytes at @s to @t; on error, the reason in @msg. */
+static int tenant_uid_add(struct kvmemd_tenant_config *t, const char *s, size_t n,
+			  const char *value, char *msg, size_t len)
+{
+	u32 uid;
+	int ret;
+
+	ret = uid_parse(s, n, &uid);
+	if (ret == -ENODATA) {
+		snprintf(msg, len, "empty uid in '%s'", value);
+		return -EINVAL;
+	}
+	if (ret) {
+		snprintf(msg, len, "'%.*s' is not a uid (a decimal number, 0..%u)",
+			 (int)n, s, TENANT_UID_MAX);
+		return -EINVAL;
+	}
+	if (tenant_has_uid(t, uid)) {
+		snprintf(msg, len, "uid %u is listed twice", uid);
+		return -EINVAL;
+	}
+	if (t->nr_uids == KVMEMD_TENANT_UIDS_MAX) {
+		snprintf(msg, len, "more than %d uids", KVMEMD_TENANT_UIDS_MAX);
+		return -EINVAL;
+	}
+	t->uids[t->nr_uids++] = uid;
+	return 0;
+}
+
+/*
+ * Parse "UID[,UID...]" (blanks allowed after each comma) into @t, whose
+ * list starts empty. On error, write the reason into @msg.
+ */
+static int tenant_uids_parse(struct kvmemd_tenant_config *t, const char *value,
+			     char *msg, size_t len)
+{
+	const char *p = value, *end;
+	int ret;
+
+	if (!value[strspn(value, " \t")]) {
+		snprintf(msg, len, "empty uid list");
+		return -EINVAL;
+	}
+	for (;;) {
+		end = strchrnul(p, ',');
+		ret = tenant_uid_add(t, p, (size_t)(end - p), value, msg, len);
+		if (ret || !*end)
+			return ret;
+		p = end + 1 + strspn(end + 1, " \t");
+	}
+}
+
+/* Write the uids of @t as tenant_uids_parse() reads them back. */
+static int tenant_format(const struct kvmemd_tenant_config *t, char *buf, size_t len)
+{
+	size_t n = 0;
+	u32 i;
+	int w;
+
+	buf[0] = '\0';
+	for (i = 0; i < t->nr_uids; i++) {
+		w = snprintf(buf + n, len - n, "%s%u", i ? "," : "", t->uids[i]);
+		if (w < 0 || (size_t)w >= len - n)
+			return -ERANGE;
+		n += (size_t)w;
+	}
+	return 0;
+}
+
+static bool tenants_differ(const struct kvmemd_config *a, const struct kvmemd_config *b)
+{
+	const struct kvmemd_tenant_config *ta, *tb;
+	u32 i;
+
+	if (a->nr_tenants != b->nr_tenants)
+		return true;
+	for (i = 0; i < a->nr_tenants; i++) {
+		ta = &a->tenants[i];
+		tb = &b->tenants[i];
+		if (strcmp(ta->name, tb->name) || ta->nr_uids != tb->nr_uids ||
+		    memcmp(ta->uids, tb->uids, ta->nr_uids * sizeof(ta->uids[0])))
+			return true;
+	}
+	return false;
+}
+
 /* ---- loading ----------------------------------------------------------- */
+
+/* Give the optional keys of pool @pc their defaults. */
+static void pool_optional_defaults(struct kvmemd_pool_config *pc)
+{
+	size_t k;
+
+	for (k = 0; k < NR_POOL_KEYS; k++) {
+		if (pool_keys[k].flags & KEY_OPTIONAL)
+			field_set(&pool_keys[k], pc, pool_keys[k].def);
+	}
+}
 
 static int pool_add(struct config_parse *cp, const struct kv_config_pos *pos,
 		    const char *name)
@@ -414,6 +613,7 @@ static int pool_add(struct config_parse *cp, const struct kv_config_pos *pos,
 	pc = &cfg->pools[cfg->nr_pools];
 	memset(pc, 0, sizeof(*pc));
 	snprintf(pc->name, sizeof(pc->name), "%s", name);
+	pool_optional_defaults(pc);
 	cp->pool_first[cfg->nr_pools] = pos->line;
 	return (int)cfg->nr_pools++;
 }
@@ -451,6 +651,77 @@ static int pool_key_load(struct config_parse *cp, const struct kv_config_pos *po
 	return 0;
 }
 
+/* Check the NAME of tenant key @key: an error at @pos when it is not one. */
+static int tenant_name_load(const struct kv_config_pos *pos, const char *key,
+			    const char *name)
+{
+	int ret;
+
+	if (strchr(name, '.'))
+		return kv_config_error(pos, -EINVAL, "unknown key '%s'", key);
+	ret = tenant_name_check(name);
+	if (ret == -ENAMETOOLONG)
+		return kv_config_error(pos, -EINVAL,
+				       "tenant name in '%s' is longer than %d bytes",
+				       key, KVMEMD_TENANT_NAME_MAX - 1);
+	if (ret)
+		return kv_config_error(pos, -EINVAL,
+				       "tenant name '%s' does not start with a letter or a digit",
+				       name);
+	return 0;
+}
+
+/* Refuse a uid of @t that an earlier tenant already has. */
+static int tenant_uids_unique(struct config_parse *cp, const struct kv_config_pos *pos,
+			      const struct kvmemd_tenant_config *t)
+{
+	u32 i;
+	int o;
+
+	for (i = 0; i < t->nr_uids; i++) {
+		o = kvmemd_config_tenant(&cp->cfg, t->uids[i]);
+		if (o >= 0)
+			return kv_config_error(pos, -EINVAL,
+					       "tenant.%s: uid %u is already in tenant '%s' (line %u)",
+					       t->name, t->uids[i], cp->cfg.tenants[o].name,
+					       cp->tenant_line[o]);
+	}
+	return 0;
+}
+
+static int tenant_key_load(struct config_parse *cp, const struct kv_config_pos *pos,
+			   const char *key, const char *value)
+{
+	const char *name = tenant_key_name(key);
+	struct kvmemd_config *cfg = &cp->cfg;
+	struct kvmemd_tenant_config t;
+	char msg[KV_CONFIG_ERR_MAX];
+	int i, ret;
+
+	ret = tenant_name_load(pos, key, name);
+	if (ret)
+		return ret;
+	i = tenant_index(cfg, name);
+	if (i >= 0)
+		return kv_config_error(pos, -EINVAL,
+				       "duplicate key '%s' (first set at line %u)",
+				       key, cp->tenant_line[i]);
+	if (cfg->nr_tenants == KVMEMD_MAX_TENANTS)
+		return kv_config_error(pos, -EINVAL,
+				       "tenant '%s': too many tenants (at most %d)",
+				       name, KVMEMD_MAX_TENANTS);
+	memset(&t, 0, sizeof(t));
+	snprintf(t.name, sizeof(t.name), "%s", name);
+	if (tenant_uids_parse(&t, value, msg, sizeof(msg)))
+		return kv_config_error(pos, -EINVAL, "%s: %s", key, msg);
+	ret = tenant_uids_unique(cp, pos, &t);
+	if (ret)
+		return ret;
+	cp->tenant_line[cfg->nr_tenants] = pos->line;
+	cfg->tenants[cfg->nr_tenants++] = t;
+	return 0;
+}
+
 static int config_key_load(const struct kv_config_pos *pos, const char *key,
 			   const char *value, void *arg)
 {
@@ -462,6 +733,8 @@ static int config_key_load(const struct kv_config_pos *pos, const char *key,
 
 	if (!strncmp(key, "pool.", 5))
 		return pool_key_load(cp, pos, key, value);
+	if (tenant_key_name(key))
+		return tenant_key_load(cp, pos, key, value);
 	k = key_find(key);
 	if (!k)
 		return kv_config_error(pos, -EINVAL, "unknown key '%s'", key);
@@ -517,7 +790,7 @@ static int pool_validate(struct config_parse *cp, int i, char *err, size_t errle
 	size_t k;
 
 	for (k = 0; k < NR_POOL_KEYS; k++) {
-		if (!cp->pool_line[i][k])
+		if (!cp->pool_line[i][k] && !(pool_keys[k].flags & KEY_OPTIONAL))
 			return kv_config_error(&pos, -EINVAL,
 					       "pool '%s': missing pool.%s.%s",
 					       name, name, pool_keys[k].name);
@@ -538,6 +811,7 @@ static void pool_default(struct kvmemd_pool_config *pc)
 	pc->geom.dtype = KV_DTYPE_FP16;
 	pc->device_mem = 64ull << 20;
 	pc->host_mem = 256ull << 20;
+	pc->prefix = KVMEMD_PREFIX_TENANT;
 	pc->nr_frames[KV_TIER_DEVICE] = (u32)(pc->device_mem / kv_frame_bytes(&pc->geom));
 	pc->nr_frames[KV_TIER_HOST] = (u32)(pc->host_mem / kv_frame_bytes(&pc->geom));
 }
@@ -570,7 +844,8 @@ static int config_validate(struct config_parse *cp, char *err, size_t errlen)
  * socket at KVMEMD_SOCKET_PATH with mode 0660, log level info, the auto
  * backend, the mm defaults for vm.*, and one pool, KVMEMD_DEFAULT_POOL, of
  * 4 layers, 4 kv heads, head_dim 64, 16-token blocks in fp16, with 64M of
- * device and 256M of host memory.
+ * device and 256M of host memory and a prefix cache per tenant; no
+ * tenant keys (every uid is a tenant of its own).
  */
 void kvmemd_config_defaults(struct kvmemd_config *cfg)
 {
@@ -625,7 +900,8 @@ static void err_printf(char *err, size_t errlen, const char *fmt, ...)
  *
  * Keys not in the file keep their defaults; a file that defines no pool
  * gets the default pool. The file is parsed into a fresh config, checked
- * (ranges, duplicates, unknown keys, pools complete and of a usable size),
+ * (ranges, duplicates, unknown keys, pools complete and of a usable size,
+ * tenant names and uid lists, no uid in two tenants),
  * and only then copied to @out, so that a failed reload leaves the running
  * config untouched.
  *
@@ -689,20 +965,23 @@ int kvmemd_config_load_string(struct kvmemd_config *out, const char *name,
 /**
  * kvmemd_config_get() - the value of a key, as the config file writes it
  * @cfg: the config
- * @key: any key: "vm.reclaim_batch", "socket.path", "pool.NAME.host_mem"...
+ * @key: any key: "vm.reclaim_batch", "socket.path", "pool.NAME.host_mem",
+ *       "tenant.NAME"...
  * @buf: receives the value: numbers in decimal, sizes with the largest
  *       exact suffix ("64M"), modes in octal ("0660"), names for choices,
- *       strings as they are ("" for an unset group)
+ *       strings as they are ("" for an unset group), uid lists of tenants
+ *       comma-separated in file order ("1000,1001")
  * @len: size of @buf
  *
- * Return: 0; -ENOENT for an unknown key or pool; -ERANGE when @buf is too
- * small (it then holds a truncated value).
+ * Return: 0; -ENOENT for an unknown key, pool or tenant; -ERANGE when @buf
+ * is too small (it then holds a truncated value).
  */
 int kvmemd_config_get(const struct kvmemd_config *cfg, const char *key,
 		      char *buf, size_t len)
 {
 	char name[KVMEMD_POOL_NAME_MAX];
 	const struct config_key *k;
+	const char *tenant;
 	bool toolong;
 	int i;
 
@@ -711,6 +990,11 @@ int kvmemd_config_get(const struct kvmemd_config *cfg, const char *key,
 	k = key_find(key);
 	if (k)
 		return key_format(k, cfg, buf, len);
+	tenant = tenant_key_name(key);
+	if (tenant) {
+		i = tenant_index(cfg, tenant);
+		return i < 0 ? i : tenant_format(&cfg->tenants[i], buf, len);
+	}
 	k = pool_key_find(key, name, &toolong);
 	if (!k)
 		return -ENOENT;
@@ -734,8 +1018,13 @@ int kvmemd_config_get(const struct kvmemd_config *cfg, const char *key,
  * Only @cfg changes: the caller applies it (kv_pool_set_tunables() with
  * kvmemd_config_vm(), the log level). On error @cfg is unchanged.
  *
+ * Tenant keys (tenant.NAME, any well-formed NAME) change without a restart
+ * but not through here: a uid list is structure, checked against every
+ * other tenant, so it is edited in the file and applied with SIGHUP.
+ *
  * Return: 0; -ENOENT for an unknown key; -EPERM for a key that needs a
- * restart; -EINVAL for a malformed value; -ERANGE for one out of range.
+ * restart; -EROFS for a tenant key (edit the file and reload); -EINVAL for
+ * a malformed value; -ERANGE for one out of range.
  */
 int kvmemd_config_set(struct kvmemd_config *cfg, const char *key,
 		      const char *value, char *err, size_t errlen)
@@ -747,6 +1036,10 @@ int kvmemd_config_set(struct kvmemd_config *cfg, const char *key,
 
 	err_printf(err, errlen, "%s", "");
 	k = key_find(key);
+	if (!k && tenant_key_name(key) && !tenant_name_check(tenant_key_name(key))) {
+		err_printf(err, errlen, "%s: edit the file and reload (SIGHUP)", key);
+		return -EROFS;
+	}
 	if (!k) {
 		if (kv_config_key_valid(key) && pool_key_find(key, name, &toolong)) {
 			err_printf(err, errlen, "%s: needs a restart", key);
@@ -813,7 +1106,8 @@ static int pools_diff(const struct kvmemd_config *old,
  * @old:     the running config
  * @new:     the config just loaded (kvmemd_config_load() succeeded)
  * @changed: receives the KVMEMD_CHANGED_* bits of the run-time keys whose
- *           values differ; may be NULL
+ *           values differ, KVMEMD_CHANGED_TENANTS when the tenant keys
+ *           differ in any way (names, order, uid lists); may be NULL
  * @err:     when a restart-only key differs, a message naming it with
  *           both values; "" otherwise; may be NULL
  * @errlen:  size of @err
@@ -822,8 +1116,9 @@ static int pools_diff(const struct kvmemd_config *old,
  * on 0 it applies the keys in *@changed and keeps @new; on -EPERM it logs
  * @err and keeps @old whole (no key of @new is applied).
  *
- * Return: 0 when only run-time keys differ (or none); -EPERM when a key that
- * needs a restart differs (socket.*, admin.group, device.backend, pools).
+ * Return: 0 when only run-time keys differ (or none; tenants are run-time
+ * keys); -EPERM when a key that needs a restart differs (socket.*,
+ * admin.group, device.backend, pools).
  */
 int kvmemd_config_reload_diff(const struct kvmemd_config *old,
 			      const struct kvmemd_config *new, u32 *changed,
@@ -849,6 +1144,8 @@ int kvmemd_config_reload_diff(const struct kvmemd_config *old,
 	}
 	if (!ret)
 		ret = pools_diff(old, new, err, errlen);
+	if (tenants_differ(old, new))
+		mask |= KVMEMD_CHANGED_TENANTS;
 	if (changed)
 		*changed = mask;
 	return ret;
@@ -881,6 +1178,25 @@ kvmemd_config_pool(const struct kvmemd_config *cfg, const char *name)
 	return i < 0 ? NULL : &cfg->pools[i];
 }
 
+/**
+ * kvmemd_config_tenant() - the tenant a uid belongs to
+ * @cfg: the config
+ * @uid: the uid of a client
+ *
+ * Return: the index in @cfg->tenants of the tenant.NAME key that lists
+ * @uid, or -ENOENT when the uid is in none (the uid is then its own tenant).
+ */
+int kvmemd_config_tenant(const struct kvmemd_config *cfg, u32 uid)
+{
+	u32 i;
+
+	for (i = 0; i < cfg->nr_tenants; i++) {
+		if (tenant_has_uid(&cfg->tenants[i], uid))
+			return (int)i;
+	}
+	return -ENOENT;
+}
+
 /* A value that the parser would cut at a comment or trim needs quotes. */
 static bool value_needs_quotes(const char *v)
 {
@@ -904,11 +1220,20 @@ static void key_print(const struct config_key *k, const char *prefix,
 		fprintf(f, "%s%s = %s\n", prefix, k->name, v);
 }
 
+static void tenant_print(const struct kvmemd_tenant_config *t, FILE *f)
+{
+	char v[TENANT_VALUE_MAX];
+
+	tenant_format(t, v, sizeof(v));
+	fprintf(f, "%s%s = %s\n", TENANT_PREFIX, t->name, v);
+}
+
 /**
  * kvmemd_config_print() - write a config as a configuration file
  * @cfg: the config
- * @f:   where to write: one `key = value' line per key, pools last; keys
- *       with an empty value appear as comments
+ * @f:   where to write: one `key = value' line per key, then the tenant
+ *       keys in their order, pools last; keys with an empty value appear as
+ *       comments
  *
  * What it writes loads back into the same config.
  *
@@ -922,6 +1247,8 @@ int kvmemd_config_print(const struct kvmemd_config *cfg, FILE *f)
 
 	for (k = 0; k < NR_KEYS; k++)
 		key_print(&config_keys[k], "", cfg, f);
+	for (i = 0; i < cfg->nr_tenants; i++)
+		tenant_print(&cfg->tenants[i], f);
 	for (i = 0; i < cfg->nr_pools; i++) {
 		snprintf(prefix, sizeof(prefix), "pool.%s.", cfg->pools[i].name);
 		for (k = 0; k < NR_POOL_KEYS; k++)

@@ -3,7 +3,8 @@
  * kvmemd's configuration: the keys of /etc/kvmemd/kvmemd.conf, their
  * defaults and ranges, loading and validating a file, the run-time keys
  * that SIGHUP and `kvmemctl sysctl' may change, and the check that a reload
- * changed nothing that needs a restart.
+ * changed nothing that needs a restart; the tenants, which group client uids
+ * for the prefix cache.
  *
  * A struct kvmemd_config is a plain value: it holds no pointers and may be
  * copied with `='. Loading parses into a fresh struct and validates it
@@ -33,6 +34,9 @@
 #define KVMEMD_MAX_POOLS		16
 /* The name of the built-in pool used when the file defines none. */
 #define KVMEMD_DEFAULT_POOL		"default"
+#define KVMEMD_MAX_TENANTS		32
+#define KVMEMD_TENANT_NAME_MAX		32
+#define KVMEMD_TENANT_UIDS_MAX		64
 
 /* log.level */
 #define KVMEMD_LOG_ERROR		0
@@ -45,6 +49,11 @@
 #define KVMEMD_BACKEND_CPU		1
 #define KVMEMD_BACKEND_CUDA		2	/* parsed; refused at startup for now */
 
+/* pool.NAME.prefix */
+#define KVMEMD_PREFIX_TENANT		0	/* each tenant sees only its own cached prefixes */
+#define KVMEMD_PREFIX_GLOBAL		1	/* all tenants share them */
+#define KVMEMD_PREFIX_OFF		2	/* no prefix cache */
+
 /* kvmemd_config_load() flags. */
 #define KVMEMD_CONFIG_MISSING_OK	0x1u	/* no such file: use the defaults */
 
@@ -53,6 +62,7 @@
 #define KVMEMD_CHANGED_MIN_FREE_KBYTES		0x2u
 #define KVMEMD_CHANGED_WATERMARK_SCALE_FACTOR	0x4u
 #define KVMEMD_CHANGED_RECLAIM_BATCH		0x8u
+#define KVMEMD_CHANGED_TENANTS			0x10u	/* the tenant.* keys */
 #define KVMEMD_CHANGED_VM	(KVMEMD_CHANGED_MIN_FREE_KBYTES |	\
 				 KVMEMD_CHANGED_WATERMARK_SCALE_FACTOR |	\
 				 KVMEMD_CHANGED_RECLAIM_BATCH)
@@ -64,6 +74,9 @@
  *              .dtype (as KV_DTYPE_*); kv_geometry_valid() holds
  * @device_mem: pool.NAME.device_mem, bytes of the device arena
  * @host_mem:   pool.NAME.host_mem, bytes of the host arena (0: none)
+ * @prefix:     pool.NAME.prefix, KVMEMD_PREFIX_*: who shares the cached
+ *              prefixes of the pool; optional, KVMEMD_PREFIX_TENANT when
+ *              not set
  * @nr_frames:  frames per tier (KV_TIER_DEVICE, KV_TIER_HOST), derived:
  *              the sizes divided by kv_frame_bytes(), rounded down; device
  *              has at least 4 and the sum fits what kv_pool_create() takes
@@ -74,6 +87,21 @@ struct kvmemd_pool_config {
 	u64 device_mem;
 	u64 host_mem;
 	u32 nr_frames[KV_NR_TIERS];
+	u32 prefix;
+};
+
+/**
+ * struct kvmemd_tenant_config - one tenant.NAME key
+ * @name:    NAME: [a-z0-9_], 1 to KVMEMD_TENANT_NAME_MAX - 1 bytes, starting
+ *           with a letter or a digit
+ * @nr_uids: entries of @uids, 1 to KVMEMD_TENANT_UIDS_MAX
+ * @uids:    the uids whose clients belong to this tenant, in the order of
+ *           the file; none twice, none in another tenant; unused entries 0
+ */
+struct kvmemd_tenant_config {
+	char name[KVMEMD_TENANT_NAME_MAX];
+	u32 nr_uids;
+	u32 uids[KVMEMD_TENANT_UIDS_MAX];
 };
 
 /**
@@ -90,6 +118,9 @@ struct kvmemd_pool_config {
  *                vm.reclaim_batch, applied to every pool (run time)
  * @nr_pools:     pools in @pools, 1 to KVMEMD_MAX_POOLS
  * @pools:        the pools, in the order their first key appears
+ * @nr_tenants:   tenants in @tenants, 0 to KVMEMD_MAX_TENANTS
+ * @tenants:      the tenant.NAME keys, in file order (run time): a uid in
+ *                none of them is a tenant of its own
  *
  * Group names are checked for form only; the daemon resolves them.
  */
@@ -103,6 +134,8 @@ struct kvmemd_config {
 	struct kv_vm_tunables vm;
 	u32 nr_pools;
 	struct kvmemd_pool_config pools[KVMEMD_MAX_POOLS];
+	u32 nr_tenants;
+	struct kvmemd_tenant_config tenants[KVMEMD_MAX_TENANTS];
 };
 
 void kvmemd_config_defaults(struct kvmemd_config *cfg);
@@ -120,6 +153,7 @@ int kvmemd_config_reload_diff(const struct kvmemd_config *old,
 void kvmemd_config_vm(const struct kvmemd_config *cfg, struct kv_vm_tunables *vm);
 const struct kvmemd_pool_config *
 kvmemd_config_pool(const struct kvmemd_config *cfg, const char *name);
+int kvmemd_config_tenant(const struct kvmemd_config *cfg, u32 uid);
 int kvmemd_config_print(const struct kvmemd_config *cfg, FILE *f);
 
 #endif /* _KVMEMD_CONFIG_H */

@@ -6,6 +6,9 @@
  *   kvmemctl [-s SOCKET] pools | clients
  *   kvmemctl [-s SOCKET] sysctl KEY[=VALUE]
  *   kvmemctl [-s SOCKET] drop-caches [POOL]
+ *   kvmemctl [-s SOCKET] prefix [POOL]
+ *   kvmemctl [-s SOCKET] prefix pin|unpin|forget NAME [POOL]
+ *   kvmemctl [-s SOCKET] prefix drop [POOL]
  *
  * Exit status: 0 done; 1 the daemon refused (the reason is printed);
  * 2 usage; 3 the daemon cannot be reached.
@@ -30,6 +33,10 @@ static int usage(FILE *f)
 		"  clients             connected clients\n"
 		"  sysctl KEY[=VALUE]  read or (admin) set a tunable\n"
 		"  drop-caches [POOL]  (admin) demote every unpinned device block\n"
+		"  prefix [POOL]       prefix cache: hits per tenant and tier, names, largest\n"
+		"  prefix unpin|pin|forget NAME [POOL]\n"
+		"                      unpin a named prefix, pin it again, or drop its name\n"
+		"  prefix drop [POOL]  (admin) evict every evictable cached block\n"
 		"The socket is -s, else $%s, else %s.\n", KVMEM_SOCKET_ENV,
 		KVMEM_DEFAULT_SOCKET);
 	return EXIT_USAGE;
@@ -108,11 +115,65 @@ static int cmd_drop(struct kvc *c, const char *pool)
 	n = pool_handle(c, pool, &handle);
 	if (n)
 		return refused(pool, n);
-	n = kvc_drop_caches(c, handle);
+	n = kvc_drop_caches(c, handle, KVMEM_DROP_DEMOTE);
 	if (n < 0)
 		return refused("drop-caches", n);
 	printf("%d blocks demoted\n", n);
 	return 0;
+}
+
+static const char *const prefix_ops[] = {
+	[KVMEM_PREFIX_UNPIN] = "unpin",
+	[KVMEM_PREFIX_REPIN] = "pin",
+	[KVMEM_PREFIX_FORGET] = "forget",
+};
+
+static int prefix_op(const char *word)
+{
+	int i;
+
+	for (i = KVMEM_PREFIX_UNPIN; i <= KVMEM_PREFIX_FORGET; i++)
+		if (!strcmp(word, prefix_ops[i]))
+			return i;
+	return 0;
+}
+
+/* prefix [POOL] | prefix drop [POOL] | prefix pin|unpin|forget NAME [POOL] */
+static int cmd_prefix(struct kvc *c, int argc, char **argv)
+{
+	const char *pool = argc > 2 ? argv[2] : NULL;
+	uint32_t handle;
+	int n, op;
+
+	if (argc == 1 || (argc == 2 && !prefix_op(argv[1]) && strcmp(argv[1], "drop")))
+		return cmd_text(c, "prefix", KVMEM_STATS_PREFIX, argc > 1 ? argv[1] : NULL);
+	if (!strcmp(argv[1], "drop")) {
+		n = pool_handle(c, pool, &handle);
+		n = n ?: kvc_drop_caches(c, handle, KVMEM_DROP_PREFIX);
+		if (n < 0)
+			return refused("prefix drop", n);
+		printf("%d cached blocks dropped\n", n);
+		return 0;
+	}
+	op = prefix_op(argv[1]);
+	pool = argc > 3 ? argv[3] : NULL;
+	n = pool_handle(c, pool, &handle);
+	n = n ?: kvc_prefix_name_op(c, handle, argv[2], (uint32_t)op);
+	if (n < 0)
+		return refused(argv[2], n);
+	printf("prefix %s: %s\n", argv[2], op == KVMEM_PREFIX_UNPIN ? "unpinned" :
+	       op == KVMEM_PREFIX_REPIN ? "pinned" : "forgotten");
+	return 0;
+}
+
+/* prefix's arguments: none, POOL, drop [POOL], or OP NAME [POOL]. */
+static int prefix_valid(int argc, char **argv)
+{
+	if (argc <= 2)
+		return 1;
+	if (!strcmp(argv[1], "drop"))
+		return argc == 3;
+	return prefix_op(argv[1]) && argc <= 4;
 }
 
 /* Whether argv names a command kvmemctl knows, with the right arguments. */
@@ -120,6 +181,8 @@ static int valid(int argc, char **argv)
 {
 	const char *cmd = argv[0];
 
+	if (!strcmp(cmd, "prefix"))
+		return prefix_valid(argc, argv);
 	if (argc > 2)
 		return 0;
 	if (!strcmp(cmd, "meminfo") || !strcmp(cmd, "vmstat") || !strcmp(cmd, "drop-caches"))
@@ -143,6 +206,8 @@ static int run(struct kvc *c, int argc, char **argv)
 		return cmd_text(c, cmd, 0, NULL);
 	if (!strcmp(cmd, "sysctl"))
 		return cmd_sysctl(c, argv[1]);
+	if (!strcmp(cmd, "prefix"))
+		return cmd_prefix(c, argc, argv);
 	return cmd_drop(c, arg);
 }
 

@@ -180,6 +180,15 @@ int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, 
 
 /* stats.c */
 int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, char *buf, size_t len);
+
+/* prefix.c */
+#define KVMEMD_TENANT_NAMED	0xffff0000u	/* tenant number of tenant.NAME #0 */
+u32 kvmemd_tenant(struct kvmemd *d, uid_t uid);
+void kvmemd_tenant_name(u32 tenant, char *buf, size_t len, void *arg);
+int kvmemd_op_prefix_match(struct kvmemd *d, struct kvmemd_client *c, const void *b,
+			   size_t blen, char *out, size_t room, size_t *out_len);
+int kvmemd_op_prefix_pin(struct kvmemd *d, struct kvmemd_client *c, const void *b,
+			 size_t blen);
 int kvmemd_clients_text(struct kvmemd *d, char *buf, size_t len);
 
 #endif /* _KVMEMD_H */

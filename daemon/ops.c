@@ -170,6 +170,8 @@ static int op_seq(struct kvmemd *d, struct kvmemd_client *c, u16 op, const void 
 		if (!p)
 			return -ENOENT;
 		err = kv_seq_create(p->pool, &seq);
+		if (!err)
+			kv_seq_set_tenant(seq, kvmemd_tenant(d, c->uid));
 		return err ? err : seq_install(c, p, seq, r);
 	}
 	s = seq_lookup(c, req.seq);
@@ -370,16 +372,25 @@ static int op_drop_caches(struct kvmemd *d, struct kvmemd_client *c, const void 
 	err = kvmem_copy_body(&req, sizeof(req), b, blen);
 	if (err)
 		return err;
-	if (req.pad || !kvmem_all_zero(req.reserved, sizeof(req.reserved)))
+	if ((req.what & ~(KVMEM_DROP_DEMOTE | KVMEM_DROP_PREFIX)) ||
+	    !kvmem_all_zero(req.reserved, sizeof(req.reserved)))
 		return -EINVAL;
 	if (!c->admin)
 		return -EPERM;
 	if (req.pool && !kvmemd_pool_get(d, req.pool))
 		return -ENOENT;
-	for (i = 0; i < d->nr_pools; i++)
-		if (!req.pool || req.pool == d->pools[i].handle)
+	if (!req.what)
+		req.what = KVMEM_DROP_DEMOTE;
+	for (i = 0; i < d->nr_pools; i++) {
+		if (req.pool && req.pool != d->pools[i].handle)
+			continue;
+		if (req.what & KVMEM_DROP_PREFIX)
+			n += kv_prefix_drop(d->pools[i].pool);
+		if (req.what & KVMEM_DROP_DEMOTE)
 			n += kv_reclaim(d->pools[i].pool, KV_TIER_DEVICE, UINT32_MAX);
-	kvlog(d, KVLOG_INFO, "drop caches: %u blocks demoted (uid %u)", n, c->uid);
+	}
+	kvlog(d, KVLOG_INFO, "drop caches %#x: %u blocks demoted or dropped (uid %u)", req.what,
+	      n, c->uid);
 	return n > INT32_MAX ? INT32_MAX : (int)n;
 }
 
@@ -415,6 +426,10 @@ static int dispatch_op(struct kvmemd *d, struct kvmemd_client *c, u16 op, const 
 		return op_drop_caches(d, c, b, blen);
 	case KVMEM_OP_RESERVE:
 		return kvmemd_op_reserve(d, c, b, blen, r->body, r->room, &r->len);
+	case KVMEM_OP_PREFIX_MATCH:
+		return kvmemd_op_prefix_match(d, c, b, blen, r->body, r->room, &r->len);
+	case KVMEM_OP_PREFIX_PIN:
+		return kvmemd_op_prefix_pin(d, c, b, blen);
 	default:
 		return -EOPNOTSUPP;
 	}

@@ -36,6 +36,10 @@ int kvmemd_pools_create(struct kvmemd *d)
 		p.nr_frames[KV_TIER_DEVICE] = pc->nr_frames[KV_TIER_DEVICE];
 		p.nr_frames[KV_TIER_HOST] = pc->nr_frames[KV_TIER_HOST];
 		kvmemd_config_vm(&d->cfg, &p.vm);
+		if (pc->prefix == KVMEMD_PREFIX_OFF)
+			p.flags |= KV_POOL_NO_PREFIX;
+		else if (pc->prefix == KVMEMD_PREFIX_GLOBAL)
+			p.flags |= KV_POOL_PREFIX_GLOBAL;
 		err = kv_pool_create(&p, &d->pools[i].pool);
 		if (!err) {
 			err = kvmemd_reserve_init(&d->pools[i], p.nr_frames[KV_TIER_DEVICE]);

@@ -193,6 +193,9 @@ static void kvmemd_reload(struct kvmemd *d)
 	}
 	d->cfg.log_level = nc.log_level;
 	d->cfg.vm = nc.vm;
+	/* New sequences get the new tenants; existing ones keep theirs. */
+	d->cfg.nr_tenants = nc.nr_tenants;
+	memcpy(d->cfg.tenants, nc.tenants, sizeof(nc.tenants));
 	if (kvmemd_apply_tunables(d))
 		kvlog(d, KVLOG_ERR, "SIGHUP: tunables refused by a pool");
 	kvlog(d, KVLOG_INFO, "SIGHUP: %s re-read (%s)", d->cfg_path,

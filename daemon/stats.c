@@ -89,7 +89,7 @@ int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, char *buf, size_t le
 	FILE *f;
 	u32 i;
 
-	if (what < KVMEM_STATS_MEMINFO || what > KVMEM_STATS_ZONEINFO)
+	if (what < KVMEM_STATS_MEMINFO || what > KVMEM_STATS_PREFIX)
 		return -EINVAL;
 	f = fmemopen(buf, len, "w");
 	if (!f)
@@ -108,6 +108,8 @@ int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, char *buf, size_t le
 		fprintf(f, "Pool: %s\n", p->name);
 		if (what == KVMEM_STATS_MEMINFO)
 			kv_pool_print_meminfo(p->pool, f);
+		else if (what == KVMEM_STATS_PREFIX)
+			kv_prefix_print(p->pool, f, kvmemd_tenant_name, d);
 		else
 			kv_pool_print_vmstat(p->pool, f);
 	}

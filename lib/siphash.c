@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * SipHash-2-4, from the paper "SipHash: a fast short-input PRF" (2012):
- * two compression rounds per 8-byte word, four finalisation rounds.
+ * SipHash, from the paper "SipHash: a fast short-input PRF" (2012):
+ * SipHash-2-4 (two compression rounds per 8-byte word, four finalisation
+ * rounds) and the faster SipHash-1-3 that hash tables use (Rust's
+ * HashMap, the kernel's hsiphash on 64-bit).
  */
 #include <string.h>
 #include "siphash.h"
@@ -30,6 +32,37 @@ static inline uint64_t le64(const unsigned char *p)
 	return v;
 }
 
+static inline uint64_t sip_hash(const void *data, size_t len, const struct siphash_key *key,
+				int c, int d)
+{
+	const unsigned char *p = data, *end = p + (len & ~(size_t)7);
+	uint64_t v0 = 0x736f6d6570736575ull ^ key->k[0];
+	uint64_t v1 = 0x646f72616e646f6dull ^ key->k[1];
+	uint64_t v2 = 0x6c7967656e657261ull ^ key->k[0];
+	uint64_t v3 = 0x7465646279746573ull ^ key->k[1];
+	uint64_t b = (uint64_t)len << 56, m;
+	size_t i;
+	int r;
+
+	for (; p != end; p += 8) {
+		m = le64(p);
+		v3 ^= m;
+		for (r = 0; r < c; r++)
+			SIPROUND(v0, v1, v2, v3);
+		v0 ^= m;
+	}
+	for (i = 0; i < (len & 7); i++)
+		b |= (uint64_t)p[i] << (8 * i);
+	v3 ^= b;
+	for (r = 0; r < c; r++)
+		SIPROUND(v0, v1, v2, v3);
+	v0 ^= b;
+	v2 ^= 0xff;
+	for (r = 0; r < d; r++)
+		SIPROUND(v0, v1, v2, v3);
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
 /**
  * siphash() - SipHash-2-4 of @len bytes at @data under @key
  * @data: input
@@ -41,31 +74,19 @@ static inline uint64_t le64(const unsigned char *p)
  */
 uint64_t siphash(const void *data, size_t len, const struct siphash_key *key)
 {
-	const unsigned char *p = data, *end = p + (len & ~(size_t)7);
-	uint64_t v0 = 0x736f6d6570736575ull ^ key->k[0];
-	uint64_t v1 = 0x646f72616e646f6dull ^ key->k[1];
-	uint64_t v2 = 0x6c7967656e657261ull ^ key->k[0];
-	uint64_t v3 = 0x7465646279746573ull ^ key->k[1];
-	uint64_t b = (uint64_t)len << 56, m;
-	size_t i;
+	return sip_hash(data, len, key, 2, 4);
+}
 
-	for (; p != end; p += 8) {
-		m = le64(p);
-		v3 ^= m;
-		SIPROUND(v0, v1, v2, v3);
-		SIPROUND(v0, v1, v2, v3);
-		v0 ^= m;
-	}
-	for (i = 0; i < (len & 7); i++)
-		b |= (uint64_t)p[i] << (8 * i);
-	v3 ^= b;
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
-	v0 ^= b;
-	v2 ^= 0xff;
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
-	return v0 ^ v1 ^ v2 ^ v3;
+/**
+ * siphash13() - SipHash-1-3 of @len bytes at @data under @key: half the
+ * rounds, for hash tables whose entries are compared on a match anyway
+ * @data: input
+ * @len:  its length in bytes
+ * @key:  the key
+ *
+ * Return: the 64-bit hash.
+ */
+uint64_t siphash13(const void *data, size_t len, const struct siphash_key *key)
+{
+	return sip_hash(data, len, key, 1, 3);
 }

@@ -173,6 +173,7 @@ enum kv_vm_event {
 
 /* Prefix cache. */
 #define KV_PREFIX_NAME_MAX	64
+#define KV_TENANT_ANY		UINT32_MAX	/* kv_prefix_set_pinned(): any tenant's */
 
 /**
  * struct kv_prefix_hit - what kv_prefix_match() found
@@ -243,11 +244,12 @@ int kv_seq_append_frames(struct kv_seq *seq, u32 n, const u32 *ids, u64 *slots, 
 /* mm/prefix.c */
 int kv_prefix_match(struct kv_seq *seq, const u32 *ids, u32 n, struct kv_prefix_hit *hit);
 int kv_prefix_pin(struct kv_seq *seq, const char *name);
-int kv_prefix_set_pinned(struct kv_pool *pool, const char *name, int pinned);
-int kv_prefix_forget(struct kv_pool *pool, const char *name);
+int kv_prefix_set_pinned(struct kv_pool *pool, const char *name, int pinned, u32 tenant);
+int kv_prefix_forget(struct kv_pool *pool, const char *name, u32 tenant);
 u32 kv_prefix_drop(struct kv_pool *pool);
 int kv_prefix_stats(struct kv_pool *pool, u32 tenant, struct kv_prefix_stats *st);
-void kv_prefix_print(struct kv_pool *pool, FILE *f);
+void kv_prefix_print(struct kv_pool *pool, FILE *f,
+		     void (*tenant_name)(u32 tenant, char *buf, size_t len, void *arg), void *arg);
 void kv_prefix_set_hash_bits(struct kv_pool *pool, u32 bits);
 
 /* mm/mlock.c */

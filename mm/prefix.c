@@ -5,7 +5,7 @@
  * (vLLM's hash-chained blocks, SGLang's radix tree), as the page cache
  * names pages by (inode, index).
  *
- * A full block's name is a keyed hash (SipHash-2-4 under a per-pool secret
+ * A full block's name is a keyed hash (SipHash-1-3 under a per-pool secret
  * key) of its namespace, its parent's hash and its token ids; the parent is
  * the block before it, so equal hashes mean equal prefixes up to hash
  * collisions, and a match also compares the namespace, the parent node and
@@ -37,8 +37,10 @@
  * KV_POOL_PREFIX_GLOBAL, where every sequence uses one namespace. Counters
  * are kept per tenant either way.
  *
- * Locking: everything here runs under pool->lock, except the hashing of a
- * prompt in kv_prefix_match(), which needs only the key.
+ * Locking: everything here runs under pool->lock. A match hashes the
+ * prompt's blocks one at a time as it walks (no hashing past the first
+ * miss), computing the next block's hash and prefetching its bucket while
+ * the current one is compared.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -78,7 +80,7 @@ static u64 block_hash(const struct kv_pool *pool, u64 ns, u64 parent, const u32 
 	buf[0] = ns;
 	buf[1] = parent;
 	memcpy(buf + 2, ids, len);
-	return siphash(buf, 2 * sizeof(u64) + len, &pool->prefix.key) & pool->prefix.hash_mask;
+	return siphash13(buf, 2 * sizeof(u64) + len, &pool->prefix.key) & pool->prefix.hash_mask;
 }
 
 /* ---- eviction heaps: evictable nodes of a tier by stamp ---------------- */
@@ -255,7 +257,7 @@ static void prefix_insert(struct kv_pool *pool, u32 idx, u32 parent, u64 h, u64 
 	struct kv_prefix_stats *ts;
 	u32 *head = &pc->buckets[h & pc->bucket_mask];
 
-	*n = (struct kv_prefix_node){ .hash = h, .ns = ns, .stamp = pc->clock, .parent = parent,
+	*n = (struct kv_prefix_node){ .hash = h, .ns = ns, .stamp = ++pc->clock, .parent = parent,
 				      .next = *head, .tenant = tenant,
 				      .heap_pos = KV_PREFIX_NONE };
 	n->depth = parent == KV_PREFIX_NONE ? 1 : pnode(pool, parent)->depth + 1;
@@ -319,26 +321,50 @@ static void prefix_remove(struct kv_pool *pool, u32 idx)
 	kv_block_put(pool, b);
 }
 
+/* The coldest evictable node of any tier, or KV_PREFIX_NONE. */
+static u32 coldest_leaf(struct kv_pool *pool)
+{
+	struct kv_prefix *pc = &pool->prefix;
+	u32 best = KV_PREFIX_NONE;
+	int t;
+
+	for (t = 0; t < KV_NR_TIERS; t++)
+		if (pc->heap_n[t] && (best == KV_PREFIX_NONE || stamp_less(pool, pc->heap[t][0], best)))
+			best = pc->heap[t][0];
+	return best;
+}
+
 /**
- * prefix_evict() - drop up to @nr cached blocks resident on @tier
+ * prefix_evict() - drop up to @nr cached blocks to free frames of @tier
  * @pool: pool, locked
  * @tier: tier whose frames are wanted
  * @nr:   blocks
  *
  * Only blocks that no sequence holds, with no cached children and no pin,
- * coldest first; a parent left childless becomes a candidate in turn.
+ * coldest first; a parent left childless becomes a candidate in turn. When
+ * @tier's idle blocks are all parents of blocks resident elsewhere (a hot
+ * leaf stayed on the device while its prefix was demoted), the coldest
+ * leaves of the other tiers go first, to reach them.
  *
- * Return: blocks dropped (their frames are free).
+ * Return: blocks dropped.
  */
 u32 prefix_evict(struct kv_pool *pool, int tier, u32 nr)
 {
 	struct kv_prefix *pc = &pool->prefix;
-	u32 done = 0;
+	u32 done = 0, idx;
 
 	if (!prefix_on(pool))
 		return 0;
-	while (done < nr && pc->heap_n[tier]) {
-		prefix_remove(pool, pc->heap[tier][0]);
+	while (done < nr) {
+		if (pc->heap_n[tier])
+			idx = pc->heap[tier][0];
+		else if (pc->nr_idle[tier])
+			idx = coldest_leaf(pool);
+		else
+			break;
+		if (idx == KV_PREFIX_NONE)
+			break;
+		prefix_remove(pool, idx);
 		done++;
 	}
 	return done;
@@ -432,17 +458,27 @@ static void count_match(struct kv_pool *pool, u32 tenant, u32 n, const struct kv
 		ts->hit_tokens[t] += hit->tier_tokens[t];
 }
 
-/* Walk the chain of precomputed @hashes; the matched blocks join @seq. */
-static void match_locked(struct kv_seq *seq, const u32 *ids, const u64 *hashes, u32 nb,
-			 struct kv_prefix_hit *hit)
+/*
+ * Walk the prompt's blocks through the cache; the matched blocks join
+ * @seq. The next block's hash is computed, and its bucket prefetched,
+ * before the current block is compared.
+ */
+static void match_locked(struct kv_seq *seq, const u32 *ids, u32 nb, struct kv_prefix_hit *hit)
 {
 	struct kv_pool *pool = seq->pool;
+	struct kv_prefix *pc = &pool->prefix;
 	u32 bt = pool->geom.block_tokens, parent = KV_PREFIX_NONE, i, found;
-	u64 ns = seq_ns(seq);
+	u64 ns = seq_ns(seq), h, next;
 	struct kv_block *b;
 
+	next = block_hash(pool, ns, 0, ids);
 	for (i = 0; i < nb; i++) {
-		found = prefix_lookup(pool, hashes[i], ns, parent, ids + (size_t)i * bt);
+		h = next;
+		if (i + 1 < nb) {
+			next = block_hash(pool, ns, h, ids + (size_t)(i + 1) * bt);
+			__builtin_prefetch(&pc->buckets[next & pc->bucket_mask]);
+		}
+		found = prefix_lookup(pool, h, ns, parent, ids + (size_t)i * bt);
 		if (found == KV_PREFIX_NONE)
 			break;
 		b = kv_block(pool, found);
@@ -481,8 +517,7 @@ static void match_locked(struct kv_seq *seq, const u32 *ids, const u64 *hashes, 
 int kv_prefix_match(struct kv_seq *seq, const u32 *ids, u32 n, struct kv_prefix_hit *hit)
 {
 	struct kv_pool *pool = seq->pool;
-	u32 bt = pool->geom.block_tokens, nb = n / bt, i;
-	u64 *hashes, ns = seq_ns(seq), ph = 0;
+	u32 bt = pool->geom.block_tokens, nb = n / bt;
 	int err;
 
 	memset(hit, 0, sizeof(*hit));
@@ -498,17 +533,13 @@ int kv_prefix_match(struct kv_seq *seq, const u32 *ids, u32 n, struct kv_prefix_
 	}
 	err = seq_reserve(seq, nb);
 	err = err ?: seq_reserve_ids(seq, nb * bt);
-	hashes = err ? NULL : kv_meta_alloc(pool, nb * sizeof(*hashes));
-	if (!hashes)
-		return err ?: -ENOMEM;
-	for (i = 0; i < nb; i++)
-		ph = hashes[i] = block_hash(pool, ns, ph, ids + (size_t)i * bt);
-	memcpy(seq->ids, ids, (size_t)nb * bt * sizeof(*ids));
+	if (err)
+		return err;
 	kv_pool_lock(pool);
-	match_locked(seq, ids, hashes, nb, hit);
+	match_locked(seq, ids, nb, hit);
 	count_match(pool, seq->tenant, n, hit);
 	kv_pool_unlock(pool);
-	free(hashes);
+	memcpy(seq->ids, ids, (size_t)hit->tokens * sizeof(*ids));
 	return (int)hit->tokens;
 }
 
@@ -603,6 +634,20 @@ int kv_prefix_pin(struct kv_seq *seq, const char *name)
 	return ret;
 }
 
+/* The name, if @tenant may change it: NULL with *@err set otherwise. */
+static struct kv_prefix_name *name_get(struct kv_pool *pool, const char *name, u32 tenant,
+				       int *err)
+{
+	struct kv_prefix_name *nm = name_valid(name) ? name_find(pool, name) : NULL;
+
+	*err = nm ? 0 : -ENOENT;
+	if (nm && tenant != KV_TENANT_ANY && nm->tenant != tenant) {
+		*err = -EPERM;
+		nm = NULL;
+	}
+	return nm;
+}
+
 /**
  * kv_prefix_set_pinned() - pin or unpin a named prefix (kvmemctl prefix
  * pin/unpin)
@@ -610,45 +655,46 @@ int kv_prefix_pin(struct kv_seq *seq, const char *name)
  * @name:   the name given to kv_prefix_pin()
  * @pinned: 1 to pin, 0 to unpin (it may then be evicted, and its name with
  *          it)
+ * @tenant: the tenant asking (only the one that named it may), or
+ *          KV_TENANT_ANY
  *
- * Return: 0, or -ENOENT (no such name).
+ * Return: 0, -ENOENT (no such name), -EPERM.
  */
-int kv_prefix_set_pinned(struct kv_pool *pool, const char *name, int pinned)
+int kv_prefix_set_pinned(struct kv_pool *pool, const char *name, int pinned, u32 tenant)
 {
 	struct kv_prefix_name *nm;
+	int err;
 
-	if (!name_valid(name))
-		return -ENOENT;
 	kv_pool_lock(pool);
-	nm = name_find(pool, name);
+	nm = name_get(pool, name, tenant, &err);
 	if (nm)
 		name_pin(pool, nm, pinned);
 	kv_pool_unlock(pool);
-	return nm ? 0 : -ENOENT;
+	return err;
 }
 
 /**
  * kv_prefix_forget() - unpin a named prefix and drop its name
- * @pool: pool
- * @name: the name
+ * @pool:   pool
+ * @name:   the name
+ * @tenant: as kv_prefix_set_pinned()
  *
- * Return: 0, or -ENOENT.
+ * Return: 0, -ENOENT, -EPERM.
  */
-int kv_prefix_forget(struct kv_pool *pool, const char *name)
+int kv_prefix_forget(struct kv_pool *pool, const char *name, u32 tenant)
 {
 	struct kv_prefix *pc = &pool->prefix;
 	struct kv_prefix_name *nm;
+	int err;
 
-	if (!name_valid(name))
-		return -ENOENT;
 	kv_pool_lock(pool);
-	nm = name_find(pool, name);
+	nm = name_get(pool, name, tenant, &err);
 	if (nm) {
 		name_pin(pool, nm, false);
 		*nm = pc->names[--pc->nr_names];
 	}
 	kv_pool_unlock(pool);
-	return nm ? 0 : -ENOENT;
+	return err;
 }
 
 /**
@@ -659,12 +705,15 @@ int kv_prefix_forget(struct kv_pool *pool, const char *name)
  */
 u32 kv_prefix_drop(struct kv_pool *pool)
 {
-	u32 done = 0;
-	int t;
+	u32 done = 0, idx;
 
+	if (!prefix_on(pool))
+		return 0;
 	kv_pool_lock(pool);
-	for (t = KV_NR_TIERS - 1; t >= 0; t--)
-		done += prefix_evict(pool, t, UINT32_MAX);
+	while ((idx = coldest_leaf(pool)) != KV_PREFIX_NONE) {
+		prefix_remove(pool, idx);
+		done++;
+	}
 	kv_pool_unlock(pool);
 	return done;
 }

@@ -172,6 +172,18 @@ bool reclaim_possible(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
 	return have >= need;
 }
 
+/*
+ * Blocks one reclaim round takes: a batch, but no more than the frames
+ * missing, so that eviction (which copies nothing, and so gains nothing
+ * from batching) never drops cached blocks that were not needed.
+ */
+static u32 reclaim_want(struct kv_pool *pool, struct kv_tier *t, u32 need)
+{
+	u32 miss = need > tier_nr_free(t) ? need - tier_nr_free(t) : 1;
+
+	return miss < pool->vm.reclaim_batch ? miss : pool->vm.reclaim_batch;
+}
+
 /* Consecutive waits for others' moves before direct reclaim gives up. */
 #define RECLAIM_MAX_WAITS 16
 
@@ -194,7 +206,7 @@ u32 try_to_free_frames(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
 	u32 progress = 0, waits = 0, n;
 
 	while (tier_nr_free(t) < need) {
-		n = shrink_tier(pool, tier, pool->vm.reclaim_batch, false, dst_flags);
+		n = shrink_tier(pool, tier, reclaim_want(pool, t, need), false, dst_flags);
 		if (n) {
 			progress += n;
 			waits = 0;
@@ -253,7 +265,8 @@ void kvswapd_wakeup(struct kv_pool *pool, int tier)
 static void kvswapd_balance(struct kv_pool *pool, struct kv_tier *t)
 {
 	while (!t->kvswapd.stop && tier_nr_free(t) < t->wmark[KV_WMARK_HIGH]) {
-		if (!shrink_tier(pool, t->id, pool->vm.reclaim_batch, true, 0))
+		if (!shrink_tier(pool, t->id, reclaim_want(pool, t, t->wmark[KV_WMARK_HIGH]), true,
+				 0))
 			break;
 	}
 }

@@ -194,19 +194,31 @@ static const char *prefix_name_of(struct kv_pool *pool, u32 idx)
 	return "-";
 }
 
+static void tenant_label(u32 tenant, char *buf, size_t len,
+			 void (*name)(u32, char *, size_t, void *), void *arg)
+{
+	if (name)
+		name(tenant, buf, len, arg);
+	else
+		snprintf(buf, len, "%u", tenant);
+}
+
 /**
  * kv_prefix_print() - the prefix cache's report: pool and per-tenant
  * counters, named prefixes, the largest cached prefixes
- * @pool: pool
- * @f:    stream
+ * @pool:        pool
+ * @f:           stream
+ * @tenant_name: writes a tenant's label into a buffer; NULL for numbers
+ * @arg:         passed to @tenant_name
  */
-void kv_prefix_print(struct kv_pool *pool, FILE *f)
+void kv_prefix_print(struct kv_pool *pool, FILE *f,
+		     void (*tenant_name)(u32 tenant, char *buf, size_t len, void *arg), void *arg)
 {
 	struct kv_prefix *pc = &pool->prefix;
 	struct kv_prefix_stats st;
 	u32 top[8], n, i, bt = pool->geom.block_tokens;
 	struct kv_block *b;
-	char who[32];
+	char who[48];
 
 	kv_prefix_stats(pool, UINT32_MAX, &st);
 	fprintf(f, "Prefix cache: %s, %u blocks of %u tokens cached (%u device, %u host)\n",
@@ -218,21 +230,24 @@ void kv_prefix_print(struct kv_pool *pool, FILE *f)
 	print_prefix_stats(f, "all", &st);
 	kv_pool_lock(pool);
 	for (i = 0; i < pc->nr_tenants; i++) {
-		snprintf(who, sizeof(who), "%u", pc->tenants[i].tenant);
+		tenant_label(pc->tenants[i].tenant, who, sizeof(who), tenant_name, arg);
 		print_prefix_stats(f, who, &pc->tenants[i]);
 	}
-	for (i = 0; i < pc->nr_names; i++)
-		fprintf(f, "named %s: %u tokens, tenant %u, %s\n", pc->names[i].name,
-			pc->nodes[pc->names[i].node].depth * bt, pc->names[i].tenant,
+	for (i = 0; i < pc->nr_names; i++) {
+		tenant_label(pc->names[i].tenant, who, sizeof(who), tenant_name, arg);
+		fprintf(f, "named %s: %u tokens, tenant %s, %s\n", pc->names[i].name,
+			pc->nodes[pc->names[i].node].depth * bt, who,
 			pc->names[i].pinned ? "pinned" : "unpinned");
+	}
 	n = deepest_prefixes(pool, top, 8);
 	if (n)
 		fprintf(f, "largest cached prefixes:\n%8s %8s %8s %6s %6s %s\n", "tokens",
 			"blocks", "tenant", "tier", "refs", "name");
 	for (i = 0; i < n; i++) {
 		b = kv_block(pool, top[i]);
-		fprintf(f, "%8u %8u %8u %6s %6u %s\n", pc->nodes[top[i]].depth * bt,
-			pc->nodes[top[i]].depth, pc->nodes[top[i]].tenant,
+		tenant_label(pc->nodes[top[i]].tenant, who, sizeof(who), tenant_name, arg);
+		fprintf(f, "%8u %8u %8s %6s %6u %s\n", pc->nodes[top[i]].depth * bt,
+			pc->nodes[top[i]].depth, who,
 			b->tier == KV_TIER_DEVICE ? "device" : "host", b->refcount - 1,
 			prefix_name_of(pool, top[i]));
 	}

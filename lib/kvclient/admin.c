@@ -109,15 +109,17 @@ int kvc_sysctl_set(struct kvc *c, const char *key, const char *value)
 }
 
 /**
- * kvc_drop_caches() - demote every unpinned device block to host (admin)
+ * kvc_drop_caches() - demote every unpinned device block to host, and/or
+ * evict the prefix cache's evictable blocks (admin)
  * @c:    connection
  * @pool: pool handle, 0 for all
+ * @what: KVMEM_DROP_DEMOTE and/or KVMEM_DROP_PREFIX; 0 for DEMOTE
  *
- * Return: blocks demoted, -EPERM, -ENOENT.
+ * Return: blocks demoted or dropped, -EPERM, -ENOENT, -EINVAL.
  */
-int kvc_drop_caches(struct kvc *c, uint32_t pool)
+int kvc_drop_caches(struct kvc *c, uint32_t pool, uint32_t what)
 {
-	struct kvmem_drop_caches req = { .pool = pool };
+	struct kvmem_drop_caches req = { .pool = pool, .what = what };
 
 	return kvc_request(c, KVMEM_OP_DROP_CACHES, &req, sizeof(req), NULL, NULL);
 }

@@ -24,6 +24,9 @@
  * @pend:         reserve frames that became blocks locally, not yet told
  * @nr_pend:      entries of @pend
  * @stamp:        kvc.stamp of the last STEP that named it
+ * @lids:         ids of the tokens appended locally, not yet told
+ * @lids_cap:     entries allocated in @lids
+ * @lids_lost:    a local append came without ids: none go with the next STEP
  */
 struct kvc_seq {
 	uint64_t id;
@@ -39,6 +42,9 @@ struct kvc_seq {
 	uint32_t *pend;
 	uint32_t nr_pend;
 	uint64_t stamp;
+	uint32_t *lids;
+	uint32_t lids_cap;
+	int lids_lost;
 };
 
 /**
@@ -87,6 +93,7 @@ int kvc_call(struct kvc *c, uint16_t opcode, const void *body, size_t len, void 
 int kvc_request_fd(struct kvc *c, uint16_t opcode, const void *body, size_t len,
 		   void **reply, size_t *reply_len, int *fd);
 void kvc_seqs_destroy(struct kvc *c);
+struct kvc_seq *kvc_seq_lookup(struct kvc *c, uint64_t id);
 int kvc_pool_index(const struct kvc *c, const struct kvc_pool *pool);
 
 #endif /* _KVCLIENT_INTERNAL_H */

@@ -74,6 +74,8 @@ int kvc_deactivate(struct kvc *c, const uint64_t *seqs, uint32_t n);
 int kvc_block_table(struct kvc *c, uint64_t seq, const uint32_t **frames,
 		    uint32_t *nr_blocks);
 int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots);
+int kvc_append_ids(struct kvc *c, uint64_t seq, uint32_t n, const uint32_t *ids,
+		   uint64_t *slots);
 int kvc_reserve(struct kvc *c, const struct kvc_pool *pool, uint32_t nr);
 int kvc_sync(struct kvc *c);
 
@@ -81,7 +83,12 @@ int kvc_stats(struct kvc *c, uint32_t what, uint32_t pool, char *buf, size_t len
 int kvc_clients(struct kvc *c, char *buf, size_t len);
 int kvc_sysctl_get(struct kvc *c, const char *key, char *value, size_t len);
 int kvc_sysctl_set(struct kvc *c, const char *key, const char *value);
-int kvc_drop_caches(struct kvc *c, uint32_t pool);
+int kvc_drop_caches(struct kvc *c, uint32_t pool, uint32_t what);
+
+int kvc_prefix_match(struct kvc *c, uint64_t seq, const uint32_t *ids, uint32_t n,
+		     struct kvmem_prefix_match_reply *hit);
+int kvc_prefix_pin(struct kvc *c, uint64_t seq, const char *name);
+int kvc_prefix_name_op(struct kvc *c, uint32_t pool, const char *name, uint32_t op);
 
 int kvc_request(struct kvc *c, uint16_t opcode, const void *body, size_t len,
 		void **reply, size_t *reply_len);

@@ -18,6 +18,22 @@ static struct kvc_seq *seq_find(struct kvc *c, uint64_t id)
 	return c->seqs[slot - 1];
 }
 
+/** kvc_seq_lookup() - the client's record of sequence @id, or NULL */
+struct kvc_seq *kvc_seq_lookup(struct kvc *c, uint64_t id)
+{
+	return seq_find(c, id);
+}
+
+static void seq_record_free(struct kvc_seq *s)
+{
+	if (!s)
+		return;
+	free(s->frames);
+	free(s->pend);
+	free(s->lids);
+	free(s);
+}
+
 static int seq_add(struct kvc *c, uint64_t id, uint32_t pool, struct kvc_seq **out)
 {
 	uint32_t slot = (uint32_t)id, cap;
@@ -42,11 +58,7 @@ static int seq_add(struct kvc *c, uint64_t id, uint32_t pool, struct kvc_seq **o
 	s->id = id;
 	s->pool = pool;
 	s->private_tail = 1;
-	if (c->seqs[slot - 1]) {
-		free(c->seqs[slot - 1]->frames);
-		free(c->seqs[slot - 1]->pend);
-	}
-	free(c->seqs[slot - 1]);
+	seq_record_free(c->seqs[slot - 1]);
 	c->seqs[slot - 1] = s;
 	*out = s;
 	return 0;
@@ -59,9 +71,7 @@ static void seq_del(struct kvc *c, uint64_t id)
 	if (!s)
 		return;
 	c->seqs[(uint32_t)id - 1] = NULL;
-	free(s->frames);
-	free(s->pend);
-	free(s);
+	seq_record_free(s);
 }
 
 /* Free every sequence record (kvc_close). */
@@ -69,13 +79,8 @@ void kvc_seqs_destroy(struct kvc *c)
 {
 	uint32_t i;
 
-	for (i = 0; i < c->seqs_cap; i++) {
-		if (c->seqs[i]) {
-			free(c->seqs[i]->frames);
-			free(c->seqs[i]->pend);
-		}
-		free(c->seqs[i]);
-	}
+	for (i = 0; i < c->seqs_cap; i++)
+		seq_record_free(c->seqs[i]);
 	free(c->seqs);
 }
 
@@ -360,11 +365,39 @@ int kvc_block_table(struct kvc *c, uint64_t seq, const uint32_t **frames,
 	return 0;
 }
 
+/*
+ * Keep the ids of @n tokens about to be appended locally; without ids (or
+ * memory for them) no ids go for this sequence until the next sync.
+ */
+static void seq_note_ids(struct kvc_seq *s, const uint32_t *ids, uint32_t n)
+{
+	uint32_t have = s->nr_tokens - s->synced, cap = s->lids_cap ? s->lids_cap : 64, *l;
+
+	if (!ids || s->lids_lost || n > KVMEM_STEP_MAX_TOKENS - have) {
+		s->lids_lost = 1;
+		return;
+	}
+	while (cap < have + n)
+		cap *= 2;
+	if (cap > s->lids_cap) {
+		l = realloc(s->lids, cap * sizeof(*l));
+		if (!l) {
+			s->lids_lost = 1;
+			return;
+		}
+		s->lids = l;
+		s->lids_cap = cap;
+	}
+	memcpy(s->lids + have, ids, n * sizeof(*ids));
+}
+
 /**
- * kvc_append() - append tokens to an active sequence without a round trip
+ * kvc_append_ids() - append tokens to an active sequence without a round trip
  * @c:     connection
  * @seq:   sequence, active, with an exact table copy (after a kvc_step())
  * @n:     tokens
+ * @ids:   their ids, kept until the daemon hears of the tokens (the prefix
+ *         cache names blocks by them); NULL when unknown
  * @slots: receives their slots
  *
  * Tokens go into the sequence's last block when it is its own, and into
@@ -376,7 +409,8 @@ int kvc_block_table(struct kvc *c, uint64_t seq, const uint32_t **frames,
  * is not active, its tail block is shared and must be copied, or the
  * reserve is short): use kvc_step() then.
  */
-int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots)
+int kvc_append_ids(struct kvc *c, uint64_t seq, uint32_t n, const uint32_t *ids,
+		   uint64_t *slots)
 {
 	struct kvc_seq *s = seq_find(c, seq);
 	const struct kvc_pool *p;
@@ -396,6 +430,7 @@ int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots)
 		if (tail && !s->private_tail)
 			return -EAGAIN;
 		slots[0] = (uint64_t)s->frames[s->nr_blocks - 1] * bt + tail;
+		seq_note_ids(s, ids, 1);
 		s->nr_tokens = pos + 1;
 		return 0;
 	}
@@ -412,10 +447,27 @@ int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots)
 	st->pending += need;
 	for (i = 0; i < n; i++)
 		slots[i] = (uint64_t)s->frames[(pos + i) / bt] * bt + (pos + i) % bt;
+	seq_note_ids(s, ids, n);
 	s->nr_tokens = pos + n;
 	if (need)
 		s->private_tail = 1;
 	return 0;
+}
+
+
+/**
+ * kvc_append() - kvc_append_ids() without token ids (the blocks these
+ * tokens fill never enter the prefix cache)
+ * @c:     connection
+ * @seq:   sequence
+ * @n:     tokens
+ * @slots: receives their slots
+ *
+ * Return: as kvc_append_ids().
+ */
+int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots)
+{
+	return kvc_append_ids(c, seq, n, NULL, slots);
 }
 
 /**
@@ -459,7 +511,10 @@ int kvc_reserve(struct kvc *c, const struct kvc_pool *pool, uint32_t nr)
 	return err;
 }
 
-/* Token ids go only when every sequence sends all of its tokens' ids. */
+/*
+ * Token ids go only when every sequence sends all of its tokens' ids:
+ * those of its local appends first, then those of its new tokens.
+ */
 static bool step_ids(const struct kvc *c, const struct kvc_step_seq *seqs, uint32_t n)
 {
 	struct kvc_seq *s;
@@ -468,7 +523,7 @@ static bool step_ids(const struct kvc *c, const struct kvc_step_seq *seqs, uint3
 	for (i = 0; i < n; i++) {
 		s = seq_find((struct kvc *)c, seqs[i].seq);
 		if ((seqs[i].nr_tokens && !seqs[i].token_ids) ||
-		    (s && s->nr_tokens != s->synced))
+		    (s && s->nr_tokens != s->synced && s->lids_lost))
 			return false;
 	}
 	return true;
@@ -500,7 +555,7 @@ static int step_check(struct kvc *c, const struct kvc_step_seq *seqs, uint32_t n
 	if (total > KVMEM_STEP_MAX_TOKENS ||
 	    (total + local > KVMEM_STEP_MAX_TOKENS && !(flags & KVMEM_STEP_NOSLOTS)))
 		return -EINVAL;
-	words += total;		/* token ids, at most */
+	words += total + local;		/* token ids, at most */
 	if (sizeof(struct kvmem_step) + n * sizeof(struct kvmem_step_seq) + words * 4 >
 	    KVMEM_MSG_MAX - sizeof(struct kvmem_hdr))
 		return -E2BIG;
@@ -540,6 +595,11 @@ static size_t step_build(struct kvc *c, const struct kvc_step_seq *seqs, uint32_
 	if (ids && *total) {
 		req->tokens_off = (uint32_t)((char *)out - (char *)req);
 		for (i = 0; i < n; i++) {
+			s = seq_find(c, seqs[i].seq);
+			if (s && s->nr_tokens != s->synced) {
+				memcpy(out, s->lids, (s->nr_tokens - s->synced) * sizeof(*out));
+				out += s->nr_tokens - s->synced;
+			}
 			if (seqs[i].nr_tokens)
 				memcpy(out, seqs[i].token_ids, seqs[i].nr_tokens * sizeof(*out));
 			out += seqs[i].nr_tokens;
@@ -555,6 +615,7 @@ static void seq_synced(struct kvc *c, struct kvc_seq *s, uint32_t new)
 	if (new || s->nr_tokens != s->synced)
 		s->private_tail = 1;
 	s->nr_pend = 0;
+	s->lids_lost = 0;
 	s->nr_tokens += new;
 	s->synced = s->nr_tokens;
 	s->active = 1;

@@ -6,7 +6,7 @@
  * or ratios. Exits 1 only when something is broken (a pool that cannot be
  * made, a request that does not fit, kv_pool_check() failing).
  *
- *   bench-prefix [-s SEED] [-r REQUESTS] [-q] [-c PCT]...
+ *   bench-prefix [-s SEED] [-r REQUESTS] [-q] [-b BATCH] [-c PCT]...
  *
  * The trace (fixed default seed; -s changes it, -r the number of
  * requests, -q runs QUICK_REQUESTS of them):
@@ -26,8 +26,8 @@
  *   Token ids are random u32 from a seeded splitmix64: two blocks hold the
  *   same tokens only when they are the same prefix.
  *
- * The policies, each given the same capacity in blocks, at CAP_PCTS
- * percent of the trace's distinct blocks (or the -c percentages). Hits
+ * The policies, each given the same capacity in blocks: 10%, 25% and 50%
+ * of the trace's distinct blocks (default_pcts; -c replaces them). Hits
  * count whole blocks: a request's query is its prompt's whole blocks, and
  * its hit is the longest run of them from the first that is cached (a
  * prefix match stops at the first miss). Afterwards every whole block of
@@ -45,12 +45,14 @@
  *           capacity + min watermark + 1 frames: an allocation never takes
  *           the min watermark's frames, and the running request's partly
  *           filled last block (which no policy counts) needs one more.
- *           Reclaim evicts in batches of the default reclaim_batch.
+ *           Reclaim evicts in batches of vm.reclaim_batch (its default,
+ *           or -b): up to that many blocks fewer than the capacity may be
+ *           cached just after an eviction.
  *   LRU     plain LRU over blocks, no tree constraint (a parent may go
  *           before its children). A request's blocks are touched last
  *           block first, so its first block is its most recently used
- *           (as vLLM frees a request's blocks tail first); touching them
- *           first block first would make LRU evict roots first.
+ *           (vLLM frees a request's blocks tail first for that reason);
+ *           on this trace the order changes LRU's hit ratio by < 0.001.
  *   Belady  MIN: evict the resident block (not the running request's)
  *           whose next use is farthest in the future; a block is used by
  *           every request whose final sequence holds it. This is the
@@ -60,15 +62,19 @@
  *
  * LRU and MIN name a block by a 64-bit chained hash of (tenant, every
  * token up to the block's end), which is what kvmem's names identify
- * (its namespace is the tenant); the trace is indexed once (a dense id per
- * distinct block, and each access's next use), and both run in O(log n)
- * per block.
+ * (its namespace is the tenant). The trace is generated and indexed once
+ * (an open-addressing table gives each distinct block a dense id; a
+ * backward pass gives each access its next use), so the simulations run
+ * on arrays: O(1) per block for LRU, O(log n) for MIN's heap. kvmem
+ * replays the same stream, regenerated from the seed.
  *
  * Columns: capacity (blocks), hit ratios, kvmem against LRU and Belady,
- * kv_prefix_match() time per matched block (the whole call: hashing every
- * whole block of the prompt and walking the matched ones), and kvmem's
- * prefix inserts and evictions (vmstat) beside the evictions of LRU and
- * MIN.
+ * kv_prefix_match() time per matched block (ns/block: all calls' time over
+ * all matched blocks; the whole call, hashing every whole block of the
+ * prompt and walking the matched ones), the median over calls of each
+ * call's ns per matched block (p50: less sensitive to a noisy machine),
+ * and kvmem's prefix inserts and evictions (vmstat) beside the evictions
+ * of LRU and MIN.
  */
 #include <errno.h>
 #include <math.h>
@@ -395,6 +401,8 @@ static u32 keytab_id(struct keytab *kt, u64 key)
 	}
 	return kt->ids[s];
 }
+
+_Static_assert(BT % 2 == 0, "block_key() takes tokens in pairs");
 
 /* The chained key of a block: its parent's key and its tokens. */
 static u64 block_key(u64 parent, const u32 *ids)
@@ -778,23 +786,59 @@ static void run_min(const struct trace *tr, u32 cap, struct sim_result *res)
  * struct kvmem_result - what the prefix cache did on the trace
  * @sim:      hits, queries and evictions, as the simulations count them
  * @match_ns: time spent in kv_prefix_match()
+ * @call_ns:  per call that matched a block: its ns per matched block
+ * @nr_calls: entries of @call_ns
+ * @p50_ns:   their median
  * @inserts:  KV_PREFIX_INSERT
  * @frames:   device frames of the pool
  * @min:      of those, frames the min watermark keeps free
+ * @batch:    the pool's vm.reclaim_batch
  */
 struct kvmem_result {
 	struct sim_result sim;
 	u64 match_ns;
+	double *call_ns;
+	u32 nr_calls;
+	double p50_ns;
 	u64 inserts;
 	u32 frames;
 	u32 min;
+	u32 batch;
 };
 
-static int pool_make(u32 frames, struct kv_pool **pool)
+/* ---- the bench: options, the trace and each row's results ----------------------- */
+
+/**
+ * struct bench - options, the trace's index and each row's results
+ * @seed:     the trace's seed
+ * @requests: requests
+ * @batch:    kvmem's vm.reclaim_batch, 0 for its default
+ * @nr_caps:  rows
+ * @pct:      capacity of each row, percent of the distinct blocks
+ * @cap:      capacity of each row, blocks
+ * @kv:       kvmem per row
+ * @lru:      LRU per row
+ * @min:      Belady per row
+ * @tr:       the trace's index
+ */
+struct bench {
+	u64 seed;
+	u32 requests;
+	u32 batch;
+	u32 nr_caps;
+	u32 pct[MAX_CAPS];
+	u32 cap[MAX_CAPS];
+	struct kvmem_result kv[MAX_CAPS];
+	struct sim_result lru[MAX_CAPS];
+	struct sim_result min[MAX_CAPS];
+	struct trace tr;
+};
+
+static int pool_make(u32 frames, u32 batch, struct kv_pool **pool)
 {
 	struct kv_pool_params p = { .name = "bench-prefix", .geom = geom,
 				    .nr_frames = { frames, 0 },
-				    .vm = { .min_free_kbytes = 4 },
+				    .vm = { .min_free_kbytes = 4, .reclaim_batch = batch },
 				    .flags = KV_POOL_NO_KVSWAPD };
 
 	return kv_pool_create(&p, pool);
@@ -812,26 +856,46 @@ static u32 pool_wmark_min(struct kv_pool *pool)
  * A pool whose cache can use @cap blocks: frames for them, for the min
  * watermark and for the running request's partial last block.
  */
-static int pool_for_capacity(u32 cap, struct kv_pool **pool, struct kvmem_result *res)
+static int pool_for_capacity(u32 cap, u32 batch, struct kv_pool **pool,
+			     struct kvmem_result *res)
 {
+	struct kv_vm_tunables vm;
 	u32 min;
 	int err;
 
-	err = pool_make(cap + 1, pool);
+	err = pool_make(cap + 1, batch, pool);
 	if (err)
 		return err;
 	min = pool_wmark_min(*pool);
 	kv_pool_destroy(*pool);
-	err = pool_make(cap + 1 + min, pool);
+	err = pool_make(cap + 1 + min, batch, pool);
 	if (err)
 		return err;
 	res->frames = cap + 1 + min;
 	res->min = pool_wmark_min(*pool);
+	kv_pool_get_tunables(*pool, &vm);
+	res->batch = vm.reclaim_batch;
 	if (res->min != min) {
 		kv_pool_destroy(*pool);
 		return -ERANGE;
 	}
 	return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The median of @n values (sorts them); 0 when there are none. */
+static double median(double *v, u32 n)
+{
+	if (!n)
+		return 0;
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* One request through the pool; returns 0 or the failing call's error. */
@@ -850,9 +914,12 @@ static int kvmem_request(struct kv_pool *pool, const struct request *rq, struct 
 		goto out;
 	t0 = now_ns();
 	ret = kv_prefix_match(seq, rq->ids, rq->prompt_len, &hit);
-	res->match_ns += now_ns() - t0;
+	t0 = now_ns() - t0;
+	res->match_ns += t0;
 	if (ret < 0)
 		goto out;
+	if (hit.blocks)
+		res->call_ns[res->nr_calls++] = (double)t0 / hit.blocks;
 	res->sim.hits += hit.blocks;
 	res->sim.queries += rq->prompt_len / BT;
 	ret = kv_seq_activate(seq, 0);
@@ -868,14 +935,13 @@ out:
 
 /**
  * run_kvmem() - replay the trace through a fresh pool of capacity @cap
- * @seed:   the trace's seed
- * @nr_req: requests
- * @cap:    blocks the cache may use
- * @res:    receives the counts
+ * @b:   the bench: seed, requests, reclaim batch
+ * @cap: blocks the cache may use
+ * @res: receives the counts
  *
  * Return: 0, or 1 after reporting what broke.
  */
-static int run_kvmem(u64 seed, u32 nr_req, u32 cap, struct kvmem_result *res)
+static int run_kvmem(const struct bench *b, u32 cap, struct kvmem_result *res)
 {
 	struct tracegen *g;
 	struct kv_pool *pool;
@@ -884,26 +950,31 @@ static int run_kvmem(u64 seed, u32 nr_req, u32 cap, struct kvmem_result *res)
 	int err;
 
 	memset(res, 0, sizeof(*res));
-	err = pool_for_capacity(cap, &pool, res);
+	err = pool_for_capacity(cap, b->batch, &pool, res);
 	if (err) {
 		fprintf(stderr, "bench-prefix: cannot create a pool of %u blocks: %s\n",
 			cap, strerror(-err));
 		return 1;
 	}
-	g = gen_init(seed);
-	for (r = 0; r < nr_req && !err; r++) {
+	res->call_ns = xcalloc(b->requests, sizeof(*res->call_ns));
+	g = gen_init(b->seed);
+	for (r = 0; r < b->requests && !err; r++) {
 		gen_next(g, &rq);
 		err = kvmem_request(pool, &rq, res);
 		if (err)
-			fprintf(stderr, "bench-prefix: request %u (%u tokens, %u blocks) at capacity %u blocks: %s%s\n",
-				r, rq.total_len, rq.total_len / BT, cap, strerror(-err),
+			fprintf(stderr, "bench-prefix: request %u (%u tokens) at capacity %u "
+				"blocks: %s%s\n", r, rq.total_len, cap, strerror(-err),
 				err == -ENOMEM ? " (the capacity cannot hold one request)" : "");
 	}
 	gen_free(g);
+	res->p50_ns = median(res->call_ns, res->nr_calls);
+	free(res->call_ns);
+	res->call_ns = NULL;
 	res->inserts = kv_vmstat_read(pool, KV_PREFIX_INSERT);
 	res->sim.evicts = kv_vmstat_read(pool, KV_PREFIX_EVICT);
 	if (!err && kv_pool_check(pool)) {
-		fprintf(stderr, "bench-prefix: kv_pool_check() failed at capacity %u blocks\n", cap);
+		fprintf(stderr, "bench-prefix: kv_pool_check() failed at capacity %u blocks\n",
+			cap);
 		err = -EIO;
 	}
 	kv_pool_destroy(pool);
@@ -911,30 +982,6 @@ static int run_kvmem(u64 seed, u32 nr_req, u32 cap, struct kvmem_result *res)
 }
 
 /* ---- the table ------------------------------------------------------------------ */
-
-/**
- * struct bench - options, the trace's index and each row's results
- * @seed:     the trace's seed
- * @requests: requests
- * @nr_caps:  rows
- * @pct:      capacity of each row, percent of the distinct blocks
- * @cap:      capacity of each row, blocks
- * @kv:       kvmem per row
- * @lru:      LRU per row
- * @min:      Belady per row
- * @tr:       the trace's index
- */
-struct bench {
-	u64 seed;
-	u32 requests;
-	u32 nr_caps;
-	u32 pct[MAX_CAPS];
-	u32 cap[MAX_CAPS];
-	struct kvmem_result kv[MAX_CAPS];
-	struct sim_result lru[MAX_CAPS];
-	struct sim_result min[MAX_CAPS];
-	struct trace tr;
-};
 
 static double ratio(u64 a, u64 b)
 {
@@ -953,15 +1000,15 @@ static double ns_per_block(const struct kvmem_result *kv)
 
 static void print_header(const struct bench *b)
 {
-	printf("kvmem bench-prefix: %u requests, %u tenants x %u system prompts, %u conversations (zipf %.1f), "
-	       "%u distinct blocks, %llu prompt blocks, seed %#llx\n",
+	printf("kvmem bench-prefix: %u requests, %u tenants x %u system prompts, "
+	       "%u conversations (zipf %.1f), %u distinct blocks, %llu prompt blocks, seed %#llx\n",
 	       b->requests, NR_TENANTS, PROMPTS_PER_TENANT, NR_CONVS, ZIPF_S, b->tr.distinct,
 	       (unsigned long long)b->tr.prompt_blocks, (unsigned long long)b->seed);
-	printf("%u tokens per block; hit = whole prompt blocks matched; kvmem device frames = "
-	       "capacity + min watermark + 1 partial block, no host tier\n", BT);
-	printf("%-8s %8s %7s %7s %7s %9s %9s %8s %9s %9s %9s %9s\n", "capacity", "blocks",
-	       "kvmem", "LRU", "Belady", "kvmem/LRU", "kvmem/Bel", "ns/block", "kv-insert",
-	       "kv-evict", "LRU-evict", "MIN-evict");
+	printf("%u tokens per block; hit ratio = whole prompt blocks matched / whole prompt "
+	       "blocks; capacity in blocks, the same for all three\n", BT);
+	printf("%-8s %8s %7s %7s %7s %9s %9s %8s %7s %9s %9s %9s %9s\n", "capacity", "blocks",
+	       "kvmem", "LRU", "Belady", "kvmem/LRU", "kvmem/Bel", "ns/block", "p50",
+	       "kv-insert", "kv-evict", "LRU-evict", "MIN-evict");
 }
 
 static void print_row(const struct bench *b, u32 i)
@@ -971,20 +1018,24 @@ static void print_row(const struct bench *b, u32 i)
 	double h_lru = ratio(b->lru[i].hits, b->lru[i].queries);
 	double h_min = ratio(b->min[i].hits, b->min[i].queries);
 
-	printf("%7u%% %8u %7.4f %7.4f %7.4f %9.3f %9.3f %8.1f %9llu %9llu %9llu %9llu\n",
+	printf("%7u%% %8u %7.4f %7.4f %7.4f %9.3f %9.3f %8.1f %7.1f %9llu %9llu %9llu %9llu\n",
 	       b->pct[i], b->cap[i], h_kv, h_lru, h_min, rel(h_kv, h_lru), rel(h_kv, h_min),
-	       ns_per_block(kv), (unsigned long long)kv->inserts,
+	       ns_per_block(kv), kv->p50_ns, (unsigned long long)kv->inserts,
 	       (unsigned long long)kv->sim.evicts, (unsigned long long)b->lru[i].evicts,
 	       (unsigned long long)b->min[i].evicts);
 	fflush(stdout);
 }
 
-static void print_targets(const struct bench *b)
+static void print_footer(const struct bench *b)
 {
 	double h_kv, h_lru, h_min;
 	u32 i;
 
-	printf("targets: kvmem >= LRU; kvmem >= 0.9 x Belady at 25%% and 50%%; lookup < 100 ns/block\n");
+	printf("kvmem pool: device frames = capacity + %u (min watermark) + 1 (the running "
+	       "request's partial block), no host tier, no kvswapd; vm.reclaim_batch %u "
+	       "(evictions come in batches of it)\n", b->kv[0].min, b->kv[0].batch);
+	printf("targets: kvmem >= LRU; kvmem >= 0.9 x Belady at 25%% and 50%%; "
+	       "lookup < 100 ns/block\n");
 	printf("measured:");
 	for (i = 0; i < b->nr_caps; i++) {
 		h_kv = ratio(b->kv[i].sim.hits, b->kv[i].sim.queries);
@@ -1002,14 +1053,14 @@ static int run_row(struct bench *b, u32 i)
 {
 	b->cap[i] = (u32)((u64)b->tr.distinct * b->pct[i] / 100);
 	if (b->cap[i] < b->tr.max_nb) {
-		fprintf(stderr, "bench-prefix: %u%% of the distinct blocks is %u blocks, fewer than "
-			"the largest request's %u: use more requests\n", b->pct[i], b->cap[i],
+		fprintf(stderr, "bench-prefix: %u%% of the distinct blocks is %u blocks, fewer "
+			"than the largest request's %u: use more requests\n", b->pct[i], b->cap[i],
 			b->tr.max_nb);
 		return 1;
 	}
 	run_lru(&b->tr, b->cap[i], &b->lru[i]);
 	run_min(&b->tr, b->cap[i], &b->min[i]);
-	if (run_kvmem(b->seed, b->requests, b->cap[i], &b->kv[i]))
+	if (run_kvmem(b, b->cap[i], &b->kv[i]))
 		return 1;
 	if (b->kv[i].sim.queries != b->lru[i].queries) {
 		fprintf(stderr, "bench-prefix: kvmem saw %llu query blocks, the simulations %llu\n",
@@ -1023,10 +1074,11 @@ static int run_row(struct bench *b, u32 i)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: bench-prefix [-s SEED] [-r REQUESTS] [-q] [-c PCT]...\n"
+	fprintf(stderr, "usage: bench-prefix [-s SEED] [-r REQUESTS] [-q] [-b BATCH] [-c PCT]...\n"
 		"  -s SEED      trace seed (default %#llx)\n"
 		"  -r REQUESTS  requests in the trace (default %u)\n"
 		"  -q           quick: %u requests\n"
+		"  -b BATCH     kvmem's vm.reclaim_batch, 1..256 (default: the pool's)\n"
 		"  -c PCT       a capacity in percent of the distinct blocks, 1..1000;\n"
 		"               repeatable, up to %u (default 10, 25, 50)\n",
 		DEFAULT_SEED, DEFAULT_REQUESTS, QUICK_REQUESTS, MAX_CAPS);
@@ -1051,16 +1103,21 @@ static void parse_args(struct bench *b, int argc, char **argv)
 
 	b->seed = DEFAULT_SEED;
 	b->requests = DEFAULT_REQUESTS;
-	while ((c = getopt(argc, argv, "s:r:qc:h")) != -1) {
+	while ((c = getopt(argc, argv, "s:r:qb:c:h")) != -1) {
 		switch (c) {
 		case 's':
 			b->seed = parse_num(optarg, UINT64_MAX);
 			break;
 		case 'r':
-			b->requests = (u32)parse_num(optarg, 100000000);
+			b->requests = (u32)parse_num(optarg, 10000000);
 			break;
 		case 'q':
 			b->requests = QUICK_REQUESTS;
+			break;
+		case 'b':
+			b->batch = (u32)parse_num(optarg, 256);
+			if (!b->batch)
+				usage();
 			break;
 		case 'c':
 			if (b->nr_caps == MAX_CAPS)
@@ -1093,7 +1150,7 @@ int main(int argc, char **argv)
 	for (i = 0; i < b->nr_caps && !ret; i++)
 		ret = run_row(b, i);
 	if (!ret)
-		print_targets(b);
+		print_footer(b);
 	trace_free(&b->tr);
 	free(b);
 	return ret;

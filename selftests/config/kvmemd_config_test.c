@@ -4,7 +4,9 @@
  * file with and without KVMEMD_CONFIG_MISSING_OK; unknown, duplicate and
  * out-of-range keys and incomplete or unusable pools, each reported at its
  * FILE:LINE; set/get of the run-time keys and refusal of the others; the
- * reload check; print and load round trip; the example file.
+ * reload check; print and load round trip; the example file. The prefix
+ * cache keys: pool.NAME.prefix, and the tenant.NAME uid lists with their
+ * errors, lookup, reload and printing.
  *
  * daemon/config.c is not part of libkvmm.a, so it is compiled in here.
  */
@@ -87,6 +89,9 @@ TEST(defaults)
 	EXPECT_TRUE(kv_geometry_valid(&pc->geom));
 	EXPECT_EQ(64ull << 20, pc->device_mem);
 	EXPECT_EQ(256ull << 20, pc->host_mem);
+	EXPECT_EQ(KVMEMD_PREFIX_TENANT, pc->prefix);
+	EXPECT_EQ(0, cfg.nr_tenants);
+	EXPECT_EQ(-ENOENT, kvmemd_config_tenant(&cfg, 0));
 	EXPECT_EQ(65536, kv_frame_bytes(&pc->geom));
 	EXPECT_EQ(1024, pc->nr_frames[KV_TIER_DEVICE]);
 	EXPECT_EQ(4096, pc->nr_frames[KV_TIER_HOST]);
@@ -283,6 +288,11 @@ static const struct bad_file bad_files[] = {
 	{ "pool.a.host_mem = 1P\n", 1, "is not a size" },
 	{ "pool.abcdefghijklmnopqrstuvwxyz012345.layers = 1\n", 1,
 	  "pool name in 'pool.abcdefghijklmnopqrstuvwxyz012345.layers' is longer than 31 bytes" },
+	{ "pool.a.layers = 1\npool.a.prefix = shared\n", 2,
+	  "pool.a.prefix: 'shared' is not one of: tenant, global, off" },
+	{ "pool.a.prefix = Off\n", 1, "pool.a.prefix: 'Off' is not one of" },
+	{ "pool.a.prefix = off\n\npool.a.prefix = off\n", 3,
+	  "duplicate key 'pool.a.prefix' (first set at line 1)" },
 	/* syntax, through the same path */
 	{ "log.level info\n", 1, "expected 'key = value'" },
 	{ "log.level = \n", 1, "missing value for 'log.level'" },
@@ -411,6 +421,7 @@ TEST(get_every_key)
 		{ "pool.default.dtype", "fp16" },
 		{ "pool.default.device_mem", "64M" },
 		{ "pool.default.host_mem", "256M" },
+		{ "pool.default.prefix", "tenant" },
 	};
 	struct kvmemd_config cfg;
 	char buf[128];
@@ -474,7 +485,7 @@ TEST(set_refuses_restart_keys)
 	static const char *const restart[] = {
 		"socket.path", "socket.mode", "socket.group", "admin.group",
 		"device.backend", "pool.default.layers", "pool.default.host_mem",
-		"pool.newpool.layers",
+		"pool.newpool.layers", "pool.default.prefix", "pool.newpool.prefix",
 	};
 	struct kvmemd_config cfg, def;
 	char err[KV_CONFIG_ERR_MAX], want[128];
@@ -576,6 +587,325 @@ TEST(reload_diff_pools)
 		     err);
 }
 
+/* ---- pool.NAME.prefix ------------------------------------------------- */
+
+TEST(pool_prefix)
+{
+	static const struct {
+		const char *value;
+		u32 prefix;
+	} want[] = {
+		{ "tenant", KVMEMD_PREFIX_TENANT },
+		{ "global", KVMEMD_PREFIX_GLOBAL },
+		{ "off", KVMEMD_PREFIX_OFF },
+	};
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX], text[512], buf[32];
+	struct kvmemd_config cfg;
+	size_t i;
+
+	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		snprintf(text, sizeof(text), GEOM("a", "2")
+			 "pool.a.device_mem = 16K\npool.a.host_mem = 0\n"
+			 "pool.a.prefix = %s\n" GEOM("b", "2")
+			 "pool.b.device_mem = 16K\npool.b.host_mem = 0\n", want[i].value);
+		ASSERT_EQ(0, load_text(text, &cfg, path, err));
+		EXPECT_EQ(want[i].prefix, cfg.pools[0].prefix);
+		/* Optional: a pool without it caches per tenant. */
+		EXPECT_EQ(KVMEMD_PREFIX_TENANT, cfg.pools[1].prefix);
+		EXPECT_EQ(0, kvmemd_config_get(&cfg, "pool.a.prefix", buf, sizeof(buf)));
+		EXPECT_STREQ(want[i].value, buf);
+		EXPECT_EQ(0, kvmemd_config_get(&cfg, "pool.b.prefix", buf, sizeof(buf)));
+		EXPECT_STREQ("tenant", buf);
+	}
+	/* The prefix key alone does not make a pool. */
+	EXPECT_EQ(-EINVAL, load_text("pool.a.prefix = off\n", &cfg, path, err));
+	EXPECT_TRUE(err_is(err, path, 1, "pool 'a': missing pool.a.layers"));
+}
+
+TEST(pool_prefix_needs_a_restart)
+{
+	struct kvmemd_config old, new;
+	char err[KV_CONFIG_ERR_MAX];
+	u32 changed;
+
+	kvmemd_config_defaults(&old);
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new",
+					       "pool.default.layers = 4\n"
+					       "pool.default.kv_heads = 4\n"
+					       "pool.default.head_dim = 64\n"
+					       "pool.default.block_tokens = 16\n"
+					       "pool.default.dtype = fp16\n"
+					       "pool.default.device_mem = 64M\n"
+					       "pool.default.host_mem = 256M\n"
+					       "pool.default.prefix = tenant\n", err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(0, changed);
+	EXPECT_EQ(0, memcmp(&old, &new, sizeof(old)));
+
+	new.pools[0].prefix = KVMEMD_PREFIX_GLOBAL;
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_STREQ("pool.default.prefix changed from 'tenant' to 'global'; "
+		     "needs a restart", err);
+	new.pools[0].prefix = KVMEMD_PREFIX_OFF;
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&new, &old, &changed, err, sizeof(err)));
+	EXPECT_STREQ("pool.default.prefix changed from 'off' to 'tenant'; "
+		     "needs a restart", err);
+}
+
+/* ---- tenant.NAME ------------------------------------------------------- */
+
+TEST(tenants)
+{
+	static const char text[] =
+		"log.level = info\n"
+		"tenant.search = 1001, 1002,1003\n"
+		"tenant.batch = 0\n"
+		"tenant.9_lives = 4294967294,\t7   # blanks after a comma\n"
+		"tenant.a = \"5,  6\"\n";
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX] = "junk", buf[64];
+	const struct kvmemd_tenant_config *t;
+	struct kvmemd_config cfg;
+
+	ASSERT_EQ(0, load_text(text, &cfg, path, err));
+	EXPECT_STREQ("", err);
+	ASSERT_EQ(4, cfg.nr_tenants);
+	t = &cfg.tenants[0];
+	EXPECT_STREQ("search", t->name);
+	ASSERT_EQ(3, t->nr_uids);
+	EXPECT_EQ(1001, t->uids[0]);
+	EXPECT_EQ(1002, t->uids[1]);
+	EXPECT_EQ(1003, t->uids[2]);
+	EXPECT_EQ(0, t->uids[3]);
+	t = &cfg.tenants[1];
+	EXPECT_STREQ("batch", t->name);
+	ASSERT_EQ(1, t->nr_uids);
+	EXPECT_EQ(0, t->uids[0]);
+	t = &cfg.tenants[2];
+	EXPECT_STREQ("9_lives", t->name);
+	ASSERT_EQ(2, t->nr_uids);
+	EXPECT_EQ(4294967294u, t->uids[0]);
+	EXPECT_EQ(7, t->uids[1]);
+	EXPECT_STREQ("a", cfg.tenants[3].name);
+	EXPECT_EQ(2, cfg.tenants[3].nr_uids);
+
+	/* Lookup. */
+	EXPECT_EQ(0, kvmemd_config_tenant(&cfg, 1001));
+	EXPECT_EQ(0, kvmemd_config_tenant(&cfg, 1003));
+	EXPECT_EQ(1, kvmemd_config_tenant(&cfg, 0));
+	EXPECT_EQ(2, kvmemd_config_tenant(&cfg, 4294967294u));
+	EXPECT_EQ(2, kvmemd_config_tenant(&cfg, 7));
+	EXPECT_EQ(3, kvmemd_config_tenant(&cfg, 6));
+	EXPECT_EQ(-ENOENT, kvmemd_config_tenant(&cfg, 1000));
+	EXPECT_EQ(-ENOENT, kvmemd_config_tenant(&cfg, 1));
+	EXPECT_EQ(-ENOENT, kvmemd_config_tenant(&cfg, UINT32_MAX));
+
+	/* Get: the list as printed. */
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "tenant.search", buf, sizeof(buf)));
+	EXPECT_STREQ("1001,1002,1003", buf);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "tenant.9_lives", buf, sizeof(buf)));
+	EXPECT_STREQ("4294967294,7", buf);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "tenant.batch", buf, sizeof(buf)));
+	EXPECT_STREQ("0", buf);
+	EXPECT_EQ(-ERANGE, kvmemd_config_get(&cfg, "tenant.search", buf, 10));
+	EXPECT_EQ(-ERANGE, kvmemd_config_get(&cfg, "tenant.search", buf, 14));
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "tenant.search", buf, 15));
+	EXPECT_EQ(-ENOENT, kvmemd_config_get(&cfg, "tenant.nope", buf, sizeof(buf)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_get(&cfg, "tenant.", buf, sizeof(buf)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_get(&cfg, "tenant", buf, sizeof(buf)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_get(&cfg, "tenant.search.x", buf, sizeof(buf)));
+}
+
+static const struct bad_file bad_tenants[] = {
+	/* names */
+	{ "tenant = 1000\n", 1, "unknown key 'tenant'" },
+	{ "tenant.a.b = 1000\n", 1, "unknown key 'tenant.a.b'" },
+	{ "tenant._a = 1000\n", 1, "tenant name '_a' does not start with a letter or a digit" },
+	{ "tenant.abcdefghijklmnopqrstuvwxyz012345 = 1\n", 1,
+	  "tenant name in 'tenant.abcdefghijklmnopqrstuvwxyz012345' is longer than 31 bytes" },
+	/* the line parser takes keys of [a-z0-9_] only */
+	{ "tenant.Team = 1\n", 1, "invalid character 'T' in key 'tenant.Team'" },
+	{ "tenant.team-a = 1\n", 1, "invalid character '-' in key 'tenant.team-a'" },
+	/* duplicates */
+	{ "tenant.a = 1\n\ntenant.a = 2\n", 3,
+	  "duplicate key 'tenant.a' (first set at line 1)" },
+	/* uid lists */
+	{ "tenant.a = \" \"\n", 1, "tenant.a: empty uid list" },
+	{ "tenant.a = 1,,2\n", 1, "tenant.a: empty uid in '1,,2'" },
+	{ "tenant.a = 1,\n", 1, "tenant.a: empty uid in '1,'" },
+	{ "tenant.a = 1, \t\n", 1, "tenant.a: empty uid in '1,'" },
+	{ "tenant.a = ,1\n", 1, "tenant.a: empty uid in ',1'" },
+	{ "log.level = info\ntenant.a = 1000, bob\n", 2,
+	  "tenant.a: 'bob' is not a uid (a decimal number, 0..4294967294)" },
+	{ "tenant.a = 4294967295\n", 1, "tenant.a: '4294967295' is not a uid" },
+	{ "tenant.a = 99999999999999999999999\n", 1, "'99999999999999999999999' is not a uid" },
+	{ "tenant.a = 0x10\n", 1, "'0x10' is not a uid" },
+	{ "tenant.a = -1\n", 1, "'-1' is not a uid" },
+	{ "tenant.a = +1\n", 1, "'+1' is not a uid" },
+	{ "tenant.a = 1 ,2\n", 1, "'1 ' is not a uid" },
+	{ "tenant.a = 1;2\n", 1, "'1;2' is not a uid" },
+	{ "tenant.a = 5, 6, 5\n", 1, "tenant.a: uid 5 is listed twice" },
+	/* a uid in two tenants names both */
+	{ "tenant.a = 1000\n# x\ntenant.b = 1001, 1000\n", 3,
+	  "tenant.b: uid 1000 is already in tenant 'a' (line 1)" },
+	{ "tenant.a = 1\ntenant.b = 2\ntenant.c = 3,4\ntenant.d = 4\n", 4,
+	  "tenant.d: uid 4 is already in tenant 'c' (line 3)" },
+};
+
+TEST(bad_tenants_name_file_and_line)
+{
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX];
+	struct kvmemd_config cfg;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad_tenants) / sizeof(bad_tenants[0]); i++) {
+		memset(&cfg, 0x5a, sizeof(cfg));
+		EXPECT_EQ(-EINVAL, load_text(bad_tenants[i].text, &cfg, path, err));
+		EXPECT_TRUE(err_is(err, path, bad_tenants[i].line, bad_tenants[i].what));
+		EXPECT_EQ(0x5a5a5a5a, cfg.nr_tenants);
+	}
+}
+
+TEST(at_most_64_uids_per_tenant)
+{
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX];
+	static char text[2048], buf[TENANT_VALUE_MAX];
+	struct kvmemd_config cfg;
+	size_t n;
+	int i;
+
+	/* The longest value there is: 64 uids of 10 digits. */
+	n = (size_t)snprintf(text, sizeof(text), "tenant.big = ");
+	for (i = 0; i < KVMEMD_TENANT_UIDS_MAX; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n, "%s%u", i ? ", " : "",
+				      4294967294u - (u32)i);
+	snprintf(text + n, sizeof(text) - n, "\n");
+	ASSERT_EQ(0, load_text(text, &cfg, path, err));
+	ASSERT_EQ(1, cfg.nr_tenants);
+	EXPECT_EQ(64, cfg.tenants[0].nr_uids);
+	EXPECT_EQ(4294967294u - 63, cfg.tenants[0].uids[63]);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "tenant.big", buf, sizeof(buf)));
+	EXPECT_EQ(sizeof(buf) - 1, strlen(buf));
+	EXPECT_EQ(-ERANGE, kvmemd_config_get(&cfg, "tenant.big", buf, sizeof(buf) - 1));
+	EXPECT_EQ(0, kvmemd_config_tenant(&cfg, 4294967294u - 63));
+
+	snprintf(text + n, sizeof(text) - n, ",1\n");
+	EXPECT_EQ(-EINVAL, load_text(text, &cfg, path, err));
+	EXPECT_TRUE(err_is(err, path, 1, "tenant.big: more than 64 uids"));
+}
+
+TEST(at_most_32_tenants)
+{
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX];
+	static char text[4096];
+	struct kvmemd_config cfg;
+	size_t n = 0;
+	int i;
+
+	for (i = 0; i < KVMEMD_MAX_TENANTS; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n, "tenant.t%d = %d, %d\n",
+				      i, 2 * i, 2 * i + 1);
+	ASSERT_EQ(0, load_text(text, &cfg, path, err));
+	ASSERT_EQ(32, cfg.nr_tenants);
+	EXPECT_STREQ("t31", cfg.tenants[31].name);
+	EXPECT_EQ(31, kvmemd_config_tenant(&cfg, 63));
+	EXPECT_EQ(-ENOENT, kvmemd_config_tenant(&cfg, 64));
+	snprintf(text + n, sizeof(text) - n, "\ntenant.t32 = 64\n");
+	EXPECT_EQ(-EINVAL, load_text(text, &cfg, path, err));
+	EXPECT_TRUE(err_is(err, path, 34, "tenant 't32': too many tenants (at most 32)"));
+}
+
+TEST(set_refuses_tenants)
+{
+	struct kvmemd_config cfg, before;
+	char err[KV_CONFIG_ERR_MAX];
+
+	ASSERT_EQ(0, kvmemd_config_load_string(&cfg, "a", "tenant.search = 1001\n",
+					       err, sizeof(err)));
+	before = cfg;
+	/* A tenant that is there, or could be: edit the file, then SIGHUP. */
+	EXPECT_EQ(-EROFS, kvmemd_config_set(&cfg, "tenant.search", "1001,1002", err,
+					    sizeof(err)));
+	EXPECT_STREQ("tenant.search: edit the file and reload (SIGHUP)", err);
+	EXPECT_EQ(-EROFS, kvmemd_config_set(&cfg, "tenant.batch", "2000", err, sizeof(err)));
+	EXPECT_STREQ("tenant.batch: edit the file and reload (SIGHUP)", err);
+	/* Not a tenant key at all. */
+	EXPECT_EQ(-ENOENT, kvmemd_config_set(&cfg, "tenant._x", "1", err, sizeof(err)));
+	EXPECT_STREQ("tenant._x: unknown key", err);
+	EXPECT_EQ(-ENOENT, kvmemd_config_set(&cfg, "tenant.a.b", "1", err, sizeof(err)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_set(&cfg, "tenant.Search", "1", err, sizeof(err)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_set(&cfg, "tenant.", "1", err, sizeof(err)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_set(&cfg, "tenant", "1", err, sizeof(err)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_set(&cfg,
+					     "tenant.abcdefghijklmnopqrstuvwxyz012345", "1",
+					     err, sizeof(err)));
+	EXPECT_EQ(0, memcmp(&before, &cfg, sizeof(cfg)));
+}
+
+TEST(reload_diff_tenants)
+{
+	static const char ab[] = "tenant.a = 1000, 1001\ntenant.b = 2000\n";
+	struct kvmemd_config old, new;
+	char err[KV_CONFIG_ERR_MAX];
+	u32 changed = 99;
+
+	/* Tenants added: a run-time change. */
+	kvmemd_config_defaults(&old);
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new", ab, err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_CHANGED_TENANTS, changed);
+	EXPECT_STREQ("", err);
+	/* ... and removed. */
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&new, &old, &changed, err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_CHANGED_TENANTS, changed);
+
+	/* The same tenants: no change. */
+	ASSERT_EQ(0, kvmemd_config_load_string(&old, "old", ab, err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(0, changed);
+
+	/* Another uid, another order of uids, of tenants, another name. */
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new",
+					       "tenant.a = 1000, 1002\ntenant.b = 2000\n",
+					       err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_CHANGED_TENANTS, changed);
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new",
+					       "tenant.a = 1001, 1000\ntenant.b = 2000\n",
+					       err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_CHANGED_TENANTS, changed);
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new",
+					       "tenant.b = 2000\ntenant.a = 1000, 1001\n",
+					       err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_CHANGED_TENANTS, changed);
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new",
+					       "tenant.a = 1000, 1001\ntenant.c = 2000\n",
+					       err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_CHANGED_TENANTS, changed);
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new",
+					       "tenant.a = 1000, 1001\n"
+					       "tenant.b = 2000, 2001\n", err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_CHANGED_TENANTS, changed);
+
+	/* With other run-time keys. */
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new",
+					       "log.level = debug\ntenant.a = 1000\n",
+					       err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_CHANGED_TENANTS | KVMEMD_CHANGED_LOG_LEVEL, changed);
+
+	/* A restart-only key still refuses the whole reload. */
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new",
+					       "device.backend = cpu\ntenant.a = 1000\n",
+					       err, sizeof(err)));
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_STREQ("device.backend changed from 'auto' to 'cpu'; needs a restart", err);
+	EXPECT_EQ(KVMEMD_CHANGED_TENANTS, changed);
+}
+
 TEST(print_loads_back)
 {
 	static const char text[] =
@@ -585,7 +915,11 @@ TEST(print_loads_back)
 		"log.level = warn\n"
 		"vm.min_free_kbytes = 12345\n"
 		GEOM("x", "3") "pool.x.device_mem = 1536K\npool.x.host_mem = 1000000\n"
-		GEOM("y", "1") "pool.y.device_mem = 1G\npool.y.host_mem = 0\n";
+		"tenant.search = 1001, 1002\n"
+		GEOM("y", "1") "pool.y.device_mem = 1G\npool.y.host_mem = 0\n"
+		"pool.y.prefix = off\n"
+		"tenant.0 = 0\n"
+		"pool.x.prefix = global\n";
 	struct kvmemd_config cfg, back;
 	char err[KV_CONFIG_ERR_MAX];
 	char *t1, *t2;
@@ -599,6 +933,42 @@ TEST(print_loads_back)
 	EXPECT_NE_NULL(strstr(t1, "pool.x.device_mem = 1536K\n"));
 	EXPECT_NE_NULL(strstr(t1, "pool.x.host_mem = 1000000\n"));
 	EXPECT_NE_NULL(strstr(t1, "pool.y.device_mem = 1G\n"));
+	EXPECT_NE_NULL(strstr(t1, "pool.x.prefix = global\n"));
+	EXPECT_NE_NULL(strstr(t1, "pool.y.prefix = off\n"));
+	EXPECT_NE_NULL(strstr(t1, "tenant.search = 1001,1002\ntenant.0 = 0\npool.x."));
+	if (kvmemd_config_load_string(&back, "printed", t1, err, sizeof(err)))
+		TH_LOG("%s", err);
+	t2 = config_text(&back);
+	ASSERT_NE_NULL(t2);
+	EXPECT_STREQ(t1, t2);
+	EXPECT_EQ(0, memcmp(&cfg, &back, sizeof(cfg)));
+	EXPECT_EQ(2, back.nr_tenants);
+	EXPECT_EQ(KVMEMD_PREFIX_GLOBAL, back.pools[0].prefix);
+	EXPECT_EQ(KVMEMD_PREFIX_OFF, back.pools[1].prefix);
+	free(t1);
+	free(t2);
+}
+
+/* The longest tenant value, and the most tenants, print and load back. */
+TEST(print_loads_back_most_tenants)
+{
+	struct kvmemd_config cfg, back;
+	char err[KV_CONFIG_ERR_MAX];
+	struct kvmemd_tenant_config *t;
+	char *t1, *t2;
+	u32 i, j;
+
+	kvmemd_config_defaults(&cfg);
+	cfg.nr_tenants = KVMEMD_MAX_TENANTS;
+	for (i = 0; i < KVMEMD_MAX_TENANTS; i++) {
+		t = &cfg.tenants[i];
+		snprintf(t->name, sizeof(t->name), "t%02u_abcdefghijklmnopqrstuvwxyz0", i);
+		t->nr_uids = KVMEMD_TENANT_UIDS_MAX;
+		for (j = 0; j < KVMEMD_TENANT_UIDS_MAX; j++)
+			t->uids[j] = 4294967294u - i * KVMEMD_TENANT_UIDS_MAX - j;
+	}
+	t1 = config_text(&cfg);
+	ASSERT_NE_NULL(t1);
 	if (kvmemd_config_load_string(&back, "printed", t1, err, sizeof(err)))
 		TH_LOG("%s", err);
 	t2 = config_text(&back);

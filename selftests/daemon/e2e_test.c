@@ -249,7 +249,7 @@ TEST_F(kvmemd, admin_operations_need_privilege)
 			_exit(11);
 		if (kvc_sysctl_set(c, "vm.watermark_scale_factor", "99") != -EPERM)
 			_exit(12);
-		if (kvc_drop_caches(c, 0) != -EPERM)
+		if (kvc_drop_caches(c, 0, 0) != -EPERM)
 			_exit(13);
 		if (kvc_sysctl_get(c, "vm.watermark_scale_factor", v, sizeof(v)))
 			_exit(14);
@@ -330,7 +330,7 @@ TEST_F(kvmemd, contents_survive_reclaim)
 	EXPECT_LT(0, stat_value(text, "pgpromote "));
 	/* Four sequences of 6 blocks never fit the 16 device frames at once. */
 	EXPECT_EQ(-ENOMEM, kvc_activate(self->c, seq, 4, 0, NULL));
-	EXPECT_EQ(0, kvc_drop_caches(self->c, 0) < 0);
+	EXPECT_EQ(0, kvc_drop_caches(self->c, 0, 0) < 0);
 }
 
 /* Requests this client has made, from the daemon's clients list. */
@@ -377,7 +377,7 @@ TEST_F(kvmemd, local_appends_from_the_reserve)
 	EXPECT_EQ(6, stat_value(text, "Blocks:"));
 	/* Demote everything and bring it back: the daemon kept our data. */
 	ASSERT_EQ(0, kvc_deactivate(self->c, &seq, 1));
-	EXPECT_LT(0, kvc_drop_caches(self->c, 0));
+	EXPECT_LT(0, kvc_drop_caches(self->c, 0, 0));
 	ASSERT_EQ(0, kvc_activate(self->c, &seq, 1, 0, NULL));
 	EXPECT_EQ(0, check_vals(self->c, self->pool, seq, vals, 24));
 	ASSERT_EQ(0, step_vals(self->c, self->pool, seq, 4, 7024));
@@ -440,7 +440,7 @@ TEST_F(kvmemd, step_after_activate_gives_exact_tables)
 	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &b));
 	ASSERT_EQ(0, step_vals(self->c, self->pool, a, 6, 10));
 	ASSERT_EQ(0, kvc_deactivate(self->c, &a, 1));
-	EXPECT_LT(0, kvc_drop_caches(self->c, 0));	/* a's blocks move */
+	EXPECT_LT(0, kvc_drop_caches(self->c, 0, 0));	/* a's blocks move */
 	ASSERT_EQ(0, kvc_activate(self->c, &a, 1, 0, NULL));
 	ss[0] = (struct kvc_step_seq){ .seq = a, .nr_tokens = 1, .slots = sa };
 	ss[1] = (struct kvc_step_seq){ .seq = b, .nr_tokens = 4, .slots = sb };

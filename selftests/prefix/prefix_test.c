@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include "kselftest_harness.h"
 #include "../mm/mm_test.h"
+#include "lib/siphash.h"
 
 /* The content a kernel would write for token @id at position @pos. */
 static u32 kv_of(u32 id, u32 pos)
@@ -192,23 +193,46 @@ TEST(forced_collisions_never_match)
 	}
 }
 
-/* Two prompts that differ only in their second block under a 1-bit hash. */
+/*
+ * Prompts that differ from one another only in their second block, under a
+ * 1-bit hash: most of those blocks collide with a's (all but 1 in 2^16
+ * runs have one that does), and none may match it.
+ */
 TEST(collision_in_a_chain)
 {
-	struct kv_pool *pool = prefix_pool(64, 16, 0);
-	u32 a[12] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 }, b[12];
+	struct kv_pool *pool = prefix_pool(128, 16, 0);
+	u32 a[12] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 }, b[12], v;
 
 	ASSERT_NE_NULL(pool);
 	kv_prefix_set_hash_bits(pool, 1);
-	memcpy(b, a, sizeof(a));
-	b[5] = 99;
 	EXPECT_EQ(0, request(pool, 0, a, 12));
-	/* b's first block matches; its second collides with a's at best. */
-	EXPECT_EQ(4, request(pool, 0, b, 12));
+	memcpy(b, a, sizeof(a));
+	for (v = 0; v < 16; v++) {
+		b[5] = 100 + v;
+		EXPECT_EQ(4, request(pool, 0, b, 12));
+		EXPECT_EQ(12, request(pool, 0, b, 12));
+	}
 	EXPECT_EQ(12, request(pool, 0, a, 12));
-	EXPECT_EQ(12, request(pool, 0, b, 12));
 	EXPECT_POOL_OK(pool);
 	kv_pool_destroy(pool);
+}
+
+/* SipHash-2-4's reference vectors (key 00..0f, messages 00..len-1). */
+TEST(siphash_reference_vectors)
+{
+	struct siphash_key key;
+	unsigned char k[16], m[64];
+	int i;
+
+	for (i = 0; i < 16; i++)
+		k[i] = (unsigned char)i;
+	for (i = 0; i < 64; i++)
+		m[i] = (unsigned char)i;
+	memcpy(&key, k, sizeof(key));
+	EXPECT_EQ(0x726fdb47dd0e0e31ull, siphash(m, 0, &key));
+	EXPECT_EQ(0xa129ca6149be45e5ull, siphash(m, 15, &key));
+	EXPECT_EQ(0x958a324ceb064572ull, siphash(m, 63, &key));
+	EXPECT_NE(siphash(m, 63, &key), siphash13(m, 63, &key));
 }
 
 /* Cached blocks held only by the cache, per tier. */
@@ -278,6 +302,31 @@ TEST(eviction_leaves_first_coldest_first)
 	kv_pool_destroy(pool);
 }
 
+/*
+ * A prefix split across tiers (one of its two blocks demoted, whichever
+ * reclaim picked): reclaim of the host tier still gets to its block, even
+ * when that block is the parent of one on the device.
+ */
+TEST(eviction_across_tiers)
+{
+	u32 a[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, round;
+	struct kv_pool *pool = prefix_pool(32, 8, 0);
+	struct kv_meminfo mi;
+
+	ASSERT_NE_NULL(pool);
+	ASSERT_EQ(0, request(pool, 0, a, 8));
+	ASSERT_EQ(1u, kv_reclaim(pool, KV_TIER_DEVICE, 1));
+	kv_pool_meminfo(pool, &mi);
+	ASSERT_EQ(1u, mi.tier[KV_TIER_HOST].cached);
+	for (round = 0; round < 2 && mi.tier[KV_TIER_HOST].cached; round++) {
+		EXPECT_EQ(1u, kv_reclaim(pool, KV_TIER_HOST, 1));
+		kv_pool_meminfo(pool, &mi);
+	}
+	EXPECT_EQ(0u, mi.tier[KV_TIER_HOST].cached);
+	EXPECT_POOL_OK(pool);
+	kv_pool_destroy(pool);
+}
+
 TEST(pinned_prefixes_are_never_evicted)
 {
 	struct kv_pool *pool = prefix_pool(24, 4, 0);
@@ -306,15 +355,15 @@ TEST(pinned_prefixes_are_never_evicted)
 	EXPECT_LT(0, (int)kv_vmstat_read(pool, KV_PREFIX_EVICT));
 	EXPECT_EQ(16, request(pool, 0, sys, 16));
 	/* Unpinned, it goes like any other. */
-	EXPECT_EQ(0, kv_prefix_set_pinned(pool, "system", 0));
-	EXPECT_EQ(-ENOENT, kv_prefix_set_pinned(pool, "nope", 0));
+	EXPECT_EQ(0, kv_prefix_set_pinned(pool, "system", 0, KV_TENANT_ANY));
+	EXPECT_EQ(-ENOENT, kv_prefix_set_pinned(pool, "nope", 0, KV_TENANT_ANY));
 	for (i = 0; i < 40; i++) {
 		random_ids(&rng, other, 16, 1 << 20);
 		ASSERT_LE(0, request(pool, 0, other, 16));
 	}
 	EXPECT_EQ(0, probe(pool, sys, 16));
 	/* Its name went with it. */
-	EXPECT_EQ(-ENOENT, kv_prefix_set_pinned(pool, "system", 1));
+	EXPECT_EQ(-ENOENT, kv_prefix_set_pinned(pool, "system", 1, KV_TENANT_ANY));
 	EXPECT_POOL_OK(pool);
 	kv_pool_destroy(pool);
 }
@@ -333,8 +382,10 @@ TEST(forget_and_drop)
 	kv_seq_deactivate(seq);
 	kv_seq_free(seq);
 	EXPECT_EQ(0u, kv_prefix_drop(pool));	/* all pinned */
-	EXPECT_EQ(0, kv_prefix_forget(pool, "p"));
-	EXPECT_EQ(-ENOENT, kv_prefix_forget(pool, "p"));
+	EXPECT_EQ(-EPERM, kv_prefix_forget(pool, "p", 7));	/* another tenant's */
+	EXPECT_EQ(-EPERM, kv_prefix_set_pinned(pool, "p", 0, 7));
+	EXPECT_EQ(0, kv_prefix_forget(pool, "p", 0));
+	EXPECT_EQ(-ENOENT, kv_prefix_forget(pool, "p", 0));
 	EXPECT_EQ(4u, kv_prefix_drop(pool));
 	EXPECT_EQ(0u, cached(pool));
 	EXPECT_POOL_OK(pool);

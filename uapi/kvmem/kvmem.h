@@ -30,6 +30,7 @@
 #define KVMEM_STEP_MAX_SEQS	4096		/* sequences in one step */
 #define KVMEM_STEP_MAX_TOKENS	16384		/* tokens in one step */
 #define KVMEM_RESERVE_MAX	4096		/* frames in a client's reserve, per pool */
+#define KVMEM_PREFIX_NAME_MAX	64		/* named prefixes, with the NUL */
 #define KVMEM_DEFAULT_SOCKET	"/run/kvmemd/kvmemd.sock"
 #define KVMEM_SOCKET_ENV	"KVMEM_SOCKET"
 
@@ -53,7 +54,9 @@
 #define KVMEM_OP_DROP_CACHES	14
 #define KVMEM_OP_CLIENTS	15
 #define KVMEM_OP_RESERVE	16
-#define KVMEM_OP_MAX		16
+#define KVMEM_OP_PREFIX_MATCH	17
+#define KVMEM_OP_PREFIX_PIN	18
+#define KVMEM_OP_MAX		18
 
 /**
  * struct kvmem_hdr - first bytes of every message
@@ -300,6 +303,7 @@ struct kvmem_step_seq_reply {
 #define KVMEM_STATS_MEMINFO	1
 #define KVMEM_STATS_VMSTAT	2
 #define KVMEM_STATS_ZONEINFO	3
+#define KVMEM_STATS_PREFIX	4	/* prefix cache: counters per tenant, names, largest */
 
 /**
  * struct kvmem_stats - STATS request; the reply body is text (`Name: value`
@@ -330,18 +334,21 @@ struct kvmem_sysctl {
 	__u64 reserved[2];
 };
 
+/* struct kvmem_drop_caches.what */
+#define KVMEM_DROP_DEMOTE	(1u << 0)	/* demote unpinned device blocks to host */
+#define KVMEM_DROP_PREFIX	(1u << 1)	/* evict every evictable cached prefix block */
+
 /**
- * struct kvmem_drop_caches - DROP_CACHES request (admin): demote every
- * unpinned block of the device tier to the host tier
+ * struct kvmem_drop_caches - DROP_CACHES request (admin)
  * @pool:     pool handle, or 0 for every pool
- * @pad:      must be 0
+ * @what:     KVMEM_DROP_* bits; 0 means KVMEM_DROP_DEMOTE
  * @reserved: must be 0
  *
- * The reply's status is the number of blocks moved.
+ * The reply's status is the number of blocks moved or dropped.
  */
 struct kvmem_drop_caches {
 	__u32 pool;
-	__u32 pad;
+	__u32 what;
 	__u64 reserved[2];
 };
 
@@ -384,6 +391,75 @@ struct kvmem_reserve_reply {
 	__u32 nr_reserved;
 	__u32 nr_added;
 	__u64 reserved[1];
+};
+
+/**
+ * struct kvmem_prefix_match - PREFIX_MATCH request: start an empty,
+ * inactive sequence with the longest cached prefix of a prompt
+ * @seq:        the sequence: no tokens, not active
+ * @nr_tokens:  the prompt's tokens
+ * @tokens_off: offset from the start of this struct of their ids (__u32),
+ *              4-byte aligned, at least the size of this struct
+ * @pad:        must be 0
+ * @reserved:   must be 0
+ *
+ * Only whole blocks match, and only blocks the client's tenant may see
+ * (its own, or every tenant's in a pool with `prefix = global`). The
+ * matched blocks join the sequence; the client then STEPs the rest of the
+ * prompt (with its ids), which also activates the sequence. The status is
+ * the number of tokens matched.
+ */
+struct kvmem_prefix_match {
+	__u64 seq;
+	__u32 nr_tokens;
+	__u32 tokens_off;
+	__u32 pad;
+	__u32 reserved[3];
+};
+
+/**
+ * struct kvmem_prefix_match_reply - PREFIX_MATCH reply
+ * @tokens:      tokens matched (a multiple of block_tokens)
+ * @blocks:      blocks matched
+ * @tier_tokens: of @tokens, those found on each tier (KVMEM_TIER_*)
+ * @reserved:    0
+ */
+struct kvmem_prefix_match_reply {
+	__u32 tokens;
+	__u32 blocks;
+	__u32 tier_tokens[KVMEM_NR_TIERS];
+	__u64 reserved[2];
+};
+
+/* struct kvmem_prefix_pin.op */
+#define KVMEM_PREFIX_PIN	1	/* cache @seq's prefix and pin it as @name */
+#define KVMEM_PREFIX_UNPIN	2	/* unpin @name: it may be evicted, name and all */
+#define KVMEM_PREFIX_REPIN	3	/* pin @name again */
+#define KVMEM_PREFIX_FORGET	4	/* unpin @name and drop the name */
+
+/**
+ * struct kvmem_prefix_pin - PREFIX_PIN request: named, pinned prefixes
+ * (system prompts), never evicted while pinned
+ * @op:       KVMEM_PREFIX_*
+ * @pool:     UNPIN, REPIN, FORGET: pool handle, or 0 for every pool;
+ *            PIN: 0
+ * @seq:      PIN: the sequence whose prefix is named (the client has
+ *            written the K and V of all its tokens); 0 otherwise
+ * @name:     1..63 printable characters, no spaces, NUL-terminated;
+ *            unique in its pool
+ * @reserved: must be 0
+ *
+ * UNPIN, REPIN and FORGET are allowed to the tenant that named the prefix
+ * and to admins. The status is the number of tokens pinned (PIN) or 0;
+ * -EEXIST for a name in use, -ENODATA when the sequence has no full block
+ * with known token ids, -ENOENT for an unknown name.
+ */
+struct kvmem_prefix_pin {
+	__u32 op;
+	__u32 pool;
+	__u64 seq;
+	char name[KVMEM_PREFIX_NAME_MAX];
+	__u64 reserved[2];
 };
 
 #endif /* _UAPI_KVMEM_KVMEM_H */

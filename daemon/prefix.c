@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The prefix cache as the daemon serves it: tenants (a client's uid, or the
+ * tenant.NAME its uid is listed in), PREFIX_MATCH and PREFIX_PIN, and the
+ * names shown in `kvmemctl prefix`. The cache itself is mm/prefix.c.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include "kvmemd.h"
+#include "msg.h"
+
+/**
+ * kvmemd_tenant() - the tenant of a uid: the index of its tenant.NAME key
+ * above KVMEMD_TENANT_NAMED, else the uid itself
+ * @d:   daemon
+ * @uid: peer uid
+ */
+u32 kvmemd_tenant(struct kvmemd *d, uid_t uid)
+{
+	int i = kvmemd_config_tenant(&d->cfg, (u32)uid);
+
+	return i < 0 ? (u32)uid : KVMEMD_TENANT_NAMED + (u32)i;
+}
+
+/**
+ * kvmemd_tenant_name() - a tenant's label for reports: its name, or
+ * "uid N"
+ * @tenant: from kvmemd_tenant()
+ * @buf:    output
+ * @len:    its size
+ * @arg:    the daemon
+ */
+void kvmemd_tenant_name(u32 tenant, char *buf, size_t len, void *arg)
+{
+	struct kvmemd *d = arg;
+	u32 i = tenant - KVMEMD_TENANT_NAMED;
+
+	if (tenant >= KVMEMD_TENANT_NAMED && i < d->cfg.nr_tenants)
+		snprintf(buf, len, "%s", d->cfg.tenants[i].name);
+	else if (tenant >= KVMEMD_TENANT_NAMED)
+		snprintf(buf, len, "tenant#%u", i);	/* removed by a reload */
+	else
+		snprintf(buf, len, "uid:%u", tenant);
+}
+
+/* The fixed part of a PREFIX_MATCH; the ids located and checked. */
+static int match_parse(const void *b, size_t blen, struct kvmem_prefix_match *req)
+{
+	const size_t head = 16;		/* seq, nr_tokens, tokens_off */
+	int err;
+
+	if (blen < head)
+		return -EINVAL;
+	memcpy(req, b, head);
+	if (req->tokens_off % 4 || (req->nr_tokens && !req->tokens_off))
+		return -EINVAL;
+	if (!req->nr_tokens)
+		req->tokens_off = (u32)sizeof(*req);
+	err = kvmem_copy_head(req, sizeof(*req), b, blen, head, &req->tokens_off, 1);
+	if (err)
+		return err;
+	if (req->pad || !kvmem_all_zero(req->reserved, sizeof(req->reserved)) ||
+	    req->nr_tokens > (blen - req->tokens_off) / sizeof(u32))
+		return -EINVAL;
+	return 0;
+}
+
+/**
+ * kvmemd_op_prefix_match() - the PREFIX_MATCH request
+ * @d:       daemon
+ * @c:       client
+ * @b:       request body
+ * @blen:    its length
+ * @out:     reply body buffer
+ * @room:    its size
+ * @out_len: receives the reply body's length
+ *
+ * Return: tokens matched, or -EINVAL (malformed; the sequence holds tokens
+ * or is active), -ENOENT (no such sequence), -ENOMEM.
+ */
+int kvmemd_op_prefix_match(struct kvmemd *d, struct kvmemd_client *c, const void *b,
+			   size_t blen, char *out, size_t room, size_t *out_len)
+{
+	struct kvmem_prefix_match_reply *rep = (struct kvmem_prefix_match_reply *)out;
+	struct kvmem_prefix_match req;
+	struct kv_prefix_hit hit;
+	struct kvmemd_seq *s;
+	int ret, t;
+
+	ret = match_parse(b, blen, &req);
+	if (ret)
+		return ret;
+	s = idr_find(&c->seqs, req.seq);
+	if (!s)
+		return -ENOENT;
+	if (room < sizeof(*rep))
+		return -ENOBUFS;
+	ret = kv_prefix_match(s->seq, (const u32 *)((const char *)b + req.tokens_off),
+			      req.nr_tokens, &hit);
+	if (ret < 0)
+		return ret;
+	memset(rep, 0, sizeof(*rep));
+	rep->tokens = hit.tokens;
+	rep->blocks = hit.blocks;
+	for (t = 0; t < KVMEM_NR_TIERS; t++)
+		rep->tier_tokens[t] = hit.tier_tokens[t];
+	*out_len = sizeof(*rep);
+	return ret;
+}
+
+/* UNPIN, REPIN, FORGET of a name in one pool or all. */
+static int pin_by_name(struct kvmemd *d, struct kvmemd_client *c,
+		       const struct kvmem_prefix_pin *req)
+{
+	u32 tenant = c->admin ? KV_TENANT_ANY : kvmemd_tenant(d, c->uid), i;
+	int err = -ENOENT, e;
+
+	for (i = 0; i < d->nr_pools; i++) {
+		if (req->pool && req->pool != d->pools[i].handle)
+			continue;
+		if (req->op == KVMEM_PREFIX_FORGET)
+			e = kv_prefix_forget(d->pools[i].pool, req->name, tenant);
+		else
+			e = kv_prefix_set_pinned(d->pools[i].pool, req->name,
+						 req->op == KVMEM_PREFIX_REPIN, tenant);
+		if (e != -ENOENT)
+			err = e;
+	}
+	if (!err)
+		kvlog(d, KVLOG_INFO, "prefix %s: %s (uid %u)", req->name,
+		      req->op == KVMEM_PREFIX_FORGET ? "forgotten" :
+		      req->op == KVMEM_PREFIX_REPIN ? "pinned" : "unpinned", c->uid);
+	return err;
+}
+
+/**
+ * kvmemd_op_prefix_pin() - the PREFIX_PIN request
+ * @d:    daemon
+ * @c:    client
+ * @b:    request body
+ * @blen: its length
+ *
+ * Return: tokens pinned (PIN), 0, or a negative errno (see struct
+ * kvmem_prefix_pin).
+ */
+int kvmemd_op_prefix_pin(struct kvmemd *d, struct kvmemd_client *c, const void *b,
+			 size_t blen)
+{
+	struct kvmem_prefix_pin req;
+	struct kvmemd_seq *s;
+	int err;
+
+	err = kvmem_copy_body(&req, sizeof(req), b, blen);
+	if (err)
+		return err;
+	if (!memchr(req.name, '\0', sizeof(req.name)) || !req.name[0] ||
+	    !kvmem_all_zero(req.reserved, sizeof(req.reserved)) ||
+	    req.op < KVMEM_PREFIX_PIN || req.op > KVMEM_PREFIX_FORGET)
+		return -EINVAL;
+	if (req.op != KVMEM_PREFIX_PIN) {
+		if (req.seq || (req.pool && !kvmemd_pool_get(d, req.pool)))
+			return req.seq ? -EINVAL : -ENOENT;
+		return pin_by_name(d, c, &req);
+	}
+	if (req.pool)
+		return -EINVAL;
+	s = idr_find(&c->seqs, req.seq);
+	if (!s)
+		return -ENOENT;
+	err = kv_prefix_pin(s->seq, req.name);
+	if (err > 0)
+		kvlog(d, KVLOG_INFO, "prefix %s: %d tokens pinned in pool %s (uid %u)", req.name,
+		      err, s->pool->name, c->uid);
+	return err;
+}
