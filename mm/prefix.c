@@ -458,33 +458,56 @@ static void count_match(struct kv_pool *pool, u32 tenant, u32 n, const struct kv
 		ts->hit_tokens[t] += hit->tier_tokens[t];
 }
 
+/* Prefetch what looking up hash @h will read first: its bucket's node. */
+static void prefetch_head(struct kv_pool *pool, u64 h)
+{
+	u32 head = pool->prefix.buckets[h & pool->prefix.bucket_mask];
+
+	if (head == KV_PREFIX_NONE)
+		return;
+	__builtin_prefetch(pnode(pool, head));
+	__builtin_prefetch(node_ids(pool, head));
+	__builtin_prefetch(kv_block(pool, head));
+}
+
+/* How far ahead a match hashes and prefetches buckets, and then nodes. */
+#define AHEAD_BUCKET	4
+#define AHEAD_NODE	2
+#define AHEAD_RING	8	/* a power of two above AHEAD_BUCKET */
+
 /*
  * Walk the prompt's blocks through the cache; the matched blocks join
- * @seq. The next block's hash is computed, and its bucket prefetched,
- * before the current block is compared.
+ * @seq. A pipeline hides the cache misses: while block i is compared,
+ * block i + AHEAD_BUCKET is hashed and its bucket prefetched, and block
+ * i + AHEAD_NODE's first node, token ids and descriptor are prefetched.
  */
 static void match_locked(struct kv_seq *seq, const u32 *ids, u32 nb, struct kv_prefix_hit *hit)
 {
 	struct kv_pool *pool = seq->pool;
 	struct kv_prefix *pc = &pool->prefix;
-	u32 bt = pool->geom.block_tokens, parent = KV_PREFIX_NONE, i, found;
-	u64 ns = seq_ns(seq), h, next;
+	u32 bt = pool->geom.block_tokens, parent = KV_PREFIX_NONE, i, k, found;
+	u64 ns = seq_ns(seq), h[AHEAD_RING], ph = 0;
 	struct kv_block *b;
 
-	next = block_hash(pool, ns, 0, ids);
+	for (k = 0; k < AHEAD_BUCKET && k < nb; k++) {
+		ph = h[k] = block_hash(pool, ns, ph, ids + (size_t)k * bt);
+		__builtin_prefetch(&pc->buckets[ph & pc->bucket_mask]);
+	}
 	for (i = 0; i < nb; i++) {
-		h = next;
-		if (i + 1 < nb) {
-			next = block_hash(pool, ns, h, ids + (size_t)(i + 1) * bt);
-			__builtin_prefetch(&pc->buckets[next & pc->bucket_mask]);
+		if (k < nb) {
+			ph = h[k % AHEAD_RING] = block_hash(pool, ns, ph, ids + (size_t)k * bt);
+			__builtin_prefetch(&pc->buckets[ph & pc->bucket_mask]);
+			k++;
 		}
-		found = prefix_lookup(pool, h, ns, parent, ids + (size_t)i * bt);
+		if (i + AHEAD_NODE < nb)
+			prefetch_head(pool, h[(i + AHEAD_NODE) % AHEAD_RING]);
+		found = prefix_lookup(pool, h[i % AHEAD_RING], ns, parent, ids + (size_t)i * bt);
 		if (found == KV_PREFIX_NONE)
 			break;
 		b = kv_block(pool, found);
 		kv_block_get(b);
+		prefix_recheck(pool, b);	/* out of the heap: no reordering */
 		prefix_touch(pool, b);
-		prefix_recheck(pool, b);
 		seq->table[i] = found;
 		hit->tier_tokens[b->tier] += bt;
 		parent = found;
