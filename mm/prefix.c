@@ -820,7 +820,8 @@ int prefix_init(struct kv_pool *pool)
 	pc->hash_mask = UINT64_MAX;
 	if (!prefix_on(pool))
 		return 0;
-	while (nb < n)
+	/* A load factor of 1/4 at most: a lookup rarely walks past one node. */
+	while (nb < 4 * (u64)n)
 		nb *= 2;
 	pc->nodes = calloc(n, sizeof(*pc->nodes));
 	pc->tokens = malloc((size_t)n * pool->geom.block_tokens * sizeof(u32));
