@@ -30,6 +30,8 @@ echo "== kvmemctl pools"
 "$b/daemon/kvmemctl" pools
 echo "== kvmemctl vmstat"
 "$b/daemon/kvmemctl" vmstat
+echo "== kvmemctl prefix"
+"$b/daemon/kvmemctl" prefix
 kill "$pid"
 wait "$pid"
 pid=

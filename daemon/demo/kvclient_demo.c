@@ -7,7 +7,10 @@
  * (kvc_append() into the client's reserve), the rest through batched
  * STEPs. More requests run than the device tier holds at once, so idle
  * ones are deactivated and the daemon demotes and later promotes their
- * blocks. Every token is checked when its request finishes.
+ * blocks. Every token is checked when its request finishes. The system
+ * prompt goes in with its token ids and is pinned in the prefix cache;
+ * later requests find it there (kvc_prefix_match()) instead of computing
+ * it again.
  *
  *   kvclient-demo [SOCKET]
  */
@@ -108,6 +111,48 @@ static int run_batch(struct kvc *c, struct request *req, uint32_t first, uint32_
 	return kvc_deactivate(c, ids, n);
 }
 
+/*
+ * New requests with the same system prompt and their own question, as
+ * another engine would send them: the prompt's whole blocks come from the
+ * prefix cache, only the rest is computed (and checked).
+ */
+static int prefix_requests(struct kvc *c, const struct request *prompt)
+{
+	static struct request r;
+	struct kvmem_prefix_match_reply hit;
+	uint64_t slots[PROMPT + 32], query = 0, found = 0;
+	struct kvc_step_seq s = { .slots = slots };
+	uint32_t i, k;
+	int m, err;
+
+	for (k = 0; k < 8; k++) {
+		r = *prompt;
+		for (i = PROMPT; i < PROMPT + 32; i++)
+			r.vals[i] = 0xdef00000 + k * 1000 + i;
+		r.len = PROMPT + 32;
+		err = kvc_seq_create(c, pool, &r.seq);
+		m = err ?: kvc_prefix_match(c, r.seq, r.vals, r.len, &hit);
+		if (m < 0)
+			return m;
+		s.seq = r.seq;
+		s.nr_tokens = r.len - (uint32_t)m;
+		s.token_ids = r.vals + m;
+		err = kvc_step(c, &s, 1, 0, NULL);
+		for (i = 0; !err && i < s.nr_tokens; i++)
+			*marker(slots[i]) = r.vals[m + i];
+		err = err ?: check(c, &r);
+		err = err ?: kvc_seq_free(c, r.seq);
+		if (err)
+			return err;
+		query += r.len;
+		found += (uint32_t)m;
+	}
+	printf("kvclient-demo: 8 new requests on the same system prompt: %llu of %llu prompt "
+	       "tokens found in the prefix cache, the rest computed; all checked\n",
+	       (unsigned long long)found, (unsigned long long)query);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct request req[NREQ], prompt;
@@ -122,15 +167,19 @@ int main(int argc, char **argv)
 	err = err ?: kvc_seq_create(c, pool, &prompt.seq);
 	if (err)
 		goto fail;
-	s = (struct kvc_step_seq){ .seq = prompt.seq, .nr_tokens = PROMPT, .slots = slots };
+	for (i = 0; i < PROMPT; i++)
+		prompt.vals[i] = 0xabc00000 + i;	/* token ids; their K/V marker alike */
+	s = (struct kvc_step_seq){ .seq = prompt.seq, .nr_tokens = PROMPT,
+				   .token_ids = prompt.vals, .slots = slots };
 	err = kvc_step(c, &s, 1, 0, NULL);
 	if (err)
 		goto fail;
-	for (i = 0; i < PROMPT; i++) {
-		prompt.vals[i] = 0xabc00000 + i;
+	for (i = 0; i < PROMPT; i++)
 		*marker(slots[i]) = prompt.vals[i];
-	}
 	prompt.len = PROMPT;
+	err = kvc_prefix_pin(c, prompt.seq, "demo-system");
+	if (err < 0 && err != -EEXIST)
+		goto fail;
 	err = kvc_deactivate(c, &prompt.seq, 1);
 	if (err)
 		goto fail;
@@ -160,6 +209,9 @@ int main(int argc, char **argv)
 	printf("kvclient-demo: %llu tokens decoded with %llu STEP requests; every token "
 	       "checked, the first batch again after its blocks came back\n",
 	       (unsigned long long)tokens, (unsigned long long)msgs);
+	err = prefix_requests(c, &prompt);
+	if (err)
+		goto fail;
 	kvc_close(c);
 	return 0;
 fail:
