@@ -157,7 +157,7 @@ struct kv_prefix_node {
 	u32 heap_pos;
 	u32 heap_tier;
 	bool idle;
-};
+} __attribute__((aligned(64)));	/* one cache line each */
 
 /**
  * struct kv_prefix_name - a named prefix (a system prompt)

@@ -823,8 +823,9 @@ int prefix_init(struct kv_pool *pool)
 	/* A load factor of 1/4 at most: a lookup rarely walks past one node. */
 	while (nb < 4 * (u64)n)
 		nb *= 2;
-	pc->nodes = calloc(n, sizeof(*pc->nodes));
-	pc->tokens = malloc((size_t)n * pool->geom.block_tokens * sizeof(u32));
+	pc->nodes = aligned_alloc(64, (size_t)n * sizeof(*pc->nodes));
+	pc->tokens = aligned_alloc(64, ((size_t)n * pool->geom.block_tokens * sizeof(u32) + 63) &
+					   ~(size_t)63);
 	pc->buckets = malloc((size_t)nb * sizeof(u32));
 	for (t = 0; t < KV_NR_TIERS; t++)
 		pc->heap[t] = malloc((size_t)n * sizeof(u32));
@@ -832,6 +833,7 @@ int prefix_init(struct kv_pool *pool)
 		prefix_destroy(pool);
 		return -ENOMEM;
 	}
+	memset(pc->nodes, 0, (size_t)n * sizeof(*pc->nodes));
 	for (i = 0; i < n; i++)
 		pc->nodes[i].heap_pos = KV_PREFIX_NONE;
 	memset(pc->buckets, 0xff, (size_t)nb * sizeof(u32));
