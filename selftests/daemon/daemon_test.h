@@ -228,4 +228,32 @@ static inline int meminfo(struct kvc *c, char *buf, size_t len)
 	return kvc_stats(c, KVMEM_STATS_MEMINFO, 1, buf, len);
 }
 
+/* A word of token @slot's K/V in the client's mapping: its test marker. */
+static inline uint32_t *tok(struct kvc_pool *p, uint64_t slot)
+{
+	return (uint32_t *)((char *)p->base +
+			    kv_token_offset(&p->geom, slot, p->geom.layers - 1, KV_V, 1));
+}
+
+/*
+ * Tokens 0..n-1 of an active @seq hold markers @vals (read through the
+ * client's table copy): 0, -ERANGE (wrong block count), -EUCLEAN.
+ */
+static inline int check_vals(struct kvc *c, struct kvc_pool *p, uint64_t seq,
+			     const uint32_t *vals, uint32_t n)
+{
+	uint32_t bt = p->geom.block_tokens, nb, i;
+	const uint32_t *frames;
+	int err = kvc_block_table(c, seq, &frames, &nb);
+
+	if (err)
+		return err;
+	if (nb != (n + bt - 1) / bt)
+		return -ERANGE;
+	for (i = 0; i < n; i++)
+		if (*tok(p, (uint64_t)frames[i / bt] * bt + i % bt) != vals[i])
+			return -EUCLEAN;
+	return 0;
+}
+
 #endif /* _SELFTESTS_DAEMON_TEST_H */

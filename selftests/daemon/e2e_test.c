@@ -41,12 +41,6 @@ FIXTURE_TEARDOWN(kvmemd)
 	daemon_cleanup(&self->d);
 }
 
-static uint32_t *tok(struct kvc_pool *p, uint64_t slot)
-{
-	return (uint32_t *)((char *)p->base +
-			    kv_token_offset(&p->geom, slot, p->geom.layers - 1, KV_V, 1));
-}
-
 /* Step @n tokens valued @v0.. into @seq, writing them through the arena. */
 static int step_vals(struct kvc *c, struct kvc_pool *p, uint64_t seq, uint32_t n,
 		     uint32_t v0)
@@ -63,24 +57,6 @@ static int step_vals(struct kvc *c, struct kvc_pool *p, uint64_t seq, uint32_t n
 	for (i = 0; !err && i < n; i++)
 		*tok(p, slots[i]) = v0 + i;
 	return err;
-}
-
-/* Tokens 0..n-1 of an active @seq hold values @vals (table from the client copy). */
-static int check_vals(struct kvc *c, struct kvc_pool *p, uint64_t seq, const uint32_t *vals,
-		      uint32_t n)
-{
-	const uint32_t *frames;
-	uint32_t nb, i;
-	int err = kvc_block_table(c, seq, &frames, &nb);
-
-	if (err)
-		return err;
-	if (nb != (n + BT - 1) / BT)
-		return -ERANGE;
-	for (i = 0; i < n; i++)
-		if (*tok(p, (uint64_t)frames[i / BT] * BT + i % BT) != vals[i])
-			return -EUCLEAN;
-	return 0;
 }
 
 TEST_F(kvmemd, step_writes_through_the_arena)
