@@ -6,7 +6,7 @@
  *   kvmemctl [-s SOCKET] pools | clients
  *   kvmemctl [-s SOCKET] sysctl KEY[=VALUE]
  *   kvmemctl [-s SOCKET] drop-caches [POOL]
- *   kvmemctl [-s SOCKET] prefix [POOL]
+ *   kvmemctl [-s SOCKET] prefix [show] [POOL]
  *   kvmemctl [-s SOCKET] prefix pin|unpin|forget NAME [POOL]
  *   kvmemctl [-s SOCKET] prefix drop [POOL]
  *
@@ -33,7 +33,7 @@ static int usage(FILE *f)
 		"  clients             connected clients\n"
 		"  sysctl KEY[=VALUE]  read or (admin) set a tunable\n"
 		"  drop-caches [POOL]  (admin) demote every unpinned device block\n"
-		"  prefix [POOL]       prefix cache: hits per tenant and tier, names, largest\n"
+		"  prefix [show] [POOL] prefix cache: hits per tenant and tier, names, largest\n"
 		"  prefix unpin|pin|forget NAME [POOL]\n"
 		"                      unpin a named prefix, pin it again, or drop its name\n"
 		"  prefix drop [POOL]  (admin) evict every evictable cached block\n"
@@ -46,7 +46,8 @@ static int refused(const char *what, int err)
 {
 	fprintf(stderr, "kvmemctl: %s: %s\n", what, strerror(-err));
 	if (err == -EPERM)
-		fprintf(stderr, "kvmemctl: admin operations need root or the daemon's admin.group\n");
+		fprintf(stderr, "kvmemctl: admin operations need root or the daemon's admin.group "
+			"(a named prefix: also the tenant that named it)\n");
 	if (err == -EROFS)
 		fprintf(stderr, "kvmemctl: this key is read at start only: edit the config "
 			"file and restart kvmemd\n");
@@ -145,8 +146,10 @@ static int cmd_prefix(struct kvc *c, int argc, char **argv)
 	uint32_t handle;
 	int n, op;
 
-	if (argc == 1 || (argc == 2 && !prefix_op(argv[1]) && strcmp(argv[1], "drop")))
+	if (argc == 1 || (argc == 2 && strcmp(argv[1], "drop")))
 		return cmd_text(c, "prefix", KVMEM_STATS_PREFIX, argc > 1 ? argv[1] : NULL);
+	if (!strcmp(argv[1], "show"))
+		return cmd_text(c, "prefix", KVMEM_STATS_PREFIX, pool);
 	if (!strcmp(argv[1], "drop")) {
 		n = pool_handle(c, pool, &handle);
 		n = n ?: kvc_drop_caches(c, handle, KVMEM_DROP_PREFIX);
@@ -166,14 +169,16 @@ static int cmd_prefix(struct kvc *c, int argc, char **argv)
 	return 0;
 }
 
-/* prefix's arguments: none, POOL, drop [POOL], or OP NAME [POOL]. */
+/* prefix's arguments: none, [show] POOL, drop [POOL], or OP NAME [POOL]. */
 static int prefix_valid(int argc, char **argv)
 {
-	if (argc <= 2)
+	if (argc == 1)
 		return 1;
-	if (!strcmp(argv[1], "drop"))
-		return argc == 3;
-	return prefix_op(argv[1]) && argc <= 4;
+	if (!strcmp(argv[1], "drop") || !strcmp(argv[1], "show"))
+		return argc <= 3;
+	if (prefix_op(argv[1]))
+		return argc == 3 || argc == 4;
+	return argc == 2;
 }
 
 /* Whether argv names a command kvmemctl knows, with the right arguments. */

@@ -20,6 +20,8 @@
 #define KVMEMD_MAX_PER_UID	1024	/* connections per uid, root excepted */
 #define KVMEMD_HELLO_TIMEOUT_MS	5000	/* a connection must say HELLO by then */
 #define KVMEMD_MAX_SEQS		(1u << 16)	/* per client */
+#define KVMEMD_TENANT_NAMED	0xffff0000u	/* tenant number of the first name */
+#define KVMEMD_TENANT_IDS	1024		/* names numbered in a daemon's life */
 
 /* Log levels, most severe first (log.level). */
 #define KVLOG_ERR	KVMEMD_LOG_ERROR
@@ -105,6 +107,10 @@ struct kvmemd_client {
  * @listen_paused: not taking connections until a client goes
  * @reported:    the error that stops start-up was printed already
  * @stop:        leave the event loop
+ * @tenant_names: every tenant.NAME seen since start, numbered by position
+ *               here, so that a reload that reorders or drops names never
+ *               gives one tenant's cached prefixes to another
+ * @nr_tenant_names: entries of @tenant_names
  * @buf:         receive buffer, KVMEM_MSG_MAX + 1 bytes
  * @out:         reply buffer, KVMEM_MSG_MAX bytes
  */
@@ -129,6 +135,8 @@ struct kvmemd {
 	bool listen_paused;
 	bool reported;
 	bool stop;
+	char tenant_names[KVMEMD_TENANT_IDS][KVMEMD_TENANT_NAME_MAX];
+	u32 nr_tenant_names;
 	char *buf;
 	char *out;
 };
@@ -182,7 +190,6 @@ int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, 
 int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, char *buf, size_t len);
 
 /* prefix.c */
-#define KVMEMD_TENANT_NAMED	0xffff0000u	/* tenant number of tenant.NAME #0 */
 u32 kvmemd_tenant(struct kvmemd *d, uid_t uid);
 void kvmemd_tenant_name(u32 tenant, char *buf, size_t len, void *arg);
 int kvmemd_op_prefix_match(struct kvmemd *d, struct kvmemd_client *c, const void *b,

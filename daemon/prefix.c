@@ -10,17 +10,46 @@
 #include "kvmemd.h"
 #include "msg.h"
 
+/* The lifetime number of tenant name @name; -ENOSPC when none is left. */
+static int tenant_number(struct kvmemd *d, const char *name)
+{
+	u32 i;
+
+	for (i = 0; i < d->nr_tenant_names; i++)
+		if (!strcmp(d->tenant_names[i], name))
+			return (int)i;
+	if (d->nr_tenant_names == KVMEMD_TENANT_IDS)
+		return -ENOSPC;
+	/* @name is a config key's, NUL-terminated within the same size. */
+	memcpy(d->tenant_names[i], name, sizeof(d->tenant_names[i]));
+	d->tenant_names[i][sizeof(d->tenant_names[i]) - 1] = '\0';
+	d->nr_tenant_names++;
+	return (int)i;
+}
+
 /**
- * kvmemd_tenant() - the tenant of a uid: the index of its tenant.NAME key
- * above KVMEMD_TENANT_NAMED, else the uid itself
+ * kvmemd_tenant() - the tenant of a uid
  * @d:   daemon
  * @uid: peer uid
+ *
+ * A uid listed in a tenant.NAME key belongs to that name's tenant,
+ * numbered from KVMEMD_TENANT_NAMED by the order names were first seen
+ * (stable over reloads); any other uid is its own tenant. A uid at or
+ * above KVMEMD_TENANT_NAMED, which could pass for a name's number, gets
+ * KV_TENANT_NONE: no prefix cache at all (as after KVMEMD_TENANT_IDS
+ * names).
  */
 u32 kvmemd_tenant(struct kvmemd *d, uid_t uid)
 {
 	int i = kvmemd_config_tenant(&d->cfg, (u32)uid);
 
-	return i < 0 ? (u32)uid : KVMEMD_TENANT_NAMED + (u32)i;
+	if (i >= 0)
+		i = tenant_number(d, d->cfg.tenants[i].name);
+	if (i >= 0)
+		return KVMEMD_TENANT_NAMED + (u32)i;
+	if (i == -ENOSPC || (u32)uid >= KVMEMD_TENANT_NAMED)
+		return KV_TENANT_NONE;
+	return (u32)uid;
 }
 
 /**
@@ -36,10 +65,10 @@ void kvmemd_tenant_name(u32 tenant, char *buf, size_t len, void *arg)
 	struct kvmemd *d = arg;
 	u32 i = tenant - KVMEMD_TENANT_NAMED;
 
-	if (tenant >= KVMEMD_TENANT_NAMED && i < d->cfg.nr_tenants)
-		snprintf(buf, len, "%s", d->cfg.tenants[i].name);
+	if (tenant >= KVMEMD_TENANT_NAMED && i < d->nr_tenant_names)
+		snprintf(buf, len, "%s", d->tenant_names[i]);
 	else if (tenant >= KVMEMD_TENANT_NAMED)
-		snprintf(buf, len, "tenant#%u", i);	/* removed by a reload */
+		snprintf(buf, len, "none");
 	else
 		snprintf(buf, len, "uid:%u", tenant);
 }

@@ -174,6 +174,7 @@ enum kv_vm_event {
 /* Prefix cache. */
 #define KV_PREFIX_NAME_MAX	64
 #define KV_TENANT_ANY		UINT32_MAX	/* kv_prefix_set_pinned(): any tenant's */
+#define KV_TENANT_NONE		(UINT32_MAX - 1)	/* a sequence that never uses the cache */
 
 /**
  * struct kv_prefix_hit - what kv_prefix_match() found

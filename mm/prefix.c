@@ -66,6 +66,12 @@ static bool prefix_on(const struct kv_pool *pool)
 	return !(pool->flags & KV_POOL_NO_PREFIX);
 }
 
+/* The cache serves this sequence: on in its pool, and a tenant it may use. */
+static bool seq_prefix_on(const struct kv_seq *seq)
+{
+	return prefix_on(seq->pool) && seq->tenant != KV_TENANT_NONE;
+}
+
 static u64 seq_ns(const struct kv_seq *seq)
 {
 	return seq->pool->flags & KV_POOL_PREFIX_GLOBAL ? NS_GLOBAL : seq->tenant;
@@ -389,7 +395,7 @@ void prefix_publish(struct kv_seq *seq, int mode)
 	const u32 *ids;
 	struct kv_block *b;
 
-	if (!prefix_on(pool))
+	if (!seq_prefix_on(seq))
 		return;
 	limit = (seq->nr_ids < seq->nr_safe ? seq->nr_ids : seq->nr_safe) / bt;
 	if (limit > seq->nr_blocks)
@@ -548,6 +554,8 @@ int kv_prefix_match(struct kv_seq *seq, const u32 *ids, u32 n, struct kv_prefix_
 		return -EINVAL;
 	if (n > KV_SEQ_MAX_TOKENS)
 		return -E2BIG;
+	if (seq->tenant == KV_TENANT_NONE)
+		return 0;
 	if (!prefix_on(pool) || !nb) {
 		kv_pool_lock(pool);
 		count_match(pool, seq->tenant, n, hit);
@@ -621,7 +629,7 @@ static void name_pin(struct kv_pool *pool, struct kv_prefix_name *nm, bool pin)
  *
  * Return: tokens pinned, or -EINVAL (bad name), -EEXIST, -ENOSPC (too many
  * names), -ENODATA (no full block with known ids), -EOPNOTSUPP (the pool
- * has no prefix cache).
+ * has no prefix cache, or the sequence's tenant is KV_TENANT_NONE).
  */
 int kv_prefix_pin(struct kv_seq *seq, const char *name)
 {
@@ -630,7 +638,7 @@ int kv_prefix_pin(struct kv_seq *seq, const char *name)
 	struct kv_prefix_name *nm;
 	int ret;
 
-	if (!prefix_on(pool))
+	if (!seq_prefix_on(seq))
 		return -EOPNOTSUPP;
 	if (!name_valid(name))
 		return -EINVAL;

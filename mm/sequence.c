@@ -100,7 +100,8 @@ int seq_reserve_ids(struct kv_seq *seq, u32 nr_ids)
  * kv_seq_set_tenant() - set the tenant of a sequence that holds no tokens
  * @seq:    sequence
  * @tenant: tenant (the daemon uses the uid, or a name's number): its
- *          namespace in the prefix cache and its counters
+ *          namespace in the prefix cache and its counters; KV_TENANT_NONE
+ *          keeps the sequence out of the prefix cache
  *
  * Return: 0, or -EINVAL when the sequence holds tokens.
  */

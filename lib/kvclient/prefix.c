@@ -92,7 +92,7 @@ static int prefix_pin(struct kvc *c, uint32_t op, uint32_t pool, uint64_t seq,
  * @name: 1..63 printable characters, no spaces, unique in the pool
  *
  * The prefix (the sequence's whole blocks) is never evicted until
- * unpinned, by this tenant or an admin (kvc_prefix_unpin(), `kvmemctl
+ * unpinned, by this tenant or an admin (kvc_prefix_name_op(), `kvmemctl
  * prefix unpin`). It survives the sequence and the connection.
  *
  * Return: tokens pinned, -EEXIST, -ENOSPC (too many names), -ENODATA (no

@@ -286,6 +286,38 @@ TEST_F(prefix, tenants_by_uid_and_name)
 	EXPECT_NE_NULL(strstr(text, "\nuid:65532 "));
 }
 
+/* Tenant names keep their numbers over a reload that reorders them. */
+TEST_F(prefix, tenants_survive_a_reload)
+{
+	uint32_t ids[16], i;
+	char log[8192], conf[1024];
+
+	if (geteuid())
+		SKIP(return, "needs root to run clients as other uids");
+	for (i = 0; i < 16; i++)
+		ids[i] = 8000 + i;
+	snprintf(conf, sizeof(conf), "socket.path = %s\nsocket.mode = 0666\n" POOL_CONF
+		 "tenant.alpha = 65531\ntenant.beta = 65530\n", self->d.sock);
+	ASSERT_EQ(0, write_file(self->d.conf, conf));
+	kill(self->d.pid, SIGHUP);
+	for (i = 0; i < 200; i++) {
+		if (!read_file(self->d.log, log, sizeof(log)) && strstr(log, "re-read"))
+			break;
+		usleep(10000);
+	}
+	EXPECT_EQ(0, match_as(self->d.sock, 65531, ids, 16));	/* alpha inserts */
+	snprintf(conf, sizeof(conf), "socket.path = %s\nsocket.mode = 0666\n" POOL_CONF
+		 "tenant.beta = 65530\ntenant.alpha = 65531\n", self->d.sock);
+	ASSERT_EQ(0, write_file(self->d.conf, conf));
+	kill(self->d.pid, SIGHUP);
+	usleep(300000);
+	EXPECT_EQ(16, match_as(self->d.sock, 65531, ids, 16));	/* still alpha's */
+	EXPECT_EQ(0, match_as(self->d.sock, 65530, ids, 16));	/* never beta's */
+	ASSERT_LT(0, kvc_stats(self->c, KVMEM_STATS_PREFIX, 0, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "\nalpha "));
+	EXPECT_NE_NULL(strstr(text, "\nbeta "));
+}
+
 /* Twenty clients at once over four shared prompts, killed at random. */
 TEST_F(prefix, many_clients_matching_and_freeing)
 {
