@@ -291,7 +291,8 @@ static int op_activate(struct kvmemd *d, struct kvmemd_client *c, u16 op, const 
 		rep->failed = (s32)(i - 1);
 		while (--i > 0)
 			if (!was[i - 1])
-				kv_seq_deactivate(batch_seq(c, ids, i - 1)->seq);
+				kv_seq_deactivate_flags(batch_seq(c, ids, i - 1)->seq,
+							KV_DEACTIVATE_UNWRITTEN);
 	} else {
 		rep->done = req.nr;
 	}

@@ -84,13 +84,11 @@ static int match_parse(const void *b, size_t blen, struct kvmem_prefix_match *re
 	memcpy(req, b, head);
 	if (req->tokens_off % 4 || (req->nr_tokens && !req->tokens_off))
 		return -EINVAL;
-	if (!req->nr_tokens)
-		req->tokens_off = (u32)sizeof(*req);
 	err = kvmem_copy_head(req, sizeof(*req), b, blen, head, &req->tokens_off, 1);
 	if (err)
 		return err;
 	if (req->pad || !kvmem_all_zero(req->reserved, sizeof(req->reserved)) ||
-	    req->nr_tokens > (blen - req->tokens_off) / sizeof(u32))
+	    (req->tokens_off && req->nr_tokens > (blen - req->tokens_off) / sizeof(u32)))
 		return -EINVAL;
 	return 0;
 }
@@ -125,7 +123,8 @@ int kvmemd_op_prefix_match(struct kvmemd *d, struct kvmemd_client *c, const void
 		return -ENOENT;
 	if (room < sizeof(*rep))
 		return -ENOBUFS;
-	ret = kv_prefix_match(s->seq, (const u32 *)((const char *)b + req.tokens_off),
+	ret = kv_prefix_match(s->seq, req.tokens_off ?
+			      (const u32 *)((const char *)b + req.tokens_off) : NULL,
 			      req.nr_tokens, &hit);
 	if (ret < 0)
 		return ret;

@@ -174,7 +174,7 @@ static int step_one(struct step_ctx *x, struct kvmemd_client *c, struct kvmemd_s
 				   ss->nr_frames);
 	if (err) {
 		if (!active)
-			kv_seq_deactivate(s->seq);
+			kv_seq_deactivate_flags(s->seq, KV_DEACTIVATE_UNWRITTEN);
 		return err;
 	}
 	kvmemd_reserve_used(s->pool, c, given, ss->nr_frames);

@@ -126,6 +126,7 @@ struct kv_tier {
 
 #define KV_PREFIX_NONE		UINT32_MAX
 #define KV_PREFIX_NAMES_MAX	256
+#define KV_PREFIX_NAMES_PER_TENANT	16	/* so no tenant takes them all */
 
 /**
  * struct kv_prefix_node - a cached block's entry in the prefix cache; the

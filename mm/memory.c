@@ -7,9 +7,10 @@
  * frame the write needs before it changes anything, so a failure leaves
  * the sequence as it was.
  *
- * A write first hands the prefix cache the sequence's blocks that filled
- * before it (their K and V are written by now), then records the new
- * tokens' ids, which name the blocks they fill at the next write.
+ * A write that succeeds hands the prefix cache the sequence's blocks that
+ * filled before it (their K and V are written by now: a failed write says
+ * nothing of them), and records the new tokens' ids, which name the blocks
+ * they fill at the next write.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -163,7 +164,7 @@ static void seq_note_ids(struct kv_seq *seq, const struct write_req *w)
  */
 static int seq_prepare_write(struct kv_seq *seq, const struct write_req *w)
 {
-	u32 onstack[FRAMES_ONSTACK], *frames = onstack, i;
+	u32 onstack[FRAMES_ONSTACK], *frames = onstack, i, old;
 	int err;
 
 	if (!(seq->flags & KV_SEQ_ACTIVE) || (w->flags & ~KV_ALLOC_NOWAIT) ||
@@ -180,15 +181,17 @@ static int seq_prepare_write(struct kv_seq *seq, const struct write_req *w)
 			return -ENOMEM;
 	}
 	kv_pool_lock(seq->pool);
-	seq->nr_safe = seq->nr_tokens;
-	prefix_publish(seq, PUBLISH_ACTIVE);
+	old = seq->nr_tokens;
 	err = seq_fault(seq, w, frames);
 	if (!err) {
 		for (i = 0; w->slots && i < w->n; i++)
 			w->slots[i] = seq_slot(seq, w->pos + i);
+		/* A write that succeeds says the earlier tokens are written. */
+		seq->nr_safe = old;
 		seq_note_ids(seq, w);
 		if (w->pos + w->n > seq->nr_tokens)
 			seq->nr_tokens = w->pos + w->n;
+		prefix_publish(seq, PUBLISH_ACTIVE);
 	}
 	kv_pool_unlock(seq->pool);
 	if (frames != onstack)

@@ -188,6 +188,19 @@ out_free:
  */
 void kv_seq_deactivate(struct kv_seq *seq)
 {
+	kv_seq_deactivate_flags(seq, 0);
+}
+
+/**
+ * kv_seq_deactivate_flags() - kv_seq_deactivate(), or with
+ * KV_DEACTIVATE_UNWRITTEN the undoing of an activation whose caller never
+ * ran kernels on the sequence (a failed batch): nothing is published, as
+ * its last tokens' K and V may not be written
+ * @seq:   sequence
+ * @flags: 0 or KV_DEACTIVATE_UNWRITTEN
+ */
+void kv_seq_deactivate_flags(struct kv_seq *seq, u32 flags)
+{
 	struct kv_pool *pool = seq->pool;
 	u32 i;
 
@@ -196,8 +209,10 @@ void kv_seq_deactivate(struct kv_seq *seq)
 		for (i = 0; i < seq->nr_blocks; i++)
 			kv_block_unpin(pool, kv_block(pool, seq->table[i]));
 		seq->flags &= ~KV_SEQ_ACTIVE;
-		seq->nr_safe = seq->nr_tokens;
-		prefix_publish(seq, PUBLISH_DEDUP);
+		if (!(flags & KV_DEACTIVATE_UNWRITTEN)) {
+			seq->nr_safe = seq->nr_tokens;
+			prefix_publish(seq, PUBLISH_DEDUP);
+		}
 		count_vm_event(pool, KV_SEQ_DEACTIVATE);
 	}
 	kv_pool_unlock(pool);

@@ -256,6 +256,8 @@ void kv_prefix_set_hash_bits(struct kv_pool *pool, u32 bits);
 /* mm/mlock.c */
 int kv_seq_activate(struct kv_seq *seq, u32 flags);
 void kv_seq_deactivate(struct kv_seq *seq);
+#define KV_DEACTIVATE_UNWRITTEN	0x1u	/* undo an activation: publish nothing */
+void kv_seq_deactivate_flags(struct kv_seq *seq, u32 flags);
 
 /* mm/vmscan.c */
 u32 kv_reclaim(struct kv_pool *pool, int tier, u32 nr);

@@ -321,7 +321,7 @@ static void prefix_remove(struct kv_pool *pool, u32 idx)
 	ts = tenant_stats(pool, n->tenant);
 	if (ts) {
 		ts->evicted++;
-		ts->cached--;
+		ts->cached -= !!ts->cached;	/* 0 when its insert went uncounted */
 	}
 	count_vm_event(pool, KV_PREFIX_EVICT);
 	kv_block_put(pool, b);
@@ -566,11 +566,11 @@ int kv_prefix_match(struct kv_seq *seq, const u32 *ids, u32 n, struct kv_prefix_
 	err = err ?: seq_reserve_ids(seq, nb * bt);
 	if (err)
 		return err;
+	memcpy(seq->ids, ids, (size_t)nb * bt * sizeof(*ids));
 	kv_pool_lock(pool);
 	match_locked(seq, ids, nb, hit);
 	count_match(pool, seq->tenant, n, hit);
 	kv_pool_unlock(pool);
-	memcpy(seq->ids, ids, (size_t)hit->tokens * sizeof(*ids));
 	return (int)hit->tokens;
 }
 
@@ -585,6 +585,15 @@ static struct kv_prefix_name *name_find(struct kv_pool *pool, const char *name)
 		if (!strcmp(pc->names[i].name, name))
 			return &pc->names[i];
 	return NULL;
+}
+
+static u32 names_of(struct kv_pool *pool, u32 tenant)
+{
+	u32 i, n = 0;
+
+	for (i = 0; i < pool->prefix.nr_names; i++)
+		n += pool->prefix.names[i].tenant == tenant;
+	return n;
 }
 
 static bool name_valid(const char *name)
@@ -627,8 +636,9 @@ static void name_pin(struct kv_pool *pool, struct kv_prefix_name *nm, bool pin)
  * Every block of the prefix counts the pin. The pinned blocks may still be
  * demoted to the host tier.
  *
- * Return: tokens pinned, or -EINVAL (bad name), -EEXIST, -ENOSPC (too many
- * names), -ENODATA (no full block with known ids), -EOPNOTSUPP (the pool
+ * Return: tokens pinned, or -EINVAL (bad name), -EEXIST, -ENOSPC (the pool
+ * has KV_PREFIX_NAMES_MAX names, or the tenant KV_PREFIX_NAMES_PER_TENANT),
+ * -ENODATA (no full block with known ids), -EOPNOTSUPP (the pool
  * has no prefix cache, or the sequence's tenant is KV_TENANT_NONE).
  */
 int kv_prefix_pin(struct kv_seq *seq, const char *name)
@@ -647,7 +657,8 @@ int kv_prefix_pin(struct kv_seq *seq, const char *name)
 	prefix_publish(seq, seq->flags & KV_SEQ_ACTIVE ? PUBLISH_ACTIVE : PUBLISH_DEDUP);
 	if (name_find(pool, name)) {
 		ret = -EEXIST;
-	} else if (pc->nr_names == KV_PREFIX_NAMES_MAX) {
+	} else if (pc->nr_names == KV_PREFIX_NAMES_MAX ||
+		   names_of(pool, seq->tenant) >= KV_PREFIX_NAMES_PER_TENANT) {
 		ret = -ENOSPC;
 	} else if (!seq->nr_cached) {
 		ret = -ENODATA;
@@ -822,14 +833,15 @@ static void prefix_key(struct siphash_key *key)
 int prefix_init(struct kv_pool *pool)
 {
 	struct kv_prefix *pc = &pool->prefix;
-	u32 n = pool->nr_blocks, nb = 1, i;
+	u32 n = pool->nr_blocks, i;
+	u64 nb = 1;
 	int t;
 
 	pc->hash_mask = UINT64_MAX;
 	if (!prefix_on(pool))
 		return 0;
 	/* A load factor of 1/4 at most: a lookup rarely walks past one node. */
-	while (nb < 4 * (u64)n)
+	while (nb < 4 * (u64)n && nb < (1ull << 31))
 		nb *= 2;
 	pc->nodes = aligned_alloc(64, (size_t)n * sizeof(*pc->nodes));
 	pc->tokens = aligned_alloc(64, ((size_t)n * pool->geom.block_tokens * sizeof(u32) + 63) &
@@ -845,7 +857,7 @@ int prefix_init(struct kv_pool *pool)
 	for (i = 0; i < n; i++)
 		pc->nodes[i].heap_pos = KV_PREFIX_NONE;
 	memset(pc->buckets, 0xff, (size_t)nb * sizeof(u32));
-	pc->bucket_mask = nb - 1;
+	pc->bucket_mask = (u32)(nb - 1);
 	prefix_key(&pc->key);
 	return 0;
 }

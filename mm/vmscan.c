@@ -162,12 +162,16 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
 bool reclaim_possible(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
 {
 	struct kv_tier *t = &pool->tier[tier];
-	u64 have = tier_nr_free(t) + t->nr_locked + pool->prefix.nr_idle[tier];
+	u64 have = tier_nr_free(t) + t->nr_locked;
 	u32 lru = t->nr_lru[KV_LRU_ACTIVE] + t->nr_lru[KV_LRU_INACTIVE], room;
 
+	/* Idle cached blocks are on the LRU too: each goes one way or the other. */
 	if (tier + 1 < KV_NR_TIERS) {
-		room = demote_room(pool, tier + 1, dst_flags) + pool->prefix.nr_idle[tier + 1];
+		room = demote_room(pool, tier + 1, dst_flags) + pool->prefix.nr_idle[tier + 1] +
+		       pool->prefix.nr_idle[tier];
 		have += lru < room ? lru : room;
+	} else {
+		have += pool->prefix.nr_idle[tier];
 	}
 	return have >= need;
 }

@@ -221,6 +221,7 @@ void kv_prefix_print(struct kv_pool *pool, FILE *f,
 	char who[48];
 
 	kv_prefix_stats(pool, UINT32_MAX, &st);
+	kv_pool_lock(pool);
 	fprintf(f, "Prefix cache: %s, %u blocks of %u tokens cached (%u device, %u host)\n",
 		pool->flags & KV_POOL_NO_PREFIX ? "off" :
 		pool->flags & KV_POOL_PREFIX_GLOBAL ? "shared by all tenants" : "per tenant",
@@ -228,7 +229,6 @@ void kv_prefix_print(struct kv_pool *pool, FILE *f,
 	fprintf(f, "%-14s %12s %12s %12s %8s %10s %10s %8s\n", "tenant", "query_tokens",
 		"hit_device", "hit_host", "hit", "inserted", "evicted", "cached");
 	print_prefix_stats(f, "all", &st);
-	kv_pool_lock(pool);
 	for (i = 0; i < pc->nr_tenants; i++) {
 		tenant_label(pc->tenants[i].tenant, who, sizeof(who), tenant_name, arg);
 		print_prefix_stats(f, who, &pc->tenants[i]);

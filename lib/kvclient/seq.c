@@ -515,18 +515,28 @@ int kvc_reserve(struct kvc *c, const struct kvc_pool *pool, uint32_t nr)
  * Token ids go only when every sequence sends all of its tokens' ids:
  * those of its local appends first, then those of its new tokens.
  */
-static bool step_ids(const struct kvc *c, const struct kvc_step_seq *seqs, uint32_t n)
+static bool seq_has_ids(struct kvc *c, const struct kvc_step_seq *ss)
 {
+	struct kvc_seq *s = seq_find(c, ss->seq);
+
+	return (!ss->nr_tokens || ss->token_ids) &&
+	       !(s && s->nr_tokens != s->synced && s->lids_lost);
+}
+
+static bool step_ids(struct kvc *c, const struct kvc_step_seq *seqs, uint32_t n)
+{
+	uint64_t tokens = 0;
 	struct kvc_seq *s;
 	uint32_t i;
 
 	for (i = 0; i < n; i++) {
-		s = seq_find((struct kvc *)c, seqs[i].seq);
-		if ((seqs[i].nr_tokens && !seqs[i].token_ids) ||
-		    (s && s->nr_tokens != s->synced && s->lids_lost))
+		if (!seq_has_ids(c, &seqs[i]))
 			return false;
+		s = seq_find(c, seqs[i].seq);
+		tokens += seqs[i].nr_tokens + (s ? s->nr_tokens - s->synced : 0);
 	}
-	return true;
+	/* The daemon takes ids for at most one step's worth of tokens. */
+	return tokens <= KVMEM_STEP_MAX_TOKENS;
 }
 
 /*
@@ -555,7 +565,8 @@ static int step_check(struct kvc *c, const struct kvc_step_seq *seqs, uint32_t n
 	if (total > KVMEM_STEP_MAX_TOKENS ||
 	    (total + local > KVMEM_STEP_MAX_TOKENS && !(flags & KVMEM_STEP_NOSLOTS)))
 		return -EINVAL;
-	words += total + local;		/* token ids, at most */
+	if (step_ids(c, seqs, n))
+		words += total + local;
 	if (sizeof(struct kvmem_step) + n * sizeof(struct kvmem_step_seq) + words * 4 >
 	    KVMEM_MSG_MAX - sizeof(struct kvmem_hdr))
 		return -E2BIG;
@@ -668,28 +679,9 @@ static int step_apply(struct kvc *c, struct kvc_step_seq *seqs, const char *r, s
 	return 0;
 }
 
-/**
- * kvc_step() - one engine step for a batch of sequences, in one round trip
- * @c:      connection
- * @seqs:   the sequences, their new tokens and where their slots go
- * @n:      how many, 1..KVMEM_STEP_MAX_SEQS
- * @flags:  KVMEM_NOWAIT; KVMEM_STEP_NOSLOTS when no sequence appends new
- *          tokens (slots are then not returned)
- * @failed: receives the index that failed, or -1; may be NULL
- *
- * Each sequence is made resident and pinned, its tokens appended (after
- * any it got locally through kvc_append(), which the daemon learns of
- * here), its slots written to seqs[i].slots, and the client's copy of its
- * block table updated (kvc_block_table() then needs no round trip).
- * Processing stops at the first failure: the sequences before it are done,
- * the failed one is unchanged.
- *
- * Return: 0, -EINVAL (bad counts, a sequence named twice), -E2BIG (the
- * request would not fit one message), -ENOENT, -EAGAIN, -ENOMEM,
- * -ENOBUFS (reply too large: split the batch), -EIO.
- */
-int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flags,
-	     int32_t *failed)
+/* One STEP message for the whole batch. */
+static int step_msg(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flags,
+		    int32_t *failed)
 {
 	struct kvmem_step_reply h;
 	uint64_t total;
@@ -713,6 +705,82 @@ int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flag
 	return err < 0 ? err : err2;
 }
 
+/*
+ * A batch mixing sequences with ids and without: two STEPs, those with ids
+ * first. @failed is mapped back to the caller's indices.
+ */
+static int step_split(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flags,
+		      int32_t *failed)
+{
+	struct kvc_step_seq *part = malloc(n * sizeof(*part));
+	uint32_t *idx = malloc(n * sizeof(*idx)), i, k = 0, first;
+	int32_t f = -1;
+	int err = -ENOMEM, pass;
+
+	if (failed)
+		*failed = -1;
+	if (!part || !idx)
+		goto out;
+	for (pass = 0; pass < 2; pass++) {
+		first = k;
+		for (i = 0; i < n; i++) {
+			if (seq_has_ids(c, &seqs[i]) == !pass) {
+				idx[k] = i;
+				part[k++] = seqs[i];
+			}
+		}
+		err = step_msg(c, part + first, k - first, flags, &f);
+		for (i = first; i < k; i++)	/* slots were written through the copies */
+			seqs[idx[i]] = part[i];
+		if (err) {
+			if (failed && f >= 0)
+				*failed = (int32_t)idx[first + (uint32_t)f];
+			break;
+		}
+	}
+out:
+	free(part);
+	free(idx);
+	return err;
+}
+
+/**
+ * kvc_step() - one engine step for a batch of sequences, in one round trip
+ * @c:      connection
+ * @seqs:   the sequences, their new tokens and where their slots go
+ * @n:      how many, 1..KVMEM_STEP_MAX_SEQS
+ * @flags:  KVMEM_NOWAIT; KVMEM_STEP_NOSLOTS when no sequence appends new
+ *          tokens (slots are then not returned)
+ * @failed: receives the index that failed, or -1; may be NULL
+ *
+ * Each sequence is made resident and pinned, its tokens appended (after
+ * any it got locally through kvc_append(), which the daemon learns of
+ * here), its slots written to seqs[i].slots, and the client's copy of its
+ * block table updated (kvc_block_table() then needs no round trip).
+ * Processing stops at the first failure: the sequences before it are done,
+ * the failed one is unchanged. A batch that mixes sequences with token ids
+ * and without goes as two messages, those with ids first (so that the
+ * others cost them no caching); a failure in the second means the first
+ * is done.
+ *
+ * Return: 0, -EINVAL (bad counts, a sequence named twice), -E2BIG (the
+ * request would not fit one message), -ENOENT, -EAGAIN, -ENOMEM,
+ * -ENOBUFS (reply too large: split the batch), -EIO.
+ */
+int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flags,
+	     int32_t *failed)
+{
+	uint32_t i, with = 0;
+
+	if (!n || n > KVMEM_STEP_MAX_SEQS)
+		return -EINVAL;
+	for (i = 0; i < n; i++)
+		with += seq_has_ids(c, &seqs[i]);
+	if (with && with < n)
+		return step_split(c, seqs, n, flags, failed);
+	return step_msg(c, seqs, n, flags, failed);
+}
+
 /* Sequences per sync STEP: the reply carries their local tokens' slots. */
 #define SYNC_BATCH 256
 
@@ -720,22 +788,26 @@ int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flag
 static int sync_seqs(struct kvc *c, const uint64_t *seqs, uint32_t n)
 {
 	struct kvc_step_seq batch[SYNC_BATCH];
-	uint64_t slots[1];
+	uint64_t slots[1], tokens = 0;
 	struct kvc_seq *s;
-	uint32_t i, k = 0;
+	uint32_t i, k = 0, local;
 	int err;
 
 	for (i = 0; i < n; i++) {
 		s = seq_find(c, seqs[i]);
 		if (!s || s->nr_tokens == s->synced)
 			continue;
-		batch[k++] = (struct kvc_step_seq){ .seq = seqs[i], .slots = slots };
-		if (k == SYNC_BATCH) {
+		/* Batches of at most a step's tokens, so that their ids can go. */
+		local = s->nr_tokens - s->synced;
+		if (k && (k == SYNC_BATCH || tokens + local > KVMEM_STEP_MAX_TOKENS)) {
 			err = kvc_step(c, batch, k, KVMEM_STEP_NOSLOTS, NULL);
 			if (err)
 				return err;
 			k = 0;
+			tokens = 0;
 		}
+		batch[k++] = (struct kvc_step_seq){ .seq = seqs[i], .slots = slots };
+		tokens += local;
 	}
 	return k ? kvc_step(c, batch, k, KVMEM_STEP_NOSLOTS, NULL) : 0;
 }

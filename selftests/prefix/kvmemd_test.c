@@ -365,4 +365,117 @@ TEST_F(prefix, many_clients_matching_and_freeing)
 	drop_all(_metadata, self->c);
 }
 
+/* A batch that fails on a fork publishes none of the parent's unwritten KV. */
+TEST_F(prefix, a_failed_step_publishes_nothing)
+{
+	struct kvc_step_seq s = { .nr_tokens = 8 };
+	uint32_t ids[8], big[1000] = { 0 }, i;
+	uint64_t parent, child, slots[1000];
+
+	for (i = 0; i < 8; i++)
+		ids[i] = 600 + i;
+	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &parent));
+	s.seq = parent;
+	s.token_ids = ids;
+	s.slots = slots;
+	ASSERT_EQ(0, kvc_step(self->c, &s, 1, 0, NULL));	/* KV never written */
+	ASSERT_EQ(0, kvc_seq_fork(self->c, parent, &child));
+	s = (struct kvc_step_seq){ .seq = child, .nr_tokens = 1000, .token_ids = big,
+				   .slots = slots };
+	EXPECT_EQ(-ENOMEM, kvc_step(self->c, &s, 1, 0, NULL));
+	ASSERT_EQ(0, kvc_seq_free(self->c, child));
+	ASSERT_EQ(0, kvc_seq_free(self->c, parent));
+	EXPECT_EQ(0, request(self->c, self->pool, ids, 8));
+	drop_all(_metadata, self->c);
+}
+
+#define BIG_CONF							\
+	"pool.b.layers = 1\npool.b.kv_heads = 1\npool.b.head_dim = 8\n"	\
+	"pool.b.block_tokens = 64\npool.b.dtype = fp16\n"		\
+	"pool.b.device_mem = 16M\npool.b.host_mem = 1M\n"
+
+/* Append @n tokens to @seq locally, ids @ids (NULL: none), KV written. */
+static int local_append(struct kvc *c, struct kvc_pool *p, uint64_t seq, const uint32_t *ids,
+			uint32_t from, uint32_t n)
+{
+	uint32_t i, k, m, end = from + n;
+	uint64_t slots[64];
+	int err, tries;
+
+	for (i = from; i < end; i += k) {
+		k = end - i < 64 ? end - i : 64;
+		for (tries = 0; tries < 2; tries++) {
+			err = ids ? kvc_append_ids(c, seq, k, ids + i, slots) :
+				    kvc_append(c, seq, k, slots);
+			if (err != -EAGAIN || kvc_reserve(c, p, 1024) <= 0)
+				break;
+		}
+		if (err)
+			return err;
+		for (m = 0; m < k; m++)
+			*tok(p, slots[m]) = kv_of(ids ? ids[i + m] : 0, i + m);
+	}
+	return 0;
+}
+
+/*
+ * Long local appends sync in STEPs that fit the daemon's limits, with
+ * their ids when they have them; a batch mixing sequences with and
+ * without ids costs the former nothing.
+ */
+TEST(local_appends_sync_in_budget)
+{
+	static uint32_t ids[2][8448];
+	uint64_t seq[5], slots[64];
+	struct kvc_step_seq s[2];
+	struct kvc_pool *p;
+	struct daemon d;
+	struct kvc *c;
+	uint32_t i, j;
+
+	ASSERT_EQ(0, daemon_start(&d, BIG_CONF));
+	ASSERT_EQ(0, kvc_connect(d.sock, &c));
+	ASSERT_EQ(0, kvc_pool_open(c, "b", &p));
+	for (j = 0; j < 2; j++)
+		for (i = 0; i < 8448; i++)
+			ids[j][i] = j * 100000 + i;
+	for (j = 0; j < 2; j++) {
+		ASSERT_EQ(0, kvc_seq_create(c, p, &seq[j]));
+		ASSERT_EQ(0, prefill(c, p, seq[j], ids[j], 0, 64));
+		ASSERT_EQ(0, local_append(c, p, seq[j], ids[j], 64, 8384));
+	}
+	/* 16768 tokens with ids to tell: more than one STEP takes. */
+	EXPECT_EQ(0, kvc_deactivate(c, seq, 2));
+	for (j = 0; j < 2; j++) {
+		EXPECT_EQ(0, kvc_seq_free(c, seq[j]));
+		ASSERT_EQ(0, kvc_seq_create(c, p, &seq[j]));
+		EXPECT_EQ(8448, kvc_prefix_match(c, seq[j], ids[j], 8448, NULL));
+		EXPECT_EQ(0, kvc_seq_free(c, seq[j]));
+	}
+	/* Without ids: 5 x 14000 tokens, then one mixed batch. */
+	for (j = 0; j < 5; j++) {
+		ASSERT_EQ(0, kvc_seq_create(c, p, &seq[j]));
+		ASSERT_EQ(0, prefill(c, p, seq[j], ids[0], 0, 64));
+		ASSERT_EQ(0, local_append(c, p, seq[j], NULL, 64, 14000 - 64));
+	}
+	EXPECT_EQ(0, kvc_deactivate(c, seq, 5));
+	for (j = 0; j < 5; j++)
+		EXPECT_EQ(0, kvc_seq_free(c, seq[j]));
+	for (j = 0; j < 2; j++)
+		ASSERT_EQ(0, kvc_seq_create(c, p, &seq[j]));
+	s[0] = (struct kvc_step_seq){ .seq = seq[0], .nr_tokens = 64, .token_ids = ids[1] + 64,
+				      .slots = slots };
+	s[1] = (struct kvc_step_seq){ .seq = seq[1], .nr_tokens = 1, .slots = slots };
+	ASSERT_EQ(0, kvc_step(c, s, 2, 0, NULL));
+	ASSERT_EQ(0, kvc_deactivate(c, seq, 2));
+	for (j = 0; j < 2; j++)
+		EXPECT_EQ(0, kvc_seq_free(c, seq[j]));
+	ASSERT_EQ(0, kvc_seq_create(c, p, &seq[0]));
+	EXPECT_EQ(64, kvc_prefix_match(c, seq[0], ids[1] + 64, 64, NULL));
+	EXPECT_EQ(0, kvc_seq_free(c, seq[0]));
+	kvc_close(c);
+	EXPECT_EQ(0, daemon_stop(&d));
+	daemon_cleanup(&d);
+}
+
 TEST_HARNESS_MAIN
