@@ -9,6 +9,7 @@
 #   make run             the main job: kvmemd with its default config and a client
 #   make bench-mm        mm core benchmark table
 #   make bench-prefix    prefix cache hit ratios against LRU and Belady
+#   make bench-swap      swap tier throughput beside fio (same file, bs, iodepth)
 #   make clean
 #   V=1                  show full commands
 
@@ -49,7 +50,9 @@ CFLAGS += -DKV_HAVE_JEMALLOC
 else
 MALLOC_LIBS :=
 endif
-LIBS := -lpthread -lm $(MALLOC_LIBS)
+# The swap tier's I/O engine: io_uring through liburing (make deps installs
+# it; where the kernel refuses io_uring, the psync engine serves instead).
+LIBS := -lpthread -lm -luring $(MALLOC_LIBS)
 
 # ---- lib/ and mm/ --------------------------------------------------------
 LIB_SRCS := $(wildcard lib/*.c)
@@ -64,7 +67,7 @@ PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm $(B)/mm/bench-prefix $(B)/daemon/kvm
 DAEMON_SRCS := $(filter-out daemon/kvmemctl.c,$(wildcard daemon/*.c))
 DAEMON_OBJS := $(patsubst %.c,$(B)/%.o,$(DAEMON_SRCS))
 
-.PHONY: all deps check run bench-mm bench-prefix bench-ipc clean install selftests FORCE
+.PHONY: all deps check run bench-mm bench-prefix bench-swap bench-ipc clean install selftests FORCE
 all: $(LIBKVMM) $(PROGS) selftests
 
 $(B)/%.o: %.c
@@ -152,6 +155,9 @@ bench-mm: $(B)/mm/bench-mm
 
 bench-prefix: $(B)/mm/bench-prefix
 	$(Q)$(B)/mm/bench-prefix
+
+bench-swap: $(B)/mm/bench-swap
+	$(Q)scripts/bench-swap.sh $(B)
 
 bench-ipc: $(B)/daemon/bench-ipc $(B)/daemon/kvmemd
 	$(Q)$(B)/daemon/bench-ipc

@@ -8,7 +8,9 @@
  * tables, so a key is added in one place. Pool keys (pool.NAME.FIELD) have
  * a table of their own, indexed by FIELD and stored in a struct
  * kvmemd_pool_config. Tenant keys (tenant.NAME = UID,UID...) are a family
- * of their own: one struct kvmemd_tenant_config each, in file order.
+ * of their own: one struct kvmemd_tenant_config each, in file order. The
+ * swap area (swap.*) is global; each pool with pool.NAME.swap_mem has a
+ * region of it, laid out in pool order (kvmemd_config_swap_offset()).
  *
  * Loading parses into a struct config_parse on the stack (a fresh config
  * plus the line each key was set on, for duplicate and missing-key
@@ -27,6 +29,22 @@
 #define POOL_FRAMES_MAX		(UINT32_MAX / 2)
 /* The fewest device frames a pool may have. */
 #define POOL_DEVICE_FRAMES_MIN	4
+/* The end of the swap area: offsets are off_t. */
+#define SWAP_END_MAX		((u64)INT64_MAX)
+/* A formatted value, NUL included: the longest is a path. */
+#define VALUE_MAX		(KVMEMD_SWAP_PATH_MAX + 8)
+
+_Static_assert(KVMEMD_SWAP_PATH_MAX >= KVMEMD_SOCKET_PATH_MAX,
+	       "VALUE_MAX must hold every path");
+_Static_assert(KV_TIER_DEVICE < KVMEMD_TIER_SWAP && KV_TIER_HOST < KVMEMD_TIER_SWAP &&
+	       KVMEMD_TIER_SWAP < KVMEMD_NR_TIERS, "nr_frames holds every tier");
+#if defined(KV_TIER_SWAP) && KV_TIER_SWAP != KVMEMD_TIER_SWAP
+#error "KVMEMD_TIER_SWAP differs from the mm's KV_TIER_SWAP"
+#endif
+#if defined(KV_SWAP_PSYNC) && (KV_SWAP_AUTO != KVMEMD_SWAP_AUTO ||		\
+	KV_SWAP_IO_URING != KVMEMD_SWAP_IO_URING || KV_SWAP_PSYNC != KVMEMD_SWAP_PSYNC)
+#error "KVMEMD_SWAP_* differ from the mm's KV_SWAP_*"
+#endif
 
 enum key_type {
 	KEY_UINT,	/* kv_parse_uint() within [min, max] */
@@ -89,6 +107,13 @@ static const char *const backend_names[] = {
 	NULL
 };
 
+static const char *const swap_engine_names[] = {
+	[KVMEMD_SWAP_AUTO] = "auto",
+	[KVMEMD_SWAP_IO_URING] = "io_uring",
+	[KVMEMD_SWAP_PSYNC] = "psync",
+	NULL
+};
+
 static const char *const dtype_names[] = { "fp16", "bf16", "fp32", NULL };
 static const u32 dtype_values[] = { KV_DTYPE_FP16, KV_DTYPE_BF16, KV_DTYPE_FP32 };
 
@@ -108,6 +133,9 @@ static const struct config_key config_keys[] = {
 	  .choices = log_level_names, .changed = KVMEMD_CHANGED_LOG_LEVEL },
 	{ "device.backend", KEY_CHOICE, 0, CFG_FIELD(backend),
 	  .choices = backend_names },
+	{ "swap.path", KEY_PATH, 0, CFG_FIELD(swap_path) },
+	{ "swap.engine", KEY_CHOICE, 0, CFG_FIELD(swap_engine),
+	  .choices = swap_engine_names },
 	{ "vm.min_free_kbytes", KEY_UINT, KEY_RUNTIME, CFG_FIELD(vm.min_free_kbytes),
 	  .min = 0, .max = 1ull << 40, .changed = KVMEMD_CHANGED_MIN_FREE_KBYTES },
 	{ "vm.watermark_scale_factor", KEY_UINT, KEY_RUNTIME,
@@ -135,10 +163,13 @@ static const struct config_key pool_keys[] = {
 	  .min = 0, .max = UINT64_MAX },
 	{ "prefix", KEY_CHOICE, KEY_OPTIONAL, POOL_FIELD(prefix),
 	  .choices = prefix_names, .def = KVMEMD_PREFIX_TENANT },
+	{ "swap_mem", KEY_SIZE, KEY_OPTIONAL, POOL_FIELD(swap_mem),
+	  .min = 0, .max = UINT64_MAX, .def = 0 },
 };
 #define NR_POOL_KEYS	(sizeof(pool_keys) / sizeof(pool_keys[0]))
 #define POOL_KEY_DEVICE_MEM	5
 #define POOL_KEY_HOST_MEM	6
+#define POOL_KEY_SWAP_MEM	8
 
 /* The longest uid list of a tenant key, as printed, NUL included. */
 #define TENANT_VALUE_MAX	(KVMEMD_TENANT_UIDS_MAX * 11)
@@ -587,6 +618,37 @@ static bool tenants_differ(const struct kvmemd_config *a, const struct kvmemd_co
 	return false;
 }
 
+/* ---- the swap area ----------------------------------------------------- */
+
+/* Bytes of the region of pool @pc in the swap area; 0 when it has none. */
+static u64 swap_region_bytes(const struct kvmemd_pool_config *pc)
+{
+	return (u64)pc->nr_frames[KVMEMD_TIER_SWAP] * kv_frame_bytes(&pc->geom);
+}
+
+static u64 swap_align(u64 off)
+{
+	return (off + KVMEMD_SWAP_ALIGN - 1) & ~(KVMEMD_SWAP_ALIGN - 1);
+}
+
+/*
+ * The end of the regions of the first @n pools of @cfg: each starts at the
+ * end of the one before, rounded up to KVMEMD_SWAP_ALIGN; pools without
+ * swap take no room. 0 when none of them has swap.
+ */
+static u64 swap_end(const struct kvmemd_config *cfg, u32 n)
+{
+	u64 bytes, end = 0;
+	u32 i;
+
+	for (i = 0; i < n && i < cfg->nr_pools; i++) {
+		bytes = swap_region_bytes(&cfg->pools[i]);
+		if (bytes)
+			end = swap_align(end) + bytes;
+	}
+	return end;
+}
+
 /* ---- loading ----------------------------------------------------------- */
 
 /* Give the optional keys of pool @pc their defaults. */
@@ -750,6 +812,32 @@ static int config_key_load(const struct kv_config_pos *pos, const char *key,
 	return 0;
 }
 
+/* The swap frames of pool @i, once its device and host frames are set. */
+static int pool_swap_frames(struct config_parse *cp, int i, char *err, size_t errlen)
+{
+	struct kvmemd_pool_config *pc = &cp->cfg.pools[i];
+	struct kv_config_pos pos = {
+		.file = cp->file, .line = cp->pool_line[i][POOL_KEY_SWAP_MEM],
+		.err = err, .errlen = errlen,
+	};
+	u64 fb = kv_frame_bytes(&pc->geom);
+	u64 swap = pc->swap_mem / fb;
+	u64 all = (u64)pc->nr_frames[KV_TIER_DEVICE] + pc->nr_frames[KV_TIER_HOST] + swap;
+	char fbs[32];
+
+	if (pc->swap_mem && !cp->cfg.swap_path[0])
+		return kv_config_error(&pos, -EINVAL, "pool.%s.swap_mem needs swap.path",
+				       pc->name);
+	kv_format_size(fb, fbs, sizeof(fbs));
+	if (all > POOL_FRAMES_MAX)
+		return kv_config_error(&pos, -EINVAL,
+				       "pool.%s.swap_mem: %llu frames of %s in all, at most %u are allowed",
+				       pc->name, (unsigned long long)all, fbs,
+				       POOL_FRAMES_MAX);
+	pc->nr_frames[KVMEMD_TIER_SWAP] = (u32)swap;
+	return 0;
+}
+
 static int pool_frames(struct config_parse *cp, int i, char *err, size_t errlen)
 {
 	struct kvmemd_pool_config *pc = &cp->cfg.pools[i];
@@ -778,7 +866,7 @@ static int pool_frames(struct config_parse *cp, int i, char *err, size_t errlen)
 				       POOL_FRAMES_MAX);
 	pc->nr_frames[KV_TIER_DEVICE] = (u32)dev;
 	pc->nr_frames[KV_TIER_HOST] = (u32)host;
-	return 0;
+	return pool_swap_frames(cp, i, err, errlen);
 }
 
 static int pool_validate(struct config_parse *cp, int i, char *err, size_t errlen)
@@ -800,6 +888,35 @@ static int pool_validate(struct config_parse *cp, int i, char *err, size_t errle
 	return 0;
 }
 
+/*
+ * Check that the swap area, the regions of every pool laid out as
+ * swap_end() does, ends within SWAP_END_MAX: offsets are off_t, and
+ * kvmemd_config_swap_offset() and kvmemd_config_swap_size() cannot wrap.
+ */
+static int swap_layout_check(struct config_parse *cp, char *err, size_t errlen)
+{
+	struct kv_config_pos pos = { .file = cp->file, .err = err, .errlen = errlen };
+	const struct kvmemd_pool_config *pc;
+	u64 bytes, start, end = 0;
+	u32 i;
+
+	for (i = 0; i < cp->cfg.nr_pools; i++) {
+		pc = &cp->cfg.pools[i];
+		bytes = swap_region_bytes(pc);
+		if (!bytes)
+			continue;
+		start = swap_align(end);
+		if (start > SWAP_END_MAX || bytes > SWAP_END_MAX - start) {
+			pos.line = cp->pool_line[i][POOL_KEY_SWAP_MEM];
+			return kv_config_error(&pos, -EINVAL,
+					       "pool.%s.swap_mem: the swap area would end past %llu bytes",
+					       pc->name, (unsigned long long)SWAP_END_MAX);
+		}
+		end = start + bytes;
+	}
+	return 0;
+}
+
 static void pool_default(struct kvmemd_pool_config *pc)
 {
 	memset(pc, 0, sizeof(*pc));
@@ -811,9 +928,11 @@ static void pool_default(struct kvmemd_pool_config *pc)
 	pc->geom.dtype = KV_DTYPE_FP16;
 	pc->device_mem = 64ull << 20;
 	pc->host_mem = 256ull << 20;
+	pc->swap_mem = 0;
 	pc->prefix = KVMEMD_PREFIX_TENANT;
 	pc->nr_frames[KV_TIER_DEVICE] = (u32)(pc->device_mem / kv_frame_bytes(&pc->geom));
 	pc->nr_frames[KV_TIER_HOST] = (u32)(pc->host_mem / kv_frame_bytes(&pc->geom));
+	pc->nr_frames[KVMEMD_TIER_SWAP] = 0;
 }
 
 static int config_validate(struct config_parse *cp, char *err, size_t errlen)
@@ -829,6 +948,9 @@ static int config_validate(struct config_parse *cp, char *err, size_t errlen)
 		if (ret)
 			return ret;
 	}
+	ret = swap_layout_check(cp, err, errlen);
+	if (ret)
+		return ret;
 	if (!cp->cfg.nr_pools) {
 		pool_default(&cp->cfg.pools[0]);
 		cp->cfg.nr_pools = 1;
@@ -842,10 +964,11 @@ static int config_validate(struct config_parse *cp, char *err, size_t errlen)
  *
  * The defaults are those of Documentation/admin-guide/kvmemd.conf.md: the
  * socket at KVMEMD_SOCKET_PATH with mode 0660, log level info, the auto
- * backend, the mm defaults for vm.*, and one pool, KVMEMD_DEFAULT_POOL, of
- * 4 layers, 4 kv heads, head_dim 64, 16-token blocks in fp16, with 64M of
- * device and 256M of host memory and a prefix cache per tenant; no
- * tenant keys (every uid is a tenant of its own).
+ * backend, no swap area (swap.path unset, the auto engine), the mm
+ * defaults for vm.*, and one pool, KVMEMD_DEFAULT_POOL, of 4 layers, 4 kv
+ * heads, head_dim 64, 16-token blocks in fp16, with 64M of device and 256M
+ * of host memory, no swap and a prefix cache per tenant; no tenant keys
+ * (every uid is a tenant of its own).
  */
 void kvmemd_config_defaults(struct kvmemd_config *cfg)
 {
@@ -854,6 +977,8 @@ void kvmemd_config_defaults(struct kvmemd_config *cfg)
 	cfg->socket_mode = 0660;
 	cfg->log_level = KVMEMD_LOG_INFO;
 	cfg->backend = KVMEMD_BACKEND_AUTO;
+	cfg->swap_path[0] = '\0';
+	cfg->swap_engine = KVMEMD_SWAP_AUTO;
 	cfg->vm.min_free_kbytes = 0;
 	cfg->vm.watermark_scale_factor = 10;
 	cfg->vm.reclaim_batch = 32;
@@ -901,7 +1026,8 @@ static void err_printf(char *err, size_t errlen, const char *fmt, ...)
  * Keys not in the file keep their defaults; a file that defines no pool
  * gets the default pool. The file is parsed into a fresh config, checked
  * (ranges, duplicates, unknown keys, pools complete and of a usable size,
- * tenant names and uid lists, no uid in two tenants),
+ * swap only with a swap.path, tenant names and uid lists, no uid in two
+ * tenants),
  * and only then copied to @out, so that a failed reload leaves the running
  * config untouched.
  *
@@ -969,7 +1095,8 @@ int kvmemd_config_load_string(struct kvmemd_config *out, const char *name,
  *       "tenant.NAME"...
  * @buf: receives the value: numbers in decimal, sizes with the largest
  *       exact suffix ("64M"), modes in octal ("0660"), names for choices,
- *       strings as they are ("" for an unset group), uid lists of tenants
+ *       strings as they are ("" for an unset group or swap.path; a path
+ *       may take KVMEMD_SWAP_PATH_MAX bytes), uid lists of tenants
  *       comma-separated in file order ("1000,1001")
  * @len: size of @buf
  *
@@ -1070,7 +1197,7 @@ static int key_differs(const struct config_key *k, const void *a, const void *b,
 static int pools_diff(const struct kvmemd_config *old,
 		      const struct kvmemd_config *new, char *err, size_t errlen)
 {
-	char va[KVMEMD_SOCKET_PATH_MAX + 8], vb[KVMEMD_SOCKET_PATH_MAX + 8];
+	char va[VALUE_MAX], vb[VALUE_MAX];
 	const struct kvmemd_pool_config *po, *pn;
 	size_t k;
 	u32 i;
@@ -1101,6 +1228,35 @@ static int pools_diff(const struct kvmemd_config *old,
 	return 0;
 }
 
+/*
+ * Refuse a reload that moves the region of a pool in the swap area (pools
+ * with swap reordered, or one added before it): the running pools keep
+ * theirs. @new has the pools of @old, of the same sizes (pools_diff()).
+ */
+static int swap_diff(const struct kvmemd_config *old,
+		     const struct kvmemd_config *new, char *err, size_t errlen)
+{
+	char va[32], vb[32];
+	u64 a, b;
+	u32 i;
+
+	for (i = 0; i < old->nr_pools; i++) {
+		if (!old->pools[i].nr_frames[KVMEMD_TIER_SWAP])
+			continue;
+		a = kvmemd_config_swap_offset(old, i);
+		b = kvmemd_config_swap_offset(new, (u32)pool_index(new, old->pools[i].name));
+		if (a == b)
+			continue;
+		kv_format_size(a, va, sizeof(va));
+		kv_format_size(b, vb, sizeof(vb));
+		err_printf(err, errlen,
+			   "pool '%s' moved in the swap area from offset %s to %s; needs a restart",
+			   old->pools[i].name, va, vb);
+		return -EPERM;
+	}
+	return 0;
+}
+
 /**
  * kvmemd_config_reload_diff() - what a reload would change
  * @old:     the running config
@@ -1118,13 +1274,15 @@ static int pools_diff(const struct kvmemd_config *old,
  *
  * Return: 0 when only run-time keys differ (or none; tenants are run-time
  * keys); -EPERM when a key that needs a restart differs (socket.*,
- * admin.group, device.backend, pools).
+ * admin.group, device.backend, swap.*, pools), or when the pools were
+ * reordered so that the region of a pool with swap would move in the swap
+ * area (kvmemd_config_swap_offset()).
  */
 int kvmemd_config_reload_diff(const struct kvmemd_config *old,
 			      const struct kvmemd_config *new, u32 *changed,
 			      char *err, size_t errlen)
 {
-	char va[KVMEMD_SOCKET_PATH_MAX + 8], vb[KVMEMD_SOCKET_PATH_MAX + 8];
+	char va[VALUE_MAX], vb[VALUE_MAX];
 	const struct config_key *k;
 	u32 mask = 0;
 	int ret = 0;
@@ -1144,6 +1302,8 @@ int kvmemd_config_reload_diff(const struct kvmemd_config *old,
 	}
 	if (!ret)
 		ret = pools_diff(old, new, err, errlen);
+	if (!ret)
+		ret = swap_diff(old, new, err, errlen);
 	if (tenants_differ(old, new))
 		mask |= KVMEMD_CHANGED_TENANTS;
 	if (changed)
@@ -1197,6 +1357,40 @@ int kvmemd_config_tenant(const struct kvmemd_config *cfg, u32 uid)
 	return -ENOENT;
 }
 
+/**
+ * kvmemd_config_swap_offset() - where a pool's region of the swap area starts
+ * @cfg:        a loaded config
+ * @pool_index: the pool, an index in @cfg->pools
+ *
+ * The pools' regions lie one after another in the order of @cfg->pools:
+ * pool i has nr_frames[KVMEMD_TIER_SWAP] slots of kv_frame_bytes() of its
+ * own geometry, and its region starts at the end of the last region before
+ * it rounded up to KVMEMD_SWAP_ALIGN (1 MiB), so that it is aligned for
+ * O_DIRECT. A pool without swap takes no room. kvmemd_config_load() has
+ * checked that the whole area ends within INT64_MAX bytes.
+ *
+ * Return: the byte offset of the region of pool @pool_index in the file or
+ * device of swap.path; for a pool without swap, or an index past the last
+ * pool, where such a region would start.
+ */
+u64 kvmemd_config_swap_offset(const struct kvmemd_config *cfg, u32 pool_index)
+{
+	return swap_align(swap_end(cfg, pool_index));
+}
+
+/**
+ * kvmemd_config_swap_size() - the bytes of the swap area that the pools use
+ * @cfg: a loaded config
+ *
+ * Return: the end of the last region laid out as kvmemd_config_swap_offset()
+ * says, that is the least size of the file or device of swap.path; 0 when no
+ * pool has swap.
+ */
+u64 kvmemd_config_swap_size(const struct kvmemd_config *cfg)
+{
+	return swap_end(cfg, cfg->nr_pools);
+}
+
 /* A value that the parser would cut at a comment or trim needs quotes. */
 static bool value_needs_quotes(const char *v)
 {
@@ -1209,7 +1403,7 @@ static bool value_needs_quotes(const char *v)
 static void key_print(const struct config_key *k, const char *prefix,
 		      const void *base, FILE *f)
 {
-	char v[KVMEMD_SOCKET_PATH_MAX + 8];
+	char v[VALUE_MAX];
 
 	key_format(k, base, v, sizeof(v));
 	if (!v[0])

@@ -4,7 +4,8 @@
  * defaults and ranges, loading and validating a file, the run-time keys
  * that SIGHUP and `kvmemctl sysctl' may change, and the check that a reload
  * changed nothing that needs a restart; the tenants, which group client uids
- * for the prefix cache.
+ * for the prefix cache; the swap area, and where each pool's region lies
+ * in it.
  *
  * A struct kvmemd_config is a plain value: it holds no pointers and may be
  * copied with `='. Loading parses into a fresh struct and validates it
@@ -37,6 +38,8 @@
 #define KVMEMD_MAX_TENANTS		32
 #define KVMEMD_TENANT_NAME_MAX		32
 #define KVMEMD_TENANT_UIDS_MAX		64
+/* swap.path: a file or block device; no sun_path limit here. */
+#define KVMEMD_SWAP_PATH_MAX		256
 
 /* log.level */
 #define KVMEMD_LOG_ERROR		0
@@ -53,6 +56,21 @@
 #define KVMEMD_PREFIX_TENANT		0	/* each tenant sees only its own cached prefixes */
 #define KVMEMD_PREFIX_GLOBAL		1	/* all tenants share them */
 #define KVMEMD_PREFIX_OFF		2	/* no prefix cache */
+
+/* swap.engine: how the swap area is read and written */
+#define KVMEMD_SWAP_AUTO		0	/* io_uring, else psync where it is refused */
+#define KVMEMD_SWAP_IO_URING		1
+#define KVMEMD_SWAP_PSYNC		2
+
+/*
+ * Tiers of struct kvmemd_pool_config.nr_frames: KV_TIER_DEVICE and
+ * KV_TIER_HOST of mm/mm.h, then the swap tier.
+ */
+#define KVMEMD_NR_TIERS			3
+#define KVMEMD_TIER_SWAP		2
+
+/* Each pool's region of the swap area starts at a multiple of this. */
+#define KVMEMD_SWAP_ALIGN		(1ull << 20)
 
 /* kvmemd_config_load() flags. */
 #define KVMEMD_CONFIG_MISSING_OK	0x1u	/* no such file: use the defaults */
@@ -74,19 +92,24 @@
  *              .dtype (as KV_DTYPE_*); kv_geometry_valid() holds
  * @device_mem: pool.NAME.device_mem, bytes of the device arena
  * @host_mem:   pool.NAME.host_mem, bytes of the host arena (0: none)
+ * @swap_mem:   pool.NAME.swap_mem, bytes of the pool's region of the swap
+ *              area; optional, 0 (no swap tier) when not set; more than 0
+ *              needs swap.path
+ * @nr_frames:  frames per tier (KV_TIER_DEVICE, KV_TIER_HOST,
+ *              KVMEMD_TIER_SWAP), derived: the sizes divided by
+ *              kv_frame_bytes(), rounded down; device has at least 4 and
+ *              the sum fits what kv_pool_create() takes
  * @prefix:     pool.NAME.prefix, KVMEMD_PREFIX_*: who shares the cached
  *              prefixes of the pool; optional, KVMEMD_PREFIX_TENANT when
  *              not set
- * @nr_frames:  frames per tier (KV_TIER_DEVICE, KV_TIER_HOST), derived:
- *              the sizes divided by kv_frame_bytes(), rounded down; device
- *              has at least 4 and the sum fits what kv_pool_create() takes
  */
 struct kvmemd_pool_config {
 	char name[KVMEMD_POOL_NAME_MAX];
 	struct kv_geometry geom;
 	u64 device_mem;
 	u64 host_mem;
-	u32 nr_frames[KV_NR_TIERS];
+	u64 swap_mem;
+	u32 nr_frames[KVMEMD_NR_TIERS];
 	u32 prefix;
 };
 
@@ -114,6 +137,9 @@ struct kvmemd_tenant_config {
  *                "" for root only
  * @log_level:    log.level, KVMEMD_LOG_* (run time)
  * @backend:      device.backend, KVMEMD_BACKEND_*
+ * @swap_path:    swap.path, the swap file or block device, absolute, at
+ *                most KVMEMD_SWAP_PATH_MAX - 1 bytes; "" for no swap area
+ * @swap_engine:  swap.engine, KVMEMD_SWAP_*
  * @vm:           vm.min_free_kbytes, vm.watermark_scale_factor and
  *                vm.reclaim_batch, applied to every pool (run time)
  * @nr_pools:     pools in @pools, 1 to KVMEMD_MAX_POOLS
@@ -131,6 +157,8 @@ struct kvmemd_config {
 	char admin_group[KVMEMD_GROUP_MAX];
 	u32 log_level;
 	u32 backend;
+	char swap_path[KVMEMD_SWAP_PATH_MAX];
+	u32 swap_engine;
 	struct kv_vm_tunables vm;
 	u32 nr_pools;
 	struct kvmemd_pool_config pools[KVMEMD_MAX_POOLS];
@@ -154,6 +182,8 @@ void kvmemd_config_vm(const struct kvmemd_config *cfg, struct kv_vm_tunables *vm
 const struct kvmemd_pool_config *
 kvmemd_config_pool(const struct kvmemd_config *cfg, const char *name);
 int kvmemd_config_tenant(const struct kvmemd_config *cfg, u32 uid);
+u64 kvmemd_config_swap_offset(const struct kvmemd_config *cfg, u32 pool_index);
+u64 kvmemd_config_swap_size(const struct kvmemd_config *cfg);
 int kvmemd_config_print(const struct kvmemd_config *cfg, FILE *f);
 
 #endif /* _KVMEMD_CONFIG_H */

@@ -115,7 +115,8 @@ static void kvmemd_teardown(struct kvmemd *d)
 int main(int argc, char **argv)
 {
 	struct kvmemd d = { .listen_fd = -1, .epoll_fd = -1, .signal_fd = -1, .spare_fd = -1,
-			    .timer_fd = -1, .lock_fd = -1, .cfg_path = KVMEMD_CONFIG_PATH };
+			    .timer_fd = -1, .lock_fd = -1, .swap_fd = -1,
+			    .cfg_path = KVMEMD_CONFIG_PATH };
 	int opt, err;
 
 	INIT_LIST_HEAD(&d.clients);

@@ -97,6 +97,7 @@ struct kvmemd_client {
  * @signal_fd:   SIGHUP, SIGTERM, SIGINT
  * @timer_fd:    once a second: connections that never said HELLO
  * @lock_fd:     flock()ed "<socket.path>.lock", held while the daemon runs
+ * @swap_fd:     the swap area (swap.path), O_DIRECT, or -1
  * @clients:     connected clients
  * @nr_clients:  entries on @clients
  * @next_client: id of the next client
@@ -125,6 +126,7 @@ struct kvmemd {
 	int signal_fd;
 	int timer_fd;
 	int lock_fd;
+	int swap_fd;
 	struct list_head clients;
 	u32 nr_clients;
 	u64 next_client;

@@ -4,9 +4,33 @@
  * sections, and the run-time tunables applied to all of them.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "kvmemd.h"
+
+/* Open swap.path when a pool has a swap tier: a file is created 0600. */
+static int swap_open(struct kvmemd *d)
+{
+	if (!d->cfg.swap_path[0] || !kvmemd_config_swap_size(&d->cfg))
+		return 0;
+	d->swap_fd = open(d->cfg.swap_path, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+	if (d->swap_fd < 0) {
+		kvlog(d, KVLOG_ERR, "swap.path %s: %s", d->cfg.swap_path, strerror(errno));
+		return -errno;
+	}
+	kvlog(d, KVLOG_INFO, "swap area %s: %llu MiB", d->cfg.swap_path,
+	      (unsigned long long)(kvmemd_config_swap_size(&d->cfg) >> 20));
+	return 0;
+}
+
+static void swap_close(struct kvmemd *d)
+{
+	if (d->swap_fd >= 0)
+		close(d->swap_fd);
+	d->swap_fd = -1;
+}
 
 /**
  * kvmemd_pools_create() - create every configured pool (kvswapd started)
@@ -25,9 +49,14 @@ int kvmemd_pools_create(struct kvmemd *d)
 		kvlog(d, KVLOG_ERR, "device.backend = cuda: this build serves the cpu backend only");
 		return -ENODEV;
 	}
+	err = swap_open(d);
+	if (err)
+		return err;
 	d->pools = calloc(d->cfg.nr_pools, sizeof(*d->pools));
-	if (!d->pools)
+	if (!d->pools) {
+		swap_close(d);
 		return -ENOMEM;
+	}
 	for (i = 0; i < d->cfg.nr_pools; i++) {
 		pc = &d->cfg.pools[i];
 		memset(&p, 0, sizeof(p));
@@ -35,6 +64,9 @@ int kvmemd_pools_create(struct kvmemd *d)
 		p.geom = pc->geom;
 		p.nr_frames[KV_TIER_DEVICE] = pc->nr_frames[KV_TIER_DEVICE];
 		p.nr_frames[KV_TIER_HOST] = pc->nr_frames[KV_TIER_HOST];
+		p.nr_frames[KV_TIER_SWAP] = pc->nr_frames[KVMEMD_TIER_SWAP];
+		p.swap = (struct kv_swap_params){ .fd = d->swap_fd, .engine = d->cfg.swap_engine,
+						  .offset = kvmemd_config_swap_offset(&d->cfg, i) };
 		kvmemd_config_vm(&d->cfg, &p.vm);
 		if (pc->prefix == KVMEMD_PREFIX_OFF)
 			p.flags |= KV_POOL_NO_PREFIX;
@@ -54,8 +86,9 @@ int kvmemd_pools_create(struct kvmemd *d)
 		}
 		snprintf(d->pools[i].name, sizeof(d->pools[i].name), "%s", pc->name);
 		d->pools[i].handle = i + 1;
-		kvlog(d, KVLOG_INFO, "pool %s: %u device + %u host blocks of %llu KiB (cpu backend)",
-		      pc->name, p.nr_frames[0], p.nr_frames[1],
+		kvlog(d, KVLOG_INFO,
+		      "pool %s: %u device + %u host + %u swap blocks of %llu KiB (cpu backend)",
+		      pc->name, p.nr_frames[0], p.nr_frames[1], p.nr_frames[2],
 		      (unsigned long long)(kv_frame_bytes(&pc->geom) >> 10));
 	}
 	d->nr_pools = d->cfg.nr_pools;
@@ -74,6 +107,7 @@ void kvmemd_pools_destroy(struct kvmemd *d)
 	free(d->pools);
 	d->pools = NULL;
 	d->nr_pools = 0;
+	swap_close(d);
 }
 
 /** kvmemd_pool_get() - a pool by protocol handle (1-based), or NULL */

@@ -37,7 +37,7 @@ static void meta_meminfo(FILE *f)
 static void zoneinfo(struct kvmemd_pool *p, FILE *f)
 {
 	const struct kv_geometry *g = kv_pool_geometry(p->pool);
-	static const char *const tiers[] = { "device", "host" };
+	static const char *const tiers[] = { "device", "host", "swap" };
 	struct kv_meminfo mi;
 	int t;
 
@@ -53,6 +53,8 @@ static void zoneinfo(struct kvmemd_pool *p, FILE *f)
 	for (t = 0; t < KV_NR_TIERS; t++) {
 		const struct kv_tier_info *ti = &mi.tier[t];
 
+		if (t == KV_TIER_SWAP && !ti->total)
+			continue;	/* no swap area */
 		fprintf(f, "  tier %s (%s)\n", tiers[t], ti->backend);
 		fprintf(f, "    total    %u\n    free     %u\n    min      %u\n    low      %u\n"
 			"    high     %u\n    active   %u\n    inactive %u\n    pinned   %u\n"

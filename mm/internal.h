@@ -93,6 +93,7 @@ struct kv_kvswapd {
  * @id:       KV_TIER_*
  * @ops:      backend
  * @priv:     backend private data
+ * @desc:     what meminfo shows as the backend, set by it (NULL: ops->name)
  * @base:     CPU address of frame 0, NULL when not CPU-addressable
  * @mlocked:  the arena is locked in RAM
  * @fa:       frame allocator
@@ -111,6 +112,7 @@ struct kv_tier {
 	int id;
 	const struct kv_tier_ops *ops;
 	void *priv;
+	const char *desc;
 	void *base;
 	bool mlocked;
 	struct kv_frame_alloc fa;
@@ -246,6 +248,7 @@ struct kv_fault {
  * @events:      vmstat counters (written under @lock, read without)
  * @fault:       fault injection (atomics; tests only)
  * @prefix:      prefix cache
+ * @swap:        the swap area's parameters (tier KV_TIER_SWAP)
  * @flags:       KV_POOL_*
  */
 struct kv_pool {
@@ -265,6 +268,7 @@ struct kv_pool {
 	u64 events[KV_NR_VM_EVENTS];
 	struct kv_fault fault;
 	struct kv_prefix prefix;
+	struct kv_swap_params swap;
 	u32 flags;
 };
 
@@ -354,6 +358,7 @@ struct kv_tier_ops {
 
 extern const struct kv_tier_ops kv_cpu_device_ops;
 extern const struct kv_tier_ops kv_host_memfd_ops;
+extern const struct kv_tier_ops kv_swap_file_ops;
 
 static inline void kv_pool_lock(struct kv_pool *pool)
 {

@@ -29,6 +29,7 @@ int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 {
 	struct kv_copy *c;
 	struct kv_block *b;
+	bool c_swap = false;
 	int err, src;
 	u32 i;
 
@@ -43,6 +44,7 @@ int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 		b = blocks[i];
 		c[i] = (struct kv_copy){ b->tier, b->frame[b->tier], dst, dst_frames[i] };
 	}
+	c_swap = dst == KV_TIER_SWAP || blocks[0]->tier == KV_TIER_SWAP;
 	pool->tier[dst].nr_inflight += n;
 	kv_pool_unlock(pool);
 	err = kv_copy_run(pool, c, n);
@@ -51,6 +53,8 @@ int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 	free(c);
 	if (err) {
 		count_vm_event(pool, KV_COPY_FAIL);
+		if (c_swap)
+			count_vm_event(pool, KV_SWAP_FAIL);
 		goto out_free_frames;
 	}
 	for (i = 0; i < n; i++) {
@@ -68,6 +72,8 @@ int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 		pool->tier[dst].nr_locked++;
 	}
 	count_vm_events(pool, dst < src ? KV_PGPROMOTE : KV_PGDEMOTE, n);
+	if (src == KV_TIER_SWAP || dst == KV_TIER_SWAP)
+		count_vm_events(pool, src == KV_TIER_SWAP ? KV_PSWPIN : KV_PSWPOUT, n);
 	return 0;
 
 out_free_frames:

@@ -35,23 +35,42 @@ restart:
 	return 0;
 }
 
-/* Pin the device-resident blocks; isolate the others into @host. */
+/*
+ * Pin the device-resident blocks; isolate the others into @host, those on
+ * the host tier first, then those in swap (a batch of copies has one
+ * source tier).
+ */
 static u32 seq_pin_or_isolate(struct kv_seq *seq, struct kv_block **host)
 {
 	struct kv_pool *pool = seq->pool;
 	struct kv_block *b;
-	u32 i, m = 0;
+	u32 i, m = 0, t;
 
 	for (i = 0; i < seq->nr_blocks; i++) {
 		b = kv_block(pool, seq->table[i]);
-		if (b->tier == KV_TIER_DEVICE) {
+		if (b->tier == KV_TIER_DEVICE)
 			kv_block_pin(pool, b);
-		} else {
+	}
+	for (t = KV_TIER_HOST; t < KV_NR_TIERS; t++) {
+		for (i = 0; i < seq->nr_blocks; i++) {
+			b = kv_block(pool, seq->table[i]);
+			if (b->tier != t)
+				continue;
 			kv_block_isolate(pool, b);
 			host[m++] = b;
 		}
 	}
 	return m;
+}
+
+/* Blocks of @host from @first on that share its tier, at most @max. */
+static u32 same_tier_run(struct kv_block **host, u32 first, u32 m, u32 max)
+{
+	u32 n = 1;
+
+	while (first + n < m && n < max && host[first + n]->tier == host[first]->tier)
+		n++;
+	return n;
 }
 
 /* Undo seq_pin_or_isolate() after a failed promotion. */
@@ -88,6 +107,7 @@ static int seq_promote(struct kv_seq *seq, struct kv_block **host, u32 m,
 	while (*done < m) {
 		if (chunk > m - *done)
 			chunk = m - *done;
+		chunk = same_tier_run(host, *done, m, chunk);
 		err = __kv_frames_alloc(pool, KV_TIER_DEVICE, chunk, flags | KV_ALLOC_PROMOTE,
 					frames);
 		if (err == -ENOMEM && chunk > 1) {

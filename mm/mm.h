@@ -25,10 +25,14 @@ typedef uint32_t u32;
 typedef uint64_t u64;
 typedef int32_t s32;
 
-/* Tiers, fastest first. A block is resident on at most one of device/host. */
+/*
+ * Tiers, fastest first. A block lives on exactly one: the device, the host,
+ * or a swap slot (written out, not CPU-addressable).
+ */
 #define KV_TIER_DEVICE	0
 #define KV_TIER_HOST	1
-#define KV_NR_TIERS	2
+#define KV_TIER_SWAP	2
+#define KV_NR_TIERS	3
 #define KV_TIER_NONE	0xff
 
 #define KV_FRAME_NONE	UINT32_MAX
@@ -70,14 +74,36 @@ struct kv_vm_tunables {
 	u32 reclaim_batch;
 };
 
+/* struct kv_swap_params.engine */
+#define KV_SWAP_AUTO		0	/* io_uring, else psync where it is refused */
+#define KV_SWAP_IO_URING	1
+#define KV_SWAP_PSYNC		2
+
+/**
+ * struct kv_swap_params - a pool's region of a swap area
+ * @fd:     the swap file or block device, opened O_RDWR | O_DIRECT by the
+ *          caller, who keeps it open while the pool lives
+ * @offset: byte offset of the pool's region (slots follow one another,
+ *          kv_frame_bytes() each); a multiple of the device's alignment
+ * @engine: KV_SWAP_*
+ */
+struct kv_swap_params {
+	int fd;
+	u64 offset;
+	u32 engine;
+};
+
 /**
  * struct kv_pool_params - what kv_pool_create() builds
  * @name:      pool name, at most 63 bytes
  * @geom:      KV geometry; must satisfy kv_geometry_valid()
- * @nr_frames: frames per tier (device, host); device must be > 0
- * @ops:       backend per tier, NULL for the default (CPU device, host memfd)
+ * @nr_frames: frames (swap: slots) per tier; device must be > 0, 0 means
+ *             no such tier
+ * @ops:       backend per tier, NULL for the default (CPU device, host
+ *             memfd, swap file)
  * @vm:        reclaim tunables; zeroed fields take their defaults
  * @flags:     KV_POOL_*
+ * @swap:      the swap area, when nr_frames[KV_TIER_SWAP] > 0
  */
 struct kv_pool_params {
 	const char *name;
@@ -86,6 +112,7 @@ struct kv_pool_params {
 	const struct kv_tier_ops *ops[KV_NR_TIERS];
 	struct kv_vm_tunables vm;
 	u32 flags;
+	struct kv_swap_params swap;
 };
 
 /**
@@ -163,6 +190,12 @@ enum kv_vm_event {
 	KV_PREFIX_HIT_TOKENS_HOST,
 	KV_PREFIX_INSERT,
 	KV_PREFIX_EVICT,
+	KV_PGALLOC_SWAP,
+	KV_PGFREE_SWAP,
+	KV_PSWPIN,
+	KV_PSWPOUT,
+	KV_SWAP_FAIL,
+	KV_PREFIX_HIT_TOKENS_SWAP,
 	KV_NR_VM_EVENTS
 };
 
@@ -273,6 +306,9 @@ void kv_pool_print_vmstat(struct kv_pool *pool, FILE *f);
 
 /* mm/check.c */
 int kv_pool_check(struct kv_pool *pool);
+
+/* mm/swapfile.c */
+int kv_pool_swap_inject(struct kv_pool *pool, u32 what, u64 nth);
 
 /* mm/fault.c */
 void kv_pool_fault_inject(struct kv_pool *pool, u32 sites, u64 nth, int persist);

@@ -16,6 +16,13 @@
 #include <stdlib.h>
 #include "internal.h"
 
+static const enum kv_vm_event pgalloc_events[KV_NR_TIERS] = {
+	KV_PGALLOC_DEVICE, KV_PGALLOC_HOST, KV_PGALLOC_SWAP
+};
+static const enum kv_vm_event pgfree_events[KV_NR_TIERS] = {
+	KV_PGFREE_DEVICE, KV_PGFREE_HOST, KV_PGFREE_SWAP
+};
+
 #define BITS_PER_WORD 64
 
 /**
@@ -192,7 +199,7 @@ int __kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *fra
 			goto fail;
 	}
 	frames_pop(&t->fa, n, frames);
-	count_vm_events(pool, KV_PGALLOC_DEVICE + tier, n);
+	count_vm_events(pool, pgalloc_events[tier], n);
 	if (tier_nr_free(t) < t->wmark[KV_WMARK_LOW])
 		kvswapd_wakeup(pool, tier);
 	return 0;
@@ -213,7 +220,7 @@ fail:
 u32 __kv_frames_free(struct kv_pool *pool, int tier, u32 n, const u32 *frames)
 {
 	n = frames_push(&pool->tier[tier].fa, n, frames);
-	count_vm_events(pool, KV_PGFREE_DEVICE + tier, n);
+	count_vm_events(pool, pgfree_events[tier], n);
 	return n;
 }
 

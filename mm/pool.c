@@ -33,8 +33,12 @@ static int params_check(const struct kv_pool_params *p)
 		return -ENAMETOOLONG;
 	if (p->flags & ~(KV_POOL_NO_KVSWAPD | KV_POOL_NO_PREFIX | KV_POOL_PREFIX_GLOBAL))
 		return -EINVAL;
-	if ((u64)p->nr_frames[KV_TIER_DEVICE] + p->nr_frames[KV_TIER_HOST] > UINT32_MAX / 2)
+	if ((u64)p->nr_frames[KV_TIER_DEVICE] + p->nr_frames[KV_TIER_HOST] +
+	    p->nr_frames[KV_TIER_SWAP] > UINT32_MAX / 2)
 		return -E2BIG;
+	if (p->nr_frames[KV_TIER_SWAP] && !p->ops[KV_TIER_SWAP] &&
+	    (p->swap.fd < 0 || p->swap.engine > KV_SWAP_PSYNC))
+		return -EINVAL;
 	return 0;
 }
 
@@ -81,6 +85,7 @@ int kv_pool_create(const struct kv_pool_params *p, struct kv_pool **out)
 	pool->geom = p->geom;
 	pool->frame_bytes = kv_frame_bytes(&p->geom);
 	pool->flags = p->flags;
+	pool->swap = p->swap;
 	INIT_LIST_HEAD(&pool->seqs);
 	err = pool_sync_init(pool);
 	if (err)

@@ -457,6 +457,7 @@ static void count_match(struct kv_pool *pool, u32 tenant, u32 n, const struct kv
 	count_vm_events(pool, KV_PREFIX_QUERY_TOKENS, n);
 	count_vm_events(pool, KV_PREFIX_HIT_TOKENS_DEVICE, hit->tier_tokens[KV_TIER_DEVICE]);
 	count_vm_events(pool, KV_PREFIX_HIT_TOKENS_HOST, hit->tier_tokens[KV_TIER_HOST]);
+	count_vm_events(pool, KV_PREFIX_HIT_TOKENS_SWAP, hit->tier_tokens[KV_TIER_SWAP]);
 	if (!ts)
 		return;
 	ts->query_tokens += n;
@@ -781,6 +782,7 @@ int kv_prefix_stats(struct kv_pool *pool, u32 tenant, struct kv_prefix_stats *st
 		st->query_tokens = pool->events[KV_PREFIX_QUERY_TOKENS];
 		st->hit_tokens[KV_TIER_DEVICE] = pool->events[KV_PREFIX_HIT_TOKENS_DEVICE];
 		st->hit_tokens[KV_TIER_HOST] = pool->events[KV_PREFIX_HIT_TOKENS_HOST];
+		st->hit_tokens[KV_TIER_SWAP] = pool->events[KV_PREFIX_HIT_TOKENS_SWAP];
 		st->inserted = pool->events[KV_PREFIX_INSERT];
 		st->evicted = pool->events[KV_PREFIX_EVICT];
 		for (t = 0; t < KV_NR_TIERS; t++)

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
  * Tiers: arena set-up through each tier's backend, and the copy engine
- * choice. The device tier's backend runs every copy that involves the
- * device tier (it alone can reach device memory); a copy between lower
- * tiers is run by the lower (slower) tier's backend.
+ * choice. The swap tier's backend runs every copy that involves a swap
+ * slot (it alone does I/O; the other side is CPU-addressable); otherwise
+ * the device tier's backend runs every copy that involves the device tier
+ * (it alone can reach device memory), and a copy between lower tiers is
+ * run by the lower (slower) tier's backend.
  */
 #include <stdlib.h>
 #include "internal.h"
@@ -11,6 +13,7 @@
 static const struct kv_tier_ops *default_ops[KV_NR_TIERS] = {
 	[KV_TIER_DEVICE] = &kv_cpu_device_ops,
 	[KV_TIER_HOST] = &kv_host_memfd_ops,
+	[KV_TIER_SWAP] = &kv_swap_file_ops,
 };
 
 static int tier_init(struct kv_pool *pool, int id, const struct kv_pool_params *p)
@@ -81,6 +84,8 @@ void tiers_destroy(struct kv_pool *pool)
 
 static const struct kv_tier_ops *copy_engine(struct kv_pool *pool, const struct kv_copy *c)
 {
+	if (c->src_tier == KV_TIER_SWAP || c->dst_tier == KV_TIER_SWAP)
+		return pool->tier[KV_TIER_SWAP].ops;
 	if (c->src_tier == KV_TIER_DEVICE || c->dst_tier == KV_TIER_DEVICE)
 		return pool->tier[KV_TIER_DEVICE].ops;
 	return pool->tier[c->src_tier > c->dst_tier ? c->src_tier : c->dst_tier].ops;

@@ -115,13 +115,24 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
 	u32 frames[KV_RECLAIM_BATCH_MAX];
 	struct kv_tier *t = &pool->tier[tier];
 	int dst = tier + 1;
-	u32 n, room, i;
+	u32 n, room, i, lru;
 
 	if (nr > KV_RECLAIM_BATCH_MAX)
 		nr = KV_RECLAIM_BATCH_MAX;
-	if (dst >= KV_NR_TIERS)
+	/* Never make room below for more than this tier could send there. */
+	lru = t->nr_lru[KV_LRU_ACTIVE] + t->nr_lru[KV_LRU_INACTIVE];
+	if (nr > lru)
+		nr = lru;
+	if (!nr)
+		return 0;
+	if (dst >= KV_NR_TIERS || !pool->tier[dst].fa.nr_total)
 		return prefix_evict(pool, tier, nr);
 	room = demote_room(pool, dst, dst_flags);
+	if (room < nr) {
+		/* Make room below: demote there first (cached blocks too), then evict. */
+		shrink_tier(pool, dst, nr - room, kswapd, 0);
+		room = demote_room(pool, dst, dst_flags);
+	}
 	if (room < nr) {
 		prefix_evict(pool, dst, nr - room);
 		room = demote_room(pool, dst, dst_flags);
@@ -159,16 +170,32 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
  * flight. An allocation that fails this check fails at once,
  * without throwing out other sequences' blocks first.
  */
+/*
+ * Frames of @dst that reclaim could hand a demotion: free above the
+ * reserve, idle cached blocks to evict, and blocks it could demote in turn.
+ */
+static u64 reclaim_room(struct kv_pool *pool, int dst, u32 dst_flags)
+{
+	struct kv_tier *d = &pool->tier[dst];
+	u64 room = demote_room(pool, dst, dst_flags) + pool->prefix.nr_idle[dst], below;
+	u32 lru = d->nr_lru[KV_LRU_ACTIVE] + d->nr_lru[KV_LRU_INACTIVE];
+
+	if (dst + 1 < KV_NR_TIERS && pool->tier[dst + 1].fa.nr_total) {
+		below = reclaim_room(pool, dst + 1, 0);
+		room += lru < below ? lru : below;
+	}
+	return room;
+}
+
 bool reclaim_possible(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
 {
 	struct kv_tier *t = &pool->tier[tier];
-	u64 have = tier_nr_free(t) + t->nr_locked;
-	u32 lru = t->nr_lru[KV_LRU_ACTIVE] + t->nr_lru[KV_LRU_INACTIVE], room;
+	u64 have = tier_nr_free(t) + t->nr_locked, room;
+	u32 lru = t->nr_lru[KV_LRU_ACTIVE] + t->nr_lru[KV_LRU_INACTIVE];
 
 	/* Idle cached blocks are on the LRU too: each goes one way or the other. */
-	if (tier + 1 < KV_NR_TIERS) {
-		room = demote_room(pool, tier + 1, dst_flags) + pool->prefix.nr_idle[tier + 1] +
-		       pool->prefix.nr_idle[tier];
+	if (tier + 1 < KV_NR_TIERS && pool->tier[tier + 1].fa.nr_total) {
+		room = reclaim_room(pool, tier + 1, dst_flags) + pool->prefix.nr_idle[tier];
 		have += lru < room ? lru : room;
 	} else {
 		have += pool->prefix.nr_idle[tier];
@@ -313,6 +340,8 @@ int kv_kvswapd_start(struct kv_pool *pool)
 
 	for (i = 0; i + 1 < KV_NR_TIERS; i++) {
 		ks = &pool->tier[i].kvswapd;
+		if (!pool->tier[i].fa.nr_total || (i && !pool->tier[i + 1].fa.nr_total))
+			continue;	/* the device tier's runs even with no host tier */
 		kv_pool_lock(pool);
 		if (ks->running) {
 			kv_pool_unlock(pool);

@@ -36,11 +36,18 @@ static const char *const vmstat_names[KV_NR_VM_EVENTS] = {
 	[KV_PREFIX_HIT_TOKENS_HOST] = "prefix_hit_tokens_host",
 	[KV_PREFIX_INSERT] = "prefix_insert",
 	[KV_PREFIX_EVICT] = "prefix_evict",
+	[KV_PGALLOC_SWAP] = "pgalloc_swap",
+	[KV_PGFREE_SWAP] = "pgfree_swap",
+	[KV_PSWPIN] = "pswpin",
+	[KV_PSWPOUT] = "pswpout",
+	[KV_SWAP_FAIL] = "swap_fail",
+	[KV_PREFIX_HIT_TOKENS_SWAP] = "prefix_hit_tokens_swap",
 };
 
 static const char *const tier_names[KV_NR_TIERS] = {
 	[KV_TIER_DEVICE] = "Device",
 	[KV_TIER_HOST] = "Host",
+	[KV_TIER_SWAP] = "Swap",
 };
 
 /** kv_vmstat_name() - the vmstat name of an event, NULL if out of range */
@@ -76,7 +83,7 @@ void kv_pool_meminfo(struct kv_pool *pool, struct kv_meminfo *mi)
 	for (i = 0; i < KV_NR_TIERS; i++) {
 		t = &pool->tier[i];
 		ti = &mi->tier[i];
-		ti->backend = t->ops->name;
+		ti->backend = t->desc ? t->desc : t->ops->name;
 		ti->total = t->fa.nr_total;
 		ti->free = t->fa.nr_free;
 		for (w = 0; w < KV_NR_WMARKS; w++)
@@ -111,6 +118,7 @@ void kv_pool_print_meminfo(struct kv_pool *pool, FILE *f)
 {
 	struct kv_meminfo mi;
 	const struct kv_tier_info *ti;
+	char name[32];
 	u64 fb;
 	int i;
 
@@ -119,11 +127,14 @@ void kv_pool_print_meminfo(struct kv_pool *pool, FILE *f)
 	fprintf(f, "%-18s %12llu\n", "FrameBytes:", (unsigned long long)fb);
 	fprintf(f, "%-18s %12u\n", "Blocks:", mi.blocks);
 	fprintf(f, "%-18s %12u\n", "CachedBlocks:", mi.tier[KV_TIER_DEVICE].cached +
-		mi.tier[KV_TIER_HOST].cached);
+		mi.tier[KV_TIER_HOST].cached + mi.tier[KV_TIER_SWAP].cached);
 	fprintf(f, "%-18s %12u\n", "Sequences:", mi.sequences);
 	for (i = 0; i < KV_NR_TIERS; i++) {
 		ti = &mi.tier[i];
-		fprintf(f, "%-18s %12s\n", i ? "HostBackend:" : "DeviceBackend:", ti->backend);
+		if (i == KV_TIER_SWAP && !ti->total)
+			continue;	/* no swap area */
+		snprintf(name, sizeof(name), "%sBackend:", tier_names[i]);
+		fprintf(f, "%-18s %12s\n", name, ti->backend);
 		print_kb(f, tier_names[i], "Total", ti->total, fb);
 		print_kb(f, tier_names[i], "Free", ti->free, fb);
 		print_kb(f, tier_names[i], "Active", ti->active, fb);
@@ -154,12 +165,14 @@ void kv_pool_print_vmstat(struct kv_pool *pool, FILE *f)
 
 static void print_prefix_stats(FILE *f, const char *who, const struct kv_prefix_stats *st)
 {
-	u64 hit = st->hit_tokens[KV_TIER_DEVICE] + st->hit_tokens[KV_TIER_HOST];
+	u64 hit = st->hit_tokens[KV_TIER_DEVICE] + st->hit_tokens[KV_TIER_HOST] +
+		  st->hit_tokens[KV_TIER_SWAP];
 
-	fprintf(f, "%-14s %12llu %12llu %12llu %8.4f %10llu %10llu %8u\n", who,
+	fprintf(f, "%-14s %12llu %12llu %12llu %12llu %8.4f %10llu %10llu %8u\n", who,
 		(unsigned long long)st->query_tokens,
 		(unsigned long long)st->hit_tokens[KV_TIER_DEVICE],
 		(unsigned long long)st->hit_tokens[KV_TIER_HOST],
+		(unsigned long long)st->hit_tokens[KV_TIER_SWAP],
 		st->query_tokens ? (double)hit / (double)st->query_tokens : 0.0,
 		(unsigned long long)st->inserted, (unsigned long long)st->evicted, st->cached);
 }
@@ -222,12 +235,14 @@ void kv_prefix_print(struct kv_pool *pool, FILE *f,
 
 	kv_prefix_stats(pool, UINT32_MAX, &st);
 	kv_pool_lock(pool);
-	fprintf(f, "Prefix cache: %s, %u blocks of %u tokens cached (%u device, %u host)\n",
+	fprintf(f, "Prefix cache: %s, %u blocks of %u tokens cached (%u device, %u host, "
+		"%u swap)\n",
 		pool->flags & KV_POOL_NO_PREFIX ? "off" :
 		pool->flags & KV_POOL_PREFIX_GLOBAL ? "shared by all tenants" : "per tenant",
-		st.cached, bt, pc->nr_cached[KV_TIER_DEVICE], pc->nr_cached[KV_TIER_HOST]);
-	fprintf(f, "%-14s %12s %12s %12s %8s %10s %10s %8s\n", "tenant", "query_tokens",
-		"hit_device", "hit_host", "hit", "inserted", "evicted", "cached");
+		st.cached, bt, pc->nr_cached[KV_TIER_DEVICE], pc->nr_cached[KV_TIER_HOST],
+		pc->nr_cached[KV_TIER_SWAP]);
+	fprintf(f, "%-14s %12s %12s %12s %12s %8s %10s %10s %8s\n", "tenant", "query_tokens",
+		"hit_device", "hit_host", "hit_swap", "hit", "inserted", "evicted", "cached");
 	print_prefix_stats(f, "all", &st);
 	for (i = 0; i < pc->nr_tenants; i++) {
 		tenant_label(pc->tenants[i].tenant, who, sizeof(who), tenant_name, arg);
@@ -248,7 +263,8 @@ void kv_prefix_print(struct kv_pool *pool, FILE *f,
 		tenant_label(pc->nodes[top[i]].tenant, who, sizeof(who), tenant_name, arg);
 		fprintf(f, "%8u %8u %8s %6s %6u %s\n", pc->nodes[top[i]].depth * bt,
 			pc->nodes[top[i]].depth, who,
-			b->tier == KV_TIER_DEVICE ? "device" : "host", b->refcount - 1,
+			b->tier == KV_TIER_DEVICE ? "device" : b->tier == KV_TIER_HOST ? "host" : "swap",
+			b->refcount - 1,
 			prefix_name_of(pool, top[i]));
 	}
 	kv_pool_unlock(pool);

@@ -6,7 +6,9 @@
  * FILE:LINE; set/get of the run-time keys and refusal of the others; the
  * reload check; print and load round trip; the example file. The prefix
  * cache keys: pool.NAME.prefix, and the tenant.NAME uid lists with their
- * errors, lookup, reload and printing.
+ * errors, lookup, reload and printing. The swap area: swap.path,
+ * swap.engine and pool.NAME.swap_mem, the swap frames, and the layout of the
+ * pools' regions (kvmemd_config_swap_offset(), kvmemd_config_swap_size()).
  *
  * daemon/config.c is not part of libkvmm.a, so it is compiled in here.
  */
@@ -74,6 +76,8 @@ TEST(defaults)
 	EXPECT_STREQ("", cfg.admin_group);
 	EXPECT_EQ(KVMEMD_LOG_INFO, cfg.log_level);
 	EXPECT_EQ(KVMEMD_BACKEND_AUTO, cfg.backend);
+	EXPECT_STREQ("", cfg.swap_path);
+	EXPECT_EQ(KVMEMD_SWAP_AUTO, cfg.swap_engine);
 	EXPECT_EQ(0, cfg.vm.min_free_kbytes);
 	EXPECT_EQ(10, cfg.vm.watermark_scale_factor);
 	EXPECT_EQ(32, cfg.vm.reclaim_batch);
@@ -89,12 +93,16 @@ TEST(defaults)
 	EXPECT_TRUE(kv_geometry_valid(&pc->geom));
 	EXPECT_EQ(64ull << 20, pc->device_mem);
 	EXPECT_EQ(256ull << 20, pc->host_mem);
+	EXPECT_EQ(0, pc->swap_mem);
 	EXPECT_EQ(KVMEMD_PREFIX_TENANT, pc->prefix);
 	EXPECT_EQ(0, cfg.nr_tenants);
 	EXPECT_EQ(-ENOENT, kvmemd_config_tenant(&cfg, 0));
 	EXPECT_EQ(65536, kv_frame_bytes(&pc->geom));
 	EXPECT_EQ(1024, pc->nr_frames[KV_TIER_DEVICE]);
 	EXPECT_EQ(4096, pc->nr_frames[KV_TIER_HOST]);
+	EXPECT_EQ(0, pc->nr_frames[KVMEMD_TIER_SWAP]);
+	EXPECT_EQ(0, kvmemd_config_swap_offset(&cfg, 0));
+	EXPECT_EQ(0, kvmemd_config_swap_size(&cfg));
 	kvmemd_config_vm(&cfg, &vm);
 	EXPECT_EQ(0, vm.min_free_kbytes);
 	EXPECT_EQ(10, vm.watermark_scale_factor);
@@ -113,6 +121,8 @@ TEST(every_key)
 		"admin.group = kvmem-admin\n"
 		"log.level = debug\n"
 		"device.backend = cpu\n"
+		"swap.path = /var/lib/kv mem/swap#1   # a '#' in a word is kept\n"
+		"swap.engine = psync\n"
 		"vm.min_free_kbytes = 0x400\n"
 		"vm.watermark_scale_factor = 3000\n"
 		"vm.reclaim_batch = 256\n"
@@ -124,12 +134,14 @@ TEST(every_key)
 		"pool.llama.dtype = bf16\n"
 		"pool.llama.device_mem = 16M\n"
 		"pool.llama.host_mem = 0x4000000\n"
+		"pool.llama.swap_mem = 1G\n"
 		"pool.small.kv_heads = 1\n"
 		"pool.small.head_dim = 8\n"
 		"pool.small.block_tokens = 4\n"
 		"pool.small.dtype = fp32\n"
 		"pool.small.device_mem = 16K\n"
-		"pool.small.host_mem = 0\n";
+		"pool.small.host_mem = 0\n"
+		"pool.small.swap_mem = 6K\n";
 	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX] = "junk";
 	const struct kvmemd_pool_config *pc;
 	struct kvmemd_config cfg;
@@ -142,6 +154,8 @@ TEST(every_key)
 	EXPECT_STREQ("kvmem-admin", cfg.admin_group);
 	EXPECT_EQ(KVMEMD_LOG_DEBUG, cfg.log_level);
 	EXPECT_EQ(KVMEMD_BACKEND_CPU, cfg.backend);
+	EXPECT_STREQ("/var/lib/kv mem/swap#1", cfg.swap_path);
+	EXPECT_EQ(KVMEMD_SWAP_PSYNC, cfg.swap_engine);
 	EXPECT_EQ(1024, cfg.vm.min_free_kbytes);
 	EXPECT_EQ(3000, cfg.vm.watermark_scale_factor);
 	EXPECT_EQ(256, cfg.vm.reclaim_batch);
@@ -160,6 +174,9 @@ TEST(every_key)
 	/* 32 layers x 2 x 8 heads x 16 tokens x 128 x 2 bytes = 2M a block */
 	EXPECT_EQ(8, pc->nr_frames[KV_TIER_DEVICE]);
 	EXPECT_EQ(32, pc->nr_frames[KV_TIER_HOST]);
+	EXPECT_EQ(1ull << 30, pc->swap_mem);
+	EXPECT_EQ(512, pc->nr_frames[KVMEMD_TIER_SWAP]);
+	EXPECT_EQ(KVMEMD_PREFIX_TENANT, pc->prefix);
 
 	pc = kvmemd_config_pool(&cfg, "small");
 	ASSERT_NE_NULL(pc);
@@ -170,6 +187,81 @@ TEST(every_key)
 	/* 256 bytes of KV, one 4K frame each */
 	EXPECT_EQ(4, pc->nr_frames[KV_TIER_DEVICE]);
 	EXPECT_EQ(0, pc->nr_frames[KV_TIER_HOST]);
+	EXPECT_EQ(6144, pc->swap_mem);
+	EXPECT_EQ(1, pc->nr_frames[KVMEMD_TIER_SWAP]);
+
+	/* llama's region first, then small's, already 1M-aligned. */
+	EXPECT_EQ(0, kvmemd_config_swap_offset(&cfg, 0));
+	EXPECT_EQ(1ull << 30, kvmemd_config_swap_offset(&cfg, 1));
+	EXPECT_EQ((1ull << 30) + 4096, kvmemd_config_swap_size(&cfg));
+}
+
+TEST(swap_engines)
+{
+	static const struct {
+		const char *name;
+		u32 engine;
+	} want[] = {
+		{ "auto", KVMEMD_SWAP_AUTO },
+		{ "io_uring", KVMEMD_SWAP_IO_URING },
+		{ "psync", KVMEMD_SWAP_PSYNC },
+	};
+	char err[KV_CONFIG_ERR_MAX], text[64], buf[16];
+	struct kvmemd_config cfg;
+	size_t i;
+
+	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		snprintf(text, sizeof(text), "swap.engine = %s\n", want[i].name);
+		ASSERT_EQ(0, kvmemd_config_load_string(&cfg, "e", text, err, sizeof(err)));
+		EXPECT_EQ(want[i].engine, cfg.swap_engine);
+		/* An engine without a swap area is allowed, and unused. */
+		EXPECT_STREQ("", cfg.swap_path);
+		EXPECT_EQ(0, kvmemd_config_get(&cfg, "swap.engine", buf, sizeof(buf)));
+		EXPECT_STREQ(want[i].name, buf);
+	}
+}
+
+/* swap.path may be KVMEMD_SWAP_PATH_MAX - 1 bytes, longer than a socket's. */
+TEST(longest_swap_path)
+{
+	char text[KVMEMD_SWAP_PATH_MAX + 64], want[KVMEMD_SWAP_PATH_MAX + 64];
+	char err[KV_CONFIG_ERR_MAX], buf[KVMEMD_SWAP_PATH_MAX];
+	struct kvmemd_config cfg, other;
+	char *printed;
+	u32 changed;
+
+	memset(buf, 'a', sizeof(buf));
+	buf[0] = '/';
+	buf[sizeof(buf) - 1] = '\0';
+	snprintf(text, sizeof(text), "swap.path = %s\n", buf);
+	ASSERT_EQ(0, kvmemd_config_load_string(&cfg, "long", text, err, sizeof(err)));
+	EXPECT_EQ(KVMEMD_SWAP_PATH_MAX - 1, strlen(cfg.swap_path));
+	EXPECT_STREQ(buf, cfg.swap_path);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "swap.path", buf, sizeof(buf)));
+	EXPECT_STREQ(cfg.swap_path, buf);
+	EXPECT_EQ(-ERANGE, kvmemd_config_get(&cfg, "swap.path", buf, sizeof(buf) - 1));
+
+	/* Printed whole, so that it loads back. */
+	printed = config_text(&cfg);
+	ASSERT_NE_NULL(printed);
+	snprintf(want, sizeof(want), "swap.path = %s\n", cfg.swap_path);
+	EXPECT_NE_NULL(strstr(printed, want));
+	ASSERT_EQ(0, kvmemd_config_load_string(&other, "printed", printed, err,
+					       sizeof(err)));
+	EXPECT_EQ(0, memcmp(&cfg, &other, sizeof(cfg)));
+	free(printed);
+
+	/* Compared whole: a change in the last byte needs a restart. */
+	other.swap_path[KVMEMD_SWAP_PATH_MAX - 2] = 'b';
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&cfg, &other, &changed, err,
+						    sizeof(err)));
+	EXPECT_EQ(0, strncmp(err, "swap.path changed from '/aaa", 28));
+
+	/* One byte more is too long. */
+	snprintf(text, sizeof(text), "\nswap.path = %sa\n", cfg.swap_path);
+	EXPECT_EQ(-EINVAL, kvmemd_config_load_string(&other, "long", text, err,
+						     sizeof(err)));
+	EXPECT_STREQ("long:2: swap.path: longer than 255 bytes", err);
 }
 
 TEST(no_pools_gets_the_default_pool)
@@ -275,6 +367,20 @@ static const struct bad_file bad_files[] = {
 	{ "socket.group = kv mem\n", 1, "socket.group: 'kv mem' is not a valid group name" },
 	{ "admin.group = -wheel\n", 1, "admin.group: '-wheel' is not a valid group name" },
 	{ "admin.group = a:b\n", 1, "is not a valid group name" },
+	/* swap */
+	{ "log.level = info\nswap.path = var/lib/kvmemd/swap\n", 2,
+	  "swap.path: 'var/lib/kvmemd/swap' is not an absolute path" },
+	{ "swap.path = ./swap\n", 1, "swap.path: './swap' is not an absolute path" },
+	{ "swap.path = /dev/nvme0n1\n\nswap.path = /dev/nvme1n1\n", 3,
+	  "duplicate key 'swap.path' (first set at line 1)" },
+	{ "swap.engine = aio\n", 1,
+	  "swap.engine: 'aio' is not one of: auto, io_uring, psync" },
+	{ "\n\nswap.engine = IO_URING\n", 3, "swap.engine: 'IO_URING' is not one of" },
+	{ "swap.engine = io-uring\n", 1, "swap.engine: 'io-uring' is not one of" },
+	{ "swap.engine = psync\nswap.engine = psync\n", 2,
+	  "duplicate key 'swap.engine' (first set at line 1)" },
+	{ "swap = /dev/nvme0n1\n", 1, "unknown key 'swap'" },
+	{ "swap.size = 1G\n", 1, "unknown key 'swap.size'" },
 	/* pools */
 	{ "pool.a.layers = 0\n", 1, "pool.a.layers: '0' is out of range (1..1024)" },
 	{ "pool.a.kv_heads = 1025\n", 1, "pool.a.kv_heads: '1025' is out of range (1..1024)" },
@@ -293,6 +399,13 @@ static const struct bad_file bad_files[] = {
 	{ "pool.a.prefix = Off\n", 1, "pool.a.prefix: 'Off' is not one of" },
 	{ "pool.a.prefix = off\n\npool.a.prefix = off\n", 3,
 	  "duplicate key 'pool.a.prefix' (first set at line 1)" },
+	{ "pool.a.layers = 1\npool.a.swap_mem = 1.5G\n", 2,
+	  "pool.a.swap_mem: '1.5G' is not a size" },
+	{ "pool.a.swap_mem = -1\n", 1, "pool.a.swap_mem: '-1' is not a size" },
+	{ "pool.a.swap_mem = 16777216T\n", 1, "pool.a.swap_mem: '16777216T' is too large" },
+	{ "pool.a.swap_mem = 1G\npool.a.swap_mem = 1G\n", 2,
+	  "duplicate key 'pool.a.swap_mem' (first set at line 1)" },
+	{ "pool.a.swap = 1G\n", 1, "unknown key 'pool.a.swap'" },
 	/* syntax, through the same path */
 	{ "log.level info\n", 1, "expected 'key = value'" },
 	{ "log.level = \n", 1, "missing value for 'log.level'" },
@@ -319,6 +432,16 @@ TEST(bad_values_name_file_and_line)
 	"pool." n ".block_tokens = 4\n"					\
 	"pool." n ".dtype = fp16\n"
 
+/* The largest frame there is, 2^45 bytes (32T), four of them on the device. */
+#define HUGE(n)								\
+	"pool." n ".layers = 1024\n"					\
+	"pool." n ".kv_heads = 1024\n"					\
+	"pool." n ".head_dim = 1024\n"					\
+	"pool." n ".block_tokens = 4096\n"				\
+	"pool." n ".dtype = fp32\n"					\
+	"pool." n ".device_mem = 128T\n"					\
+	"pool." n ".host_mem = 0\n"
+
 static const struct bad_file bad_pools[] = {
 	/* incomplete pools name the line of their first key */
 	{ "log.level = info\n"
@@ -341,6 +464,26 @@ static const struct bad_file bad_pools[] = {
 	  "pool.a.device_mem: 2147483648 frames of 4K, at most 2147483647 are allowed" },
 	{ GEOM("a", "2") "pool.a.host_mem = 4T\npool.a.device_mem = 4T\n", 6,
 	  "pool.a.host_mem: 2147483648 frames of 4K in all, at most 2147483647" },
+	/* swap_mem needs swap.path, even when it holds no frame */
+	{ GEOM("a", "2") "pool.a.device_mem = 1M\npool.a.host_mem = 1M\n"
+	  "pool.a.swap_mem = 1G\n", 8, "pool.a.swap_mem needs swap.path" },
+	{ GEOM("a", "2") "pool.a.swap_mem = 1\n"
+	  "pool.a.device_mem = 1M\npool.a.host_mem = 1M\n", 6,
+	  "pool.a.swap_mem needs swap.path" },
+	{ GEOM("a", "2") "pool.a.device_mem = 1M\npool.a.host_mem = 1M\n"
+	  GEOM("b", "2") "pool.b.device_mem = 1M\npool.b.host_mem = 1M\n"
+	  "pool.b.swap_mem = 4K\n", 15, "pool.b.swap_mem needs swap.path" },
+	/* device, host and swap frames together */
+	{ "swap.path = /dev/nvme0n1\n" GEOM("a", "2") "pool.a.device_mem = 16K\n"
+	  "pool.a.swap_mem = 4K\npool.a.host_mem = 0x7ffffffb000\n", 8,
+	  "pool.a.swap_mem: 2147483648 frames of 4K in all, at most 2147483647 are allowed" },
+	{ "swap.path = /dev/nvme0n1\n" GEOM("a", "2") "pool.a.device_mem = 16K\n"
+	  "pool.a.host_mem = 0\npool.a.swap_mem = 8T\n", 9,
+	  "pool.a.swap_mem: 2147483652 frames of 4K in all, at most 2147483647 are allowed" },
+	/* 32T frames: two regions of 2^62 bytes end past 2^63 - 1 */
+	{ "swap.path = /dev/nvme0n1\n" HUGE("a") "pool.a.swap_mem = 4194304T\n"
+	  HUGE("b") "pool.b.swap_mem = 4194304T\n", 17,
+	  "pool.b.swap_mem: the swap area would end past 9223372036854775807 bytes" },
 };
 
 TEST(bad_pools_name_file_and_line)
@@ -358,6 +501,105 @@ TEST(bad_pools_name_file_and_line)
 			       "pool.a.host_mem = 0x7ffffffb000\n", &cfg, path, err));
 	EXPECT_EQ(4, cfg.pools[0].nr_frames[KV_TIER_DEVICE]);
 	EXPECT_EQ(UINT32_MAX / 2 - 4, cfg.pools[0].nr_frames[KV_TIER_HOST]);
+	EXPECT_EQ(0, cfg.pools[0].nr_frames[KVMEMD_TIER_SWAP]);
+	ASSERT_EQ(0, load_text("swap.path = /dev/nvme0n1\n" GEOM("a", "2")
+			       "pool.a.device_mem = 16K\npool.a.host_mem = 0x7ffffffa000\n"
+			       "pool.a.swap_mem = 4K\n", &cfg, path, err));
+	EXPECT_EQ(UINT32_MAX / 2 - 5, cfg.pools[0].nr_frames[KV_TIER_HOST]);
+	EXPECT_EQ(1, cfg.pools[0].nr_frames[KVMEMD_TIER_SWAP]);
+	ASSERT_EQ(0, load_text("swap.path = /dev/nvme0n1\n" GEOM("a", "2")
+			       "pool.a.device_mem = 16K\npool.a.host_mem = 0\n"
+			       "pool.a.swap_mem = 0x7ffffffb000\n", &cfg, path, err));
+	EXPECT_EQ(UINT32_MAX / 2 - 4, cfg.pools[0].nr_frames[KVMEMD_TIER_SWAP]);
+	EXPECT_EQ(0x7ffffffb000ull, kvmemd_config_swap_size(&cfg));
+	/* The swap area may end at 2^63 - 2^45, a frame short of 2^63. */
+	ASSERT_EQ(0, load_text("swap.path = /dev/nvme0n1\n" HUGE("a")
+			       "pool.a.swap_mem = 4194304T\n" HUGE("b")
+			       "pool.b.swap_mem = 4194303T\n", &cfg, path, err));
+	EXPECT_EQ(1u << 17, cfg.pools[0].nr_frames[KVMEMD_TIER_SWAP]);
+	EXPECT_EQ((1u << 17) - 1, cfg.pools[1].nr_frames[KVMEMD_TIER_SWAP]);
+	EXPECT_EQ(1ull << 62, kvmemd_config_swap_offset(&cfg, 1));
+	EXPECT_EQ((1ull << 63) - (1ull << 45), kvmemd_config_swap_size(&cfg));
+}
+
+/* Two pools with swap of different geometries, and one without between. */
+TEST(swap_layout)
+{
+	static const char text[] =
+		"pool.a.layers = 2\n"			/* 512-byte blocks, 4K frames */
+		"pool.a.kv_heads = 2\n"
+		"pool.a.head_dim = 8\n"
+		"pool.a.block_tokens = 4\n"
+		"pool.a.dtype = fp16\n"
+		"pool.a.device_mem = 16K\n"
+		"pool.a.host_mem = 0\n"
+		"pool.a.swap_mem = 0x101064\n"		/* 1M + 4K + 100 */
+		"pool.c.layers = 1\n"
+		"pool.c.kv_heads = 1\n"
+		"pool.c.head_dim = 8\n"
+		"pool.c.block_tokens = 4\n"
+		"pool.c.dtype = fp32\n"
+		"pool.c.device_mem = 16K\n"
+		"pool.c.host_mem = 16K\n"
+		"pool.b.layers = 4\n"			/* 64K frames */
+		"pool.b.kv_heads = 4\n"
+		"pool.b.head_dim = 64\n"
+		"pool.b.block_tokens = 16\n"
+		"pool.b.dtype = bf16\n"
+		"pool.b.device_mem = 1M\n"
+		"pool.b.host_mem = 2M\n"
+		"pool.b.swap_mem = 3145828\n"		/* 3M + 100 */
+		"swap.path = /var/lib/kvmemd/swap\n";
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX];
+	struct kvmemd_config cfg;
+
+	ASSERT_EQ(0, load_text(text, &cfg, path, err));
+	ASSERT_EQ(3, cfg.nr_pools);
+	EXPECT_STREQ("c", cfg.pools[1].name);
+
+	/* Frames: rounded down, of each pool's own size. */
+	EXPECT_EQ(4096, kv_frame_bytes(&cfg.pools[0].geom));
+	EXPECT_EQ(257, cfg.pools[0].nr_frames[KVMEMD_TIER_SWAP]);
+	EXPECT_EQ(0, cfg.pools[1].swap_mem);
+	EXPECT_EQ(0, cfg.pools[1].nr_frames[KVMEMD_TIER_SWAP]);
+	EXPECT_EQ(4, cfg.pools[1].nr_frames[KV_TIER_HOST]);
+	EXPECT_EQ(65536, kv_frame_bytes(&cfg.pools[2].geom));
+	EXPECT_EQ(16, cfg.pools[2].nr_frames[KV_TIER_DEVICE]);
+	EXPECT_EQ(32, cfg.pools[2].nr_frames[KV_TIER_HOST]);
+	EXPECT_EQ(48, cfg.pools[2].nr_frames[KVMEMD_TIER_SWAP]);
+
+	/*
+	 * a: [0, 1M + 4K); c takes no room but would start at 2M; b: [2M, 5M).
+	 * Past the last pool: where the next region would start.
+	 */
+	EXPECT_EQ(0, kvmemd_config_swap_offset(&cfg, 0));
+	EXPECT_EQ(2ull << 20, kvmemd_config_swap_offset(&cfg, 1));
+	EXPECT_EQ(2ull << 20, kvmemd_config_swap_offset(&cfg, 2));
+	EXPECT_EQ(5ull << 20, kvmemd_config_swap_size(&cfg));
+	EXPECT_EQ(5ull << 20, kvmemd_config_swap_offset(&cfg, 3));
+	EXPECT_EQ(5ull << 20, kvmemd_config_swap_offset(&cfg, UINT32_MAX));
+
+	/* b first: [0, 3M), then a: [3M, 4M + 4K). */
+	cfg.pools[1] = cfg.pools[0];
+	cfg.pools[0] = cfg.pools[2];
+	cfg.nr_pools = 2;
+	EXPECT_EQ(0, kvmemd_config_swap_offset(&cfg, 0));
+	EXPECT_EQ(3ull << 20, kvmemd_config_swap_offset(&cfg, 1));
+	EXPECT_EQ((4ull << 20) + 4096, kvmemd_config_swap_size(&cfg));
+	EXPECT_EQ(5ull << 20, kvmemd_config_swap_offset(&cfg, 2));
+
+	/* A swap area that no pool uses. */
+	ASSERT_EQ(0, load_text("swap.path = /dev/nvme0n1\n", &cfg, path, err));
+	EXPECT_STREQ("/dev/nvme0n1", cfg.swap_path);
+	EXPECT_EQ(0, kvmemd_config_swap_size(&cfg));
+	EXPECT_EQ(0, kvmemd_config_swap_offset(&cfg, 0));
+	/* Less than a frame: swap.path is still needed, but no frame. */
+	ASSERT_EQ(0, load_text("swap.path = /dev/nvme0n1\n" GEOM("a", "2")
+			       "pool.a.device_mem = 16K\npool.a.host_mem = 0\n"
+			       "pool.a.swap_mem = 4095\n", &cfg, path, err));
+	EXPECT_EQ(4095, cfg.pools[0].swap_mem);
+	EXPECT_EQ(0, cfg.pools[0].nr_frames[KVMEMD_TIER_SWAP]);
+	EXPECT_EQ(0, kvmemd_config_swap_size(&cfg));
 }
 
 TEST(at_most_16_pools)
@@ -411,6 +653,8 @@ TEST(get_every_key)
 		{ "admin.group", "" },
 		{ "log.level", "info" },
 		{ "device.backend", "auto" },
+		{ "swap.path", "" },
+		{ "swap.engine", "auto" },
 		{ "vm.min_free_kbytes", "0" },
 		{ "vm.watermark_scale_factor", "10" },
 		{ "vm.reclaim_batch", "32" },
@@ -422,6 +666,7 @@ TEST(get_every_key)
 		{ "pool.default.device_mem", "64M" },
 		{ "pool.default.host_mem", "256M" },
 		{ "pool.default.prefix", "tenant" },
+		{ "pool.default.swap_mem", "0" },
 	};
 	struct kvmemd_config cfg;
 	char buf[128];
@@ -486,6 +731,7 @@ TEST(set_refuses_restart_keys)
 		"socket.path", "socket.mode", "socket.group", "admin.group",
 		"device.backend", "pool.default.layers", "pool.default.host_mem",
 		"pool.newpool.layers", "pool.default.prefix", "pool.newpool.prefix",
+		"swap.path", "swap.engine", "pool.default.swap_mem", "pool.newpool.swap_mem",
 	};
 	struct kvmemd_config cfg, def;
 	char err[KV_CONFIG_ERR_MAX], want[128];
@@ -650,6 +896,140 @@ TEST(pool_prefix_needs_a_restart)
 	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&new, &old, &changed, err, sizeof(err)));
 	EXPECT_STREQ("pool.default.prefix changed from 'off' to 'tenant'; "
 		     "needs a restart", err);
+}
+
+/* ---- the swap area ----------------------------------------------------- */
+
+#define SWAP_POOL(n, mem)						\
+	GEOM(n, "2") "pool." n ".device_mem = 16K\n"			\
+	"pool." n ".host_mem = 16K\npool." n ".swap_mem = " mem "\n"
+
+TEST(reload_diff_swap)
+{
+	static const struct {
+		const char *old, *new, *err;
+	} restart[] = {
+		{ "", "swap.path = /dev/nvme0n1\n",
+		  "swap.path changed from '' to '/dev/nvme0n1'; needs a restart" },
+		{ "swap.path = /dev/nvme0n1\n", "",
+		  "swap.path changed from '/dev/nvme0n1' to ''; needs a restart" },
+		{ "swap.path = /dev/nvme0n1\n", "swap.path = /dev/nvme1n1\n",
+		  "swap.path changed from '/dev/nvme0n1' to '/dev/nvme1n1'; needs a restart" },
+		{ "", "swap.engine = io_uring\n",
+		  "swap.engine changed from 'auto' to 'io_uring'; needs a restart" },
+		{ "swap.engine = psync\n", "swap.engine = auto\n",
+		  "swap.engine changed from 'psync' to 'auto'; needs a restart" },
+		{ "swap.path = /s\n" SWAP_POOL("a", "1M"), "swap.path = /s\n" SWAP_POOL("a", "2M"),
+		  "pool.a.swap_mem changed from '1M' to '2M'; needs a restart" },
+		{ "swap.path = /s\n" SWAP_POOL("a", "1M"), "swap.path = /s\n" SWAP_POOL("a", "0"),
+		  "pool.a.swap_mem changed from '1M' to '0'; needs a restart" },
+		/* left out is 0 */
+		{ GEOM("a", "2") "pool.a.device_mem = 16K\npool.a.host_mem = 16K\n",
+		  "swap.path = /s\n" SWAP_POOL("a", "4K"),
+		  "swap.path changed from '' to '/s'; needs a restart" },
+		{ "swap.path = /s\n" GEOM("a", "2") "pool.a.device_mem = 16K\n"
+		  "pool.a.host_mem = 16K\n", "swap.path = /s\n" SWAP_POOL("a", "4K"),
+		  "pool.a.swap_mem changed from '0' to '4K'; needs a restart" },
+		/* pools with swap reordered: their regions would move */
+		{ "swap.path = /s\n" SWAP_POOL("a", "1M") SWAP_POOL("b", "1M"),
+		  "swap.path = /s\n" SWAP_POOL("b", "1M") SWAP_POOL("a", "1M"),
+		  "pool 'a' moved in the swap area from offset 0 to 1M; needs a restart" },
+		{ "swap.path = /s\n" SWAP_POOL("a", "1M") SWAP_POOL("c", "0") SWAP_POOL("b", "4K"),
+		  "swap.path = /s\n" SWAP_POOL("b", "4K") SWAP_POOL("a", "1M") SWAP_POOL("c", "0"),
+		  "pool 'a' moved in the swap area from offset 0 to 1M; needs a restart" },
+	};
+	struct kvmemd_config old, new;
+	char err[KV_CONFIG_ERR_MAX];
+	u32 changed;
+	size_t i;
+
+	for (i = 0; i < sizeof(restart) / sizeof(restart[0]); i++) {
+		ASSERT_EQ(0, kvmemd_config_load_string(&old, "old", restart[i].old, err,
+						       sizeof(err)));
+		ASSERT_EQ(0, kvmemd_config_load_string(&new, "new", restart[i].new, err,
+						       sizeof(err)));
+		changed = 99;
+		EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&old, &new, &changed, err,
+							    sizeof(err)));
+		EXPECT_STREQ(restart[i].err, err);
+		EXPECT_EQ(0, changed);
+	}
+
+	/* Pools reordered where no region of the swap area moves: a reload. */
+	ASSERT_EQ(0, kvmemd_config_load_string(&old, "old", "swap.path = /s\n"
+					       SWAP_POOL("a", "1M") SWAP_POOL("c", "0")
+					       "log.level = info\n", err, sizeof(err)));
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new", "swap.path = /s\n"
+					       SWAP_POOL("c", "0") SWAP_POOL("a", "1M")
+					       "log.level = warn\n", err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_STREQ("", err);
+	EXPECT_EQ(KVMEMD_CHANGED_LOG_LEVEL, changed);
+	EXPECT_EQ(kvmemd_config_swap_offset(&old, 0), kvmemd_config_swap_offset(&new, 1));
+	EXPECT_EQ(kvmemd_config_swap_size(&old), kvmemd_config_swap_size(&new));
+	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new", "swap.path = /s\n"
+					       SWAP_POOL("a", "1M") SWAP_POOL("c", "0"),
+					       err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_EQ(0, changed);
+}
+
+TEST(print_loads_back_swap)
+{
+	static const char text[] =
+		"swap.path = \"/var/lib/kv #2/swap\"\n"
+		"swap.engine = io_uring\n"
+		GEOM("x", "3") "pool.x.device_mem = 1M\npool.x.host_mem = 0\n"
+		"pool.x.swap_mem = 1000000\n"
+		GEOM("y", "1") "pool.y.device_mem = 1G\npool.y.host_mem = 2G\n"
+		"pool.z.swap_mem = 3G\n" GEOM("z", "1") "pool.z.device_mem = 1M\n"
+		"pool.z.host_mem = 0\n";
+	struct kvmemd_config cfg, back;
+	char err[KV_CONFIG_ERR_MAX], buf[64];
+	char *t1, *t2;
+
+	ASSERT_EQ(0, kvmemd_config_load_string(&cfg, "a", text, err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "swap.path", buf, sizeof(buf)));
+	EXPECT_STREQ("/var/lib/kv #2/swap", buf);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "swap.engine", buf, sizeof(buf)));
+	EXPECT_STREQ("io_uring", buf);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "pool.x.swap_mem", buf, sizeof(buf)));
+	EXPECT_STREQ("1000000", buf);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "pool.y.swap_mem", buf, sizeof(buf)));
+	EXPECT_STREQ("0", buf);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "pool.z.swap_mem", buf, sizeof(buf)));
+	EXPECT_STREQ("3G", buf);
+	EXPECT_EQ(-ENOENT, kvmemd_config_get(&cfg, "pool.w.swap_mem", buf, sizeof(buf)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_get(&cfg, "swap", buf, sizeof(buf)));
+	EXPECT_EQ(-ENOENT, kvmemd_config_get(&cfg, "swap.size", buf, sizeof(buf)));
+
+	t1 = config_text(&cfg);
+	ASSERT_NE_NULL(t1);
+	EXPECT_NE_NULL(strstr(t1, "swap.path = \"/var/lib/kv #2/swap\"\n"
+			      "swap.engine = io_uring\n"));
+	EXPECT_NE_NULL(strstr(t1, "pool.x.swap_mem = 1000000\n"));
+	EXPECT_NE_NULL(strstr(t1, "pool.y.swap_mem = 0\n"));
+	EXPECT_NE_NULL(strstr(t1, "pool.z.swap_mem = 3G\n"));
+	if (kvmemd_config_load_string(&back, "printed", t1, err, sizeof(err)))
+		TH_LOG("%s", err);
+	t2 = config_text(&back);
+	ASSERT_NE_NULL(t2);
+	EXPECT_STREQ(t1, t2);
+	EXPECT_EQ(0, memcmp(&cfg, &back, sizeof(cfg)));
+	EXPECT_EQ(kvmemd_config_swap_size(&cfg), kvmemd_config_swap_size(&back));
+	EXPECT_EQ(3ull << 30, back.pools[2].swap_mem);
+	free(t1);
+	free(t2);
+
+	/* The defaults print swap.path as a comment, and load back. */
+	kvmemd_config_defaults(&cfg);
+	t1 = config_text(&cfg);
+	ASSERT_NE_NULL(t1);
+	EXPECT_NE_NULL(strstr(t1, "# swap.path is not set\nswap.engine = auto\n"));
+	EXPECT_NE_NULL(strstr(t1, "pool.default.swap_mem = 0\n"));
+	ASSERT_EQ(0, kvmemd_config_load_string(&back, "printed", t1, err, sizeof(err)));
+	EXPECT_TRUE(config_equal(&cfg, &back));
+	free(t1);
 }
 
 /* ---- tenant.NAME ------------------------------------------------------- */
@@ -1010,8 +1390,8 @@ TEST(example_file_holds_the_defaults)
 	}
 	fclose(in);
 	fclose(out);
-	/* Every key but the two unset groups. */
-	EXPECT_EQ(NR_KEYS - 2 + NR_POOL_KEYS, keys);
+	/* Every key but the two unset groups and the unset swap.path. */
+	EXPECT_EQ(NR_KEYS - 3 + NR_POOL_KEYS, keys);
 	EXPECT_EQ(0, kvmemd_config_load_string(&cfg, "example", text, err, sizeof(err)));
 	EXPECT_STREQ("", err);
 	EXPECT_TRUE(config_equal(&def, &cfg));

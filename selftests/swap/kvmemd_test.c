@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The swap tier through kvmemd: with swap.path and pool.NAME.swap_mem, a
+ * client whose sequences outgrow the device and host tiers gets them back
+ * whole from swap; meminfo shows the swap tier and its engine, vmstat its
+ * traffic; a swap.path that cannot be opened is a clear startup error.
+ */
+#include "kselftest_harness.h"
+#include "../daemon/daemon_test.h"
+
+#define POOL_CONF							\
+	"pool.t.layers = 2\npool.t.kv_heads = 2\npool.t.head_dim = 8\n"	\
+	"pool.t.block_tokens = 4\npool.t.dtype = fp16\n"		\
+	"pool.t.device_mem = 64K\npool.t.host_mem = 64K\n"		\
+	"pool.t.swap_mem = 1M\nvm.min_free_kbytes = 4\n"
+#define NSEQ	12
+#define NTOK	24
+
+static char text[KVMEM_MSG_MAX];
+
+/* Step @n tokens valued @v0.. into @seq, writing them through the arena. */
+static int step_vals(struct kvc *c, struct kvc_pool *p, uint64_t seq, uint32_t n, uint32_t v0)
+{
+	uint64_t slots[NTOK];
+	struct kvc_step_seq s = { .seq = seq, .nr_tokens = n, .slots = slots };
+	uint32_t i;
+	int err = kvc_step(c, &s, 1, 0, NULL);
+
+	for (i = 0; !err && i < n; i++)
+		*tok(p, slots[i]) = v0 + i;
+	return err;
+}
+
+TEST(sequences_come_back_from_swap)
+{
+	uint32_t vals[NSEQ][NTOK], i, j;
+	uint64_t seq[NSEQ];
+	struct kvc_pool *p;
+	struct daemon d;
+	char conf[1024];
+	struct kvc *c;
+
+	snprintf(conf, sizeof(conf), "swap.path = /var/tmp/kvmem-test-swap-%d\nswap.engine = %s\n"
+		 POOL_CONF, (int)getpid(), "auto");
+	ASSERT_EQ(0, daemon_start(&d, conf));
+	ASSERT_EQ(0, kvc_connect(d.sock, &c));
+	ASSERT_EQ(0, kvc_pool_open(c, "t", &p));
+	/* 12 sequences of 6 blocks: 72 blocks, 32 frames of device and host. */
+	for (i = 0; i < NSEQ; i++) {
+		for (j = 0; j < NTOK; j++)
+			vals[i][j] = i * 1000 + j;
+		ASSERT_EQ(0, kvc_seq_create(c, p, &seq[i]));
+		ASSERT_EQ(0, step_vals(c, p, seq[i], NTOK, i * 1000));
+		ASSERT_EQ(0, kvc_deactivate(c, &seq[i], 1));
+	}
+	for (i = 0; i < NSEQ; i++) {
+		ASSERT_EQ(0, kvc_activate(c, &seq[i], 1, 0, NULL));
+		EXPECT_EQ(0, check_vals(c, p, seq[i], vals[i], NTOK));
+		ASSERT_EQ(0, kvc_deactivate(c, &seq[i], 1));
+	}
+	ASSERT_LT(0, kvc_stats(c, KVMEM_STATS_VMSTAT, 0, text, sizeof(text)));
+	EXPECT_LT(0, stat_value(text, "pswpout "));
+	EXPECT_LT(0, stat_value(text, "pswpin "));
+	EXPECT_EQ(0, stat_value(text, "swap_fail "));
+	ASSERT_LT(0, meminfo(c, text, sizeof(text)));
+	EXPECT_EQ(1024, stat_value(text, "SwapTotal:"));
+	EXPECT_NE_NULL(strstr(text, "SwapBackend:"));
+	ASSERT_LT(0, kvc_stats(c, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "check      ok"));
+	EXPECT_NE_NULL(strstr(text, "tier swap (swap ("));
+	for (i = 0; i < NSEQ; i++)
+		EXPECT_EQ(0, kvc_seq_free(c, seq[i]));
+	kvc_close(c);
+	EXPECT_EQ(0, daemon_stop(&d));
+	snprintf(conf, sizeof(conf), "/var/tmp/kvmem-test-swap-%d", (int)getpid());
+	unlink(conf);
+	daemon_cleanup(&d);
+}
+
+TEST(unusable_swap_path_is_a_startup_error)
+{
+	char out[4096];
+	struct daemon d;
+
+	memset(&d, 0, sizeof(d));
+	snprintf(d.dir, sizeof(d.dir), "/tmp/kvmemd-test-XXXXXX");
+	ASSERT_NE_NULL(mkdtemp(d.dir));
+	snprintf(d.conf, sizeof(d.conf), "%s/kvmemd.conf", d.dir);
+	snprintf(d.log, sizeof(d.log), "%s/log", d.dir);
+	snprintf(text, sizeof(text), "socket.path = %s/s\nswap.path = /nonexistent/dir/swap\n"
+		 POOL_CONF, d.dir);
+	ASSERT_EQ(0, write_file(d.conf, text));
+	EXPECT_NE(0, daemon_run_once(d.conf, d.log, out, sizeof(out)));
+	EXPECT_NE_NULL(strstr(out, "swap.path /nonexistent/dir/swap"));
+	daemon_cleanup(&d);
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,277 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The swap tier (mm/swapfile.c) through the mm: block contents survive
+ * device -> host -> swap -> device; memory pressure cascades down to swap
+ * and activation brings blocks back; injected I/O errors, short transfers
+ * and flipped bits are detected, reported and lose nothing; a full swap
+ * area fails allocations cleanly; cached prefixes are found in swap. Every
+ * test runs on both engines (io_uring where the machine allows it, and
+ * psync) and ends with kv_pool_check().
+ */
+#include <fcntl.h>
+#include <unistd.h>
+#include "kselftest_harness.h"
+#include "../mm/mm_test.h"
+#include "mm/swap_io.h"
+
+/* A swap file in $TMPDIR (or /var/tmp), opened O_DIRECT and unlinked. */
+static int swap_file(void)
+{
+	const char *dirs[] = { getenv("TMPDIR"), "/var/tmp", "/tmp" };
+	char path[256];
+	unsigned int i;
+	int fd;
+
+	for (i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		if (!dirs[i])
+			continue;
+		snprintf(path, sizeof(path), "%s/kvmem-swap-XXXXXX", dirs[i]);
+		fd = mkstemp(path);
+		if (fd < 0)
+			continue;
+		close(fd);
+		fd = open(path, O_RDWR | O_DIRECT);
+		unlink(path);
+		if (fd >= 0)
+			return fd;
+	}
+	return -1;
+}
+
+static struct kv_pool *swap_pool(u32 dev, u32 host, u32 swap, u32 engine, int *fd)
+{
+	struct kv_pool_params p = {
+		.name = "swap", .geom = test_geom, .nr_frames = { dev, host, swap },
+		.flags = KV_POOL_NO_KVSWAPD, .vm = { .min_free_kbytes = 4 },
+	};
+	struct kv_pool *pool = NULL;
+
+	*fd = swap_file();
+	if (*fd < 0)
+		return NULL;
+	p.swap = (struct kv_swap_params){ .fd = *fd, .offset = 0, .engine = engine };
+	if (kv_pool_create(&p, &pool)) {
+		close(*fd);
+		return NULL;
+	}
+	return pool;
+}
+
+static void swap_pool_done(struct kv_pool *pool, int fd)
+{
+	kv_pool_destroy(pool);
+	close(fd);
+}
+
+static u32 tier_used(struct kv_pool *pool, int tier)
+{
+	struct kv_meminfo mi;
+
+	kv_pool_meminfo(pool, &mi);
+	return mi.tier[tier].total - mi.tier[tier].free;
+}
+
+/*
+ * SWAP_TEST(name) defines name_io_uring and name_psync: the body runs on a
+ * pool of 16 device, 16 host and 64 swap frames served by that engine.
+ */
+typedef void (*swap_body_t)(struct __test_metadata *_metadata, struct kv_pool *pool);
+
+static void swap_run(struct __test_metadata *_metadata, u32 engine, swap_body_t body)
+{
+	struct kv_pool *pool;
+	int fd;
+
+	pool = swap_pool(16, 16, 64, engine, &fd);
+	if (!pool && engine == KV_SWAP_IO_URING)
+		SKIP(return, "io_uring refused here, or no O_DIRECT directory");
+	ASSERT_NE_NULL(pool);
+	body(_metadata, pool);
+	EXPECT_POOL_OK(pool);
+	swap_pool_done(pool, fd);
+}
+
+#define SWAP_TEST(name)								\
+	static void name##_body(struct __test_metadata *_metadata, struct kv_pool *pool); \
+	TEST(name##_io_uring) { swap_run(_metadata, KV_SWAP_IO_URING, name##_body); }	\
+	TEST(name##_psync) { swap_run(_metadata, KV_SWAP_PSYNC, name##_body); }	\
+	static void name##_body(struct __test_metadata *_metadata, struct kv_pool *pool)
+
+/* Sequences of @n tokens each, contents from @seed, all deactivated. */
+static int fill(struct kv_pool *pool, struct kv_seq **seq, u32 (*vals)[64], u32 nseq, u32 n,
+		u32 seed)
+{
+	u32 i, j;
+	int err;
+
+	for (i = 0; i < nseq; i++) {
+		for (j = 0; j < n; j++)
+			vals[i][j] = seed * 1000003u + i * 7919u + j;
+		err = kv_seq_create(pool, &seq[i]);
+		err = err ?: kv_seq_activate(seq[i], 0);
+		err = err ?: seq_append_vals(pool, seq[i], vals[i], n, 0);
+		if (err)
+			return err;
+		kv_seq_deactivate(seq[i]);
+	}
+	return 0;
+}
+
+/* Activate, verify and deactivate every sequence; frees them when @free. */
+static int verify_all(struct kv_seq **seq, u32 (*vals)[64], u32 nseq, bool free_them)
+{
+	u32 i;
+	int err;
+
+	for (i = 0; i < nseq; i++) {
+		err = kv_seq_activate(seq[i], 0);
+		if (err)
+			return err;
+		if (seq_verify(seq[i], vals[i]) != -1)
+			return -EUCLEAN;
+		kv_seq_deactivate(seq[i]);
+		if (free_them)
+			kv_seq_free(seq[i]);
+	}
+	return 0;
+}
+
+SWAP_TEST(contents_survive_every_tier)
+{
+	static u32 vals[4][64];
+	struct kv_seq *seq[4];
+
+	ASSERT_EQ(0, fill(pool, seq, vals, 4, 12, 1));
+	EXPECT_EQ(12u, kv_reclaim(pool, KV_TIER_DEVICE, 100));
+	EXPECT_EQ(12u, kv_reclaim(pool, KV_TIER_HOST, 100));
+	EXPECT_EQ(12u, tier_used(pool, KV_TIER_SWAP));
+	EXPECT_EQ(12u, (u32)kv_vmstat_read(pool, KV_PSWPOUT));
+	EXPECT_POOL_OK(pool);
+	/* Straight from swap to the device. */
+	ASSERT_EQ(0, verify_all(seq, vals, 4, false));
+	EXPECT_EQ(12u, (u32)kv_vmstat_read(pool, KV_PSWPIN));
+	EXPECT_EQ(0u, tier_used(pool, KV_TIER_SWAP));
+	EXPECT_POOL_OK(pool);
+	ASSERT_EQ(0, verify_all(seq, vals, 4, true));
+}
+
+/* More than device and host hold: allocations push blocks down to swap. */
+SWAP_TEST(pressure_reaches_swap)
+{
+	static u32 vals[10][64];
+	struct kv_seq *seq[10];
+
+	ASSERT_EQ(0, fill(pool, seq, vals, 10, 16, 2));	/* 40 blocks */
+	EXPECT_LT(0u, tier_used(pool, KV_TIER_SWAP));
+	EXPECT_LT(0u, (u32)kv_vmstat_read(pool, KV_PSWPOUT));
+	EXPECT_POOL_OK(pool);
+	ASSERT_EQ(0, verify_all(seq, vals, 10, false));
+	EXPECT_LT(0u, (u32)kv_vmstat_read(pool, KV_PSWPIN));
+	ASSERT_EQ(0, verify_all(seq, vals, 10, true));
+}
+
+/* Write errors: reclaim to swap fails, the blocks stay where they were. */
+SWAP_TEST(write_errors_lose_nothing)
+{
+	static u32 vals[2][64];
+	struct kv_seq *seq[2];
+
+	ASSERT_EQ(0, fill(pool, seq, vals, 2, 16, 3));
+	EXPECT_EQ(8u, kv_reclaim(pool, KV_TIER_DEVICE, 100));
+	ASSERT_EQ(0, kv_pool_swap_inject(pool, KV_SWAP_INJECT_EIO, 3));
+	EXPECT_EQ(0u, kv_reclaim(pool, KV_TIER_HOST, 100));
+	EXPECT_EQ(0u, tier_used(pool, KV_TIER_SWAP));
+	EXPECT_LT(0u, (u32)kv_vmstat_read(pool, KV_SWAP_FAIL));
+	EXPECT_POOL_OK(pool);
+	/* A short write is finished by the engine: the data arrives whole. */
+	ASSERT_EQ(0, kv_pool_swap_inject(pool, KV_SWAP_INJECT_SHORT, 2));
+	EXPECT_EQ(8u, kv_reclaim(pool, KV_TIER_HOST, 100));
+	ASSERT_EQ(0, verify_all(seq, vals, 2, true));
+}
+
+/* Read errors and flipped bits fail the activation with -EIO, and only it. */
+SWAP_TEST(read_errors_and_flipped_bits_are_caught)
+{
+	static u32 vals[2][64];
+	struct kv_seq *seq[2];
+	u32 what[2] = { KV_SWAP_INJECT_EIO, KV_SWAP_INJECT_FLIP }, k;
+
+	ASSERT_EQ(0, fill(pool, seq, vals, 2, 16, 4));
+	for (k = 0; k < 2; k++) {
+		kv_reclaim(pool, KV_TIER_DEVICE, 100);
+		kv_reclaim(pool, KV_TIER_HOST, 100);
+		ASSERT_EQ(8u, tier_used(pool, KV_TIER_SWAP));
+		ASSERT_EQ(0, kv_pool_swap_inject(pool, what[k], 2));
+		EXPECT_EQ(-EIO, kv_seq_activate(seq[0], 0));
+		EXPECT_FALSE(kv_seq_is_active(seq[0]));
+		EXPECT_POOL_OK(pool);
+		/* The slot on the device is intact: the next try succeeds. */
+		ASSERT_EQ(0, verify_all(seq, vals, 2, false));
+	}
+	EXPECT_LE(2u, (u32)kv_vmstat_read(pool, KV_SWAP_FAIL));
+	kv_seq_free(seq[0]);
+	kv_seq_free(seq[1]);
+}
+
+/* A full swap area: allocations fail with -ENOMEM, contents stay. */
+TEST(swap_full)
+{
+	static u32 vals[12][64];
+	struct kv_seq *seq[12];
+	struct kv_pool *pool;
+	u32 i;
+	int fd, err = 0;
+
+	pool = swap_pool(8, 8, 8, KV_SWAP_PSYNC, &fd);
+	ASSERT_NE_NULL(pool);
+	for (i = 0; i < 12 && !err; i++)
+		err = fill(pool, &seq[i], &vals[i], 1, 16, 5 + i);	/* 4 blocks each */
+	EXPECT_EQ(-ENOMEM, err);
+	EXPECT_POOL_OK(pool);
+	i--;			/* the one that failed holds no tokens */
+	EXPECT_EQ(0u, kv_seq_tokens(seq[i]));
+	kv_seq_free(seq[i]);
+	EXPECT_EQ(0, verify_all(seq, vals, i, true));
+	EXPECT_POOL_OK(pool);
+	swap_pool_done(pool, fd);
+}
+
+/* A cached prompt pushed down to swap is found there and comes back whole. */
+TEST(prefix_hits_in_swap)
+{
+	static u32 vals[8][64];
+	u32 ids[32], i;
+	struct kv_seq *seq[8], *s;
+	struct kv_prefix_hit hit;
+	struct kv_pool *pool;
+	u64 slots[32];
+	int fd;
+
+	pool = swap_pool(16, 8, 64, KV_SWAP_AUTO, &fd);
+	ASSERT_NE_NULL(pool);
+	for (i = 0; i < 32; i++)
+		ids[i] = 70000 + i;
+	ASSERT_EQ(0, kv_seq_create(pool, &s));
+	ASSERT_EQ(0, kv_seq_activate(s, 0));
+	ASSERT_EQ(0, kv_seq_append_ids(s, 32, ids, slots, 0));
+	for (i = 0; i < 32; i++)
+		tok_write(pool, slots[i], ids[i]);
+	kv_seq_deactivate(s);
+	kv_seq_free(s);
+	ASSERT_EQ(0, fill(pool, seq, vals, 8, 16, 6));		/* 32 more blocks */
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	kv_reclaim(pool, KV_TIER_HOST, 100);
+	ASSERT_EQ(0, kv_seq_create(pool, &s));
+	ASSERT_EQ(32, kv_prefix_match(s, ids, 32, &hit));
+	EXPECT_LT(0u, hit.tier_tokens[KV_TIER_SWAP]);
+	ASSERT_EQ(0, kv_seq_activate(s, 0));
+	EXPECT_EQ(-1, seq_verify(s, ids));
+	kv_seq_deactivate(s);
+	kv_seq_free(s);
+	EXPECT_LT(0u, (u32)kv_vmstat_read(pool, KV_PREFIX_HIT_TOKENS_SWAP));
+	ASSERT_EQ(0, verify_all(seq, vals, 8, true));
+	EXPECT_POOL_OK(pool);
+	swap_pool_done(pool, fd);
+}
+
+TEST_HARNESS_MAIN
