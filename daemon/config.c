@@ -9,8 +9,10 @@
  * a table of their own, indexed by FIELD and stored in a struct
  * kvmemd_pool_config. Tenant keys (tenant.NAME = UID,UID...) are a family
  * of their own: one struct kvmemd_tenant_config each, in file order. The
- * swap area (swap.*) is global; each pool with pool.NAME.swap_mem has a
- * region of it, laid out in pool order (kvmemd_config_swap_offset()).
+ * swap area (swap.*) is global; each pool with swap frames has a data
+ * region of it, laid out in pool order (kvmemd_config_swap_offset()), and,
+ * after all the data regions, a checkpoint region, in the same order
+ * (kvmemd_config_ckpt_offset()).
  *
  * Loading parses into a struct config_parse on the stack (a fresh config
  * plus the line each key was set on, for duplicate and missing-key
@@ -136,6 +138,7 @@ static const struct config_key config_keys[] = {
 	{ "swap.path", KEY_PATH, 0, CFG_FIELD(swap_path) },
 	{ "swap.engine", KEY_CHOICE, 0, CFG_FIELD(swap_engine),
 	  .choices = swap_engine_names },
+	{ "swap.persist", KEY_UINT, 0, CFG_FIELD(swap_persist), .min = 0, .max = 1 },
 	{ "vm.min_free_kbytes", KEY_UINT, KEY_RUNTIME, CFG_FIELD(vm.min_free_kbytes),
 	  .min = 0, .max = 1ull << 40, .changed = KVMEMD_CHANGED_MIN_FREE_KBYTES },
 	{ "vm.watermark_scale_factor", KEY_UINT, KEY_RUNTIME,
@@ -620,10 +623,18 @@ static bool tenants_differ(const struct kvmemd_config *a, const struct kvmemd_co
 
 /* ---- the swap area ----------------------------------------------------- */
 
-/* Bytes of the region of pool @pc in the swap area; 0 when it has none. */
+/* Bytes of the data region of pool @pc in the swap area; 0 when it has none. */
 static u64 swap_region_bytes(const struct kvmemd_pool_config *pc)
 {
 	return (u64)pc->nr_frames[KVMEMD_TIER_SWAP] * kv_frame_bytes(&pc->geom);
+}
+
+/* Bytes of the checkpoint region of pool @pc; 0 when it has no swap frame. */
+static u64 ckpt_region_bytes(const struct kvmemd_pool_config *pc)
+{
+	u32 slots = pc->nr_frames[KVMEMD_TIER_SWAP];
+
+	return slots ? kv_checkpoint_bytes(&pc->geom, slots) : 0;
 }
 
 static u64 swap_align(u64 off)
@@ -643,6 +654,24 @@ static u64 swap_end(const struct kvmemd_config *cfg, u32 n)
 
 	for (i = 0; i < n && i < cfg->nr_pools; i++) {
 		bytes = swap_region_bytes(&cfg->pools[i]);
+		if (bytes)
+			end = swap_align(end) + bytes;
+	}
+	return end;
+}
+
+/*
+ * The end of the checkpoint regions of the first @n pools of @cfg, which
+ * follow the data regions of all the pools, laid out as swap_end() lays out
+ * those. swap_end() of all the pools when none of the first @n has swap.
+ */
+static u64 ckpt_end(const struct kvmemd_config *cfg, u32 n)
+{
+	u64 bytes, end = swap_end(cfg, cfg->nr_pools);
+	u32 i;
+
+	for (i = 0; i < n && i < cfg->nr_pools; i++) {
+		bytes = ckpt_region_bytes(&cfg->pools[i]);
 		if (bytes)
 			end = swap_align(end) + bytes;
 	}
@@ -889,31 +918,68 @@ static int pool_validate(struct config_parse *cp, int i, char *err, size_t errle
 }
 
 /*
- * Check that the swap area, the regions of every pool laid out as
- * swap_end() does, ends within SWAP_END_MAX: offsets are off_t, and
- * kvmemd_config_swap_offset() and kvmemd_config_swap_size() cannot wrap.
+ * Add a region of @bytes to the swap area that ends at *@end, as swap_end()
+ * and ckpt_end() do. False, with *@end unchanged, when it would end past
+ * SWAP_END_MAX.
+ */
+static bool swap_region_add(u64 *end, u64 bytes)
+{
+	u64 start;
+
+	if (!bytes)
+		return true;
+	start = swap_align(*end);
+	if (start > SWAP_END_MAX || bytes > SWAP_END_MAX - start)
+		return false;
+	*end = start + bytes;
+	return true;
+}
+
+/*
+ * Check that the swap area, the data regions of every pool then their
+ * checkpoint regions, laid out as swap_end() and ckpt_end() do, ends within
+ * SWAP_END_MAX: offsets are off_t, and kvmemd_config_swap_offset(),
+ * kvmemd_config_ckpt_offset() and kvmemd_config_swap_size() cannot wrap.
+ * Either failure names the line of the pool's swap_mem.
  */
 static int swap_layout_check(struct config_parse *cp, char *err, size_t errlen)
 {
 	struct kv_config_pos pos = { .file = cp->file, .err = err, .errlen = errlen };
 	const struct kvmemd_pool_config *pc;
-	u64 bytes, start, end = 0;
+	u64 end = 0;
 	u32 i;
 
 	for (i = 0; i < cp->cfg.nr_pools; i++) {
 		pc = &cp->cfg.pools[i];
-		bytes = swap_region_bytes(pc);
-		if (!bytes)
+		if (swap_region_add(&end, swap_region_bytes(pc)))
 			continue;
-		start = swap_align(end);
-		if (start > SWAP_END_MAX || bytes > SWAP_END_MAX - start) {
-			pos.line = cp->pool_line[i][POOL_KEY_SWAP_MEM];
-			return kv_config_error(&pos, -EINVAL,
-					       "pool.%s.swap_mem: the swap area would end past %llu bytes",
-					       pc->name, (unsigned long long)SWAP_END_MAX);
-		}
-		end = start + bytes;
+		pos.line = cp->pool_line[i][POOL_KEY_SWAP_MEM];
+		return kv_config_error(&pos, -EINVAL,
+				       "pool.%s.swap_mem: the swap area would end past %llu bytes",
+				       pc->name, (unsigned long long)SWAP_END_MAX);
 	}
+	for (i = 0; i < cp->cfg.nr_pools; i++) {
+		pc = &cp->cfg.pools[i];
+		if (swap_region_add(&end, ckpt_region_bytes(pc)))
+			continue;
+		pos.line = cp->pool_line[i][POOL_KEY_SWAP_MEM];
+		return kv_config_error(&pos, -EINVAL,
+				       "pool.%s.swap_mem: its checkpoint region would end the swap area past %llu bytes",
+				       pc->name, (unsigned long long)SWAP_END_MAX);
+	}
+	return 0;
+}
+
+/* swap.persist = 1 needs a swap area to keep the checkpoints in. */
+static int swap_persist_check(struct config_parse *cp, char *err, size_t errlen)
+{
+	unsigned int line = cp->key_line[key_find("swap.persist") - config_keys];
+	struct kv_config_pos pos = {
+		.file = cp->file, .line = line, .err = err, .errlen = errlen,
+	};
+
+	if (cp->cfg.swap_persist && !cp->cfg.swap_path[0])
+		return kv_config_error(&pos, -EINVAL, "swap.persist needs swap.path");
 	return 0;
 }
 
@@ -940,6 +1006,9 @@ static int config_validate(struct config_parse *cp, char *err, size_t errlen)
 	u32 i;
 	int ret;
 
+	ret = swap_persist_check(cp, err, errlen);
+	if (ret)
+		return ret;
 	for (i = 0; i < cp->cfg.nr_pools; i++) {
 		ret = pool_validate(cp, (int)i, err, errlen);
 		if (ret)
@@ -964,11 +1033,11 @@ static int config_validate(struct config_parse *cp, char *err, size_t errlen)
  *
  * The defaults are those of Documentation/admin-guide/kvmemd.conf.md: the
  * socket at KVMEMD_SOCKET_PATH with mode 0660, log level info, the auto
- * backend, no swap area (swap.path unset, the auto engine), the mm
- * defaults for vm.*, and one pool, KVMEMD_DEFAULT_POOL, of 4 layers, 4 kv
- * heads, head_dim 64, 16-token blocks in fp16, with 64M of device and 256M
- * of host memory, no swap and a prefix cache per tenant; no tenant keys
- * (every uid is a tenant of its own).
+ * backend, no swap area (swap.path unset, the auto engine, swap.persist
+ * 0), the mm defaults for vm.*, and one pool, KVMEMD_DEFAULT_POOL, of 4
+ * layers, 4 kv heads, head_dim 64, 16-token blocks in fp16, with 64M of
+ * device and 256M of host memory, no swap and a prefix cache per tenant;
+ * no tenant keys (every uid is a tenant of its own).
  */
 void kvmemd_config_defaults(struct kvmemd_config *cfg)
 {
@@ -979,6 +1048,7 @@ void kvmemd_config_defaults(struct kvmemd_config *cfg)
 	cfg->backend = KVMEMD_BACKEND_AUTO;
 	cfg->swap_path[0] = '\0';
 	cfg->swap_engine = KVMEMD_SWAP_AUTO;
+	cfg->swap_persist = 0;
 	cfg->vm.min_free_kbytes = 0;
 	cfg->vm.watermark_scale_factor = 10;
 	cfg->vm.reclaim_batch = 32;
@@ -1026,10 +1096,10 @@ static void err_printf(char *err, size_t errlen, const char *fmt, ...)
  * Keys not in the file keep their defaults; a file that defines no pool
  * gets the default pool. The file is parsed into a fresh config, checked
  * (ranges, duplicates, unknown keys, pools complete and of a usable size,
- * swap only with a swap.path, tenant names and uid lists, no uid in two
- * tenants),
- * and only then copied to @out, so that a failed reload leaves the running
- * config untouched.
+ * swap and swap.persist only with a swap.path, the swap area within 2^63
+ * bytes, tenant names and uid lists, no uid in two tenants), and only then
+ * copied to @out, so that a failed reload leaves the running config
+ * untouched.
  *
  * Return: 0; -EINVAL for anything wrong in the file; -errno when it cannot
  * be opened or read (-ENOENT, -EACCES, -EISDIR...).
@@ -1229,30 +1299,49 @@ static int pools_diff(const struct kvmemd_config *old,
 }
 
 /*
- * Refuse a reload that moves the region of a pool in the swap area (pools
- * with swap reordered, or one added before it): the running pools keep
- * theirs. @new has the pools of @old, of the same sizes (pools_diff()).
+ * Refuse a reload that moves a region of pool @name from offset @a to @b:
+ * its data region (@what "pool") or its checkpoint ("checkpoint of pool").
+ */
+static int swap_moved(const char *what, const char *name, u64 a, u64 b,
+		      char *err, size_t errlen)
+{
+	char va[32], vb[32];
+
+	kv_format_size(a, va, sizeof(va));
+	kv_format_size(b, vb, sizeof(vb));
+	err_printf(err, errlen,
+		   "%s '%s' moved in the swap area from offset %s to %s; needs a restart",
+		   what, name, va, vb);
+	return -EPERM;
+}
+
+/*
+ * Refuse a reload that moves a region of a pool in the swap area, its data
+ * region or its checkpoint region (pools with swap reordered, or one added
+ * before it): the running pools keep theirs, and a checkpoint is restored
+ * from where it was written. @new has the pools of @old, of the same sizes
+ * (pools_diff()).
  */
 static int swap_diff(const struct kvmemd_config *old,
 		     const struct kvmemd_config *new, char *err, size_t errlen)
 {
-	char va[32], vb[32];
+	const char *name;
 	u64 a, b;
-	u32 i;
+	u32 i, j;
 
 	for (i = 0; i < old->nr_pools; i++) {
 		if (!old->pools[i].nr_frames[KVMEMD_TIER_SWAP])
 			continue;
+		name = old->pools[i].name;
+		j = (u32)pool_index(new, name);
 		a = kvmemd_config_swap_offset(old, i);
-		b = kvmemd_config_swap_offset(new, (u32)pool_index(new, old->pools[i].name));
-		if (a == b)
-			continue;
-		kv_format_size(a, va, sizeof(va));
-		kv_format_size(b, vb, sizeof(vb));
-		err_printf(err, errlen,
-			   "pool '%s' moved in the swap area from offset %s to %s; needs a restart",
-			   old->pools[i].name, va, vb);
-		return -EPERM;
+		b = kvmemd_config_swap_offset(new, j);
+		if (a != b)
+			return swap_moved("pool", name, a, b, err, errlen);
+		a = kvmemd_config_ckpt_offset(old, i);
+		b = kvmemd_config_ckpt_offset(new, j);
+		if (a != b)
+			return swap_moved("checkpoint of pool", name, a, b, err, errlen);
 	}
 	return 0;
 }
@@ -1275,8 +1364,9 @@ static int swap_diff(const struct kvmemd_config *old,
  * Return: 0 when only run-time keys differ (or none; tenants are run-time
  * keys); -EPERM when a key that needs a restart differs (socket.*,
  * admin.group, device.backend, swap.*, pools), or when the pools were
- * reordered so that the region of a pool with swap would move in the swap
- * area (kvmemd_config_swap_offset()).
+ * reordered so that a region of a pool with swap would move in the swap
+ * area: its data region (kvmemd_config_swap_offset()) or its checkpoint
+ * region (kvmemd_config_ckpt_offset()).
  */
 int kvmemd_config_reload_diff(const struct kvmemd_config *old,
 			      const struct kvmemd_config *new, u32 *changed,
@@ -1358,20 +1448,23 @@ int kvmemd_config_tenant(const struct kvmemd_config *cfg, u32 uid)
 }
 
 /**
- * kvmemd_config_swap_offset() - where a pool's region of the swap area starts
+ * kvmemd_config_swap_offset() - where a pool's data region of the swap area starts
  * @cfg:        a loaded config
  * @pool_index: the pool, an index in @cfg->pools
  *
- * The pools' regions lie one after another in the order of @cfg->pools:
- * pool i has nr_frames[KVMEMD_TIER_SWAP] slots of kv_frame_bytes() of its
- * own geometry, and its region starts at the end of the last region before
- * it rounded up to KVMEMD_SWAP_ALIGN (1 MiB), so that it is aligned for
- * O_DIRECT. A pool without swap takes no room. kvmemd_config_load() has
- * checked that the whole area ends within INT64_MAX bytes.
+ * The pools' data regions lie one after another in the order of
+ * @cfg->pools: pool i has nr_frames[KVMEMD_TIER_SWAP] slots of
+ * kv_frame_bytes() of its own geometry, and its region starts at the end of
+ * the last region before it rounded up to KVMEMD_SWAP_ALIGN (1 MiB), so
+ * that it is aligned for O_DIRECT. A pool without swap takes no room. The
+ * checkpoint regions follow them (kvmemd_config_ckpt_offset()).
+ * kvmemd_config_load() has checked that the whole area ends within
+ * INT64_MAX bytes.
  *
- * Return: the byte offset of the region of pool @pool_index in the file or
- * device of swap.path; for a pool without swap, or an index past the last
- * pool, where such a region would start.
+ * Return: the byte offset of the data region of pool @pool_index in the
+ * file or device of swap.path; for a pool without swap, or an index past
+ * the last pool, where such a region would start (past the last pool: where
+ * the first checkpoint region starts, when any pool has swap).
  */
 u64 kvmemd_config_swap_offset(const struct kvmemd_config *cfg, u32 pool_index)
 {
@@ -1379,16 +1472,53 @@ u64 kvmemd_config_swap_offset(const struct kvmemd_config *cfg, u32 pool_index)
 }
 
 /**
+ * kvmemd_config_ckpt_offset() - where a pool's checkpoint region starts
+ * @cfg:        a loaded config
+ * @pool_index: the pool, an index in @cfg->pools
+ *
+ * Each pool with swap (nr_frames[KVMEMD_TIER_SWAP] > 0) has a checkpoint
+ * region, where kv_pool_checkpoint() writes its prefix cache for
+ * kv_pool_restore() (swap.persist, `kvmemctl checkpoint'). The checkpoint
+ * regions follow the last data region, one after another in the order of
+ * @cfg->pools, each starting at the end of the region before it rounded up
+ * to KVMEMD_SWAP_ALIGN, and kvmemd_config_ckpt_size() long.
+ *
+ * Return: the byte offset of the checkpoint region of pool @pool_index in
+ * the file or device of swap.path; for a pool without swap, or an index
+ * past the last pool, where such a region would start.
+ */
+u64 kvmemd_config_ckpt_offset(const struct kvmemd_config *cfg, u32 pool_index)
+{
+	return swap_align(ckpt_end(cfg, pool_index));
+}
+
+/**
+ * kvmemd_config_ckpt_size() - the bytes of a pool's checkpoint region
+ * @cfg:        a loaded config
+ * @pool_index: the pool, an index in @cfg->pools
+ *
+ * Return: kv_checkpoint_bytes() of the pool's geometry and swap frames (a
+ * multiple of 4096), the @len to give kv_pool_checkpoint() and
+ * kv_pool_restore(); 0 for a pool without swap, or an index past the last
+ * pool.
+ */
+u64 kvmemd_config_ckpt_size(const struct kvmemd_config *cfg, u32 pool_index)
+{
+	return pool_index < cfg->nr_pools ? ckpt_region_bytes(&cfg->pools[pool_index]) : 0;
+}
+
+/**
  * kvmemd_config_swap_size() - the bytes of the swap area that the pools use
  * @cfg: a loaded config
  *
- * Return: the end of the last region laid out as kvmemd_config_swap_offset()
- * says, that is the least size of the file or device of swap.path; 0 when no
- * pool has swap.
+ * Return: the end of the last checkpoint region (the data regions all lie
+ * before it), laid out as kvmemd_config_swap_offset() and
+ * kvmemd_config_ckpt_offset() say, that is the least size of the file or
+ * device of swap.path; 0 when no pool has swap.
  */
 u64 kvmemd_config_swap_size(const struct kvmemd_config *cfg)
 {
-	return swap_end(cfg, cfg->nr_pools);
+	return ckpt_end(cfg, cfg->nr_pools);
 }
 
 /* A value that the parser would cut at a comment or trim needs quotes. */

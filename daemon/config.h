@@ -4,8 +4,9 @@
  * defaults and ranges, loading and validating a file, the run-time keys
  * that SIGHUP and `kvmemctl sysctl' may change, and the check that a reload
  * changed nothing that needs a restart; the tenants, which group client uids
- * for the prefix cache; the swap area, and where each pool's region lies
- * in it.
+ * for the prefix cache; the swap area, and where each pool's regions lie
+ * in it: its data region (swap slots) and its checkpoint region (a copy of
+ * its prefix cache that outlives the daemon).
  *
  * A struct kvmemd_config is a plain value: it holds no pointers and may be
  * copied with `='. Loading parses into a fresh struct and validates it
@@ -69,7 +70,7 @@
 #define KVMEMD_NR_TIERS			3
 #define KVMEMD_TIER_SWAP		2
 
-/* Each pool's region of the swap area starts at a multiple of this. */
+/* Each region of the swap area (data or checkpoint) starts at a multiple of this. */
 #define KVMEMD_SWAP_ALIGN		(1ull << 20)
 
 /* kvmemd_config_load() flags. */
@@ -92,9 +93,10 @@
  *              .dtype (as KV_DTYPE_*); kv_geometry_valid() holds
  * @device_mem: pool.NAME.device_mem, bytes of the device arena
  * @host_mem:   pool.NAME.host_mem, bytes of the host arena (0: none)
- * @swap_mem:   pool.NAME.swap_mem, bytes of the pool's region of the swap
- *              area; optional, 0 (no swap tier) when not set; more than 0
- *              needs swap.path
+ * @swap_mem:   pool.NAME.swap_mem, bytes of the pool's data region of the
+ *              swap area; optional, 0 (no swap tier) when not set; more
+ *              than 0 needs swap.path. A pool with swap frames also has a
+ *              checkpoint region (kvmemd_config_ckpt_offset())
  * @nr_frames:  frames per tier (KV_TIER_DEVICE, KV_TIER_HOST,
  *              KVMEMD_TIER_SWAP), derived: the sizes divided by
  *              kv_frame_bytes(), rounded down; device has at least 4 and
@@ -140,6 +142,9 @@ struct kvmemd_tenant_config {
  * @swap_path:    swap.path, the swap file or block device, absolute, at
  *                most KVMEMD_SWAP_PATH_MAX - 1 bytes; "" for no swap area
  * @swap_engine:  swap.engine, KVMEMD_SWAP_*
+ * @swap_persist: swap.persist, 0 or 1: 1 writes a checkpoint of each
+ *                pool's prefix cache to its checkpoint region on a clean
+ *                SIGTERM and restores it at start; 1 needs swap.path
  * @vm:           vm.min_free_kbytes, vm.watermark_scale_factor and
  *                vm.reclaim_batch, applied to every pool (run time)
  * @nr_pools:     pools in @pools, 1 to KVMEMD_MAX_POOLS
@@ -159,6 +164,7 @@ struct kvmemd_config {
 	u32 backend;
 	char swap_path[KVMEMD_SWAP_PATH_MAX];
 	u32 swap_engine;
+	u32 swap_persist;
 	struct kv_vm_tunables vm;
 	u32 nr_pools;
 	struct kvmemd_pool_config pools[KVMEMD_MAX_POOLS];
@@ -183,6 +189,8 @@ const struct kvmemd_pool_config *
 kvmemd_config_pool(const struct kvmemd_config *cfg, const char *name);
 int kvmemd_config_tenant(const struct kvmemd_config *cfg, u32 uid);
 u64 kvmemd_config_swap_offset(const struct kvmemd_config *cfg, u32 pool_index);
+u64 kvmemd_config_ckpt_offset(const struct kvmemd_config *cfg, u32 pool_index);
+u64 kvmemd_config_ckpt_size(const struct kvmemd_config *cfg, u32 pool_index);
 u64 kvmemd_config_swap_size(const struct kvmemd_config *cfg);
 int kvmemd_config_print(const struct kvmemd_config *cfg, FILE *f);
 

@@ -9,6 +9,7 @@
  *   kvmemctl [-s SOCKET] prefix [show] [POOL]
  *   kvmemctl [-s SOCKET] prefix pin|unpin|forget NAME [POOL]
  *   kvmemctl [-s SOCKET] prefix drop [POOL]
+ *   kvmemctl [-s SOCKET] checkpoint [POOL]
  *
  * Exit status: 0 done; 1 the daemon refused (the reason is printed);
  * 2 usage; 3 the daemon cannot be reached.
@@ -37,6 +38,7 @@ static int usage(FILE *f)
 		"  prefix unpin|pin|forget NAME [POOL]\n"
 		"                      unpin a named prefix, pin it again, or drop its name\n"
 		"  prefix drop [POOL]  (admin) evict every evictable cached block\n"
+		"  checkpoint [POOL]   (admin) write the prefix cache to the swap area\n"
 		"The socket is -s, else $%s, else %s.\n", KVMEM_SOCKET_ENV,
 		KVMEM_DEFAULT_SOCKET);
 	return EXIT_USAGE;
@@ -123,6 +125,19 @@ static int cmd_drop(struct kvc *c, const char *pool)
 	return 0;
 }
 
+static int cmd_checkpoint(struct kvc *c, const char *pool)
+{
+	uint32_t handle;
+	int n;
+
+	n = pool_handle(c, pool, &handle);
+	n = n ?: kvc_checkpoint(c, handle);
+	if (n < 0)
+		return refused("checkpoint", n);
+	printf("checkpoint of %d cached blocks\n", n);
+	return 0;
+}
+
 static const char *const prefix_ops[] = {
 	[KVMEM_PREFIX_UNPIN] = "unpin",
 	[KVMEM_PREFIX_REPIN] = "pin",
@@ -190,7 +205,8 @@ static int valid(int argc, char **argv)
 		return prefix_valid(argc, argv);
 	if (argc > 2)
 		return 0;
-	if (!strcmp(cmd, "meminfo") || !strcmp(cmd, "vmstat") || !strcmp(cmd, "drop-caches"))
+	if (!strcmp(cmd, "meminfo") || !strcmp(cmd, "vmstat") || !strcmp(cmd, "drop-caches") ||
+	    !strcmp(cmd, "checkpoint"))
 		return 1;
 	if (!strcmp(cmd, "pools") || !strcmp(cmd, "clients"))
 		return argc == 1;
@@ -213,6 +229,8 @@ static int run(struct kvc *c, int argc, char **argv)
 		return cmd_sysctl(c, argv[1]);
 	if (!strcmp(cmd, "prefix"))
 		return cmd_prefix(c, argc, argv);
+	if (!strcmp(cmd, "checkpoint"))
+		return cmd_checkpoint(c, arg);
 	return cmd_drop(c, arg);
 }
 

@@ -55,6 +55,7 @@ static int kvmemd_setup(struct kvmemd *d)
 {
 	char err[256];
 	struct group *gr;
+	u32 i;
 	int ret;
 
 	ret = kvmemd_config_load(&d->cfg, d->cfg_path,
@@ -79,6 +80,9 @@ static int kvmemd_setup(struct kvmemd *d)
 	}
 	raise_nofile(d);
 	d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	/* Tenant names numbered in config order first: a restore maps to them. */
+	for (i = 0; i < d->cfg.nr_tenants; i++)
+		kvmemd_tenant_by_name(d, d->cfg.tenants[i].name);
 	d->buf = malloc(KVMEM_MSG_MAX + 1);
 	d->out = malloc(KVMEM_MSG_MAX);
 	if (!d->buf || !d->out)
@@ -93,6 +97,8 @@ static void kvmemd_teardown(struct kvmemd *d)
 
 	list_for_each_entry_safe(c, tmp, &d->clients, node)
 		kvmemd_client_close(d, c);
+	if (d->cfg.swap_persist && d->clean_stop)
+		kvmemd_checkpoint(d, 0);
 	kvmemd_pools_destroy(d);
 	if (d->listen_fd >= 0) {
 		close(d->listen_fd);
@@ -147,12 +153,15 @@ int main(int argc, char **argv)
 	}
 	err = kvmemd_setup(&d);
 	err = err ?: kvmemd_pools_create(&d);
+	if (!err)
+		kvmemd_restore(&d);
 	if (!err) {
 		err = kvmemd_listen(&d);
 		if (err)
 			kvlog(&d, KVLOG_ERR, "%s: %s", d.cfg.socket_path, strerror(-err));
 	}
 	err = err ?: kvmemd_run(&d);
+	d.clean_stop = !err;
 	kvmemd_teardown(&d);
 	if (err && !d.reported)
 		fprintf(stderr, "kvmemd: exiting: %s\n", strerror(-err));

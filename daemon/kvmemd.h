@@ -108,6 +108,7 @@ struct kvmemd_client {
  * @listen_paused: not taking connections until a client goes
  * @reported:    the error that stops start-up was printed already
  * @stop:        leave the event loop
+ * @clean_stop:  the event loop ended without an error (checkpoint at exit)
  * @tenant_names: every tenant.NAME seen since start, numbered by position
  *               here, so that a reload that reorders or drops names never
  *               gives one tenant's cached prefixes to another
@@ -137,6 +138,7 @@ struct kvmemd {
 	bool listen_paused;
 	bool reported;
 	bool stop;
+	bool clean_stop;
 	char tenant_names[KVMEMD_TENANT_IDS][KVMEMD_TENANT_NAME_MAX];
 	u32 nr_tenant_names;
 	char *buf;
@@ -191,8 +193,14 @@ int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, 
 /* stats.c */
 int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, char *buf, size_t len);
 
+/* checkpoint.c */
+int kvmemd_checkpoint(struct kvmemd *d, u32 pool);
+void kvmemd_restore(struct kvmemd *d);
+int kvmemd_op_checkpoint(struct kvmemd *d, struct kvmemd_client *c, const void *b, size_t blen);
+
 /* prefix.c */
 u32 kvmemd_tenant(struct kvmemd *d, uid_t uid);
+u32 kvmemd_tenant_by_name(struct kvmemd *d, const char *name);
 void kvmemd_tenant_name(u32 tenant, char *buf, size_t len, void *arg);
 int kvmemd_op_prefix_match(struct kvmemd *d, struct kvmemd_client *c, const void *b,
 			   size_t blen, char *out, size_t room, size_t *out_len);

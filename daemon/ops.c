@@ -431,6 +431,8 @@ static int dispatch_op(struct kvmemd *d, struct kvmemd_client *c, u16 op, const 
 		return kvmemd_op_prefix_match(d, c, b, blen, r->body, r->room, &r->len);
 	case KVMEM_OP_PREFIX_PIN:
 		return kvmemd_op_prefix_pin(d, c, b, blen);
+	case KVMEM_OP_CHECKPOINT:
+		return kvmemd_op_checkpoint(d, c, b, blen);
 	default:
 		return -EOPNOTSUPP;
 	}

@@ -28,6 +28,21 @@ static int tenant_number(struct kvmemd *d, const char *name)
 }
 
 /**
+ * kvmemd_tenant_by_name() - the number of tenant name @name
+ * @d:    daemon
+ * @name: a tenant.NAME name
+ *
+ * Return: KVMEMD_TENANT_NAMED plus its lifetime number, or KV_TENANT_NONE
+ * when no number is left.
+ */
+u32 kvmemd_tenant_by_name(struct kvmemd *d, const char *name)
+{
+	int i = tenant_number(d, name);
+
+	return i < 0 ? KV_TENANT_NONE : KVMEMD_TENANT_NAMED + (u32)i;
+}
+
+/**
  * kvmemd_tenant() - the tenant of a uid
  * @d:   daemon
  * @uid: peer uid

@@ -411,6 +411,7 @@ int __kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *fra
 u32 __kv_frames_free(struct kv_pool *pool, int tier, u32 n, const u32 *frames);
 void kv_setup_watermarks(struct kv_pool *pool);
 int kv_frames_take_raw(struct kv_pool *pool, int tier, u32 n, const u32 *frames);
+int frames_claim(struct kv_pool *pool, int tier, u32 n, const u32 *frames);
 void kv_frames_give_raw(struct kv_pool *pool, int tier, u32 n, const u32 *frames);
 
 /* mm/block.c */
@@ -458,5 +459,11 @@ void prefix_recheck(struct kv_pool *pool, struct kv_block *b);
 void prefix_touch(struct kv_pool *pool, struct kv_block *b);
 u32 prefix_evict(struct kv_pool *pool, int tier, u32 nr);
 void prefix_seq_cut(struct kv_seq *seq, u32 nr_tokens);
+int prefix_restore_node(struct kv_pool *pool, u32 idx, u32 parent, u32 tenant, const u32 *ids);
+
+/* mm/swapfile.c */
+u32 swap_slot_crc(struct kv_pool *pool, u32 slot);
+void swap_slot_set_crc(struct kv_pool *pool, u32 slot, u32 crc);
+int swap_area_fd(struct kv_pool *pool);
 
 #endif /* _KV_MM_INTERNAL_H */

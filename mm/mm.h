@@ -310,6 +310,14 @@ int kv_pool_check(struct kv_pool *pool);
 /* mm/swapfile.c */
 int kv_pool_swap_inject(struct kv_pool *pool, u32 what, u64 nth);
 
+/* mm/checkpoint.c */
+#define KV_CKPT_BLOB_MAX	65536	/* the caller's own data kept in a checkpoint */
+u64 kv_checkpoint_bytes(const struct kv_geometry *g, u32 nr_slots);
+int kv_pool_checkpoint(struct kv_pool *pool, u64 off, u64 len, const void *blob,
+		       u32 blob_len);
+int kv_pool_restore(struct kv_pool *pool, u64 off, u64 len, void *blob, u32 *blob_len,
+		    u32 (*tenant)(u32 old, const void *blob, u32 blob_len, void *arg), void *arg);
+
 /* mm/fault.c */
 void kv_pool_fault_inject(struct kv_pool *pool, u32 sites, u64 nth, int persist);
 u64 kv_pool_fault_fired(struct kv_pool *pool);

@@ -112,6 +112,39 @@ static u32 frames_push(struct kv_frame_alloc *fa, u32 n, const u32 *frames)
 }
 
 /**
+ * frames_claim() - hand out these particular free frames (a restore puts
+ * blocks back in the slots they were saved in)
+ * @pool:   pool, locked
+ * @tier:   tier
+ * @n:      frames
+ * @frames: the frames; each must be free, none repeated
+ *
+ * Rebuilds the free stack without them, still popping ascending.
+ *
+ * Return: 0, or -EBUSY when one is not free (nothing is taken).
+ */
+int frames_claim(struct kv_pool *pool, int tier, u32 n, const u32 *frames)
+{
+	struct kv_frame_alloc *fa = &pool->tier[tier].fa;
+	u32 i, f, k = 0;
+
+	for (i = 0; i < n; i++) {
+		if (frames[i] >= fa->nr_total || frame_is_used(fa, frames[i])) {
+			while (i--)
+				frame_set_used(fa, frames[i], false);
+			return -EBUSY;
+		}
+		frame_set_used(fa, frames[i], true);
+	}
+	for (f = fa->nr_total; f-- > 0;)
+		if (!frame_is_used(fa, f))
+			fa->stack[k++] = f;
+	fa->nr_free = k;
+	count_vm_events(pool, pgalloc_events[tier], n);
+	return 0;
+}
+
+/**
  * kv_setup_watermarks() - derive min, low and high of every tier
  * @pool: pool, locked or private
  *

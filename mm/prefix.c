@@ -432,6 +432,34 @@ void prefix_publish(struct kv_seq *seq, int mode)
 }
 
 /**
+ * prefix_restore_node() - cache block @idx (resident, one reference held
+ * by the caller, which the cache takes over) as the child of @parent
+ * @pool:   pool, locked
+ * @idx:    the block
+ * @parent: a cached block, or KV_PREFIX_NONE
+ * @tenant: its tenant
+ * @ids:    its block_tokens token ids
+ *
+ * Return: 0, or -EEXIST when the same prefix is cached already (the
+ * caller's reference is dropped either way).
+ */
+int prefix_restore_node(struct kv_pool *pool, u32 idx, u32 parent, u32 tenant, const u32 *ids)
+{
+	u64 ns = pool->flags & KV_POOL_PREFIX_GLOBAL ? NS_GLOBAL : tenant;
+	u64 ph = parent == KV_PREFIX_NONE ? 0 : pnode(pool, parent)->hash;
+	u64 h = block_hash(pool, ns, ph, ids);
+	struct kv_block *b = kv_block(pool, idx);
+	int err = 0;
+
+	if (!prefix_on(pool) || prefix_lookup(pool, h, ns, parent, ids) != KV_PREFIX_NONE)
+		err = -EEXIST;
+	else
+		prefix_insert(pool, idx, parent, h, ns, ids, tenant);
+	kv_block_put(pool, b);
+	return err;
+}
+
+/**
  * prefix_seq_cut() - a sequence keeps only its first @nr_tokens tokens as
  * they are (truncate, or a write at @nr_tokens)
  * @seq:       sequence

@@ -210,6 +210,31 @@ static int swap_copy_wait(struct kv_pool *pool, void *cookie)
 	return 0;
 }
 
+/** swap_slot_crc() - the checksum of what was last written to @slot */
+u32 swap_slot_crc(struct kv_pool *pool, u32 slot)
+{
+	struct kv_swap_area *a = pool->tier[KV_TIER_SWAP].priv;
+
+	return a ? a->crc[slot] : 0;
+}
+
+/** swap_slot_set_crc() - record the checksum of @slot's contents (restore) */
+void swap_slot_set_crc(struct kv_pool *pool, u32 slot, u32 crc)
+{
+	struct kv_swap_area *a = pool->tier[KV_TIER_SWAP].priv;
+
+	if (a)
+		a->crc[slot] = crc;
+}
+
+/** swap_area_fd() - the swap area's descriptor, or -ENODEV without one */
+int swap_area_fd(struct kv_pool *pool)
+{
+	struct kv_swap_area *a = pool->tier[KV_TIER_SWAP].priv;
+
+	return a ? a->fd : -ENODEV;
+}
+
 /**
  * kv_pool_swap_inject() - test hook: make the swap engine fail, shorten or
  * corrupt its @nth transfer from now

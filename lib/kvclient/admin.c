@@ -109,6 +109,23 @@ int kvc_sysctl_set(struct kvc *c, const char *key, const char *value)
 }
 
 /**
+ * kvc_checkpoint() - write the prefix cache to the swap area (admin)
+ * @c:    connection
+ * @pool: pool handle, 0 for every pool with a swap area
+ *
+ * A kvmemd with swap.persist = 1 restores the last checkpoint at start.
+ *
+ * Return: blocks saved, -EPERM, -ENOENT, -ENODEV (no swap area), or the
+ * write's error.
+ */
+int kvc_checkpoint(struct kvc *c, uint32_t pool)
+{
+	struct kvmem_checkpoint req = { .pool = pool };
+
+	return kvc_request(c, KVMEM_OP_CHECKPOINT, &req, sizeof(req), NULL, NULL);
+}
+
+/**
  * kvc_drop_caches() - demote every unpinned device block to host, and/or
  * evict the prefix cache's evictable blocks (admin)
  * @c:    connection

@@ -84,6 +84,7 @@ int kvc_clients(struct kvc *c, char *buf, size_t len);
 int kvc_sysctl_get(struct kvc *c, const char *key, char *value, size_t len);
 int kvc_sysctl_set(struct kvc *c, const char *key, const char *value);
 int kvc_drop_caches(struct kvc *c, uint32_t pool, uint32_t what);
+int kvc_checkpoint(struct kvc *c, uint32_t pool);
 
 int kvc_prefix_match(struct kvc *c, uint64_t seq, const uint32_t *ids, uint32_t n,
 		     struct kvmem_prefix_match_reply *hit);

@@ -7,8 +7,10 @@
  * reload check; print and load round trip; the example file. The prefix
  * cache keys: pool.NAME.prefix, and the tenant.NAME uid lists with their
  * errors, lookup, reload and printing. The swap area: swap.path,
- * swap.engine and pool.NAME.swap_mem, the swap frames, and the layout of the
- * pools' regions (kvmemd_config_swap_offset(), kvmemd_config_swap_size()).
+ * swap.engine, swap.persist and pool.NAME.swap_mem, the swap frames, and
+ * the layout of the pools' data and checkpoint regions
+ * (kvmemd_config_swap_offset(), kvmemd_config_ckpt_offset(),
+ * kvmemd_config_ckpt_size(), kvmemd_config_swap_size()).
  *
  * daemon/config.c is not part of libkvmm.a, so it is compiled in here.
  */
@@ -78,6 +80,7 @@ TEST(defaults)
 	EXPECT_EQ(KVMEMD_BACKEND_AUTO, cfg.backend);
 	EXPECT_STREQ("", cfg.swap_path);
 	EXPECT_EQ(KVMEMD_SWAP_AUTO, cfg.swap_engine);
+	EXPECT_EQ(0, cfg.swap_persist);
 	EXPECT_EQ(0, cfg.vm.min_free_kbytes);
 	EXPECT_EQ(10, cfg.vm.watermark_scale_factor);
 	EXPECT_EQ(32, cfg.vm.reclaim_batch);
@@ -102,6 +105,8 @@ TEST(defaults)
 	EXPECT_EQ(4096, pc->nr_frames[KV_TIER_HOST]);
 	EXPECT_EQ(0, pc->nr_frames[KVMEMD_TIER_SWAP]);
 	EXPECT_EQ(0, kvmemd_config_swap_offset(&cfg, 0));
+	EXPECT_EQ(0, kvmemd_config_ckpt_offset(&cfg, 0));
+	EXPECT_EQ(0, kvmemd_config_ckpt_size(&cfg, 0));
 	EXPECT_EQ(0, kvmemd_config_swap_size(&cfg));
 	kvmemd_config_vm(&cfg, &vm);
 	EXPECT_EQ(0, vm.min_free_kbytes);
@@ -123,6 +128,7 @@ TEST(every_key)
 		"device.backend = cpu\n"
 		"swap.path = /var/lib/kv mem/swap#1   # a '#' in a word is kept\n"
 		"swap.engine = psync\n"
+		"swap.persist = 1\n"
 		"vm.min_free_kbytes = 0x400\n"
 		"vm.watermark_scale_factor = 3000\n"
 		"vm.reclaim_batch = 256\n"
@@ -156,6 +162,7 @@ TEST(every_key)
 	EXPECT_EQ(KVMEMD_BACKEND_CPU, cfg.backend);
 	EXPECT_STREQ("/var/lib/kv mem/swap#1", cfg.swap_path);
 	EXPECT_EQ(KVMEMD_SWAP_PSYNC, cfg.swap_engine);
+	EXPECT_EQ(1, cfg.swap_persist);
 	EXPECT_EQ(1024, cfg.vm.min_free_kbytes);
 	EXPECT_EQ(3000, cfg.vm.watermark_scale_factor);
 	EXPECT_EQ(256, cfg.vm.reclaim_batch);
@@ -193,7 +200,15 @@ TEST(every_key)
 	/* llama's region first, then small's, already 1M-aligned. */
 	EXPECT_EQ(0, kvmemd_config_swap_offset(&cfg, 0));
 	EXPECT_EQ(1ull << 30, kvmemd_config_swap_offset(&cfg, 1));
-	EXPECT_EQ((1ull << 30) + 4096, kvmemd_config_swap_size(&cfg));
+	/*
+	 * Then their checkpoints, from the next 1M: 4K + 64K + 512 entries of
+	 * 32 + 4 x 16 bytes is 116K; 4K + 64K + 48 bytes rounds up to 72K.
+	 */
+	EXPECT_EQ((1ull << 30) + (1 << 20), kvmemd_config_ckpt_offset(&cfg, 0));
+	EXPECT_EQ(116 << 10, kvmemd_config_ckpt_size(&cfg, 0));
+	EXPECT_EQ((1ull << 30) + (2 << 20), kvmemd_config_ckpt_offset(&cfg, 1));
+	EXPECT_EQ(72 << 10, kvmemd_config_ckpt_size(&cfg, 1));
+	EXPECT_EQ((1ull << 30) + (2 << 20) + (72 << 10), kvmemd_config_swap_size(&cfg));
 }
 
 TEST(swap_engines)
@@ -379,6 +394,15 @@ static const struct bad_file bad_files[] = {
 	{ "swap.engine = io-uring\n", 1, "swap.engine: 'io-uring' is not one of" },
 	{ "swap.engine = psync\nswap.engine = psync\n", 2,
 	  "duplicate key 'swap.engine' (first set at line 1)" },
+	{ "swap.persist = 2\n", 1, "swap.persist: '2' is out of range (0..1)" },
+	{ "swap.path = /s\nswap.persist = yes\n", 2,
+	  "swap.persist: 'yes' is not a decimal or 0x hexadecimal number" },
+	{ "swap.persist = -1\n", 1, "swap.persist: '-1' is not a decimal" },
+	{ "swap.persist = 0x10000000000000001\n", 1,
+	  "swap.persist: '0x10000000000000001' is out of range (0..1)" },
+	{ "swap.persist = 0\n\nswap.persist = 1\n", 3,
+	  "duplicate key 'swap.persist' (first set at line 1)" },
+	{ "swap.persistent = 1\n", 1, "unknown key 'swap.persistent'" },
 	{ "swap = /dev/nvme0n1\n", 1, "unknown key 'swap'" },
 	{ "swap.size = 1G\n", 1, "unknown key 'swap.size'" },
 	/* pools */
@@ -442,6 +466,16 @@ TEST(bad_values_name_file_and_line)
 	"pool." n ".device_mem = 128T\n"					\
 	"pool." n ".host_mem = 0\n"
 
+/* Frames of 2^(32 + fp32) bytes: one-token blocks of the largest heads. */
+#define BIG(n, dtype, dev)						\
+	"pool." n ".layers = 1024\n"					\
+	"pool." n ".kv_heads = 1024\n"					\
+	"pool." n ".head_dim = 1024\n"					\
+	"pool." n ".block_tokens = 1\n"					\
+	"pool." n ".dtype = " dtype "\n"					\
+	"pool." n ".device_mem = " dev "\n"				\
+	"pool." n ".host_mem = 0\n"
+
 static const struct bad_file bad_pools[] = {
 	/* incomplete pools name the line of their first key */
 	{ "log.level = info\n"
@@ -484,6 +518,21 @@ static const struct bad_file bad_pools[] = {
 	{ "swap.path = /dev/nvme0n1\n" HUGE("a") "pool.a.swap_mem = 4194304T\n"
 	  HUGE("b") "pool.b.swap_mem = 4194304T\n", 17,
 	  "pool.b.swap_mem: the swap area would end past 9223372036854775807 bytes" },
+	/*
+	 * The data regions end at 2^63 - 4G: a [0, 2^62), b [2^62, 2^63 - 32T),
+	 * c 8191 frames of 4G. a's checkpoint of 2^17 entries of 32 + 4 x 4096
+	 * bytes, 2052M + 68K, fits; b's, from the next 1M, ends 9M + 968K past.
+	 */
+	{ "swap.path = /dev/nvme0n1\n" HUGE("a") "pool.a.swap_mem = 4194304T\n"
+	  HUGE("b") "pool.b.swap_mem = 4194303T\n" BIG("c", "fp16", "16G")
+	  "pool.c.swap_mem = 32764G\n", 17,
+	  "pool.b.swap_mem: its checkpoint region would end the swap area past "
+	  "9223372036854775807 bytes" },
+	/* swap.persist needs swap.path, whatever the pools */
+	{ "log.level = info\n\nswap.persist = 1\n", 3, "swap.persist needs swap.path" },
+	{ "swap.persist = 0x1\n" GEOM("a", "2") "pool.a.device_mem = 1M\n"
+	  "pool.a.host_mem = 1M\npool.a.swap_mem = 1G\n", 1,
+	  "swap.persist needs swap.path" },
 };
 
 TEST(bad_pools_name_file_and_line)
@@ -511,15 +560,45 @@ TEST(bad_pools_name_file_and_line)
 			       "pool.a.device_mem = 16K\npool.a.host_mem = 0\n"
 			       "pool.a.swap_mem = 0x7ffffffb000\n", &cfg, path, err));
 	EXPECT_EQ(UINT32_MAX / 2 - 4, cfg.pools[0].nr_frames[KVMEMD_TIER_SWAP]);
-	EXPECT_EQ(0x7ffffffb000ull, kvmemd_config_swap_size(&cfg));
-	/* The swap area may end at 2^63 - 2^45, a frame short of 2^63. */
-	ASSERT_EQ(0, load_text("swap.path = /dev/nvme0n1\n" HUGE("a")
+	/*
+	 * Its checkpoint, from 8T: 4K + 64K + 2147483643 entries of 48 bytes,
+	 * 96G - 240 + 68K, rounded up to 4K.
+	 */
+	EXPECT_EQ(8ull << 40, kvmemd_config_ckpt_offset(&cfg, 0));
+	EXPECT_EQ((96ull << 30) + (68 << 10), kvmemd_config_ckpt_size(&cfg, 0));
+	EXPECT_EQ((8ull << 40) + (96ull << 30) + (68 << 10), kvmemd_config_swap_size(&cfg));
+	/*
+	 * The data regions may end at 2^63 - 2^45, a frame short of 2^63; the
+	 * checkpoints of 2^17 and 2^17 - 1 entries of 32 + 4 x 4096 bytes
+	 * follow, each from a 1M boundary.
+	 */
+	ASSERT_EQ(0, load_text("swap.path = /dev/nvme0n1\nswap.persist = 1\n" HUGE("a")
 			       "pool.a.swap_mem = 4194304T\n" HUGE("b")
 			       "pool.b.swap_mem = 4194303T\n", &cfg, path, err));
 	EXPECT_EQ(1u << 17, cfg.pools[0].nr_frames[KVMEMD_TIER_SWAP]);
 	EXPECT_EQ((1u << 17) - 1, cfg.pools[1].nr_frames[KVMEMD_TIER_SWAP]);
 	EXPECT_EQ(1ull << 62, kvmemd_config_swap_offset(&cfg, 1));
-	EXPECT_EQ((1ull << 63) - (1ull << 45), kvmemd_config_swap_size(&cfg));
+	EXPECT_EQ((1ull << 63) - (1ull << 45), kvmemd_config_ckpt_offset(&cfg, 0));
+	EXPECT_EQ(2151747584ull, kvmemd_config_ckpt_size(&cfg, 0));
+	EXPECT_EQ((1ull << 63) - (1ull << 45) + (2053ull << 20),
+		  kvmemd_config_ckpt_offset(&cfg, 1));
+	EXPECT_EQ(2151731200ull, kvmemd_config_ckpt_size(&cfg, 1));
+	EXPECT_EQ((1ull << 63) - (1ull << 45) + (2053ull << 20) + 2151731200ull,
+		  kvmemd_config_swap_size(&cfg));
+	/*
+	 * With c's 4095 frames of 8G after them, the data regions end at
+	 * 2^63 - 8G, and the three checkpoints fit in the last 8G.
+	 */
+	ASSERT_EQ(0, load_text("swap.path = /dev/nvme0n1\n" HUGE("a")
+			       "pool.a.swap_mem = 4194304T\n" HUGE("b")
+			       "pool.b.swap_mem = 4194303T\n" BIG("c", "fp32", "32G")
+			       "pool.c.swap_mem = 32760G\n", &cfg, path, err));
+	EXPECT_EQ(4095, cfg.pools[2].nr_frames[KVMEMD_TIER_SWAP]);
+	EXPECT_EQ((1ull << 63) - (8ull << 30), kvmemd_config_ckpt_offset(&cfg, 0));
+	/* 4K + 64K + 4095 entries of 36 bytes, 212K */
+	EXPECT_EQ(212 << 10, kvmemd_config_ckpt_size(&cfg, 2));
+	EXPECT_EQ((1ull << 63) - (8ull << 30) + (4106ull << 20) + (212 << 10),
+		  kvmemd_config_swap_size(&cfg));
 }
 
 /* Two pools with swap of different geometries, and one without between. */
@@ -570,35 +649,68 @@ TEST(swap_layout)
 
 	/*
 	 * a: [0, 1M + 4K); c takes no room but would start at 2M; b: [2M, 5M).
-	 * Past the last pool: where the next region would start.
+	 * Past the last pool: where the next region would start, which is
+	 * where the checkpoints start.
 	 */
 	EXPECT_EQ(0, kvmemd_config_swap_offset(&cfg, 0));
 	EXPECT_EQ(2ull << 20, kvmemd_config_swap_offset(&cfg, 1));
 	EXPECT_EQ(2ull << 20, kvmemd_config_swap_offset(&cfg, 2));
-	EXPECT_EQ(5ull << 20, kvmemd_config_swap_size(&cfg));
 	EXPECT_EQ(5ull << 20, kvmemd_config_swap_offset(&cfg, 3));
 	EXPECT_EQ(5ull << 20, kvmemd_config_swap_offset(&cfg, UINT32_MAX));
 
-	/* b first: [0, 3M), then a: [3M, 4M + 4K). */
+	/*
+	 * The checkpoints, in pool order: 4K of header and 64K of blob, then
+	 * an entry of 32 + 4 x block_tokens bytes per swap frame, in 4K pages.
+	 * a: 257 x 48 bytes, 84K in all, [5M, 5M + 84K); c has none but would
+	 * start at 6M; b: 48 x 96 bytes, 76K in all, [6M, 6M + 76K).
+	 */
+	EXPECT_EQ(86016, kvmemd_config_ckpt_size(&cfg, 0));
+	EXPECT_EQ(kv_checkpoint_bytes(&cfg.pools[0].geom, 257), kvmemd_config_ckpt_size(&cfg, 0));
+	EXPECT_EQ(0, kvmemd_config_ckpt_size(&cfg, 1));
+	EXPECT_EQ(77824, kvmemd_config_ckpt_size(&cfg, 2));
+	EXPECT_EQ(kv_checkpoint_bytes(&cfg.pools[2].geom, 48), kvmemd_config_ckpt_size(&cfg, 2));
+	EXPECT_EQ(0, kvmemd_config_ckpt_size(&cfg, 3));
+	EXPECT_EQ(0, kvmemd_config_ckpt_size(&cfg, UINT32_MAX));
+	EXPECT_EQ(5ull << 20, kvmemd_config_ckpt_offset(&cfg, 0));
+	EXPECT_EQ(6ull << 20, kvmemd_config_ckpt_offset(&cfg, 1));
+	EXPECT_EQ(6ull << 20, kvmemd_config_ckpt_offset(&cfg, 2));
+	/* The daemon reserves them all. */
+	EXPECT_EQ((6ull << 20) + 77824, kvmemd_config_swap_size(&cfg));
+	EXPECT_EQ(7ull << 20, kvmemd_config_ckpt_offset(&cfg, 3));
+	EXPECT_EQ(7ull << 20, kvmemd_config_ckpt_offset(&cfg, UINT32_MAX));
+
+	/*
+	 * b first: [0, 3M), then a: [3M, 4M + 4K); their checkpoints in the
+	 * same order, b's from 5M, a's from 6M.
+	 */
 	cfg.pools[1] = cfg.pools[0];
 	cfg.pools[0] = cfg.pools[2];
 	cfg.nr_pools = 2;
 	EXPECT_EQ(0, kvmemd_config_swap_offset(&cfg, 0));
 	EXPECT_EQ(3ull << 20, kvmemd_config_swap_offset(&cfg, 1));
-	EXPECT_EQ((4ull << 20) + 4096, kvmemd_config_swap_size(&cfg));
 	EXPECT_EQ(5ull << 20, kvmemd_config_swap_offset(&cfg, 2));
+	EXPECT_EQ(5ull << 20, kvmemd_config_ckpt_offset(&cfg, 0));
+	EXPECT_EQ(77824, kvmemd_config_ckpt_size(&cfg, 0));
+	EXPECT_EQ(6ull << 20, kvmemd_config_ckpt_offset(&cfg, 1));
+	EXPECT_EQ(86016, kvmemd_config_ckpt_size(&cfg, 1));
+	EXPECT_EQ((6ull << 20) + 86016, kvmemd_config_swap_size(&cfg));
 
 	/* A swap area that no pool uses. */
-	ASSERT_EQ(0, load_text("swap.path = /dev/nvme0n1\n", &cfg, path, err));
+	ASSERT_EQ(0, load_text("swap.path = /dev/nvme0n1\nswap.persist = 1\n", &cfg,
+			       path, err));
 	EXPECT_STREQ("/dev/nvme0n1", cfg.swap_path);
+	EXPECT_EQ(1, cfg.swap_persist);
 	EXPECT_EQ(0, kvmemd_config_swap_size(&cfg));
 	EXPECT_EQ(0, kvmemd_config_swap_offset(&cfg, 0));
+	EXPECT_EQ(0, kvmemd_config_ckpt_offset(&cfg, 0));
+	EXPECT_EQ(0, kvmemd_config_ckpt_size(&cfg, 0));
 	/* Less than a frame: swap.path is still needed, but no frame. */
 	ASSERT_EQ(0, load_text("swap.path = /dev/nvme0n1\n" GEOM("a", "2")
 			       "pool.a.device_mem = 16K\npool.a.host_mem = 0\n"
 			       "pool.a.swap_mem = 4095\n", &cfg, path, err));
 	EXPECT_EQ(4095, cfg.pools[0].swap_mem);
 	EXPECT_EQ(0, cfg.pools[0].nr_frames[KVMEMD_TIER_SWAP]);
+	EXPECT_EQ(0, kvmemd_config_ckpt_size(&cfg, 0));
 	EXPECT_EQ(0, kvmemd_config_swap_size(&cfg));
 }
 
@@ -655,6 +767,7 @@ TEST(get_every_key)
 		{ "device.backend", "auto" },
 		{ "swap.path", "" },
 		{ "swap.engine", "auto" },
+		{ "swap.persist", "0" },
 		{ "vm.min_free_kbytes", "0" },
 		{ "vm.watermark_scale_factor", "10" },
 		{ "vm.reclaim_batch", "32" },
@@ -731,7 +844,8 @@ TEST(set_refuses_restart_keys)
 		"socket.path", "socket.mode", "socket.group", "admin.group",
 		"device.backend", "pool.default.layers", "pool.default.host_mem",
 		"pool.newpool.layers", "pool.default.prefix", "pool.newpool.prefix",
-		"swap.path", "swap.engine", "pool.default.swap_mem", "pool.newpool.swap_mem",
+		"swap.path", "swap.engine", "swap.persist", "pool.default.swap_mem",
+		"pool.newpool.swap_mem",
 	};
 	struct kvmemd_config cfg, def;
 	char err[KV_CONFIG_ERR_MAX], want[128];
@@ -919,6 +1033,11 @@ TEST(reload_diff_swap)
 		  "swap.engine changed from 'auto' to 'io_uring'; needs a restart" },
 		{ "swap.engine = psync\n", "swap.engine = auto\n",
 		  "swap.engine changed from 'psync' to 'auto'; needs a restart" },
+		{ "swap.path = /s\n", "swap.path = /s\nswap.persist = 1\n",
+		  "swap.persist changed from '0' to '1'; needs a restart" },
+		{ "swap.path = /s\nswap.persist = 1\n" SWAP_POOL("a", "1M"),
+		  "swap.path = /s\nswap.persist = 0\n" SWAP_POOL("a", "1M"),
+		  "swap.persist changed from '1' to '0'; needs a restart" },
 		{ "swap.path = /s\n" SWAP_POOL("a", "1M"), "swap.path = /s\n" SWAP_POOL("a", "2M"),
 		  "pool.a.swap_mem changed from '1M' to '2M'; needs a restart" },
 		{ "swap.path = /s\n" SWAP_POOL("a", "1M"), "swap.path = /s\n" SWAP_POOL("a", "0"),
@@ -966,12 +1085,30 @@ TEST(reload_diff_swap)
 	EXPECT_STREQ("", err);
 	EXPECT_EQ(KVMEMD_CHANGED_LOG_LEVEL, changed);
 	EXPECT_EQ(kvmemd_config_swap_offset(&old, 0), kvmemd_config_swap_offset(&new, 1));
+	EXPECT_EQ(kvmemd_config_ckpt_offset(&old, 0), kvmemd_config_ckpt_offset(&new, 1));
+	EXPECT_EQ(1ull << 20, kvmemd_config_ckpt_offset(&new, 1));
 	EXPECT_EQ(kvmemd_config_swap_size(&old), kvmemd_config_swap_size(&new));
 	ASSERT_EQ(0, kvmemd_config_load_string(&new, "new", "swap.path = /s\n"
 					       SWAP_POOL("a", "1M") SWAP_POOL("c", "0"),
 					       err, sizeof(err)));
 	EXPECT_EQ(0, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
 	EXPECT_EQ(0, changed);
+
+	/*
+	 * A checkpoint region that moves while every data region stays. The
+	 * loader makes no such pair (the checkpoints follow the data regions,
+	 * in the same order, and their sizes follow restart-only keys), so
+	 * make one: b's data region grows by 1M, with the same swap_mem.
+	 */
+	ASSERT_EQ(0, kvmemd_config_load_string(&old, "old", "swap.path = /s\n"
+					       SWAP_POOL("a", "1M") SWAP_POOL("b", "1M"),
+					       err, sizeof(err)));
+	new = old;
+	new.pools[1].nr_frames[KVMEMD_TIER_SWAP] += 256;
+	EXPECT_EQ(kvmemd_config_swap_offset(&old, 1), kvmemd_config_swap_offset(&new, 1));
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&old, &new, &changed, err, sizeof(err)));
+	EXPECT_STREQ("checkpoint of pool 'a' moved in the swap area from offset 2M to 3M; "
+		     "needs a restart", err);
 }
 
 TEST(print_loads_back_swap)
@@ -979,6 +1116,7 @@ TEST(print_loads_back_swap)
 	static const char text[] =
 		"swap.path = \"/var/lib/kv #2/swap\"\n"
 		"swap.engine = io_uring\n"
+		"swap.persist = 1\n"
 		GEOM("x", "3") "pool.x.device_mem = 1M\npool.x.host_mem = 0\n"
 		"pool.x.swap_mem = 1000000\n"
 		GEOM("y", "1") "pool.y.device_mem = 1G\npool.y.host_mem = 2G\n"
@@ -993,6 +1131,9 @@ TEST(print_loads_back_swap)
 	EXPECT_STREQ("/var/lib/kv #2/swap", buf);
 	EXPECT_EQ(0, kvmemd_config_get(&cfg, "swap.engine", buf, sizeof(buf)));
 	EXPECT_STREQ("io_uring", buf);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "swap.persist", buf, sizeof(buf)));
+	EXPECT_STREQ("1", buf);
+	EXPECT_EQ(-ERANGE, kvmemd_config_get(&cfg, "swap.persist", buf, 1));
 	EXPECT_EQ(0, kvmemd_config_get(&cfg, "pool.x.swap_mem", buf, sizeof(buf)));
 	EXPECT_STREQ("1000000", buf);
 	EXPECT_EQ(0, kvmemd_config_get(&cfg, "pool.y.swap_mem", buf, sizeof(buf)));
@@ -1006,7 +1147,7 @@ TEST(print_loads_back_swap)
 	t1 = config_text(&cfg);
 	ASSERT_NE_NULL(t1);
 	EXPECT_NE_NULL(strstr(t1, "swap.path = \"/var/lib/kv #2/swap\"\n"
-			      "swap.engine = io_uring\n"));
+			      "swap.engine = io_uring\nswap.persist = 1\n"));
 	EXPECT_NE_NULL(strstr(t1, "pool.x.swap_mem = 1000000\n"));
 	EXPECT_NE_NULL(strstr(t1, "pool.y.swap_mem = 0\n"));
 	EXPECT_NE_NULL(strstr(t1, "pool.z.swap_mem = 3G\n"));
@@ -1017,7 +1158,9 @@ TEST(print_loads_back_swap)
 	EXPECT_STREQ(t1, t2);
 	EXPECT_EQ(0, memcmp(&cfg, &back, sizeof(cfg)));
 	EXPECT_EQ(kvmemd_config_swap_size(&cfg), kvmemd_config_swap_size(&back));
+	EXPECT_EQ(kvmemd_config_ckpt_offset(&cfg, 2), kvmemd_config_ckpt_offset(&back, 2));
 	EXPECT_EQ(3ull << 30, back.pools[2].swap_mem);
+	EXPECT_EQ(1, back.swap_persist);
 	free(t1);
 	free(t2);
 
@@ -1025,7 +1168,8 @@ TEST(print_loads_back_swap)
 	kvmemd_config_defaults(&cfg);
 	t1 = config_text(&cfg);
 	ASSERT_NE_NULL(t1);
-	EXPECT_NE_NULL(strstr(t1, "# swap.path is not set\nswap.engine = auto\n"));
+	EXPECT_NE_NULL(strstr(t1, "# swap.path is not set\nswap.engine = auto\n"
+			      "swap.persist = 0\n"));
 	EXPECT_NE_NULL(strstr(t1, "pool.default.swap_mem = 0\n"));
 	ASSERT_EQ(0, kvmemd_config_load_string(&back, "printed", t1, err, sizeof(err)));
 	EXPECT_TRUE(config_equal(&cfg, &back));

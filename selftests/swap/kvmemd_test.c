@@ -5,6 +5,7 @@
  * whole from swap; meminfo shows the swap tier and its engine, vmstat its
  * traffic; a swap.path that cannot be opened is a clear startup error.
  */
+#include <fcntl.h>
 #include "kselftest_harness.h"
 #include "../daemon/daemon_test.h"
 
@@ -93,6 +94,113 @@ TEST(unusable_swap_path_is_a_startup_error)
 	EXPECT_NE(0, daemon_run_once(d.conf, d.log, out, sizeof(out)));
 	EXPECT_NE_NULL(strstr(out, "swap.path /nonexistent/dir/swap"));
 	daemon_cleanup(&d);
+}
+
+/* Cache a 16-token prompt (ids from @k, KV from the ids) through @c. */
+static int cache(struct kvc *c, struct kvc_pool *p, uint32_t k, uint32_t *ids)
+{
+	uint64_t seq, slots[16];
+	struct kvc_step_seq s = { .nr_tokens = 16, .token_ids = ids, .slots = slots };
+	uint32_t i;
+	int err;
+
+	for (i = 0; i < 16; i++)
+		ids[i] = k * 100 + i;
+	err = kvc_seq_create(c, p, &seq);
+	s.seq = seq;
+	err = err ?: kvc_step(c, &s, 1, 0, NULL);
+	for (i = 0; !err && i < 16; i++)
+		*tok(p, slots[i]) = ids[i] * 3;
+	err = err ?: kvc_deactivate(c, &seq, 1);
+	return err ?: kvc_seq_free(c, seq);
+}
+
+/* Tokens of prompt @ids found, their KV checked (-EUCLEAN when wrong). */
+static int found(struct kvc *c, struct kvc_pool *p, const uint32_t *ids)
+{
+	struct kvc_step_seq s = { .nr_tokens = 0 };
+	uint32_t want[16], i;
+	uint64_t seq, slots[1];
+	int m, err;
+
+	err = kvc_seq_create(c, p, &seq);
+	m = err ?: kvc_prefix_match(c, seq, ids, 16, NULL);
+	s.seq = seq;
+	s.slots = slots;
+	for (i = 0; i < 16; i++)
+		want[i] = ids[i] * 3;
+	if (m > 0 && (kvc_step(c, &s, 1, 0, NULL) || check_vals(c, p, seq, want, (uint32_t)m)))
+		m = -EUCLEAN;
+	kvc_seq_free(c, seq);
+	return m;
+}
+
+/*
+ * swap.persist: the prefix cache comes back after a clean restart and
+ * after SIGKILL following a checkpoint; a damaged checkpoint is ignored.
+ */
+TEST(prefix_cache_survives_restarts)
+{
+	uint32_t ids[4][16], k;
+	char conf[1024], swap[128], out[8192];
+	struct kvc_pool *p;
+	struct daemon d;
+	struct kvc *c;
+	int fd;
+
+	snprintf(swap, sizeof(swap), "/var/tmp/kvmem-test-persist-%d", (int)getpid());
+	snprintf(conf, sizeof(conf), "swap.path = %s\nswap.persist = 1\n" POOL_CONF, swap);
+	ASSERT_EQ(0, daemon_start(&d, conf));
+	ASSERT_EQ(0, kvc_connect(d.sock, &c));
+	ASSERT_EQ(0, kvc_pool_open(c, "t", &p));
+	for (k = 0; k < 4; k++)
+		ASSERT_EQ(0, cache(c, p, k, ids[k]));
+	kvc_close(c);
+	EXPECT_EQ(0, daemon_stop(&d));		/* SIGTERM: checkpoint */
+	ASSERT_EQ(0, read_file(d.log, out, sizeof(out)));
+	EXPECT_NE_NULL(strstr(out, "checkpoint of"));
+	daemon_cleanup(&d);
+
+	ASSERT_EQ(0, daemon_start(&d, conf));
+	ASSERT_EQ(0, kvc_connect(d.sock, &c));
+	ASSERT_EQ(0, kvc_pool_open(c, "t", &p));
+	for (k = 0; k < 4; k++)
+		EXPECT_EQ(16, found(c, p, ids[k]));
+	/* A checkpoint now, then SIGKILL: the next start finds it. */
+	EXPECT_LE(0, kvc_checkpoint(c, 0));
+	kvc_close(c);
+	kill(d.pid, SIGKILL);
+	daemon_stop(&d);
+	daemon_cleanup(&d);
+
+	ASSERT_EQ(0, daemon_start(&d, conf));
+	ASSERT_EQ(0, kvc_connect(d.sock, &c));
+	ASSERT_EQ(0, kvc_pool_open(c, "t", &p));
+	for (k = 0; k < 4; k++)
+		EXPECT_EQ(16, found(c, p, ids[k]));
+	ASSERT_LT(0, kvc_stats(c, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "check      ok"));
+	kvc_close(c);
+	kill(d.pid, SIGKILL);
+	daemon_stop(&d);
+	daemon_cleanup(&d);
+
+	/* Scribble over the checkpoint's header: the daemon starts empty. */
+	fd = open(swap, O_RDWR);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(8, pwrite(fd, "garbage!", 8, (off_t)(1 << 20) + 12));
+	close(fd);
+	ASSERT_EQ(0, daemon_start(&d, conf));
+	ASSERT_EQ(0, kvc_connect(d.sock, &c));
+	ASSERT_EQ(0, kvc_pool_open(c, "t", &p));
+	for (k = 0; k < 4; k++)
+		EXPECT_EQ(0, found(c, p, ids[k]));
+	ASSERT_EQ(0, read_file(d.log, out, sizeof(out)));
+	EXPECT_NE_NULL(strstr(out, "checkpoint ignored"));
+	kvc_close(c);
+	EXPECT_EQ(0, daemon_stop(&d));
+	daemon_cleanup(&d);
+	unlink(swap);
 }
 
 TEST_HARNESS_MAIN

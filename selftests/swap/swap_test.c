@@ -274,4 +274,185 @@ TEST(prefix_hits_in_swap)
 	swap_pool_done(pool, fd);
 }
 
+/* A pool on an existing swap file (a restart reopens the same area). */
+static struct kv_pool *pool_on(int fd, const struct kv_geometry *g, u32 flags)
+{
+	struct kv_pool_params p = {
+		.name = "ckpt", .geom = *g, .nr_frames = { 16, 16, 64 },
+		.flags = KV_POOL_NO_KVSWAPD | flags, .vm = { .min_free_kbytes = 4 },
+		.swap = { .fd = fd, .engine = KV_SWAP_AUTO },
+	};
+	struct kv_pool *pool = NULL;
+
+	return kv_pool_create(&p, &pool) ? NULL : pool;
+}
+
+/* Where the checkpoint region of pool_on()'s pools lies. */
+#define CKPT_OFF(pool)	(64ull * kv_frame_bytes(kv_pool_geometry(pool)))
+#define CKPT_LEN(pool)	kv_checkpoint_bytes(kv_pool_geometry(pool), 64)
+
+/* Cache prompt @k of tenant @t: 12 tokens, ids and KV from @k. */
+static int cache_prompt(struct kv_pool *pool, u32 t, u32 k, u32 *ids)
+{
+	struct kv_seq *s = NULL;
+	u64 slots[12];
+	u32 i;
+	int err;
+
+	for (i = 0; i < 12; i++)
+		ids[i] = k * 100 + (i < 8 ? i : 50 + i);	/* prompts share 2 blocks */
+	if (k % 2)
+		ids[0] += 1000;				/* ...or none */
+	err = kv_seq_create(pool, &s);
+	err = err ?: kv_seq_set_tenant(s, t);
+	err = err ?: kv_seq_activate(s, 0);
+	err = err ?: kv_seq_append_ids(s, 12, ids, slots, 0);
+	for (i = 0; !err && i < 12; i++)
+		tok_write(pool, slots[i], ids[i] ^ 0x5a5a);
+	if (s) {
+		kv_seq_deactivate(s);
+		kv_seq_free(s);
+	}
+	return err;
+}
+
+/* Tokens of prompt @ids found for tenant @t, KV checked: -EUCLEAN if wrong. */
+static int find_prompt(struct kv_pool *pool, u32 t, const u32 *ids)
+{
+	struct kv_prefix_hit hit;
+	struct kv_seq *s;
+	u32 want[12], i;
+	int m;
+
+	if (kv_seq_create(pool, &s))
+		return -ENOMEM;
+	kv_seq_set_tenant(s, t);
+	m = kv_prefix_match(s, ids, 12, &hit);
+	if (m > 0 && kv_seq_activate(s, 0))
+		m = -EIO;
+	for (i = 0; m > 0 && i < (u32)m; i++)
+		want[i] = ids[i] ^ 0x5a5a;
+	if (m > 0 && seq_verify(s, want) != -1)
+		m = -EUCLEAN;
+	kv_seq_deactivate(s);
+	kv_seq_free(s);
+	return m;
+}
+
+static u32 drop_tenant_7(u32 old, const void *blob, u32 blob_len, void *arg)
+{
+	(void)arg;
+	if (blob_len != 5 || memcmp(blob, "kvmem", 5))
+		return KV_TENANT_NONE;
+	return old == 7 ? KV_TENANT_NONE : old;
+}
+
+TEST(checkpoint_and_restore)
+{
+	struct kv_geometry other = test_geom;
+	u32 ids[6][12], k, blen = 0;
+	struct kv_pool *pool;
+	char blob[KV_CKPT_BLOB_MAX];
+	int fd = swap_file(), n;
+
+	ASSERT_LE(0, fd);
+	pool = pool_on(fd, &test_geom, 0);
+	ASSERT_NE_NULL(pool);
+	EXPECT_EQ(-ENOENT, kv_pool_restore(pool, CKPT_OFF(pool), CKPT_LEN(pool), NULL, NULL,
+					   NULL, NULL));
+	for (k = 0; k < 6; k++)
+		ASSERT_EQ(0, cache_prompt(pool, k == 5 ? 7 : 1, k, ids[k]));
+	n = kv_pool_checkpoint(pool, CKPT_OFF(pool), CKPT_LEN(pool), "kvmem", 5);
+	EXPECT_LT(0, n);
+	EXPECT_POOL_OK(pool);
+	/* Checkpointing leaves the cache working, from swap. */
+	EXPECT_EQ(12, find_prompt(pool, 1, ids[0]));
+	kv_pool_destroy(pool);
+
+	/* "Restart": a new pool on the same area. */
+	pool = pool_on(fd, &test_geom, 0);
+	ASSERT_NE_NULL(pool);
+	EXPECT_LT(0, kv_pool_restore(pool, CKPT_OFF(pool), CKPT_LEN(pool), blob, &blen,
+				     drop_tenant_7, NULL));
+	EXPECT_EQ(5u, blen);
+	EXPECT_POOL_OK(pool);
+	for (k = 0; k < 5; k++)
+		EXPECT_EQ(12, find_prompt(pool, 1, ids[k]));
+	EXPECT_EQ(0, find_prompt(pool, 7, ids[5]));	/* dropped by the mapping */
+	EXPECT_EQ(0, find_prompt(pool, 2, ids[0]));	/* still tenant 1's */
+	EXPECT_LT(0u, (u32)kv_vmstat_read(pool, KV_PREFIX_HIT_TOKENS_SWAP));
+	/* A restore into a pool in use is refused. */
+	EXPECT_EQ(-EBUSY, kv_pool_restore(pool, CKPT_OFF(pool), CKPT_LEN(pool), NULL, NULL,
+					  NULL, NULL));
+	EXPECT_POOL_OK(pool);
+	kv_pool_destroy(pool);
+
+	/* Another geometry finds the checkpoint stale. */
+	other.head_dim = 16;
+	pool = pool_on(fd, &other, 0);
+	ASSERT_NE_NULL(pool);
+	EXPECT_EQ(-ESTALE, kv_pool_restore(pool, CKPT_OFF(pool), CKPT_LEN(pool), NULL, NULL,
+					   NULL, NULL));
+	kv_pool_destroy(pool);
+	close(fd);
+}
+
+/* Flip a byte of the swap file at @off (through a buffered descriptor). */
+static void corrupt(int fd, u64 off)
+{
+	char path[64], c;
+	int wfd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	wfd = open(path, O_RDWR);
+	if (wfd < 0)
+		return;
+	if (pread(wfd, &c, 1, (off_t)off) == 1) {
+		c ^= 0x40;
+		if (pwrite(wfd, &c, 1, (off_t)off) == 1)
+			fdatasync(wfd);
+	}
+	close(wfd);
+}
+
+TEST(torn_or_stale_checkpoints_restore_nothing_bad)
+{
+	u32 ids[4][12], k;
+	struct kv_pool *pool;
+	int fd = swap_file(), n;
+	u64 fb = kv_frame_bytes(&test_geom), ckoff = 64 * fb;
+
+	ASSERT_LE(0, fd);
+	pool = pool_on(fd, &test_geom, 0);
+	ASSERT_NE_NULL(pool);
+	for (k = 0; k < 4; k++)
+		ASSERT_EQ(0, cache_prompt(pool, 1, k, ids[k]));
+	n = kv_pool_checkpoint(pool, CKPT_OFF(pool), CKPT_LEN(pool), NULL, 0);
+	ASSERT_LT(0, n);
+	kv_pool_destroy(pool);
+
+	/* A damaged slot: that block and the ones after it are not restored. */
+	corrupt(fd, 100);			/* slot 0 */
+	pool = pool_on(fd, &test_geom, 0);
+	ASSERT_NE_NULL(pool);
+	EXPECT_LT(0, kv_pool_restore(pool, CKPT_OFF(pool), CKPT_LEN(pool), NULL, NULL, NULL,
+				     NULL));
+	for (k = 0; k < 4; k++)
+		EXPECT_LE(0, find_prompt(pool, 1, ids[k]));	/* never -EUCLEAN */
+	EXPECT_POOL_OK(pool);
+	kv_pool_destroy(pool);
+
+	/* Damaged entries (a torn checkpoint): nothing at all. */
+	corrupt(fd, ckoff + 4096 + KV_CKPT_BLOB_MAX + 3);
+	pool = pool_on(fd, &test_geom, 0);
+	ASSERT_NE_NULL(pool);
+	EXPECT_EQ(-EBADMSG, kv_pool_restore(pool, CKPT_OFF(pool), CKPT_LEN(pool), NULL, NULL,
+					    NULL, NULL));
+	for (k = 0; k < 4; k++)
+		EXPECT_EQ(0, find_prompt(pool, 1, ids[k]));
+	EXPECT_POOL_OK(pool);
+	kv_pool_destroy(pool);
+	close(fd);
+}
+
 TEST_HARNESS_MAIN

@@ -56,7 +56,8 @@
 #define KVMEM_OP_RESERVE	16
 #define KVMEM_OP_PREFIX_MATCH	17
 #define KVMEM_OP_PREFIX_PIN	18
-#define KVMEM_OP_MAX		18
+#define KVMEM_OP_CHECKPOINT	19
+#define KVMEM_OP_MAX		19
 
 /**
  * struct kvmem_hdr - first bytes of every message
@@ -459,6 +460,25 @@ struct kvmem_prefix_pin {
 	__u32 pool;
 	__u64 seq;
 	char name[KVMEM_PREFIX_NAME_MAX];
+	__u64 reserved[2];
+};
+
+/**
+ * struct kvmem_checkpoint - CHECKPOINT request (admin): write the prefix
+ * cache of a pool (or of every pool with a swap area) to its checkpoint
+ * region of the swap area, from which a kvmemd with swap.persist = 1
+ * restores it at start
+ * @pool:     pool handle, or 0 for every pool
+ * @pad:      must be 0
+ * @reserved: must be 0
+ *
+ * Cached blocks that no sequence holds are moved to swap first. The
+ * status is the number of blocks saved; -ENODEV when no pool has a swap
+ * area.
+ */
+struct kvmem_checkpoint {
+	__u32 pool;
+	__u32 pad;
 	__u64 reserved[2];
 };
 
