@@ -89,6 +89,8 @@ static void kv_block_free(struct kv_pool *pool, struct kv_block *b)
 		fprintf(stderr, "kvmem: freeing block %u with pins %u flags %#x\n",
 			kv_block_idx(pool, b), b->pincount, b->flags);
 	lru_del(pool, b);
+	if (b->flags & KV_BLOCK_SWAPCACHE)
+		pool->nr_swapcache--;
 	for (i = 0; i < KV_NR_TIERS; i++) {
 		if (b->frame[i] != KV_FRAME_NONE)
 			__kv_frames_free(pool, i, 1, &b->frame[i]);

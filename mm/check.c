@@ -21,6 +21,7 @@ struct check_ctx {
 	u32 nr_pinned[KV_NR_TIERS];
 	u32 nr_locked[KV_NR_TIERS];
 	u32 nr_owned[KV_NR_TIERS];
+	u32 nr_swapcache;
 };
 
 #define bad(ctx, fmt, ...)							\
@@ -113,6 +114,20 @@ static void check_block(struct check_ctx *ctx, u32 idx)
 		return;
 	}
 	for (t = 0; t < KV_NR_TIERS; t++) {
+		bool swapcache = t == KV_TIER_SWAP && (b->flags & KV_BLOCK_SWAPCACHE);
+
+		if (swapcache && (b->tier == KV_TIER_SWAP || !(b->flags & KV_BLOCK_CACHED) ||
+				  b->frame[t] >= pool->tier[t].fa.nr_total ||
+				  !frame_is_used(&pool->tier[t].fa, b->frame[t]))) {
+			bad(ctx, "block %u: swap cache slot %u, tier %u, flags %#x", idx,
+			    b->frame[t], b->tier, b->flags);
+			continue;
+		}
+		if (swapcache) {
+			ctx->nr_owned[t]++;
+			ctx->nr_swapcache++;
+			continue;
+		}
 		if ((b->frame[t] != KV_FRAME_NONE) != (t == b->tier))
 			bad(ctx, "block %u on tier %u: frame %u on tier %u", idx, b->tier,
 			    b->frame[t], t);
@@ -343,6 +358,8 @@ int kv_pool_check(struct kv_pool *pool)
 	for (t = 0; t < KV_NR_TIERS; t++)
 		check_tier(&ctx, &pool->tier[t]);
 	check_prefix(&ctx);
+	if (ctx.nr_swapcache != pool->nr_swapcache)
+		bad(&ctx, "%u swap cache blocks, %u counted", ctx.nr_swapcache, pool->nr_swapcache);
 	kv_pool_unlock(pool);
 out_free:
 	free(ctx.refs);

@@ -27,6 +27,7 @@
 #define KV_BLOCK_ACTIVE		0x04u	/* on (or bound for) the active list */
 #define KV_BLOCK_REFERENCED	0x08u	/* used since it last aged */
 #define KV_BLOCK_CACHED		0x10u	/* in the prefix cache, which holds a ref */
+#define KV_BLOCK_SWAPCACHE	0x20u	/* resident, with a clean copy in frame[SWAP] */
 
 #define KV_LRU_INACTIVE	0
 #define KV_LRU_ACTIVE	1
@@ -247,6 +248,7 @@ struct kv_fault {
  * @vm:          tunables
  * @events:      vmstat counters (written under @lock, read without)
  * @fault:       fault injection (atomics; tests only)
+ * @nr_swapcache: resident blocks keeping a clean copy in a swap slot
  * @prefix:      prefix cache
  * @swap:        the swap area's parameters (tier KV_TIER_SWAP)
  * @flags:       KV_POOL_*
@@ -267,6 +269,7 @@ struct kv_pool {
 	struct kv_vm_tunables vm;
 	u64 events[KV_NR_VM_EVENTS];
 	struct kv_fault fault;
+	u32 nr_swapcache;
 	struct kv_prefix prefix;
 	struct kv_swap_params swap;
 	u32 flags;
@@ -438,6 +441,7 @@ void tiers_destroy(struct kv_pool *pool);
 /* mm/migrate.c */
 int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 		      int dst, const u32 *dst_frames);
+u32 swapcache_drop(struct kv_pool *pool, u32 nr);
 
 /* mm/vmscan.c */
 void kvswapd_wakeup(struct kv_pool *pool, int tier);

@@ -4,9 +4,65 @@
  * a batch of isolated blocks are copied in one submission with the pool
  * unlocked, then switched over under the lock. Demotion (reclaim) and
  * promotion (activation) both come through here.
+ *
+ * The swap cache, as the kernel's: a block of the prefix cache read back
+ * from swap keeps its slot (such a block never changes: a write copies it
+ * first), so that demoting it to swap again is free of I/O; the copies go
+ * when swap needs room (swapcache_drop()) or the block is freed.
  */
 #include <stdlib.h>
 #include "internal.h"
+
+/*
+ * Switch @b from its frame in @src to @frame in @dst, keeping (or using) a
+ * swap cache slot where there is one to keep.
+ */
+static void migrate_frames(struct kv_pool *pool, struct kv_block *b, int src, int dst, u32 frame)
+{
+	if (src == KV_TIER_SWAP && (b->flags & KV_BLOCK_CACHED)) {
+		b->flags |= KV_BLOCK_SWAPCACHE;		/* the slot stays, clean */
+		pool->nr_swapcache++;
+	} else {
+		__kv_frames_free(pool, src, 1, &b->frame[src]);
+		b->frame[src] = KV_FRAME_NONE;
+	}
+	if (dst == KV_TIER_SWAP && (b->flags & KV_BLOCK_SWAPCACHE)) {
+		__kv_frames_free(pool, dst, 1, &frame);	/* not needed: no I/O */
+		b->flags &= ~KV_BLOCK_SWAPCACHE;
+		pool->nr_swapcache--;
+		count_vm_event(pool, KV_SWAPCACHE_HIT);
+	} else {
+		b->frame[dst] = frame;
+	}
+	b->tier = dst;
+}
+
+/**
+ * swapcache_drop() - free the swap slots of up to @nr blocks that keep a
+ * clean copy there while resident elsewhere (no I/O)
+ * @pool: pool, locked
+ * @nr:   slots wanted
+ *
+ * Return: slots freed.
+ */
+u32 swapcache_drop(struct kv_pool *pool, u32 nr)
+{
+	struct kv_block *b;
+	u32 i, done = 0;
+
+	for (i = 0; i < pool->nr_blocks && done < nr && pool->nr_swapcache; i++) {
+		b = kv_block(pool, i);
+		if (!(b->flags & KV_BLOCK_SWAPCACHE) || (b->flags & KV_BLOCK_LOCKED))
+			continue;
+		__kv_frames_free(pool, KV_TIER_SWAP, 1, &b->frame[KV_TIER_SWAP]);
+		b->frame[KV_TIER_SWAP] = KV_FRAME_NONE;
+		b->flags &= ~KV_BLOCK_SWAPCACHE;
+		pool->nr_swapcache--;
+		done++;
+	}
+	count_vm_events(pool, KV_SWAPCACHE_DROP, done);
+	return done;
+}
 
 /**
  * kv_migrate_blocks() - move isolated blocks to tier @dst
@@ -31,7 +87,7 @@ int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 	struct kv_block *b;
 	bool c_swap = false;
 	int err, src;
-	u32 i;
+	u32 i, k = 0;
 
 	if (!n)
 		return 0;
@@ -42,12 +98,14 @@ int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 	}
 	for (i = 0; i < n; i++) {
 		b = blocks[i];
-		c[i] = (struct kv_copy){ b->tier, b->frame[b->tier], dst, dst_frames[i] };
+		if (dst == KV_TIER_SWAP && (b->flags & KV_BLOCK_SWAPCACHE))
+			continue;	/* its slot holds it already */
+		c[k++] = (struct kv_copy){ b->tier, b->frame[b->tier], dst, dst_frames[i] };
 	}
 	c_swap = dst == KV_TIER_SWAP || blocks[0]->tier == KV_TIER_SWAP;
 	pool->tier[dst].nr_inflight += n;
 	kv_pool_unlock(pool);
-	err = kv_copy_run(pool, c, n);
+	err = kv_copy_run(pool, c, k);
 	kv_pool_lock(pool);
 	pool->tier[dst].nr_inflight -= n;
 	free(c);
@@ -60,10 +118,7 @@ int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 	for (i = 0; i < n; i++) {
 		b = blocks[i];
 		src = b->tier;
-		__kv_frames_free(pool, src, 1, &b->frame[src]);
-		b->frame[src] = KV_FRAME_NONE;
-		b->frame[dst] = dst_frames[i];
-		b->tier = dst;
+		migrate_frames(pool, b, src, dst, dst_frames[i]);
 		if (b->flags & KV_BLOCK_CACHED) {
 			pool->prefix.nr_cached[src]--;
 			pool->prefix.nr_cached[dst]++;

@@ -149,6 +149,7 @@ struct kv_tier_info {
  * @block_bytes: bytes of KV per block
  * @blocks:      block descriptors in use
  * @sequences:   live sequences
+ * @swapcache:   resident blocks that keep a clean copy in a swap slot
  * @tier:        per tier
  */
 struct kv_meminfo {
@@ -156,6 +157,7 @@ struct kv_meminfo {
 	u64 block_bytes;
 	u32 blocks;
 	u32 sequences;
+	u32 swapcache;
 	struct kv_tier_info tier[KV_NR_TIERS];
 };
 
@@ -196,6 +198,8 @@ enum kv_vm_event {
 	KV_PSWPOUT,
 	KV_SWAP_FAIL,
 	KV_PREFIX_HIT_TOKENS_SWAP,
+	KV_SWAPCACHE_HIT,
+	KV_SWAPCACHE_DROP,
 	KV_NR_VM_EVENTS
 };
 

@@ -133,6 +133,11 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
 		shrink_tier(pool, dst, nr - room, kswapd, 0);
 		room = demote_room(pool, dst, dst_flags);
 	}
+	if (room < nr && dst == KV_TIER_SWAP) {
+		/* Clean copies of resident blocks go first: no I/O, nothing lost. */
+		swapcache_drop(pool, nr - room);
+		room = demote_room(pool, dst, dst_flags);
+	}
 	if (room < nr) {
 		prefix_evict(pool, dst, nr - room);
 		room = demote_room(pool, dst, dst_flags);
@@ -172,7 +177,8 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
  */
 /*
  * Frames of @dst that reclaim could hand a demotion: free above the
- * reserve, idle cached blocks to evict, and blocks it could demote in turn.
+ * reserve, idle cached blocks to evict, swap cache copies to drop, and
+ * blocks it could demote in turn.
  */
 static u64 reclaim_room(struct kv_pool *pool, int dst, u32 dst_flags)
 {
@@ -180,6 +186,8 @@ static u64 reclaim_room(struct kv_pool *pool, int dst, u32 dst_flags)
 	u64 room = demote_room(pool, dst, dst_flags) + pool->prefix.nr_idle[dst], below;
 	u32 lru = d->nr_lru[KV_LRU_ACTIVE] + d->nr_lru[KV_LRU_INACTIVE];
 
+	if (dst == KV_TIER_SWAP)
+		room += pool->nr_swapcache;	/* clean copies, dropped for free */
 	if (dst + 1 < KV_NR_TIERS && pool->tier[dst + 1].fa.nr_total) {
 		below = reclaim_room(pool, dst + 1, 0);
 		room += lru < below ? lru : below;

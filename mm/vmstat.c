@@ -42,6 +42,8 @@ static const char *const vmstat_names[KV_NR_VM_EVENTS] = {
 	[KV_PSWPOUT] = "pswpout",
 	[KV_SWAP_FAIL] = "swap_fail",
 	[KV_PREFIX_HIT_TOKENS_SWAP] = "prefix_hit_tokens_swap",
+	[KV_SWAPCACHE_HIT] = "swapcache_hit",
+	[KV_SWAPCACHE_DROP] = "swapcache_drop",
 };
 
 static const char *const tier_names[KV_NR_TIERS] = {
@@ -80,6 +82,7 @@ void kv_pool_meminfo(struct kv_pool *pool, struct kv_meminfo *mi)
 	mi->block_bytes = kv_block_bytes(&pool->geom);
 	mi->blocks = pool->nr_blocks - pool->nr_free_blocks;
 	mi->sequences = pool->nr_seqs;
+	mi->swapcache = pool->nr_swapcache;
 	for (i = 0; i < KV_NR_TIERS; i++) {
 		t = &pool->tier[i];
 		ti = &mi->tier[i];
@@ -129,6 +132,8 @@ void kv_pool_print_meminfo(struct kv_pool *pool, FILE *f)
 	fprintf(f, "%-18s %12u\n", "CachedBlocks:", mi.tier[KV_TIER_DEVICE].cached +
 		mi.tier[KV_TIER_HOST].cached + mi.tier[KV_TIER_SWAP].cached);
 	fprintf(f, "%-18s %12u\n", "Sequences:", mi.sequences);
+	if (mi.tier[KV_TIER_SWAP].total)
+		fprintf(f, "%-18s %12u\n", "SwapCacheBlocks:", mi.swapcache);
 	for (i = 0; i < KV_NR_TIERS; i++) {
 		ti = &mi.tier[i];
 		if (i == KV_TIER_SWAP && !ti->total)

@@ -274,6 +274,78 @@ TEST(prefix_hits_in_swap)
 	swap_pool_done(pool, fd);
 }
 
+/*
+ * The swap cache: a cached block read back from swap keeps its slot, so
+ * that the next swap-out of it writes nothing; when swap needs room the
+ * copies go first; other blocks keep none.
+ */
+TEST(swap_cache)
+{
+	static u32 vals[9][64];
+	struct kv_seq *seq[9], *s;
+	struct kv_prefix_hit hit;
+	struct kv_meminfo mi;
+	struct kv_pool *pool;
+	u32 ids[16], i;
+	u64 slots[16], out;
+	int fd;
+
+	pool = swap_pool(16, 16, 12, KV_SWAP_AUTO, &fd);
+	ASSERT_NE_NULL(pool);
+	for (i = 0; i < 16; i++)
+		ids[i] = 500 + i;
+	ASSERT_EQ(0, kv_seq_create(pool, &s));
+	ASSERT_EQ(0, kv_seq_activate(s, 0));
+	ASSERT_EQ(0, kv_seq_append_ids(s, 16, ids, slots, 0));
+	for (i = 0; i < 16; i++)
+		tok_write(pool, slots[i], ids[i]);
+	kv_seq_deactivate(s);
+	kv_seq_free(s);
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	ASSERT_EQ(4u, kv_reclaim(pool, KV_TIER_HOST, 100));	/* 4 cached blocks out */
+	out = kv_vmstat_read(pool, KV_PSWPOUT);
+	/* Back to the device: the slots stay, clean. */
+	ASSERT_EQ(0, kv_seq_create(pool, &s));
+	ASSERT_EQ(16, kv_prefix_match(s, ids, 16, &hit));
+	ASSERT_EQ(0, kv_seq_activate(s, 0));
+	EXPECT_EQ(-1, seq_verify(s, ids));
+	kv_seq_deactivate(s);
+	kv_seq_free(s);
+	kv_pool_meminfo(pool, &mi);
+	EXPECT_EQ(4u, mi.swapcache);
+	EXPECT_EQ(4u, mi.tier[KV_TIER_SWAP].total - mi.tier[KV_TIER_SWAP].free);
+	EXPECT_POOL_OK(pool);
+	/* Out again: no write. */
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	EXPECT_EQ(4u, kv_reclaim(pool, KV_TIER_HOST, 100));
+	EXPECT_EQ(out, kv_vmstat_read(pool, KV_PSWPOUT) - 4);	/* counted, not written */
+	EXPECT_EQ(4u, (u32)kv_vmstat_read(pool, KV_SWAPCACHE_HIT));
+	EXPECT_POOL_OK(pool);
+	/*
+	 * Back, and kept pinned while others fill the pool: swap needs the
+	 * room of the clean copies, which go without I/O; nothing is lost.
+	 */
+	ASSERT_EQ(0, kv_seq_create(pool, &s));
+	ASSERT_EQ(16, kv_prefix_match(s, ids, 16, &hit));
+	ASSERT_EQ(0, kv_seq_activate(s, 0));
+	/* 36 blocks: 11 device + 15 host + 7 swap frames free, 4 more in copies */
+	ASSERT_EQ(0, fill(pool, seq, vals, 9, 16, 9));
+	EXPECT_LT(0u, (u32)kv_vmstat_read(pool, KV_SWAPCACHE_DROP));
+	EXPECT_EQ(-1, seq_verify(s, ids));
+	kv_seq_deactivate(s);
+	kv_seq_free(s);
+	EXPECT_POOL_OK(pool);
+	ASSERT_EQ(0, verify_all(seq, vals, 9, true));
+	ASSERT_EQ(0, kv_seq_create(pool, &s));
+	EXPECT_LE(0, kv_prefix_match(s, ids, 16, &hit));
+	ASSERT_EQ(0, kv_seq_activate(s, 0));
+	EXPECT_EQ(-1, seq_verify(s, ids));
+	kv_seq_deactivate(s);
+	kv_seq_free(s);
+	EXPECT_POOL_OK(pool);
+	swap_pool_done(pool, fd);
+}
+
 /* A pool on an existing swap file (a restart reopens the same area). */
 static struct kv_pool *pool_on(int fd, const struct kv_geometry *g, u32 flags)
 {
