@@ -176,7 +176,7 @@ static void check_tier(struct check_ctx *ctx, struct kv_tier *t)
 
 	for (i = 0; i < fa->nr_total; i++)
 		used += frame_is_used(fa, i);
-	for (i = 0; i < fa->nr_free; i++)
+	for (i = 0; i < fa->nr_free && !fa->clustered; i++)
 		if (fa->stack[i] >= fa->nr_total || frame_is_used(fa, fa->stack[i]))
 			bad(ctx, "tier %d: free stack entry %u is frame %u", t->id, i, fa->stack[i]);
 	if (fa->nr_free + used != fa->nr_total)

@@ -61,6 +61,9 @@ struct kv_block {
  * @nr_total: frames in the arena
  * @used:     bitmap of frames handed out, to catch a double free
  * @raw:      bitmap of frames handed out by kv_frames_alloc() (no block)
+ * @clustered: allocate from @used in clusters (the swap tier) instead of
+ *            the stack, which is then unused
+ * @cursor:   clustered: the cluster (bitmap word) to allocate from next
  */
 struct kv_frame_alloc {
 	u32 *stack;
@@ -68,6 +71,8 @@ struct kv_frame_alloc {
 	u32 nr_total;
 	u64 *used;
 	u64 *raw;
+	bool clustered;
+	u32 cursor;
 };
 
 /**

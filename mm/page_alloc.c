@@ -79,11 +79,43 @@ static void frame_set_used(struct kv_frame_alloc *fa, u32 frame, bool used)
 		fa->used[frame / BITS_PER_WORD] &= ~bit;
 }
 
+/*
+ * Clustered allocation, as mm/swapfile.c's: slots come from the current
+ * cluster of 64 (one bitmap word) in ascending order, then from the next
+ * cluster with free slots, so that a batch of swap-outs lands on runs of
+ * consecutive slots and the device sees sequential I/O. Caller checked
+ * that @n slots are free.
+ */
+static void frames_pop_clustered(struct kv_frame_alloc *fa, u32 n, u32 *frames)
+{
+	u32 words = (fa->nr_total + BITS_PER_WORD - 1) / BITS_PER_WORD, i = 0, bit, f;
+	u64 free_bits;
+
+	while (i < n) {
+		free_bits = ~fa->used[fa->cursor];
+		if (fa->cursor == words - 1 && fa->nr_total % BITS_PER_WORD)
+			free_bits &= (1ull << (fa->nr_total % BITS_PER_WORD)) - 1;
+		if (!free_bits) {
+			fa->cursor = (fa->cursor + 1) % words;
+			continue;
+		}
+		bit = (u32)__builtin_ctzll(free_bits);
+		f = fa->cursor * BITS_PER_WORD + bit;
+		frame_set_used(fa, f, true);
+		frames[i++] = f;
+	}
+	fa->nr_free -= n;
+}
+
 /* Pop in stack order, so a fresh tier hands out ascending runs. */
 static void frames_pop(struct kv_frame_alloc *fa, u32 n, u32 *frames)
 {
 	u32 i;
 
+	if (fa->clustered) {
+		frames_pop_clustered(fa, n, frames);
+		return;
+	}
 	for (i = 0; i < n; i++) {
 		frames[i] = fa->stack[--fa->nr_free];
 		frame_set_used(fa, frames[i], true);
@@ -105,7 +137,10 @@ static u32 frames_push(struct kv_frame_alloc *fa, u32 n, const u32 *frames)
 			continue;
 		}
 		frame_set_used(fa, f, false);
-		fa->stack[fa->nr_free++] = f;
+		if (fa->clustered)
+			fa->nr_free++;
+		else
+			fa->stack[fa->nr_free++] = f;
 		freed++;
 	}
 	return freed;
@@ -137,9 +172,9 @@ int frames_claim(struct kv_pool *pool, int tier, u32 n, const u32 *frames)
 		frame_set_used(fa, frames[i], true);
 	}
 	for (f = fa->nr_total; f-- > 0;)
-		if (!frame_is_used(fa, f))
+		if (!frame_is_used(fa, f) && !fa->clustered)
 			fa->stack[k++] = f;
-	fa->nr_free = k;
+	fa->nr_free = fa->clustered ? fa->nr_free - n : k;
 	count_vm_events(pool, pgalloc_events[tier], n);
 	return 0;
 }

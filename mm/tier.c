@@ -32,6 +32,7 @@ static int tier_init(struct kv_pool *pool, int id, const struct kv_pool_params *
 	err = frame_alloc_init(&t->fa, p->nr_frames[id]);
 	if (err)
 		goto out_cond;
+	t->fa.clustered = id == KV_TIER_SWAP;
 	err = t->ops->arena_create(t);
 	if (err)
 		goto out_fa;

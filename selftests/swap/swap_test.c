@@ -346,6 +346,29 @@ TEST(swap_cache)
 	swap_pool_done(pool, fd);
 }
 
+/* Swap slots come in runs: ascending within a cluster, holes refilled. */
+TEST(slots_in_clusters)
+{
+	u32 a[70], b[4], i;
+	struct kv_pool *pool;
+	int fd;
+
+	pool = swap_pool(8, 8, 200, KV_SWAP_PSYNC, &fd);
+	ASSERT_NE_NULL(pool);
+	ASSERT_EQ(0, kv_frames_alloc(pool, KV_TIER_SWAP, 70, 0, a));
+	for (i = 0; i < 70; i++)
+		EXPECT_EQ(i, a[i]);
+	kv_frames_free(pool, KV_TIER_SWAP, 4, a + 10);		/* a hole of 10..13 */
+	ASSERT_EQ(0, kv_frames_alloc(pool, KV_TIER_SWAP, 4, 0, b));
+	EXPECT_EQ(70u, b[0]);		/* the current cluster (64..127) first */
+	EXPECT_EQ(73u, b[3]);
+	kv_frames_free(pool, KV_TIER_SWAP, 4, b);
+	kv_frames_free(pool, KV_TIER_SWAP, 70 - 14, a + 14);
+	kv_frames_free(pool, KV_TIER_SWAP, 10, a);
+	EXPECT_POOL_OK(pool);
+	swap_pool_done(pool, fd);
+}
+
 /* A pool on an existing swap file (a restart reopens the same area). */
 static struct kv_pool *pool_on(int fd, const struct kv_geometry *g, u32 flags)
 {
