@@ -135,6 +135,38 @@ static int found(struct kvc *c, struct kvc_pool *p, const uint32_t *ids)
 	return m;
 }
 
+/* Start kvmemd on @conf and connect a client to pool t. */
+static int start(struct daemon *d, const char *conf, struct kvc **c, struct kvc_pool **p)
+{
+	int err = daemon_start(d, conf) ? -EIO : 0;
+
+	err = err ?: kvc_connect(d->sock, c);
+	return err ?: kvc_pool_open(*c, "t", p);
+}
+
+/* How many of the four prompts are found whole (-1 on a wrong one). */
+static int found_all(struct kvc *c, struct kvc_pool *p, uint32_t (*ids)[16])
+{
+	int k, n = 0, m;
+
+	for (k = 0; k < 4; k++) {
+		m = found(c, p, ids[k]);
+		if (m < 0)
+			return -1;
+		n += m == 16;
+	}
+	return n;
+}
+
+/* The client goes, the daemon is killed (no checkpoint at exit). */
+static void crash(struct daemon *d, struct kvc *c)
+{
+	kvc_close(c);
+	kill(d->pid, SIGKILL);
+	daemon_stop(d);
+	daemon_cleanup(d);
+}
+
 /*
  * swap.persist: the prefix cache comes back after a clean restart and
  * after SIGKILL following a checkpoint; a damaged checkpoint is ignored.
@@ -150,9 +182,7 @@ TEST(prefix_cache_survives_restarts)
 
 	snprintf(swap, sizeof(swap), "/var/tmp/kvmem-test-persist-%d", (int)getpid());
 	snprintf(conf, sizeof(conf), "swap.path = %s\nswap.persist = 1\n" POOL_CONF, swap);
-	ASSERT_EQ(0, daemon_start(&d, conf));
-	ASSERT_EQ(0, kvc_connect(d.sock, &c));
-	ASSERT_EQ(0, kvc_pool_open(c, "t", &p));
+	ASSERT_EQ(0, start(&d, conf, &c, &p));
 	for (k = 0; k < 4; k++)
 		ASSERT_EQ(0, cache(c, p, k, ids[k]));
 	kvc_close(c);
@@ -161,40 +191,25 @@ TEST(prefix_cache_survives_restarts)
 	EXPECT_NE_NULL(strstr(out, "checkpoint of"));
 	daemon_cleanup(&d);
 
-	ASSERT_EQ(0, daemon_start(&d, conf));
-	ASSERT_EQ(0, kvc_connect(d.sock, &c));
-	ASSERT_EQ(0, kvc_pool_open(c, "t", &p));
-	for (k = 0; k < 4; k++)
-		EXPECT_EQ(16, found(c, p, ids[k]));
+	ASSERT_EQ(0, start(&d, conf, &c, &p));
+	EXPECT_EQ(4, found_all(c, p, ids));
 	/* A checkpoint now, then SIGKILL: the next start finds it. */
 	EXPECT_LE(0, kvc_checkpoint(c, 0));
-	kvc_close(c);
-	kill(d.pid, SIGKILL);
-	daemon_stop(&d);
-	daemon_cleanup(&d);
+	crash(&d, c);
 
-	ASSERT_EQ(0, daemon_start(&d, conf));
-	ASSERT_EQ(0, kvc_connect(d.sock, &c));
-	ASSERT_EQ(0, kvc_pool_open(c, "t", &p));
-	for (k = 0; k < 4; k++)
-		EXPECT_EQ(16, found(c, p, ids[k]));
+	ASSERT_EQ(0, start(&d, conf, &c, &p));
+	EXPECT_EQ(4, found_all(c, p, ids));
 	ASSERT_LT(0, kvc_stats(c, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
 	EXPECT_NE_NULL(strstr(text, "check      ok"));
-	kvc_close(c);
-	kill(d.pid, SIGKILL);
-	daemon_stop(&d);
-	daemon_cleanup(&d);
+	crash(&d, c);
 
 	/* Scribble over the checkpoint's header: the daemon starts empty. */
 	fd = open(swap, O_RDWR);
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(8, pwrite(fd, "garbage!", 8, (off_t)(1 << 20) + 12));
 	close(fd);
-	ASSERT_EQ(0, daemon_start(&d, conf));
-	ASSERT_EQ(0, kvc_connect(d.sock, &c));
-	ASSERT_EQ(0, kvc_pool_open(c, "t", &p));
-	for (k = 0; k < 4; k++)
-		EXPECT_EQ(0, found(c, p, ids[k]));
+	ASSERT_EQ(0, start(&d, conf, &c, &p));
+	EXPECT_EQ(0, found_all(c, p, ids));
 	ASSERT_EQ(0, read_file(d.log, out, sizeof(out)));
 	EXPECT_NE_NULL(strstr(out, "checkpoint ignored"));
 	kvc_close(c);
