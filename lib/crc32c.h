@@ -14,5 +14,6 @@ uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
 uint32_t crc32c_sw(uint32_t crc, const void *buf, size_t len);
 uint32_t crc32c_hw(uint32_t crc, const void *buf, size_t len);
 int crc32c_hw_supported(void);
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b);
 
 #endif /* _KV_LIB_CRC32C_H */

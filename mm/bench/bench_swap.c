@@ -13,8 +13,8 @@
  * FILE (default $TMPDIR/kvmem-bench-swap, /var/tmp without TMPDIR) is the
  * swap file, opened O_DIRECT; one this program creates is allocated with
  * fallocate, and removed at exit. Before measuring, the file is written
- * whole (untimed) with a pattern: the byte at offset x is byte x modulo
- * the half-arena of the arena's first half. So every measured write
+ * whole (untimed) with a pattern: the byte at offset x is the byte at x
+ * modulo H in the arena's first half (H bytes). So every measured write
  * overwrites allocated, written blocks, as fio's do, and every block of
  * every size has known contents, so reads may go anywhere in the file, as
  * fio's do. -p only does that (allocate and write) and keeps the file: the
@@ -661,9 +661,10 @@ static void print_header(struct bench *b)
 	       "NOT registered (plain buffers)",
 	       crc32c_hw_supported() ? "sse4.2" : "table", crc_gbps(b));
 	if (b->fio_path)
-		printf("fio: ioengine=%s, direct=1, same file, bs and iodepth; \"fixed bufs\": "
-		       "also --fixedbufs --registerfiles (%s)\n",
-		       b->fio_engine[0] ? b->fio_engine : "?", b->fio_path);
+		printf("fio: ioengine=%s, direct=1, same file, bs and iodepth; %s (%s)\n",
+		       b->fio_engine[0] ? b->fio_engine : "?",
+		       strcmp(b->fio_engine, "io_uring") ? "no fixed-buffer pass" :
+		       "\"fixed bufs\": also --fixedbufs --registerfiles", b->fio_path);
 	else
 		printf("fio: columns absent (no -F; scripts/bench-swap.sh runs fio "
 		       "where installed)\n");
@@ -904,12 +905,12 @@ int main(int argc, char **argv)
 	int ret, i;
 
 	parse_args(&b, argc, argv);
+	fio_read(&b);
 	file_open(&b);
 	arena_create(&b);
 	engine_create(&b);
 	file_pattern(&b);
 	if (!b.prepare) {
-		fio_read(&b);
 		print_header(&b);
 		for (i = 0; i < NR_BS; i++)
 			bench_block_size(&b, i);

@@ -965,6 +965,9 @@ TEST(crc32c_paths_agree)
 		}
 		cut = len ? rnd_below(&rng, len + 1) : 0;
 		EXPECT_EQ(sw, crc32c(crc32c(i, buf + align, cut), buf + align + cut, len - cut));
+		EXPECT_EQ(crc32c(0, buf + align, len),
+			  crc32c_combine(crc32c(0, buf + align, cut),
+					 crc32c(0, buf + align + cut, len - cut), len - cut));
 	}
 	free(buf);
 }
