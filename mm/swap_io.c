@@ -767,8 +767,12 @@ static void batch_init(struct kv_swap_io *io, struct swap_batch *b,
 	b->pending = b->nr;
 }
 
-/* Queue @b, wake the engine, and sleep until every op of it has finished. */
-static void batch_run(struct kv_swap_io *io, struct swap_batch *b)
+/*
+ * Queue @b and wake the engine; run @work (if any) while the transfers are
+ * in flight; then sleep until every op of @b has finished.
+ */
+static void batch_run(struct kv_swap_io *io, struct swap_batch *b, void (*work)(void *),
+		      void *arg)
 {
 	unsigned int i;
 	int err;
@@ -787,6 +791,8 @@ static void batch_run(struct kv_swap_io *io, struct swap_batch *b)
 	pthread_mutex_unlock(&io->lock);
 	if (io->efd >= 0)
 		eventfd_write(io->efd, 1);
+	if (work)
+		work(arg);
 	pthread_mutex_lock(&io->lock);
 	while (b->pending)
 		pthread_cond_wait(&b->done, &io->lock);
@@ -812,6 +818,26 @@ static void batch_run(struct kv_swap_io *io, struct swap_batch *b)
  */
 int kv_swap_io_run(struct kv_swap_io *io, struct kv_swap_req *reqs, unsigned int n)
 {
+	return kv_swap_io_run_with(io, reqs, n, NULL, NULL);
+}
+
+/**
+ * kv_swap_io_run_with() - kv_swap_io_run(), with work done on the calling
+ * thread while the transfers are in flight
+ * @io:   the engine
+ * @reqs: the transfers
+ * @n:    how many
+ * @work: called once the batch is queued, before waiting (the swap tier
+ *        checksums the frames it writes: they do not change until the
+ *        batch completes); may be NULL
+ * @arg:  passed to @work
+ *
+ * Return: as kv_swap_io_run(). @work runs whenever at least one request
+ * is valid; when none is (or the batch cannot be allocated), it does not.
+ */
+int kv_swap_io_run_with(struct kv_swap_io *io, struct kv_swap_req *reqs, unsigned int n,
+			void (*work)(void *), void *arg)
+{
 	struct swap_batch *b;
 	unsigned int i;
 	int err = 0;
@@ -823,7 +849,7 @@ int kv_swap_io_run(struct kv_swap_io *io, struct kv_swap_req *reqs, unsigned int
 		return -ENOMEM;
 	batch_init(io, b, reqs, n);
 	if (b->nr)
-		batch_run(io, b);
+		batch_run(io, b, work, arg);
 	for (i = 0; i < n && !err; i++)
 		err = reqs[i].res;
 	free(b);

@@ -83,6 +83,8 @@ int kv_swap_io_create(int fd, int engine, const struct iovec *bufs, unsigned int
 		      struct kv_swap_io **out);
 void kv_swap_io_destroy(struct kv_swap_io *io);
 int kv_swap_io_run(struct kv_swap_io *io, struct kv_swap_req *reqs, unsigned int n);
+int kv_swap_io_run_with(struct kv_swap_io *io, struct kv_swap_req *reqs, unsigned int n,
+			void (*work)(void *), void *arg);
 const char *kv_swap_io_engine(const struct kv_swap_io *io);
 int kv_swap_io_registered(const struct kv_swap_io *io);
 void kv_swap_io_inject(struct kv_swap_io *io, unsigned int what, uint64_t nth);

@@ -147,9 +147,9 @@ static void swap_arena_destroy(struct kv_tier *t)
 	t->desc = NULL;
 }
 
-/* Fill @r for copy @c; a write's checksum goes to @sum. */
+/* Fill @r for copy @c. */
 static void swap_req(struct kv_pool *pool, struct kv_swap_area *a, const struct kv_copy *c,
-		     struct kv_swap_req *r, u32 *sum)
+		     struct kv_swap_req *r)
 {
 	bool out = c->dst_tier == KV_TIER_SWAP;
 	u32 slot = out ? c->dst_frame : c->src_frame;
@@ -160,8 +160,23 @@ static void swap_req(struct kv_pool *pool, struct kv_swap_area *a, const struct 
 	r->len = (u32)pool->frame_bytes;
 	r->write = out;
 	r->res = 0;
-	if (out)
-		*sum = crc32c(0, r->buf, r->len);
+}
+
+/* The checksums of a batch's writes, computed while they are in flight. */
+struct swap_sums {
+	const struct kv_swap_req *r;
+	u32 *sums;
+	u32 n;
+};
+
+static void swap_sum_writes(void *arg)
+{
+	struct swap_sums *s = arg;
+	u32 i;
+
+	for (i = 0; i < s->n; i++)
+		if (s->r[i].write)
+			s->sums[i] = crc32c(0, s->r[i].buf, s->r[i].len);
 }
 
 /*
@@ -183,11 +198,13 @@ static int swap_copy_submit(struct kv_pool *pool, const struct kv_copy *c, u32 n
 		goto out;
 	err = -EINVAL;
 	for (i = 0; i < n; i++) {
-		swap_req(pool, a, &c[i], &r[i], &sums[i]);
+		swap_req(pool, a, &c[i], &r[i]);
 		if (!r[i].buf || (c[i].src_tier == KV_TIER_SWAP) == (c[i].dst_tier == KV_TIER_SWAP))
 			goto out;
 	}
-	err = kv_swap_io_run(a->io, r, n);
+	/* The frames written stay as they are (their blocks are locked). */
+	err = kv_swap_io_run_with(a->io, r, n, swap_sum_writes,
+				  &(struct swap_sums){ .r = r, .sums = sums, .n = n });
 	for (i = 0; i < n && !err; i++) {
 		if (r[i].write) {
 			a->crc[c[i].dst_frame] = sums[i];

@@ -34,7 +34,7 @@
  *   swap-out  kv_swap_io_run() of qd writes of bs at consecutive offsets
  *             (fio's rw=write), batches back to back, wrapping at the end
  *             of the file; with crc, each block's CRC-32C is computed and
- *             stored per slot before its batch is submitted, as
+ *             stored per slot while its batch is in flight, as
  *             mm/swapfile.c does
  *   swap-in   kv_swap_io_run() of qd reads of bs at random bs-aligned
  *             offsets in the file (fio's rw=randread); with crc, each
@@ -462,10 +462,11 @@ static void engine_create(struct bench *b)
 
 /* ---- swap-out and swap-in ----------------------------------------------- */
 
-/* Run one batch; an I/O error ends the bench. */
-static void run_batch(struct bench *b, struct kv_swap_req *r, u32 n)
+/* Run one batch, @work done while it is in flight; an I/O error ends the bench. */
+static void run_batch(struct bench *b, struct kv_swap_req *r, u32 n, void (*work)(void *),
+		      void *arg)
 {
-	int err = kv_swap_io_run(b->io, r, n);
+	int err = kv_swap_io_run_with(b->io, r, n, work, arg);
 
 	if (err) {
 		fprintf(stderr, "bench-swap: %s of %u bytes at %llu: %s\n",
@@ -505,8 +506,8 @@ static void mismatch(struct bench *b, const char *what, u64 idx)
 			(unsigned long long)idx, b->bs);
 }
 
-/* Fill @r with the next @qd writes; with @crc, checksum them as the tier does. */
-static void out_batch(struct bench *b, struct kv_swap_req *r, u32 qd, bool crc)
+/* Fill @r with the next @qd writes. */
+static void out_batch(struct bench *b, struct kv_swap_req *r, u32 qd)
 {
 	u64 nob = b->half / b->bs, slot;
 	u32 i;
@@ -517,13 +518,30 @@ static void out_batch(struct bench *b, struct kv_swap_req *r, u32 qd, bool crc)
 		slot = b->cursor + i;
 		r[i] = (struct kv_swap_req){ .buf = b->out + slot % nob * b->bs,
 					     .off = slot * b->bs, .len = b->bs, .write = 1 };
-		if (!crc)
-			continue;
-		b->slot_crc[slot] = crc32c(0, r[i].buf, b->bs);
+	}
+	b->cursor += qd;
+}
+
+/* A write batch's checksums, computed while it is in flight (as the tier does). */
+struct out_sums {
+	struct bench *b;
+	const struct kv_swap_req *r;
+	u32 qd;
+};
+
+static void out_sum(void *arg)
+{
+	struct out_sums *s = arg;
+	struct bench *b = s->b;
+	u64 nob = b->half / b->bs, slot;
+	u32 i;
+
+	for (i = 0; i < s->qd; i++) {
+		slot = s->r[i].off / b->bs;
+		b->slot_crc[slot] = crc32c(0, s->r[i].buf, b->bs);
 		if (b->slot_crc[slot] != b->out_crc[slot % nob])
 			mismatch(b, "arena block", slot % nob);
 	}
-	b->cursor += qd;
 }
 
 /* Fill @r with @qd reads of random slots, into @slots. */
@@ -554,8 +572,8 @@ static void in_verify(struct bench *b, const struct kv_swap_req *r, const u64 *s
  * @b:    the bench, at its current block size
  * @op:   OP_OUT (sequential writes) or OP_IN (random reads)
  * @qd:   transfers per batch
- * @crc:  with the swap tier's checksum work: computed before each write
- *        batch, checked after each read batch
+ * @crc:  with the swap tier's checksum work: computed while each write
+ *        batch is in flight, checked after each read batch
  * @secs: how long
  * @acc:  bytes moved and time taken are added here
  *
@@ -569,10 +587,13 @@ static void run_slice(struct bench *b, int op, u32 qd, bool crc, double secs, st
 
 	do {
 		if (op == OP_OUT)
-			out_batch(b, r, qd, crc);
+			out_batch(b, r, qd);
 		else
 			in_batch(b, r, slots, qd);
-		run_batch(b, r, qd);
+		if (op == OP_OUT && crc)
+			run_batch(b, r, qd, out_sum, &(struct out_sums){ b, r, qd });
+		else
+			run_batch(b, r, qd, NULL, NULL);
 		if (op == OP_IN && crc)
 			in_verify(b, r, slots, qd);
 		bytes += (u64)qd * b->bs;
@@ -593,8 +614,8 @@ static void file_pattern(struct bench *b)
 	set_block_size(b, MAX_BS);
 	while (b->cursor < b->nr_slots) {
 		n = b->nr_slots - b->cursor < MAX_QD ? (u32)(b->nr_slots - b->cursor) : MAX_QD;
-		out_batch(b, r, n, false);
-		run_batch(b, r, n);
+		out_batch(b, r, n);
+		run_batch(b, r, n, NULL, NULL);
 	}
 }
 
