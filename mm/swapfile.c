@@ -8,8 +8,8 @@
  * into batches of reads and writes for mm/swap_io.c (io_uring, or a
  * pread/pwrite thread pool where io_uring is refused).
  *
- * Every slot carries a CRC-32C of the frame written to it, computed before
- * the write and checked after each read: a mismatch (a flipped bit on the
+ * Every slot carries a CRC-32C of the frame written to it, computed while
+ * the write is in flight and checked after each read: a mismatch (a flipped bit on the
  * device, a torn write) fails the read with -EIO, which fails the
  * activation that needed it, and corrupt KV never reaches a client.
  */
