@@ -7,7 +7,9 @@
  * Engine threads claim ops from the head of the queue one at a time, in
  * order, under io->lock; claiming numbers the transfer (op->seq), which is
  * what kv_swap_io_inject() aims at. The last op of a batch to finish wakes
- * its caller.
+ * its caller. A batch of one transfer is done on the caller's thread with
+ * pread/pwrite instead (batch_direct()): with nothing to batch, the
+ * hand-off to an engine thread and back would cost more than it saves.
  *
  * io_uring: one thread creates the ring, registers the file and the
  * arenas, and is the only one to touch the ring until it tears it down
@@ -197,6 +199,8 @@ static int reg_index(const struct kv_swap_io *io, const void *buf, uint32_t len)
 	return -1;
 }
 
+static void op_number(struct kv_swap_io *io, struct swap_op *op);
+
 /*
  * Claim the next op of the oldest batch and number it, arming the faults
  * that fall on it. Called with io->lock held; NULL when nothing is queued.
@@ -212,6 +216,13 @@ static struct swap_op *op_claim(struct kv_swap_io *io)
 	op = &b->ops[b->next++];
 	if (b->next == b->nr)
 		list_del_init(&b->node);
+	op_number(io, op);
+	return op;
+}
+
+/* Number @op among all transfers and arm the faults that fall on it; locked. */
+static void op_number(struct kv_swap_io *io, struct swap_op *op)
+{
 	op->seq = ++io->nr_xfers;
 	if (io->inject_at[SWAP_INJ_EIO] == op->seq) {
 		io->inject_at[SWAP_INJ_EIO] = 0;
@@ -226,7 +237,6 @@ static struct swap_op *op_claim(struct kv_swap_io *io)
 		io->inject_at[SWAP_INJ_FLIP] = 0;
 		op->inject |= KV_SWAP_INJECT_FLIP;
 	}
-	return op;
 }
 
 /*
@@ -285,8 +295,8 @@ static bool op_advance(struct kv_swap_io *io, struct swap_op *op, long res)
 	return true;
 }
 
-/* Count a finished op and wake its caller if it was the batch's last. */
-static void op_finish(struct kv_swap_io *io, struct swap_op *op)
+/* Count a finished op. */
+static void op_count(struct kv_swap_io *io, struct swap_op *op)
 {
 	struct kv_swap_req *req = op->req;
 
@@ -299,6 +309,12 @@ static void op_finish(struct kv_swap_io *io, struct swap_op *op)
 		stat_add(&io->stats.reads, 1);
 		stat_add(&io->stats.bytes_read, req->len);
 	}
+}
+
+/* Count a finished op and wake its caller if it was the batch's last. */
+static void op_finish(struct kv_swap_io *io, struct swap_op *op)
+{
+	op_count(io, op);
 	if (!--op->batch->pending)
 		pthread_cond_signal(&op->batch->done);
 }
@@ -768,6 +784,26 @@ static void batch_init(struct kv_swap_io *io, struct swap_batch *b,
 }
 
 /*
+ * A batch of one transfer is served on the calling thread with pread or
+ * pwrite: there is nothing to batch, and the hand-off to the engine's
+ * thread and back (tens of microseconds) would cost more than it saves.
+ * Numbered and fault-injected like any transfer.
+ */
+static void batch_direct(struct kv_swap_io *io, struct swap_op *op, void (*work)(void *),
+			 void *arg)
+{
+	pthread_mutex_lock(&io->lock);
+	op_number(io, op);
+	pthread_mutex_unlock(&io->lock);
+	if (work)
+		work(arg);
+	if (!(op->inject & KV_SWAP_INJECT_EIO))
+		while (!op_advance(io, op, psync_xfer(io, op, op_chunk(op))))
+			;
+	op_count(io, op);
+}
+
+/*
  * Queue @b and wake the engine; run @work (if any) while the transfers are
  * in flight; then sleep until every op of @b has finished.
  */
@@ -848,7 +884,9 @@ int kv_swap_io_run_with(struct kv_swap_io *io, struct kv_swap_req *reqs, unsigne
 	if (!b)
 		return -ENOMEM;
 	batch_init(io, b, reqs, n);
-	if (b->nr)
+	if (b->nr == 1)
+		batch_direct(io, &b->ops[0], work, arg);
+	else if (b->nr)
 		batch_run(io, b, work, arg);
 	for (i = 0; i < n && !err; i++)
 		err = reqs[i].res;
