@@ -72,6 +72,16 @@ static void putback_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n
 	pthread_cond_broadcast(&pool->unlocked);
 }
 
+/* The tier below @tier that blocks demote to: the next one with frames. */
+static int next_tier(struct kv_pool *pool, int tier)
+{
+	int t = tier + 1;
+
+	while (t < KV_NR_TIERS && !pool->tier[t].fa.nr_total)
+		t++;
+	return t;
+}
+
 /* Room a demotion may take in @dst: down to min, or to 0 with RECLAIM. */
 static u32 demote_room(struct kv_pool *pool, int dst, u32 dst_flags)
 {
@@ -114,7 +124,7 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
 	struct kv_block *blocks[KV_RECLAIM_BATCH_MAX];
 	u32 frames[KV_RECLAIM_BATCH_MAX];
 	struct kv_tier *t = &pool->tier[tier];
-	int dst = tier + 1;
+	int dst = next_tier(pool, tier);
 	u32 n, room, i, lru;
 
 	if (nr > KV_RECLAIM_BATCH_MAX)
@@ -125,7 +135,7 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
 		nr = lru;
 	if (!nr)
 		return 0;
-	if (dst >= KV_NR_TIERS || !pool->tier[dst].fa.nr_total)
+	if (dst >= KV_NR_TIERS)
 		return prefix_evict(pool, tier, nr);
 	room = demote_room(pool, dst, dst_flags);
 	if (room < nr) {
@@ -185,11 +195,12 @@ static u64 reclaim_room(struct kv_pool *pool, int dst, u32 dst_flags)
 	struct kv_tier *d = &pool->tier[dst];
 	u64 room = demote_room(pool, dst, dst_flags) + pool->prefix.nr_idle[dst], below;
 	u32 lru = d->nr_lru[KV_LRU_ACTIVE] + d->nr_lru[KV_LRU_INACTIVE];
+	int next = next_tier(pool, dst);
 
 	if (dst == KV_TIER_SWAP)
 		room += pool->nr_swapcache;	/* clean copies, dropped for free */
-	if (dst + 1 < KV_NR_TIERS && pool->tier[dst + 1].fa.nr_total) {
-		below = reclaim_room(pool, dst + 1, 0);
+	if (next < KV_NR_TIERS) {
+		below = reclaim_room(pool, next, 0);
 		room += lru < below ? lru : below;
 	}
 	return room;
@@ -202,8 +213,9 @@ bool reclaim_possible(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
 	u32 lru = t->nr_lru[KV_LRU_ACTIVE] + t->nr_lru[KV_LRU_INACTIVE];
 
 	/* Idle cached blocks are on the LRU too: each goes one way or the other. */
-	if (tier + 1 < KV_NR_TIERS && pool->tier[tier + 1].fa.nr_total) {
-		room = reclaim_room(pool, tier + 1, dst_flags) + pool->prefix.nr_idle[tier];
+	if (next_tier(pool, tier) < KV_NR_TIERS) {
+		room = reclaim_room(pool, next_tier(pool, tier), dst_flags) +
+		       pool->prefix.nr_idle[tier];
 		have += lru < room ? lru : room;
 	} else {
 		have += pool->prefix.nr_idle[tier];

@@ -213,6 +213,24 @@ SWAP_TEST(read_errors_and_flipped_bits_are_caught)
 	kv_seq_free(seq[1]);
 }
 
+/* With no host tier, the device demotes straight to swap. */
+TEST(no_host_tier)
+{
+	static u32 vals[6][64];
+	struct kv_seq *seq[6];
+	struct kv_pool *pool;
+	int fd;
+
+	pool = swap_pool(16, 0, 64, KV_SWAP_PSYNC, &fd);
+	ASSERT_NE_NULL(pool);
+	ASSERT_EQ(0, fill(pool, seq, vals, 6, 16, 11));		/* 24 blocks, 16 frames */
+	EXPECT_LT(0u, tier_used(pool, KV_TIER_SWAP));
+	EXPECT_POOL_OK(pool);
+	ASSERT_EQ(0, verify_all(seq, vals, 6, true));
+	EXPECT_POOL_OK(pool);
+	swap_pool_done(pool, fd);
+}
+
 /* A full swap area: allocations fail with -ENOMEM, contents stay. */
 TEST(swap_full)
 {
