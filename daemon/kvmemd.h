@@ -191,7 +191,8 @@ int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, 
 		      char *out, size_t room, size_t *out_len);
 
 /* stats.c */
-int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, char *buf, size_t len);
+int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, u32 tenant, char *buf,
+		      size_t len);
 
 /* checkpoint.c */
 int kvmemd_checkpoint(struct kvmemd *d, u32 pool);

@@ -314,7 +314,10 @@ static int op_stats(struct kvmemd *d, struct kvmemd_client *c, u16 op, const voi
 			return -EINVAL;
 		if (req.pool && !kvmemd_pool_get(d, req.pool))
 			return -ENOENT;
-		n = kvmemd_stats_text(d, req.what, req.pool, r->body, r->room);
+		/* The prefix report shows others' tenants to admins only. */
+		n = kvmemd_stats_text(d, req.what, req.pool,
+				      c->admin ? KV_TENANT_ANY : kvmemd_tenant(d, c->uid),
+				      r->body, r->room);
 	} else {
 		if (!kvmem_all_zero(b, blen))
 			return -E2BIG;

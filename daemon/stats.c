@@ -81,12 +81,14 @@ static int finish(FILE *f, size_t len)
  * @d:    daemon
  * @what: KVMEM_STATS_*
  * @pool: pool handle, 0 for all
+ * @tenant: KVMEM_STATS_PREFIX: only this tenant's rows (KV_TENANT_ANY: all)
  * @buf:  output
  * @len:  its size
  *
  * Return: the text's length, -EINVAL for an unknown @what, -ENOBUFS.
  */
-int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, char *buf, size_t len)
+int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, u32 tenant, char *buf,
+		      size_t len)
 {
 	FILE *f;
 	u32 i;
@@ -111,7 +113,7 @@ int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, char *buf, size_t le
 		if (what == KVMEM_STATS_MEMINFO)
 			kv_pool_print_meminfo(p->pool, f);
 		else if (what == KVMEM_STATS_PREFIX)
-			kv_prefix_print(p->pool, f, kvmemd_tenant_name, d);
+			kv_prefix_print(p->pool, f, tenant, kvmemd_tenant_name, d);
 		else
 			kv_pool_print_vmstat(p->pool, f);
 	}

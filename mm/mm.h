@@ -286,7 +286,7 @@ int kv_prefix_set_pinned(struct kv_pool *pool, const char *name, int pinned, u32
 int kv_prefix_forget(struct kv_pool *pool, const char *name, u32 tenant);
 u32 kv_prefix_drop(struct kv_pool *pool);
 int kv_prefix_stats(struct kv_pool *pool, u32 tenant, struct kv_prefix_stats *st);
-void kv_prefix_print(struct kv_pool *pool, FILE *f,
+void kv_prefix_print(struct kv_pool *pool, FILE *f, u32 tenant,
 		     void (*tenant_name)(u32 tenant, char *buf, size_t len, void *arg), void *arg);
 void kv_prefix_set_hash_bits(struct kv_pool *pool, u32 bits);
 

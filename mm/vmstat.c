@@ -182,14 +182,15 @@ static void print_prefix_stats(FILE *f, const char *who, const struct kv_prefix_
 		(unsigned long long)st->inserted, (unsigned long long)st->evicted, st->cached);
 }
 
-/* Up to @max cached leaves, deepest first, into @top; pool locked. */
-static u32 deepest_prefixes(struct kv_pool *pool, u32 *top, u32 max)
+/* Up to @max cached leaves of @tenant (or any), deepest first; pool locked. */
+static u32 deepest_prefixes(struct kv_pool *pool, u32 *top, u32 max, u32 tenant)
 {
 	struct kv_prefix_node *nodes = pool->prefix.nodes;
 	u32 i, n = 0, j, d;
 
 	for (i = 0; nodes && i < pool->nr_blocks; i++) {
-		if (!(pool->blocks[i].flags & KV_BLOCK_CACHED) || nodes[i].nr_children)
+		if (!(pool->blocks[i].flags & KV_BLOCK_CACHED) || nodes[i].nr_children ||
+		    (tenant != KV_TENANT_ANY && nodes[i].tenant != tenant))
 			continue;
 		d = nodes[i].depth;
 		if (n == max && nodes[top[n - 1]].depth >= d)
@@ -226,10 +227,12 @@ static void tenant_label(u32 tenant, char *buf, size_t len,
  * counters, named prefixes, the largest cached prefixes
  * @pool:        pool
  * @f:           stream
+ * @tenant:      show only this tenant's rows, names and prefixes (the
+ *               pool's totals stay), or KV_TENANT_ANY for all
  * @tenant_name: writes a tenant's label into a buffer; NULL for numbers
  * @arg:         passed to @tenant_name
  */
-void kv_prefix_print(struct kv_pool *pool, FILE *f,
+void kv_prefix_print(struct kv_pool *pool, FILE *f, u32 tenant,
 		     void (*tenant_name)(u32 tenant, char *buf, size_t len, void *arg), void *arg)
 {
 	struct kv_prefix *pc = &pool->prefix;
@@ -250,16 +253,20 @@ void kv_prefix_print(struct kv_pool *pool, FILE *f,
 		"hit_device", "hit_host", "hit_swap", "hit", "inserted", "evicted", "cached");
 	print_prefix_stats(f, "all", &st);
 	for (i = 0; i < pc->nr_tenants; i++) {
+		if (tenant != KV_TENANT_ANY && pc->tenants[i].tenant != tenant)
+			continue;
 		tenant_label(pc->tenants[i].tenant, who, sizeof(who), tenant_name, arg);
 		print_prefix_stats(f, who, &pc->tenants[i]);
 	}
 	for (i = 0; i < pc->nr_names; i++) {
+		if (tenant != KV_TENANT_ANY && pc->names[i].tenant != tenant)
+			continue;
 		tenant_label(pc->names[i].tenant, who, sizeof(who), tenant_name, arg);
 		fprintf(f, "named %s: %u tokens, tenant %s, %s\n", pc->names[i].name,
 			pc->nodes[pc->names[i].node].depth * bt, who,
 			pc->names[i].pinned ? "pinned" : "unpinned");
 	}
-	n = deepest_prefixes(pool, top, 8);
+	n = deepest_prefixes(pool, top, 8, tenant);
 	if (n)
 		fprintf(f, "largest cached prefixes:\n%8s %8s %8s %6s %6s %s\n", "tokens",
 			"blocks", "tenant", "tier", "refs", "name");

@@ -266,6 +266,25 @@ static int match_as(const char *sock, uid_t uid, const uint32_t *ids, uint32_t n
 	return WEXITSTATUS(status);
 }
 
+/* In a child running as @uid: 1 when its prefix report contains @needle. */
+static int report_as(const char *sock, uid_t uid, const char *needle)
+{
+	static char buf[KVMEM_MSG_MAX];
+	struct kvc *c;
+	int status;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (setgid(uid) || setuid(uid) || kvc_connect(sock, &c) ||
+		    kvc_stats(c, KVMEM_STATS_PREFIX, 0, buf, sizeof(buf)) < 0)
+			_exit(250);
+		_exit(strstr(buf, needle) ? 1 : 0);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
 TEST_F(prefix, tenants_by_uid_and_name)
 {
 	uint32_t ids[16], i;
@@ -284,6 +303,10 @@ TEST_F(prefix, tenants_by_uid_and_name)
 	ASSERT_LT(0, kvc_stats(self->c, KVMEM_STATS_PREFIX, 0, text, sizeof(text)));
 	EXPECT_NE_NULL(strstr(text, "\nshared "));
 	EXPECT_NE_NULL(strstr(text, "\nuid:65532 "));
+	/* A tenant's report shows its own row, not the others'. */
+	EXPECT_EQ(1, report_as(self->d.sock, 65532, "\nuid:65532 "));
+	EXPECT_EQ(0, report_as(self->d.sock, 65532, "\nuid:0 "));
+	EXPECT_EQ(0, report_as(self->d.sock, 65532, "\nshared "));
 }
 
 /* Tenant names keep their numbers over a reload that reorders them. */
