@@ -183,39 +183,35 @@ static u32 ckpt_entries(struct kv_pool *pool, char *buf, u32 *order, u32 *entry_
 	return k;
 }
 
-static int pwrite_all(int fd, const void *buf, u64 len, u64 off)
+/*
+ * All of a pread() or pwrite() of @len bytes: 0, -errno, or -ENODATA when
+ * a read meets the end of the file (nothing was written there).
+ */
+static int rw_all(int fd, void *buf, u64 len, u64 off, bool write)
 {
 	ssize_t n;
 
 	while (len) {
-		n = pwrite(fd, buf, len, (off_t)off);
+		n = write ? pwrite(fd, buf, len, (off_t)off) : pread(fd, buf, len, (off_t)off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		buf = (const char *)buf + n;
+			return n < 0 ? -errno : write ? -EIO : -ENODATA;
+		buf = (char *)buf + n;
 		len -= (u64)n;
 		off += (u64)n;
 	}
 	return 0;
 }
 
-/* Returns -ENODATA at the end of the file (nothing was written there). */
+static int pwrite_all(int fd, const void *buf, u64 len, u64 off)
+{
+	return rw_all(fd, (void *)buf, len, off, true);
+}
+
 static int pread_all(int fd, void *buf, u64 len, u64 off)
 {
-	ssize_t n;
-
-	while (len) {
-		n = pread(fd, buf, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -ENODATA;
-		buf = (char *)buf + n;
-		len -= (u64)n;
-		off += (u64)n;
-	}
-	return 0;
+	return rw_all(fd, buf, len, off, false);
 }
 
 /* Header last, after the rest is on the device; the old one goes first. */

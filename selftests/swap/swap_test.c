@@ -254,6 +254,25 @@ TEST(swap_full)
 	swap_pool_done(pool, fd);
 }
 
+/* Cache @n tokens of ids @ids (their KV markers: the ids) and let them go. */
+static int cache_ids(struct kv_pool *pool, const u32 *ids, u32 n)
+{
+	struct kv_seq *s;
+	u64 slots[64];
+	u32 i;
+	int err;
+
+	if (n > 64 || kv_seq_create(pool, &s))
+		return -EINVAL;
+	err = kv_seq_activate(s, 0);
+	err = err ?: kv_seq_append_ids(s, n, ids, slots, 0);
+	for (i = 0; !err && i < n; i++)
+		tok_write(pool, slots[i], ids[i]);
+	kv_seq_deactivate(s);
+	kv_seq_free(s);
+	return err;
+}
+
 /* A cached prompt pushed down to swap is found there and comes back whole. */
 TEST(prefix_hits_in_swap)
 {
@@ -262,20 +281,13 @@ TEST(prefix_hits_in_swap)
 	struct kv_seq *seq[8], *s;
 	struct kv_prefix_hit hit;
 	struct kv_pool *pool;
-	u64 slots[32];
 	int fd;
 
 	pool = swap_pool(16, 8, 64, KV_SWAP_AUTO, &fd);
 	ASSERT_NE_NULL(pool);
 	for (i = 0; i < 32; i++)
 		ids[i] = 70000 + i;
-	ASSERT_EQ(0, kv_seq_create(pool, &s));
-	ASSERT_EQ(0, kv_seq_activate(s, 0));
-	ASSERT_EQ(0, kv_seq_append_ids(s, 32, ids, slots, 0));
-	for (i = 0; i < 32; i++)
-		tok_write(pool, slots[i], ids[i]);
-	kv_seq_deactivate(s);
-	kv_seq_free(s);
+	ASSERT_EQ(0, cache_ids(pool, ids, 32));
 	ASSERT_EQ(0, fill(pool, seq, vals, 8, 16, 6));		/* 32 more blocks */
 	kv_reclaim(pool, KV_TIER_DEVICE, 100);
 	kv_reclaim(pool, KV_TIER_HOST, 100);
@@ -305,20 +317,14 @@ TEST(swap_cache)
 	struct kv_meminfo mi;
 	struct kv_pool *pool;
 	u32 ids[16], i;
-	u64 slots[16], out;
+	u64 out;
 	int fd;
 
 	pool = swap_pool(16, 16, 12, KV_SWAP_AUTO, &fd);
 	ASSERT_NE_NULL(pool);
 	for (i = 0; i < 16; i++)
 		ids[i] = 500 + i;
-	ASSERT_EQ(0, kv_seq_create(pool, &s));
-	ASSERT_EQ(0, kv_seq_activate(s, 0));
-	ASSERT_EQ(0, kv_seq_append_ids(s, 16, ids, slots, 0));
-	for (i = 0; i < 16; i++)
-		tok_write(pool, slots[i], ids[i]);
-	kv_seq_deactivate(s);
-	kv_seq_free(s);
+	ASSERT_EQ(0, cache_ids(pool, ids, 16));
 	kv_reclaim(pool, KV_TIER_DEVICE, 100);
 	ASSERT_EQ(4u, kv_reclaim(pool, KV_TIER_HOST, 100));	/* 4 cached blocks out */
 	out = kv_vmstat_read(pool, KV_PSWPOUT);
