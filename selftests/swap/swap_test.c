@@ -273,12 +273,34 @@ static int cache_ids(struct kv_pool *pool, const u32 *ids, u32 n)
 	return err;
 }
 
+/*
+ * Start a sequence on the cached prefix of @ids, bring it to the device and
+ * check its KV, then let it go. Returns the tokens matched, or an error
+ * (-EUCLEAN when the KV read back is not the ids').
+ */
+static int reuse_ids(struct kv_pool *pool, const u32 *ids, u32 n, struct kv_prefix_hit *hit)
+{
+	struct kv_seq *s;
+	int m;
+
+	if (kv_seq_create(pool, &s))
+		return -ENOMEM;
+	m = kv_prefix_match(s, ids, n, hit);
+	if (m >= 0 && kv_seq_activate(s, 0))
+		m = -EIO;
+	if (m >= 0 && seq_verify(s, ids) != -1)
+		m = -EUCLEAN;
+	kv_seq_deactivate(s);
+	kv_seq_free(s);
+	return m;
+}
+
 /* A cached prompt pushed down to swap is found there and comes back whole. */
 TEST(prefix_hits_in_swap)
 {
 	static u32 vals[8][64];
 	u32 ids[32], i;
-	struct kv_seq *seq[8], *s;
+	struct kv_seq *seq[8];
 	struct kv_prefix_hit hit;
 	struct kv_pool *pool;
 	int fd;
@@ -291,13 +313,8 @@ TEST(prefix_hits_in_swap)
 	ASSERT_EQ(0, fill(pool, seq, vals, 8, 16, 6));		/* 32 more blocks */
 	kv_reclaim(pool, KV_TIER_DEVICE, 100);
 	kv_reclaim(pool, KV_TIER_HOST, 100);
-	ASSERT_EQ(0, kv_seq_create(pool, &s));
-	ASSERT_EQ(32, kv_prefix_match(s, ids, 32, &hit));
+	EXPECT_EQ(32, reuse_ids(pool, ids, 32, &hit));
 	EXPECT_LT(0u, hit.tier_tokens[KV_TIER_SWAP]);
-	ASSERT_EQ(0, kv_seq_activate(s, 0));
-	EXPECT_EQ(-1, seq_verify(s, ids));
-	kv_seq_deactivate(s);
-	kv_seq_free(s);
 	EXPECT_LT(0u, (u32)kv_vmstat_read(pool, KV_PREFIX_HIT_TOKENS_SWAP));
 	ASSERT_EQ(0, verify_all(seq, vals, 8, true));
 	EXPECT_POOL_OK(pool);
@@ -329,12 +346,7 @@ TEST(swap_cache)
 	ASSERT_EQ(4u, kv_reclaim(pool, KV_TIER_HOST, 100));	/* 4 cached blocks out */
 	out = kv_vmstat_read(pool, KV_PSWPOUT);
 	/* Back to the device: the slots stay, clean. */
-	ASSERT_EQ(0, kv_seq_create(pool, &s));
-	ASSERT_EQ(16, kv_prefix_match(s, ids, 16, &hit));
-	ASSERT_EQ(0, kv_seq_activate(s, 0));
-	EXPECT_EQ(-1, seq_verify(s, ids));
-	kv_seq_deactivate(s);
-	kv_seq_free(s);
+	EXPECT_EQ(16, reuse_ids(pool, ids, 16, &hit));
 	kv_pool_meminfo(pool, &mi);
 	EXPECT_EQ(4u, mi.swapcache);
 	EXPECT_EQ(4u, mi.tier[KV_TIER_SWAP].total - mi.tier[KV_TIER_SWAP].free);
@@ -360,12 +372,7 @@ TEST(swap_cache)
 	kv_seq_free(s);
 	EXPECT_POOL_OK(pool);
 	ASSERT_EQ(0, verify_all(seq, vals, 9, true));
-	ASSERT_EQ(0, kv_seq_create(pool, &s));
-	EXPECT_LE(0, kv_prefix_match(s, ids, 16, &hit));
-	ASSERT_EQ(0, kv_seq_activate(s, 0));
-	EXPECT_EQ(-1, seq_verify(s, ids));
-	kv_seq_deactivate(s);
-	kv_seq_free(s);
+	EXPECT_LE(0, reuse_ids(pool, ids, 16, &hit));
 	EXPECT_POOL_OK(pool);
 	swap_pool_done(pool, fd);
 }
