@@ -97,14 +97,18 @@ u64 kv_checkpoint_bytes(const struct kv_geometry *g, u32 nr_slots)
 
 /* ---- writing ------------------------------------------------------------ */
 
-/* Cached blocks that only the cache holds, not in swap, on @tier: up to @max. */
-static u32 idle_cached(struct kv_pool *pool, int tier, struct kv_block **out, u32 max)
+/*
+ * Up to @max cached blocks on @tier that only the cache holds, scanning on
+ * from *@cursor (one pass over the descriptors for the whole checkpoint).
+ */
+static u32 idle_cached(struct kv_pool *pool, int tier, u32 *cursor, struct kv_block **out,
+		       u32 max)
 {
 	struct kv_block *b;
-	u32 i, n = 0;
+	u32 n = 0;
 
-	for (i = 0; i < pool->nr_blocks && n < max; i++) {
-		b = kv_block(pool, i);
+	for (; *cursor < pool->nr_blocks && n < max; (*cursor)++) {
+		b = kv_block(pool, *cursor);
 		if ((b->flags & (KV_BLOCK_CACHED | KV_BLOCK_LOCKED)) == KV_BLOCK_CACHED &&
 		    b->refcount == 1 && (int)b->tier == tier)
 			out[n++] = b;
@@ -116,11 +120,12 @@ static u32 idle_cached(struct kv_pool *pool, int tier, struct kv_block **out, u3
 static void ckpt_swap_out(struct kv_pool *pool)
 {
 	struct kv_block *blocks[CKPT_BATCH];
-	u32 slots[CKPT_BATCH], n, i;
+	u32 slots[CKPT_BATCH], n, i, cursor;
 	int tier, err;
 
 	for (tier = KV_TIER_DEVICE; tier <= KV_TIER_HOST; tier++) {
-		while ((n = idle_cached(pool, tier, blocks, CKPT_BATCH))) {
+		cursor = 0;
+		while ((n = idle_cached(pool, tier, &cursor, blocks, CKPT_BATCH))) {
 			if (__kv_frames_alloc(pool, KV_TIER_SWAP, n,
 					      KV_ALLOC_NOWAIT | KV_ALLOC_RECLAIM, slots))
 				return;		/* swap full: checkpoint what is there */

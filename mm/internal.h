@@ -254,6 +254,7 @@ struct kv_fault {
  * @events:      vmstat counters (written under @lock, read without)
  * @fault:       fault injection (atomics; tests only)
  * @nr_swapcache: resident blocks keeping a clean copy in a swap slot
+ * @swapcache_scan: where swapcache_drop() looks next
  * @prefix:      prefix cache
  * @swap:        the swap area's parameters (tier KV_TIER_SWAP)
  * @flags:       KV_POOL_*
@@ -275,6 +276,7 @@ struct kv_pool {
 	u64 events[KV_NR_VM_EVENTS];
 	struct kv_fault fault;
 	u32 nr_swapcache;
+	u32 swapcache_scan;
 	struct kv_prefix prefix;
 	struct kv_swap_params swap;
 	u32 flags;

@@ -50,8 +50,12 @@ u32 swapcache_drop(struct kv_pool *pool, u32 nr)
 	struct kv_block *b;
 	u32 i, done = 0;
 
+	/* Resume where the last drop stopped: each descriptor is looked at
+	 * once per round of drops, not once per drop. */
 	for (i = 0; i < pool->nr_blocks && done < nr && pool->nr_swapcache; i++) {
-		b = kv_block(pool, i);
+		b = kv_block(pool, pool->swapcache_scan);
+		if (++pool->swapcache_scan == pool->nr_blocks)
+			pool->swapcache_scan = 0;
 		if (!(b->flags & KV_BLOCK_SWAPCACHE) || (b->flags & KV_BLOCK_LOCKED))
 			continue;
 		__kv_frames_free(pool, KV_TIER_SWAP, 1, &b->frame[KV_TIER_SWAP]);
