@@ -338,9 +338,10 @@ static u32 ckpt_verify(struct kv_pool *pool, int fd, const char *ents, u32 n, u8
 	for (i = 0; seen && i < n; i++) {
 		memcpy(&e, ents + i * eb, sizeof(e));
 		ok[i] = 0;
-		if (e.slot >= nr_slots || seen[e.slot]++ ||
+		if (e.slot >= nr_slots || seen[e.slot] ||
 		    (e.parent != UINT32_MAX && (e.parent >= i || !ok[e.parent])))
 			continue;
+		seen[e.slot] = 1;
 		if (pread_all(fd, frame, pool->frame_bytes,
 			      base + (u64)e.slot * pool->frame_bytes) ||
 		    crc32c(0, frame, pool->frame_bytes) != e.crc)
@@ -352,15 +353,16 @@ static u32 ckpt_verify(struct kv_pool *pool, int fd, const char *ents, u32 n, u8
 	return good;
 }
 
-/* Rebuild the cache from the good entries; returns blocks restored. */
-static u32 ckpt_rebuild(struct kv_pool *pool, const char *ents, u32 n, const u8 *ok,
+/* Rebuild the cache from the good entries; returns blocks restored or -errno. */
+static int ckpt_rebuild(struct kv_pool *pool, const char *ents, u32 n, const u8 *ok,
 			u32 (*tenant)(u32, const void *, u32, void *), const void *blob,
 			u32 blob_len, void *arg)
 {
 	u64 eb = entry_bytes(&pool->geom);
-	u32 *slots = malloc((n + 1) * sizeof(*slots)), *block_of, i, k = 0, t, done = 0;
+	u32 *slots = malloc((n + 1) * sizeof(*slots)), *block_of, i, k = 0, t;
 	struct ckpt_entry e;
 	struct kv_block *b;
+	int done = -ENOMEM;
 
 	block_of = malloc((n + 1) * sizeof(*block_of));
 	if (!slots || !block_of)
@@ -370,7 +372,8 @@ static u32 ckpt_rebuild(struct kv_pool *pool, const char *ents, u32 n, const u8 
 		if (ok[i])
 			slots[k++] = e.slot;
 	}
-	if (frames_claim(pool, KV_TIER_SWAP, k, slots))
+	done = frames_claim(pool, KV_TIER_SWAP, k, slots);
+	if (done)
 		goto out;
 	for (i = 0; i < n; i++) {
 		block_of[i] = KV_PREFIX_NONE;
@@ -422,13 +425,13 @@ out:
 int kv_pool_restore(struct kv_pool *pool, u64 off, u64 len, void *blob, u32 *blob_len,
 		    u32 (*tenant)(u32 old, const void *blob, u32 blob_len, void *arg), void *arg)
 {
-	u32 nr_slots = pool->tier[KV_TIER_SWAP].fa.nr_total, done;
+	u32 nr_slots = pool->tier[KV_TIER_SWAP].fa.nr_total;
 	u64 size = kv_checkpoint_bytes(&pool->geom, nr_slots), eb = entry_bytes(&pool->geom);
 	struct ckpt_header h;
 	char *img, *ents;
 	void *frame;
 	u8 *ok;
-	int fd = swap_area_fd(pool), err;
+	int fd = swap_area_fd(pool), err, done;
 
 	if (fd < 0 || !pool->prefix.nodes)
 		return -ENODEV;
@@ -466,7 +469,7 @@ int kv_pool_restore(struct kv_pool *pool, u64 off, u64 len, void *blob, u32 *blo
 		memcpy(blob, img + CKPT_HDR, h.blob_len);
 	if (blob_len)
 		*blob_len = h.blob_len;
-	err = (int)done;
+	err = done;
 out:
 	free(img);
 	free(frame);

@@ -21,8 +21,9 @@
 
 /*
  * Replace the shared block at table[@idx] with a private copy in @frame.
- * @held frames of the device tier (@frame among them) belong to the caller
- * and are counted in flight while the lock is dropped for the copy.
+ * @held frames of the device tier (@frame among them) allocated by the
+ * caller are counted in flight while the lock is dropped for the copy
+ * (frames given by the caller are counted already).
  */
 static int cow_block(struct kv_seq *seq, u32 idx, u32 frame, u32 held)
 {
@@ -112,6 +113,8 @@ static int seq_fault(struct kv_seq *seq, const struct write_req *w, u32 *frames)
 	err = kv_frames_take_raw(pool, KV_TIER_DEVICE, w->nr_given, w->given);
 	if (err)
 		return err;
+	/* Neither raw nor a block's while reclaim may drop the lock below. */
+	pool->tier[KV_TIER_DEVICE].nr_inflight += w->nr_given;
 	if (w->nr_given)
 		memcpy(frames, w->given, w->nr_given * sizeof(*frames));
 	err = nr_alloc ? __kv_frames_alloc(pool, KV_TIER_DEVICE, nr_alloc, w->flags, mine) : 0;
@@ -120,7 +123,7 @@ static int seq_fault(struct kv_seq *seq, const struct write_req *w, u32 *frames)
 	if (w->nr_new - w->nr_given < nr_alloc) {
 		/* The sharer may have gone while reclaim ran unlocked. */
 		err = block_shared(seq, w->cow) ?
-		      cow_block(seq, w->cow, frames[w->nr_new], w->nr_new + 1) : 1;
+		      cow_block(seq, w->cow, frames[w->nr_new], nr_alloc) : 1;
 		if (err)
 			__kv_frames_free(pool, KV_TIER_DEVICE, 1, &frames[w->nr_new]);
 		if (err < 0) {
@@ -128,10 +131,12 @@ static int seq_fault(struct kv_seq *seq, const struct write_req *w, u32 *frames)
 			goto out_give;
 		}
 	}
+	pool->tier[KV_TIER_DEVICE].nr_inflight -= w->nr_given;
 	seq_add_blocks(seq, frames, w->nr_new);
 	return 0;
 
 out_give:
+	pool->tier[KV_TIER_DEVICE].nr_inflight -= w->nr_given;
 	kv_frames_give_raw(pool, KV_TIER_DEVICE, w->nr_given, w->given);
 	return err;
 }

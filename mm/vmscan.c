@@ -129,23 +129,24 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
 
 	if (nr > KV_RECLAIM_BATCH_MAX)
 		nr = KV_RECLAIM_BATCH_MAX;
+	if (dst >= KV_NR_TIERS) {
+		/* The last tier: clean swap cache copies go first (no I/O), then cached blocks. */
+		n = tier == KV_TIER_SWAP ? swapcache_drop(pool, nr) : 0;
+		return n + prefix_evict(pool, tier, nr - n);
+	}
 	/* Never make room below for more than this tier could send there. */
 	lru = t->nr_lru[KV_LRU_ACTIVE] + t->nr_lru[KV_LRU_INACTIVE];
 	if (nr > lru)
 		nr = lru;
 	if (!nr)
 		return 0;
-	if (dst >= KV_NR_TIERS)
-		return prefix_evict(pool, tier, nr);
 	room = demote_room(pool, dst, dst_flags);
 	if (room < nr) {
-		/* Make room below: demote there first (cached blocks too), then evict. */
+		/*
+		 * Make room below: reclaim there first (demotion, or in the
+		 * last tier swap cache drops and eviction), then evict.
+		 */
 		shrink_tier(pool, dst, nr - room, kswapd, 0);
-		room = demote_room(pool, dst, dst_flags);
-	}
-	if (room < nr && dst == KV_TIER_SWAP) {
-		/* Clean copies of resident blocks go first: no I/O, nothing lost. */
-		swapcache_drop(pool, nr - room);
 		room = demote_room(pool, dst, dst_flags);
 	}
 	if (room < nr) {
@@ -219,6 +220,8 @@ bool reclaim_possible(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
 		have += lru < room ? lru : room;
 	} else {
 		have += pool->prefix.nr_idle[tier];
+		if (tier == KV_TIER_SWAP)
+			have += pool->nr_swapcache;
 	}
 	return have >= need;
 }
