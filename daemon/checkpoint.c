@@ -142,7 +142,8 @@ int kvmemd_op_checkpoint(struct kvmemd *d, struct kvmemd_client *c, const void *
 		return -EPERM;
 	if (req.pool && !kvmemd_pool_get(d, req.pool))
 		return -ENOENT;
-	if (!kvmemd_config_swap_size(&d->cfg))
-		return -ENODEV;
+	if (!kvmemd_config_swap_size(&d->cfg) ||
+	    (req.pool && !kvmemd_config_ckpt_size(&d->cfg, req.pool - 1)))
+		return -ENODEV;		/* no swap area, or none for that pool */
 	return kvmemd_checkpoint(d, req.pool);
 }

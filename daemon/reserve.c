@@ -155,6 +155,8 @@ int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, 
 	if (blen < 16)
 		return -EINVAL;
 	memcpy(&req, b, 16);
+	if (req.nr_release && !req.release_off)
+		return -EINVAL;
 	off = req.nr_release ? req.release_off : 0;
 	n = kvmem_copy_head(&req, sizeof(req), b, blen, 16, &off, 1);
 	if (n)

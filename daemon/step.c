@@ -91,7 +91,40 @@ static int step_parse_seqs(struct kvmemd_client *c, struct step_ctx *x, u64 *tot
 	return *total > max || *frames > KVMEM_RESERVE_MAX ? -EINVAL : 0;
 }
 
-/* Every reserve frame named must be this client's, in the right pool. */
+/*
+ * No reserve frame named twice, across all the sequences: each is marked
+ * (its owner set to ~client id, which no client has) as it is seen, then
+ * all are given back to the client. All are the client's (checked before).
+ */
+static bool step_frames_distinct(struct kvmemd_client *c, struct step_ctx *x)
+{
+	struct kvmem_step_seq s;
+	struct kvmemd_seq *sq;
+	u32 i, j, at = 0, f;
+	bool ok = true;
+	int pass;
+
+	for (pass = 0; pass < 2; pass++, at = 0) {
+		for (i = 0; i < x->req.nr_seqs; i++) {
+			step_seq_get(x, i, &s);
+			sq = idr_find(&c->seqs, s.seq);
+			for (j = 0; j < s.nr_frames; j++) {
+				f = x->rframes[at + j];
+				if (pass) {
+					sq->pool->owner[f] = c->id;
+				} else if (sq->pool->owner[f] != c->id) {
+					ok = false;	/* marked already */
+				} else {
+					sq->pool->owner[f] = ~c->id;
+				}
+			}
+			at += s.nr_frames;
+		}
+	}
+	return ok;
+}
+
+/* Every reserve frame named must be this client's, in the right pool, once. */
 static int step_parse_frames(struct kvmemd_client *c, struct step_ctx *x, const void *b,
 			     size_t blen, u64 frames)
 {
@@ -111,7 +144,7 @@ static int step_parse_frames(struct kvmemd_client *c, struct step_ctx *x, const 
 			return -EINVAL;
 		at += s.nr_frames;
 	}
-	return 0;
+	return step_frames_distinct(c, x) ? 0 : -EINVAL;
 }
 
 static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struct step_ctx *x)

@@ -419,6 +419,8 @@ int kvc_append_ids(struct kvc *c, uint64_t seq, uint32_t n, const uint32_t *ids,
 
 	if (!s)
 		return -ENOENT;
+	if (!n)
+		return 0;
 	if (!s->active || !s->valid || n > KVMEM_STEP_MAX_TOKENS)
 		return -EAGAIN;
 	p = c->pools[s->pool];
@@ -562,9 +564,12 @@ static int step_check(struct kvc *c, const struct kvc_step_seq *seqs, uint32_t n
 		}
 		total += seqs[i].nr_tokens;
 	}
-	if (total > KVMEM_STEP_MAX_TOKENS ||
+	/* NOSLOTS tells only what was appended locally: no new tokens. */
+	if (total > KVMEM_STEP_MAX_TOKENS || (total && (flags & KVMEM_STEP_NOSLOTS)) ||
 	    (total + local > KVMEM_STEP_MAX_TOKENS && !(flags & KVMEM_STEP_NOSLOTS)))
 		return -EINVAL;
+	if (words > KVMEM_RESERVE_MAX)		/* reserve frames, all pools together */
+		return -E2BIG;
 	if (step_ids(c, seqs, n))
 		words += total + local;
 	if (sizeof(struct kvmem_step) + n * sizeof(struct kvmem_step_seq) + words * 4 >
@@ -733,8 +738,9 @@ static int step_split(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint
 		for (i = first; i < k; i++)	/* slots were written through the copies */
 			seqs[idx[i]] = part[i];
 		if (err) {
-			if (failed && f >= 0)
-				*failed = (int32_t)idx[first + (uint32_t)f];
+			/* A second part failing before any of it ran: the first is done. */
+			if (failed && (f >= 0 || pass))
+				*failed = (int32_t)idx[first + (f >= 0 ? (uint32_t)f : 0)];
 			break;
 		}
 	}
@@ -771,14 +777,22 @@ int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flag
 	     int32_t *failed)
 {
 	uint32_t i, with = 0;
+	int err;
 
 	if (!n || n > KVMEM_STEP_MAX_SEQS)
 		return -EINVAL;
 	for (i = 0; i < n; i++)
 		with += seq_has_ids(c, &seqs[i]);
-	if (with && with < n)
-		return step_split(c, seqs, n, flags, failed);
-	return step_msg(c, seqs, n, flags, failed);
+	if (!with || with == n)
+		return step_msg(c, seqs, n, flags, failed);
+	/* The whole batch's rules (no sequence twice, the limits) first. */
+	err = step_check(c, seqs, n, flags);
+	if (err) {
+		if (failed)
+			*failed = -1;
+		return err;
+	}
+	return step_split(c, seqs, n, flags, failed);
 }
 
 /* Sequences per sync STEP: the reply carries their local tokens' slots. */
@@ -788,7 +802,7 @@ int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flag
 static int sync_seqs(struct kvc *c, const uint64_t *seqs, uint32_t n)
 {
 	struct kvc_step_seq batch[SYNC_BATCH];
-	uint64_t slots[1], tokens = 0;
+	uint64_t slots[1], tokens = 0, frames = 0;
 	struct kvc_seq *s;
 	uint32_t i, k = 0, local;
 	int err;
@@ -797,17 +811,23 @@ static int sync_seqs(struct kvc *c, const uint64_t *seqs, uint32_t n)
 		s = seq_find(c, seqs[i]);
 		if (!s || s->nr_tokens == s->synced)
 			continue;
-		/* Batches of at most a step's tokens, so that their ids can go. */
+		/*
+		 * Batches of at most a step's tokens, so that their ids can go,
+		 * and of at most one reserve's frames, all pools together.
+		 */
 		local = s->nr_tokens - s->synced;
-		if (k && (k == SYNC_BATCH || tokens + local > KVMEM_STEP_MAX_TOKENS)) {
+		if (k && (k == SYNC_BATCH || tokens + local > KVMEM_STEP_MAX_TOKENS ||
+			  frames + s->nr_pend > KVMEM_RESERVE_MAX)) {
 			err = kvc_step(c, batch, k, KVMEM_STEP_NOSLOTS, NULL);
 			if (err)
 				return err;
 			k = 0;
 			tokens = 0;
+			frames = 0;
 		}
 		batch[k++] = (struct kvc_step_seq){ .seq = seqs[i], .slots = slots };
 		tokens += local;
+		frames += s->nr_pend;
 	}
 	return k ? kvc_step(c, batch, k, KVMEM_STEP_NOSLOTS, NULL) : 0;
 }

@@ -243,6 +243,56 @@ TEST_F(proto, absurd_counts_and_offsets)
 	EXPECT_EQ(-ENOENT, req(self->fd, KVMEM_OP_SEQ_CREATE, &cr, sizeof(cr)));
 }
 
+/* A new sequence of pool 1 on @fd; its id, or 0. */
+static uint64_t new_seq(int fd)
+{
+	struct kvmem_seq_req sr = { .pool = 1 };
+	struct kvmem_seq_reply rep;
+	static char in[4096];
+
+	send(fd, msg, build(KVMEM_OP_SEQ_CREATE, &sr, sizeof(sr)), 0);
+	if (recv(fd, in, sizeof(in), 0) < (ssize_t)(sizeof(struct kvmem_hdr) + sizeof(rep)) ||
+	    ((struct kvmem_hdr *)in)->status)
+		return 0;
+	memcpy(&rep, in + sizeof(struct kvmem_hdr), sizeof(rep));
+	return rep.seq;
+}
+
+/*
+ * A STEP of two new sequences, each taking reserve frame @frame for its
+ * first block; returns its status. Afterwards both still hold no token.
+ */
+static int step_two_on_one_frame(int fd, uint32_t frame)
+{
+	struct {
+		struct kvmem_step st;
+		struct kvmem_step_seq s[2];
+		uint32_t frames[2];
+	} m;
+	struct kvmem_seq_req sr = { 0 };
+	int i, status;
+
+	memset(&m, 0, sizeof(m));
+	m.st.nr_seqs = 2;
+	m.st.flags = KVMEM_STEP_NOSLOTS;
+	m.st.seqs_off = sizeof(m.st);
+	m.st.frames_off = (uint32_t)((char *)m.frames - (char *)&m);
+	for (i = 0; i < 2; i++) {
+		m.s[i] = (struct kvmem_step_seq){ .seq = new_seq(fd), .nr_tokens = 1, .nr_frames = 1 };
+		m.frames[i] = frame;
+	}
+	status = req(fd, KVMEM_OP_STEP, &m, sizeof(m));
+	for (i = 0; i < 2; i++) {
+		sr.seq = m.s[i].seq;
+		sr.nr_tokens = 1;	/* truncating to 1 fails: it holds none */
+		if (req(fd, KVMEM_OP_SEQ_TRUNCATE, &sr, sizeof(sr)) != -EINVAL)
+			return 1;
+		sr.nr_tokens = 0;
+		req(fd, KVMEM_OP_SEQ_FREE, &sr, sizeof(sr));
+	}
+	return status;
+}
+
 TEST_F(proto, reserve_frames_are_checked)
 {
 	struct {
@@ -275,6 +325,14 @@ TEST_F(proto, reserve_frames_are_checked)
 	m.r.nr_release = 0;
 	m.r.target = KVMEM_RESERVE_MAX + 1;
 	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_RESERVE, &m, sizeof(m.r)));
+	/* Releases with no array. */
+	m.r.target = 0;
+	m.r.nr_release = 1;
+	m.r.release_off = 0;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_RESERVE, &m, sizeof(m.r)));
+	m.r.release_off = sizeof(m.r);
+	/* One frame named by two sequences of a STEP: refused, nothing done. */
+	EXPECT_EQ(-EINVAL, step_two_on_one_frame(self->fd, got[0]));
 	/* Both are still ours: releasing them works, once. */
 	m.r.target = 0;
 	m.r.nr_release = 2;

@@ -454,6 +454,7 @@ TEST(local_appends_sync_in_budget)
 	struct kvc_pool *p;
 	struct daemon d;
 	struct kvc *c;
+	int32_t failed;
 	uint32_t i, j;
 
 	ASSERT_EQ(0, daemon_start(&d, BIG_CONF));
@@ -489,6 +490,13 @@ TEST(local_appends_sync_in_budget)
 	s[0] = (struct kvc_step_seq){ .seq = seq[0], .nr_tokens = 64, .token_ids = ids[1] + 64,
 				      .slots = slots };
 	s[1] = (struct kvc_step_seq){ .seq = seq[1], .nr_tokens = 1, .slots = slots };
+	/* Refused whole, before any message: new tokens with NOSLOTS, a
+	 * sequence named twice across the two parts of a mixed batch. */
+	EXPECT_EQ(-EINVAL, kvc_step(c, s, 1, KVMEM_STEP_NOSLOTS, NULL));
+	s[1].seq = seq[0];
+	EXPECT_EQ(-EINVAL, kvc_step(c, s, 2, 0, &failed));
+	EXPECT_EQ(-1, failed);
+	s[1].seq = seq[1];
 	ASSERT_EQ(0, kvc_step(c, s, 2, 0, NULL));
 	ASSERT_EQ(0, kvc_deactivate(c, seq, 2));
 	for (j = 0; j < 2; j++)
