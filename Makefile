@@ -95,10 +95,15 @@ $(B)/daemon/kvmemd: $(DAEMON_OBJS) $(LIBKVMM)
 
 # ---- lib/kvclient: libkvclient.a and .so ---------------------------------
 KVC_SRCS := $(wildcard lib/kvclient/*.c)
-KVC_OBJS := $(patsubst %.c,$(B)/%.o,$(KVC_SRCS))
+KVC_OBJS := $(patsubst %.c,$(B)/%.o,$(KVC_SRCS)) $(B)/pic/lib/cudrv.o
 LIBKVC := $(B)/libkvclient.a
 
 $(KVC_OBJS): CFLAGS += -fPIC
+
+$(B)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $< (PIC)")
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 $(LIBKVC): $(KVC_OBJS)
 	@$(if $(Q),echo "  AR      $(notdir $@)")

@@ -209,12 +209,13 @@ void kvmemd_client_close(struct kvmemd *d, struct kvmemd_client *c)
 }
 
 /**
- * kvmemd_client_send() - send one reply, with a descriptor when @fd >= 0
- * @d:   daemon
- * @c:   client
- * @msg: the reply
- * @len: its length
- * @fd:  descriptor to pass with SCM_RIGHTS, or -1
+ * kvmemd_client_send() - send one reply, with descriptors when @nr_fds > 0
+ * @d:      daemon
+ * @c:      client
+ * @msg:    the reply
+ * @len:    its length
+ * @fds:    descriptors to pass with SCM_RIGHTS (they stay open here)
+ * @nr_fds: their number, at most KVMEM_MAX_FDS
  *
  * Never blocks: a client whose receive queue is full is not reading its
  * replies, and gets -EAGAIN (the caller drops it).
@@ -222,25 +223,27 @@ void kvmemd_client_close(struct kvmemd *d, struct kvmemd_client *c)
  * Return: 0 or a negative errno.
  */
 int kvmemd_client_send(struct kvmemd *d, struct kvmemd_client *c, const void *msg,
-		       size_t len, int fd)
+		       size_t len, const int *fds, u32 nr_fds)
 {
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(int) * KVMEM_MAX_FDS)];
 		struct cmsghdr align;
 	} u;
 	struct iovec iov = { .iov_base = (void *)msg, .iov_len = len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	struct cmsghdr *cm;
 
-	if (fd >= 0) {
+	if (nr_fds > KVMEM_MAX_FDS)
+		return -E2BIG;
+	if (nr_fds) {
 		memset(&u, 0, sizeof(u));
 		mh.msg_control = u.buf;
-		mh.msg_controllen = sizeof(u.buf);
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nr_fds);
 		cm = CMSG_FIRSTHDR(&mh);
 		cm->cmsg_level = SOL_SOCKET;
 		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * nr_fds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nr_fds);
 	}
 	if (sendmsg(c->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
 		return -errno;
@@ -286,8 +289,10 @@ static ssize_t client_recv(struct kvmemd *d, struct kvmemd_client *c)
  */
 void kvmemd_client_input(struct kvmemd *d, struct kvmemd_client *c)
 {
+	const int *fds;
 	ssize_t n, len;
-	int fd, err;
+	u32 nr_fds;
+	int err;
 
 	for (;;) {
 		n = client_recv(d, c);
@@ -297,7 +302,7 @@ void kvmemd_client_input(struct kvmemd *d, struct kvmemd_client *c)
 			goto out_close;
 		/* An oversized packet is answered like any malformed one. */
 		len = kvmemd_dispatch(d, c, (const struct kvmem_hdr *)d->buf,
-				      n < 0 ? 0 : (size_t)n, &fd);
+				      n < 0 ? 0 : (size_t)n, &fds, &nr_fds);
 		if (n < 0) {
 			/* The head of the packet was read: echo its opcode and tag. */
 			const struct kvmem_hdr *h = (const struct kvmem_hdr *)d->buf;
@@ -307,7 +312,7 @@ void kvmemd_client_input(struct kvmemd *d, struct kvmemd_client *c)
 			rep->opcode = h->opcode;
 			rep->tag = h->tag;
 		}
-		err = kvmemd_client_send(d, c, d->out, (size_t)len, fd);
+		err = kvmemd_client_send(d, c, d->out, (size_t)len, fds, nr_fds);
 		if (err) {
 			kvlog(d, KVLOG_WARN, "client %llu: reply not taken (%s); dropping it",
 			      (unsigned long long)c->id, strerror(-err));

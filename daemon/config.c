@@ -22,6 +22,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "daemon/config.h"
@@ -55,6 +56,7 @@ enum key_type {
 	KEY_CHOICE,	/* kv_parse_choice() of @choices, stored as @values[i] */
 	KEY_PATH,	/* an absolute path that fits the buffer */
 	KEY_GROUP,	/* a group name that fits the buffer */
+	KEY_GPUS,	/* "all" or a list of GPU ordinals: a bit mask */
 };
 
 #define KEY_RUNTIME	0x1u	/* may change without a restart */
@@ -135,6 +137,7 @@ static const struct config_key config_keys[] = {
 	  .choices = log_level_names, .changed = KVMEMD_CHANGED_LOG_LEVEL },
 	{ "device.backend", KEY_CHOICE, 0, CFG_FIELD(backend),
 	  .choices = backend_names },
+	{ "device.gpus", KEY_GPUS, 0, CFG_FIELD(gpus) },
 	{ "swap.path", KEY_PATH, 0, CFG_FIELD(swap_path) },
 	{ "swap.engine", KEY_CHOICE, 0, CFG_FIELD(swap_engine),
 	  .choices = swap_engine_names },
@@ -168,6 +171,8 @@ static const struct config_key pool_keys[] = {
 	  .choices = prefix_names, .def = KVMEMD_PREFIX_TENANT },
 	{ "swap_mem", KEY_SIZE, KEY_OPTIONAL, POOL_FIELD(swap_mem),
 	  .min = 0, .max = UINT64_MAX, .def = 0 },
+	{ "gpu", KEY_UINT, KEY_OPTIONAL, POOL_FIELD(gpu),
+	  .min = 0, .max = KVMEMD_MAX_GPUS - 1, .def = 0 },
 };
 #define NR_POOL_KEYS	(sizeof(pool_keys) / sizeof(pool_keys[0]))
 #define POOL_KEY_DEVICE_MEM	5
@@ -282,6 +287,61 @@ static int mode_parse(const struct config_key *k, const char *value, u64 *v,
 	return ret;
 }
 
+/* "all", or ordinals 0..63 separated by commas, none twice. */
+static int gpus_parse(const struct config_key *k, const char *value, u64 *v,
+		      char *msg, size_t len)
+{
+	const char *p = value;
+	unsigned long g;
+	u64 mask = 0;
+	char *end;
+
+	if (!strcmp(value, "all")) {
+		*v = KVMEMD_GPUS_ALL;
+		return 0;
+	}
+	for (;;) {
+		if (*p < '0' || *p > '9')
+			goto bad;
+		errno = 0;
+		g = strtoul(p, &end, 10);
+		if (errno || g >= KVMEMD_MAX_GPUS || (mask & (1ull << g)))
+			goto bad;
+		mask |= 1ull << g;
+		if (!*end)
+			break;
+		if (*end != ',')
+			goto bad;
+		p = end + 1;
+	}
+	*v = mask;
+	return 0;
+
+bad:
+	snprintf(msg, len, "%s: '%s' is not \"all\" or a list of distinct GPU numbers 0..%d",
+		 k->name, value, KVMEMD_MAX_GPUS - 1);
+	return -EINVAL;
+}
+
+static int gpus_format(u64 v, char *buf, size_t len)
+{
+	size_t at = 0;
+	int g, n;
+
+	if (v == KVMEMD_GPUS_ALL)
+		return snprintf(buf, len, "all") >= (int)len ? -ERANGE : 0;
+	buf[0] = '\0';
+	for (g = 0; g < KVMEMD_MAX_GPUS; g++) {
+		if (!(v & (1ull << g)))
+			continue;
+		n = snprintf(buf + at, len - at, "%s%d", at ? "," : "", g);
+		if (n < 0 || (size_t)n >= len - at)
+			return -ERANGE;
+		at += n;
+	}
+	return 0;
+}
+
 static int number_parse(const struct config_key *k, const char *value,
 			char *msg, size_t len, u64 *v)
 {
@@ -296,6 +356,8 @@ static int number_parse(const struct config_key *k, const char *value,
 		break;
 	case KEY_MODE:
 		return mode_parse(k, value, v, msg, len);
+	case KEY_GPUS:
+		return gpus_parse(k, value, v, msg, len);
 	default:
 		return choice_parse(k, value, v, msg, len);
 	}
@@ -391,6 +453,8 @@ static int key_format(const struct config_key *k, const void *base,
 	case KEY_MODE:
 		n = snprintf(buf, len, "%04llo", (unsigned long long)v);
 		break;
+	case KEY_GPUS:
+		return gpus_format(v, buf, len);
 	default:
 		n = snprintf(buf, len, "%s", choice_name(k, v));
 		break;
@@ -1046,6 +1110,7 @@ void kvmemd_config_defaults(struct kvmemd_config *cfg)
 	cfg->socket_mode = 0660;
 	cfg->log_level = KVMEMD_LOG_INFO;
 	cfg->backend = KVMEMD_BACKEND_AUTO;
+	cfg->gpus = KVMEMD_GPUS_ALL;
 	cfg->swap_path[0] = '\0';
 	cfg->swap_engine = KVMEMD_SWAP_AUTO;
 	cfg->swap_persist = 0;

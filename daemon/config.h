@@ -48,6 +48,10 @@
 #define KVMEMD_LOG_INFO			2
 #define KVMEMD_LOG_DEBUG		3
 
+/* device.gpus = all */
+#define KVMEMD_GPUS_ALL		UINT64_MAX
+#define KVMEMD_MAX_GPUS		64
+
 /* device.backend */
 #define KVMEMD_BACKEND_AUTO		0	/* CUDA when usable, else CPU */
 #define KVMEMD_BACKEND_CPU		1
@@ -113,6 +117,7 @@ struct kvmemd_pool_config {
 	u64 swap_mem;
 	u32 nr_frames[KVMEMD_NR_TIERS];
 	u32 prefix;
+	u32 gpu;
 };
 
 /**
@@ -139,6 +144,8 @@ struct kvmemd_tenant_config {
  *                "" for root only
  * @log_level:    log.level, KVMEMD_LOG_* (run time)
  * @backend:      device.backend, KVMEMD_BACKEND_*
+ * @gpus:         device.gpus: a bit per GPU ordinal the daemon may use;
+ *                KVMEMD_GPUS_ALL for "all"
  * @swap_path:    swap.path, the swap file or block device, absolute, at
  *                most KVMEMD_SWAP_PATH_MAX - 1 bytes; "" for no swap area
  * @swap_engine:  swap.engine, KVMEMD_SWAP_*
@@ -162,6 +169,7 @@ struct kvmemd_config {
 	char admin_group[KVMEMD_GROUP_MAX];
 	u32 log_level;
 	u32 backend;
+	u64 gpus;
 	char swap_path[KVMEMD_SWAP_PATH_MAX];
 	u32 swap_engine;
 	u32 swap_persist;

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 #include <lib/idr.h>
 #include <lib/list.h>
+#include <lib/cudrv.h>
 #include <mm/mm.h>
 #include <uapi/kvmem/kvmem.h>
 #include "config.h"
@@ -36,6 +37,7 @@
  * @handle:    its number in the protocol (1-based)
  * @owner:     per device frame, the client whose reserve holds it, or 0
  * @nr_frames: device frames (entries of @owner)
+ * @cuda:      the CUDA backend's parameters (they live as long as the pool)
  */
 struct kvmemd_pool {
 	char name[KVMEM_NAME_MAX];
@@ -43,6 +45,7 @@ struct kvmemd_pool {
 	u32 handle;
 	u64 *owner;
 	u32 nr_frames;
+	struct kv_cuda_params cuda;
 };
 
 /**
@@ -113,6 +116,8 @@ struct kvmemd_client {
  *               here, so that a reload that reorders or drops names never
  *               gives one tenant's cached prefixes to another
  * @nr_tenant_names: entries of @tenant_names
+ * @backend:     the device tier's backend in use, KV_BACKEND_*
+ * @cuda:        the CUDA driver, loaded when @backend is KV_BACKEND_CUDA
  * @buf:         receive buffer, KVMEM_MSG_MAX + 1 bytes
  * @out:         reply buffer, KVMEM_MSG_MAX bytes
  */
@@ -141,6 +146,8 @@ struct kvmemd {
 	bool clean_stop;
 	char tenant_names[KVMEMD_TENANT_IDS][KVMEMD_TENANT_NAME_MAX];
 	u32 nr_tenant_names;
+	u32 backend;
+	struct cudrv cuda;
 	char *buf;
 	char *out;
 };
@@ -151,6 +158,10 @@ void kvmemd_config_overrides(struct kvmemd *d, struct kvmemd_config *cfg);
 /* log.c */
 void kvlog(struct kvmemd *d, int level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* backend.c */
+int kvmemd_backend_open(struct kvmemd *d);
+void kvmemd_backend_close(struct kvmemd *d);
 
 /* pools.c */
 int kvmemd_pools_create(struct kvmemd *d);
@@ -172,13 +183,13 @@ void kvmemd_client_close(struct kvmemd *d, struct kvmemd_client *c);
 void kvmemd_clients_expire(struct kvmemd *d);
 u64 kvmemd_now_ms(void);
 int kvmemd_client_send(struct kvmemd *d, struct kvmemd_client *c, const void *msg,
-		       size_t len, int fd);
+		       size_t len, const int *fds, u32 nr_fds);
 
 /* ops.c, step.c */
 int kvmemd_op_step(struct kvmemd *d, struct kvmemd_client *c, const void *b, size_t blen,
 		   char *out, size_t room, size_t *out_len);
 ssize_t kvmemd_dispatch(struct kvmemd *d, struct kvmemd_client *c,
-			const struct kvmem_hdr *req, size_t len, int *fd_out);
+			const struct kvmem_hdr *req, size_t len, const int **fds, u32 *nr_fds);
 
 /* reserve.c */
 int kvmemd_reserve_init(struct kvmemd_pool *p, u32 nr_frames);

@@ -11,12 +11,15 @@
 #include "kvmemd.h"
 #include "msg.h"
 
+_Static_assert(KV_CUDA_MAX_CHUNKS <= KVMEM_MAX_FDS, "a CUDA arena's chunks must fit one reply");
+
 /* The reply under construction: body after the header in d->out. */
 struct reply {
 	char *body;
 	size_t len;
 	size_t room;
-	int fd;
+	const int *fds;
+	u32 nr_fds;
 };
 
 /* An array of @n elements of @size at @off inside a body of @blen bytes. */
@@ -78,10 +81,10 @@ static int op_pool_open(struct kvmemd *d, struct kvmemd_client *c, const void *b
 	struct kvmem_pool_info *info;
 	struct kvmem_pool_open req;
 	struct kvmemd_pool *p = NULL;
+	struct kv_device_export e;
 	struct kv_meminfo mi;
-	u64 bytes;
 	u32 i;
-	int err, fd;
+	int err;
 
 	err = kvmem_copy_body(&req, sizeof(req), b, blen);
 	if (err)
@@ -93,19 +96,23 @@ static int op_pool_open(struct kvmemd *d, struct kvmemd_client *c, const void *b
 			p = &d->pools[i];
 	if (!p)
 		return -ENOENT;
-	fd = kv_pool_arena_fd(p->pool, KV_TIER_DEVICE, &bytes);
-	if (fd < 0)
-		return fd;
+	err = kv_pool_device_export(p->pool, &e);
+	if (err)
+		return err;
 	kv_pool_meminfo(p->pool, &mi);
 	info = reply_put(r, sizeof(*info));
 	info->pool = p->handle;
-	info->backend = KVMEM_BACKEND_CPU;
+	info->backend = e.backend == KV_BACKEND_CUDA ? KVMEM_BACKEND_CUDA : KVMEM_BACKEND_CPU;
 	info->geom = *kv_pool_geometry(p->pool);
 	info->frame_bytes = mi.frame_bytes;
-	info->arena_bytes = bytes;
+	info->arena_bytes = e.arena_bytes;
 	info->nr_frames[KVMEM_TIER_DEVICE] = mi.tier[KV_TIER_DEVICE].total;
 	info->nr_frames[KVMEM_TIER_HOST] = mi.tier[KV_TIER_HOST].total;
-	r->fd = fd;
+	info->chunk_bytes = e.chunk_bytes;
+	info->nr_chunks = e.nr_chunks;
+	memcpy(info->gpu_uuid, e.uuid, sizeof(info->gpu_uuid));
+	r->fds = e.fds;
+	r->nr_fds = e.nr_chunks;
 	return 0;
 }
 
@@ -447,18 +454,19 @@ static int dispatch_op(struct kvmemd *d, struct kvmemd_client *c, u16 op, const 
  * @c:      the client it came from
  * @req:    the request (in d->buf)
  * @len:    bytes received
- * @fd_out: receives a descriptor to send with the reply, or -1
+ * @fds:    receives the descriptors to send with the reply (NULL: none)
+ * @nr_fds: receives their number
  *
  * Return: the reply's length. Every request gets a reply; a malformed one
  * gets its error in the status (with opcode and tag echoed as far as they
  * could be read).
  */
 ssize_t kvmemd_dispatch(struct kvmemd *d, struct kvmemd_client *c,
-			const struct kvmem_hdr *req, size_t len, int *fd_out)
+			const struct kvmem_hdr *req, size_t len, const int **fds, u32 *nr_fds)
 {
 	struct kvmem_hdr *rep = (struct kvmem_hdr *)d->out;
 	struct reply r = { .body = d->out + sizeof(*rep),
-			   .room = KVMEM_MSG_MAX - sizeof(*rep), .fd = -1 };
+			   .room = KVMEM_MSG_MAX - sizeof(*rep) };
 	int status;
 
 	memset(rep, 0, sizeof(*rep));
@@ -482,7 +490,8 @@ ssize_t kvmemd_dispatch(struct kvmemd *d, struct kvmemd_client *c,
 out:
 	rep->status = status;
 	rep->size = (u32)(sizeof(*rep) + r.len);
-	*fd_out = status < 0 ? -1 : r.fd;
+	*fds = status < 0 ? NULL : r.fds;
+	*nr_fds = status < 0 ? 0 : r.nr_fds;
 	c->nr_reqs++;
 	return rep->size;
 }

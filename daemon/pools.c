@@ -45,17 +45,17 @@ int kvmemd_pools_create(struct kvmemd *d)
 	u32 i;
 	int err;
 
-	if (d->cfg.backend == KVMEMD_BACKEND_CUDA) {
-		kvlog(d, KVLOG_ERR, "device.backend = cuda: this build serves the cpu backend only");
-		return -ENODEV;
-	}
-	err = swap_open(d);
+	err = kvmemd_backend_open(d);
 	if (err)
 		return err;
+	err = swap_open(d);
+	if (err)
+		goto out_backend;
 	d->pools = calloc(d->cfg.nr_pools, sizeof(*d->pools));
 	if (!d->pools) {
 		swap_close(d);
-		return -ENOMEM;
+		err = -ENOMEM;
+		goto out_backend;
 	}
 	for (i = 0; i < d->cfg.nr_pools; i++) {
 		pc = &d->cfg.pools[i];
@@ -72,6 +72,21 @@ int kvmemd_pools_create(struct kvmemd *d)
 			p.flags |= KV_POOL_NO_PREFIX;
 		else if (pc->prefix == KVMEMD_PREFIX_GLOBAL)
 			p.flags |= KV_POOL_PREFIX_GLOBAL;
+		if (d->backend == KV_BACKEND_CUDA) {
+			d->pools[i].cuda = (struct kv_cuda_params){ .drv = &d->cuda,
+								    .device = (int)pc->gpu };
+			p.cuda = &d->pools[i].cuda;
+			if (p.nr_frames[KV_TIER_SWAP] && !p.nr_frames[KV_TIER_HOST]) {
+				kvlog(d, KVLOG_ERR, "pool.%s: with the cuda backend, swap_mem "
+				      "needs host_mem (swap I/O goes through host memory)", pc->name);
+				err = -EINVAL;
+			}
+		}
+		if (err) {
+			d->nr_pools = i;
+			kvmemd_pools_destroy(d);
+			return err;
+		}
 		err = kv_pool_create(&p, &d->pools[i].pool);
 		if (!err) {
 			err = kvmemd_reserve_init(&d->pools[i], p.nr_frames[KV_TIER_DEVICE]);
@@ -79,20 +94,27 @@ int kvmemd_pools_create(struct kvmemd *d)
 				kv_pool_destroy(d->pools[i].pool);
 		}
 		if (err) {
-			kvlog(d, KVLOG_ERR, "pool %s: %s", pc->name, strerror(-err));
+			kvlog(d, KVLOG_ERR, "pool %s: %s%s", pc->name, strerror(-err),
+			      p.cuda && err == -ENOMEM ? " (more than the GPU has free)" :
+			      p.cuda && err == -EOPNOTSUPP ?
+			      " (the GPU cannot export memory as file descriptors)" : "");
 			d->nr_pools = i;
 			kvmemd_pools_destroy(d);
 			return err;
 		}
 		snprintf(d->pools[i].name, sizeof(d->pools[i].name), "%s", pc->name);
 		d->pools[i].handle = i + 1;
-		kvlog(d, KVLOG_INFO,
-		      "pool %s: %u device + %u host + %u swap blocks of %llu KiB (cpu backend)",
+		kvlog(d, KVLOG_INFO, "pool %s: %u device + %u host + %u swap blocks of %llu KiB (%s)",
 		      pc->name, p.nr_frames[0], p.nr_frames[1], p.nr_frames[2],
-		      (unsigned long long)(kv_frame_bytes(&pc->geom) >> 10));
+		      (unsigned long long)(kv_frame_bytes(&pc->geom) >> 10),
+		      kv_pool_device_desc(d->pools[i].pool));
 	}
 	d->nr_pools = d->cfg.nr_pools;
 	return 0;
+
+out_backend:
+	kvmemd_backend_close(d);
+	return err;
 }
 
 /** kvmemd_pools_destroy() - destroy every pool */
@@ -108,6 +130,7 @@ void kvmemd_pools_destroy(struct kvmemd *d)
 	d->pools = NULL;
 	d->nr_pools = 0;
 	swap_close(d);
+	kvmemd_backend_close(d);
 }
 
 /** kvmemd_pool_get() - a pool by protocol handle (1-based), or NULL */

@@ -118,6 +118,19 @@ static int memfd_arena_fd(struct kv_tier *t, u64 *bytes)
 	return a->fd;
 }
 
+static int memfd_arena_export(struct kv_tier *t, struct kv_device_export *e)
+{
+	struct memfd_arena *a = t->priv;
+
+	e->backend = KV_BACKEND_CPU;
+	e->arena_bytes = a->bytes;
+	e->chunk_bytes = a->bytes;
+	e->nr_chunks = 1;
+	e->fds = &a->fd;
+	e->gpu = -1;
+	return 0;
+}
+
 static int host_arena_create(struct kv_tier *t)
 {
 	return memfd_arena_create(t, "kvmem-host", true);
@@ -155,6 +168,7 @@ const struct kv_tier_ops kv_cpu_device_ops = {
 	.arena_create = cpu_device_arena_create,
 	.arena_destroy = memfd_arena_destroy,
 	.arena_fd = memfd_arena_fd,
+	.arena_export = memfd_arena_export,
 	.copy_submit = memcpy_submit,
 	.copy_wait = memcpy_wait,
 };

@@ -94,10 +94,27 @@ struct kv_kvswapd {
 };
 
 /**
+ * struct kv_bounce - host frames that carry copies between swap and a
+ * device tier the CPU cannot address (the swap engine reads and writes
+ * host memory only); taken from the host tier when the pool is created
+ * @lock:   one bounced copy at a time
+ * @frames: the host frames
+ * @nr:     how many (0: no bouncing needed)
+ */
+struct kv_bounce {
+	pthread_mutex_t lock;
+	u32 *frames;
+	u32 nr;
+};
+
+#define KV_BOUNCE_FRAMES	64
+
+/**
  * struct kv_tier - one tier of a pool: arena, frames, LRU, reclaim
  * @pool:     owning pool
  * @id:       KV_TIER_*
  * @ops:      backend
+ * @arg:      backend parameters (the CUDA backend: struct kv_cuda_params)
  * @priv:     backend private data
  * @desc:     what meminfo shows as the backend, set by it (NULL: ops->name)
  * @base:     CPU address of frame 0, NULL when not CPU-addressable
@@ -117,6 +134,7 @@ struct kv_tier {
 	struct kv_pool *pool;
 	int id;
 	const struct kv_tier_ops *ops;
+	const void *arg;
 	void *priv;
 	const char *desc;
 	void *base;
@@ -280,6 +298,7 @@ struct kv_pool {
 	struct kv_prefix prefix;
 	struct kv_swap_params swap;
 	u32 flags;
+	struct kv_bounce bounce;
 };
 
 /*
@@ -352,15 +371,23 @@ struct kv_copy {
  * @copy_submit:   start @n copies; the device tier's backend runs every copy
  *                 that involves the device tier; may complete before return
  * @copy_wait:     wait for the copies started by copy_submit(); 0 or -errno
+ * @arena_export:  (device tier) how other processes map the arena
+ * @attach:        optional: every tier's arena exists (the CUDA backend
+ *                 registers the host arena for DMA here)
+ * @detach:        optional: undo attach, before any arena is destroyed
  *
- * Backends are called without pool->lock held, except arena_create and
- * arena_destroy, which run while the pool is private to its creator.
+ * Backends are called without pool->lock held, except arena_create,
+ * arena_destroy, attach and detach, which run while the pool is private to
+ * its creator.
  */
 struct kv_tier_ops {
 	const char *name;
 	int (*arena_create)(struct kv_tier *t);
 	void (*arena_destroy)(struct kv_tier *t);
 	int (*arena_fd)(struct kv_tier *t, u64 *bytes);
+	int (*arena_export)(struct kv_tier *t, struct kv_device_export *e);
+	int (*attach)(struct kv_tier *t);
+	void (*detach)(struct kv_tier *t);
 	int (*copy_submit)(struct kv_pool *pool, const struct kv_copy *c, u32 n,
 			   void **cookie);
 	int (*copy_wait)(struct kv_pool *pool, void *cookie);
@@ -369,6 +396,7 @@ struct kv_tier_ops {
 extern const struct kv_tier_ops kv_cpu_device_ops;
 extern const struct kv_tier_ops kv_host_memfd_ops;
 extern const struct kv_tier_ops kv_swap_file_ops;
+extern const struct kv_tier_ops kv_cuda_device_ops;
 
 static inline void kv_pool_lock(struct kv_pool *pool)
 {
@@ -444,6 +472,8 @@ void mark_block_accessed(struct kv_pool *pool, struct kv_block *b);
 int kv_copy_run(struct kv_pool *pool, const struct kv_copy *c, u32 n);
 int tiers_init(struct kv_pool *pool, const struct kv_pool_params *p);
 void tiers_destroy(struct kv_pool *pool);
+int bounce_init(struct kv_pool *pool);
+void bounce_destroy(struct kv_pool *pool);
 
 /* mm/migrate.c */
 int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,

@@ -93,6 +93,51 @@ struct kv_swap_params {
 	u32 engine;
 };
 
+struct cudrv;
+
+/**
+ * struct kv_cuda_params - a device tier in GPU memory (the CUDA backend)
+ * @drv:         the loaded driver (lib/cudrv.h); outlives the pool
+ * @device:      device ordinal in this process
+ * @chunk_bytes: size of each physical allocation of the arena (each is
+ *               exported as one file descriptor); rounded up to the
+ *               driver's granularity; 0: the arena in at most
+ *               KV_CUDA_MAX_CHUNKS chunks of at least 2 GiB
+ */
+struct kv_cuda_params {
+	struct cudrv *drv;
+	int device;
+	u64 chunk_bytes;
+};
+
+#define KV_CUDA_MAX_CHUNKS	64
+
+/* struct kv_device_export.backend */
+#define KV_BACKEND_CPU		1
+#define KV_BACKEND_CUDA		2
+
+/**
+ * struct kv_device_export - how another process maps a pool's device arena
+ * @backend:     KV_BACKEND_*
+ * @arena_bytes: bytes to map (@nr_chunks * @chunk_bytes)
+ * @chunk_bytes: bytes behind each descriptor
+ * @nr_chunks:   descriptors in @fds, mapped one after another
+ * @fds:         the descriptors (owned by the pool: dup or send them):
+ *               CPU, one memfd; CUDA, POSIX fds of cuMemCreate allocations
+ *               to import with cuMemImportFromShareableHandle
+ * @gpu:         CUDA: device ordinal in the pool's process
+ * @uuid:        CUDA: the device's UUID, to find it in another process
+ */
+struct kv_device_export {
+	u32 backend;
+	u64 arena_bytes;
+	u64 chunk_bytes;
+	u32 nr_chunks;
+	const int *fds;
+	int gpu;
+	u8 uuid[16];
+};
+
 /**
  * struct kv_pool_params - what kv_pool_create() builds
  * @name:      pool name, at most 63 bytes
@@ -104,6 +149,8 @@ struct kv_swap_params {
  * @vm:        reclaim tunables; zeroed fields take their defaults
  * @flags:     KV_POOL_*
  * @swap:      the swap area, when nr_frames[KV_TIER_SWAP] > 0
+ * @cuda:      non-NULL: the device tier is GPU memory (CUDA backend);
+ *             NULL: the CPU backend (a memfd), unless @ops says otherwise
  */
 struct kv_pool_params {
 	const char *name;
@@ -113,6 +160,7 @@ struct kv_pool_params {
 	struct kv_vm_tunables vm;
 	u32 flags;
 	struct kv_swap_params swap;
+	const struct kv_cuda_params *cuda;
 };
 
 /**
@@ -250,6 +298,8 @@ void kv_pool_destroy(struct kv_pool *pool);
 const struct kv_geometry *kv_pool_geometry(const struct kv_pool *pool);
 void *kv_pool_frame_addr(struct kv_pool *pool, int tier, u32 frame);
 int kv_pool_arena_fd(struct kv_pool *pool, int tier, u64 *bytes);
+int kv_pool_device_export(struct kv_pool *pool, struct kv_device_export *e);
+const char *kv_pool_device_desc(struct kv_pool *pool);
 int kv_pool_set_tunables(struct kv_pool *pool, const struct kv_vm_tunables *vm);
 void kv_pool_get_tunables(struct kv_pool *pool, struct kv_vm_tunables *vm);
 

@@ -100,14 +100,19 @@ int kv_pool_create(const struct kv_pool_params *p, struct kv_pool **out)
 	if (err)
 		goto out_blocks;
 	kv_setup_watermarks(pool);
+	err = bounce_init(pool);
+	if (err)
+		goto out_prefix;
 	if (!(p->flags & KV_POOL_NO_KVSWAPD)) {
 		err = kv_kvswapd_start(pool);
 		if (err)
-			goto out_prefix;
+			goto out_bounce;
 	}
 	*out = pool;
 	return 0;
 
+out_bounce:
+	bounce_destroy(pool);
 out_prefix:
 	prefix_destroy(pool);
 out_blocks:
@@ -135,6 +140,7 @@ void kv_pool_destroy(struct kv_pool *pool)
 	kv_kvswapd_stop(pool);
 	list_for_each_entry_safe(seq, tmp, &pool->seqs, node)
 		kv_seq_free(seq);
+	bounce_destroy(pool);
 	prefix_destroy(pool);
 	blocks_destroy(pool);
 	tiers_destroy(pool);
@@ -227,4 +233,29 @@ void kv_pool_get_tunables(struct kv_pool *pool, struct kv_vm_tunables *vm)
 	kv_pool_lock(pool);
 	*vm = pool->vm;
 	kv_pool_unlock(pool);
+}
+
+/**
+ * kv_pool_device_export() - how another process maps the device arena
+ * @pool: pool
+ * @e:    filled in; its descriptors stay owned by the pool
+ *
+ * Return: 0, or -EOPNOTSUPP when the backend cannot be shared.
+ */
+int kv_pool_device_export(struct kv_pool *pool, struct kv_device_export *e)
+{
+	struct kv_tier *t = &pool->tier[KV_TIER_DEVICE];
+
+	memset(e, 0, sizeof(*e));
+	if (!t->ops->arena_export)
+		return -EOPNOTSUPP;
+	return t->ops->arena_export(t, e);
+}
+
+/** kv_pool_device_desc() - the device tier's backend, as meminfo shows it */
+const char *kv_pool_device_desc(struct kv_pool *pool)
+{
+	struct kv_tier *t = &pool->tier[KV_TIER_DEVICE];
+
+	return t->desc ? t->desc : t->ops->name;
 }

@@ -8,6 +8,7 @@
  * run by the lower (slower) tier's backend.
  */
 #include <stdlib.h>
+#include <string.h>
 #include "internal.h"
 
 static const struct kv_tier_ops *default_ops[KV_NR_TIERS] = {
@@ -24,6 +25,10 @@ static int tier_init(struct kv_pool *pool, int id, const struct kv_pool_params *
 	t->pool = pool;
 	t->id = id;
 	t->ops = p->ops[id] ? p->ops[id] : default_ops[id];
+	if (id == KV_TIER_DEVICE && p->cuda && !p->ops[id]) {
+		t->ops = &kv_cuda_device_ops;
+		t->arg = p->cuda;
+	}
 	INIT_LIST_HEAD(&t->lru[KV_LRU_INACTIVE]);
 	INIT_LIST_HEAD(&t->lru[KV_LRU_ACTIVE]);
 	err = pthread_cond_init(&t->kvswapd.wait, NULL);
@@ -66,8 +71,20 @@ int tiers_init(struct kv_pool *pool, const struct kv_pool_params *p)
 		if (err)
 			goto out_destroy;
 	}
+	for (i = 0; i < KV_NR_TIERS; i++) {
+		if (!pool->tier[i].ops->attach)
+			continue;
+		err = pool->tier[i].ops->attach(&pool->tier[i]);
+		if (err)
+			goto out_detach;
+	}
 	return 0;
 
+out_detach:
+	while (--i >= 0)
+		if (pool->tier[i].ops->detach)
+			pool->tier[i].ops->detach(&pool->tier[i]);
+	i = KV_NR_TIERS;
 out_destroy:
 	while (--i >= 0)
 		tier_destroy(&pool->tier[i]);
@@ -80,7 +97,75 @@ void tiers_destroy(struct kv_pool *pool)
 	int i;
 
 	for (i = KV_NR_TIERS - 1; i >= 0; i--)
+		if (pool->tier[i].ops->detach)
+			pool->tier[i].ops->detach(&pool->tier[i]);
+	for (i = KV_NR_TIERS - 1; i >= 0; i--)
 		tier_destroy(&pool->tier[i]);
+}
+
+/* A copy between swap and a tier the CPU cannot address (GPU memory). */
+static bool copy_needs_bounce(struct kv_pool *pool, const struct kv_copy *c)
+{
+	u32 other;
+
+	if (c->src_tier != KV_TIER_SWAP && c->dst_tier != KV_TIER_SWAP)
+		return false;
+	other = c->src_tier == KV_TIER_SWAP ? c->dst_tier : c->src_tier;
+	return other != KV_TIER_SWAP && !pool->tier[other].base;
+}
+
+/**
+ * bounce_init() - take the host frames that carry swap I/O of a device
+ * tier the CPU cannot address
+ * @pool: pool being created, watermarks set
+ *
+ * Return: 0, or -EINVAL for such a pool with swap but no host tier.
+ */
+int bounce_init(struct kv_pool *pool)
+{
+	u32 host = pool->tier[KV_TIER_HOST].fa.nr_total, n;
+	struct kv_bounce *bb = &pool->bounce;
+	int err;
+
+	if (pool->tier[KV_TIER_DEVICE].base || !pool->tier[KV_TIER_SWAP].fa.nr_total)
+		return 0;
+	if (!host)
+		return -EINVAL;
+	n = host / 8 ? host / 8 : 1;
+	n = n < KV_BOUNCE_FRAMES ? n : KV_BOUNCE_FRAMES;
+	bb->frames = calloc(n, sizeof(*bb->frames));
+	if (!bb->frames)
+		return -ENOMEM;
+	err = -pthread_mutex_init(&bb->lock, NULL);
+	if (err)
+		goto out_free;
+	err = kv_frames_alloc(pool, KV_TIER_HOST, n, KV_ALLOC_NOWAIT | KV_ALLOC_RECLAIM,
+			      bb->frames);
+	if (err)
+		goto out_mutex;
+	bb->nr = n;
+	return 0;
+
+out_mutex:
+	pthread_mutex_destroy(&bb->lock);
+out_free:
+	free(bb->frames);
+	bb->frames = NULL;
+	return err;
+}
+
+/** bounce_destroy() - undo bounce_init() */
+void bounce_destroy(struct kv_pool *pool)
+{
+	struct kv_bounce *bb = &pool->bounce;
+
+	if (!bb->frames)
+		return;
+	kv_frames_free(pool, KV_TIER_HOST, bb->nr, bb->frames);
+	pthread_mutex_destroy(&bb->lock);
+	free(bb->frames);
+	bb->frames = NULL;
+	bb->nr = 0;
 }
 
 static const struct kv_tier_ops *copy_engine(struct kv_pool *pool, const struct kv_copy *c)
@@ -101,19 +186,57 @@ static const struct kv_tier_ops *copy_engine(struct kv_pool *pool, const struct 
  * Return: 0, or a negative errno when any copy failed (then the contents
  * of every destination frame are undefined).
  */
-int kv_copy_run(struct kv_pool *pool, const struct kv_copy *c, u32 n)
+static int copy_direct(struct kv_pool *pool, const struct kv_copy *c, u32 n)
 {
-	const struct kv_tier_ops *ops;
+	const struct kv_tier_ops *ops = copy_engine(pool, c);
 	void *cookie = NULL;
 	int err;
 
-	if (!n)
-		return 0;
-	if (kv_should_fail(pool, KV_FAULT_COPY))
-		return -EIO;
-	ops = copy_engine(pool, c);
 	err = ops->copy_submit(pool, c, n, &cookie);
 	if (err)
 		return err;
 	return ops->copy_wait(pool, cookie);
+}
+
+/*
+ * Swap <-> GPU memory: each part of the batch goes through the bounce
+ * frames, swap to host then host to device (or the reverse), one batch
+ * at a time.
+ */
+static int copy_bounced(struct kv_pool *pool, const struct kv_copy *c, u32 n)
+{
+	struct kv_copy leg[2][KV_BOUNCE_FRAMES];
+	struct kv_bounce *bb = &pool->bounce;
+	u32 i, k, m, f;
+	int err = 0;
+
+	if (!bb->nr)
+		return -EOPNOTSUPP;
+	pthread_mutex_lock(&bb->lock);
+	for (i = 0; i < n && !err; i += m) {
+		m = n - i < bb->nr ? n - i : bb->nr;
+		for (k = 0; k < m; k++) {
+			f = bb->frames[k];
+			leg[0][k] = (struct kv_copy){ c[i + k].src_tier, c[i + k].src_frame,
+						      KV_TIER_HOST, f };
+			leg[1][k] = (struct kv_copy){ KV_TIER_HOST, f, c[i + k].dst_tier,
+						      c[i + k].dst_frame };
+		}
+		err = copy_direct(pool, leg[0], m);
+		if (!err)
+			err = copy_direct(pool, leg[1], m);
+	}
+	pthread_mutex_unlock(&bb->lock);
+	return err;
+}
+
+int kv_copy_run(struct kv_pool *pool, const struct kv_copy *c, u32 n)
+{
+	if (!n)
+		return 0;
+	if (kv_should_fail(pool, KV_FAULT_COPY))
+		return -EIO;
+	if (copy_needs_bounce(pool, c))
+		return copy_bounced(pool, c, n);
+	return copy_direct(pool, c, n);
 }

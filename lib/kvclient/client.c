@@ -37,10 +37,10 @@ static int kvc_send(struct kvc *c, uint16_t opcode, const void *body, size_t len
  * Receive the reply into c->buf; a passed descriptor lands in *fd. Sets
  * *got when a well-formed reply arrived (its status is then returned).
  */
-static int kvc_recv(struct kvc *c, uint16_t opcode, int *fd, bool *got)
+static int kvc_recv(struct kvc *c, uint16_t opcode, struct kvc_fds *fds, bool *got)
 {
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(int) * KVMEM_MAX_FDS)];
 		struct cmsghdr align;
 	} u;
 	struct iovec iov = { .iov_base = c->buf, .iov_len = KVMEM_MSG_MAX };
@@ -48,7 +48,9 @@ static int kvc_recv(struct kvc *c, uint16_t opcode, int *fd, bool *got)
 			     .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
 	struct kvmem_hdr *h = (struct kvmem_hdr *)c->buf;
 	struct cmsghdr *cm;
+	uint32_t i, k;
 	ssize_t n;
+	int fd;
 
 	do {
 		n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
@@ -57,12 +59,17 @@ static int kvc_recv(struct kvc *c, uint16_t opcode, int *fd, bool *got)
 		return -errno;
 	if (n == 0)
 		return -ECONNRESET;
-	cm = CMSG_FIRSTHDR(&mh);
-	if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-		if (fd)
-			memcpy(fd, CMSG_DATA(cm), sizeof(int));
-		else
-			close(*(int *)CMSG_DATA(cm));
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		k = (uint32_t)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		for (i = 0; i < k; i++) {
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			if (fds && fds->nr < KVMEM_MAX_FDS)
+				fds->fd[fds->nr++] = fd;
+			else
+				close(fd);
+		}
 	}
 	if ((size_t)n < sizeof(*h) || h->magic != KVMEM_MAGIC || h->size != (size_t)n ||
 	    h->tag != c->tag || h->opcode != opcode)
@@ -91,7 +98,7 @@ int kvc_request(struct kvc *c, uint16_t opcode, const void *body, size_t len,
 }
 
 int kvc_request_fd(struct kvc *c, uint16_t opcode, const void *body, size_t len,
-		   void **reply, size_t *reply_len, int *fd)
+		   void **reply, size_t *reply_len, struct kvc_fds *fds)
 {
 	struct kvmem_hdr *h = (struct kvmem_hdr *)c->buf;
 	bool got = false;
@@ -104,7 +111,7 @@ int kvc_request_fd(struct kvc *c, uint16_t opcode, const void *body, size_t len,
 	err = kvc_send(c, opcode, body, len);
 	if (err)
 		return err;
-	err = kvc_recv(c, opcode, fd, &got);
+	err = kvc_recv(c, opcode, fds, &got);
 	if (got && reply_len)
 		*reply_len = h->size - sizeof(*h);
 	return err;
@@ -221,7 +228,7 @@ void kvc_close(struct kvc *c)
 		return;
 	close(c->fd);
 	for (i = 0; i < c->nr_pools; i++) {
-		munmap(c->pools[i]->base, c->pools[i]->arena_bytes);
+		kvc_device_unmap(c->pools[i]);
 		free(c->pools[i]);
 		free(c->stock[i]);
 	}
@@ -265,53 +272,52 @@ int kvc_is_admin(const struct kvc *c)
 int kvc_pool_open(struct kvc *c, const char *name, struct kvc_pool **out)
 {
 	struct kvmem_pool_open req = { 0 };
+	struct kvc_fds fds = { .nr = 0 };
 	struct kvmem_pool_info info;
-	struct kvc_pool *p;
-	int fd = -1, err;
+	struct kvc_pool *p = NULL;
 	size_t len;
+	uint32_t i;
 	void *r;
+	int err;
 
 	if (strlen(name) >= sizeof(req.name))
 		return -EINVAL;
 	if (c->nr_pools == KVC_MAX_POOLS)
 		return -EMFILE;
 	strcpy(req.name, name);
-	err = kvc_request_fd(c, KVMEM_OP_POOL_OPEN, &req, sizeof(req), &r, &len, &fd);
+	err = kvc_request_fd(c, KVMEM_OP_POOL_OPEN, &req, sizeof(req), &r, &len, &fds);
 	if (err < 0)
 		goto out_close;
 	err = -EBADMSG;
-	if (len < sizeof(info) || fd < 0)
+	if (len < sizeof(info) || !fds.nr)
 		goto out_close;
 	memcpy(&info, r, sizeof(info));
+	if (info.nr_chunks != fds.nr)
+		goto out_close;
 	p = calloc(1, sizeof(*p));
 	c->stock[c->nr_pools] = calloc(1, sizeof(struct kvc_stock));
 	err = -ENOMEM;
-	if (!p || !c->stock[c->nr_pools]) {
-		free(p);
-		free(c->stock[c->nr_pools]);
-		c->stock[c->nr_pools] = NULL;
-		goto out_close;
-	}
-	p->base = mmap(NULL, info.arena_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (p->base == MAP_FAILED) {
-		err = -errno;
-		free(p);
-		free(c->stock[c->nr_pools]);
-		c->stock[c->nr_pools] = NULL;
-		goto out_close;
-	}
-	close(fd);
+	if (!p || !c->stock[c->nr_pools])
+		goto out_free;
 	p->handle = info.pool;
 	p->geom = info.geom;
 	p->frame_bytes = info.frame_bytes;
 	p->arena_bytes = info.arena_bytes;
 	memcpy(p->nr_frames, info.nr_frames, sizeof(p->nr_frames));
+	err = kvc_device_map(p, &info, fds.fd, fds.nr);
+	if (err)
+		goto out_free;
 	c->pools[c->nr_pools++] = p;
 	*out = p;
-	return 0;
+	err = 0;
+	goto out_close;
 
+out_free:
+	free(p);
+	free(c->stock[c->nr_pools]);
+	c->stock[c->nr_pools] = NULL;
 out_close:
-	if (fd >= 0)
-		close(fd);
+	for (i = 0; i < fds.nr; i++)
+		close(fds.fd[i]);
 	return err;
 }

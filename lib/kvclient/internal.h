@@ -61,6 +61,21 @@ struct kvc_stock {
 };
 
 /**
+ * struct kvc_fds - descriptors that came with a reply
+ * @fd: the descriptors, owned by the receiver
+ * @nr: entries of @fd
+ */
+struct kvc_fds {
+	int fd[KVMEM_MAX_FDS];
+	uint32_t nr;
+};
+
+/* device.c */
+int kvc_device_map(struct kvc_pool *p, const struct kvmem_pool_info *info, const int *fds,
+		   uint32_t n);
+void kvc_device_unmap(struct kvc_pool *p);
+
+/**
  * struct kvc - one connection to kvmemd
  * @fd:        the socket
  * @tag:       tag of the last request
@@ -91,7 +106,7 @@ struct kvc {
 int kvc_call(struct kvc *c, uint16_t opcode, const void *body, size_t len, void *rep,
 	     size_t rep_len);
 int kvc_request_fd(struct kvc *c, uint16_t opcode, const void *body, size_t len,
-		   void **reply, size_t *reply_len, int *fd);
+		   void **reply, size_t *reply_len, struct kvc_fds *fds);
 void kvc_seqs_destroy(struct kvc *c);
 struct kvc_seq *kvc_seq_lookup(struct kvc *c, uint64_t id);
 int kvc_pool_index(const struct kvc *c, const struct kvc_pool *pool);

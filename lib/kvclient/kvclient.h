@@ -23,12 +23,19 @@ struct kvc;
 /**
  * struct kvc_pool - an opened pool
  * @handle:      the daemon's handle of the pool
- * @geom:        geometry: with @base and kv_token_offset() it locates any
- *               token's K and V
+ * @geom:        geometry: with @device_ptr and kv_token_offset() it locates
+ *               any token's K and V
  * @frame_bytes: bytes per frame
- * @base:        the device arena mapped in this process (CPU backend)
- * @arena_bytes: bytes mapped at @base
+ * @base:        the device arena mapped in this process, CPU backend; NULL
+ *               with the CUDA backend (GPU memory: use @device_ptr)
+ * @arena_bytes: bytes of the arena
  * @nr_frames:   frames per tier (KVMEM_TIER_*)
+ * @backend:     KVMEM_BACKEND_CPU or KVMEM_BACKEND_CUDA
+ * @device_ptr:  address of frame 0 for kernels: a CUdeviceptr on the
+ *               pool's GPU (CUDA), or @base (CPU)
+ * @gpu:         CUDA: the GPU's ordinal in this process (its primary
+ *               context is the one the arena is mapped for); -1 for CPU
+ * @map:         libkvclient's mapping state
  */
 struct kvc_pool {
 	uint32_t handle;
@@ -37,6 +44,10 @@ struct kvc_pool {
 	void *base;
 	uint64_t arena_bytes;
 	uint32_t nr_frames[KVMEM_NR_TIERS];
+	uint32_t backend;
+	uint64_t device_ptr;
+	int gpu;
+	void *map;
 };
 
 /**
@@ -60,6 +71,10 @@ uint64_t kvc_client_id(const struct kvc *c);
 int kvc_is_admin(const struct kvc *c);
 
 int kvc_pool_open(struct kvc *c, const char *name, struct kvc_pool **out);
+int kvc_frame_read(const struct kvc_pool *p, uint32_t frame, uint64_t off, void *buf,
+		   size_t len);
+int kvc_frame_write(const struct kvc_pool *p, uint32_t frame, uint64_t off, const void *buf,
+		    size_t len);
 
 int kvc_seq_create(struct kvc *c, const struct kvc_pool *pool, uint64_t *seq);
 int kvc_seq_fork(struct kvc *c, uint64_t seq, uint64_t *child);

@@ -130,14 +130,22 @@ struct kvmem_pool_open {
 
 /**
  * struct kvmem_pool_info - POOL_OPEN reply; SCM_RIGHTS carries the device
- * arena's file descriptor (a memfd sealed against shrink and grow), which
- * the client maps MAP_SHARED at offset 0 for @arena_bytes
+ * arena's @nr_chunks file descriptors, each mapping @chunk_bytes, one after
+ * another from frame 0:
+ * KVMEM_BACKEND_CPU: one memfd sealed against shrink and grow, which the
+ * client maps MAP_SHARED at offset 0 for @arena_bytes;
+ * KVMEM_BACKEND_CUDA: POSIX file descriptors of GPU memory (cuMemCreate),
+ * which the client imports with cuMemImportFromShareableHandle and maps
+ * into one reserved range of @arena_bytes on the GPU named by @gpu_uuid
  * @pool:        handle for the other requests
  * @backend:     KVMEM_BACKEND_*
  * @geom:        the pool's geometry (uapi/kvmem/layout.h)
  * @frame_bytes: kv_frame_bytes(&geom)
  * @arena_bytes: bytes of the device arena
  * @nr_frames:   frames per tier
+ * @chunk_bytes: bytes behind each descriptor
+ * @nr_chunks:   descriptors sent, 1 to KVMEM_MAX_FDS
+ * @gpu_uuid:    KVMEM_BACKEND_CUDA: the GPU's UUID (cuDeviceGetUuid); 0
  * @reserved:    0
  */
 struct kvmem_pool_info {
@@ -147,10 +155,18 @@ struct kvmem_pool_info {
 	__u64 frame_bytes;
 	__u64 arena_bytes;
 	__u32 nr_frames[KVMEM_NR_TIERS];
-	__u64 reserved[4];
+	__u64 chunk_bytes;
+	__u32 nr_chunks;
+	__u32 pad;
+	__u8 gpu_uuid[16];
+	__u64 reserved[2];
 };
 
 #define KVMEM_BACKEND_CPU	1
+#define KVMEM_BACKEND_CUDA	2
+
+/* Most descriptors one reply carries (a CUDA arena's chunks). */
+#define KVMEM_MAX_FDS		64
 
 /**
  * struct kvmem_seq_req - SEQ_CREATE, SEQ_FORK, SEQ_TRUNCATE, SEQ_FREE,

@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Mapping a pool's device arena into the client: the CPU backend's memfd
+ * with mmap, the CUDA backend's chunks of GPU memory by importing their
+ * file descriptors (cuMemImportFromShareableHandle) and mapping them, in
+ * order, into one reserved range on the same GPU (found by UUID), so that
+ * frame f is at device_ptr + f * frame_bytes here as in every process.
+ * And reading or writing a frame's bytes from the CPU, whichever backend.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <lib/cudrv.h>
+#include "internal.h"
+
+/**
+ * struct kvc_cuda_map - a CUDA arena mapped in this process
+ * @drv:       the driver, loaded for this mapping
+ * @dev:       the device
+ * @ctx:       its primary context, retained
+ * @va:        the reserved range
+ * @chunk:     bytes per chunk
+ * @nr:        chunks mapped
+ * @handles:   their imported handles
+ */
+struct kvc_cuda_map {
+	struct cudrv drv;
+	cu_device dev;
+	cu_ctx ctx;
+	cu_devptr va;
+	uint64_t chunk;
+	uint32_t nr;
+	cu_memhandle handles[KVMEM_MAX_FDS];
+};
+
+static void cuda_unmap(struct kvc_cuda_map *m)
+{
+	struct cudrv *drv = &m->drv;
+	uint32_t i;
+
+	drv->CtxSetCurrent(m->ctx);
+	for (i = m->nr; i-- > 0;) {
+		drv->MemUnmap(m->va + i * m->chunk, m->chunk);
+		drv->MemRelease(m->handles[i]);
+	}
+	if (m->va)
+		drv->MemAddressFree(m->va, m->chunk * KVMEM_MAX_FDS);
+	drv->DevicePrimaryCtxRelease(m->dev);
+	cudrv_close(drv);
+	free(m);
+}
+
+static int cuda_map_chunks(struct kvc_cuda_map *m, const int *fds, uint32_t n)
+{
+	struct cudrv *drv = &m->drv;
+	struct cu_mem_access_desc acc = {
+		.location = { CU_MEM_LOCATION_TYPE_DEVICE, m->dev },
+		.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+	};
+	cu_result r;
+
+	r = drv->MemAddressReserve(&m->va, m->chunk * KVMEM_MAX_FDS, 0, 0, 0);
+	if (r)
+		return cudrv_errno(r);
+	for (m->nr = 0; m->nr < n; m->nr++) {
+		r = drv->MemImportFromShareableHandle(&m->handles[m->nr],
+						      (void *)(uintptr_t)fds[m->nr],
+						      CU_MEM_HANDLE_TYPE_POSIX_FD);
+		if (r)
+			return cudrv_errno(r);
+		r = drv->MemMap(m->va + m->nr * m->chunk, m->chunk, 0, m->handles[m->nr], 0);
+		if (r) {
+			drv->MemRelease(m->handles[m->nr]);
+			return cudrv_errno(r);
+		}
+	}
+	return cudrv_errno(drv->MemSetAccess(m->va, m->chunk * n, &acc, 1));
+}
+
+static int cuda_map(struct kvc_pool *p, const struct kvmem_pool_info *info, const int *fds,
+		    uint32_t n)
+{
+	struct kvc_cuda_map *m;
+	struct cu_uuid uuid;
+	char why[160];
+	int err, ord;
+
+	if (!n || n > KVMEM_MAX_FDS || !info->chunk_bytes ||
+	    info->arena_bytes != info->chunk_bytes * n)
+		return -EBADMSG;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	err = cudrv_open(&m->drv, why, sizeof(why));
+	if (err) {
+		free(m);
+		return -ENODEV;
+	}
+	memcpy(uuid.bytes, info->gpu_uuid, sizeof(uuid.bytes));
+	err = cudrv_find_uuid(&m->drv, &uuid, &ord);
+	if (!err)
+		err = cudrv_device_ctx(&m->drv, ord, &m->dev, &m->ctx);
+	if (err) {
+		cudrv_close(&m->drv);
+		free(m);
+		return err;
+	}
+	m->chunk = info->chunk_bytes;
+	err = cuda_map_chunks(m, fds, n);
+	if (err) {
+		cuda_unmap(m);
+		return err;
+	}
+	p->map = m;
+	p->gpu = ord;
+	p->device_ptr = m->va;
+	return 0;
+}
+
+/**
+ * kvc_device_map() - map a pool's device arena as POOL_OPEN described it
+ * @p:    the pool being opened
+ * @info: the reply
+ * @fds:  the descriptors that came with it (the caller closes them)
+ * @n:    their number
+ *
+ * Return: 0, -EBADMSG for a reply that does not add up, -ENODEV when this
+ * process sees no such GPU (CUDA_VISIBLE_DEVICES, or no driver), or the
+ * error of mmap or the driver.
+ */
+int kvc_device_map(struct kvc_pool *p, const struct kvmem_pool_info *info, const int *fds,
+		   uint32_t n)
+{
+	p->backend = info->backend;
+	p->gpu = -1;
+	if (info->backend == KVMEM_BACKEND_CUDA)
+		return cuda_map(p, info, fds, n);
+	if (info->backend != KVMEM_BACKEND_CPU || n != 1)
+		return -EBADMSG;
+	p->base = mmap(NULL, info->arena_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	if (p->base == MAP_FAILED) {
+		p->base = NULL;
+		return -errno;
+	}
+	p->device_ptr = (uint64_t)(uintptr_t)p->base;
+	return 0;
+}
+
+/** kvc_device_unmap() - undo kvc_device_map() */
+void kvc_device_unmap(struct kvc_pool *p)
+{
+	if (p->map)
+		cuda_unmap(p->map);
+	else if (p->base)
+		munmap(p->base, p->arena_bytes);
+	p->map = NULL;
+	p->base = NULL;
+	p->device_ptr = 0;
+}
+
+static int frame_io(const struct kvc_pool *p, uint32_t frame, uint64_t off, void *buf,
+		    size_t len, int write)
+{
+	struct kvc_cuda_map *m = p->map;
+	uint64_t at;
+	cu_result r;
+
+	if (frame >= p->nr_frames[KVMEM_TIER_DEVICE] || off > p->frame_bytes ||
+	    len > p->frame_bytes - off)
+		return -EINVAL;
+	at = frame * p->frame_bytes + off;
+	if (!m) {
+		if (write)
+			memcpy((char *)p->base + at, buf, len);
+		else
+			memcpy(buf, (char *)p->base + at, len);
+		return 0;
+	}
+	r = m->drv.CtxSetCurrent(m->ctx);
+	if (!r)
+		r = write ? m->drv.MemcpyHtoD(m->va + at, buf, len) :
+			    m->drv.MemcpyDtoH(buf, m->va + at, len);
+	return cudrv_errno(r);
+}
+
+/**
+ * kvc_frame_read() - copy bytes of a device frame to memory, whichever the
+ * backend (a synchronous copy from GPU memory with CUDA)
+ * @p:     pool
+ * @frame: device frame, of a block this client has pinned
+ * @off:   byte offset in the frame
+ * @buf:   destination
+ * @len:   bytes; @off + @len within the frame
+ *
+ * Return: 0, -EINVAL out of range, or the driver's error.
+ */
+int kvc_frame_read(const struct kvc_pool *p, uint32_t frame, uint64_t off, void *buf,
+		   size_t len)
+{
+	return frame_io(p, frame, off, buf, len, 0);
+}
+
+/**
+ * kvc_frame_write() - copy bytes into a device frame, whichever the backend
+ * @p:     pool
+ * @frame: device frame, of a block this client has pinned and may write
+ * @off:   byte offset in the frame
+ * @buf:   source
+ * @len:   bytes; @off + @len within the frame
+ *
+ * Return: 0, -EINVAL out of range, or the driver's error.
+ */
+int kvc_frame_write(const struct kvc_pool *p, uint32_t frame, uint64_t off, const void *buf,
+		    size_t len)
+{
+	return frame_io(p, frame, off, (void *)buf, len, 1);
+}
