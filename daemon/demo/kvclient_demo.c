@@ -33,10 +33,30 @@ struct request {
 
 static struct kvc_pool *pool;
 
-static uint32_t *marker(uint64_t slot)
+/*
+ * A token's marker: the first word of its last layer's V. Through
+ * kvc_frame_read/write, so the same code runs on GPU memory (CUDA backend)
+ * and on the CPU backend's memfd.
+ */
+static uint64_t marker_off(uint64_t slot)
 {
-	return (uint32_t *)((char *)pool->base +
-			    kv_token_offset(&pool->geom, slot, pool->geom.layers - 1, KV_V, 0));
+	return kv_token_offset(&pool->geom, slot, pool->geom.layers - 1, KV_V, 0) -
+	       slot / pool->geom.block_tokens * pool->frame_bytes;
+}
+
+static uint32_t marker_get(uint64_t slot)
+{
+	uint32_t v = 0;
+
+	kvc_frame_read(pool, (uint32_t)(slot / pool->geom.block_tokens), marker_off(slot),
+		       &v, sizeof(v));
+	return v;
+}
+
+static int marker_set(uint64_t slot, uint32_t v)
+{
+	return kvc_frame_write(pool, (uint32_t)(slot / pool->geom.block_tokens),
+			       marker_off(slot), &v, sizeof(v));
 }
 
 static int check(struct kvc *c, struct request *r)
@@ -48,7 +68,7 @@ static int check(struct kvc *c, struct request *r)
 	if (err)
 		return err;
 	for (i = 0; i < r->len; i++)
-		if (*marker((uint64_t)frames[i / bt] * bt + i % bt) != r->vals[i])
+		if (marker_get((uint64_t)frames[i / bt] * bt + i % bt) != r->vals[i])
 			return -EUCLEAN;
 	return 0;
 }
@@ -70,8 +90,7 @@ static int decode_one(struct kvc *c, struct request *r, uint32_t v, uint64_t *ms
 	if (err)
 		return err;
 	r->vals[r->len++] = v;
-	*marker(slot) = v;
-	return 0;
+	return marker_set(slot, v);
 }
 
 static int run_batch(struct kvc *c, struct request *req, uint32_t first, uint32_t n,
@@ -139,7 +158,7 @@ static int prefix_requests(struct kvc *c, const struct request *prompt)
 		s.token_ids = r.vals + m;
 		err = kvc_step(c, &s, 1, 0, NULL);
 		for (i = 0; !err && i < s.nr_tokens; i++)
-			*marker(slots[i]) = r.vals[m + i];
+			err = marker_set(slots[i], r.vals[m + i]);
 		err = err ?: check(c, &r);
 		err = err ?: kvc_seq_free(c, r.seq);
 		if (err)
@@ -174,8 +193,10 @@ int main(int argc, char **argv)
 	err = kvc_step(c, &s, 1, 0, NULL);
 	if (err)
 		goto fail;
-	for (i = 0; i < PROMPT; i++)
-		*marker(slots[i]) = prompt.vals[i];
+	for (i = 0; i < PROMPT && !err; i++)
+		err = marker_set(slots[i], prompt.vals[i]);
+	if (err)
+		goto fail;
 	prompt.len = PROMPT;
 	err = kvc_prefix_pin(c, prompt.seq, "demo-system");
 	if (err < 0 && err != -EEXIST)
@@ -184,8 +205,10 @@ int main(int argc, char **argv)
 	if (err)
 		goto fail;
 	printf("kvclient-demo: %u requests sharing a %u-token prompt, %u at a time; "
-	       "pool %u device blocks of %u tokens\n", NREQ, PROMPT, BATCH,
-	       pool->nr_frames[KVMEM_TIER_DEVICE], pool->geom.block_tokens);
+	       "pool %u device blocks of %u tokens in %s\n", NREQ, PROMPT, BATCH,
+	       pool->nr_frames[KVMEM_TIER_DEVICE], pool->geom.block_tokens,
+	       pool->backend == KVMEM_BACKEND_CUDA ? "GPU memory (cuda backend)" :
+	       "a host memfd (cpu backend)");
 	for (b = 0; b < NREQ; b += BATCH) {
 		err = run_batch(c, req, b, BATCH, &prompt, &msgs);
 		if (err)

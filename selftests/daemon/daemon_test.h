@@ -228,11 +228,31 @@ static inline int meminfo(struct kvc *c, char *buf, size_t len)
 	return kvc_stats(c, KVMEM_STATS_MEMINFO, 1, buf, len);
 }
 
-/* A word of token @slot's K/V in the client's mapping: its test marker. */
-static inline uint32_t *tok(struct kvc_pool *p, uint64_t slot)
+/*
+ * A word of token @slot's K/V in the client's mapping: its test marker.
+ * Read and written through kvc_frame_read/write, so the tests run on GPU
+ * memory (the cuda backend, picked by device.backend = auto where a GPU
+ * is) as on the cpu backend.
+ */
+static inline uint64_t tok_off(const struct kvc_pool *p, uint64_t slot)
 {
-	return (uint32_t *)((char *)p->base +
-			    kv_token_offset(&p->geom, slot, p->geom.layers - 1, KV_V, 1));
+	return kv_token_offset(&p->geom, slot, p->geom.layers - 1, KV_V, 1) -
+	       slot / p->geom.block_tokens * p->frame_bytes;
+}
+
+static inline uint32_t tok_get(const struct kvc_pool *p, uint64_t slot)
+{
+	uint32_t v = 0xdeadbeef;
+
+	kvc_frame_read(p, (uint32_t)(slot / p->geom.block_tokens), tok_off(p, slot), &v,
+		       sizeof(v));
+	return v;
+}
+
+static inline void tok_set(const struct kvc_pool *p, uint64_t slot, uint32_t v)
+{
+	kvc_frame_write(p, (uint32_t)(slot / p->geom.block_tokens), tok_off(p, slot), &v,
+			sizeof(v));
 }
 
 /*
@@ -251,7 +271,7 @@ static inline int check_vals(struct kvc *c, struct kvc_pool *p, uint64_t seq,
 	if (nb != (n + bt - 1) / bt)
 		return -ERANGE;
 	for (i = 0; i < n; i++)
-		if (*tok(p, (uint64_t)frames[i / bt] * bt + i % bt) != vals[i])
+		if (tok_get(p, (uint64_t)frames[i / bt] * bt + i % bt) != vals[i])
 			return -EUCLEAN;
 	return 0;
 }

@@ -55,7 +55,7 @@ static int step_vals(struct kvc *c, struct kvc_pool *p, uint64_t seq, uint32_t n
 		ids[i] = v0 + i;	/* a token's KV follows from its id */
 	err = kvc_step(c, &s, 1, 0, NULL);
 	for (i = 0; !err && i < n; i++)
-		*tok(p, slots[i]) = v0 + i;
+		tok_set(p, slots[i], v0 + i);
 	return err;
 }
 
@@ -341,7 +341,7 @@ TEST_F(kvmemd, local_appends_from_the_reserve)
 	before = my_requests(self->c);
 	ASSERT_EQ(0, kvc_append(self->c, seq, 22, slots));
 	for (i = 0; i < 22; i++)
-		*tok(self->pool, slots[i]) = vals[2 + i];
+		tok_set(self->pool, slots[i], vals[2 + i]);
 	EXPECT_EQ(0, check_vals(self->c, self->pool, seq, vals, 24));
 	EXPECT_EQ(before + 1, my_requests(self->c));	/* only the clients query */
 	/* Three more blocks than the reserve holds: the daemon is needed. */
@@ -421,9 +421,9 @@ TEST_F(kvmemd, step_after_activate_gives_exact_tables)
 	ss[0] = (struct kvc_step_seq){ .seq = a, .nr_tokens = 1, .slots = sa };
 	ss[1] = (struct kvc_step_seq){ .seq = b, .nr_tokens = 4, .slots = sb };
 	ASSERT_EQ(0, kvc_step(self->c, ss, 2, 0, NULL));
-	*tok(self->pool, sa[0]) = 16;
+	tok_set(self->pool, sa[0], 16);
 	for (int i = 0; i < 4; i++)
-		*tok(self->pool, sb[i]) = 20 + i;
+		tok_set(self->pool, sb[i], 20 + i);
 	EXPECT_EQ(0, check_vals(self->c, self->pool, a, av, 7));
 	EXPECT_EQ(0, check_vals(self->c, self->pool, b, bv, 4));
 	/* The copy is exact again: a token goes into a's own tail block locally. */

@@ -40,7 +40,7 @@ static int prefill(struct kvc *c, struct kvc_pool *p, uint64_t seq, const uint32
 		return -E2BIG;
 	err = kvc_step(c, &s, 1, 0, NULL);
 	for (i = 0; !err && i < n - from; i++)
-		*tok(p, slots[i]) = kv_of(ids[from + i], from + i);
+		tok_set(p, slots[i], kv_of(ids[from + i], from + i));
 	return err;
 }
 
@@ -184,7 +184,7 @@ TEST_F(prefix, local_appends_keep_their_ids)
 	ASSERT_LT(0, kvc_reserve(self->c, self->pool, 8));
 	for (i = 4; i < 24; i++) {
 		ASSERT_EQ(0, kvc_append_ids(self->c, seq, 1, &ids[i], &slot));
-		*tok(self->pool, slot) = kv_of(ids[i], i);
+		tok_set(self->pool, slot, kv_of(ids[i], i));
 	}
 	ASSERT_EQ(0, kvc_deactivate(self->c, &seq, 1));
 	ASSERT_EQ(0, kvc_seq_free(self->c, seq));
@@ -196,7 +196,7 @@ TEST_F(prefix, local_appends_keep_their_ids)
 	ASSERT_EQ(0, prefill(self->c, self->pool, seq, ids, 0, 4));
 	for (i = 4; i < 12; i++) {
 		ASSERT_EQ(0, kvc_append(self->c, seq, 1, &slot));
-		*tok(self->pool, slot) = kv_of(ids[i], i);
+		tok_set(self->pool, slot, kv_of(ids[i], i));
 	}
 	ASSERT_EQ(0, kvc_deactivate(self->c, &seq, 1));
 	ASSERT_EQ(0, kvc_seq_free(self->c, seq));
@@ -436,7 +436,7 @@ static int local_append(struct kvc *c, struct kvc_pool *p, uint64_t seq, const u
 		if (err)
 			return err;
 		for (m = 0; m < k; m++)
-			*tok(p, slots[m]) = kv_of(ids ? ids[i + m] : 0, i + m);
+			tok_set(p, slots[m], kv_of(ids ? ids[i + m] : 0, i + m));
 	}
 	return 0;
 }

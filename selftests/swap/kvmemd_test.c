@@ -28,7 +28,7 @@ static int step_vals(struct kvc *c, struct kvc_pool *p, uint64_t seq, uint32_t n
 	int err = kvc_step(c, &s, 1, 0, NULL);
 
 	for (i = 0; !err && i < n; i++)
-		*tok(p, slots[i]) = v0 + i;
+		tok_set(p, slots[i], v0 + i);
 	return err;
 }
 
@@ -110,7 +110,7 @@ static int cache(struct kvc *c, struct kvc_pool *p, uint32_t k, uint32_t *ids)
 	s.seq = seq;
 	err = err ?: kvc_step(c, &s, 1, 0, NULL);
 	for (i = 0; !err && i < 16; i++)
-		*tok(p, slots[i]) = ids[i] * 3;
+		tok_set(p, slots[i], ids[i] * 3);
 	err = err ?: kvc_deactivate(c, &seq, 1);
 	return err ?: kvc_seq_free(c, seq);
 }
