@@ -90,7 +90,7 @@ static void alloc_prop(struct cuda_arena *a, struct cu_mem_alloc_prop *p)
 	p->type = CU_MEM_ALLOCATION_TYPE_PINNED;
 	p->requested_handle_types = CU_MEM_HANDLE_TYPE_POSIX_FD;
 	p->location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-	p->location.id = a->dev;
+	p->location.id = a->ordinal;
 }
 
 /* Chunk size: asked for, else the arena in <= KV_CUDA_MAX_CHUNKS of >= 2 GiB. */
@@ -188,11 +188,15 @@ static int map_arena(struct cuda_arena *a, u64 bytes, u64 asked)
 			goto out_chunks;
 	}
 	acc.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-	acc.location.id = a->dev;
+	acc.location.id = a->ordinal;
 	acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
 	err = cudrv_errno(drv->MemSetAccess(a->va, a->chunk * a->nr_chunks, &acc, 1));
+	/* No process sees what the memory held before; the copy streams do
+	 * not order after the legacy stream, so wait for the memset here. */
 	if (!err)
 		err = cudrv_errno(drv->MemsetD8(a->va, 0, a->chunk * a->nr_chunks));
+	if (!err)
+		err = cudrv_errno(drv->StreamSynchronize(NULL));
 	if (!err)
 		return 0;
 	i = a->nr_chunks;
@@ -433,7 +437,7 @@ static int copies_submit(struct cuda_arena *a, struct copy_list *l, cu_stream s)
 		memset(&attr, 0, sizeof(attr));
 		attr.src_access_order = CU_MEMCPY_SRC_ACCESS_ORDER_STREAM;
 		attr.src_loc_hint.type = CU_MEM_LOCATION_TYPE_DEVICE;
-		attr.src_loc_hint.id = a->dev;
+		attr.src_loc_hint.id = a->ordinal;
 		attr.dst_loc_hint = attr.src_loc_hint;
 		r = a->drv->MemcpyBatchAsync(l->dst, l->src, l->len, l->n, &attr, &idx, 1, s);
 		if (!r)

@@ -19,19 +19,23 @@
  * struct kvc_cuda_map - a CUDA arena mapped in this process
  * @drv:       the driver, loaded for this mapping
  * @dev:       the device
+ * @ordinal:   its ordinal in this process
  * @ctx:       its primary context, retained
  * @va:        the reserved range
  * @chunk:     bytes per chunk
  * @nr:        chunks mapped
+ * @reserved:  bytes reserved at @va
  * @handles:   their imported handles
  */
 struct kvc_cuda_map {
 	struct cudrv drv;
 	cu_device dev;
+	int ordinal;
 	cu_ctx ctx;
 	cu_devptr va;
 	uint64_t chunk;
 	uint32_t nr;
+	uint64_t reserved;
 	cu_memhandle handles[KVMEM_MAX_FDS];
 };
 
@@ -46,7 +50,7 @@ static void cuda_unmap(struct kvc_cuda_map *m)
 		drv->MemRelease(m->handles[i]);
 	}
 	if (m->va)
-		drv->MemAddressFree(m->va, m->chunk * KVMEM_MAX_FDS);
+		drv->MemAddressFree(m->va, m->reserved);
 	drv->DevicePrimaryCtxRelease(m->dev);
 	cudrv_close(drv);
 	free(m);
@@ -56,14 +60,15 @@ static int cuda_map_chunks(struct kvc_cuda_map *m, const int *fds, uint32_t n)
 {
 	struct cudrv *drv = &m->drv;
 	struct cu_mem_access_desc acc = {
-		.location = { CU_MEM_LOCATION_TYPE_DEVICE, m->dev },
+		.location = { CU_MEM_LOCATION_TYPE_DEVICE, m->ordinal },
 		.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
 	};
 	cu_result r;
 
-	r = drv->MemAddressReserve(&m->va, m->chunk * KVMEM_MAX_FDS, 0, 0, 0);
+	r = drv->MemAddressReserve(&m->va, m->chunk * n, 0, 0, 0);
 	if (r)
 		return cudrv_errno(r);
+	m->reserved = m->chunk * n;
 	for (m->nr = 0; m->nr < n; m->nr++) {
 		r = drv->MemImportFromShareableHandle(&m->handles[m->nr],
 						      (void *)(uintptr_t)fds[m->nr],
@@ -102,6 +107,7 @@ static int cuda_map(struct kvc_pool *p, const struct kvmem_pool_info *info, cons
 	err = cudrv_find_uuid(&m->drv, &uuid, &ord);
 	if (!err)
 		err = cudrv_device_ctx(&m->drv, ord, &m->dev, &m->ctx);
+	m->ordinal = ord;
 	if (err) {
 		cudrv_close(&m->drv);
 		free(m);

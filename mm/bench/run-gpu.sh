@@ -1,0 +1,48 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# mm/bench/run-gpu.sh - the CUDA device tier on a GPU machine, from the
+# repository root:
+#
+#	mm/bench/run-gpu.sh [LOGDIR]
+#
+# 1. builds everything (the daemon, libkvclient, the selftests, the
+#    transfer benchmark; CUDA kernels where nvcc is);
+# 2. runs selftests/cuda (the same tests on the cuda and the cpu backend)
+#    and the daemon, prefix and swap collections, whose daemons pick the
+#    cuda backend (device.backend = auto) where a GPU is usable;
+# 3. runs the main job (scripts/run-demo.sh) on the GPU;
+# 4. times demotion and promotion through the mm against one large copy
+#    (bench-transfer) and prints its table.
+# Logs go to LOGDIR (default build/gpu-logs). Exits non-zero when a test
+# failed.
+set -u -o pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+logs=${1:-$top/build/gpu-logs}
+mkdir -p "$logs"
+cd "$top"
+B=$top/build
+export PATH=$PATH:/usr/local/cuda/bin
+rc=0
+
+echo "== build"
+make -j"$(nproc)" all "$B/mm/bench-transfer" >"$logs/build.log" 2>&1 || {
+	tail -40 "$logs/build.log"
+	exit 1
+}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null |
+	tee "$logs/gpu.txt" || true
+
+echo "== selftests: cuda daemon prefix swap"
+selftests/run_kselftest.sh -o "$B/selftests" -c cuda -c daemon -c prefix -c swap \
+	>"$logs/selftests.log" 2>&1 || rc=1
+grep -E '^(ok|not ok)|^# (ok|not ok|#.*SKIP)|passed, .* failed' "$logs/selftests.log"
+
+echo "== make run (scripts/run-demo.sh)"
+scripts/run-demo.sh "$B" >"$logs/run.log" 2>&1 || rc=1
+grep -E 'kvclient-demo|backend|GPU|cuda|^kvmemd' "$logs/run.log" | head -20
+
+echo "== bench-transfer"
+"$B/mm/bench-transfer" 2>&1 | tee "$logs/bench-transfer.md" || rc=1
+exit $rc
