@@ -139,8 +139,7 @@ int bounce_init(struct kv_pool *pool)
 	err = -pthread_mutex_init(&bb->lock, NULL);
 	if (err)
 		goto out_free;
-	err = kv_frames_alloc(pool, KV_TIER_HOST, n, KV_ALLOC_NOWAIT | KV_ALLOC_RECLAIM,
-			      bb->frames);
+	err = kv_frames_alloc(pool, KV_TIER_HOST, n, KV_ALLOC_NOWAIT, bb->frames);
 	if (err)
 		goto out_mutex;
 	bb->nr = n;

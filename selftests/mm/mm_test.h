@@ -44,11 +44,20 @@ static inline struct kv_pool *test_pool(u32 dev, u32 host)
 	return test_pool_vm(dev, host, KV_POOL_NO_KVSWAPD, &vm);
 }
 
+/*
+ * Where the test writes device frames: the arena's CPU address. A test
+ * whose device tier hides it from the mm (as GPU memory is) defines
+ * TEST_DEVICE_BASE before including this header.
+ */
+#ifndef TEST_DEVICE_BASE
+#define TEST_DEVICE_BASE(pool)	((char *)kv_pool_frame_addr(pool, KV_TIER_DEVICE, 0))
+#endif
+
 /* Two places of a token's block that a token's write touches. */
 static inline u32 *tok_addr(struct kv_pool *pool, u64 slot, int which)
 {
 	const struct kv_geometry *g = kv_pool_geometry(pool);
-	char *base = kv_pool_frame_addr(pool, KV_TIER_DEVICE, 0);
+	char *base = TEST_DEVICE_BASE(pool);
 	u64 off = which ? kv_token_offset(g, slot, g->layers - 1, KV_V, g->kv_heads - 1)
 			: kv_token_offset(g, slot, 0, KV_K, 0);
 

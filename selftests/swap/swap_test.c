@@ -9,10 +9,78 @@
  * psync) and ends with kv_pool_check().
  */
 #include <fcntl.h>
+#include <string.h>
 #include <unistd.h>
 #include "kselftest_harness.h"
+
+struct kv_pool;
+static char *device_base(struct kv_pool *pool);
+#define TEST_DEVICE_BASE(pool)	device_base(pool)
 #include "../mm/mm_test.h"
+#include "mm/internal.h"
 #include "mm/swap_io.h"
+
+/*
+ * A device tier the CPU cannot address, as GPU memory is: the cpu
+ * backend's memfd arena with its address kept from the mm (t->base NULL)
+ * and copies done here, so that swap I/O must bounce through host frames
+ * (mm/tier.c) as it does with the cuda backend. One such pool at a time.
+ */
+static struct {
+	struct kv_tier *tier;
+	char *base;
+} hidden;
+
+static char *device_base(struct kv_pool *pool)
+{
+	if (hidden.tier && hidden.tier->pool == pool)
+		return hidden.base;
+	return kv_pool_frame_addr(pool, KV_TIER_DEVICE, 0);
+}
+
+static int hidden_create(struct kv_tier *t)
+{
+	int err = kv_cpu_device_ops.arena_create(t);
+
+	if (err)
+		return err;
+	hidden.tier = t;
+	hidden.base = t->base;
+	t->base = NULL;
+	return 0;
+}
+
+static void hidden_destroy(struct kv_tier *t)
+{
+	t->base = hidden.base;
+	hidden.tier = NULL;
+	kv_cpu_device_ops.arena_destroy(t);
+}
+
+static char *hidden_frame(struct kv_pool *pool, u32 tier, u32 frame)
+{
+	char *base = tier == KV_TIER_DEVICE ? hidden.base : pool->tier[tier].base;
+
+	return base ? base + (u64)frame * pool->frame_bytes : NULL;
+}
+
+static int hidden_submit(struct kv_pool *pool, const struct kv_copy *c, u32 n, void **cookie)
+{
+	char *src, *dst;
+	u32 i;
+
+	*cookie = NULL;
+	for (i = 0; i < n; i++) {
+		src = hidden_frame(pool, c[i].src_tier, c[i].src_frame);
+		dst = hidden_frame(pool, c[i].dst_tier, c[i].dst_frame);
+		if (!src || !dst || c[i].src_tier == KV_TIER_SWAP || c[i].dst_tier == KV_TIER_SWAP)
+			return -EOPNOTSUPP;	/* swap must come bounced */
+		memcpy(dst, src, pool->frame_bytes);
+	}
+	return 0;
+}
+
+static struct kv_tier_ops hidden_ops;
 
 /* A swap file in $TMPDIR (or /var/tmp), opened O_DIRECT and unlinked. */
 static int swap_file(void)
@@ -38,7 +106,8 @@ static int swap_file(void)
 	return -1;
 }
 
-static struct kv_pool *swap_pool(u32 dev, u32 host, u32 swap, u32 engine, int *fd)
+static struct kv_pool *swap_pool_ops(u32 dev, u32 host, u32 swap, u32 engine, int *fd,
+				     const struct kv_tier_ops *device)
 {
 	struct kv_pool_params p = {
 		.name = "swap", .geom = test_geom, .nr_frames = { dev, host, swap },
@@ -49,12 +118,18 @@ static struct kv_pool *swap_pool(u32 dev, u32 host, u32 swap, u32 engine, int *f
 	*fd = swap_file();
 	if (*fd < 0)
 		return NULL;
+	p.ops[KV_TIER_DEVICE] = device;
 	p.swap = (struct kv_swap_params){ .fd = *fd, .offset = 0, .engine = engine };
 	if (kv_pool_create(&p, &pool)) {
 		close(*fd);
 		return NULL;
 	}
 	return pool;
+}
+
+static struct kv_pool *swap_pool(u32 dev, u32 host, u32 swap, u32 engine, int *fd)
+{
+	return swap_pool_ops(dev, host, swap, engine, fd, NULL);
 }
 
 static void swap_pool_done(struct kv_pool *pool, int fd)
@@ -211,6 +286,85 @@ SWAP_TEST(read_errors_and_flipped_bits_are_caught)
 	EXPECT_LE(2u, (u32)kv_vmstat_read(pool, KV_SWAP_FAIL));
 	kv_seq_free(seq[0]);
 	kv_seq_free(seq[1]);
+}
+
+/*
+ * A device tier the CPU cannot address (GPU memory): every copy between it
+ * and swap goes through the bounce frames, in parts when a batch is larger
+ * than they are; contents survive both ways and with injected errors.
+ */
+static void hidden_run(struct __test_metadata *_metadata, u32 engine)
+{
+	static u32 vals[8][64];
+	struct kv_seq *seq[8];
+	struct kv_meminfo mi;
+	struct kv_pool *pool;
+	u32 out;
+	int fd;
+
+	hidden_ops = kv_cpu_device_ops;
+	hidden_ops.name = "hidden";
+	hidden_ops.arena_create = hidden_create;
+	hidden_ops.arena_destroy = hidden_destroy;
+	hidden_ops.copy_submit = hidden_submit;
+	hidden_ops.arena_fd = NULL;
+	hidden_ops.arena_export = NULL;
+	pool = swap_pool_ops(32, 16, 64, engine, &fd, &hidden_ops);
+	if (!pool && engine == KV_SWAP_IO_URING)
+		SKIP(return, "io_uring refused here, or no O_DIRECT directory");
+	ASSERT_NE_NULL(pool);
+	ASSERT_NULL(kv_pool_frame_addr(pool, KV_TIER_DEVICE, 0));
+	/* 2 of the 16 host frames carry the bounces. */
+	kv_pool_meminfo(pool, &mi);
+	EXPECT_EQ(14u, mi.tier[KV_TIER_HOST].free);
+	ASSERT_EQ(0, fill(pool, seq, vals, 8, 12, 9));		/* 24 blocks */
+	/* Device to host, then host to swap: the bounce frames stay put. */
+	ASSERT_EQ(14u, kv_reclaim(pool, KV_TIER_DEVICE, 14));
+	ASSERT_LT(0u, kv_reclaim(pool, KV_TIER_HOST, 100));
+	out = tier_used(pool, KV_TIER_SWAP);
+	ASSERT_LT(8u, out);		/* more than one batch of bounce frames */
+	EXPECT_EQ(out, (u32)kv_vmstat_read(pool, KV_PSWPOUT));
+	EXPECT_POOL_OK(pool);
+	/* Straight from swap to the device, bounced. */
+	ASSERT_EQ(0, verify_all(seq, vals, 8, false));
+	EXPECT_EQ(out, (u32)kv_vmstat_read(pool, KV_PSWPIN));
+	/* A flipped bit on the way in is still caught. */
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	kv_reclaim(pool, KV_TIER_HOST, 100);
+	ASSERT_EQ(0, kv_pool_swap_inject(pool, KV_SWAP_INJECT_FLIP, 1));
+	EXPECT_EQ(-EIO, kv_seq_activate(seq[0], 0));
+	EXPECT_POOL_OK(pool);
+	ASSERT_EQ(0, verify_all(seq, vals, 8, true));
+	EXPECT_POOL_OK(pool);
+	kv_pool_meminfo(pool, &mi);
+	EXPECT_EQ(14u, mi.tier[KV_TIER_HOST].free);
+	swap_pool_done(pool, fd);
+}
+
+TEST(device_without_cpu_address_bounces_io_uring)
+{
+	hidden_run(_metadata, KV_SWAP_IO_URING);
+}
+
+TEST(device_without_cpu_address_bounces_psync)
+{
+	hidden_run(_metadata, KV_SWAP_PSYNC);
+}
+
+/* Such a device tier cannot reach swap without a host tier. */
+TEST(device_without_cpu_address_needs_a_host_tier)
+{
+	struct kv_pool *pool;
+	int fd;
+
+	hidden_ops = kv_cpu_device_ops;
+	hidden_ops.arena_create = hidden_create;
+	hidden_ops.arena_destroy = hidden_destroy;
+	hidden_ops.copy_submit = hidden_submit;
+	pool = swap_pool_ops(32, 0, 64, KV_SWAP_PSYNC, &fd, &hidden_ops);
+	EXPECT_NULL(pool);
+	if (pool)
+		swap_pool_done(pool, fd);
 }
 
 /* With no host tier, the device demotes straight to swap. */
