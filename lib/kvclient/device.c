@@ -8,6 +8,7 @@
  * And reading or writing a frame's bytes from the CPU, whichever backend.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -25,6 +26,9 @@
  * @chunk:     bytes per chunk
  * @nr:        chunks mapped
  * @reserved:  bytes reserved at @va
+ * @fds:       the chunks' descriptors until they are mapped, else -1
+ * @nr_fds:    entries of @fds
+ * @info:      the POOL_OPEN reply, for the mapping
  * @handles:   their imported handles
  */
 struct kvc_cuda_map {
@@ -36,14 +40,26 @@ struct kvc_cuda_map {
 	uint64_t chunk;
 	uint32_t nr;
 	uint64_t reserved;
+	int fds[KVMEM_MAX_FDS];
+	uint32_t nr_fds;
+	struct kvmem_pool_info info;
 	cu_memhandle handles[KVMEM_MAX_FDS];
 };
+
+static void fds_close(struct kvc_cuda_map *m)
+{
+	while (m->nr_fds)
+		close(m->fds[--m->nr_fds]);
+}
 
 static void cuda_unmap(struct kvc_cuda_map *m)
 {
 	struct cudrv *drv = &m->drv;
 	uint32_t i;
 
+	fds_close(m);
+	if (!drv->dl)
+		goto out_free;		/* never mapped */
 	drv->CtxSetCurrent(m->ctx);
 	for (i = m->nr; i-- > 0;) {
 		drv->MemUnmap(m->va + i * m->chunk, m->chunk);
@@ -53,6 +69,7 @@ static void cuda_unmap(struct kvc_cuda_map *m)
 		drv->MemAddressFree(m->va, m->reserved);
 	drv->DevicePrimaryCtxRelease(m->dev);
 	cudrv_close(drv);
+out_free:
 	free(m);
 }
 
@@ -84,13 +101,51 @@ static int cuda_map_chunks(struct kvc_cuda_map *m, const int *fds, uint32_t n)
 	return cudrv_errno(drv->MemSetAccess(m->va, m->chunk * n, &acc, 1));
 }
 
-static int cuda_map(struct kvc_pool *p, const struct kvmem_pool_info *info, const int *fds,
-		    uint32_t n)
+/* Load the driver, find the GPU, import and map the chunks. */
+static int cuda_map(struct kvc_pool *p, struct kvc_cuda_map *m)
 {
-	struct kvc_cuda_map *m;
 	struct cu_uuid uuid;
 	char why[160];
 	int err, ord;
+
+	err = cudrv_open(&m->drv, why, sizeof(why));
+	if (err)
+		return -ENODEV;
+	memcpy(uuid.bytes, m->info.gpu_uuid, sizeof(uuid.bytes));
+	err = cudrv_find_uuid(&m->drv, &uuid, &ord);
+	if (!err)
+		err = cudrv_device_ctx(&m->drv, ord, &m->dev, &m->ctx);
+	if (err) {
+		cudrv_close(&m->drv);
+		return err;
+	}
+	m->ordinal = ord;
+	m->chunk = m->info.chunk_bytes;
+	err = cuda_map_chunks(m, m->fds, m->nr_fds);
+	if (err) {
+		while (m->nr-- > 0) {
+			m->drv.MemUnmap(m->va + m->nr * m->chunk, m->chunk);
+			m->drv.MemRelease(m->handles[m->nr]);
+		}
+		m->nr = 0;
+		if (m->va)
+			m->drv.MemAddressFree(m->va, m->reserved);
+		m->va = 0;
+		m->drv.DevicePrimaryCtxRelease(m->dev);
+		cudrv_close(&m->drv);
+		return err;
+	}
+	fds_close(m);
+	p->gpu = ord;
+	p->device_ptr = m->va;
+	return 0;
+}
+
+/* Keep the chunks' descriptors: the mapping waits for kvc_pool_map(). */
+static int cuda_defer(struct kvc_pool *p, const struct kvmem_pool_info *info, const int *fds,
+		      uint32_t n)
+{
+	struct kvc_cuda_map *m;
 
 	if (!n || n > KVMEM_MAX_FDS || !info->chunk_bytes ||
 	    info->arena_bytes != info->chunk_bytes * n)
@@ -98,43 +153,54 @@ static int cuda_map(struct kvc_pool *p, const struct kvmem_pool_info *info, cons
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
-	err = cudrv_open(&m->drv, why, sizeof(why));
-	if (err) {
-		free(m);
-		return -ENODEV;
-	}
-	memcpy(uuid.bytes, info->gpu_uuid, sizeof(uuid.bytes));
-	err = cudrv_find_uuid(&m->drv, &uuid, &ord);
-	if (!err)
-		err = cudrv_device_ctx(&m->drv, ord, &m->dev, &m->ctx);
-	m->ordinal = ord;
-	if (err) {
-		cudrv_close(&m->drv);
-		free(m);
-		return err;
-	}
-	m->chunk = info->chunk_bytes;
-	err = cuda_map_chunks(m, fds, n);
-	if (err) {
-		cuda_unmap(m);
-		return err;
+	m->info = *info;
+	for (m->nr_fds = 0; m->nr_fds < n; m->nr_fds++) {
+		m->fds[m->nr_fds] = fcntl(fds[m->nr_fds], F_DUPFD_CLOEXEC, 0);
+		if (m->fds[m->nr_fds] < 0) {
+			fds_close(m);
+			free(m);
+			return -errno;
+		}
 	}
 	p->map = m;
-	p->gpu = ord;
-	p->device_ptr = m->va;
 	return 0;
 }
 
 /**
- * kvc_device_map() - map a pool's device arena as POOL_OPEN described it
+ * kvc_pool_map() - map the pool's device arena into this process, if it is
+ * not yet: with the CUDA backend, load the driver, import the arena's
+ * chunks on its GPU (found by UUID) and map them; @p->device_ptr and
+ * @p->gpu are valid from then on. The CPU backend's arena is mapped by
+ * kvc_pool_open() already. A process that only manages sequences (a
+ * router, kvmemctl) never calls it and never creates a CUDA context.
+ * @p: pool
+ *
+ * Return: 0, -ENODEV when this process sees no such GPU (no driver, or
+ * CUDA_VISIBLE_DEVICES hides it; also after fork() in a child of a process
+ * that used CUDA), or the driver's error as an errno.
+ */
+int kvc_pool_map(struct kvc_pool *p)
+{
+	struct kvc_cuda_map *m = p->map;
+
+	if (p->backend != KVMEM_BACKEND_CUDA || p->device_ptr)
+		return 0;
+	if (!m)
+		return -EBADF;
+	return cuda_map(p, m);
+}
+
+/**
+ * kvc_device_map() - take a pool's device arena as POOL_OPEN described it:
+ * the CPU backend's memfd is mapped now; the CUDA backend's descriptors are
+ * kept (duplicated) for kvc_pool_map()
  * @p:    the pool being opened
  * @info: the reply
  * @fds:  the descriptors that came with it (the caller closes them)
  * @n:    their number
  *
- * Return: 0, -EBADMSG for a reply that does not add up, -ENODEV when this
- * process sees no such GPU (CUDA_VISIBLE_DEVICES, or no driver), or the
- * error of mmap or the driver.
+ * Return: 0, -EBADMSG for a reply that does not add up, or the error of
+ * mmap or fcntl.
  */
 int kvc_device_map(struct kvc_pool *p, const struct kvmem_pool_info *info, const int *fds,
 		   uint32_t n)
@@ -142,7 +208,7 @@ int kvc_device_map(struct kvc_pool *p, const struct kvmem_pool_info *info, const
 	p->backend = info->backend;
 	p->gpu = -1;
 	if (info->backend == KVMEM_BACKEND_CUDA)
-		return cuda_map(p, info, fds, n);
+		return cuda_defer(p, info, fds, n);
 	if (info->backend != KVMEM_BACKEND_CPU || n != 1)
 		return -EBADMSG;
 	p->base = mmap(NULL, info->arena_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
@@ -166,17 +232,21 @@ void kvc_device_unmap(struct kvc_pool *p)
 	p->device_ptr = 0;
 }
 
-static int frame_io(const struct kvc_pool *p, uint32_t frame, uint64_t off, void *buf,
+static int frame_io(struct kvc_pool *p, uint32_t frame, uint64_t off, void *buf,
 		    size_t len, int write)
 {
 	struct kvc_cuda_map *m = p->map;
 	uint64_t at;
 	cu_result r;
+	int err;
 
 	if (frame >= p->nr_frames[KVMEM_TIER_DEVICE] || off > p->frame_bytes ||
 	    len > p->frame_bytes - off)
 		return -EINVAL;
 	at = frame * p->frame_bytes + off;
+	err = kvc_pool_map(p);
+	if (err)
+		return err;
 	if (!m) {
 		if (write)
 			memcpy((char *)p->base + at, buf, len);
@@ -193,7 +263,8 @@ static int frame_io(const struct kvc_pool *p, uint32_t frame, uint64_t off, void
 
 /**
  * kvc_frame_read() - copy bytes of a device frame to memory, whichever the
- * backend (a synchronous copy from GPU memory with CUDA)
+ * backend (a synchronous copy from GPU memory with CUDA, after
+ * kvc_pool_map() if the arena is not mapped yet)
  * @p:     pool
  * @frame: device frame, of a block this client has pinned
  * @off:   byte offset in the frame
@@ -202,7 +273,7 @@ static int frame_io(const struct kvc_pool *p, uint32_t frame, uint64_t off, void
  *
  * Return: 0, -EINVAL out of range, or the driver's error.
  */
-int kvc_frame_read(const struct kvc_pool *p, uint32_t frame, uint64_t off, void *buf,
+int kvc_frame_read(struct kvc_pool *p, uint32_t frame, uint64_t off, void *buf,
 		   size_t len)
 {
 	return frame_io(p, frame, off, buf, len, 0);
@@ -218,7 +289,7 @@ int kvc_frame_read(const struct kvc_pool *p, uint32_t frame, uint64_t off, void 
  *
  * Return: 0, -EINVAL out of range, or the driver's error.
  */
-int kvc_frame_write(const struct kvc_pool *p, uint32_t frame, uint64_t off, const void *buf,
+int kvc_frame_write(struct kvc_pool *p, uint32_t frame, uint64_t off, const void *buf,
 		    size_t len)
 {
 	return frame_io(p, frame, off, (void *)buf, len, 1);

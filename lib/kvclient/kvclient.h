@@ -32,9 +32,10 @@ struct kvc;
  * @nr_frames:   frames per tier (KVMEM_TIER_*)
  * @backend:     KVMEM_BACKEND_CPU or KVMEM_BACKEND_CUDA
  * @device_ptr:  address of frame 0 for kernels: a CUdeviceptr on the
- *               pool's GPU (CUDA), or @base (CPU)
+ *               pool's GPU (CUDA; 0 until kvc_pool_map()), or @base (CPU)
  * @gpu:         CUDA: the GPU's ordinal in this process (its primary
- *               context is the one the arena is mapped for); -1 for CPU
+ *               context is the one the arena is mapped for), from
+ *               kvc_pool_map(); -1 otherwise
  * @map:         libkvclient's mapping state
  */
 struct kvc_pool {
@@ -71,9 +72,9 @@ uint64_t kvc_client_id(const struct kvc *c);
 int kvc_is_admin(const struct kvc *c);
 
 int kvc_pool_open(struct kvc *c, const char *name, struct kvc_pool **out);
-int kvc_frame_read(const struct kvc_pool *p, uint32_t frame, uint64_t off, void *buf,
-		   size_t len);
-int kvc_frame_write(const struct kvc_pool *p, uint32_t frame, uint64_t off, const void *buf,
+int kvc_pool_map(struct kvc_pool *p);
+int kvc_frame_read(struct kvc_pool *p, uint32_t frame, uint64_t off, void *buf, size_t len);
+int kvc_frame_write(struct kvc_pool *p, uint32_t frame, uint64_t off, const void *buf,
 		    size_t len);
 
 int kvc_seq_create(struct kvc *c, const struct kvc_pool *pool, uint64_t *seq);

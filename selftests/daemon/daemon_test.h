@@ -154,7 +154,10 @@ static inline int daemon_start_nofile(struct daemon *d, const char *config, unsi
 	snprintf(d->sock, sizeof(d->sock), "%s/kvmemd.sock", d->dir);
 	snprintf(d->conf, sizeof(d->conf), "%s/kvmemd.conf", d->dir);
 	snprintf(d->log, sizeof(d->log), "%s/log", d->dir);
-	snprintf(text, sizeof(text), "socket.path = %s\nsocket.mode = 0666\n%s", d->sock,
+	/* These tests are of the daemon, not of a backend: the cpu one, unless
+	 * the test names one (selftests/cuda runs its tests on both). */
+	snprintf(text, sizeof(text), "socket.path = %s\nsocket.mode = 0666\n%s%s", d->sock,
+		 config && strstr(config, "device.backend") ? "" : "device.backend = cpu\n",
 		 config ? config : "");
 	if (write_file(d->conf, text))
 		return -1;
@@ -240,7 +243,7 @@ static inline uint64_t tok_off(const struct kvc_pool *p, uint64_t slot)
 	       slot / p->geom.block_tokens * p->frame_bytes;
 }
 
-static inline uint32_t tok_get(const struct kvc_pool *p, uint64_t slot)
+static inline uint32_t tok_get(struct kvc_pool *p, uint64_t slot)
 {
 	uint32_t v = 0xdeadbeef;
 
@@ -249,7 +252,7 @@ static inline uint32_t tok_get(const struct kvc_pool *p, uint64_t slot)
 	return v;
 }
 
-static inline void tok_set(const struct kvc_pool *p, uint64_t slot, uint32_t v)
+static inline void tok_set(struct kvc_pool *p, uint64_t slot, uint32_t v)
 {
 	kvc_frame_write(p, (uint32_t)(slot / p->geom.block_tokens), tok_off(p, slot), &v,
 			sizeof(v));

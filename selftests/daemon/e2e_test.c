@@ -267,7 +267,7 @@ TEST_F(kvmemd, sighup_rereads_tunables)
 {
 	char conf[4096];
 
-	snprintf(conf, sizeof(conf), "socket.path = %s\nsocket.mode = 0666\n%s"
+	snprintf(conf, sizeof(conf), "socket.path = %s\nsocket.mode = 0666\ndevice.backend = cpu\n%s"
 		 "vm.watermark_scale_factor = 200\n", self->d.sock, POOL_CONF);
 	ASSERT_EQ(0, write_file(self->d.conf, conf));
 	kill(self->d.pid, SIGHUP);
@@ -279,7 +279,7 @@ TEST_F(kvmemd, sighup_rereads_tunables)
 	usleep(300000);
 	EXPECT_EQ(0, wait_value(self->c, "vm.watermark_scale_factor", "200"));
 	ASSERT_EQ(0, read_file(self->d.log, text, sizeof(text)));
-	EXPECT_NE_NULL(strstr(text, "kvmemd.conf:12"));
+	EXPECT_NE_NULL(strstr(text, "kvmemd.conf:13"));
 	EXPECT_NE_NULL(strstr(text, "keeping the running configuration"));
 }
 

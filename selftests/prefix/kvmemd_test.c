@@ -319,7 +319,7 @@ TEST_F(prefix, tenants_survive_a_reload)
 		SKIP(return, "needs root to run clients as other uids");
 	for (i = 0; i < 16; i++)
 		ids[i] = 8000 + i;
-	snprintf(conf, sizeof(conf), "socket.path = %s\nsocket.mode = 0666\n" POOL_CONF
+	snprintf(conf, sizeof(conf), "socket.path = %s\nsocket.mode = 0666\ndevice.backend = cpu\n" POOL_CONF
 		 "tenant.alpha = 65531\ntenant.beta = 65530\n", self->d.sock);
 	ASSERT_EQ(0, write_file(self->d.conf, conf));
 	kill(self->d.pid, SIGHUP);
@@ -329,7 +329,7 @@ TEST_F(prefix, tenants_survive_a_reload)
 		usleep(10000);
 	}
 	EXPECT_EQ(0, match_as(self->d.sock, 65531, ids, 16));	/* alpha inserts */
-	snprintf(conf, sizeof(conf), "socket.path = %s\nsocket.mode = 0666\n" POOL_CONF
+	snprintf(conf, sizeof(conf), "socket.path = %s\nsocket.mode = 0666\ndevice.backend = cpu\n" POOL_CONF
 		 "tenant.beta = 65530\ntenant.alpha = 65531\n", self->d.sock);
 	ASSERT_EQ(0, write_file(self->d.conf, conf));
 	kill(self->d.pid, SIGHUP);
