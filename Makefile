@@ -52,7 +52,8 @@ MALLOC_LIBS :=
 endif
 # The swap tier's I/O engine: io_uring through liburing (make deps installs
 # it; where the kernel refuses io_uring, the psync engine serves instead).
-LIBS := -lpthread -lm -luring $(MALLOC_LIBS)
+# hwloc: kvmemd's NUMA placement (daemon/topology.c; mm/ does not use it).
+LIBS := -lpthread -lm -luring -lhwloc $(MALLOC_LIBS)
 
 # ---- lib/ and mm/ --------------------------------------------------------
 LIB_SRCS := $(wildcard lib/*.c)

@@ -4,6 +4,7 @@
  *
  *   kvmemctl [-s SOCKET] meminfo|vmstat [POOL]
  *   kvmemctl [-s SOCKET] pools | clients
+ *   kvmemctl [-s SOCKET] topology [POOL]
  *   kvmemctl [-s SOCKET] sysctl KEY[=VALUE]
  *   kvmemctl [-s SOCKET] drop-caches [POOL]
  *   kvmemctl [-s SOCKET] prefix [show] [POOL]
@@ -32,6 +33,7 @@ static int usage(FILE *f)
 		"  vmstat [POOL]       event counters\n"
 		"  pools               pools: geometry, frames, watermarks (zoneinfo)\n"
 		"  clients             connected clients\n"
+		"  topology [POOL]     NUMA nodes, GPUs, where each pool's arenas live\n"
 		"  sysctl KEY[=VALUE]  read or (admin) set a tunable\n"
 		"  drop-caches [POOL]  (admin) demote every unpinned device block\n"
 		"  prefix [show] [POOL] prefix cache: hits per tenant and tier, names, largest\n"
@@ -206,7 +208,7 @@ static int valid(int argc, char **argv)
 	if (argc > 2)
 		return 0;
 	if (!strcmp(cmd, "meminfo") || !strcmp(cmd, "vmstat") || !strcmp(cmd, "drop-caches") ||
-	    !strcmp(cmd, "checkpoint"))
+	    !strcmp(cmd, "checkpoint") || !strcmp(cmd, "topology"))
 		return 1;
 	if (!strcmp(cmd, "pools") || !strcmp(cmd, "clients"))
 		return argc == 1;
@@ -223,6 +225,8 @@ static int run(struct kvc *c, int argc, char **argv)
 		return cmd_text(c, cmd, KVMEM_STATS_VMSTAT, arg);
 	if (!strcmp(cmd, "pools"))
 		return cmd_text(c, cmd, KVMEM_STATS_ZONEINFO, NULL);
+	if (!strcmp(cmd, "topology"))
+		return cmd_text(c, cmd, KVMEM_STATS_TOPOLOGY, arg);
 	if (!strcmp(cmd, "clients"))
 		return cmd_text(c, cmd, 0, NULL);
 	if (!strcmp(cmd, "sysctl"))

@@ -9,6 +9,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include <lib/idr.h>
 #include <lib/list.h>
@@ -16,6 +17,8 @@
 #include <mm/mm.h>
 #include <uapi/kvmem/kvmem.h>
 #include "config.h"
+
+struct hwloc_topology;
 
 #define KVMEMD_MAX_CLIENTS	4096
 #define KVMEMD_MAX_PER_UID	1024	/* connections per uid, root excepted */
@@ -38,6 +41,8 @@
  * @owner:     per device frame, the client whose reserve holds it, or 0
  * @nr_frames: device frames (entries of @owner)
  * @cuda:      the CUDA backend's parameters (they live as long as the pool)
+ * @place:     its NUMA placement, from the topology (topology.c)
+ * @placed:    @place was found and given to kv_pool_create()
  */
 struct kvmemd_pool {
 	char name[KVMEM_NAME_MAX];
@@ -46,6 +51,8 @@ struct kvmemd_pool {
 	u64 *owner;
 	u32 nr_frames;
 	struct kv_cuda_params cuda;
+	struct kv_placement place;
+	bool placed;
 };
 
 /**
@@ -118,6 +125,8 @@ struct kvmemd_client {
  * @nr_tenant_names: entries of @tenant_names
  * @backend:     the device tier's backend in use, KV_BACKEND_*
  * @cuda:        the CUDA driver, loaded when @backend is KV_BACKEND_CUDA
+ * @topo:        the machine's topology (hwloc), loaded with the pools; NULL
+ *               where hwloc could not load it (no placement then)
  * @buf:         receive buffer, KVMEM_MSG_MAX + 1 bytes
  * @out:         reply buffer, KVMEM_MSG_MAX bytes
  */
@@ -148,6 +157,7 @@ struct kvmemd {
 	u32 nr_tenant_names;
 	u32 backend;
 	struct cudrv cuda;
+	struct hwloc_topology *topo;
 	char *buf;
 	char *out;
 };
@@ -162,6 +172,12 @@ void kvlog(struct kvmemd *d, int level, const char *fmt, ...)
 /* backend.c */
 int kvmemd_backend_open(struct kvmemd *d);
 void kvmemd_backend_close(struct kvmemd *d);
+
+/* topology.c */
+void kvmemd_topology_open(struct kvmemd *d);
+void kvmemd_topology_close(struct kvmemd *d);
+int kvmemd_topology_place(struct kvmemd *d, u32 i, struct kv_placement *pl);
+void kvmemd_topology_text(struct kvmemd *d, u32 pool, FILE *f);
 
 /* pools.c */
 int kvmemd_pools_create(struct kvmemd *d);

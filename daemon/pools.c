@@ -48,6 +48,7 @@ int kvmemd_pools_create(struct kvmemd *d)
 	err = kvmemd_backend_open(d);
 	if (err)
 		return err;
+	kvmemd_topology_open(d);
 	err = swap_open(d);
 	if (err)
 		goto out_backend;
@@ -87,6 +88,8 @@ int kvmemd_pools_create(struct kvmemd *d)
 			kvmemd_pools_destroy(d);
 			return err;
 		}
+		d->pools[i].placed = !kvmemd_topology_place(d, i, &d->pools[i].place);
+		p.place = d->pools[i].placed ? &d->pools[i].place : NULL;
 		err = kv_pool_create(&p, &d->pools[i].pool);
 		if (!err) {
 			err = kvmemd_reserve_init(&d->pools[i], p.nr_frames[KV_TIER_DEVICE]);
@@ -113,6 +116,7 @@ int kvmemd_pools_create(struct kvmemd *d)
 	return 0;
 
 out_backend:
+	kvmemd_topology_close(d);
 	kvmemd_backend_close(d);
 	return err;
 }
@@ -130,6 +134,7 @@ void kvmemd_pools_destroy(struct kvmemd *d)
 	d->pools = NULL;
 	d->nr_pools = 0;
 	swap_close(d);
+	kvmemd_topology_close(d);
 	kvmemd_backend_close(d);
 }
 

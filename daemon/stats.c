@@ -3,7 +3,7 @@
  * Text statistics for STATS and CLIENTS: meminfo (per pool, plus the
  * daemon's metadata allocator), vmstat (per pool) and zoneinfo (per pool:
  * geometry, the result of kv_pool_check(), and per tier frames, lists and
- * watermarks), clients.
+ * watermarks), the prefix cache, the topology (topology.c), clients.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -93,11 +93,15 @@ int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, u32 tenant, char *bu
 	FILE *f;
 	u32 i;
 
-	if (what < KVMEM_STATS_MEMINFO || what > KVMEM_STATS_PREFIX)
+	if (what < KVMEM_STATS_MEMINFO || what > KVMEM_STATS_TOPOLOGY)
 		return -EINVAL;
 	f = fmemopen(buf, len, "w");
 	if (!f)
 		return -ENOMEM;
+	if (what == KVMEM_STATS_TOPOLOGY) {
+		kvmemd_topology_text(d, pool, f);
+		return finish(f, len);
+	}
 	if (what == KVMEM_STATS_MEMINFO && !pool)
 		meta_meminfo(f);
 	for (i = 0; i < d->nr_pools; i++) {

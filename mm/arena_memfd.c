@@ -3,8 +3,10 @@
  * memfd arenas: the host tier, and the CPU backend of the device tier used
  * where no GPU is present. Both map a memfd MAP_SHARED (huge pages when the
  * size allows and the system has them), sealed against shrink and grow, so
- * the daemon can hand the same frames to clients. The host tier is locked
- * in RAM where RLIMIT_MEMLOCK allows.
+ * the daemon can hand the same frames to clients. Both are bound to the
+ * pool's NUMA node, if it has one (mm/mempolicy.c), before their first
+ * page is faulted in; the host tier is then locked in RAM where
+ * RLIMIT_MEMLOCK allows.
  *
  * Copies are memcpy on the calling thread: they complete before
  * copy_submit() returns, and copy_wait() reports their status.
@@ -91,6 +93,8 @@ static int memfd_arena_create(struct kv_tier *t, const char *name, bool lock)
 		free(a);
 		return err;
 	}
+	if (t->fa.nr_total)
+		arena_bind_node(t, base, a->bytes);
 	t->mlocked = lock && !mlock(base, a->bytes);
 	t->base = base;
 	t->priv = a;

@@ -83,6 +83,7 @@ struct kv_frame_alloc {
  * @wake:    a wakeup is pending
  * @stop:    the thread must exit
  * @gen:     bumped at every start, so a stopper knows which thread it waits for
+ * @bound:   runs on the pool's placement CPUs (pthread_setaffinity_np took)
  */
 struct kv_kvswapd {
 	pthread_t thread;
@@ -91,6 +92,7 @@ struct kv_kvswapd {
 	bool wake;
 	bool stop;
 	u32 gen;
+	bool bound;
 };
 
 /**
@@ -119,6 +121,8 @@ struct kv_bounce {
  * @desc:     what meminfo shows as the backend, set by it (NULL: ops->name)
  * @base:     CPU address of frame 0, NULL when not CPU-addressable
  * @mlocked:  the arena is locked in RAM
+ * @numa_node: NUMA node the arena is bound to, -1 none (mm/mempolicy.c)
+ * @numa_err: 0, or the error of the bind that failed
  * @fa:       frame allocator
  * @wmark:    min, low, high in frames
  * @lru:      inactive and active lists; tail is oldest
@@ -139,6 +143,8 @@ struct kv_tier {
 	const char *desc;
 	void *base;
 	bool mlocked;
+	int numa_node;
+	int numa_err;
 	struct kv_frame_alloc fa;
 	u32 wmark[KV_NR_WMARKS];
 	struct list_head lru[KV_NR_LRU];
@@ -276,6 +282,8 @@ struct kv_fault {
  * @prefix:      prefix cache
  * @swap:        the swap area's parameters (tier KV_TIER_SWAP)
  * @flags:       KV_POOL_*
+ * @bounce:      host frames for swap I/O of a GPU arena
+ * @place:       NUMA placement (numa_node -1 and no CPUs: none)
  */
 struct kv_pool {
 	char name[64];
@@ -299,6 +307,7 @@ struct kv_pool {
 	struct kv_swap_params swap;
 	u32 flags;
 	struct kv_bounce bounce;
+	struct kv_placement place;
 };
 
 /*
@@ -440,6 +449,10 @@ static inline u32 tier_nr_free(const struct kv_tier *t)
 bool kv_should_fail(struct kv_pool *pool, u32 site);
 void *kv_meta_alloc(struct kv_pool *pool, size_t size);
 void *kv_meta_realloc(struct kv_pool *pool, void *p, size_t size);
+
+/* mm/mempolicy.c */
+int placement_check(const struct kv_placement *pl);
+void arena_bind_node(struct kv_tier *t, void *base, u64 bytes);
 
 /* mm/page_alloc.c */
 int frame_alloc_init(struct kv_frame_alloc *fa, u32 nr);

@@ -15,6 +15,7 @@
 #ifndef _KV_MM_H
 #define _KV_MM_H
 
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <uapi/kvmem/layout.h>
@@ -138,6 +139,28 @@ struct kv_device_export {
 	u8 uuid[16];
 };
 
+/* Highest NUMA node number a placement may name, plus one. */
+#define KV_NUMA_NODES_MAX	1024
+
+/**
+ * struct kv_placement - where a pool's host memory and reclaim threads go
+ * (the daemon finds them with hwloc: the node nearest the pool's GPU, or
+ * the node it runs on; mm only applies them)
+ * @numa_node: NUMA node the host tier's arena, and the CPU backend's device
+ *             arena, are bound to (mbind(2), MPOL_PREFERRED, before any page
+ *             is faulted in); -1 for no binding
+ * @cpus:      CPUs the pool's kvswapd threads run on; empty: wherever the
+ *             creating thread may run
+ *
+ * Binding is best effort: a node or CPU set the kernel refuses leaves the
+ * pool unplaced, and kv_pool_meminfo() tells what took (struct
+ * kv_tier_info @numa_node, @numa_err and @kvswapd_bound).
+ */
+struct kv_placement {
+	int numa_node;
+	cpu_set_t cpus;
+};
+
 /**
  * struct kv_pool_params - what kv_pool_create() builds
  * @name:      pool name, at most 63 bytes
@@ -151,6 +174,7 @@ struct kv_device_export {
  * @swap:      the swap area, when nr_frames[KV_TIER_SWAP] > 0
  * @cuda:      non-NULL: the device tier is GPU memory (CUDA backend);
  *             NULL: the CPU backend (a memfd), unless @ops says otherwise
+ * @place:     NUMA placement (copied); NULL for none
  */
 struct kv_pool_params {
 	const char *name;
@@ -161,6 +185,7 @@ struct kv_pool_params {
 	u32 flags;
 	struct kv_swap_params swap;
 	const struct kv_cuda_params *cuda;
+	const struct kv_placement *place;
 };
 
 /**
@@ -176,6 +201,10 @@ struct kv_pool_params {
  * @mlocked:  1 when the arena is locked in RAM
  * @cached:   blocks resident here held by the prefix cache
  * @evictable: of those, blocks only the cache holds, leaves, unpinned
+ * @numa_node: NUMA node the arena is bound to, -1 when not bound (no
+ *            placement, not CPU memory, or the bind failed)
+ * @numa_err: 0, or the negative errno of a bind that failed
+ * @kvswapd_bound: 1 when the tier's kvswapd runs on the placement's CPUs
  */
 struct kv_tier_info {
 	const char *backend;
@@ -189,6 +218,9 @@ struct kv_tier_info {
 	u32 mlocked;
 	u32 cached;
 	u32 evictable;
+	int numa_node;
+	int numa_err;
+	u32 kvswapd_bound;
 };
 
 /**

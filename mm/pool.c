@@ -39,7 +39,7 @@ static int params_check(const struct kv_pool_params *p)
 	if (p->nr_frames[KV_TIER_SWAP] && !p->ops[KV_TIER_SWAP] &&
 	    (p->swap.fd < 0 || p->swap.engine > KV_SWAP_PSYNC))
 		return -EINVAL;
-	return 0;
+	return placement_check(p->place);
 }
 
 static int pool_sync_init(struct kv_pool *pool)
@@ -62,10 +62,13 @@ static int pool_sync_init(struct kv_pool *pool)
  * @p:   parameters
  * @out: receives the pool
  *
- * Starts the kvswapd threads unless KV_POOL_NO_KVSWAPD.
+ * Starts the kvswapd threads unless KV_POOL_NO_KVSWAPD. A placement
+ * (@p->place) binds the CPU arenas to its node and the kvswapd threads to
+ * its CPUs where the kernel allows; what took shows in kv_pool_meminfo().
  *
- * Return: 0; -EINVAL for a bad geometry, tunable or flag; -ENAMETOOLONG;
- * -E2BIG for too many frames; -ENOMEM or the backend's error.
+ * Return: 0; -EINVAL for a bad geometry, tunable, flag or node number;
+ * -ENAMETOOLONG; -E2BIG for too many frames; -ENOMEM or the backend's
+ * error.
  */
 int kv_pool_create(const struct kv_pool_params *p, struct kv_pool **out)
 {
@@ -86,6 +89,9 @@ int kv_pool_create(const struct kv_pool_params *p, struct kv_pool **out)
 	pool->frame_bytes = kv_frame_bytes(&p->geom);
 	pool->flags = p->flags;
 	pool->swap = p->swap;
+	pool->place.numa_node = -1;
+	if (p->place)
+		pool->place = *p->place;
 	INIT_LIST_HEAD(&pool->seqs);
 	err = pool_sync_init(pool);
 	if (err)

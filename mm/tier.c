@@ -24,6 +24,7 @@ static int tier_init(struct kv_pool *pool, int id, const struct kv_pool_params *
 
 	t->pool = pool;
 	t->id = id;
+	t->numa_node = -1;	/* the backend binds it, if it can (mm/mempolicy.c) */
 	t->ops = p->ops[id] ? p->ops[id] : default_ops[id];
 	if (id == KV_TIER_DEVICE && p->cuda && !p->ops[id]) {
 		t->ops = &kv_cuda_device_ops;

@@ -13,6 +13,7 @@
  * tier, and a tier whose next tier has no room even after evicting cached
  * blocks there, frees frames by evicting cached blocks (prefix_evict()).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include "internal.h"
 
@@ -345,13 +346,33 @@ static void *kvswapd(void *arg)
 	return NULL;
 }
 
+/*
+ * Name a new kvswapd after its tier ("kvswapd/device", as ps shows kernel
+ * threads) and move it to the placement's CPUs, if the pool has any; a
+ * set the kernel refuses leaves it where it is (ks->bound false). Pool
+ * locked, so the thread cannot have been joined.
+ */
+static void kvswapd_place(struct kv_pool *pool, struct kv_tier *t)
+{
+	static const char *const names[KV_NR_TIERS] = { "device", "host", "swap" };
+	struct kv_kvswapd *ks = &t->kvswapd;
+	char comm[16];
+
+	snprintf(comm, sizeof(comm), "kvswapd/%s", names[t->id]);
+	pthread_setname_np(ks->thread, comm);
+	ks->bound = CPU_COUNT(&pool->place.cpus) &&
+		    !pthread_setaffinity_np(ks->thread, sizeof(pool->place.cpus),
+					    &pool->place.cpus);
+}
+
 /**
  * kv_kvswapd_start() - start a reclaimer thread for each tier that has a
  * tier below it to demote to
  * @pool: pool
  *
  * A tier's thread counts as running from here until kv_kvswapd_stop() has
- * joined it, so a start racing a stop never makes a second thread.
+ * joined it, so a start racing a stop never makes a second thread. Each
+ * runs on the CPUs of the pool's placement, where it has one.
  *
  * Return: 0 or the negative error of pthread_create (threads already
  * started are stopped again).
@@ -377,6 +398,8 @@ int kv_kvswapd_start(struct kv_pool *pool)
 		err = pthread_create(&ks->thread, NULL, kvswapd, &pool->tier[i]);
 		if (err)
 			ks->running = false;
+		else
+			kvswapd_place(pool, &pool->tier[i]);
 		kv_pool_unlock(pool);
 		if (err) {
 			kv_kvswapd_stop(pool);

@@ -98,6 +98,9 @@ void kv_pool_meminfo(struct kv_pool *pool, struct kv_meminfo *mi)
 		ti->mlocked = t->mlocked;
 		ti->cached = pool->prefix.nr_cached[i];
 		ti->evictable = pool->prefix.heap_n[i];
+		ti->numa_node = t->numa_node;
+		ti->numa_err = t->numa_err;
+		ti->kvswapd_bound = t->kvswapd.running && t->kvswapd.bound;
 	}
 	kv_pool_unlock(pool);
 }

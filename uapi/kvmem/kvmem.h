@@ -321,6 +321,7 @@ struct kvmem_step_seq_reply {
 #define KVMEM_STATS_VMSTAT	2
 #define KVMEM_STATS_ZONEINFO	3
 #define KVMEM_STATS_PREFIX	4	/* prefix cache: counters per tenant, names, largest */
+#define KVMEM_STATS_TOPOLOGY	5	/* NUMA nodes, GPUs, where each pool's arenas live */
 
 /**
  * struct kvmem_stats - STATS request; the reply body is text (`Name: value`
