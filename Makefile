@@ -10,6 +10,7 @@
 #   make bench-mm        mm core benchmark table
 #   make bench-prefix    prefix cache hit ratios against LRU and Belady
 #   make bench-swap      swap tier throughput beside fio (same file, bs, iodepth)
+#   make bench-transfer  GPU demote/promote throughput beside one cuMemcpyAsync (exits 4 without a GPU)
 #   make clean
 #   V=1                  show full commands
 
@@ -61,14 +62,16 @@ MM_SRCS := $(wildcard mm/*.c)
 MM_OBJS := $(patsubst %.c,$(B)/%.o,$(LIB_SRCS) $(MM_SRCS))
 LIBKVMM := $(B)/libkvmm.a
 
-PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm $(B)/mm/bench-prefix $(B)/daemon/kvmemd $(B)/daemon/kvmemctl \
+PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm $(B)/mm/bench-prefix $(B)/mm/bench-transfer \
+	$(B)/daemon/kvmemd $(B)/daemon/kvmemctl \
 	$(B)/libkvclient.so $(B)/daemon/bench-ipc $(B)/daemon/kvclient-demo
 
 # ---- daemon/ -------------------------------------------------------------
 DAEMON_SRCS := $(filter-out daemon/kvmemctl.c,$(wildcard daemon/*.c))
 DAEMON_OBJS := $(patsubst %.c,$(B)/%.o,$(DAEMON_SRCS))
 
-.PHONY: all deps check run bench-mm bench-prefix bench-swap bench-ipc clean install selftests FORCE
+.PHONY: all deps check run bench-mm bench-prefix bench-swap bench-transfer bench-ipc clean install \
+	selftests FORCE
 all: $(LIBKVMM) $(PROGS) selftests
 
 $(B)/%.o: %.c
@@ -164,6 +167,12 @@ bench-prefix: $(B)/mm/bench-prefix
 
 bench-swap: $(B)/mm/bench-swap
 	$(Q)scripts/bench-swap.sh $(B)
+
+bench-transfer: $(B)/mm/bench-transfer
+	$(Q)$(B)/mm/bench-transfer
+
+# The benchmarks by their relative names too (make build/mm/bench-transfer).
+$(BUILD)/mm/bench-%: $(B)/mm/bench-% ;
 
 bench-ipc: $(B)/daemon/bench-ipc $(B)/daemon/kvmemd
 	$(Q)$(B)/daemon/bench-ipc

@@ -412,12 +412,22 @@ static int copy_dir(const struct kv_copy *c)
 	return DIR_H2D;
 }
 
-/* Append one copy, merged with the previous one where both sides follow on. */
+/*
+ * Append one copy, merged with the previous one where both sides follow on
+ * from it, or both sides end where it starts (frames taken from a free
+ * stack often come in descending order).
+ */
 static void copies_add(struct copy_list *l, cu_devptr dst, cu_devptr src, size_t len)
 {
 	size_t k = l->n;
 
 	if (k && l->dst[k - 1] + l->len[k - 1] == dst && l->src[k - 1] + l->len[k - 1] == src) {
+		l->len[k - 1] += len;
+		return;
+	}
+	if (k && dst + len == l->dst[k - 1] && src + len == l->src[k - 1]) {
+		l->dst[k - 1] = dst;
+		l->src[k - 1] = src;
 		l->len[k - 1] += len;
 		return;
 	}
