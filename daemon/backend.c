@@ -6,12 +6,37 @@
  * and shown in meminfo.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include "kvmemd.h"
 
 static bool gpu_listed(const struct kvmemd *d, u32 gpu)
 {
 	return d->cfg.gpus == KVMEMD_GPUS_ALL || (d->cfg.gpus & (1ull << gpu));
+}
+
+/* Whether GPU @g can hold an arena clients import: VMM and POSIX fds. */
+static bool gpu_exports(struct kvmemd *d, u32 g)
+{
+	int vmm = 0, fd = 0;
+	cu_device dev;
+
+	if (d->cuda.DeviceGet(&dev, (int)g))
+		return false;
+	d->cuda.DeviceGetAttribute(&vmm, CUDRV_ATTR_VMM_SUPPORTED, dev);
+	d->cuda.DeviceGetAttribute(&fd, CUDRV_ATTR_POSIX_FD_SUPPORTED, dev);
+	return vmm && fd;
+}
+
+/* The first pool GPU that cannot export memory, or -1. */
+static int gpu_unusable(struct kvmemd *d)
+{
+	u32 i;
+
+	for (i = 0; i < d->cfg.nr_pools; i++)
+		if (!gpu_exports(d, d->cfg.pools[i].gpu))
+			return (int)d->cfg.pools[i].gpu;
+	return -1;
 }
 
 /* Every GPU that device.gpus and the pools name must exist. */
@@ -48,7 +73,7 @@ static int gpus_check(struct kvmemd *d)
 int kvmemd_backend_open(struct kvmemd *d)
 {
 	char why[160];
-	int err;
+	int err, g;
 
 	d->backend = KV_BACKEND_CPU;
 	if (d->cfg.backend == KVMEMD_BACKEND_CPU) {
@@ -70,6 +95,19 @@ int kvmemd_backend_open(struct kvmemd *d)
 		d->reported = true;
 		cudrv_close(&d->cuda);
 		return err;
+	}
+	g = gpu_unusable(d);
+	if (g >= 0) {
+		snprintf(why, sizeof(why), "GPU %d cannot export memory as file descriptors "
+			 "(no VMM or POSIX fd support)", g);
+		cudrv_close(&d->cuda);
+		if (d->cfg.backend == KVMEMD_BACKEND_CUDA) {
+			kvlog(d, KVLOG_ERR, "device.backend = cuda: %s", why);
+			d->reported = true;
+			return -ENODEV;
+		}
+		kvlog(d, KVLOG_INFO, "device tier: cpu backend (%s)", why);
+		return 0;
 	}
 	d->backend = KV_BACKEND_CUDA;
 	kvlog(d, KVLOG_INFO, "device tier: cuda backend (driver %d.%d, %d GPU%s)",

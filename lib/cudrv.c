@@ -147,13 +147,13 @@ const char *cudrv_strerror(const struct cudrv *drv, cu_result e)
 int cudrv_errno(cu_result e)
 {
 	switch (e) {
-	case CU_SUCCESS:
+	case CUDRV_SUCCESS:
 		return 0;
-	case CU_ERROR_OUT_OF_MEMORY:
+	case CUDRV_ERROR_OUT_OF_MEMORY:
 		return -ENOMEM;
-	case CU_ERROR_NO_DEVICE:
+	case CUDRV_ERROR_NO_DEVICE:
 		return -ENODEV;
-	case CU_ERROR_NOT_SUPPORTED:
+	case CUDRV_ERROR_NOT_SUPPORTED:
 		return -EOPNOTSUPP;
 	default:
 		return -EIO;

@@ -87,9 +87,9 @@ static int cuda_ctx(struct cuda_arena *a)
 static void alloc_prop(struct cuda_arena *a, struct cu_mem_alloc_prop *p)
 {
 	memset(p, 0, sizeof(*p));
-	p->type = CU_MEM_ALLOCATION_TYPE_PINNED;
-	p->requested_handle_types = CU_MEM_HANDLE_TYPE_POSIX_FD;
-	p->location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+	p->type = CUDRV_MEM_ALLOCATION_TYPE_PINNED;
+	p->requested_handle_types = CUDRV_MEM_HANDLE_TYPE_POSIX_FD;
+	p->location.type = CUDRV_MEM_LOCATION_TYPE_DEVICE;
 	p->location.id = a->ordinal;
 }
 
@@ -112,8 +112,8 @@ static int device_check(struct cuda_arena *a, u64 bytes)
 	int vmm = 0, fd = 0;
 	size_t free_b = 0, total_b = 0;
 
-	drv->DeviceGetAttribute(&vmm, CU_ATTR_VMM_SUPPORTED, a->dev);
-	drv->DeviceGetAttribute(&fd, CU_ATTR_POSIX_FD_SUPPORTED, a->dev);
+	drv->DeviceGetAttribute(&vmm, CUDRV_ATTR_VMM_SUPPORTED, a->dev);
+	drv->DeviceGetAttribute(&fd, CUDRV_ATTR_POSIX_FD_SUPPORTED, a->dev);
 	if (!vmm || !fd)
 		return -EOPNOTSUPP;
 	if (drv->MemGetInfo(&free_b, &total_b))
@@ -135,7 +135,7 @@ static int chunk_create(struct cuda_arena *a, u32 i)
 	if (r)
 		return cudrv_errno(r);
 	r = drv->MemExportToShareableHandle(&a->fds[i], a->handles[i],
-					    CU_MEM_HANDLE_TYPE_POSIX_FD, 0);
+					    CUDRV_MEM_HANDLE_TYPE_POSIX_FD, 0);
 	if (!r)
 		r = drv->MemMap(a->va + i * a->chunk, a->chunk, 0, a->handles[i], 0);
 	if (r) {
@@ -167,7 +167,7 @@ static int map_arena(struct cuda_arena *a, u64 bytes, u64 asked)
 	int err;
 
 	alloc_prop(a, &prop);
-	if (drv->MemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED) ||
+	if (drv->MemGetAllocationGranularity(&gran, &prop, CUDRV_MEM_ALLOC_GRANULARITY_RECOMMENDED) ||
 	    !gran)
 		return -EIO;
 	a->chunk = chunk_size(bytes, asked, gran);
@@ -187,9 +187,9 @@ static int map_arena(struct cuda_arena *a, u64 bytes, u64 asked)
 		if (err)
 			goto out_chunks;
 	}
-	acc.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+	acc.location.type = CUDRV_MEM_LOCATION_TYPE_DEVICE;
 	acc.location.id = a->ordinal;
-	acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+	acc.flags = CUDRV_MEM_ACCESS_FLAGS_PROT_READWRITE;
 	err = cudrv_errno(drv->MemSetAccess(a->va, a->chunk * a->nr_chunks, &acc, 1));
 	/* No process sees what the memory held before; the copy streams do
 	 * not order after the legacy stream, so wait for the memset here. */
@@ -212,7 +212,7 @@ static int streams_create(struct cuda_arena *a)
 	int i, err;
 
 	for (i = 0; i < NR_DIRS; i++) {
-		err = cudrv_errno(a->drv->StreamCreate(&a->stream[i], CU_STREAM_NON_BLOCKING));
+		err = cudrv_errno(a->drv->StreamCreate(&a->stream[i], CUDRV_STREAM_NON_BLOCKING));
 		if (err) {
 			while (--i >= 0)
 				a->drv->StreamDestroy(a->stream[i]);
@@ -331,8 +331,8 @@ static int cuda_attach(struct kv_tier *t)
 	if (!h->base || !bytes)
 		return 0;
 	cuda_ctx(a);
-	r = a->drv->MemHostRegister(h->base, bytes, CU_MEMHOSTREGISTER_PORTABLE);
-	if (r && r != CU_ERROR_HOST_MEMORY_ALREADY_REGISTERED) {
+	r = a->drv->MemHostRegister(h->base, bytes, CUDRV_MEMHOSTREGISTER_PORTABLE);
+	if (r && r != CUDRV_ERROR_HOST_MEMORY_ALREADY_REGISTERED) {
 		describe(a, ", host tier NOT registered for DMA");
 		return 0;	/* copies still work, staged by the driver */
 	}
@@ -363,7 +363,7 @@ static cu_event event_get(struct cuda_arena *a)
 	if (a->nr_events)
 		e = a->events[--a->nr_events];
 	pthread_mutex_unlock(&a->lock);
-	if (!e && a->drv->EventCreate(&e, CU_EVENT_DISABLE_TIMING))
+	if (!e && a->drv->EventCreate(&e, CUDRV_EVENT_DISABLE_TIMING))
 		e = NULL;
 	return e;
 }
@@ -445,8 +445,8 @@ static int copies_submit(struct cuda_arena *a, struct copy_list *l, cu_stream s)
 
 	if (l->n > 1 && a->drv->batch && !__atomic_load_n(&a->batch_off, __ATOMIC_RELAXED)) {
 		memset(&attr, 0, sizeof(attr));
-		attr.src_access_order = CU_MEMCPY_SRC_ACCESS_ORDER_STREAM;
-		attr.src_loc_hint.type = CU_MEM_LOCATION_TYPE_DEVICE;
+		attr.src_access_order = CUDRV_MEMCPY_SRC_ACCESS_ORDER_STREAM;
+		attr.src_loc_hint.type = CUDRV_MEM_LOCATION_TYPE_DEVICE;
 		attr.src_loc_hint.id = a->ordinal;
 		attr.dst_loc_hint = attr.src_loc_hint;
 		r = a->drv->MemcpyBatchAsync(l->dst, l->src, l->len, l->n, &attr, &idx, 1, s);

@@ -230,6 +230,8 @@ struct kv_tier_info {
  * @blocks:      block descriptors in use
  * @sequences:   live sequences
  * @swapcache:   resident blocks that keep a clean copy in a swap slot
+ * @bounce:      host frames that carry swap I/O of a device tier the CPU
+ *               cannot address (GPU memory), counted as used
  * @tier:        per tier
  */
 struct kv_meminfo {
@@ -238,6 +240,7 @@ struct kv_meminfo {
 	u32 blocks;
 	u32 sequences;
 	u32 swapcache;
+	u32 bounce;
 	struct kv_tier_info tier[KV_NR_TIERS];
 };
 

@@ -83,6 +83,7 @@ void kv_pool_meminfo(struct kv_pool *pool, struct kv_meminfo *mi)
 	mi->blocks = pool->nr_blocks - pool->nr_free_blocks;
 	mi->sequences = pool->nr_seqs;
 	mi->swapcache = pool->nr_swapcache;
+	mi->bounce = pool->bounce.nr;
 	for (i = 0; i < KV_NR_TIERS; i++) {
 		t = &pool->tier[i];
 		ti = &mi->tier[i];
@@ -137,6 +138,8 @@ void kv_pool_print_meminfo(struct kv_pool *pool, FILE *f)
 	fprintf(f, "%-18s %12u\n", "Sequences:", mi.sequences);
 	if (mi.tier[KV_TIER_SWAP].total)
 		fprintf(f, "%-18s %12u\n", "SwapCacheBlocks:", mi.swapcache);
+	if (mi.bounce)
+		print_kb(f, "Host", "Bounce", mi.bounce, fb);
 	for (i = 0; i < KV_NR_TIERS; i++) {
 		ti = &mi.tier[i];
 		if (i == KV_TIER_SWAP && !ti->total)

@@ -77,8 +77,8 @@ static int cuda_map_chunks(struct kvc_cuda_map *m, const int *fds, uint32_t n)
 {
 	struct cudrv *drv = &m->drv;
 	struct cu_mem_access_desc acc = {
-		.location = { CU_MEM_LOCATION_TYPE_DEVICE, m->ordinal },
-		.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+		.location = { CUDRV_MEM_LOCATION_TYPE_DEVICE, m->ordinal },
+		.flags = CUDRV_MEM_ACCESS_FLAGS_PROT_READWRITE,
 	};
 	cu_result r;
 
@@ -89,7 +89,7 @@ static int cuda_map_chunks(struct kvc_cuda_map *m, const int *fds, uint32_t n)
 	for (m->nr = 0; m->nr < n; m->nr++) {
 		r = drv->MemImportFromShareableHandle(&m->handles[m->nr],
 						      (void *)(uintptr_t)fds[m->nr],
-						      CU_MEM_HANDLE_TYPE_POSIX_FD);
+						      CUDRV_MEM_HANDLE_TYPE_POSIX_FD);
 		if (r)
 			return cudrv_errno(r);
 		r = drv->MemMap(m->va + m->nr * m->chunk, m->chunk, 0, m->handles[m->nr], 0);
@@ -258,6 +258,11 @@ static int frame_io(struct kvc_pool *p, uint32_t frame, uint64_t off, void *buf,
 	if (!r)
 		r = write ? m->drv.MemcpyHtoD(m->va + at, buf, len) :
 			    m->drv.MemcpyDtoH(buf, m->va + at, len);
+	/* From pageable memory the copy may still be on its way to the GPU
+	 * when cuMemcpyHtoD returns: another process must not read before
+	 * it lands. */
+	if (!r && write)
+		r = m->drv.StreamSynchronize(NULL);
 	return cudrv_errno(r);
 }
 

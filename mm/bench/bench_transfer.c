@@ -402,7 +402,7 @@ static void gpu_open(struct bench *b)
 	r = b->drv.DeviceGetName(b->name, sizeof(b->name), b->dev);
 	if (r)
 		snprintf(b->name, sizeof(b->name), "?");
-	r = b->drv.StreamCreate(&b->stream, CU_STREAM_NON_BLOCKING);
+	r = b->drv.StreamCreate(&b->stream, CUDRV_STREAM_NON_BLOCKING);
 	if (r) {
 		cu_fail(b, "cuStreamCreate", r);
 		b->drv.DevicePrimaryCtxRelease(b->dev);

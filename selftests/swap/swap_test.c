@@ -317,6 +317,7 @@ static void hidden_run(struct __test_metadata *_metadata, u32 engine)
 	/* 2 of the 16 host frames carry the bounces. */
 	kv_pool_meminfo(pool, &mi);
 	EXPECT_EQ(14u, mi.tier[KV_TIER_HOST].free);
+	EXPECT_EQ(2u, mi.bounce);
 	ASSERT_EQ(0, fill(pool, seq, vals, 8, 12, 9));		/* 24 blocks */
 	/* Device to host, then host to swap: the bounce frames stay put. */
 	ASSERT_EQ(14u, kv_reclaim(pool, KV_TIER_DEVICE, 14));
