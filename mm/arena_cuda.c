@@ -27,6 +27,18 @@
 
 enum { DIR_D2H, DIR_H2D, DIR_D2D, NR_DIRS };
 
+/*
+ * Streams per direction: a batch of many separate copies is split between
+ * them by bytes, so that the GPU's copy engines work on its parts side by
+ * side (one engine spends a fixed time per copy; a batch of 256 KiB
+ * copies on one stream reaches about 0.85 of one large copy on an H100).
+ */
+#ifndef CUDA_LANES
+#define CUDA_LANES	4
+#endif
+#define CUDA_LANE_MIN	8	/* copies a lane gets at least */
+#define NR_STREAMS	(NR_DIRS * CUDA_LANES)
+
 /**
  * struct cuda_arena - backend state of a GPU arena
  * @drv:        the driver
@@ -39,7 +51,7 @@ enum { DIR_D2H, DIR_H2D, DIR_D2D, NR_DIRS };
  * @nr_chunks:  chunks mapped
  * @handles:    their allocation handles
  * @fds:        their exported descriptors
- * @stream:     one stream per direction
+ * @stream:     CUDA_LANES streams per direction
  * @lock:       guards @events
  * @events:     free events, reused
  * @nr_events:  entries in @events
@@ -59,7 +71,7 @@ struct cuda_arena {
 	u32 nr_chunks;
 	cu_memhandle *handles;
 	int *fds;
-	cu_stream stream[NR_DIRS];
+	cu_stream stream[NR_STREAMS];
 	pthread_mutex_t lock;
 	cu_event *events;
 	u32 nr_events;
@@ -75,7 +87,7 @@ struct cuda_arena {
  * @nr:  events in @ev
  */
 struct cuda_copy {
-	cu_event ev[NR_DIRS];
+	cu_event ev[NR_STREAMS];
 	u32 nr;
 };
 
@@ -211,7 +223,7 @@ static int streams_create(struct cuda_arena *a)
 {
 	int i, err;
 
-	for (i = 0; i < NR_DIRS; i++) {
+	for (i = 0; i < NR_STREAMS; i++) {
 		err = cudrv_errno(a->drv->StreamCreate(&a->stream[i], CUDRV_STREAM_NON_BLOCKING));
 		if (err) {
 			while (--i >= 0)
@@ -227,7 +239,7 @@ static void cuda_arena_free(struct cuda_arena *a)
 	u32 i;
 
 	if (a->va) {
-		for (i = 0; i < NR_DIRS; i++)
+		for (i = 0; i < NR_STREAMS; i++)
 			if (a->stream[i])
 				a->drv->StreamDestroy(a->stream[i]);
 		for (i = 0; i < a->nr_events; i++)
@@ -463,6 +475,44 @@ static int copies_submit(struct cuda_arena *a, struct copy_list *l, cu_stream s)
 	return 0;
 }
 
+/* Queue @l on stream @s and record an event after it in @cc. */
+static int lane_submit(struct cuda_arena *a, struct copy_list *l, cu_stream s,
+		       struct cuda_copy *cc)
+{
+	int err = copies_submit(a, l, s);
+
+	if (err)
+		return err;
+	cc->ev[cc->nr] = event_get(a);
+	if (!cc->ev[cc->nr])
+		return -ENOMEM;
+	return cudrv_errno(a->drv->EventRecord(cc->ev[cc->nr++], s));
+}
+
+/* Direction @d's copies, split by bytes over its lanes when there are many. */
+static int dir_submit(struct cuda_arena *a, struct copy_list *l, int d, struct cuda_copy *cc)
+{
+	u32 lanes = l->n >= (size_t)CUDA_LANE_MIN * CUDA_LANES ? CUDA_LANES : 1, k;
+	size_t total = 0, done = 0, at = 0, i;
+	struct copy_list part;
+	int err;
+
+	for (i = 0; i < l->n; i++)
+		total += l->len[i];
+	for (k = 0; k < lanes && at < l->n; k++) {
+		part = (struct copy_list){ l->dst + at, l->src + at, l->len + at, 0 };
+		while (at < l->n && (k == lanes - 1 || !part.n ||
+				     done + l->len[at] <= total / lanes * (k + 1))) {
+			done += l->len[at++];
+			part.n++;
+		}
+		err = lane_submit(a, &part, a->stream[d * CUDA_LANES + k], cc);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 static int cuda_copy_submit(struct kv_pool *pool, const struct kv_copy *c, u32 n, void **cookie)
 {
 	struct cuda_arena *a = pool->tier[KV_TIER_DEVICE].priv;
@@ -496,24 +546,14 @@ static int cuda_copy_submit(struct kv_pool *pool, const struct kv_copy *c, u32 n
 		copies_add(&l[copy_dir(&c[i])],
 			 frame_ptr(pool, a, c[i].dst_tier, c[i].dst_frame),
 			 frame_ptr(pool, a, c[i].src_tier, c[i].src_frame), pool->frame_bytes);
-	for (d = 0; d < NR_DIRS && !err; d++) {
-		if (!l[d].n)
-			continue;
-		err = copies_submit(a, &l[d], a->stream[d]);
-		if (err)
-			break;
-		cc->ev[cc->nr] = event_get(a);
-		if (!cc->ev[cc->nr]) {
-			err = -ENOMEM;
-			break;
-		}
-		err = cudrv_errno(a->drv->EventRecord(cc->ev[cc->nr++], a->stream[d]));
-	}
+	for (d = 0; d < NR_DIRS && !err; d++)
+		if (l[d].n)
+			err = dir_submit(a, &l[d], d, cc);
 out:
 	free(mem);
 	if (err && cc) {
 		/* What was queued must finish before the frames change hands. */
-		for (d = 0; d < NR_DIRS; d++)
+		for (d = 0; d < NR_STREAMS; d++)
 			a->drv->StreamSynchronize(a->stream[d]);
 		for (i = 0; i < cc->nr; i++)
 			event_put(a, cc->ev[i]);
