@@ -28,6 +28,8 @@ echo "== kvclient-demo: a client of kvmemd"
 "$b/daemon/kvclient-demo"
 echo "== kvmemctl pools"
 "$b/daemon/kvmemctl" pools
+echo "== kvmemctl topology"
+"$b/daemon/kvmemctl" topology
 echo "== kvmemctl vmstat"
 "$b/daemon/kvmemctl" vmstat
 echo "== kvmemctl prefix"
