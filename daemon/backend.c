@@ -63,6 +63,18 @@ static int gpus_check(struct kvmemd *d)
 	return 0;
 }
 
+/* No usable GPU: a startup error with device.backend = cuda, else the cpu backend. */
+static int no_gpu(struct kvmemd *d, const char *why)
+{
+	if (d->cfg.backend == KVMEMD_BACKEND_CUDA) {
+		kvlog(d, KVLOG_ERR, "device.backend = cuda: no usable GPU: %s", why);
+		d->reported = true;
+		return -ENODEV;
+	}
+	kvlog(d, KVLOG_INFO, "device tier: cpu backend (no usable GPU: %s)", why);
+	return 0;
+}
+
 /**
  * kvmemd_backend_open() - choose the device tier's backend
  * @d: daemon with its config loaded
@@ -81,15 +93,8 @@ int kvmemd_backend_open(struct kvmemd *d)
 		return 0;
 	}
 	err = cudrv_open(&d->cuda, why, sizeof(why));
-	if (err) {
-		if (d->cfg.backend == KVMEMD_BACKEND_CUDA) {
-			kvlog(d, KVLOG_ERR, "device.backend = cuda: no usable GPU: %s", why);
-			d->reported = true;
-			return -ENODEV;
-		}
-		kvlog(d, KVLOG_INFO, "device tier: cpu backend (no usable GPU: %s)", why);
-		return 0;
-	}
+	if (err)
+		return no_gpu(d, why);
 	err = gpus_check(d);
 	if (err) {
 		d->reported = true;
@@ -101,13 +106,7 @@ int kvmemd_backend_open(struct kvmemd *d)
 		snprintf(why, sizeof(why), "GPU %d cannot export memory as file descriptors "
 			 "(no VMM or POSIX fd support)", g);
 		cudrv_close(&d->cuda);
-		if (d->cfg.backend == KVMEMD_BACKEND_CUDA) {
-			kvlog(d, KVLOG_ERR, "device.backend = cuda: %s", why);
-			d->reported = true;
-			return -ENODEV;
-		}
-		kvlog(d, KVLOG_INFO, "device tier: cpu backend (%s)", why);
-		return 0;
+		return no_gpu(d, why);
 	}
 	d->backend = KV_BACKEND_CUDA;
 	kvlog(d, KVLOG_INFO, "device tier: cuda backend (driver %d.%d, %d GPU%s)",

@@ -67,6 +67,7 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#include "lib/config.h"
 #include "lib/crc32c.h"
 #include "mm/mm.h"
 #include "mm/swap_io.h"
@@ -230,12 +231,9 @@ static void usage(void)
 
 static u64 parse_u64(const char *s, u64 min, u64 max)
 {
-	unsigned long long v;
-	char *end;
+	u64 v;
 
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end || !*s || v < min || v > max)
+	if (kv_parse_uint(s, min, max, &v))
 		usage();
 	return v;
 }

@@ -66,6 +66,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include "lib/config.h"
 #include "lib/cudrv.h"
 #include "mm/mm.h"
 
@@ -271,12 +272,9 @@ static void usage(void)
 
 static u64 parse_u64(const char *s, u64 min, u64 max)
 {
-	unsigned long long v;
-	char *end;
+	u64 v;
 
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end || !*s || v < min || v > max)
+	if (kv_parse_uint(s, min, max, &v))
 		usage();
 	return v;
 }
