@@ -186,7 +186,7 @@ INCLUDEDIR ?= $(PREFIX)/include
 MANDIR ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
-KVC_FUNCS := kvc_connect kvc_close kvc_client_id kvc_is_admin kvc_pool_open \
+KVC_FUNCS := kvc_connect kvc_close kvc_client_id kvc_is_admin kvc_pool_open kvc_pool_map kvc_frame_read kvc_frame_write \
 	kvc_seq_create kvc_seq_fork kvc_seq_truncate kvc_seq_free kvc_step kvc_activate \
 	kvc_deactivate kvc_block_table kvc_append kvc_reserve kvc_sync kvc_stats \
 	kvc_clients kvc_sysctl_get kvc_sysctl_set kvc_drop_caches kvc_request

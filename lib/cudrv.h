@@ -154,11 +154,14 @@ struct cudrv {
 	cu_result (*MemsetD8)(cu_devptr dst, unsigned char v, size_t n);
 };
 
-int cudrv_open(struct cudrv *drv, char *why, size_t len);
-void cudrv_close(struct cudrv *drv);
-const char *cudrv_strerror(const struct cudrv *drv, cu_result e);
-int cudrv_errno(cu_result e);
-int cudrv_find_uuid(struct cudrv *drv, const struct cu_uuid *u, cu_device *out);
-int cudrv_device_ctx(struct cudrv *drv, int ordinal, cu_device *dev, cu_ctx *ctx);
+/* Internal to kvmem's binaries: not exported by libkvclient.so. */
+#define CUDRV_HIDDEN	__attribute__((visibility("hidden")))
+
+CUDRV_HIDDEN int cudrv_open(struct cudrv *drv, char *why, size_t len);
+CUDRV_HIDDEN void cudrv_close(struct cudrv *drv);
+CUDRV_HIDDEN const char *cudrv_strerror(const struct cudrv *drv, cu_result e);
+CUDRV_HIDDEN int cudrv_errno(cu_result e);
+CUDRV_HIDDEN int cudrv_find_uuid(struct cudrv *drv, const struct cu_uuid *u, cu_device *out);
+CUDRV_HIDDEN int cudrv_device_ctx(struct cudrv *drv, int ordinal, cu_device *dev, cu_ctx *ctx);
 
 #endif /* _KV_LIB_CUDRV_H */
