@@ -188,6 +188,9 @@ static void check_tier(struct check_ctx *ctx, struct kv_tier *t)
 	if (ctx->nr_pinned[t->id] != t->nr_pinned || ctx->nr_locked[t->id] != t->nr_locked)
 		bad(ctx, "tier %d: pinned %u/%u locked %u/%u", t->id, ctx->nr_pinned[t->id],
 		    t->nr_pinned, ctx->nr_locked[t->id], t->nr_locked);
+	if (t->nr_demoting > t->nr_locked)
+		bad(ctx, "tier %d: %u blocks demoting, %u locked", t->id, t->nr_demoting,
+		    t->nr_locked);
 	if (t->wmark[KV_WMARK_MIN] > t->wmark[KV_WMARK_LOW] ||
 	    t->wmark[KV_WMARK_LOW] > t->wmark[KV_WMARK_HIGH])
 		bad(ctx, "tier %d: watermarks %u %u %u", t->id, t->wmark[0], t->wmark[1],

@@ -129,6 +129,8 @@ struct kv_bounce {
  * @nr_lru:   blocks on each list
  * @nr_pinned: pinned blocks resident here
  * @nr_locked: blocks resident here isolated for a move
+ * @nr_demoting: of those, blocks reclaim is moving down from here (their
+ *            frames come free when the move ends, whoever waits for it)
  * @nr_raw:   frames handed out by kv_frames_alloc() (no block)
  * @nr_inflight: frames allocated as copy targets while the lock is dropped,
  *            not yet owned by a block
@@ -151,6 +153,7 @@ struct kv_tier {
 	u32 nr_lru[KV_NR_LRU];
 	u32 nr_pinned;
 	u32 nr_locked;
+	u32 nr_demoting;
 	u32 nr_raw;
 	u32 nr_inflight;
 	struct kv_kvswapd kvswapd;

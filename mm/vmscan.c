@@ -161,13 +161,16 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
 	n = isolate_for_reclaim(pool, t, nr, blocks, kswapd);
 	if (!n)
 		return 0;
+	t->nr_demoting += n;
 	if (__kv_frames_alloc(pool, dst, n, dst_flags | KV_ALLOC_NOWAIT, frames) ||
 	    kv_migrate_blocks(pool, blocks, n, dst, frames)) {
+		t->nr_demoting -= n;
 		putback_blocks(pool, blocks, n);
 		return 0;
 	}
 	for (i = 0; i < n; i++)
 		blocks[i]->flags &= ~(KV_BLOCK_ACTIVE | KV_BLOCK_REFERENCED);
+	t->nr_demoting -= n;
 	putback_blocks(pool, blocks, n);
 	count_vm_events(pool, kswapd ? KV_PGSTEAL_KSWAPD : KV_PGSTEAL_DIRECT, n);
 	return n;
@@ -189,13 +192,15 @@ static u32 shrink_tier(struct kv_pool *pool, int tier, u32 nr, bool kswapd, u32 
  */
 /*
  * Frames of @dst that reclaim could hand a demotion: free above the
- * reserve, idle cached blocks to evict, swap cache copies to drop, and
- * blocks it could demote in turn.
+ * reserve, idle cached blocks to evict, swap cache copies to drop, blocks
+ * that reclaim (kvswapd, say) is moving out of it now, and blocks it could
+ * demote in turn.
  */
 static u64 reclaim_room(struct kv_pool *pool, int dst, u32 dst_flags)
 {
 	struct kv_tier *d = &pool->tier[dst];
-	u64 room = demote_room(pool, dst, dst_flags) + pool->prefix.nr_idle[dst], below;
+	u64 room = demote_room(pool, dst, dst_flags) + pool->prefix.nr_idle[dst] +
+		   d->nr_demoting, below;
 	u32 lru = d->nr_lru[KV_LRU_ACTIVE] + d->nr_lru[KV_LRU_INACTIVE];
 	int next = next_tier(pool, dst);
 
@@ -242,6 +247,16 @@ static u32 reclaim_want(struct kv_pool *pool, struct kv_tier *t, u32 need)
 /* Consecutive waits for others' moves before direct reclaim gives up. */
 #define RECLAIM_MAX_WAITS 16
 
+/* Blocks reclaim is moving down out of the tiers below @tier. */
+static u32 demoting_below(struct kv_pool *pool, int tier)
+{
+	u32 n = 0;
+
+	while (++tier < KV_NR_TIERS)
+		n += pool->tier[tier].nr_demoting;
+	return n;
+}
+
 /**
  * try_to_free_frames() - direct reclaim until @tier has @need free frames
  * @pool:      pool, locked (dropped while batches are copied or while
@@ -267,9 +282,13 @@ u32 try_to_free_frames(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
 			waits = 0;
 			continue;
 		}
-		if (!t->nr_locked || ++waits > RECLAIM_MAX_WAITS)
+		if ((!t->nr_locked && !demoting_below(pool, tier)) || ++waits > RECLAIM_MAX_WAITS)
 			break;
-		/* Others' moves in flight will free frames: wait for them. */
+		/*
+		 * Others' moves in flight will free frames: here, or in a tier
+		 * below where this one's demotions go (kvswapd writing the host
+		 * tier out to swap). Wait for them.
+		 */
 		count_vm_event(pool, KV_LOCKED_WAIT);
 		pthread_cond_wait(&pool->unlocked, &pool->lock);
 		progress++;
