@@ -236,10 +236,8 @@ static void pool_text(struct kvmemd *d, struct kvmemd_pool *p, FILE *f)
 		fprintf(f, "  host     %s, ", host->backend);
 		node_text(f, host);
 		fprintf(f, ", %s", host->mlocked ? "mlocked" : "not mlocked");
-		/* The CUDA backend says in its description whether it registered. */
 		if (d->backend == KV_BACKEND_CUDA)
-			fprintf(f, ", %s", strstr(ddesc, "host tier registered") ?
-				"registered for DMA" : "not registered for DMA");
+			fprintf(f, ", %s", host->dma ? "registered for DMA" : "not registered for DMA");
 		fprintf(f, "\n");
 	} else {
 		fprintf(f, "  host     none\n");

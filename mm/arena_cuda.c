@@ -352,6 +352,7 @@ static int cuda_attach(struct kv_tier *t)
 		a->host = h->base;
 		a->host_bytes = bytes;
 	}
+	h->dma = true;
 	describe(a, ", host tier registered for DMA");
 	return 0;
 }
@@ -365,6 +366,7 @@ static void cuda_detach(struct kv_tier *t)
 	cuda_ctx(a);
 	a->drv->MemHostUnregister(a->host);
 	a->host = NULL;
+	t->pool->tier[KV_TIER_HOST].dma = false;
 }
 
 static cu_event event_get(struct cuda_arena *a)

@@ -121,6 +121,7 @@ struct kv_bounce {
  * @desc:     what meminfo shows as the backend, set by it (NULL: ops->name)
  * @base:     CPU address of frame 0, NULL when not CPU-addressable
  * @mlocked:  the arena is locked in RAM
+ * @dma:      the arena is registered for DMA by the device tier's backend
  * @numa_node: NUMA node the arena is bound to, -1 none (mm/mempolicy.c)
  * @numa_err: 0, or the error of the bind that failed
  * @fa:       frame allocator
@@ -145,6 +146,7 @@ struct kv_tier {
 	const char *desc;
 	void *base;
 	bool mlocked;
+	bool dma;
 	int numa_node;
 	int numa_err;
 	struct kv_frame_alloc fa;

@@ -205,6 +205,7 @@ struct kv_pool_params {
  *            placement, not CPU memory, or the bind failed)
  * @numa_err: 0, or the negative errno of a bind that failed
  * @kvswapd_bound: 1 when the tier's kvswapd runs on the placement's CPUs
+ * @dma:      1 when the arena is registered with the GPU's driver for DMA
  */
 struct kv_tier_info {
 	const char *backend;
@@ -221,6 +222,7 @@ struct kv_tier_info {
 	int numa_node;
 	int numa_err;
 	u32 kvswapd_bound;
+	u32 dma;
 };
 
 /**

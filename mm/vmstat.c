@@ -97,6 +97,7 @@ void kv_pool_meminfo(struct kv_pool *pool, struct kv_meminfo *mi)
 		ti->pinned = t->nr_pinned;
 		ti->locked = t->nr_locked;
 		ti->mlocked = t->mlocked;
+		ti->dma = t->dma;
 		ti->cached = pool->prefix.nr_cached[i];
 		ti->evictable = pool->prefix.heap_n[i];
 		ti->numa_node = t->numa_node;
