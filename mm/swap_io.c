@@ -32,6 +32,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -900,6 +901,33 @@ int kv_swap_io_run_with(struct kv_swap_io *io, struct kv_swap_req *reqs, unsigne
  *
  * Return: "io_uring" or "psync".
  */
+/**
+ * kv_swap_io_bind() - name the engine's threads and run them on @cpus
+ * @io:   engine
+ * @cpus: CPUs (the pool's NUMA placement), or NULL or empty to leave them
+ *
+ * Return: threads bound, or the negative errno of the first refusal.
+ */
+int kv_swap_io_bind(struct kv_swap_io *io, const cpu_set_t *cpus)
+{
+	char comm[16];
+	unsigned int i;
+	int err;
+
+	for (i = 0; i < io->nr_threads; i++) {
+		snprintf(comm, sizeof(comm), "kvswapio/%u", i);
+		pthread_setname_np(io->threads[i], comm);
+	}
+	if (!cpus || !CPU_COUNT(cpus))
+		return 0;
+	for (i = 0; i < io->nr_threads; i++) {
+		err = pthread_setaffinity_np(io->threads[i], sizeof(*cpus), cpus);
+		if (err)
+			return -err;
+	}
+	return (int)io->nr_threads;
+}
+
 const char *kv_swap_io_engine(const struct kv_swap_io *io)
 {
 	return io->engine == KV_SWAP_ENGINE_IO_URING ? "io_uring" : "psync";

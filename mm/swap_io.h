@@ -19,6 +19,7 @@
 #ifndef _KV_MM_SWAP_IO_H
 #define _KV_MM_SWAP_IO_H
 
+#include <sched.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
@@ -85,6 +86,7 @@ void kv_swap_io_destroy(struct kv_swap_io *io);
 int kv_swap_io_run(struct kv_swap_io *io, struct kv_swap_req *reqs, unsigned int n);
 int kv_swap_io_run_with(struct kv_swap_io *io, struct kv_swap_req *reqs, unsigned int n,
 			void (*work)(void *), void *arg);
+int kv_swap_io_bind(struct kv_swap_io *io, const cpu_set_t *cpus);
 const char *kv_swap_io_engine(const struct kv_swap_io *io);
 int kv_swap_io_registered(const struct kv_swap_io *io);
 void kv_swap_io_inject(struct kv_swap_io *io, unsigned int what, uint64_t nth);

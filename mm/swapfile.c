@@ -122,6 +122,8 @@ static int swap_arena_create(struct kv_tier *t)
 	err = kv_swap_io_create(a->fd, (int)pool->swap.engine, bufs, nb, &a->io);
 	if (err)
 		goto out_free;
+	/* The I/O threads run where kvswapd does (refused: they run anywhere). */
+	kv_swap_io_bind(a->io, &pool->place.cpus);
 	snprintf(a->desc, sizeof(a->desc), "swap (%s%s)", kv_swap_io_engine(a->io),
 		 kv_swap_io_registered(a->io) ? "" : ", plain buffers");
 	t->desc = a->desc;

@@ -7,7 +7,9 @@
 #ifndef _SELFTESTS_MM_TEST_H
 #define _SELFTESTS_MM_TEST_H
 
+#include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "mm/mm.h"
@@ -129,5 +131,49 @@ static inline u32 test_rand(u64 *rng, u32 n)
 
 #define ASSERT_POOL_OK(pool) ASSERT_EQ(0, kv_pool_check(pool))
 #define EXPECT_POOL_OK(pool) EXPECT_EQ(0, kv_pool_check(pool))
+
+/*
+ * The threads of this process whose name starts with @prefix (kvswapd/,
+ * kvswapio/): how many, and how many of them have a Cpus_allowed_list other
+ * than @want (NULL: do not check).
+ */
+static inline int threads_named(const char *prefix, const char *want, int *mismatch)
+{
+	char path[300], line[256];
+	struct dirent *e;
+	int n = 0;
+	DIR *dir = opendir("/proc/self/task");
+	FILE *f;
+
+	*mismatch = 0;
+	while (dir && (e = readdir(dir))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (!fgets(line, sizeof(line), f) || strncmp(line, prefix, strlen(prefix))) {
+			fclose(f);
+			continue;
+		}
+		fclose(f);
+		n++;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+		f = fopen(path, "r");
+		while (f && fgets(line, sizeof(line), f)) {
+			if (strncmp(line, "Cpus_allowed_list:", 18))
+				continue;
+			line[strcspn(line, "\n")] = '\0';
+			if (want && strcmp(line + 18 + strspn(line + 18, " \t"), want))
+				(*mismatch)++;
+		}
+		if (f)
+			fclose(f);
+	}
+	if (dir)
+		closedir(dir);
+	return n;
+}
 
 #endif /* _SELFTESTS_MM_TEST_H */

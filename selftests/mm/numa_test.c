@@ -61,49 +61,6 @@ static long pages_off_node(struct kv_pool *pool, int tier, u32 nr, int node)
 	return bad;
 }
 
-/*
- * The kvswapd threads of this process: how many, and whether every one's
- * Cpus_allowed_list is @want (NULL: do not check).
- */
-static int kvswapd_threads(const char *want, int *mismatch)
-{
-	char path[300], line[256];
-	struct dirent *e;
-	int n = 0;
-	DIR *dir = opendir("/proc/self/task");
-	FILE *f;
-
-	*mismatch = 0;
-	while (dir && (e = readdir(dir))) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		if (!fgets(line, sizeof(line), f) || strncmp(line, "kvswapd/", 8)) {
-			fclose(f);
-			continue;
-		}
-		fclose(f);
-		n++;
-		snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
-		f = fopen(path, "r");
-		while (f && fgets(line, sizeof(line), f)) {
-			if (strncmp(line, "Cpus_allowed_list:", 18))
-				continue;
-			line[strcspn(line, "\n")] = '\0';
-			if (want && strcmp(line + 18 + strspn(line + 18, " \t"), want))
-				(*mismatch)++;
-		}
-		if (f)
-			fclose(f);
-	}
-	if (dir)
-		closedir(dir);
-	return n;
-}
-
 static struct kv_pool *placed_pool(const struct kv_placement *pl, u32 flags)
 {
 	struct kv_pool_params p = {
@@ -159,11 +116,11 @@ TEST(arenas_and_kvswapd_follow_the_placement)
 	EXPECT_EQ(0, pages_off_node(pool, KV_TIER_HOST, HOST_FRAMES, 0));
 	EXPECT_EQ(0, pages_off_node(pool, KV_TIER_DEVICE, 16, 0));
 	/* One kvswapd (the device tier's: no swap below the host), on that CPU. */
-	EXPECT_EQ(1, kvswapd_threads(want, &bad));
+	EXPECT_EQ(1, threads_named("kvswapd/", want, &bad));
 	EXPECT_EQ(0, bad);
 	ASSERT_POOL_OK(pool);
 	kv_pool_destroy(pool);
-	EXPECT_EQ(0, kvswapd_threads(NULL, &bad));
+	EXPECT_EQ(0, threads_named("kvswapd/", NULL, &bad));
 }
 
 TEST(no_placement_binds_nothing)
@@ -190,7 +147,7 @@ TEST(no_placement_binds_nothing)
 		;
 	fclose(f);
 	want[strcspn(want, "\n")] = '\0';
-	EXPECT_EQ(1, kvswapd_threads(want + 18 + strspn(want + 18, " \t"), &bad));
+	EXPECT_EQ(1, threads_named("kvswapd/", want + 18 + strspn(want + 18, " \t"), &bad));
 	EXPECT_EQ(0, bad);
 	kv_pool_destroy(pool);
 }

@@ -9,6 +9,7 @@
  * psync) and ends with kv_pool_check().
  */
 #include <fcntl.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 #include "kselftest_harness.h"
@@ -366,6 +367,38 @@ TEST(device_without_cpu_address_needs_a_host_tier)
 	EXPECT_NULL(pool);
 	if (pool)
 		swap_pool_done(pool, fd);
+}
+
+/* A pool's placement puts the swap I/O threads on its CPUs, as kvswapd. */
+TEST(io_threads_follow_the_placement)
+{
+	struct kv_pool_params p = {
+		.name = "swap", .geom = test_geom, .nr_frames = { 16, 16, 64 },
+		.flags = KV_POOL_NO_KVSWAPD, .vm = { .min_free_kbytes = 4 },
+	};
+	struct kv_placement pl = { .numa_node = -1 };
+	struct kv_pool *pool = NULL;
+	int fd = swap_file(), cpu, bad, n;
+	char want[16];
+	cpu_set_t set;
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, sched_getaffinity(0, sizeof(set), &set));
+	for (cpu = CPU_SETSIZE - 1; cpu >= 0 && !CPU_ISSET(cpu, &set); cpu--)
+		;
+	ASSERT_LE(0, cpu);
+	CPU_ZERO(&pl.cpus);
+	CPU_SET(cpu, &pl.cpus);
+	snprintf(want, sizeof(want), "%d", cpu);
+	p.place = &pl;
+	p.swap = (struct kv_swap_params){ .fd = fd, .offset = 0, .engine = KV_SWAP_PSYNC };
+	ASSERT_EQ(0, kv_pool_create(&p, &pool));
+	n = threads_named("kvswapio/", want, &bad);
+	EXPECT_LT(0, n);
+	EXPECT_EQ(0, bad);
+	kv_pool_destroy(pool);
+	EXPECT_EQ(0, threads_named("kvswapio/", NULL, &bad));
+	close(fd);
 }
 
 /* With no host tier, the device demotes straight to swap. */
