@@ -915,7 +915,7 @@ int kv_swap_io_bind(struct kv_swap_io *io, const cpu_set_t *cpus)
 	int err;
 
 	for (i = 0; i < io->nr_threads; i++) {
-		snprintf(comm, sizeof(comm), "kvswapio/%u", i);
+		snprintf(comm, sizeof(comm), "kvswapio/%u", i % 100u);
 		pthread_setname_np(io->threads[i], comm);
 	}
 	if (!cpus || !CPU_COUNT(cpus))
