@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Attention over kvmemd's blocks, the cached path of kvdemo's model: each
+ * layer's new K and V go into the slots the daemon (or the client's
+ * reserve) gave their tokens, with kv_append_cpu(); each row's query
+ * attends over its sequence's blocks through the block table with the
+ * paged decode kernel, kv_decode_cpu(), one query per row (a prompt's
+ * rows are queries of growing context over the same table, which is
+ * causal prefill).
+ *
+ * Direct: on the cpu backend the kernels work on the shared arena that
+ * kvc_pool_open() mapped, in place. Staged: where the arena is GPU memory
+ * (the cuda backend; kvdemo computes on the CPU) or with --staged, a pass
+ * first reads each of its sequences' blocks with kvc_frame_read() into a
+ * host copy laid out as an arena, runs the same kernels on the copy, and
+ * writes the blocks it wrote into back with kvc_frame_write(). A block a
+ * pass writes into belongs to one sequence only (the daemon copied it on
+ * write if a fork shared it), so writing the whole block back is safe.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kvdemo.h"
+
+/**
+ * kvd_cache_init() - attention over a pool's blocks
+ * @kc:      filled in
+ * @pool:    the pool (kvc_pool_open())
+ * @q_heads: query heads of the model
+ * @staged:  go through kvc_frame_read/write even where the arena is mapped
+ * @threads: CPU threads for the kernels, 0 for their own choice
+ *
+ * Return: 0, or -EINVAL for a geometry the kernels refuse.
+ */
+int kvd_cache_init(struct kvd_cache *kc, struct kvc_pool *pool, uint32_t q_heads, bool staged,
+		   uint32_t threads)
+{
+	memset(kc, 0, sizeof(*kc));
+	kc->pool = pool;
+	kc->q_heads = q_heads;
+	kc->staged = staged || pool->backend != KVMEM_BACKEND_CPU || !pool->base;
+	kc->threads = threads;
+	kc->arena.g = pool->geom;
+	if (kc->staged)		/* the staging copy, from the first pass on */
+		return kv_geometry_valid(&pool->geom) ? 0 : -EINVAL;
+	kc->arena.base = pool->base;
+	kc->arena.frames = pool->nr_frames[KVMEM_TIER_DEVICE];
+	return kv_arena_check(&kc->arena);
+}
+
+/** kvd_cache_free() - free what kvd_cache_init() and the passes allocated */
+void kvd_cache_free(struct kvd_cache *kc)
+{
+	free(kc->stage);
+	free(kc->first);
+	free(kc->dirty);
+	free(kc->table);
+	free(kc->ctx);
+	free(kc->slots);
+	memset(kc, 0, sizeof(*kc));
+}
+
+/* Grow *@p to @n elements of @size; 0 or -ENOMEM. */
+static int grow(void *p, uint32_t *cap, uint64_t n, size_t size)
+{
+	void *q;
+
+	if (n <= *cap)
+		return 0;
+	if (n > UINT32_MAX / 2)
+		return -ENOMEM;
+	n = n < 2ull * *cap ? 2ull * *cap : n;
+	q = realloc(*(void **)p, n * size);
+	if (!q)
+		return -ENOMEM;
+	*(void **)p = q;
+	*cap = (uint32_t)n;
+	return 0;
+}
+
+static int cache_reserve(struct kvd_cache *kc, const struct kvd_batch *b, uint32_t staged)
+{
+	int err;
+
+	err = grow(&kc->ctx, &kc->cap_ctx, b->nr_rows, sizeof(*kc->ctx));
+	err = err ?: grow(&kc->slots, &kc->cap_slots, b->nr_rows, sizeof(*kc->slots));
+	err = err ?: grow(&kc->table, &kc->cap_table, (uint64_t)b->nr_rows * kc->stride,
+			  sizeof(*kc->table));
+	if (err || !kc->staged)
+		return err;
+	err = grow(&kc->first, &kc->cap_first, b->nr_seqs, sizeof(*kc->first));
+	err = err ?: grow(&kc->dirty, &kc->cap_dirty, staged, sizeof(*kc->dirty));
+	return err ?: grow(&kc->stage, &kc->stage_frames, staged, kc->pool->frame_bytes);
+}
+
+/* Read every block of the batch's sequences into the staging copy. */
+static int stage_in(struct kvd_cache *kc, const struct kvd_batch *b)
+{
+	uint64_t bb = kv_block_bytes(&kc->arena.g), fb = kc->pool->frame_bytes;
+	uint32_t s, i, f = 0;
+	int err;
+
+	for (s = 0; s < b->nr_seqs; s++) {
+		kc->first[s] = f;
+		for (i = 0; i < b->seqs[s].nr_blocks; i++, f++) {
+			err = kvc_frame_read(kc->pool, b->seqs[s].frames[i], 0,
+					     kc->stage + (uint64_t)f * fb, bb);
+			if (err)
+				return err;
+			kc->dirty[f] = false;
+		}
+	}
+	kc->arena.base = kc->stage;
+	kc->arena.frames = f ? f : 1;
+	return 0;
+}
+
+/*
+ * Row @r's table and slot. Its slot must be where its sequence's table
+ * says position pos lives: a slot the daemon gave and a table copy that
+ * disagree are a bug in one of them.
+ */
+static int row_map(struct kvd_cache *kc, const struct kvd_batch *b, uint32_t r)
+{
+	const struct kvd_row *row = &b->rows[r];
+	const struct kvd_batch_seq *s = &b->seqs[row->seq];
+	uint32_t bt = kc->arena.g.block_tokens, bi = row->pos / bt, i, f;
+	uint32_t *t = kc->table + (uint64_t)r * kc->stride;
+
+	if (bi >= s->nr_blocks || row->slot < 0 ||
+	    (uint64_t)row->slot != (uint64_t)s->frames[bi] * bt + row->pos % bt) {
+		fprintf(stderr, "kvdemo: request %u, token %u: slot %lld is not where the "
+			"block table puts it\n", s->who, row->pos, (long long)row->slot);
+		return -EUCLEAN;
+	}
+	for (i = 0; i < kc->stride; i++) {
+		f = i < s->nr_blocks ? i : 0;
+		t[i] = kc->staged ? kc->first[row->seq] + f : s->frames[f];
+	}
+	kc->ctx[r] = row->pos + 1;
+	kc->slots[r] = row->slot;
+	if (kc->staged) {
+		kc->slots[r] = (int64_t)(kc->first[row->seq] + bi) * bt + row->pos % bt;
+		kc->dirty[kc->first[row->seq] + bi] = true;
+	}
+	return 0;
+}
+
+/**
+ * kvd_cache_begin() - prepare a forward pass over the blocks: the rows'
+ * tables, context lengths and slots, and the staging copy when staged
+ * @kc: cache
+ * @b:  the batch; its sequences' block tables are those after the step
+ *      that gave the rows their slots
+ *
+ * Return: 0, -ENOMEM, -EUCLEAN (a slot outside its sequence's table), or
+ * kvc_frame_read()'s error.
+ */
+int kvd_cache_begin(struct kvd_cache *kc, const struct kvd_batch *b)
+{
+	uint32_t s, r, staged = 0;
+	int err;
+
+	kc->stride = 1;
+	for (s = 0; s < b->nr_seqs; s++) {
+		if (b->seqs[s].nr_blocks > kc->stride)
+			kc->stride = b->seqs[s].nr_blocks;
+		staged += b->seqs[s].nr_blocks;
+	}
+	err = cache_reserve(kc, b, staged);
+	if (!err && kc->staged)
+		err = stage_in(kc, b);
+	for (r = 0; !err && r < b->nr_rows; r++)
+		err = row_map(kc, b, r);
+	return err;
+}
+
+/**
+ * kvd_cache_end() - finish a pass: staged, write the blocks it wrote into
+ * back to the pool
+ * @kc: cache
+ * @b:  the batch of kvd_cache_begin()
+ *
+ * Return: 0 or kvc_frame_write()'s error.
+ */
+int kvd_cache_end(struct kvd_cache *kc, const struct kvd_batch *b)
+{
+	uint64_t bb = kv_block_bytes(&kc->arena.g), fb = kc->pool->frame_bytes;
+	uint32_t s, i, f;
+	int err;
+
+	if (!kc->staged)
+		return 0;
+	for (s = 0; s < b->nr_seqs; s++) {
+		for (i = 0; i < b->seqs[s].nr_blocks; i++) {
+			f = kc->first[s] + i;
+			if (!kc->dirty[f])
+				continue;
+			err = kvc_frame_write(kc->pool, b->seqs[s].frames[i], 0,
+					      kc->stage + (uint64_t)f * fb, bb);
+			if (err)
+				return err;
+		}
+	}
+	return 0;
+}
+
+static int cache_store(void *ctx, uint32_t layer, const struct kvd_batch *b, const void *k,
+		       const void *v)
+{
+	struct kvd_cache *kc = ctx;
+	struct kv_append_args a = {
+		.arena = kc->arena, .layer = layer, .tokens = b->nr_rows, .k = k, .v = v,
+		.slots = (const __s64 *)kc->slots, .threads = kc->threads,
+	};
+
+	return kv_append_cpu(&a);
+}
+
+static int cache_attend(void *ctx, uint32_t layer, const struct kvd_batch *b, const void *q,
+			void *out)
+{
+	struct kvd_cache *kc = ctx;
+	const struct kv_geometry *g = &kc->arena.g;
+	struct kv_decode_args a = {
+		.arena = kc->arena, .layer = layer, .batch = b->nr_rows,
+		.q_heads = kc->q_heads, .scale = 1.0f / sqrtf((float)g->head_dim),
+		.table_stride = kc->stride, .q = q, .out = out, .block_table = kc->table,
+		.ctx_lens = kc->ctx, .threads = kc->threads,
+	};
+
+	return kv_decode_cpu(&a);
+}
+
+/* The cached path's attention: struct kvd_attn_ops over struct kvd_cache. */
+const struct kvd_attn_ops kvd_cache_ops = {
+	.store = cache_store,
+	.attend = cache_attend,
+};
+
+/**
+ * kvd_cache_corrupt() - testing: overwrite the V vector of token @pos,
+ * layer 0, kv head 0, of a sequence with large values, through
+ * kvc_frame_write() (so on either backend); --check must notice
+ * @kc:     cache
+ * @frames: the sequence's block table
+ * @pos:    a token it holds
+ *
+ * Return: 0 or kvc_frame_write()'s error.
+ */
+int kvd_cache_corrupt(struct kvd_cache *kc, const uint32_t *frames, uint32_t pos)
+{
+	const struct kv_geometry *g = &kc->arena.g;
+	uint32_t bt = g->block_tokens, i;
+	float bad[KV_MAX_HEAD_DIM];
+	char raw[KV_MAX_HEAD_DIM * 4];
+
+	for (i = 0; i < g->head_dim; i++)
+		bad[i] = 1000.0f;
+	kvd_to_dtype(g->dtype, bad, raw, g->head_dim);
+	return kvc_frame_write(kc->pool, frames[pos / bt], kv_elem_offset(g, 0, KV_V, 0, pos % bt),
+			       raw, (size_t)g->head_dim * kv_dtype_size(g->dtype));
+}

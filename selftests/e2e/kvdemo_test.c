@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: MIT
+/*
+ * kvdemo end to end, against a real kvmemd on the cpu backend with the
+ * arenas of `make run' (daemon/demo/kvdemo.conf: 64 device, 32 host and
+ * 1024 swap blocks): a short stream with --check passes (every step's
+ * logits equal to the dense recomputation) and goes through preemption;
+ * the tokens do not depend on the batch size nor on the K/V path (in place
+ * or staged through kvc_frame_read/write, as on GPU memory); weights saved
+ * to safetensors and read back give the same tokens; a V vector
+ * overwritten in the pool makes --check fail; a missing weights file, a
+ * file that is not safetensors, and tensors of the wrong shape or count
+ * are refused with messages that name the file and the tensor; bad options
+ * are refused.
+ *
+ * A small model (dim 64, vocab 128) keeps each run short, under ASan too.
+ */
+#include <fcntl.h>
+#include "kselftest_harness.h"
+#include "daemon/daemon_test.h"
+
+#define DEMO_POOL							\
+	"pool.default.layers = 4\npool.default.kv_heads = 4\n"		\
+	"pool.default.head_dim = 64\npool.default.block_tokens = 16\n"	\
+	"pool.default.dtype = fp16\npool.default.device_mem = 4M\n"	\
+	"pool.default.host_mem = 2M\npool.default.swap_mem = 64M\n"
+#define SMALL	"--dim", "64", "--ffn", "128", "--vocab", "128", "-q"
+#define OUT_MAX	(64 << 10)
+
+FIXTURE(kvdemo) {
+	struct daemon d;
+	char dir[64];		/* the swap file, weights, kvdemo's output */
+	char out[OUT_MAX];	/* kvdemo's stdout and stderr of the last run */
+};
+
+FIXTURE_SETUP(kvdemo)
+{
+	char conf[512];
+
+	snprintf(self->dir, sizeof(self->dir), "/tmp/kvdemo-test-XXXXXX");
+	ASSERT_NE_NULL(mkdtemp(self->dir));
+	snprintf(conf, sizeof(conf), "%sswap.path = %s/swap\n", DEMO_POOL, self->dir);
+	ASSERT_EQ(0, daemon_start(&self->d, conf));
+}
+
+FIXTURE_TEARDOWN(kvdemo)
+{
+	char cmd[128];
+
+	EXPECT_EQ(0, daemon_stop(&self->d));
+	daemon_cleanup(&self->d);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", self->dir);
+	if (system(cmd))
+		TH_LOG("could not remove %s", self->dir);
+}
+
+/*
+ * Run kvdemo on the fixture's daemon with the NULL-terminated options
+ * that follow; its output (both streams) lands in self->out. Returns its
+ * exit status, or -1.
+ */
+static int kvdemo(FIXTURE_DATA(kvdemo) *self, ...)
+{
+	char exe[PATH_MAX], log[128], *argv[48] = { "kvdemo", "-s", self->d.sock };
+	int n = 3, status, fd;
+	va_list ap;
+	pid_t pid;
+
+	va_start(ap, self);
+	while (n < 47 && (argv[n] = va_arg(ap, char *)))
+		n++;
+	va_end(ap);
+	argv[n] = NULL;
+	build_path("kvdemo", exe, sizeof(exe));
+	snprintf(log, sizeof(log), "%s/out", self->dir);
+	pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execv(exe, argv);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) < 0 || read_file(log, self->out, OUT_MAX))
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* The number after @key in kvdemo's output; -1 when absent. */
+static long long out_num(const char *out, const char *key)
+{
+	const char *p = strstr(out, key);
+
+	return p ? strtoll(p + strlen(key), NULL, 0) : -1;
+}
+
+/* The number just before @word in kvdemo's output; -1 when absent. */
+static long long num_before(const char *out, const char *word)
+{
+	const char *p = strstr(out, word);
+
+	if (!p || p == out)
+		return -1;
+	while (p > out && p[-1] >= '0' && p[-1] <= '9')
+		p--;
+	return strtoll(p, NULL, 10);
+}
+
+/* The token checksum of the summary, as text; "" when absent. */
+static void checksum(const char *out, char *sum, size_t len)
+{
+	const char *p = strstr(out, "token checksum ");
+
+	snprintf(sum, len, "%.16s", p ? p + strlen("token checksum ") : "");
+}
+
+TEST_F_TIMEOUT(kvdemo, check_passes_under_pressure, 240)
+{
+	char sum[17];
+
+	ASSERT_EQ(0, kvdemo(self, "--check", "-n", "25", SMALL, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "kvdemo: summary"));
+	/* Request 24 asks for more than the device tier holds. */
+	EXPECT_NE_NULL(strstr(self->out, "request 24 needs"));
+	EXPECT_EQ(24, out_num(self->out, "  requests    "));
+	EXPECT_EQ(1, num_before(self->out, " refused (never"));
+	EXPECT_EQ(1, num_before(self->out, " never;"));
+	EXPECT_LT(0, out_num(self->out, "  check       "));
+	EXPECT_LT(0, num_before(self->out, " with 2 samples"));
+	EXPECT_LT(0, out_num(self->out, "copy-on-write "));
+	EXPECT_LT(0, num_before(self->out, " truncations"));
+	EXPECT_LT(0, num_before(self->out, " preemptions"));
+	EXPECT_LT(0, out_num(self->out, "blocks demoted "));
+	checksum(self->out, sum, sizeof(sum));
+	EXPECT_EQ(16, (int)strlen(sum));
+	if (!_metadata->passed)
+		TH_LOG("kvdemo said:\n%s", self->out);
+}
+
+/*
+ * The tokens depend on the seed alone: a batch of 3 with K/V staged through
+ * kvc_frame_read/write generates what a batch of 16 in place does.
+ */
+TEST_F_TIMEOUT(kvdemo, tokens_do_not_depend_on_batch_or_kv_path, 240)
+{
+	char a[17], b[17];
+
+	ASSERT_EQ(0, kvdemo(self, "-n", "12", SMALL, NULL));
+	checksum(self->out, a, sizeof(a));
+	ASSERT_EQ(0, kvdemo(self, "-n", "12", "--batch", "3", "--staged", "--check", SMALL,
+			    NULL));
+	checksum(self->out, b, sizeof(b));
+	EXPECT_NE_NULL(strstr(self->out, "staged through kvc_frame_read/write"));
+	EXPECT_STREQ(a, b);
+	ASSERT_EQ(0, kvdemo(self, "-n", "12", "--seed", "2", SMALL, NULL));
+	checksum(self->out, b, sizeof(b));
+	EXPECT_STRNE(a, b);
+}
+
+TEST_F_TIMEOUT(kvdemo, saved_weights_read_back, 240)
+{
+	char w[128], a[17], b[17];
+
+	snprintf(w, sizeof(w), "%s/w.safetensors", self->dir);
+	ASSERT_EQ(0, kvdemo(self, "-n", "6", "--save-weights", w, SMALL, NULL));
+	checksum(self->out, a, sizeof(a));
+	/* The shape comes from the file; the seed still drives the requests. */
+	ASSERT_EQ(0, kvdemo(self, "-n", "6", "--check", "--weights", w, "-q", NULL));
+	checksum(self->out, b, sizeof(b));
+	EXPECT_STREQ(a, b);
+	EXPECT_NE_NULL(strstr(self->out, "0.5M parameters, /tmp/kvdemo-test-"));
+}
+
+TEST_F_TIMEOUT(kvdemo, check_catches_a_corrupted_block, 240)
+{
+	EXPECT_EQ(1, kvdemo(self, "--check", "-n", "12", "--inject-fault", "30", SMALL, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "fault injected at step"));
+	EXPECT_NE_NULL(strstr(self->out, "logits differ from the dense recomputation"));
+	/* Without --check the same fault goes unnoticed: the check is what found it. */
+	EXPECT_EQ(0, kvdemo(self, "-n", "12", "--inject-fault", "30", SMALL, NULL));
+}
+
+TEST_F_TIMEOUT(kvdemo, missing_weights_file, 120)
+{
+	char w[128];
+
+	snprintf(w, sizeof(w), "%s/nope.safetensors", self->dir);
+	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "nope.safetensors: cannot open the weights: No such "
+					 "file or directory"));
+	EXPECT_NULL(strstr(self->out, "summary"));
+}
+
+static int write_bytes(const char *path, const void *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = write(fd, buf, len);
+	close(fd);
+	return n == (ssize_t)len ? 0 : -1;
+}
+
+/*
+ * A safetensors file of a Llama-style model with @layers layers (dim 64,
+ * 8 query heads and 4 kv heads of 64, ffn 128, vocab 128, F32 zeros), with
+ * tensor @bad (or none) given the shape @shape instead.
+ */
+static int write_model(const char *path, int layers, const char *bad, const char *shape)
+{
+	static const char *const per_layer[][2] = {
+		{ "input_layernorm.weight", "[64]" },
+		{ "self_attn.q_proj.weight", "[512,64]" },
+		{ "self_attn.k_proj.weight", "[256,64]" },
+		{ "self_attn.v_proj.weight", "[256,64]" },
+		{ "self_attn.o_proj.weight", "[64,512]" },
+		{ "post_attention_layernorm.weight", "[64]" },
+		{ "mlp.gate_proj.weight", "[128,64]" },
+		{ "mlp.up_proj.weight", "[128,64]" },
+		{ "mlp.down_proj.weight", "[64,128]" },
+	};
+	size_t cap = 1 << 16, at = 0, data;
+	char *h = calloc(1, cap), *buf, name[96];
+	unsigned long long off = 0, n, a, b;
+	const char *sh;
+	int l, i, k, err;
+
+	if (!h)
+		return -1;
+	at += snprintf(h + at, cap - at, "{\"__metadata__\":{\"format\":\"pt\"}");
+	for (l = -1; l <= layers; l++) {
+		for (i = 0; i < (l < 0 || l == layers ? (l < 0 ? 1 : 2) : 9); i++) {
+			if (l < 0) {
+				snprintf(name, sizeof(name), "model.embed_tokens.weight");
+				sh = "[128,64]";
+			} else if (l == layers) {
+				snprintf(name, sizeof(name), i ? "lm_head.weight" : "model.norm.weight");
+				sh = i ? "[128,64]" : "[64]";
+			} else {
+				snprintf(name, sizeof(name), "model.layers.%d.%s", l, per_layer[i][0]);
+				sh = per_layer[i][1];
+			}
+			if (bad && !strcmp(name, bad))
+				sh = shape;
+			k = sscanf(sh, "[%llu,%llu]", &a, &b);
+			n = (k == 2 ? a * b : a) * 4;
+			at += snprintf(h + at, cap - at, ",\"%s\":{\"dtype\":\"F32\",\"shape\":%s,"
+				       "\"data_offsets\":[%llu,%llu]}", name, sh, off, off + n);
+			off += n;
+		}
+	}
+	h[at++] = '}';
+	data = 8 + at + off;
+	buf = calloc(1, data);
+	if (!buf) {
+		free(h);
+		return -1;
+	}
+	for (i = 0; i < 8; i++)
+		buf[i] = (char)((unsigned long long)at >> (8 * i));
+	memcpy(buf + 8, h, at);
+	err = write_bytes(path, buf, data);
+	free(buf);
+	free(h);
+	return err;
+}
+
+TEST_F_TIMEOUT(kvdemo, safetensors_shapes_are_checked, 240)
+{
+	char w[128];
+
+	snprintf(w, sizeof(w), "%s/m.safetensors", self->dir);
+	/* The good file first: the checks below refuse it for their one change. */
+	ASSERT_EQ(0, write_model(w, 4, NULL, NULL));
+	EXPECT_EQ(0, kvdemo(self, "--weights", w, "-n", "2", "-q", NULL));
+	EXPECT_NE_NULL(strstr(self->out, "dim 64, 8 query heads over 4 kv heads of 64"));
+
+	ASSERT_EQ(0, write_model(w, 4, "model.layers.2.self_attn.v_proj.weight", "[128,64]"));
+	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "m.safetensors: model.layers.2.self_attn.v_proj.weight "
+					 "has shape [128, 64], expected [256, 64]"));
+
+	ASSERT_EQ(0, write_model(w, 4, "model.layers.0.self_attn.k_proj.weight", "[128,64]"));
+	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "k_proj.weight has 128 rows; the pool holds 4 kv heads "
+					 "of 64, 256 rows"));
+
+	ASSERT_EQ(0, write_model(w, 4, "model.layers.3.mlp.down_proj.weight", "[64]"));
+	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "down_proj.weight has shape [64], expected [64, 128]"));
+
+	ASSERT_EQ(0, write_model(w, 3, NULL, NULL));
+	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "3 transformer layers; the pool holds K/V of 4"));
+
+	ASSERT_EQ(0, write_bytes(w, "not a model", 11));
+	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "m.safetensors: not a safetensors file"));
+
+	ASSERT_EQ(0, write_bytes(w, "\x0b\0\0\0\0\0\0\0{\"a\":[1,}  ", 19));
+	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "m.safetensors: header: 1:"));
+}
+
+TEST_F_TIMEOUT(kvdemo, bad_options_are_refused, 120)
+{
+	EXPECT_EQ(2, kvdemo(self, "--batch", "0", NULL));
+	EXPECT_NE_NULL(strstr(self->out, "--batch: '0' is not a number from 1 to"));
+	EXPECT_EQ(2, kvdemo(self, "--requests", "many", NULL));
+	EXPECT_EQ(2, kvdemo(self, "extra", NULL));
+	EXPECT_EQ(1, kvdemo(self, "--q-heads", "6", NULL));
+	EXPECT_NE_NULL(strstr(self->out, "--q-heads 6 query heads: not a multiple of the pool's 4 kv heads"));
+	EXPECT_EQ(1, kvdemo(self, "--pool", "nope", NULL));
+	EXPECT_NE_NULL(strstr(self->out, "pool nope: no such pool"));
+}
+
+TEST_HARNESS_MAIN
