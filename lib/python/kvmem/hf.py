@@ -1,0 +1,226 @@
+# SPDX-License-Identifier: MIT
+"""kvmem for Hugging Face transformers.
+
+A model's KV cache lives in kvmem blocks and decode attention runs kvmem's
+paged kernel on them:
+
+    cache = kvmem.hf.KvmemCache(client, "llama", model)
+    out = model.generate(input_ids, attention_mask=mask,
+                         past_key_values=cache, max_new_tokens=64)
+    cache.close()
+
+``KvmemCache`` is a transformers ``Cache``: every layer's ``update()``
+writes the new tokens' K and V into the slots kvmemd handed out for them
+(``kv_append``, one call per layer), and returns only the new tokens. The
+attention function registered as ``"kvmem"`` (``KvmemCache`` switches the
+model to it) computes a decode step (one query token per sequence) with
+``kv_decode`` over each sequence's block table; a prefill of fresh sequences
+attends over the new tokens themselves (SDPA), which are the whole context.
+Left padding is honoured: pad positions get no slot, so each kvmem sequence
+holds exactly its real tokens, as the model's attention mask says.
+
+The pool must have the model's geometry: layers, KV heads, head_dim and
+dtype (bf16 or fp16). Works with the cuda backend (GPU tensors) and with
+the cpu backend (CPU tensors).
+
+Not supported: a prefill onto cached tokens (chunked prefill; the paged
+prefill kernel is a later step), beam search (reorder_cache), sliding
+windows.
+"""
+
+import torch
+from transformers import AttentionInterface
+from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from . import kernels
+from ._lib import KV_DTYPE_BF16, KV_DTYPE_FP16
+
+__all__ = ["KvmemCache", "attention", "register"]
+
+_DTYPES = {KV_DTYPE_BF16: torch.bfloat16, KV_DTYPE_FP16: torch.float16}
+
+
+def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """The "kvmem" attention function: paged decode on the module's cache.
+
+    @query: [batch, q_heads, q_len, head_dim]. With q_len == 1 and a
+    KvmemCache attached to @module, kv_decode over the block tables;
+    otherwise (a prefill of fresh sequences) SDPA over @key and @value.
+    Returns ([batch, q_len, q_heads, head_dim], None), as SDPA's does.
+    """
+    cache = getattr(module, "_kvmem_cache", None)
+    if cache is None or query.shape[2] != 1:
+        if cache is not None and cache.context_before_step(module.layer_idx):
+            raise NotImplementedError("kvmem: a prefill onto cached tokens "
+                                      "(chunked prefill) is not supported yet")
+        return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                      dropout=dropout, scaling=scaling, **kwargs)
+    q = query[:, :, 0, :].contiguous()
+    out = kernels.decode(cache.arena, module.layer_idx, q, cache.block_tables,
+                         cache.ctx_lens, scale=scaling)
+    return out.unsqueeze(1), None
+
+
+def register():
+    """Register "kvmem" with transformers (attention and mask); idempotent."""
+    AttentionInterface.register("kvmem", attention)
+    AttentionMaskInterface.register("kvmem", sdpa_mask)
+
+
+class _Layer(CacheLayerMixin):
+    """One model layer's view of the cache: K/V go to kvmem blocks."""
+
+    is_compileable = False
+    is_sliding = False
+    is_croppable = False
+
+    def __init__(self, owner, idx):
+        super().__init__()
+        self.owner = owner
+        self.idx = idx
+        self.length = 0         # positions seen (padding included), as HF counts
+
+    def lazy_initialization(self, key_states, value_states):
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.owner._store(self.idx, key_states, value_states)
+        self.length += key_states.shape[-2]
+        return key_states, value_states
+
+    def get_mask_sizes(self, query_length):
+        return self.length + query_length, 0
+
+    def get_seq_length(self):
+        return self.length
+
+    def get_max_length(self):
+        return -1
+
+    def reset(self):
+        self.length = 0
+
+    def reorder_cache(self, beam_idx):
+        raise NotImplementedError("kvmem: beam search is not supported")
+
+
+class KvmemCache(Cache):
+    """A transformers Cache whose KV lives in a kvmem pool.
+
+    @client: a kvmem.Client; @pool: the pool's name (its geometry must be
+    the model's); @model: the model (its attention modules get the cache,
+    and its attention implementation becomes "kvmem").
+
+    One kvmem sequence per batch row, created at the first forward; each
+    forward makes one STEP for the whole batch (slots for the real new
+    tokens, with their ids for the prefix cache), then every layer appends
+    its K and V. close() frees the sequences (after the current stream's
+    work is done: the ordering rule of libkvclient(3)).
+    """
+
+    def __init__(self, client, pool, model):
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
+            else model.config
+        layers = cfg.num_hidden_layers
+        super().__init__(layers=[_Layer(self, i) for i in range(layers)])
+        self.client = client
+        self.pool = client.pool(pool)
+        g = self.pool.geometry
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        if (g.layers, g.kv_heads, g.head_dim) != (layers, kv_heads, head_dim):
+            raise ValueError("kvmem: pool %s holds %d layers x %d KV heads x %d, the model "
+                             "%d x %d x %d" % (pool, g.layers, g.kv_heads, g.head_dim,
+                                                layers, kv_heads, head_dim))
+        if g.dtype not in _DTYPES:
+            raise ValueError("kvmem: pool %s: the kernels take bf16 or fp16 KV" % pool)
+        self.dtype = _DTYPES[g.dtype]
+        self.arena = kernels.Arena.from_pool(self.pool)
+        self.device = torch.device(self.arena.device)
+        self.seqs = []
+        self.real = []          # real tokens per row
+        self.block_tables = None
+        self.ctx_lens = None
+        self._slots = None
+        self._new = 0           # tokens of the current forward (layer 0 counted them)
+        self._ctx_before = 0
+        self._inputs = None     # (input_ids, attention_mask) of the current forward
+        register()
+        model.set_attn_implementation("kvmem")
+        for m in model.modules():
+            if hasattr(m, "layer_idx") and hasattr(m, "q_proj"):
+                m._kvmem_cache = self
+        self._hook = model.register_forward_pre_hook(self._capture, with_kwargs=True)
+        self._model = model
+
+    def _capture(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self._inputs = (ids, kwargs.get("attention_mask"))
+
+    def context_before_step(self, layer_idx):
+        """Whether the sequences held tokens before the current forward."""
+        return self._ctx_before > 0
+
+    def _begin(self, batch, t):
+        """One STEP for the batch: slots of the real new tokens."""
+        ids, mask = self._inputs if self._inputs else (None, None)
+        if not self.seqs:
+            self.seqs = [self.client.seq_create(self.pool) for _ in range(batch)]
+            self.real = [0] * batch
+        if len(self.seqs) != batch:
+            raise ValueError("kvmem: the batch changed from %d to %d rows" %
+                             (len(self.seqs), batch))
+        self._ctx_before = max(self.real)
+        new_mask = None
+        if mask is not None and mask.dim() == 2:
+            new_mask = mask[:, -t:].to("cpu", torch.bool)
+        step = []
+        for b in range(batch):
+            keep = [i for i in range(t) if new_mask is None or bool(new_mask[b, i])]
+            tok = None
+            if ids is not None and ids.shape[-1] == t:
+                row = ids[b].tolist()
+                tok = [row[i] for i in keep]
+            step.append((self.seqs[b], len(keep), tok))
+        slots = self.client.step(step)
+        flat = torch.full((batch, t), -1, dtype=torch.int64)
+        for b, (seq, n, _) in enumerate(step):
+            keep = [i for i in range(t) if new_mask is None or bool(new_mask[b, i])]
+            for i, s in zip(keep, slots[b]):
+                flat[b, i] = s
+            self.real[b] += n
+        self._slots = flat.view(-1).to(self.device)
+        tables = [self.client.block_table(s) for s in self.seqs]
+        width = max(1, max(len(tb) for tb in tables))
+        bt = torch.zeros((batch, width), dtype=torch.int32)
+        for b, tb in enumerate(tables):
+            bt[b, :len(tb)] = torch.tensor(tb, dtype=torch.int32)
+        self.block_tables = bt.to(self.device)
+        self.ctx_lens = torch.tensor(self.real, dtype=torch.int32).to(self.device)
+
+    def _store(self, layer, key_states, value_states):
+        batch, kv_heads, t, head_dim = key_states.shape
+        if layer == 0:
+            self._begin(batch, t)
+        k = key_states.transpose(1, 2).reshape(batch * t, kv_heads, head_dim)
+        v = value_states.transpose(1, 2).reshape(batch * t, kv_heads, head_dim)
+        kernels.append(self.arena, layer, k.to(self.dtype).contiguous(),
+                       v.to(self.dtype).contiguous(), self._slots)
+
+    def close(self):
+        """Free the sequences and detach from the model."""
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+        for s in self.seqs:
+            self.client.seq_free(s)
+        self.seqs = []
+        self.real = []
+        self._hook.remove()
+        for m in self._model.modules():
+            if getattr(m, "_kvmem_cache", None) is self:
+                del m._kvmem_cache

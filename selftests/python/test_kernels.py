@@ -1,0 +1,377 @@
+# SPDX-License-Identifier: MIT
+"""kvmem.kernels: the C kernels through ctypes.
+
+RawKernelTest needs neither torch nor numpy: it calls libkvkernels.so with
+the argument structs on ctypes buffers and on a real pool's arena, against
+a reference in plain Python. TorchKernelTest runs the tensor wrappers on
+CPU tensors against a torch reference (skipped without torch); the CUDA
+ones run where torch sees a GPU and libkvkernels_cuda.so was built.
+"""
+
+import ctypes
+import errno
+import math
+import random
+import struct
+import unittest
+
+import kvmem
+from kvmem import kernels
+from kvmemd_fixture import DaemonTestCase
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+F32 = kvmem.KV_DTYPE_FP32
+
+
+def ref_attention(q_heads, kv_heads, keys, values, q, scale):
+    """Plain-Python attention for one sequence: keys/values [t][kv_head][d],
+    q [q_head][d] -> [q_head][d]."""
+    group = q_heads // kv_heads
+    out = []
+    for h in range(q_heads):
+        kh = h // group
+        if not keys:
+            out.append([0.0] * len(q[h]))
+            continue
+        s = [sum(a * b for a, b in zip(k[kh], q[h])) * scale for k in keys]
+        m = max(s)
+        p = [math.exp(x - m) for x in s]
+        z = sum(p)
+        out.append([sum(p[t] * values[t][kh][i] for t in range(len(keys))) / z
+                    for i in range(len(q[h]))])
+    return out
+
+
+class AlignedArena:
+    """A page-aligned, zeroed ctypes buffer of @frames frames."""
+
+    def __init__(self, geometry, frames):
+        self.g = geometry
+        self.frames = frames
+        n = frames * geometry.frame_bytes
+        self.buf = ctypes.create_string_buffer(n + 4096)
+        self.base = (ctypes.addressof(self.buf) + 4095) & ~4095
+        self.arena = kernels.Arena(self.base, frames, geometry)
+
+    def read_vec(self, slot, layer, kv, head):
+        off = self.g.token_offset(slot, layer, kv, head)
+        return list(struct.unpack("%df" % self.g.head_dim,
+                                  ctypes.string_at(self.base + off, 4 * self.g.head_dim)))
+
+
+def floats(values):
+    return (ctypes.c_float * len(values))(*values)
+
+
+class RawKernels:
+    """Calls with the argument structs on raw addresses; no torch."""
+
+    g = kvmem.Geometry(2, 2, 16, 4, F32)
+
+    def setUp(self):
+        self.rng = random.Random(7)
+
+    def rand(self, *shape):
+        if len(shape) == 1:
+            return [self.rng.uniform(-1, 1) for _ in range(shape[0])]
+        return [self.rand(*shape[1:]) for _ in range(shape[0])]
+
+    def append(self, arena, layer, k, v, slots):
+        flat = lambda x: [e for t in x for h in t for e in h]   # noqa: E731
+        kb, vb = floats(flat(k)), floats(flat(v))
+        sb = (ctypes.c_int64 * len(slots))(*slots)
+        a = kernels.AppendArgs()
+        a.arena = arena.ref()
+        a.layer = layer
+        a.tokens = len(slots)
+        a.k = ctypes.addressof(kb)
+        a.v = ctypes.addressof(vb)
+        a.slots = ctypes.addressof(sb)
+        return kernels.call("append", a)
+
+    def decode(self, arena, layer, q, tables, lens, scale, window=0):
+        batch, qh, hd = len(q), len(q[0]), len(q[0][0])
+        stride = max(len(t) for t in tables)
+        qb = floats([e for s in q for h in s for e in h])
+        ob = (ctypes.c_float * (batch * qh * hd))()
+        tb = (ctypes.c_uint32 * (batch * stride))(*[f for t in tables
+                                                    for f in t + [0] * (stride - len(t))])
+        lb = (ctypes.c_uint32 * batch)(*lens)
+        a = kernels.DecodeArgs()
+        a.arena = arena.ref()
+        a.layer = layer
+        a.batch = batch
+        a.q_heads = qh
+        a.window = window
+        a.scale = scale
+        a.table_stride = stride
+        a.q = ctypes.addressof(qb)
+        a.out = ctypes.addressof(ob)
+        a.block_table = ctypes.addressof(tb)
+        a.ctx_lens = ctypes.addressof(lb)
+        kernels.call("decode", a)
+        return [[list(ob[(b * qh + h) * hd:(b * qh + h + 1) * hd]) for h in range(qh)]
+                for b in range(batch)]
+
+    def check_decode(self, got, want):
+        for b, (gs, ws) in enumerate(zip(got, want)):
+            for h, (gh, wh) in enumerate(zip(gs, ws)):
+                for i, (x, y) in enumerate(zip(gh, wh)):
+                    self.assertAlmostEqual(x, y, delta=1e-4, msg="seq %d head %d [%d]" % (b, h, i))
+
+
+class RawKernelTest(RawKernels, unittest.TestCase):
+    """No torch: libkvkernels.so on ctypes buffers."""
+
+    def test_append_decode(self):
+        g = self.g
+        ar = AlignedArena(g, 8)
+        T = 6
+        k, v = self.rand(T, 2, 16), self.rand(T, 2, 16)
+        frames = [5, 2]
+        slots = [frames[t // 4] * 4 + t % 4 for t in range(T)]
+        self.assertEqual(self.append(ar.arena, 1, k, v, slots), 0)
+        for t in range(T):
+            for h in range(2):
+                for got, want in ((ar.read_vec(slots[t], 1, kvmem.KV_K, h), k[t][h]),
+                                  (ar.read_vec(slots[t], 1, kvmem.KV_V, h), v[t][h])):
+                    for x, y in zip(got, want):
+                        self.assertAlmostEqual(x, y, places=6)
+        self.assertEqual(ar.read_vec(slots[0], 0, kvmem.KV_K, 0), [0.0] * 16)   # layer 0
+        q = self.rand(2, 4, 16)                         # GQA: 4 query heads on 2 KV heads
+        scale = 1 / math.sqrt(16)
+        got = self.decode(ar.arena, 1, q, [frames, frames], [6, 3], scale)
+        want = [ref_attention(4, 2, k[:6], v[:6], q[0], scale),
+                ref_attention(4, 2, k[:3], v[:3], q[1], scale)]
+        self.check_decode(got, want)
+        got = self.decode(ar.arena, 1, q, [frames, frames], [6, 0], scale, window=2)
+        want = [ref_attention(4, 2, k[4:6], v[4:6], q[0], scale),
+                [[0.0] * 16 for _ in range(4)]]
+        self.check_decode(got, want)
+
+    def test_errors(self):
+        ar = AlignedArena(self.g, 4)
+        k = self.rand(1, 2, 16)
+        with self.assertRaises(kvmem.KvmemError) as cm:     # a slot past the arena
+            self.append(ar.arena, 0, k, k, [4 * 4])
+        self.assertEqual(cm.exception.errno, errno.EINVAL)
+        with self.assertRaises(kvmem.KvmemError) as cm:     # a layer past the geometry
+            self.append(ar.arena, 2, k, k, [0])
+        self.assertEqual(cm.exception.errno, errno.EINVAL)
+        q = self.rand(1, 4, 16)
+        with self.assertRaises(kvmem.KvmemError) as cm:     # a frame past the arena
+            self.decode(ar.arena, 0, q, [[9]], [1], 0.25)
+        self.assertEqual(cm.exception.errno, errno.EINVAL)
+        with self.assertRaises(kvmem.KvmemError) as cm:     # 3 query heads on 2 KV heads
+            self.decode(ar.arena, 0, [q[0][:3]], [[0]], [1], 0.25)
+        self.assertEqual(cm.exception.errno, errno.EINVAL)
+
+
+class PoolKernelTest(RawKernels, DaemonTestCase):
+    """The C kernels on a pool's arena, with slots and tables from kvmemd."""
+
+    def test_on_pool(self):
+        with kvmem.Client(self.daemon.sock) as c:
+            pool = c.pool("default")
+            self.assertEqual(pool.geometry, self.g)
+            arena = kernels.Arena.from_pool(pool)
+            self.assertEqual(arena.base, pool.device_ptr)
+            self.assertEqual(arena.frames, 64)
+            a, b = c.seq_create(pool), c.seq_create(pool)
+            sa, sb = c.step([(a, 7), (b, 2)])
+            ka, va = self.rand(7, 2, 16), self.rand(7, 2, 16)
+            kb, vb = self.rand(2, 2, 16), self.rand(2, 2, 16)
+            self.append(arena, 0, ka + kb, va + vb, sa + sb)
+            # what the kernel wrote is what the client reads from the frames
+            frame, off = pool.slot_location(sa[5], 0, kvmem.KV_V, 1)
+            got = struct.unpack("16f", pool.frame_read(frame, 64, off))
+            for x, y in zip(got, va[5][1]):
+                self.assertAlmostEqual(x, y, places=6)
+            q = self.rand(2, 2, 16)
+            got = self.decode(arena, 0, q, [c.block_table(a), c.block_table(b)], [7, 2], 0.3)
+            want = [ref_attention(2, 2, ka, va, q[0], 0.3), ref_attention(2, 2, kb, vb, q[1], 0.3)]
+            self.check_decode(got, want)
+            c.seq_free(a)
+            c.seq_free(b)
+
+
+# ---- torch ------------------------------------------------------------------
+def torch_ref_decode(kv, layer, q, tables, lens, scale, window=0):
+    """kv: kernels.kv_view(); float32 reference of paged decode."""
+    batch, qh, hd = q.shape
+    kvh = kv.shape[3]
+    bt = kv.shape[4]
+    out = torch.zeros(batch, qh, hd, dtype=torch.float32)
+    for b in range(batch):
+        n = int(lens[b])
+        lo = max(0, n - window) if window else 0
+        if n == lo:
+            continue
+        ks = torch.stack([kv[tables[b][t // bt], layer, 0, :, t % bt] for t in range(lo, n)])
+        vs = torch.stack([kv[tables[b][t // bt], layer, 1, :, t % bt] for t in range(lo, n)])
+        ks, vs = ks.float(), vs.float()
+        for h in range(qh):
+            j = h // (qh // kvh)
+            p = torch.softmax((ks[:, j] @ q[b, h].float()) * scale, 0)
+            out[b, h] = p @ vs[:, j]
+    return out
+
+
+TOL = {kvmem.KV_DTYPE_FP32: 1e-4, kvmem.KV_DTYPE_FP16: 5e-3, kvmem.KV_DTYPE_BF16: 3e-2}
+
+
+@unittest.skipIf(torch is None, "torch is not installed")
+class TorchKernelTest(unittest.TestCase):
+
+    device = "cpu"
+
+    def dtype(self, d):
+        return {kvmem.KV_DTYPE_FP16: torch.float16, kvmem.KV_DTYPE_BF16: torch.bfloat16,
+                kvmem.KV_DTYPE_FP32: torch.float32}[d]
+
+    def run_case(self, g, q_heads, lens, window=0, frames=48):
+        torch.manual_seed(1)
+        arena = kernels.Arena.empty(g, frames, self.device)
+        dt = self.dtype(g.dtype)
+        perm = torch.randperm(frames).tolist()
+        tables, allslots, nk = [], [], []
+        for n in lens:
+            nb = g.blocks_for(n)
+            t = [perm.pop() for _ in range(nb)]
+            tables.append(t)
+            allslots += [t[i // g.block_tokens] * g.block_tokens + i % g.block_tokens
+                         for i in range(n)]
+        T = len(allslots)
+        for layer in range(g.layers):
+            k = torch.randn(T, g.kv_heads, g.head_dim).to(dt).to(self.device)
+            v = torch.randn(T, g.kv_heads, g.head_dim).to(dt).to(self.device)
+            kernels.append(arena, layer, k, v, allslots)
+            nk.append((k, v))
+        kv = kernels.kv_view(arena).cpu() if self.device == "cpu" else \
+            kernels.kv_view(kernels.Arena.from_tensor(arena.tensor().cpu(), g))
+        # the view shows what append wrote
+        k, v = nk[-1]
+        s = allslots[-1]
+        self.assertTrue(torch.equal(kv[s // g.block_tokens, g.layers - 1, 1, :,
+                                       s % g.block_tokens], v[-1].cpu()))
+        stride = max(len(t) for t in tables)
+        padded = [t + [0] * (stride - len(t)) for t in tables]
+        q = torch.randn(len(lens), q_heads, g.head_dim).to(dt).to(self.device)
+        layer = g.layers - 1
+        out = kernels.decode(arena, layer, q, padded, lens, window=window)
+        self.assertEqual(out.dtype, dt)
+        want = torch_ref_decode(kv, layer, q.cpu(), tables, lens,
+                                1 / math.sqrt(g.head_dim), window)
+        err = (out.cpu().float() - want).abs().max().item()
+        self.assertLess(err, TOL[g.dtype], "max error %g" % err)
+        return arena, tables
+
+    def test_decode_fp32(self):
+        self.run_case(kvmem.Geometry(2, 2, 16, 4, kvmem.KV_DTYPE_FP32), 4, [13, 1, 0, 8])
+
+    def test_decode_fp16(self):
+        self.run_case(kvmem.Geometry(2, 2, 64, 16, kvmem.KV_DTYPE_FP16), 8, [40, 17, 3])
+
+    def test_decode_bf16_window(self):
+        self.run_case(kvmem.Geometry(1, 4, 64, 16, kvmem.KV_DTYPE_BF16), 4, [50, 20], window=24)
+
+    def test_blocks(self):
+        g = kvmem.Geometry(2, 2, 16, 4, kvmem.KV_DTYPE_FP32)
+        arena = kernels.Arena.empty(g, 16, self.device)
+        t = arena.tensor()
+        t.copy_(torch.randint(0, 255, t.shape, dtype=torch.uint8))
+        blocks = lambda: t.view(16, g.frame_bytes)[:, :g.block_bytes].cpu()   # noqa: E731
+        before = blocks().clone()
+        kernels.copy_blocks(arena, [1, 3], [7, 8])
+        after = blocks()
+        self.assertTrue(torch.equal(after[7], before[1]))
+        self.assertTrue(torch.equal(after[8], before[3]))
+        self.assertTrue(torch.equal(after[9], before[9]))
+        buf = kernels.gather(arena, [2, 5])
+        self.assertEqual(buf.numel(), 2 * g.block_bytes)
+        self.assertTrue(torch.equal(buf.cpu().view(2, -1)[1], before[5]))
+        kernels.scatter(arena, [10, 11], buf)
+        after = blocks()
+        self.assertTrue(torch.equal(after[10], before[2]))
+        self.assertTrue(torch.equal(after[11], before[5]))
+        # kv_view addresses the same bytes as layout.token_offset()
+        kv = kernels.kv_view(arena)
+        off = g.token_offset(3 * 4 + 2, 1, kvmem.KV_V, 1)
+        want = t[off:off + 64].cpu().view(torch.float32)
+        self.assertTrue(torch.equal(kv[3, 1, 1, 1, 2].cpu().view(torch.uint8),
+                                    want.view(torch.uint8)))
+
+    def test_errors(self):
+        g = kvmem.Geometry(2, 2, 16, 4, kvmem.KV_DTYPE_FP16)
+        arena = kernels.Arena.empty(g, 4, self.device)
+        q = torch.zeros(1, 2, 16, dtype=torch.float32, device=self.device)
+        with self.assertRaises(TypeError):                  # not the pool's dtype
+            kernels.decode(arena, 0, q, [[0]], [1])
+        with self.assertRaises(ValueError):                 # head_dim
+            kernels.decode(arena, 0, torch.zeros(1, 2, 8, dtype=torch.float16,
+                                                 device=self.device), [[0]], [1])
+        if self.device == "cpu":
+            with self.assertRaises(kvmem.KvmemError) as cm:
+                kernels.decode(arena, 0, q.half(), [[9]], [1])
+            self.assertEqual(cm.exception.errno, errno.EINVAL)
+        k = torch.zeros(1, 2, 16, dtype=torch.float16, device=self.device)
+        with self.assertRaises(ValueError):
+            kernels.append(arena, 0, k, k, [0, 1])
+
+
+@unittest.skipIf(torch is None, "torch is not installed")
+class TorchPoolTest(DaemonTestCase):
+    """Decode on a pool's arena with BlockManager's tables and slots."""
+
+    def test_block_manager_decode(self):
+        bm = kvmem.BlockManager(self.daemon.sock, "half")
+        try:
+            g = bm.pool.geometry
+            arena = kernels.Arena.from_pool(bm.pool)
+            torch.manual_seed(3)
+            slots1 = bm.allocate(1, list(range(40)))
+            slots2 = bm.allocate(2, list(range(100, 121)))
+            r = bm.append_slots_batch([(1, [40]), (2, [121])])
+            slots1 += r[0].slots
+            slots2 += r[1].slots
+            allslots = slots1 + slots2
+            for layer in range(g.layers):
+                k = torch.randn(len(allslots), g.kv_heads, g.head_dim, dtype=torch.float16)
+                v = torch.randn(len(allslots), g.kv_heads, g.head_dim, dtype=torch.float16)
+                kernels.append(arena, layer, k, v, allslots)
+            tables = [bm.get_block_table(1), bm.get_block_table(2)]
+            stride = max(map(len, tables))
+            q = torch.randn(2, 4, g.head_dim, dtype=torch.float16)
+            out = kernels.decode(bm.pool, 1, q, [t + [0] * (stride - len(t)) for t in tables],
+                                 [41, 22])
+            want = torch_ref_decode(kernels.kv_view(arena), 1, q, tables, [41, 22],
+                                    1 / math.sqrt(g.head_dim))
+            self.assertLess((out.float() - want).abs().max().item(), 5e-3)
+            # what the kernel wrote is what the client reads
+            s = slots2[-1]
+            frame, off = bm.pool.slot_location(s, g.layers - 1, kvmem.KV_V, 1)
+            raw = bm.pool.frame_read(frame, g.head_dim * 2, off)
+            self.assertEqual(raw, v[-1, 1].contiguous().numpy().tobytes())
+        finally:
+            bm.close()
+
+
+def _cuda_ok():
+    return (torch is not None and torch.cuda.is_available() and
+            kernels.cuda_library_available())
+
+
+@unittest.skipUnless(_cuda_ok(), "no torch with a GPU, or no libkvkernels_cuda.so")
+class CudaKernelTest(TorchKernelTest):
+    device = "cuda"
+
+    def test_decode_fp32(self):
+        self.skipTest("the CUDA decode covers fp16 and bf16")
+
+
+if __name__ == "__main__":
+    unittest.main()
