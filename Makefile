@@ -64,7 +64,7 @@ LIBKVMM := $(B)/libkvmm.a
 
 PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm $(B)/mm/bench-prefix $(B)/mm/bench-transfer \
 	$(B)/daemon/kvmemd $(B)/daemon/kvmemctl \
-	$(B)/libkvclient.so $(B)/daemon/bench-ipc $(B)/daemon/kvclient-demo
+	$(B)/libkvclient.so $(B)/daemon/bench-ipc $(B)/daemon/kvclient-demo $(B)/daemon/kvdemo
 
 # ---- daemon/ -------------------------------------------------------------
 DAEMON_SRCS := $(filter-out daemon/kvmemctl.c,$(wildcard daemon/*.c))
@@ -99,10 +99,16 @@ $(B)/daemon/kvmemd: $(DAEMON_OBJS) $(LIBKVMM)
 
 # ---- lib/kvclient: libkvclient.a and .so ---------------------------------
 KVC_SRCS := $(wildcard lib/kvclient/*.c)
-KVC_OBJS := $(patsubst %.c,$(B)/%.o,$(KVC_SRCS)) $(B)/pic/lib/cudrv.o
+# kvmemctl's sizing (estimate, advise) lives in lib/ for kvmemd and the
+# tests too; libkvclient carries it and the value parsers, hidden (not
+# exported by the .so).
+KVC_LIB_OBJS := $(B)/pic/lib/cudrv.o $(B)/pic/lib/json.o $(B)/pic/lib/models.o \
+	$(B)/pic/lib/kvsize.o $(B)/pic/lib/config.o
+KVC_OBJS := $(patsubst %.c,$(B)/%.o,$(KVC_SRCS)) $(KVC_LIB_OBJS)
 LIBKVC := $(B)/libkvclient.a
 
 $(KVC_OBJS): CFLAGS += -fPIC
+$(KVC_LIB_OBJS): CFLAGS += -fvisibility=hidden
 
 $(B)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -136,6 +142,22 @@ $(B)/daemon/kvmemctl: $(B)/daemon/kvmemctl.o $(LIBKVC)
 # ---- kernels/ (owns its own fragment) ------------------------------------
 -include kernels/kernels.mk
 
+# ---- kvdemo: the model and engine of `make run' (daemon/demo/kvdemo/) -----
+# A client: libkvclient, the CPU kernels, lib/json.c (from libkvmm.a) for
+# the safetensors header.
+KVDEMO_SRCS := $(wildcard daemon/demo/kvdemo/*.c)
+KVDEMO_OBJS := $(patsubst %.c,$(B)/%.o,$(KVDEMO_SRCS))
+$(KVDEMO_OBJS): CFLAGS += -fopenmp-simd -Wno-psabi
+
+$(B)/daemon/kvdemo: $(KVDEMO_OBJS) $(LIBKVC) $(KERNELS_LIB) $(LIBKVMM)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -o $@ $(KVDEMO_OBJS) $(LIBKVC) $(KERNELS_LIB) $(LIBKVMM) $(LDFLAGS) $(LIBS)
+
+-include $(KVDEMO_OBJS:.o=.d)
+
+# selftests/e2e runs it
+selftests: $(B)/daemon/kvdemo
+
 # ---- selftests -----------------------------------------------------------
 COLLECTIONS := $(patsubst selftests/%/Makefile,%,$(wildcard selftests/*/Makefile))
 SELFTEST_ENV := TOP=$(TOP) Q=$(Q) KV_CFLAGS="$(CFLAGS) -I$(TOP)/selftests" \
@@ -155,8 +177,8 @@ check: deps
 	$(Q)selftests/run_kselftest.sh -o $(B)/selftests
 
 run: deps
-	$(Q)$(MAKE) --no-print-directory $(B)/mm/kvmm-demo $(B)/daemon/kvmemd \
-		$(B)/daemon/kvmemctl $(B)/daemon/kvclient-demo
+	$(Q)$(MAKE) --no-print-directory $(B)/daemon/kvmemd $(B)/daemon/kvmemctl \
+		$(B)/daemon/kvclient-demo $(B)/daemon/kvdemo
 	$(Q)scripts/run-demo.sh $(B)
 
 bench-mm: $(B)/mm/bench-mm
@@ -186,16 +208,19 @@ INCLUDEDIR ?= $(PREFIX)/include
 MANDIR ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
+# the Python binding (lib/python/kvmem): Debian's path for PREFIX=/usr;
+# elsewhere set PYTHONDIR, or PYTHONPATH at run time
+PYTHONDIR ?= $(PREFIX)/lib/python3/dist-packages
 KVC_FUNCS := kvc_connect kvc_close kvc_client_id kvc_is_admin kvc_pool_open kvc_pool_map kvc_frame_read kvc_frame_write \
 	kvc_seq_create kvc_seq_fork kvc_seq_truncate kvc_seq_free kvc_step kvc_activate \
-	kvc_deactivate kvc_block_table kvc_append kvc_reserve kvc_sync kvc_stats \
+	kvc_deactivate kvc_block_table kvc_append kvc_reserve kvc_admit kvc_sync kvc_stats \
 	kvc_clients kvc_sysctl_get kvc_sysctl_set kvc_drop_caches kvc_request
 SUBST := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
 	-e 's|@VERSION@|$(VERSION)|g'
 I := $(DESTDIR)
 
-install: $(B)/daemon/kvmemd $(B)/daemon/kvmemctl $(LIBKVC) $(B)/libkvclient.so
+install: $(B)/daemon/kvmemd $(B)/daemon/kvmemctl $(LIBKVC) $(B)/libkvclient.so $(KERNELS_SHLIBS)
 	$(Q)install -d $(I)$(BINDIR) $(I)$(LIBDIR)/pkgconfig $(I)$(INCLUDEDIR)/kvmem/uapi/kvmem \
 		$(I)$(MANDIR)/man3 $(I)$(MANDIR)/man5 $(I)$(MANDIR)/man8 $(I)$(UNITDIR) \
 		$(I)$(SYSCONFDIR)/kvmemd
@@ -212,6 +237,10 @@ install: $(B)/daemon/kvmemd $(B)/daemon/kvmemctl $(LIBKVC) $(B)/libkvclient.so
 	$(Q)install -m 644 Documentation/man/*.8 $(I)$(MANDIR)/man8/
 	$(Q)for f in $(KVC_FUNCS); do echo ".so man3/libkvclient.3" > $(I)$(MANDIR)/man3/$$f.3; done
 	$(Q)install -m 644 daemon/kvmemd.conf.example $(I)$(SYSCONFDIR)/kvmemd/
+	$(Q)install -d $(I)$(PYTHONDIR)/kvmem
+	$(Q)install -m 644 lib/python/kvmem/*.py $(I)$(PYTHONDIR)/kvmem/
+	$(Q)install -m 755 $(KERNELS_SHLIBS) $(I)$(PYTHONDIR)/kvmem/
+	$(Q)echo "LIBKVCLIENT = '$(LIBDIR)/libkvclient.so.1'" > $(I)$(PYTHONDIR)/kvmem/_installed.py
 	$(Q)test -e $(I)$(SYSCONFDIR)/kvmemd/kvmemd.conf || \
 		install -m 644 daemon/kvmemd.conf.example $(I)$(SYSCONFDIR)/kvmemd/kvmemd.conf
 	@echo "kvmem $(VERSION) installed under $(I)$(PREFIX)"

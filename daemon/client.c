@@ -191,6 +191,7 @@ void kvmemd_client_close(struct kvmemd *d, struct kvmemd_client *c)
 
 	while ((s = idr_next(&c->seqs, &id))) {
 		idr_remove(&c->seqs, id);
+		kv_seqlen_record(&s->pool->seqlen, kv_seq_tokens(s->seq));
 		kv_seq_free(s->seq);
 		free(s);
 		n++;

@@ -9,6 +9,10 @@
  * a table of their own, indexed by FIELD and stored in a struct
  * kvmemd_pool_config. Tenant keys (tenant.NAME = UID,UID...) are a family
  * of their own: one struct kvmemd_tenant_config each, in file order. The
+ * A pool's geometry comes from its keys, or from a model: a preset
+ * (pool.NAME.model, lib/models.c) or a Hugging Face config.json
+ * (pool.NAME.hf_config), read when the config is validated; the geometry
+ * keys may then be left out (pool_model_apply()). The
  * swap area (swap.*) is global; each pool with swap frames has a data
  * region of it, laid out in pool order (kvmemd_config_swap_offset()), and,
  * after all the data regions, a checkpoint region, in the same order
@@ -27,6 +31,7 @@
 
 #include "daemon/config.h"
 #include "lib/config.h"
+#include "lib/models.h"
 
 /* The most frames kv_pool_create() takes in a pool, all tiers together. */
 #define POOL_FRAMES_MAX		(UINT32_MAX / 2)
@@ -37,8 +42,10 @@
 /* A formatted value, NUL included: the longest is a path. */
 #define VALUE_MAX		(KVMEMD_SWAP_PATH_MAX + 8)
 
-_Static_assert(KVMEMD_SWAP_PATH_MAX >= KVMEMD_SOCKET_PATH_MAX,
+_Static_assert(KVMEMD_SWAP_PATH_MAX >= KVMEMD_SOCKET_PATH_MAX &&
+	       KVMEMD_SWAP_PATH_MAX >= KVMEMD_HF_CONFIG_MAX,
 	       "VALUE_MAX must hold every path");
+_Static_assert(KVMEMD_MODEL_NAME_MAX >= KV_MODEL_NAME_MAX, "a preset name fits pool.NAME.model");
 _Static_assert(KV_TIER_DEVICE < KVMEMD_TIER_SWAP && KV_TIER_HOST < KVMEMD_TIER_SWAP &&
 	       KVMEMD_TIER_SWAP < KVMEMD_NR_TIERS, "nr_frames holds every tier");
 #if defined(KV_TIER_SWAP) && KV_TIER_SWAP != KVMEMD_TIER_SWAP
@@ -57,16 +64,19 @@ enum key_type {
 	KEY_PATH,	/* an absolute path that fits the buffer */
 	KEY_GROUP,	/* a group name that fits the buffer */
 	KEY_GPUS,	/* "all" or a list of GPU ordinals: a bit mask */
+	KEY_MODEL,	/* the name of a preset of lib/models.c */
 };
 
 #define KEY_RUNTIME	0x1u	/* may change without a restart */
 #define KEY_OPTIONAL	0x2u	/* a pool key that may be left out: @def */
+#define KEY_GEOM	0x4u	/* a pool geometry key: may be left out with a model */
+#define KEY_FACT	0x8u	/* ... and, when given with one, must agree with it */
 
 /**
  * struct config_key - one configuration key
  * @name:    the key; for a pool key, the FIELD of pool.NAME.FIELD
  * @type:    KEY_*: how the value is parsed and printed
- * @flags:   KEY_RUNTIME, KEY_OPTIONAL
+ * @flags:   KEY_RUNTIME, KEY_OPTIONAL, KEY_GEOM, KEY_FACT
  * @off:     offset of the field in struct kvmemd_config (or, for a pool
  *           key, in struct kvmemd_pool_config)
  * @size:    size of the field: 4 or 8 for numbers, the buffer for strings
@@ -153,15 +163,17 @@ static const struct config_key config_keys[] = {
 #define NR_KEYS		(sizeof(config_keys) / sizeof(config_keys[0]))
 
 static const struct config_key pool_keys[] = {
-	{ "layers", KEY_UINT, 0, POOL_FIELD(geom.layers),
+	{ "model", KEY_MODEL, KEY_OPTIONAL, POOL_FIELD(model) },
+	{ "hf_config", KEY_PATH, KEY_OPTIONAL, POOL_FIELD(hf_config) },
+	{ "layers", KEY_UINT, KEY_GEOM | KEY_FACT, POOL_FIELD(geom.layers),
 	  .min = 1, .max = KV_MAX_LAYERS },
-	{ "kv_heads", KEY_UINT, 0, POOL_FIELD(geom.kv_heads),
+	{ "kv_heads", KEY_UINT, KEY_GEOM | KEY_FACT, POOL_FIELD(geom.kv_heads),
 	  .min = 1, .max = KV_MAX_KV_HEADS },
-	{ "head_dim", KEY_UINT, 0, POOL_FIELD(geom.head_dim),
+	{ "head_dim", KEY_UINT, KEY_GEOM | KEY_FACT, POOL_FIELD(geom.head_dim),
 	  .min = 1, .max = KV_MAX_HEAD_DIM },
-	{ "block_tokens", KEY_UINT, 0, POOL_FIELD(geom.block_tokens),
+	{ "block_tokens", KEY_UINT, KEY_GEOM, POOL_FIELD(geom.block_tokens),
 	  .min = 1, .max = KV_MAX_BLOCK_TOKENS },
-	{ "dtype", KEY_CHOICE, 0, POOL_FIELD(geom.dtype),
+	{ "dtype", KEY_CHOICE, KEY_GEOM, POOL_FIELD(geom.dtype),
 	  .choices = dtype_names, .values = dtype_values },
 	{ "device_mem", KEY_SIZE, 0, POOL_FIELD(device_mem),
 	  .min = 0, .max = UINT64_MAX },
@@ -175,9 +187,13 @@ static const struct config_key pool_keys[] = {
 	  .min = 0, .max = KVMEMD_MAX_GPUS - 1, .def = 0 },
 };
 #define NR_POOL_KEYS	(sizeof(pool_keys) / sizeof(pool_keys[0]))
-#define POOL_KEY_DEVICE_MEM	5
-#define POOL_KEY_HOST_MEM	6
-#define POOL_KEY_SWAP_MEM	8
+/* Indexes in pool_keys[]. */
+#define POOL_KEY_MODEL		0
+#define POOL_KEY_HF_CONFIG	1
+#define POOL_KEY_DTYPE		6
+#define POOL_KEY_DEVICE_MEM	7
+#define POOL_KEY_HOST_MEM	8
+#define POOL_KEY_SWAP_MEM	10
 
 /* The longest uid list of a tenant key, as printed, NUL included. */
 #define TENANT_VALUE_MAX	(KVMEMD_TENANT_UIDS_MAX * 11)
@@ -205,6 +221,12 @@ struct config_parse {
 };
 
 /* ---- one value --------------------------------------------------------- */
+
+/* Is @k stored as a string (rather than a number)? */
+static bool key_is_string(const struct config_key *k)
+{
+	return k->type == KEY_PATH || k->type == KEY_GROUP || k->type == KEY_MODEL;
+}
 
 static u64 field_get(const struct config_key *k, const void *base)
 {
@@ -377,10 +399,17 @@ static int string_check(const struct config_key *k, const char *value,
 {
 	const char *p;
 
+	if (k->type == KEY_MODEL && !kv_model_find(value)) {
+		snprintf(msg, len, "%s: unknown model '%s' (kvmemctl estimate --list shows the presets)",
+			 k->name, value);
+		return -EINVAL;
+	}
 	if (strlen(value) >= k->size) {
 		snprintf(msg, len, "%s: longer than %zu bytes", k->name, k->size - 1);
 		return -ENAMETOOLONG;
 	}
+	if (k->type == KEY_MODEL)
+		return 0;
 	if (k->type == KEY_PATH) {
 		if (value[0] == '/')
 			return 0;
@@ -408,7 +437,7 @@ static int key_store(const struct config_key *k, void *base, const char *value,
 	u64 v;
 	int ret;
 
-	if (k->type == KEY_PATH || k->type == KEY_GROUP) {
+	if (key_is_string(k)) {
 		ret = string_check(k, value, msg, len);
 		if (!ret)
 			snprintf((char *)base + k->off, k->size, "%s", value);
@@ -438,11 +467,12 @@ static int key_format(const struct config_key *k, const void *base,
 	u64 v = 0;
 	int n;
 
-	if (k->type != KEY_PATH && k->type != KEY_GROUP)
+	if (!key_is_string(k))
 		v = field_get(k, base);
 	switch (k->type) {
 	case KEY_PATH:
 	case KEY_GROUP:
+	case KEY_MODEL:
 		n = snprintf(buf, len, "%s", (const char *)base + k->off);
 		break;
 	case KEY_UINT:
@@ -750,7 +780,7 @@ static void pool_optional_defaults(struct kvmemd_pool_config *pc)
 	size_t k;
 
 	for (k = 0; k < NR_POOL_KEYS; k++) {
-		if (pool_keys[k].flags & KEY_OPTIONAL)
+		if ((pool_keys[k].flags & KEY_OPTIONAL) && !key_is_string(&pool_keys[k]))
 			field_set(&pool_keys[k], pc, pool_keys[k].def);
 	}
 }
@@ -962,19 +992,107 @@ static int pool_frames(struct config_parse *cp, int i, char *err, size_t errlen)
 	return pool_swap_frames(cp, i, err, errlen);
 }
 
+/*
+ * The model of pool @i, a preset or a config.json (read now), into @m; a
+ * name for it in messages into @what.
+ */
+static int pool_model_get(struct config_parse *cp, int i, struct kv_model *m,
+			  char *what, size_t len, char *err, size_t errlen)
+{
+	const struct kvmemd_pool_config *pc = &cp->cfg.pools[i];
+	const unsigned int *line = cp->pool_line[i];
+	struct kv_config_pos pos = { .file = cp->file, .err = err, .errlen = errlen };
+	char msg[KV_MODEL_ERR_MAX + KVMEMD_HF_CONFIG_MAX];
+
+	if (line[POOL_KEY_MODEL] && line[POOL_KEY_HF_CONFIG]) {
+		pos.line = line[POOL_KEY_MODEL] > line[POOL_KEY_HF_CONFIG] ?
+			   line[POOL_KEY_MODEL] : line[POOL_KEY_HF_CONFIG];
+		return kv_config_error(&pos, -EINVAL,
+				       "pool '%s': give pool.%s.model or pool.%s.hf_config, not both (lines %u and %u)",
+				       pc->name, pc->name, pc->name, line[POOL_KEY_MODEL],
+				       line[POOL_KEY_HF_CONFIG]);
+	}
+	if (line[POOL_KEY_MODEL]) {
+		*m = *kv_model_find(pc->model);	/* key_store() found it */
+		snprintf(what, len, "model '%s'", pc->model);
+		return 0;
+	}
+	pos.line = line[POOL_KEY_HF_CONFIG];
+	if (kv_model_load_hf(pc->hf_config, m, msg, sizeof(msg)))
+		return kv_config_error(&pos, -EINVAL, "pool.%s.hf_config: %s", pc->name, msg);
+	if (!m->dtype && !line[POOL_KEY_DTYPE])
+		return kv_config_error(&pos, -EINVAL,
+				       "pool.%s.hf_config: %s: its torch_dtype is none of float16, bfloat16, float32; set pool.%s.dtype",
+				       pc->name, pc->hf_config, pc->name);
+	snprintf(what, len, "hf_config '%s'", pc->hf_config);
+	return 0;
+}
+
+/*
+ * Give pool @i, which has a model (pool.NAME.model or pool.NAME.hf_config),
+ * its geometry: the geometry keys left out take the model's values
+ * (block_tokens: KVMEMD_MODEL_BLOCK_TOKENS); layers, kv_heads and head_dim
+ * given too must agree with it; a dtype given overrides the model's.
+ */
+static int pool_model_apply(struct config_parse *cp, int i, char *err, size_t errlen)
+{
+	struct kvmemd_pool_config *pc = &cp->cfg.pools[i], mc = { 0 };
+	const unsigned int *line = cp->pool_line[i];
+	struct kv_config_pos pos = { .file = cp->file, .err = err, .errlen = errlen };
+	char what[KVMEMD_HF_CONFIG_MAX + 16], va[32], vb[32];
+	const struct config_key *k;
+	struct kv_model m;
+	int ret;
+
+	ret = pool_model_get(cp, i, &m, what, sizeof(what), err, errlen);
+	if (ret)
+		return ret;
+	kv_model_geometry(&m, KVMEMD_MODEL_BLOCK_TOKENS, &mc.geom);
+	for (k = pool_keys; k < pool_keys + NR_POOL_KEYS; k++) {
+		if (!(k->flags & KEY_GEOM))
+			continue;
+		if (!line[k - pool_keys]) {
+			field_set(k, pc, field_get(k, &mc));
+			continue;
+		}
+		if (!(k->flags & KEY_FACT) || field_get(k, pc) == field_get(k, &mc))
+			continue;
+		key_format(k, pc, va, sizeof(va));
+		key_format(k, &mc, vb, sizeof(vb));
+		pos.line = line[k - pool_keys];
+		return kv_config_error(&pos, -EINVAL,
+				       "pool.%s.%s = %s disagrees with %s, which has %s; leave it out",
+				       pc->name, k->name, va, what, vb);
+	}
+	return 0;
+}
+
 static int pool_validate(struct config_parse *cp, int i, char *err, size_t errlen)
 {
 	struct kv_config_pos pos = {
 		.file = cp->file, .line = cp->pool_first[i], .err = err, .errlen = errlen,
 	};
 	const char *name = cp->cfg.pools[i].name;
+	bool model = cp->pool_line[i][POOL_KEY_MODEL] || cp->pool_line[i][POOL_KEY_HF_CONFIG];
+	unsigned int flags;
 	size_t k;
+	int ret;
 
 	for (k = 0; k < NR_POOL_KEYS; k++) {
-		if (!cp->pool_line[i][k] && !(pool_keys[k].flags & KEY_OPTIONAL))
+		flags = pool_keys[k].flags;
+		if (cp->pool_line[i][k] || (flags & KEY_OPTIONAL) || (model && (flags & KEY_GEOM)))
+			continue;
+		if (flags & KEY_GEOM)
 			return kv_config_error(&pos, -EINVAL,
-					       "pool '%s': missing pool.%s.%s",
-					       name, name, pool_keys[k].name);
+					       "pool '%s': missing pool.%s.%s (or pool.%s.model or pool.%s.hf_config)",
+					       name, name, pool_keys[k].name, name, name);
+		return kv_config_error(&pos, -EINVAL, "pool '%s': missing pool.%s.%s",
+				       name, name, pool_keys[k].name);
+	}
+	if (model) {
+		ret = pool_model_apply(cp, i, err, errlen);
+		if (ret)
+			return ret;
 	}
 	if (!kv_geometry_valid(&cp->cfg.pools[i].geom))
 		return kv_config_error(&pos, -EINVAL, "pool '%s': invalid geometry", name);
@@ -1622,7 +1740,9 @@ static void tenant_print(const struct kvmemd_tenant_config *t, FILE *f)
  * @cfg: the config
  * @f:   where to write: one `key = value' line per key, then the tenant
  *       keys in their order, pools last; keys with an empty value appear as
- *       comments
+ *       comments, except a pool's model and hf_config, left out when not
+ *       set. A pool with a model also shows the geometry it gives (those
+ *       keys load back: they agree with it)
  *
  * What it writes loads back into the same config.
  *
@@ -1640,8 +1760,12 @@ int kvmemd_config_print(const struct kvmemd_config *cfg, FILE *f)
 		tenant_print(&cfg->tenants[i], f);
 	for (i = 0; i < cfg->nr_pools; i++) {
 		snprintf(prefix, sizeof(prefix), "pool.%s.", cfg->pools[i].name);
-		for (k = 0; k < NR_POOL_KEYS; k++)
+		for (k = 0; k < NR_POOL_KEYS; k++) {
+			if (key_is_string(&pool_keys[k]) &&
+			    !((const char *)&cfg->pools[i] + pool_keys[k].off)[0])
+				continue;	/* no model, no hf_config */
 			key_print(&pool_keys[k], prefix, &cfg->pools[i], f);
+		}
 	}
 	return ferror(f) ? -EIO : 0;
 }

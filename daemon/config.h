@@ -41,6 +41,11 @@
 #define KVMEMD_TENANT_UIDS_MAX		64
 /* swap.path: a file or block device; no sun_path limit here. */
 #define KVMEMD_SWAP_PATH_MAX		256
+/* pool.NAME.model: a preset name; pool.NAME.hf_config: a path. */
+#define KVMEMD_MODEL_NAME_MAX		32
+#define KVMEMD_HF_CONFIG_MAX		256
+/* pool.NAME.block_tokens when a model or hf_config gives the geometry. */
+#define KVMEMD_MODEL_BLOCK_TOKENS	16
 
 /* log.level */
 #define KVMEMD_LOG_ERROR		0
@@ -93,8 +98,16 @@
 /**
  * struct kvmemd_pool_config - one pool.NAME.* section
  * @name:       NAME: [a-z0-9_], 1 to KVMEMD_POOL_NAME_MAX - 1 bytes
+ * @model:      pool.NAME.model, a preset of lib/models.c ("llama3-8b"), or
+ *              "" when not set
+ * @hf_config:  pool.NAME.hf_config, an absolute path to a Hugging Face
+ *              config.json, or "" when not set; not both with @model
  * @geom:       pool.NAME.layers, .kv_heads, .head_dim, .block_tokens and
- *              .dtype (as KV_DTYPE_*); kv_geometry_valid() holds
+ *              .dtype (as KV_DTYPE_*); kv_geometry_valid() holds. With
+ *              @model or @hf_config, layers, kv_heads and head_dim are the
+ *              model's (the keys may be given only with the same values),
+ *              dtype is the model's unless pool.NAME.dtype is set, and
+ *              block_tokens is KVMEMD_MODEL_BLOCK_TOKENS unless its key is
  * @device_mem: pool.NAME.device_mem, bytes of the device arena
  * @host_mem:   pool.NAME.host_mem, bytes of the host arena (0: none)
  * @swap_mem:   pool.NAME.swap_mem, bytes of the pool's data region of the
@@ -111,6 +124,8 @@
  */
 struct kvmemd_pool_config {
 	char name[KVMEMD_POOL_NAME_MAX];
+	char model[KVMEMD_MODEL_NAME_MAX];
+	char hf_config[KVMEMD_HF_CONFIG_MAX];
 	struct kv_geometry geom;
 	u64 device_mem;
 	u64 host_mem;

@@ -14,6 +14,7 @@
 #include <lib/idr.h>
 #include <lib/list.h>
 #include <lib/cudrv.h>
+#include <lib/kvsize.h>
 #include <mm/mm.h>
 #include <uapi/kvmem/kvmem.h>
 #include "config.h"
@@ -43,6 +44,8 @@ struct hwloc_topology;
  * @cuda:      the CUDA backend's parameters (they live as long as the pool)
  * @place:     its NUMA placement, from the topology (topology.c)
  * @placed:    @place was found and given to kv_pool_create()
+ * @seqlen:    lengths of its sequences when they were freed (by SEQ_FREE
+ *             or with their client), for KVMEM_STATS_SEQLEN
  */
 struct kvmemd_pool {
 	char name[KVMEM_NAME_MAX];
@@ -53,6 +56,7 @@ struct kvmemd_pool {
 	struct kv_cuda_params cuda;
 	struct kv_placement place;
 	bool placed;
+	struct kv_seqlen_hist seqlen;
 };
 
 /**
@@ -216,6 +220,10 @@ void kvmemd_reserve_used(struct kvmemd_pool *p, struct kvmemd_client *c, const u
 void kvmemd_reserve_drop(struct kvmemd *d, struct kvmemd_client *c);
 int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, size_t blen,
 		      char *out, size_t room, size_t *out_len);
+
+/* admit.c */
+int kvmemd_op_admit(struct kvmemd *d, struct kvmemd_client *c, const void *b, size_t blen,
+		    char *out, size_t room, size_t *out_len);
 
 /* stats.c */
 int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, u32 tenant, char *buf,

@@ -193,6 +193,7 @@ static int op_seq(struct kvmemd *d, struct kvmemd_client *c, u16 op, const void 
 		break;
 	case KVMEM_OP_SEQ_FREE:
 		idr_remove(&c->seqs, req.seq);
+		kv_seqlen_record(&s->pool->seqlen, kv_seq_tokens(s->seq));
 		kv_seq_free(s->seq);
 		free(s);
 		return 0;
@@ -443,6 +444,8 @@ static int dispatch_op(struct kvmemd *d, struct kvmemd_client *c, u16 op, const 
 		return kvmemd_op_prefix_pin(d, c, b, blen);
 	case KVMEM_OP_CHECKPOINT:
 		return kvmemd_op_checkpoint(d, c, b, blen);
+	case KVMEM_OP_ADMIT:
+		return kvmemd_op_admit(d, c, b, blen, r->body, r->room, &r->len);
 	default:
 		return -EOPNOTSUPP;
 	}

@@ -3,7 +3,8 @@
  * Text statistics for STATS and CLIENTS: meminfo (per pool, plus the
  * daemon's metadata allocator), vmstat (per pool) and zoneinfo (per pool:
  * geometry, the result of kv_pool_check(), and per tier frames, lists and
- * watermarks), the prefix cache, the topology (topology.c), clients.
+ * watermarks), the prefix cache, the topology (topology.c), the lengths
+ * of the sequences each pool saw end (for `kvmemctl advise'), clients.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -64,6 +65,20 @@ static void zoneinfo(struct kvmemd_pool *p, FILE *f)
 	}
 }
 
+/*
+ * KVMEM_STATS_SEQLEN: the pool's block size and KV bytes per token, then
+ * its histogram of sequence lengths (kv_seqlen_print()).
+ */
+static void seqlen(struct kvmemd_pool *p, FILE *f)
+{
+	const struct kv_geometry *g = kv_pool_geometry(p->pool);
+
+	fprintf(f, "%-18s %12u\n", "BlockTokens:", g->block_tokens);
+	fprintf(f, "%-18s %12llu\n", "TokenBytes:",
+		(unsigned long long)(kv_block_bytes(g) / g->block_tokens));
+	kv_seqlen_print(&p->seqlen, f);
+}
+
 static int finish(FILE *f, size_t len)
 {
 	long n;
@@ -93,7 +108,7 @@ int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, u32 tenant, char *bu
 	FILE *f;
 	u32 i;
 
-	if (what < KVMEM_STATS_MEMINFO || what > KVMEM_STATS_TOPOLOGY)
+	if (what < KVMEM_STATS_MEMINFO || what > KVMEM_STATS_SEQLEN)
 		return -EINVAL;
 	f = fmemopen(buf, len, "w");
 	if (!f)
@@ -118,6 +133,8 @@ int kvmemd_stats_text(struct kvmemd *d, u32 what, u32 pool, u32 tenant, char *bu
 			kv_pool_print_meminfo(p->pool, f);
 		else if (what == KVMEM_STATS_PREFIX)
 			kv_prefix_print(p->pool, f, tenant, kvmemd_tenant_name, d);
+		else if (what == KVMEM_STATS_SEQLEN)
+			seqlen(p, f);
 		else
 			kv_pool_print_vmstat(p->pool, f);
 	}

@@ -31,6 +31,22 @@ $(B)/kernels/bench-kernels: kernels/bench/bench_cpu.c kernels/bench/bench_common
 
 -include $(KERNELS_OBJS:.o=.d)
 
+# Shared builds for the Python binding (lib/python/kvmem/kernels.py loads
+# them with ctypes): the same sources compiled -fPIC.
+#   $(B)/libkvkernels.so       the CPU kernels
+#   $(B)/libkvkernels_cuda.so  the CUDA kernels (with the CPU ones and the
+#                              CUDA runtime, static), where nvcc is found
+KERNELS_PIC_OBJS := $(patsubst %.c,$(B)/pic/%.o,$(KERNELS_SRCS))
+KERNELS_SHLIBS := $(B)/libkvkernels.so
+
+$(KERNELS_PIC_OBJS): CFLAGS += -fopenmp-simd -Wno-psabi -fPIC
+
+$(B)/libkvkernels.so: $(KERNELS_PIC_OBJS)
+	@$(if $(Q),echo "  LD      $(notdir $@)")
+	$(Q)$(CC) -shared -Wl,-soname,libkvkernels.so -o $@ $^ $(LDFLAGS) -lm
+
+-include $(KERNELS_PIC_OBJS:.o=.d)
+
 # ---- CUDA ------------------------------------------------------------------
 NVCC ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
 ifneq ($(NVCC),)
@@ -70,10 +86,16 @@ $(B)/kernels/bench-kernels-gpu: kernels/bench/bench_gpu.c kernels/bench/bench_co
 
 # the GPU selftest links against it (selftests/kernels/Makefile)
 selftests: $(KERNELS_CUDA_LIB)
+
+$(B)/libkvkernels_cuda.so: $(KERNELS_CUDA_OBJS) $(KERNELS_PIC_OBJS)
+	@$(if $(Q),echo "  LD      $(notdir $@)")
+	$(Q)$(CC) -shared -Wl,-soname,libkvkernels_cuda.so -Wl,--exclude-libs,ALL -o $@ $^ \
+		-L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++ $(LDFLAGS) -lm
+KERNELS_SHLIBS += $(B)/libkvkernels_cuda.so
 endif
 
 .PHONY: bench-kernels
-all: $(KERNELS_PROGS)
+all: $(KERNELS_PROGS) $(KERNELS_SHLIBS)
 
 bench-kernels: $(B)/kernels/bench-kernels
 	$(Q)$(B)/kernels/bench-kernels

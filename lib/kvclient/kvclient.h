@@ -93,6 +93,8 @@ int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots);
 int kvc_append_ids(struct kvc *c, uint64_t seq, uint32_t n, const uint32_t *ids,
 		   uint64_t *slots);
 int kvc_reserve(struct kvc *c, const struct kvc_pool *pool, uint32_t nr);
+int kvc_admit(struct kvc *c, const struct kvc_pool *pool, uint32_t nr_blocks,
+	      struct kvmem_admit_reply *rep);
 int kvc_sync(struct kvc *c);
 
 int kvc_stats(struct kvc *c, uint32_t what, uint32_t pool, char *buf, size_t len);

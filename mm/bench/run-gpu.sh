@@ -34,14 +34,14 @@ make -j"$(nproc)" all "$B/mm/bench-transfer" >"$logs/build.log" 2>&1 || {
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null |
 	tee "$logs/gpu.txt" || true
 
-echo "== selftests: cuda daemon prefix swap"
-selftests/run_kselftest.sh -o "$B/selftests" -c cuda -c daemon -c prefix -c swap \
+echo "== selftests: cuda daemon prefix swap python (kvmem.hf on transformers)"
+selftests/run_kselftest.sh -o "$B/selftests" -c cuda -c daemon -c prefix -c swap -c python \
 	>"$logs/selftests.log" 2>&1 || rc=1
 grep -E '^(ok|not ok)|^# (ok|not ok|#.*SKIP)|passed, .* failed' "$logs/selftests.log"
 
 echo "== make run (scripts/run-demo.sh)"
 scripts/run-demo.sh "$B" >"$logs/run.log" 2>&1 || rc=1
-grep -E 'kvclient-demo|backend|GPU|cuda|^kvmemd' "$logs/run.log" | head -20
+grep -E 'kvdemo|backend|GPU|cuda|^kvmemd|^  (requests|check|throughput|kvmemd|output)' "$logs/run.log" | head -30
 
 echo "== bench-transfer"
 "$B/mm/bench-transfer" 2>&1 | tee "$logs/bench-transfer.md" || rc=1

@@ -10,7 +10,10 @@
  * swap.engine, swap.persist and pool.NAME.swap_mem, the swap frames, and
  * the layout of the pools' data and checkpoint regions
  * (kvmemd_config_swap_offset(), kvmemd_config_ckpt_offset(),
- * kvmemd_config_ckpt_size(), kvmemd_config_swap_size()).
+ * kvmemd_config_ckpt_size(), kvmemd_config_swap_size()). A pool's geometry
+ * from a model: pool.NAME.model (every preset), pool.NAME.hf_config (a
+ * config.json written here), the keys that may go with them, conflicts,
+ * unknown presets, broken files, printing and reloading.
  *
  * daemon/config.c is not part of libkvmm.a, so it is compiled in here.
  */
@@ -1503,6 +1506,282 @@ TEST(print_loads_back_most_tenants)
 	free(t2);
 }
 
+/* ---- pool.NAME.model and pool.NAME.hf_config ---------------------------- */
+
+/* meta-llama/Meta-Llama-3-8B's config.json, as published. */
+static const char llama3_8b_json[] =
+	"{\n"
+	"  \"architectures\": [\n    \"LlamaForCausalLM\"\n  ],\n"
+	"  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n"
+	"  \"bos_token_id\": 128000,\n  \"eos_token_id\": 128001,\n"
+	"  \"hidden_act\": \"silu\",\n  \"hidden_size\": 4096,\n"
+	"  \"initializer_range\": 0.02,\n  \"intermediate_size\": 14336,\n"
+	"  \"max_position_embeddings\": 8192,\n  \"model_type\": \"llama\",\n"
+	"  \"num_attention_heads\": 32,\n  \"num_hidden_layers\": 32,\n"
+	"  \"num_key_value_heads\": 8,\n  \"pretraining_tp\": 1,\n"
+	"  \"rms_norm_eps\": 1e-05,\n  \"rope_scaling\": null,\n"
+	"  \"rope_theta\": 500000.0,\n  \"tie_word_embeddings\": false,\n"
+	"  \"torch_dtype\": \"bfloat16\",\n  \"transformers_version\": \"4.40.0.dev0\",\n"
+	"  \"use_cache\": true,\n  \"vocab_size\": 128256\n}\n";
+
+#define MODEL_POOL(n, model)						\
+	"pool." n ".model = " model "\n"				\
+	"pool." n ".device_mem = 16G\n"					\
+	"pool." n ".host_mem = 0\n"
+
+static void geom_is(struct __test_metadata *_metadata, const struct kv_geometry *g,
+		    u32 layers, u32 kv_heads, u32 head_dim, u32 block_tokens, u32 dtype)
+{
+	EXPECT_EQ(layers, g->layers);
+	EXPECT_EQ(kv_heads, g->kv_heads);
+	EXPECT_EQ(head_dim, g->head_dim);
+	EXPECT_EQ(block_tokens, g->block_tokens);
+	EXPECT_EQ(dtype, g->dtype);
+}
+
+TEST(pool_model_gives_the_geometry)
+{
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX], buf[64];
+	struct kvmemd_config cfg;
+
+	ASSERT_EQ(0, load_text(MODEL_POOL("l", "llama3-8b"), &cfg, path, err));
+	EXPECT_STREQ("", err);
+	ASSERT_EQ(1, cfg.nr_pools);
+	EXPECT_STREQ("llama3-8b", cfg.pools[0].model);
+	geom_is(_metadata, &cfg.pools[0].geom, 32, 8, 128, 16, KV_DTYPE_BF16);
+	/* 2 x 32 x 8 x 128 x 2 bytes a token: 2M blocks of 16 tokens */
+	EXPECT_EQ(2ull << 20, kv_frame_bytes(&cfg.pools[0].geom));
+	EXPECT_EQ(8192, cfg.pools[0].nr_frames[KV_TIER_DEVICE]);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "pool.l.model", buf, sizeof(buf)));
+	EXPECT_STREQ("llama3-8b", buf);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "pool.l.layers", buf, sizeof(buf)));
+	EXPECT_STREQ("32", buf);
+
+	/* block_tokens and dtype may be given; the facts only as they are. */
+	ASSERT_EQ(0, load_text("pool.m.block_tokens = 32\npool.m.dtype = fp16\n"
+			       "pool.m.layers = 32\npool.m.head_dim = 128\n"
+			       MODEL_POOL("m", "mistral-7b"), &cfg, path, err));
+	geom_is(_metadata, &cfg.pools[0].geom, 32, 8, 128, 32, KV_DTYPE_FP16);
+	/* Llama 2 is published in float16, Falcon 7B is multi-query. */
+	ASSERT_EQ(0, load_text(MODEL_POOL("a", "llama2-70b") MODEL_POOL("b", "falcon-7b")
+			       MODEL_POOL("c", "gemma-2-9b") MODEL_POOL("d", "phi-3-mini"),
+			       &cfg, path, err));
+	geom_is(_metadata, &cfg.pools[0].geom, 80, 8, 128, 16, KV_DTYPE_FP16);
+	geom_is(_metadata, &cfg.pools[1].geom, 32, 1, 64, 16, KV_DTYPE_BF16);
+	geom_is(_metadata, &cfg.pools[2].geom, 42, 8, 256, 16, KV_DTYPE_BF16);
+	geom_is(_metadata, &cfg.pools[3].geom, 32, 32, 96, 16, KV_DTYPE_BF16);
+}
+
+/* Every preset makes a pool: the largest block fits its limits. */
+TEST(every_preset_loads)
+{
+	char text[256], err[KV_CONFIG_ERR_MAX];
+	const struct kv_model *m;
+	struct kvmemd_config cfg;
+	size_t i;
+
+	ASSERT_LT(20, kv_model_count());
+	for (i = 0; (m = kv_model_at(i)); i++) {
+		snprintf(text, sizeof(text), "pool.p.model = %s\npool.p.device_mem = 64G\n"
+			 "pool.p.host_mem = 0\n", m->name);
+		EXPECT_EQ(0, kvmemd_config_load_string(&cfg, "presets", text, err, sizeof(err)));
+		if (err[0])
+			TH_LOG("%s: %s", m->name, err);
+		EXPECT_EQ(m->layers, cfg.pools[0].geom.layers);
+		EXPECT_EQ(m->kv_heads, cfg.pools[0].geom.kv_heads);
+		EXPECT_LE(4, cfg.pools[0].nr_frames[KV_TIER_DEVICE]);
+	}
+	EXPECT_EQ(i, kv_model_count());
+	EXPECT_NULL(kv_model_at(i));
+}
+
+TEST(pool_hf_config_gives_the_geometry)
+{
+	char path[TMP_PATH_MAX], json[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX];
+	char text[512], *t1;
+	struct kvmemd_config cfg, back;
+
+	ASSERT_EQ(0, tmp_write(json, llama3_8b_json));
+	snprintf(text, sizeof(text), "pool.h.hf_config = %s\npool.h.device_mem = 1G\n"
+		 "pool.h.host_mem = 0\npool.h.block_tokens = 8\n", json);
+	EXPECT_EQ(0, load_text(text, &cfg, path, err));
+	EXPECT_STREQ("", err);
+	EXPECT_STREQ(json, cfg.pools[0].hf_config);
+	geom_is(_metadata, &cfg.pools[0].geom, 32, 8, 128, 8, KV_DTYPE_BF16);
+	EXPECT_EQ(1024, cfg.pools[0].nr_frames[KV_TIER_DEVICE]);
+
+	/* Printed: the file and the geometry it gave, which load back. */
+	t1 = config_text(&cfg);
+	ASSERT_NE_NULL(t1);
+	snprintf(text, sizeof(text), "pool.h.hf_config = %s\npool.h.layers = 32\n", json);
+	EXPECT_NE_NULL(strstr(t1, text));
+	EXPECT_NULL(strstr(t1, "pool.h.model"));
+	EXPECT_EQ(0, kvmemd_config_load_string(&back, "printed", t1, err, sizeof(err)));
+	EXPECT_EQ(0, memcmp(&cfg, &back, sizeof(cfg)));
+	free(t1);
+	unlink(json);
+}
+
+TEST(pool_model_print_reload)
+{
+	char err[KV_CONFIG_ERR_MAX], *t1;
+	struct kvmemd_config cfg, back, next;
+
+	ASSERT_EQ(0, kvmemd_config_load_string(&cfg, "a", MODEL_POOL("q", "qwen2.5-7b")
+					       GEOM("x", "2") "pool.x.device_mem = 1M\n"
+					       "pool.x.host_mem = 0\n", err, sizeof(err)));
+	t1 = config_text(&cfg);
+	ASSERT_NE_NULL(t1);
+	EXPECT_NE_NULL(strstr(t1, "pool.q.model = qwen2.5-7b\npool.q.layers = 28\n"
+			      "pool.q.kv_heads = 4\npool.q.head_dim = 128\n"
+			      "pool.q.block_tokens = 16\npool.q.dtype = bf16\n"));
+	EXPECT_NE_NULL(strstr(t1, "\npool.x.layers = 2\n"));
+	EXPECT_NULL(strstr(t1, "pool.x.model"));
+	EXPECT_NULL(strstr(t1, "hf_config"));
+	ASSERT_EQ(0, kvmemd_config_load_string(&back, "printed", t1, err, sizeof(err)));
+	EXPECT_EQ(0, memcmp(&cfg, &back, sizeof(cfg)));
+	free(t1);
+
+	/* Another model needs a restart. */
+	ASSERT_EQ(0, kvmemd_config_load_string(&next, "b", MODEL_POOL("q", "qwen2.5-72b")
+					       GEOM("x", "2") "pool.x.device_mem = 1M\n"
+					       "pool.x.host_mem = 0\n", err, sizeof(err)));
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&cfg, &next, NULL, err, sizeof(err)));
+	EXPECT_STREQ("pool.q.model changed from 'qwen2.5-7b' to 'qwen2.5-72b'; needs a restart",
+		     err);
+	/* The same geometry given by its keys instead is a change too. */
+	ASSERT_EQ(0, kvmemd_config_load_string(&next, "c",
+					       "pool.q.layers = 28\npool.q.kv_heads = 4\n"
+					       "pool.q.head_dim = 128\npool.q.block_tokens = 16\n"
+					       "pool.q.dtype = bf16\npool.q.device_mem = 16G\n"
+					       "pool.q.host_mem = 0\n"
+					       GEOM("x", "2") "pool.x.device_mem = 1M\n"
+					       "pool.x.host_mem = 0\n", err, sizeof(err)));
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&cfg, &next, NULL, err, sizeof(err)));
+	EXPECT_STREQ("pool.q.model changed from 'qwen2.5-7b' to ''; needs a restart", err);
+}
+
+/* A config.json edited under a running daemon: its geometry needs a restart. */
+TEST(pool_hf_config_changed_needs_a_restart)
+{
+	char json[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX], text[512];
+	struct kvmemd_config cfg, next;
+	u32 changed;
+
+	ASSERT_EQ(0, tmp_write(json, llama3_8b_json));
+	snprintf(text, sizeof(text), "pool.h.hf_config = %s\npool.h.device_mem = 1G\n"
+		 "pool.h.host_mem = 0\n", json);
+	ASSERT_EQ(0, kvmemd_config_load_string(&cfg, "a", text, err, sizeof(err)));
+	ASSERT_EQ(0, kvmemd_config_load_string(&next, "a", text, err, sizeof(err)));
+	EXPECT_EQ(0, kvmemd_config_reload_diff(&cfg, &next, &changed, err, sizeof(err)));
+	unlink(json);
+	ASSERT_EQ(0, tmp_write(json, "{\"num_hidden_layers\": 40, \"num_attention_heads\": 40,"
+			       " \"hidden_size\": 5120, \"torch_dtype\": \"float16\"}"));
+	snprintf(text, sizeof(text), "pool.h.hf_config = %s\npool.h.device_mem = 1G\n"
+		 "pool.h.host_mem = 0\n", json);
+	ASSERT_EQ(0, kvmemd_config_load_string(&next, "a", text, err, sizeof(err)));
+	geom_is(_metadata, &next.pools[0].geom, 40, 40, 128, 16, KV_DTYPE_FP16);
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&cfg, &next, &changed, err, sizeof(err)));
+	EXPECT_NE_NULL(strstr(err, "needs a restart"));
+	unlink(json);
+}
+
+static const struct bad_file bad_models[] = {
+	{ "log.level = info\npool.x.model = foo\n", 2,
+	  "pool.x.model: unknown model 'foo' (kvmemctl estimate --list shows the presets)" },
+	{ "pool.x.model = Llama3-8B\n", 1, "pool.x.model: unknown model 'Llama3-8B'" },
+	{ "pool.x.model = llama3-8b\npool.x.model = llama3-8b\n", 2,
+	  "duplicate key 'pool.x.model' (first set at line 1)" },
+	{ "pool.x.model = llama3-8b\npool.x.layers = 40\n"
+	  "pool.x.device_mem = 1G\npool.x.host_mem = 0\n", 2,
+	  "pool.x.layers = 40 disagrees with model 'llama3-8b', which has 32; leave it out" },
+	{ "pool.x.kv_heads = 32\n" MODEL_POOL("x", "llama3-8b"), 1,
+	  "pool.x.kv_heads = 32 disagrees with model 'llama3-8b', which has 8" },
+	{ MODEL_POOL("x", "gemma-2-9b") "pool.x.head_dim = 128\n", 4,
+	  "pool.x.head_dim = 128 disagrees with model 'gemma-2-9b', which has 256" },
+	{ MODEL_POOL("x", "llama3-8b") "\npool.x.hf_config = /c.json\n", 5,
+	  "pool 'x': give pool.x.model or pool.x.hf_config, not both (lines 1 and 5)" },
+	{ "pool.x.hf_config = config.json\n", 1,
+	  "pool.x.hf_config: 'config.json' is not an absolute path" },
+	{ "pool.x.hf_config = /nonexistent/config.json\npool.x.device_mem = 1G\n"
+	  "pool.x.host_mem = 0\n", 1,
+	  "pool.x.hf_config: /nonexistent/config.json: No such file or directory" },
+	{ "pool.x.model = llama3-8b\npool.x.host_mem = 0\n", 1,
+	  "pool 'x': missing pool.x.device_mem" },
+	{ GEOM("a", "2") "pool.a.device_mem = 1M\npool.a.host_mem = 1M\n"
+	  "pool.b.device_mem = 1G\npool.b.host_mem = 0\n", 8,
+	  "pool 'b': missing pool.b.layers (or pool.b.model or pool.b.hf_config)" },
+	/* 126 layers x 8 heads x 128 x bf16: 7.875M blocks, 3 in 31.5M */
+	{ "pool.x.model = llama3.1-405b\npool.x.device_mem = 31M\npool.x.host_mem = 0\n", 2,
+	  "pool.x.device_mem: holds 3 frames of 8064K, at least 4 are needed" },
+};
+
+TEST(bad_models_name_file_and_line)
+{
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX];
+	struct kvmemd_config cfg;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad_models) / sizeof(bad_models[0]); i++) {
+		EXPECT_EQ(-EINVAL, load_text(bad_models[i].text, &cfg, path, err));
+		EXPECT_TRUE(err_is(err, path, bad_models[i].line, bad_models[i].what));
+	}
+}
+
+/* What a broken or unusable config.json says, at the hf_config line. */
+TEST(bad_hf_configs)
+{
+	static const struct {
+		const char *json, *what;
+	} bad[] = {
+		{ "{\n  \"num_hidden_layers\": 32,\n  \"num_attention_heads\" 32\n}\n",
+		  ":3:25: expected ':' after the member name \"num_attention_heads\", found '3'" },
+		{ "{\"num_hidden_layers\": 32,}", ":1:26: a comma before '}' (no trailing commas" },
+		{ "", ":1:1: expected a value, found the end of the text" },
+		{ "[32]", ": the top level is an array, not an object" },
+		{ "{\"num_attention_heads\": 32, \"hidden_size\": 4096}",
+		  ": num_hidden_layers is missing" },
+		{ "{\"num_hidden_layers\": 32, \"hidden_size\": 4096}",
+		  ": num_attention_heads is missing" },
+		{ "{\"num_hidden_layers\": \"32\", \"num_attention_heads\": 32}",
+		  ": num_hidden_layers (line 1) is a string, not a positive integer" },
+		{ "{\"num_hidden_layers\": 32.0, \"num_attention_heads\": 32}",
+		  ": num_hidden_layers (line 1) is 32.0, not a positive integer" },
+		{ "{\"num_hidden_layers\": 2000, \"num_attention_heads\": 32}",
+		  ": num_hidden_layers (line 1): 2000 is out of range (1..1024)" },
+		{ "{\"num_hidden_layers\": 32, \"num_attention_heads\": 32}",
+		  ": head_dim and hidden_size are both missing" },
+		{ "{\"num_hidden_layers\": 32, \"num_attention_heads\": 48, \"hidden_size\": 4096}",
+		  ": hidden_size 4096 is not a multiple of num_attention_heads 48" },
+		{ "{\"num_hidden_layers\": 32, \"num_attention_heads\": 32, \"head_dim\": 128,"
+		  " \"num_key_value_heads\": 5}",
+		  ": num_attention_heads 32 is not a multiple of the 5 key/value heads" },
+		{ "{\"num_hidden_layers\": 32, \"num_attention_heads\": 32, \"head_dim\": 128,"
+		  " \"torch_dtype\": \"float8_e4m3fn\"}",
+		  ": its torch_dtype is none of float16, bfloat16, float32; set pool.x.dtype" },
+	};
+	char path[TMP_PATH_MAX], json[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX];
+	char text[512], want[256];
+	struct kvmemd_config cfg;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ASSERT_EQ(0, tmp_write(json, bad[i].json));
+		snprintf(text, sizeof(text), "log.level = info\npool.x.hf_config = %s\n"
+			 "pool.x.device_mem = 1G\npool.x.host_mem = 0\n", json);
+		snprintf(want, sizeof(want), "pool.x.hf_config: %s%s", json, bad[i].what);
+		EXPECT_EQ(-EINVAL, load_text(text, &cfg, path, err));
+		EXPECT_TRUE(err_is(err, path, 2, want));
+		/* A dtype of its own is all the last one needs. */
+		if (i == sizeof(bad) / sizeof(bad[0]) - 1) {
+			strcat(text, "pool.x.dtype = fp16\n");
+			EXPECT_EQ(0, load_text(text, &cfg, path, err));
+			geom_is(_metadata, &cfg.pools[0].geom, 32, 32, 128, 16, KV_DTYPE_FP16);
+		}
+		unlink(json);
+	}
+}
+
 /* The example file: as shipped, and with every default uncommented. */
 TEST(example_file_holds_the_defaults)
 {
@@ -1534,8 +1813,11 @@ TEST(example_file_holds_the_defaults)
 	}
 	fclose(in);
 	fclose(out);
-	/* Every key but the two unset groups and the unset swap.path. */
-	EXPECT_EQ(NR_KEYS - 3 + NR_POOL_KEYS, keys);
+	/*
+	 * Every key but the two unset groups and the unset swap.path, and the
+	 * pool's model and hf_config (not set: the example gives the geometry).
+	 */
+	EXPECT_EQ(NR_KEYS - 3 + NR_POOL_KEYS - 2, keys);
 	EXPECT_EQ(0, kvmemd_config_load_string(&cfg, "example", text, err, sizeof(err)));
 	EXPECT_STREQ("", err);
 	EXPECT_TRUE(config_equal(&def, &cfg));

@@ -127,6 +127,43 @@ TEST_F(kvmemd, sequences_are_private)
 	EXPECT_EQ(0, step_vals(self->c, self->pool, seq, 2, 1));
 }
 
+/*
+ * ADMIT through kvc_admit(): a request fits now while free and reclaimable
+ * frames cover it, later while an active sequence pins what it needs,
+ * never when it exceeds the 16 device frames; the caller's reserve counts.
+ */
+TEST_F(kvmemd, admit_now_later_never)
+{
+	struct kvmem_admit_reply rep;
+	uint64_t seq;
+	int got;
+
+	EXPECT_EQ(-EINVAL, kvc_admit(self->c, self->pool, 0, NULL));
+	EXPECT_EQ(KVMEM_ADMIT_NOW, kvc_admit(self->c, self->pool, 16, &rep));
+	EXPECT_EQ(16, rep.total);
+	EXPECT_EQ(KVMEM_ADMIT_NEVER, kvc_admit(self->c, self->pool, 17, &rep));
+	EXPECT_EQ(KVMEM_ADMIT_NEVER, rep.verdict);
+	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &seq));
+	ASSERT_EQ(0, step_vals(self->c, self->pool, seq, 40, 1000));	/* 10 blocks, pinned */
+	EXPECT_EQ(KVMEM_ADMIT_NOW, kvc_admit(self->c, self->pool, 6, &rep));
+	EXPECT_EQ(10, rep.pinned);
+	EXPECT_EQ(6, rep.free);
+	EXPECT_EQ(0, rep.reclaimable);
+	EXPECT_EQ(KVMEM_ADMIT_LATER, kvc_admit(self->c, self->pool, 7, NULL));
+	EXPECT_EQ(KVMEM_ADMIT_LATER, kvc_admit(self->c, self->pool, 16, NULL));
+	/* Deactivated, its blocks may go to the host tier: all 16 fit now. */
+	ASSERT_EQ(0, kvc_deactivate(self->c, &seq, 1));
+	EXPECT_EQ(KVMEM_ADMIT_NOW, kvc_admit(self->c, self->pool, 16, &rep));
+	EXPECT_EQ(10, rep.reclaimable);
+	EXPECT_EQ(0, rep.pinned);
+	got = kvc_reserve(self->c, self->pool, 2);
+	ASSERT_LE(0, got);
+	EXPECT_EQ(KVMEM_ADMIT_NOW, kvc_admit(self->c, self->pool, 16, &rep));
+	EXPECT_EQ(got, (int)rep.reserve);
+	EXPECT_EQ(6 - got, (int)rep.free);
+	EXPECT_EQ(0, kvc_seq_free(self->c, seq));
+}
+
 /* Wait until the pool holds no block and no sequence (the dead are reaped). */
 static int wait_empty(struct kvc *c)
 {

@@ -460,4 +460,54 @@ TEST_F(proto, bad_strings)
 	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_SYSCTL_GET, &sc, sizeof(sc)));
 }
 
+/*
+ * ADMIT: unknown pools, no blocks, non-zero reserved fields and tails are
+ * refused; a short body is zero-extended; the verdict is also the status.
+ * The built-in pool has 1024 device frames, all free.
+ */
+TEST_F(proto, admit_requests_are_checked)
+{
+	struct {
+		struct kvmem_admit a;
+		uint64_t tail;
+	} m;
+	struct kvmem_admit_reply rep;
+	static char in[4096];
+	ssize_t n;
+
+	ASSERT_EQ(0, hello(self->fd));
+	memset(&m, 0, sizeof(m));
+	m.a.nr_blocks = 1;
+	EXPECT_EQ(-ENOENT, req(self->fd, KVMEM_OP_ADMIT, &m.a, sizeof(m.a)));	/* pool 0 */
+	m.a.pool = 99;
+	EXPECT_EQ(-ENOENT, req(self->fd, KVMEM_OP_ADMIT, &m.a, sizeof(m.a)));
+	m.a.pool = 1;
+	m.a.nr_blocks = 0;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_ADMIT, &m.a, sizeof(m.a)));
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_ADMIT, &m.a, 4));	/* no nr_blocks */
+	m.a.nr_blocks = 1;
+	m.a.reserved[1] = 1;
+	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_ADMIT, &m.a, sizeof(m.a)));
+	m.a.reserved[1] = 0;
+	m.tail = 1;
+	EXPECT_EQ(-E2BIG, req(self->fd, KVMEM_OP_ADMIT, &m, sizeof(m)));
+	m.tail = 0;
+	EXPECT_EQ(KVMEM_ADMIT_NOW, req(self->fd, KVMEM_OP_ADMIT, &m, sizeof(m)));
+	EXPECT_EQ(KVMEM_ADMIT_NOW, req(self->fd, KVMEM_OP_ADMIT, &m.a, 8));
+	m.a.nr_blocks = 1025;
+	EXPECT_EQ(KVMEM_ADMIT_NEVER, req(self->fd, KVMEM_OP_ADMIT, &m.a, sizeof(m.a)));
+	m.a.nr_blocks = 1024;
+	send(self->fd, msg, build(KVMEM_OP_ADMIT, &m.a, sizeof(m.a)), 0);
+	n = recv(self->fd, in, sizeof(in), 0);
+	ASSERT_EQ((ssize_t)(sizeof(struct kvmem_hdr) + sizeof(rep)), n);
+	EXPECT_EQ(KVMEM_ADMIT_NOW, ((struct kvmem_hdr *)in)->status);
+	memcpy(&rep, in + sizeof(struct kvmem_hdr), sizeof(rep));
+	EXPECT_EQ(KVMEM_ADMIT_NOW, rep.verdict);
+	EXPECT_EQ(1024, rep.total);
+	EXPECT_EQ(1024, rep.free);
+	EXPECT_EQ(0, rep.reclaimable);
+	EXPECT_EQ(0, rep.reserve);
+	EXPECT_EQ(0, rep.pinned);
+}
+
 TEST_HARNESS_MAIN

@@ -201,7 +201,7 @@ TEST_F(topo, one_pool_any_client_and_kvmemctl)
 	EXPECT_NE_NULL(strstr(text, "NUMA nodes: "));
 	EXPECT_NE_NULL(strstr(text, "Pool w\n"));
 	EXPECT_NULL(strstr(text, "Pool t\n"));
-	EXPECT_EQ(-EINVAL, kvc_stats(self->c, KVMEM_STATS_TOPOLOGY + 1, 0, text, sizeof(text)));
+	EXPECT_EQ(-EINVAL, kvc_stats(self->c, KVMEM_STATS_SEQLEN + 1, 0, text, sizeof(text)));
 	/* kvmemctl topology [POOL] */
 	build_path("kvmemctl", cmd, sizeof(cmd));
 	snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), " -s %s topology t 2>&1",

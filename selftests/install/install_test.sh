@@ -75,6 +75,28 @@ for _ in $(seq 100); do [ -S "$d/sock" ] && break; sleep 0.05; done
 [ -S "$d/sock" ] || { cat "$d/kvmemd.log"; fail "installed kvmemd did not start"; }
 LD_LIBRARY_PATH=$r/usr/lib "$d/client" "$d/sock" || fail "client against the installed library"
 "$r/usr/bin/kvmemctl" -s "$d/sock" meminfo | grep -q '^DeviceTotal:' || fail "kvmemctl meminfo"
+# the Python binding, as installed: its package and kernels, and the
+# installed libkvclient (the path recorded at install time is /usr/lib's)
+if command -v python3 >/dev/null; then
+	py=$r/usr/lib/python3/dist-packages
+	[ -e "$py/kvmem/libkvkernels.so" ] || fail "missing the kvmem package's libkvkernels.so"
+	grep -q "'/usr/lib/libkvclient.so.1'" "$py/kvmem/_installed.py" ||
+		fail "kvmem/_installed.py does not name /usr/lib/libkvclient.so.1"
+	(cd / && PYTHONPATH=$py PYTHONDONTWRITEBYTECODE=1 \
+		KVMEM_LIBKVCLIENT=$r/usr/lib/libkvclient.so.1 python3 -c '
+import sys, kvmem, kvmem.kernels as K
+assert kvmem.__file__.startswith(sys.argv[2]), kvmem.__file__
+with kvmem.Client(sys.argv[1]) as c:
+    p = c.pool("default")
+    s = c.seq_create(p)
+    [slots] = c.step([(s, 3, [1, 2, 3])])
+    assert slots[2] == c.block_table(s)[0] * p.block_tokens + 2
+K.library("cpu")
+print("python ok: slot", slots[2])
+' "$d/sock" "$py") || fail "import kvmem from the installed package"
+else
+	echo "# no python3: the installed Python binding is not tried"
+fi
 kill "$pid"
 wait "$pid" || fail "kvmemd did not exit cleanly"
 pid=

@@ -57,7 +57,8 @@
 #define KVMEM_OP_PREFIX_MATCH	17
 #define KVMEM_OP_PREFIX_PIN	18
 #define KVMEM_OP_CHECKPOINT	19
-#define KVMEM_OP_MAX		19
+#define KVMEM_OP_ADMIT		20
+#define KVMEM_OP_MAX		20
 
 /**
  * struct kvmem_hdr - first bytes of every message
@@ -322,6 +323,7 @@ struct kvmem_step_seq_reply {
 #define KVMEM_STATS_ZONEINFO	3
 #define KVMEM_STATS_PREFIX	4	/* prefix cache: counters per tenant, names, largest */
 #define KVMEM_STATS_TOPOLOGY	5	/* NUMA nodes, GPUs, where each pool's arenas live */
+#define KVMEM_STATS_SEQLEN	6	/* lengths of the sequences each pool saw end */
 
 /**
  * struct kvmem_stats - STATS request; the reply body is text (`Name: value`
@@ -496,6 +498,54 @@ struct kvmem_prefix_pin {
 struct kvmem_checkpoint {
 	__u32 pool;
 	__u32 pad;
+	__u64 reserved[2];
+};
+
+/* struct kvmem_admit_reply.verdict, also the ADMIT reply's status */
+#define KVMEM_ADMIT_NOW		0	/* fits the device tier now */
+#define KVMEM_ADMIT_LATER	1	/* fits once running sequences finish */
+#define KVMEM_ADMIT_NEVER	2	/* more blocks than the device tier holds */
+
+/**
+ * struct kvmem_admit - ADMIT request: would a request needing @nr_blocks
+ * new device blocks fit a pool's device tier now, later or never
+ * @pool:      pool handle
+ * @nr_blocks: new blocks the request needs (its prompt and the tokens it
+ *             may generate, every sample counted), at least 1
+ * @reserved:  must be 0
+ *
+ * NOW: @nr_blocks is at most the frames that are free, those reclaim
+ * could free at once (unpinned blocks on the device's LRU lists, as far
+ * as the tiers below have room for them, and cached blocks it may evict)
+ * and those of the caller's own reserve. LATER: not now, but at most the
+ * device tier's frames (the pinned blocks of running sequences are freed
+ * or become reclaimable when those finish or are deactivated). NEVER:
+ * more than the device tier holds. Nothing is allocated or reserved: the
+ * answer is advice, true when it is given.
+ */
+struct kvmem_admit {
+	__u32 pool;
+	__u32 nr_blocks;
+	__u64 reserved[2];
+};
+
+/**
+ * struct kvmem_admit_reply - ADMIT reply; its status is @verdict
+ * @verdict:     KVMEM_ADMIT_*
+ * @free:        device frames on the free list
+ * @reclaimable: device frames reclaim could free now (see above)
+ * @reserve:     frames in the caller's reserve of the pool
+ * @total:       device frames of the pool
+ * @pinned:      device blocks pinned by active sequences
+ * @reserved:    0
+ */
+struct kvmem_admit_reply {
+	__u32 verdict;
+	__u32 free;
+	__u32 reclaimable;
+	__u32 reserve;
+	__u32 total;
+	__u32 pinned;
 	__u64 reserved[2];
 };
 
