@@ -180,7 +180,7 @@ def compare(kind, client, device="cuda", tokens=64, init=INIT_RANGE, seed=1234):
     with torch.no_grad():
         eager, _ = _generate(model, ids, mask, tokens)
     model.set_attn_implementation("sdpa")
-    floor = _free_diff(ref, eager, width)[1]
+    eager_first, floor = _free_diff(ref, eager, width)
     same = torch.equal(ref.sequences, got.sequences)
     first, worst = _free_diff(ref, got, width)
     margin = None
@@ -195,7 +195,7 @@ def compare(kind, client, device="cuda", tokens=64, init=INIT_RANGE, seed=1234):
     return {"model": kind, "same_tokens": same, "first_difference": first, "margin": margin,
             "logit_diff": worst, "tokens": tokens, "batch": ids.shape[0],
             "forced_logit_diff": forced_diff, "forced_disagree": forced_bad,
-            "eager_logit_diff": floor,
+            "eager_logit_diff": floor, "eager_first_difference": eager_first,
             "sdpa_tok_s": ref_rate, "kvmem_tok_s": kv_rate}
 
 
@@ -237,19 +237,21 @@ def main(argv=None):
     return 1 if bad else 0
 
 
-HEADER = "%-6s %5s %6s %-22s %10s %10s %10s %8s %10s %10s" % (
-    "model", "batch", "tokens", "same tokens", "logit diff", "eager vs", "forced", "forced",
-    "sdpa", "kvmem")
-HEADER += "\n%-6s %5s %6s %-22s %10s %10s %10s %8s %10s %10s" % (
-    "", "", "", "", "", "sdpa diff", "diff", "argmax", "tok/s", "tok/s")
+HEADER = "%-6s %5s %6s %-22s %10s %-18s %10s %8s %10s %10s" % (
+    "model", "batch", "tokens", "kvmem: same tokens", "logit diff", "eager vs sdpa",
+    "forced", "forced", "sdpa", "kvmem")
+HEADER += "\n%-6s %5s %6s %-22s %10s %-18s %10s %8s %10s %10s" % (
+    "", "", "", "", "", "(tokens part, diff)", "diff", "argmax", "tok/s", "tok/s")
 
 
 def row(r):
     """One line of the comparison table."""
     same = "yes" if r["same_tokens"] else "tie at step %s (%.1e)" % (r["first_difference"],
                                                                      r["margin"] or 0)
-    return "%-6s %5d %6d %-22s %10.2e %10.2e %10.2e %8s %10.0f %10.0f" % (
-        r["model"], r["batch"], r["tokens"], same, r["logit_diff"], r["eager_logit_diff"],
+    eager = "%s, %.2e" % ("never" if r["eager_first_difference"] is None else
+                          "step %d" % r["eager_first_difference"], r["eager_logit_diff"])
+    return "%-6s %5d %6d %-22s %10.2e %-18s %10.2e %8s %10.0f %10.0f" % (
+        r["model"], r["batch"], r["tokens"], same, r["logit_diff"], eager,
         r["forced_logit_diff"],
         "ok" if not r["forced_disagree"] else "%d bad" % r["forced_disagree"],
         r["sdpa_tok_s"], r["kvmem_tok_s"])
