@@ -1248,20 +1248,6 @@ static void parse_init(struct config_parse *cp, const char *file)
 	cp->file = file;
 }
 
-static void err_printf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void err_printf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /**
  * kvmemd_config_load() - read, check and return a configuration file
  * @out:    receives the config; written only on success
@@ -1296,14 +1282,14 @@ int kvmemd_config_load(struct kvmemd_config *out, const char *path,
 	if (!path)
 		path = KVMEMD_CONFIG_PATH;
 	if (flags & ~KVMEMD_CONFIG_MISSING_OK) {
-		err_printf(err, errlen, "%s: invalid flags %#x", path, flags);
+		kv_errorf(err, errlen, "%s: invalid flags %#x", path, flags);
 		return -EINVAL;
 	}
 	parse_init(&cp, path);
 	ret = kv_config_parse_file(path, config_key_load, &cp, err, errlen);
 	if (ret == -ENOENT && (flags & KVMEMD_CONFIG_MISSING_OK)) {
 		kvmemd_config_defaults(out);
-		err_printf(err, errlen, "%s: %s; using the built-in defaults",
+		kv_errorf(err, errlen, "%s: %s; using the built-in defaults",
 			   path, strerror(ENOENT));
 		return 0;
 	}
@@ -1414,27 +1400,27 @@ int kvmemd_config_set(struct kvmemd_config *cfg, const char *key,
 	bool toolong;
 	int ret;
 
-	err_printf(err, errlen, "%s", "");
+	kv_errorf(err, errlen, "%s", "");
 	k = key_find(key);
 	if (!k && tenant_key_name(key) && !tenant_name_check(tenant_key_name(key))) {
-		err_printf(err, errlen, "%s: edit the file and reload (SIGHUP)", key);
+		kv_errorf(err, errlen, "%s: edit the file and reload (SIGHUP)", key);
 		return -EROFS;
 	}
 	if (!k) {
 		if (kv_config_key_valid(key) && pool_key_find(key, name, &toolong)) {
-			err_printf(err, errlen, "%s: needs a restart", key);
+			kv_errorf(err, errlen, "%s: needs a restart", key);
 			return -EPERM;
 		}
-		err_printf(err, errlen, "%s: unknown key", key);
+		kv_errorf(err, errlen, "%s: unknown key", key);
 		return -ENOENT;
 	}
 	if (!(k->flags & KEY_RUNTIME)) {
-		err_printf(err, errlen, "%s: needs a restart", key);
+		kv_errorf(err, errlen, "%s: needs a restart", key);
 		return -EPERM;
 	}
 	ret = key_store(k, cfg, value, msg, sizeof(msg));
 	if (ret)
-		err_printf(err, errlen, "%s", msg);
+		kv_errorf(err, errlen, "%s", msg);
 	return ret;
 }
 
@@ -1459,13 +1445,13 @@ static int pools_diff(const struct kvmemd_config *old,
 		po = &old->pools[i];
 		pn = kvmemd_config_pool(new, po->name);
 		if (!pn) {
-			err_printf(err, errlen, "pool '%s' removed; needs a restart", po->name);
+			kv_errorf(err, errlen, "pool '%s' removed; needs a restart", po->name);
 			return -EPERM;
 		}
 		for (k = 0; k < NR_POOL_KEYS; k++) {
 			if (!key_differs(&pool_keys[k], po, pn, va, vb, sizeof(va)))
 				continue;
-			err_printf(err, errlen,
+			kv_errorf(err, errlen,
 				   "pool.%s.%s changed from '%s' to '%s'; needs a restart",
 				   po->name, pool_keys[k].name, va, vb);
 			return -EPERM;
@@ -1473,7 +1459,7 @@ static int pools_diff(const struct kvmemd_config *old,
 	}
 	for (i = 0; i < new->nr_pools; i++) {
 		if (!kvmemd_config_pool(old, new->pools[i].name)) {
-			err_printf(err, errlen, "pool '%s' added; needs a restart",
+			kv_errorf(err, errlen, "pool '%s' added; needs a restart",
 				   new->pools[i].name);
 			return -EPERM;
 		}
@@ -1492,7 +1478,7 @@ static int swap_moved(const char *what, const char *name, u64 a, u64 b,
 
 	kv_format_size(a, va, sizeof(va));
 	kv_format_size(b, vb, sizeof(vb));
-	err_printf(err, errlen,
+	kv_errorf(err, errlen,
 		   "%s '%s' moved in the swap area from offset %s to %s; needs a restart",
 		   what, name, va, vb);
 	return -EPERM;
@@ -1560,14 +1546,14 @@ int kvmemd_config_reload_diff(const struct kvmemd_config *old,
 	u32 mask = 0;
 	int ret = 0;
 
-	err_printf(err, errlen, "%s", "");
+	kv_errorf(err, errlen, "%s", "");
 	for (k = config_keys; k < config_keys + NR_KEYS; k++) {
 		if (!key_differs(k, old, new, va, vb, sizeof(va)))
 			continue;
 		if (k->flags & KEY_RUNTIME) {
 			mask |= k->changed;
 		} else if (!ret) {
-			err_printf(err, errlen,
+			kv_errorf(err, errlen,
 				   "%s changed from '%s' to '%s'; needs a restart",
 				   k->name, va, vb);
 			ret = -EPERM;

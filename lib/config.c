@@ -527,3 +527,23 @@ int kv_format_size(uint64_t bytes, char *buf, size_t len)
 		n = snprintf(buf, len, "%llu", (unsigned long long)bytes);
 	return n < 0 || (size_t)n >= len ? -ERANGE : 0;
 }
+
+/**
+ * kv_errorf() - format a message into a caller's error buffer
+ * @err:    the buffer, or NULL
+ * @errlen: its size (0: nothing is written)
+ * @fmt:    printf format
+ *
+ * Return: -EINVAL, so that a check can end with "return kv_errorf(...)".
+ */
+int kv_errorf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}

@@ -82,5 +82,7 @@ int kv_parse_mode(const char *s, unsigned int *out);
 int kv_parse_bool(const char *s, bool *out);
 int kv_parse_choice(const char *s, const char *const *names, unsigned int *out);
 int kv_format_size(uint64_t bytes, char *buf, size_t len);
+int kv_errorf(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #endif /* _KV_LIB_CONFIG_H */

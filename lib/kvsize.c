@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/config.h"
 #include "lib/kvsize.h"
 #include "uapi/kvmem/layout.h"
 
@@ -35,21 +36,6 @@ const struct kv_size_dtype kv_size_dtypes[KV_SIZE_NR_DTYPES] = {
 static const uint32_t advise_sizes[KV_ADVISE_NR] = { 8, 16, 32, 64, 128 };
 
 _Static_assert(KV_SEQLEN_MOD % 128 == 0, "every candidate block size divides KV_SEQLEN_MOD");
-
-static int size_error(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int size_error(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
 
 /**
  * kv_size_dtype_find() - a KV element type by name
@@ -89,7 +75,7 @@ static int range_check(const char *what, uint32_t v, uint32_t max, char *err, si
 {
 	if (v && v <= max)
 		return 0;
-	return size_error(err, errlen, "%s %u is out of range (1..%u)", what, v, max);
+	return kv_errorf(err, errlen, "%s %u is out of range (1..%u)", what, v, max);
 }
 
 /* KV heads per GPU and GPUs per KV head for @tp GPUs. */
@@ -98,7 +84,7 @@ static int tp_split(const struct kv_size_params *p, struct kv_size *s, char *err
 {
 	if (p->kv_heads >= p->tp) {
 		if (p->kv_heads % p->tp)
-			return size_error(err, errlen,
+			return kv_errorf(err, errlen,
 					  "the %u kv heads do not split evenly over %u GPUs (tensor parallel needs kv_heads a multiple of tp)",
 					  p->kv_heads, p->tp);
 		s->heads_per_gpu = p->kv_heads / p->tp;
@@ -106,7 +92,7 @@ static int tp_split(const struct kv_size_params *p, struct kv_size *s, char *err
 		return 0;
 	}
 	if (p->tp % p->kv_heads)
-		return size_error(err, errlen,
+		return kv_errorf(err, errlen,
 				  "%u GPUs for %u kv heads: with more GPUs than kv heads, each head is replicated, so tp must be a multiple of kv_heads",
 				  p->tp, p->kv_heads);
 	s->heads_per_gpu = 1;
@@ -150,7 +136,7 @@ int kv_size_compute(const struct kv_size_params *p, struct kv_size *s, char *err
 				 errlen);
 	ret = ret ?: range_check("tp", p->tp, KV_SIZE_TP_MAX, err, errlen);
 	if (!ret && p->dtype >= KV_SIZE_NR_DTYPES)
-		ret = size_error(err, errlen, "unknown KV dtype %u", p->dtype);
+		ret = kv_errorf(err, errlen, "unknown KV dtype %u", p->dtype);
 	ret = ret ?: tp_split(p, &r, err, errlen);
 	if (ret)
 		return ret;

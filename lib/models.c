@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/config.h"
 #include "lib/models.h"
 
 #define BF16	KV_DTYPE_BF16
@@ -126,21 +127,6 @@ void kv_model_geometry(const struct kv_model *m, uint32_t block_tokens,
 
 /* ---- config.json -------------------------------------------------------- */
 
-static int hf_error(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int hf_error(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
 /* The first of the members @keys (NULL-terminated) of @cfg that is there and not null. */
 static const struct kv_json *hf_member(const struct kv_json *cfg, const char *const *keys,
 				       const char **which)
@@ -171,13 +157,13 @@ static int hf_uint(const struct kv_json *cfg, const char *const *keys, bool requ
 	int ret;
 
 	if (!v)
-		return required ? hf_error(err, errlen, "%s is missing", key) : 0;
+		return required ? kv_errorf(err, errlen, "%s is missing", key) : 0;
 	ret = kv_json_uint(v, max, &n);
 	if (ret == -ERANGE || (!ret && !n))
-		return hf_error(err, errlen, "%s (line %u): %s is out of range (1..%u)", key,
+		return kv_errorf(err, errlen, "%s (line %u): %s is out of range (1..%u)", key,
 				v->line, v->str, max);
 	if (ret)
-		return hf_error(err, errlen, "%s (line %u) is %s, not a positive integer", key,
+		return kv_errorf(err, errlen, "%s (line %u) is %s, not a positive integer", key,
 				v->line, v->type == KV_JSON_NUMBER ? v->str :
 				kv_json_type_name(v->type));
 	*out = (uint32_t)n;
@@ -234,17 +220,17 @@ static int hf_head_dim(const struct kv_json *cfg, struct kv_model *m, char *err,
 	if (hf_member(cfg, hd, &key))
 		return hf_uint(cfg, hd, true, KV_MAX_HEAD_DIM, &m->head_dim, err, errlen);
 	if (!hf_member(cfg, hidden, &key))
-		return hf_error(err, errlen, "head_dim and hidden_size are both missing");
+		return kv_errorf(err, errlen, "head_dim and hidden_size are both missing");
 	ret = hf_uint(cfg, hidden, true, UINT32_MAX, &h, err, errlen);
 	if (ret)
 		return ret;
 	if (h % m->attn_heads)
-		return hf_error(err, errlen,
+		return kv_errorf(err, errlen,
 				"hidden_size %u is not a multiple of num_attention_heads %u (and head_dim is missing)",
 				h, m->attn_heads);
 	m->head_dim = h / m->attn_heads;
 	if (m->head_dim > KV_MAX_HEAD_DIM)
-		return hf_error(err, errlen, "head_dim %u (hidden_size / num_attention_heads) is out of range (1..%u)",
+		return kv_errorf(err, errlen, "head_dim %u (hidden_size / num_attention_heads) is out of range (1..%u)",
 				m->head_dim, KV_MAX_HEAD_DIM);
 	return 0;
 }
@@ -333,7 +319,7 @@ int kv_model_from_hf(const struct kv_json *root, struct kv_model *m, char *err,
 	int ret;
 
 	if (!root || root->type != KV_JSON_OBJECT)
-		return hf_error(err, errlen, "the top level is %s, not an object",
+		return kv_errorf(err, errlen, "the top level is %s, not an object",
 				root ? kv_json_type_name(root->type) : "missing");
 	if (!hf_member(root, layers, &key) && text && text->type == KV_JSON_OBJECT)
 		cfg = text;
@@ -348,7 +334,7 @@ int kv_model_from_hf(const struct kv_json *root, struct kv_model *m, char *err,
 	if (ret)
 		return ret;
 	if (t.attn_heads % t.kv_heads)
-		return hf_error(err, errlen,
+		return kv_errorf(err, errlen,
 				"num_attention_heads %u is not a multiple of the %u key/value heads",
 				t.attn_heads, t.kv_heads);
 	hf_dtype(cfg, &t);

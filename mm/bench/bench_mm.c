@@ -15,19 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "mm/bench/bench_util.h"
 #include "mm/mm.h"
 
 #define BATCH 32
 
 static volatile char sink;
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static struct kv_pool *pool_new(const struct kv_geometry *g, u32 dev, u32 host)
 {

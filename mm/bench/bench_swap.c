@@ -69,6 +69,7 @@
 #include <unistd.h>
 #include "lib/config.h"
 #include "lib/crc32c.h"
+#include "mm/bench/bench_util.h"
 #include "mm/mm.h"
 #include "mm/swap_io.h"
 
@@ -169,23 +170,6 @@ struct rate {
 
 static char default_path[4096];
 static volatile u32 sink;
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static u64 rnd(u64 *s)
-{
-	u64 z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
 
 static void fill_random(u64 *s, void *buf, size_t len)
 {

@@ -68,6 +68,7 @@
 #include <time.h>
 #include "lib/config.h"
 #include "lib/cudrv.h"
+#include "mm/bench/bench_util.h"
 #include "mm/mm.h"
 
 #define KiB			(1ull << 10)
@@ -206,23 +207,6 @@ struct point {
 	u32 runs_min[NR_DIRS];
 	u32 runs_max[NR_DIRS];
 };
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static u64 rnd(u64 *s)
-{
-	u64 z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
 
 static int cmp_double(const void *a, const void *b)
 {
