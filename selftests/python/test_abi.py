@@ -22,6 +22,7 @@ STRUCTS = [
     (_lib.KvcPool, "struct kvc_pool"),
     (_lib.KvcStepSeq, "struct kvc_step_seq"),
     (_lib.KvmemPrefixMatchReply, "struct kvmem_prefix_match_reply"),
+    (_lib.KvmemAdmitReply, "struct kvmem_admit_reply"),
     (kernels.ArenaRef, "struct kv_arena_ref"),
     (kernels.DecodeArgs, "struct kv_decode_args"),
     (kernels.AppendArgs, "struct kv_append_args"),
@@ -37,7 +38,8 @@ CONSTANTS = [
     "KVMEM_STATS_ZONEINFO", "KVMEM_STATS_PREFIX", "KVMEM_STATS_TOPOLOGY", "KVMEM_STATS_SEQLEN", "KVMEM_DROP_DEMOTE",
     "KVMEM_DROP_PREFIX", "KVMEM_PREFIX_PIN", "KVMEM_PREFIX_UNPIN", "KVMEM_PREFIX_REPIN",
     "KVMEM_PREFIX_FORGET", "KVMEM_NAME_MAX", "KVMEM_KEY_MAX", "KV_DTYPE_FP16", "KV_DTYPE_BF16",
-    "KV_DTYPE_FP32", "KV_FRAME_ALIGN", "KV_K", "KV_V",
+    "KV_DTYPE_FP32", "KV_FRAME_ALIGN", "KV_K", "KV_V", "KVMEM_ADMIT_NOW", "KVMEM_ADMIT_LATER",
+    "KVMEM_ADMIT_NEVER",
 ]
 
 # (geometry, slot, layer, kv, head) whose offsets C and Python compute

@@ -66,6 +66,25 @@ class ClientTest(DaemonTestCase):
         self.assertIn("'default'", repr(p))
         self.assertGreater(self.c.client_id, 0)
 
+    def test_admit(self):
+        c = self.c
+        a = c.admit(self.pool, 1)
+        self.assertEqual(a.verdict, "now")
+        self.assertEqual(a.total, 64)
+        self.assertEqual(a.pinned, 0)
+        self.assertEqual(c.admit(self.pool, 65).verdict, "never")
+        # 40 blocks pinned by an active sequence: 40 more fit only later.
+        seq = c.seq_create(self.pool)
+        c.step([(seq, 40 * 4, None)])
+        a = c.admit(self.pool, 40)
+        self.assertEqual(a.verdict, "later")
+        self.assertEqual(a.pinned, 40)
+        self.assertEqual(c.admit(self.pool, 20).verdict, "now")
+        with self.assertRaises(kvmem.KvmemError) as e:
+            c.admit(self.pool, 0)
+        self.assertEqual(e.exception.errno, errno.EINVAL)
+        c.seq_free(seq)
+
     def test_round_trip(self):
         c, p = self.c, self.pool
         bt = p.block_tokens

@@ -104,6 +104,24 @@ class KvcStepSeq(ctypes.Structure):
     ]
 
 
+KVMEM_ADMIT_NOW = 0
+KVMEM_ADMIT_LATER = 1
+KVMEM_ADMIT_NEVER = 2
+
+
+class KvmemAdmitReply(ctypes.Structure):
+    """struct kvmem_admit_reply (uapi/kvmem/kvmem.h)."""
+    _fields_ = [
+        ("verdict", ctypes.c_uint32),
+        ("free", ctypes.c_uint32),
+        ("reclaimable", ctypes.c_uint32),
+        ("reserve", ctypes.c_uint32),
+        ("total", ctypes.c_uint32),
+        ("pinned", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint64 * 2),
+    ]
+
+
 class KvmemPrefixMatchReply(ctypes.Structure):
     """struct kvmem_prefix_match_reply (uapi/kvmem/kvmem.h)."""
     _fields_ = [
@@ -144,6 +162,7 @@ _SIGNATURES = {
     "kvc_append": (ctypes.c_int, [_c_kvc_p, _u64, _u32, _u64_p]),
     "kvc_append_ids": (ctypes.c_int, [_c_kvc_p, _u64, _u32, _u32_p, _u64_p]),
     "kvc_reserve": (ctypes.c_int, [_c_kvc_p, _c_pool_p, _u32]),
+    "kvc_admit": (ctypes.c_int, [_c_kvc_p, _c_pool_p, _u32, ctypes.POINTER(KvmemAdmitReply)]),
     "kvc_sync": (ctypes.c_int, [_c_kvc_p]),
     "kvc_stats": (ctypes.c_int, [_c_kvc_p, _u32, _u32, ctypes.c_char_p, ctypes.c_size_t]),
     "kvc_clients": (ctypes.c_int, [_c_kvc_p, ctypes.c_char_p, ctypes.c_size_t]),

@@ -170,12 +170,14 @@ class BlockManager:
         return self._meminfo_blocks().get("HostFree", 0)
 
     def _fit(self, required):
-        m = self._meminfo_blocks()
-        wm = self._watermark(m)
-        free = max(m["DeviceTotal"] - m["DevicePinned"] - m.get("DeviceLocked", 0), 0)
-        if m["DeviceTotal"] - required < wm:
+        """vLLM's verdict on the daemon's (ADMIT): NEVER beyond the device
+        tier less the watermark; OK when what is free, what reclaim could
+        free now and this client's reserve leave the watermark; else LATER."""
+        wm = self._watermark(self._meminfo_blocks())
+        a = self.client.admit(self.pool, max(required, 1))
+        if a.verdict == "never" or a.total - required < wm:
             return AllocStatus.NEVER
-        if free - required >= wm:
+        if a.free + a.reclaimable + a.reserve - required >= wm:
             return AllocStatus.OK
         return AllocStatus.LATER
 
@@ -183,8 +185,10 @@ class BlockManager:
         """AllocStatus for a request of @request tokens (an int, a list of
         token ids, a vLLM Sequence or SequenceGroup), as vLLM decides it:
         NEVER when the pool's device tier minus the watermark is smaller,
-        OK when the free blocks minus the request keep the watermark, else
-        LATER. Cached prefixes are not counted (the answer is safe)."""
+        OK when the blocks the daemon could give now (ADMIT: free, reclaimable
+        at once, this client's reserve) minus the request keep the
+        watermark, else LATER. Cached prefixes are not counted (the answer
+        is safe)."""
         return self._fit(self._blocks(_token_count(request) + num_lookahead_slots))
 
     def can_append_slots(self, seqs, num_lookahead_slots=0):

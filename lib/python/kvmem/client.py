@@ -34,6 +34,9 @@ STATS_KINDS = {
 BACKEND_NAMES = {_lib.KVMEM_BACKEND_CPU: "cpu", _lib.KVMEM_BACKEND_CUDA: "cuda"}
 
 PrefixMatch = namedtuple("PrefixMatch", "tokens blocks tier_tokens")
+Admit = namedtuple("Admit", "verdict free reclaimable reserve total pinned")
+ADMIT_VERDICTS = {_lib.KVMEM_ADMIT_NOW: "now", _lib.KVMEM_ADMIT_LATER: "later",
+                  _lib.KVMEM_ADMIT_NEVER: "never"}
 PrefixMatch.__doc__ = """Result of Client.prefix_match(): tokens and blocks
 matched, and of the tokens those found on each tier (device, host)."""
 
@@ -411,6 +414,19 @@ class Client:
         with self._lock:
             return _check(self._lib.kvc_reserve(self._h(), p._p(), nr),
                           "kvc_reserve(%r, %d)" % (p.name, nr))
+
+    def admit(self, pool, nr_blocks):
+        """kvc_admit(): would @nr_blocks new device blocks fit @pool now,
+        later or never. An Admit: verdict ("now", "later", "never") and the
+        device frame counts it came from (free, reclaimable, the caller's
+        reserve, total, pinned). Nothing is allocated."""
+        p = self._pool(pool)
+        rep = _lib.KvmemAdmitReply()
+        with self._lock:
+            _check(self._lib.kvc_admit(self._h(), p._p(), nr_blocks, ctypes.byref(rep)),
+                   "kvc_admit(%r, %d)" % (p.name, nr_blocks))
+        return Admit(ADMIT_VERDICTS[rep.verdict], rep.free, rep.reclaimable, rep.reserve,
+                     rep.total, rep.pinned)
 
     def sync(self):
         """kvc_sync(): tell the daemon of the tokens appended locally."""
