@@ -226,8 +226,8 @@ static int streams_create(struct cuda_arena *a)
 	for (i = 0; i < NR_STREAMS; i++) {
 		err = cudrv_errno(a->drv->StreamCreate(&a->stream[i], CUDRV_STREAM_NON_BLOCKING));
 		if (err) {
-			while (--i >= 0)
-				a->drv->StreamDestroy(a->stream[i]);
+			/* cuda_arena_free() destroys the ones created. */
+			a->stream[i] = NULL;
 			return err;
 		}
 	}

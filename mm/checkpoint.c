@@ -326,16 +326,19 @@ static int ckpt_header_read(struct kv_pool *pool, int fd, u64 off, char *img,
 /*
  * Check each entry: its slot in range and not repeated, its parent good,
  * its slot's contents matching its checksum. Marks the good ones in @ok.
+ * Return: 0 or -ENOMEM.
  */
-static u32 ckpt_verify(struct kv_pool *pool, int fd, const char *ents, u32 n, u8 *ok,
+static int ckpt_verify(struct kv_pool *pool, int fd, const char *ents, u32 n, u8 *ok,
 		       void *frame)
 {
-	u32 nr_slots = pool->tier[KV_TIER_SWAP].fa.nr_total, i, good = 0;
+	u32 nr_slots = pool->tier[KV_TIER_SWAP].fa.nr_total, i;
 	u64 eb = entry_bytes(&pool->geom), base = pool->swap.offset;
-	u8 *seen = calloc(nr_slots + 1, 1);
+	u8 *seen = kv_meta_alloc(pool, nr_slots + 1);
 	struct ckpt_entry e;
 
-	for (i = 0; seen && i < n; i++) {
+	if (!seen)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
 		memcpy(&e, ents + i * eb, sizeof(e));
 		ok[i] = 0;
 		if (e.slot >= nr_slots || seen[e.slot] ||
@@ -347,10 +350,9 @@ static u32 ckpt_verify(struct kv_pool *pool, int fd, const char *ents, u32 n, u8
 		    crc32c(0, frame, pool->frame_bytes) != e.crc)
 			continue;	/* reused since, or damaged */
 		ok[i] = 1;
-		good++;
 	}
 	free(seen);
-	return good;
+	return 0;
 }
 
 /* Rebuild the cache from the good entries; returns blocks restored or -errno. */
@@ -460,7 +462,9 @@ int kv_pool_restore(struct kv_pool *pool, u64 off, u64 len, void *blob, u32 *blo
 	if (crc32c(0, ents, h.nr_entries * eb) != h.entries_crc ||
 	    crc32c(0, img + CKPT_HDR, h.blob_len) != h.blob_crc)
 		goto out;
-	ckpt_verify(pool, fd, ents, h.nr_entries, ok, frame);
+	err = ckpt_verify(pool, fd, ents, h.nr_entries, ok, frame);
+	if (err)
+		goto out;
 	kv_pool_lock(pool);
 	done = ckpt_rebuild(pool, ents, h.nr_entries, ok, tenant, img + CKPT_HDR, h.blob_len,
 			    arg);

@@ -171,10 +171,14 @@ int frames_claim(struct kv_pool *pool, int tier, u32 n, const u32 *frames)
 		}
 		frame_set_used(fa, frames[i], true);
 	}
-	for (f = fa->nr_total; f-- > 0;)
-		if (!frame_is_used(fa, f) && !fa->clustered)
-			fa->stack[k++] = f;
-	fa->nr_free = fa->clustered ? fa->nr_free - n : k;
+	if (fa->clustered) {
+		fa->nr_free -= n;
+	} else {
+		for (f = fa->nr_total; f-- > 0;)
+			if (!frame_is_used(fa, f))
+				fa->stack[k++] = f;
+		fa->nr_free = k;
+	}
 	count_vm_events(pool, pgalloc_events[tier], n);
 	return 0;
 }

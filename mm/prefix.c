@@ -49,7 +49,6 @@
 #include "internal.h"
 
 #define NS_GLOBAL	UINT64_MAX
-#define TOP_PREFIXES	8
 
 static inline struct kv_prefix_node *pnode(struct kv_pool *pool, u32 idx)
 {
@@ -877,11 +876,12 @@ int prefix_init(struct kv_pool *pool)
 	pc->tokens = aligned_alloc(64, ((size_t)n * pool->geom.block_tokens * sizeof(u32) + 63) &
 					   ~(size_t)63);
 	pc->buckets = malloc((size_t)nb * sizeof(u32));
-	for (t = 0; t < KV_NR_TIERS; t++)
+	if (!pc->nodes || !pc->tokens || !pc->buckets)
+		goto out_nomem;
+	for (t = 0; t < KV_NR_TIERS; t++) {
 		pc->heap[t] = malloc((size_t)n * sizeof(u32));
-	if (!pc->nodes || !pc->tokens || !pc->buckets || !pc->heap[0] || !pc->heap[1]) {
-		prefix_destroy(pool);
-		return -ENOMEM;
+		if (!pc->heap[t])
+			goto out_nomem;
 	}
 	memset(pc->nodes, 0, (size_t)n * sizeof(*pc->nodes));
 	for (i = 0; i < n; i++)
@@ -890,6 +890,10 @@ int prefix_init(struct kv_pool *pool)
 	pc->bucket_mask = (u32)(nb - 1);
 	prefix_key(&pc->key);
 	return 0;
+
+out_nomem:
+	prefix_destroy(pool);
+	return -ENOMEM;
 }
 
 /** prefix_destroy() - free a pool's prefix cache */

@@ -896,12 +896,6 @@ int kv_swap_io_run_with(struct kv_swap_io *io, struct kv_swap_req *reqs, unsigne
 }
 
 /**
- * kv_swap_io_engine() - the engine that runs
- * @io: the engine
- *
- * Return: "io_uring" or "psync".
- */
-/**
  * kv_swap_io_bind() - name the engine's threads and run them on @cpus
  * @io:   engine
  * @cpus: CPUs (the pool's NUMA placement), or NULL or empty to leave them
@@ -928,6 +922,12 @@ int kv_swap_io_bind(struct kv_swap_io *io, const cpu_set_t *cpus)
 	return (int)io->nr_threads;
 }
 
+/**
+ * kv_swap_io_engine() - the engine that runs
+ * @io: the engine
+ *
+ * Return: "io_uring" or "psync".
+ */
 const char *kv_swap_io_engine(const struct kv_swap_io *io)
 {
 	return io->engine == KV_SWAP_ENGINE_IO_URING ? "io_uring" : "psync";

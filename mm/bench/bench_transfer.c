@@ -256,11 +256,7 @@ static void usage(void)
 
 static u64 parse_u64(const char *s, u64 min, u64 max)
 {
-	u64 v;
-
-	if (kv_parse_uint(s, min, max, &v))
-		usage();
-	return v;
+	return bench_parse_u64(s, min, max, usage);
 }
 
 static u32 parse_layouts(const char *s)

@@ -686,6 +686,13 @@ TEST(checkpoint_and_restore)
 	/* "Restart": a new pool on the same area. */
 	pool = pool_on(fd, &test_geom, 0);
 	ASSERT_NE_NULL(pool);
+	/* Out of memory while the slots are checked: an error, nothing restored. */
+	kv_pool_fault_inject(pool, KV_FAULT_META, 1, 0);
+	EXPECT_EQ(-ENOMEM, kv_pool_restore(pool, CKPT_OFF(pool), CKPT_LEN(pool), NULL, NULL,
+					   NULL, NULL));
+	EXPECT_EQ(1u, (u32)kv_pool_fault_fired(pool));
+	kv_pool_fault_inject(pool, 0, 0, 0);
+	EXPECT_POOL_OK(pool);
 	EXPECT_LT(0, kv_pool_restore(pool, CKPT_OFF(pool), CKPT_LEN(pool), blob, &blen,
 				     drop_tenant_7, NULL));
 	EXPECT_EQ(5u, blen);
