@@ -71,6 +71,12 @@ int kv_size_dtype_of(uint32_t pool_dtype)
 	return -EINVAL;
 }
 
+/* @bytes rounded up to a whole frame (KV_FRAME_ALIGN), as kv_frame_bytes() does. */
+static uint64_t frame_round(uint64_t bytes)
+{
+	return (bytes + KV_FRAME_ALIGN - 1) / KV_FRAME_ALIGN * KV_FRAME_ALIGN;
+}
+
 static int range_check(const char *what, uint32_t v, uint32_t max, char *err, size_t errlen)
 {
 	if (v && v <= max)
@@ -148,7 +154,7 @@ int kv_size_compute(const struct kv_size_params *p, struct kv_size *s, char *err
 	else if (d->group)
 		r.scale_bytes = vecs * ((p->head_dim + d->group - 1) / d->group) * d->scale_bytes;
 	r.block_bytes = r.data_bytes + r.scale_bytes;
-	r.frame_bytes = (r.block_bytes + KV_FRAME_ALIGN - 1) / KV_FRAME_ALIGN * KV_FRAME_ALIGN;
+	r.frame_bytes = frame_round(r.block_bytes);
 	*s = r;
 	return 0;
 }
@@ -355,7 +361,7 @@ static void advise_row(const struct kv_seqlen_hist *h, uint64_t token_bytes,
 	}
 	r->blocks = (h->tokens - rem) / b + partial;
 	r->unused = r->blocks * b - h->tokens;
-	r->frame_bytes = (b * token_bytes + KV_FRAME_ALIGN - 1) / KV_FRAME_ALIGN * KV_FRAME_ALIGN;
+	r->frame_bytes = frame_round(b * token_bytes);
 	r->waste = 1.0 - (double)h->tokens * (double)token_bytes /
 			 ((double)r->blocks * (double)r->frame_bytes);
 }

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "lib/config.h"
+#include "lib/kvsize.h"
 #include "lib/models.h"
 
 #define BF16	KV_DTYPE_BF16
@@ -95,16 +96,9 @@ const struct kv_model *kv_model_find(const char *name)
  */
 const char *kv_model_dtype_name(uint32_t dtype)
 {
-	switch (dtype) {
-	case KV_DTYPE_FP16:
-		return "fp16";
-	case KV_DTYPE_BF16:
-		return "bf16";
-	case KV_DTYPE_FP32:
-		return "fp32";
-	default:
-		return "?";
-	}
+	int i = kv_size_dtype_of(dtype);
+
+	return i < 0 ? "?" : kv_size_dtypes[i].name;
 }
 
 /**
@@ -333,6 +327,9 @@ int kv_model_from_hf(const struct kv_json *root, struct kv_model *m, char *err,
 	ret = ret ?: hf_uint(cfg, ctx, false, UINT32_MAX, &t.max_context, err, errlen);
 	if (ret)
 		return ret;
+	if (t.kv_heads > KV_MAX_KV_HEADS)	/* num_attention_heads, by default */
+		return kv_errorf(err, errlen, "%u key/value heads are out of range (1..%u)",
+				t.kv_heads, KV_MAX_KV_HEADS);
 	if (t.attn_heads % t.kv_heads)
 		return kv_errorf(err, errlen,
 				"num_attention_heads %u is not a multiple of the %u key/value heads",

@@ -44,13 +44,10 @@ static uint64_t marker_off(uint64_t slot)
 	       slot / pool->geom.block_tokens * pool->frame_bytes;
 }
 
-static uint32_t marker_get(uint64_t slot)
+static int marker_get(uint64_t slot, uint32_t *v)
 {
-	uint32_t v = 0;
-
-	kvc_frame_read(pool, (uint32_t)(slot / pool->geom.block_tokens), marker_off(slot),
-		       &v, sizeof(v));
-	return v;
+	return kvc_frame_read(pool, (uint32_t)(slot / pool->geom.block_tokens),
+			      marker_off(slot), v, sizeof(*v));
 }
 
 static int marker_set(uint64_t slot, uint32_t v)
@@ -61,16 +58,16 @@ static int marker_set(uint64_t slot, uint32_t v)
 
 static int check(struct kvc *c, struct request *r)
 {
-	uint32_t bt = pool->geom.block_tokens, nb, i;
+	uint32_t bt = pool->geom.block_tokens, nb, i, v;
 	const uint32_t *frames;
 	int err = kvc_block_table(c, r->seq, &frames, &nb);
 
-	if (err)
-		return err;
-	for (i = 0; i < r->len; i++)
-		if (marker_get((uint64_t)frames[i / bt] * bt + i % bt) != r->vals[i])
-			return -EUCLEAN;
-	return 0;
+	for (i = 0; !err && i < r->len; i++) {
+		err = marker_get((uint64_t)frames[i / bt] * bt + i % bt, &v);
+		if (!err && v != r->vals[i])
+			err = -EUCLEAN;
+	}
+	return err;
 }
 
 /* One decode token for @r: locally when possible, else through a STEP. */
@@ -142,7 +139,7 @@ static int prefix_requests(struct kvc *c, const struct request *prompt)
 	uint64_t slots[PROMPT + 32], query = 0, found = 0;
 	struct kvc_step_seq s = { .slots = slots };
 	uint32_t i, k;
-	int m, err;
+	int m, err, ferr;
 
 	for (k = 0; k < 8; k++) {
 		r = *prompt;
@@ -150,17 +147,20 @@ static int prefix_requests(struct kvc *c, const struct request *prompt)
 			r.vals[i] = 0xdef00000 + k * 1000 + i;
 		r.len = PROMPT + 32;
 		err = kvc_seq_create(c, pool, &r.seq);
-		m = err ?: kvc_prefix_match(c, r.seq, r.vals, r.len, &hit);
-		if (m < 0)
-			return m;
+		if (err)
+			return err;
+		m = kvc_prefix_match(c, r.seq, r.vals, r.len, &hit);
+		err = m < 0 ? m : 0;
 		s.seq = r.seq;
-		s.nr_tokens = r.len - (uint32_t)m;
-		s.token_ids = r.vals + m;
-		err = kvc_step(c, &s, 1, 0, NULL);
+		s.nr_tokens = r.len - (uint32_t)(m < 0 ? 0 : m);
+		s.token_ids = r.vals + (m < 0 ? 0 : m);
+		err = err ?: kvc_step(c, &s, 1, 0, NULL);
 		for (i = 0; !err && i < s.nr_tokens; i++)
 			err = marker_set(slots[i], r.vals[m + i]);
 		err = err ?: check(c, &r);
-		err = err ?: kvc_seq_free(c, r.seq);
+		/* The sequence goes whatever happened to it. */
+		ferr = kvc_seq_free(c, r.seq);
+		err = err ?: ferr;
 		if (err)
 			return err;
 		query += r.len;

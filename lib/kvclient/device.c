@@ -52,24 +52,34 @@ static void fds_close(struct kvc_cuda_map *m)
 		close(m->fds[--m->nr_fds]);
 }
 
-static void cuda_unmap(struct kvc_cuda_map *m)
+/*
+ * Undo cuda_map() as far as it went: the chunks mapped, the range, the
+ * context and the driver. The descriptors stay (a later kvc_pool_map()
+ * may try again).
+ */
+static void cuda_release(struct kvc_cuda_map *m)
 {
 	struct cudrv *drv = &m->drv;
-	uint32_t i;
 
-	fds_close(m);
 	if (!drv->dl)
-		goto out_free;		/* never mapped */
+		return;			/* never mapped */
 	drv->CtxSetCurrent(m->ctx);
-	for (i = m->nr; i-- > 0;) {
-		drv->MemUnmap(m->va + i * m->chunk, m->chunk);
-		drv->MemRelease(m->handles[i]);
+	while (m->nr > 0) {
+		m->nr--;
+		drv->MemUnmap(m->va + m->nr * m->chunk, m->chunk);
+		drv->MemRelease(m->handles[m->nr]);
 	}
 	if (m->va)
 		drv->MemAddressFree(m->va, m->reserved);
+	m->va = 0;
 	drv->DevicePrimaryCtxRelease(m->dev);
 	cudrv_close(drv);
-out_free:
+}
+
+static void cuda_unmap(struct kvc_cuda_map *m)
+{
+	fds_close(m);
+	cuda_release(m);
 	free(m);
 }
 
@@ -123,16 +133,7 @@ static int cuda_map(struct kvc_pool *p, struct kvc_cuda_map *m)
 	m->chunk = m->info.chunk_bytes;
 	err = cuda_map_chunks(m, m->fds, m->nr_fds);
 	if (err) {
-		while (m->nr-- > 0) {
-			m->drv.MemUnmap(m->va + m->nr * m->chunk, m->chunk);
-			m->drv.MemRelease(m->handles[m->nr]);
-		}
-		m->nr = 0;
-		if (m->va)
-			m->drv.MemAddressFree(m->va, m->reserved);
-		m->va = 0;
-		m->drv.DevicePrimaryCtxRelease(m->dev);
-		cudrv_close(&m->drv);
+		cuda_release(m);
 		return err;
 	}
 	fds_close(m);

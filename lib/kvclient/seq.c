@@ -694,9 +694,7 @@ static int step_msg(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32
 	void *r;
 	int err, err2;
 
-	if (!n || n > KVMEM_STEP_MAX_SEQS)
-		return -EINVAL;
-	err = step_check(c, seqs, n, flags);
+	err = step_check(c, seqs, n, flags);	/* kvc_step() checked @n */
 	if (err)
 		return err;
 	len = step_build(c, seqs, n, flags, &total);

@@ -270,6 +270,8 @@ TEST(hf_config_errors)
 		{ "{\"num_hidden_layers\": 32, \"num_attention_heads\": 8,"
 		  " \"num_key_value_heads\": 16, \"head_dim\": 64}",
 		  "num_attention_heads 8 is not a multiple of the 16 key/value heads" },
+		{ "{\"num_hidden_layers\": 32, \"num_attention_heads\": 2048, \"head_dim\": 64}",
+		  "2048 key/value heads are out of range (1..1024)" },
 	};
 	char err[KV_MODEL_ERR_MAX];
 	struct kv_model m;

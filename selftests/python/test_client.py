@@ -175,6 +175,10 @@ class ClientTest(DaemonTestCase):
         with self.assertRaises(kvmem.KvmemError) as cm:     # the daemon is needed
             c.append(seq, 1)
         self.assertEqual(cm.exception.errno, errno.EAGAIN)
+        with self.assertRaises(ValueError):                 # not a u32 count
+            c.append(seq, -1)
+        with self.assertRaises(ValueError):
+            c.step([(seq, -1)])
         c.sync()
         c.seq_free(seq)
 

@@ -85,19 +85,8 @@ void kvd_ref_free(struct kvd_ref *r)
 
 static int ref_grow(struct kvd_ref *r, uint32_t pos)
 {
-	uint32_t cap = r->cap ? r->cap : 64;
-	float *kv;
-
-	if (pos < r->cap)
-		return 0;
-	while (cap <= pos)
-		cap *= 2;
-	kv = realloc(r->kv, (size_t)cap * r->stride * sizeof(float));
-	if (!kv)
-		return -ENOMEM;
-	r->kv = kv;
-	r->cap = cap;
-	return 0;
+	return kvd_grow(&r->kv, &r->cap, pos < 64 ? 64 : (uint64_t)pos + 1,
+			(size_t)r->stride * sizeof(float));
 }
 
 static int ref_store(void *ctx, uint32_t layer, const struct kvd_batch *b, const void *k,

@@ -62,8 +62,13 @@ void kvd_cache_free(struct kvd_cache *kc)
 	memset(kc, 0, sizeof(*kc));
 }
 
-/* Grow *@p to @n elements of @size; 0 or -ENOMEM. */
-static int grow(void *p, uint32_t *cap, uint64_t n, size_t size)
+/**
+ * kvd_grow() - grow the array *@p of *@cap elements of @size to hold @n
+ * (at least doubling); contents kept
+ *
+ * Return: 0 or -ENOMEM.
+ */
+int kvd_grow(void *p, uint32_t *cap, uint64_t n, size_t size)
 {
 	void *q;
 
@@ -84,15 +89,15 @@ static int cache_reserve(struct kvd_cache *kc, const struct kvd_batch *b, uint32
 {
 	int err;
 
-	err = grow(&kc->ctx, &kc->cap_ctx, b->nr_rows, sizeof(*kc->ctx));
-	err = err ?: grow(&kc->slots, &kc->cap_slots, b->nr_rows, sizeof(*kc->slots));
-	err = err ?: grow(&kc->table, &kc->cap_table, (uint64_t)b->nr_rows * kc->stride,
+	err = kvd_grow(&kc->ctx, &kc->cap_ctx, b->nr_rows, sizeof(*kc->ctx));
+	err = err ?: kvd_grow(&kc->slots, &kc->cap_slots, b->nr_rows, sizeof(*kc->slots));
+	err = err ?: kvd_grow(&kc->table, &kc->cap_table, (uint64_t)b->nr_rows * kc->stride,
 			  sizeof(*kc->table));
 	if (err || !kc->staged)
 		return err;
-	err = grow(&kc->first, &kc->cap_first, b->nr_seqs, sizeof(*kc->first));
-	err = err ?: grow(&kc->dirty, &kc->cap_dirty, staged, sizeof(*kc->dirty));
-	return err ?: grow(&kc->stage, &kc->stage_frames, staged, kc->pool->frame_bytes);
+	err = kvd_grow(&kc->first, &kc->cap_first, b->nr_seqs, sizeof(*kc->first));
+	err = err ?: kvd_grow(&kc->dirty, &kc->cap_dirty, staged, sizeof(*kc->dirty));
+	return err ?: kvd_grow(&kc->stage, &kc->stage_frames, staged, kc->pool->frame_bytes);
 }
 
 /* Read every block of the batch's sequences into the staging copy. */

@@ -213,6 +213,7 @@ uint32_t kvd_model_tensors(struct kvd_model *m, struct kvd_tensor *t, uint32_t m
 int kvd_forward(const struct kvd_model *m, struct kvd_work *w, uint32_t dtype,
 		struct kvd_batch *b, const struct kvd_attn_ops *ops, void *ctx);
 void kvd_work_free(struct kvd_work *w);
+int kvd_grow(void *p, uint32_t *cap, uint64_t n, size_t size);
 void kvd_to_dtype(uint32_t dtype, const float *src, void *dst, size_t n);
 void kvd_from_dtype(uint32_t dtype, const void *src, float *dst, size_t n);
 
@@ -363,7 +364,8 @@ const struct kvd_check *kvd_sched_check(const struct kvd_sched *s);
 /*
  * The hot loops (matrix products, the reference attention) are built for
  * AVX-512, AVX2 and the baseline, one picked at load time as kernels/
- * does; sanitizer builds keep one. Helpers they call must be KVD_INLINE.
+ * does; sanitizer builds keep one. Helpers they call must be KV_INLINE
+ * (kernels/simd.h).
  */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
     !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
@@ -371,7 +373,6 @@ const struct kvd_check *kvd_sched_check(const struct kvd_sched *s);
 #else
 #define KVD_CLONES
 #endif
-#define KVD_INLINE static inline __attribute__((always_inline))
 
 /* Random numbers: splitmix64, deterministic everywhere. */
 static inline uint64_t kvd_rand(uint64_t *state)

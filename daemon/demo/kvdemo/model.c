@@ -18,42 +18,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include "kernels/dtype.h"
+#include "kernels/simd.h"
 #include "kvdemo.h"
-
-/* 16 floats: one zmm with AVX-512, two ymm with AVX2, four xmm otherwise. */
-typedef float kvd_v16f __attribute__((vector_size(64)));
-
-KVD_INLINE kvd_v16f v16_load(const float *p)
-{
-	kvd_v16f v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
-
-KVD_INLINE void v16_store(float *p, kvd_v16f v)
-{
-	memcpy(p, &v, sizeof(v));
-}
 
 /*
  * Rows r0..r0+nr-1 (nr <= 4, a constant where it is inlined), columns
  * o..o+31 of y = (y +) x w, in registers over the whole of i.
  */
-KVD_INLINE void mm_tile(float *y, const float *x, const float *w, uint32_t r0, uint32_t nr,
+KV_INLINE void mm_tile(float *y, const float *x, const float *w, uint32_t r0, uint32_t nr,
 			uint32_t o, uint32_t in, uint32_t out, bool acc)
 {
-	kvd_v16f a0[4], a1[4], w0, w1;
+	kv_v16f a0[4], a1[4], w0, w1;
 	uint32_t r, i;
 	float xv;
 
 	for (r = 0; r < nr; r++) {
-		a0[r] = acc ? v16_load(y + (size_t)(r0 + r) * out + o) : (kvd_v16f){ 0 };
-		a1[r] = acc ? v16_load(y + (size_t)(r0 + r) * out + o + 16) : (kvd_v16f){ 0 };
+		a0[r] = acc ? kv_v16_load(y + (size_t)(r0 + r) * out + o) : (kv_v16f){ 0 };
+		a1[r] = acc ? kv_v16_load(y + (size_t)(r0 + r) * out + o + 16) : (kv_v16f){ 0 };
 	}
 	for (i = 0; i < in; i++) {
-		w0 = v16_load(w + (size_t)i * out + o);
-		w1 = v16_load(w + (size_t)i * out + o + 16);
+		w0 = kv_v16_load(w + (size_t)i * out + o);
+		w1 = kv_v16_load(w + (size_t)i * out + o + 16);
 		for (r = 0; r < nr; r++) {
 			xv = x[(size_t)(r0 + r) * in + i];
 			a0[r] += xv * w0;
@@ -61,8 +46,8 @@ KVD_INLINE void mm_tile(float *y, const float *x, const float *w, uint32_t r0, u
 		}
 	}
 	for (r = 0; r < nr; r++) {
-		v16_store(y + (size_t)(r0 + r) * out + o, a0[r]);
-		v16_store(y + (size_t)(r0 + r) * out + o + 16, a1[r]);
+		kv_v16_store(y + (size_t)(r0 + r) * out + o, a0[r]);
+		kv_v16_store(y + (size_t)(r0 + r) * out + o + 16, a1[r]);
 	}
 }
 
@@ -99,41 +84,19 @@ static void matmul(float *y, const float *x, const float *w, uint32_t rows, uint
 /** kvd_to_dtype() - round @n floats to a pool dtype (KV_DTYPE_*) */
 void kvd_to_dtype(uint32_t dtype, const float *src, void *dst, size_t n)
 {
-	uint16_t *h = dst;
 	size_t i;
 
-	switch (dtype) {
-	case KV_DTYPE_FP16:
-		for (i = 0; i < n; i++)
-			h[i] = kv_f32_to_f16(src[i]);
-		break;
-	case KV_DTYPE_BF16:
-		for (i = 0; i < n; i++)
-			h[i] = kv_f32_to_bf16(src[i]);
-		break;
-	default:
-		memcpy(dst, src, n * sizeof(float));
-	}
+	for (i = 0; i < n; i++)
+		kv_store_f32(dst, dtype, i, src[i]);
 }
 
 /** kvd_from_dtype() - widen @n elements of a pool dtype to float */
 void kvd_from_dtype(uint32_t dtype, const void *src, float *dst, size_t n)
 {
-	const uint16_t *h = src;
 	size_t i;
 
-	switch (dtype) {
-	case KV_DTYPE_FP16:
-		for (i = 0; i < n; i++)
-			dst[i] = kv_f16_to_f32(h[i]);
-		break;
-	case KV_DTYPE_BF16:
-		for (i = 0; i < n; i++)
-			dst[i] = kv_bf16_to_f32(h[i]);
-		break;
-	default:
-		memcpy(dst, src, n * sizeof(float));
-	}
+	for (i = 0; i < n; i++)
+		dst[i] = kv_load_f32(src, dtype, i);
 }
 
 /* Floats of each tensor, in kvd_model_tensors() order, and their sum. */

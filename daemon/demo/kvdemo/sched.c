@@ -349,6 +349,16 @@ static uint32_t nr_running(const struct kvd_sched *s)
 }
 
 /*
+ * for_each_step_sample() - @x over the samples of running requests (@r)
+ * that have rows in this step, in request order; @k counts samples
+ */
+#define for_each_step_sample(sch, r, x, k)					\
+	for ((r) = (sch)->req; (r) < (sch)->req + (sch)->nr_req; (r)++)	\
+		if ((r)->state != REQ_RUNNING) {} else				\
+			for ((k) = 0; (k) < (r)->nr_samples; (k)++)		\
+				if (!((x) = &(r)->s[(k)])->nr_rows) {} else
+
+/*
  * Whether @need blocks, some of them those of deactivated sequences that
  * go back on the device, fit now: the daemon's verdict, and no more
  * pinned blocks than the device tier holds afterwards (the daemon counts
@@ -600,20 +610,14 @@ static void plan(struct kvd_sched *s)
 /* New blocks this step's rows need, counting inactive samples' tables whole. */
 static uint32_t step_need(const struct kvd_sched *s)
 {
+	const struct request *r;
 	const struct sample *x;
-	uint32_t i, k, n = 0;
+	uint32_t k, n = 0;
 
-	for (i = 0; i < s->nr_req; i++) {
-		if (s->req[i].state != REQ_RUNNING)
-			continue;
-		for (k = 0; k < s->req[i].nr_samples; k++) {
-			x = &s->req[i].s[k];
-			if (!x->nr_rows)
-				continue;
-			n += blocks(s, x->len + x->nr_rows) - blocks(s, x->len);
-			if (!x->active)
-				n += blocks(s, x->len);
-		}
+	for_each_step_sample(s, r, x, k) {
+		n += blocks(s, x->len + x->nr_rows) - blocks(s, x->len);
+		if (!x->active)
+			n += blocks(s, x->len);
 	}
 	return n;
 }
@@ -711,30 +715,23 @@ static int step_send(struct kvd_sched *s, uint32_t n)
 /* Append every sample's rows: locally where possible, the rest in a STEP. */
 static int append(struct kvd_sched *s)
 {
-	uint32_t i, k, n = 0, rows = 0;
+	uint32_t k, n = 0, rows = 0;
+	struct request *r;
 	struct sample *x;
 	int err;
 
-	for (i = 0; i < s->nr_req; i++) {
-		if (s->req[i].state != REQ_RUNNING)
+	for_each_step_sample(s, r, x, k) {
+		rows += x->nr_rows;
+		err = kvc_append_ids(s->c, x->seq, x->nr_rows, x->ids + x->len, x->slots);
+		if (!err) {
+			x->active = true;
 			continue;
-		for (k = 0; k < s->req[i].nr_samples; k++) {
-			x = &s->req[i].s[k];
-			if (!x->nr_rows)
-				continue;
-			rows += x->nr_rows;
-			err = kvc_append_ids(s->c, x->seq, x->nr_rows, x->ids + x->len, x->slots);
-			if (!err) {
-				x->active = true;
-				continue;
-			}
-			if (err != -EAGAIN)
-				return err;
-			s->ss[n] = (struct kvc_step_seq){ .seq = x->seq, .nr_tokens = x->nr_rows,
-							  .token_ids = x->ids + x->len,
-							  .slots = x->slots };
-			s->ss_sam[n++] = x;
 		}
+		if (err != -EAGAIN)
+			return err;
+		s->ss[n] = (struct kvc_step_seq){ .seq = x->seq, .nr_tokens = x->nr_rows,
+						  .token_ids = x->ids + x->len, .slots = x->slots };
+		s->ss_sam[n++] = x;
 	}
 	if (!n) {
 		s->st.local_steps += rows > 0;
@@ -750,22 +747,6 @@ static int append(struct kvd_sched *s)
 	return err < 0 ? err : 0;
 }
 
-/* Grow @p (of @cap entries of @size) to hold @n. */
-static int grow(void *p, uint32_t *cap, uint64_t n, size_t size)
-{
-	void *q;
-
-	if (n <= *cap)
-		return 0;
-	n = n < 2ull * *cap ? 2ull * *cap : n;
-	q = realloc(*(void **)p, n * size);
-	if (!q)
-		return -ENOMEM;
-	*(void **)p = q;
-	*cap = (uint32_t)n;
-	return 0;
-}
-
 /* Copy @x's block table (valid after its append) for the pass. */
 static int sample_table(struct kvd_sched *s, struct sample *x)
 {
@@ -775,7 +756,7 @@ static int sample_table(struct kvd_sched *s, struct sample *x)
 
 	err = kvc_block_table(s->c, x->seq, &frames, &nb);
 	if (!err)
-		err = grow(&x->frames, &x->frames_cap, nb, sizeof(*x->frames));
+		err = kvd_grow(&x->frames, &x->frames_cap, nb, sizeof(*x->frames));
 	if (err)
 		return err;
 	memcpy(x->frames, frames, nb * sizeof(*frames));
@@ -791,9 +772,9 @@ static int batch_add(struct kvd_sched *s, struct request *r, struct sample *x)
 	struct kvd_row *row;
 	int err;
 
-	err = grow(&b->rows, &s->rows_cap, (uint64_t)b->nr_rows + x->nr_rows, sizeof(*b->rows));
-	err = err ?: grow(&b->seqs, &s->seqs_cap, q + 1, sizeof(*b->seqs));
-	err = err ?: grow(&s->sam, &s->sam_cap, q + 1, sizeof(*s->sam));
+	err = kvd_grow(&b->rows, &s->rows_cap, (uint64_t)b->nr_rows + x->nr_rows, sizeof(*b->rows));
+	err = err ?: kvd_grow(&b->seqs, &s->seqs_cap, q + 1, sizeof(*b->seqs));
+	err = err ?: kvd_grow(&s->sam, &s->sam_cap, q + 1, sizeof(*s->sam));
 	err = err ?: sample_table(s, x);
 	if (err)
 		return err;
@@ -816,30 +797,19 @@ static int batch_add(struct kvd_sched *s, struct request *r, struct sample *x)
 static int batch_build(struct kvd_sched *s)
 {
 	struct kvd_batch *b = &s->batch;
-	uint32_t i, k;
-	float *l;
+	struct request *r;
+	struct sample *x;
+	uint32_t k;
 	int err;
 
 	b->nr_rows = b->nr_seqs = b->nr_logits = 0;
-	for (i = 0; i < s->nr_req; i++) {
-		if (s->req[i].state != REQ_RUNNING)
-			continue;
-		for (k = 0; k < s->req[i].nr_samples; k++) {
-			if (!s->req[i].s[k].nr_rows)
-				continue;
-			err = batch_add(s, &s->req[i], &s->req[i].s[k]);
-			if (err)
-				return err;
-		}
+	for_each_step_sample(s, r, x, k) {
+		err = batch_add(s, r, x);
+		if (err)
+			return err;
 	}
-	if (b->nr_logits <= s->logits_cap)
-		return 0;
-	l = realloc(b->logits, (size_t)b->nr_logits * s->m->cfg.vocab * sizeof(float));
-	if (!l)
-		return -ENOMEM;
-	b->logits = l;
-	s->logits_cap = b->nr_logits;
-	return 0;
+	return kvd_grow(&b->logits, &s->logits_cap, b->nr_logits,
+			(size_t)s->m->cfg.vocab * sizeof(float));
 }
 
 /* The next token from a row of logits: the likeliest, or a sample. */

@@ -103,6 +103,14 @@ class BlockManager:
         else:
             self.client = Client(client)
             self._own_client = True
+        try:
+            self._setup(pool, watermark, enable_caching, reserve, demote_on_swap_out)
+        except BaseException:
+            if self._own_client:
+                self.client.close()
+            raise
+
+    def _setup(self, pool, watermark, enable_caching, reserve, demote_on_swap_out):
         self.pool = self.client.pool(pool)
         self.block_size = self.pool.block_tokens
         self.num_total_gpu_blocks = self.pool.nr_frames[_lib.KVMEM_TIER_DEVICE]
@@ -379,15 +387,12 @@ class BlockManager:
         daemon to demote the pool's unpinned device blocks now (admin,
         pool-wide). Returns [] (vLLM's block mapping: the daemon moves the
         blocks, the engine copies nothing); last_demoted holds the count."""
-        handles = []
-        for sid in _seq_ids(seqs):
-            st = self._get(sid)
-            if st.active:
-                handles.append(st.handle)
+        sts = [self._get(sid) for sid in _seq_ids(seqs)]
+        handles = [st.handle for st in sts if st.active]
         if handles:
             self.client.deactivate(handles)
-            for sid in _seq_ids(seqs):
-                self._get(sid).active = False
+            for st in sts:
+                st.active = False
         if demote is None:
             demote = self.demote_on_swap_out
         self.last_demoted = 0

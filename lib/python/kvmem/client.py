@@ -85,6 +85,13 @@ def _u64_array(values):
     return (ctypes.c_uint64 * max(len(values), 1))(*values), len(values)
 
 
+def _count(n, what):
+    """@n as a token count for a u32 of the ABI: ValueError if it is not one."""
+    if not 0 <= n <= 0xffffffff:
+        raise ValueError("%s: %r tokens (0..4294967295)" % (what, n))
+    return n
+
+
 def _name_bytes(name, what="name"):
     if isinstance(name, str):
         name = name.encode()
@@ -344,7 +351,7 @@ class Client:
                 elif nt != len(ids):
                     raise ValueError("step: sequence %d: %d tokens but %d token ids" %
                                      (i, nt, len(ids)))
-            nt = nt or 0
+            nt = _count(nt or 0, "step: sequence %d" % i)
             arr[i].seq = seq
             arr[i].nr_tokens = nt
             if ids is not None and nt:
@@ -392,6 +399,7 @@ class Client:
     def append(self, seq, n):
         """kvc_append(): append @n tokens locally (no message); their slots.
         Raises KvmemError(EAGAIN) when the daemon is needed (use step())."""
+        _count(n, "append")
         slots = (ctypes.c_uint64 * max(n, 1))()
         with self._lock:
             _check(self._lib.kvc_append(self._h(), seq, n, slots),

@@ -170,31 +170,32 @@ class KvmemCache(Cache):
         """One STEP for the batch: slots of the real new tokens."""
         ids, mask = self._inputs if self._inputs else (None, None)
         if not self.seqs:
-            self.seqs = [self.client.seq_create(self.pool) for _ in range(batch)]
+            try:
+                for _ in range(batch):
+                    self.seqs.append(self.client.seq_create(self.pool))
+            except BaseException:
+                self._free_seqs()
+                raise
             self.real = [0] * batch
         if len(self.seqs) != batch:
             raise ValueError("kvmem: the batch changed from %d to %d rows" %
                              (len(self.seqs), batch))
         self._ctx_before = max(self.real)
-        new_mask = None
         if mask is not None and mask.dim() == 2:
-            new_mask = mask[:, -t:].to("cpu", torch.bool)
-        step = []
-        for b in range(batch):
-            keep = [i for i in range(t) if new_mask is None or bool(new_mask[b, i])]
-            tok = None
-            if ids is not None and ids.shape[-1] == t:
-                row = ids[b].tolist()
-                tok = [row[i] for i in keep]
-            step.append((self.seqs[b], len(keep), tok))
+            rows = mask[:, -t:].to("cpu", torch.bool).tolist()
+            keep = [[i for i, real in enumerate(row) if real] for row in rows]
+        else:
+            keep = [list(range(t))] * batch
+        toks = ids.tolist() if ids is not None and ids.shape[-1] == t else None
+        step = [(self.seqs[b], len(keep[b]), [toks[b][i] for i in keep[b]] if toks else None)
+                for b in range(batch)]
         slots = self.client.step(step)
-        flat = torch.full((batch, t), -1, dtype=torch.int64)
-        for b, (seq, n, _) in enumerate(step):
-            keep = [i for i in range(t) if new_mask is None or bool(new_mask[b, i])]
-            for i, s in zip(keep, slots[b]):
-                flat[b, i] = s
-            self.real[b] += n
-        self._slots = flat.view(-1).to(self.device)
+        flat = [[-1] * t for _ in range(batch)]
+        for b in range(batch):
+            for i, s in zip(keep[b], slots[b]):
+                flat[b][i] = s
+            self.real[b] += len(keep[b])
+        self._slots = torch.tensor(flat, dtype=torch.int64).view(-1).to(self.device)
         tables = [self.client.block_table(s) for s in self.seqs]
         width = max(1, max(len(tb) for tb in tables))
         bt = torch.zeros((batch, width), dtype=torch.int32)
@@ -212,14 +213,17 @@ class KvmemCache(Cache):
         kernels.append(self.arena, layer, k.to(self.dtype).contiguous(),
                        v.to(self.dtype).contiguous(), self._slots)
 
-    def close(self):
-        """Free the sequences and detach from the model."""
-        if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()
+    def _free_seqs(self):
         for s in self.seqs:
             self.client.seq_free(s)
         self.seqs = []
         self.real = []
+
+    def close(self):
+        """Free the sequences and detach from the model."""
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+        self._free_seqs()
         self._hook.remove()
         for m in self._model.modules():
             if getattr(m, "_kvmem_cache", None) is self:
