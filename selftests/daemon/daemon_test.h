@@ -74,29 +74,41 @@ static inline int read_file(const char *path, char *buf, size_t len)
 }
 
 /*
- * Run `kvmemd -c @conf` to its end (for starts that must fail), its output
- * in @log and then in @out. Returns its exit status, or -1.
+ * Run @exe with @argv to its end, its standard output and error in @log
+ * and then in @out. Returns its exit status (128 + the signal that killed
+ * it), or -1.
  */
-static inline int daemon_run_once(const char *conf, const char *log, char *out, size_t len)
+static inline int run_to_end(const char *exe, char *const argv[], const char *log, char *out,
+			     size_t len)
 {
-	char exe[PATH_MAX];
 	int status, fd;
 	pid_t pid;
 
-	build_path("kvmemd", exe, sizeof(exe));
 	pid = fork();
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		dup2(fd, 1);
 		dup2(fd, 2);
-		execl(exe, "kvmemd", "-c", conf, (char *)NULL);
+		execv(exe, argv);
 		_exit(127);
 	}
-	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
-	    read_file(log, out, len))
+	if (pid < 0 || waitpid(pid, &status, 0) < 0 || read_file(log, out, len))
 		return -1;
-	return WEXITSTATUS(status);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/*
+ * Run `kvmemd -c @conf` to its end (for starts that must fail), its output
+ * in @log and then in @out. Returns its exit status, or -1.
+ */
+static inline int daemon_run_once(const char *conf, const char *log, char *out, size_t len)
+{
+	char exe[PATH_MAX];
+	char *const argv[] = { "kvmemd", "-c", (char *)conf, NULL };
+
+	build_path("kvmemd", exe, sizeof(exe));
+	return run_to_end(exe, argv, log, out, len);
 }
 
 /* Bind a datagram socket for NOTIFY_SOCKET in @dir. */

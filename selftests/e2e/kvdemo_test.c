@@ -61,9 +61,8 @@ FIXTURE_TEARDOWN(kvdemo)
 static int kvdemo(FIXTURE_DATA(kvdemo) *self, ...)
 {
 	char exe[PATH_MAX], log[128], *argv[48] = { "kvdemo", "-s", self->d.sock };
-	int n = 3, status, fd;
 	va_list ap;
-	pid_t pid;
+	int n = 3;
 
 	va_start(ap, self);
 	while (n < 47 && (argv[n] = va_arg(ap, char *)))
@@ -72,18 +71,7 @@ static int kvdemo(FIXTURE_DATA(kvdemo) *self, ...)
 	argv[n] = NULL;
 	build_path("kvdemo", exe, sizeof(exe));
 	snprintf(log, sizeof(log), "%s/out", self->dir);
-	pid = fork();
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execv(exe, argv);
-		_exit(127);
-	}
-	if (pid < 0 || waitpid(pid, &status, 0) < 0 || read_file(log, self->out, OUT_MAX))
-		return -1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	return run_to_end(exe, argv, log, self->out, OUT_MAX);
 }
 
 /* The number after @key in kvdemo's output; -1 when absent. */
