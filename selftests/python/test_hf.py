@@ -4,11 +4,13 @@ same tokens as with transformers' own cache and attention: a Llama model
 (GQA 4:1) and a Qwen2 model (GQA 7:1) with random weights, a batch of
 left-padded prompts of different lengths, 64 greedy tokens, on a GPU
 (kvmemd on the cuda backend, the CUDA kernels). Random weights make near
-ties common, so tokens may part only where the reference's top two logits
-are within bf16 tolerance; every step is also checked teacher-forced (the
-kvmem path fed the reference's tokens): logits within tolerance, the same
-argmax wherever it is clear. Skipped without torch, transformers, a GPU or
-the CUDA kernels library."""
+ties common, so there tokens may part only where the reference's top two
+logits are within bf16 tolerance; the same models trained for a few
+seconds on a synthetic rule (hf_compare.rule()) make
+clear choices and must give exactly the same 64 tokens. Every step is also
+checked teacher-forced (the kvmem path fed the reference's tokens): logits
+within tolerance, the same argmax wherever it is clear. Skipped without
+torch, transformers, a GPU or the CUDA kernels library."""
 
 import os
 import unittest
@@ -37,10 +39,10 @@ class TestHf(unittest.TestCase):
     def tearDownClass(cls):
         cls.d.stop()
 
-    def check(self, kind):
+    def check(self, kind, steps=0):
         from kvmem import Client
         with Client(self.d.sock) as c:
-            r = self.cmp.compare(kind, c, "cuda", 64)
+            r = self.cmp.compare(kind, c, "cuda", 64, steps=steps)
             print("\n" + self.cmp.HEADER + "\n" + self.cmp.row(r))
             self.assertEqual("", self.cmp.verdict(r), r)
             # Every sequence was freed: nothing left in the pool.
@@ -51,6 +53,12 @@ class TestHf(unittest.TestCase):
 
     def test_qwen2(self):
         self.check("qwen2")
+
+    def test_llama_gqa_trained(self):
+        self.check("llama", self.cmp.TRAIN_STEPS)
+
+    def test_qwen2_trained(self):
+        self.check("qwen2", self.cmp.TRAIN_STEPS)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,15 @@ transformers' own cache and attention (SDPA), on models built from configs
 with random weights (nothing is downloaded).
 
     python3 -m kvmem.hf_compare [--socket PATH] [--tokens 64] [--device cuda]
+                                [--train STEPS]
+
+With random weights the next-token logits are nearly flat, and greedy
+choices between near-equal logits are decided by bf16 rounding (transformers'
+own eager attention and its SDPA part there too). --train fits the random
+model, in a few seconds, to a synthetic rule (the next token is a fixed
+permutation of the current one: see rule()); its greedy choices are then
+clear, and the tokens must be equal. Attention still shapes every logit:
+the logits are compared as for random weights.
 
 needs a kvmemd whose pools "llama" and "qwen2" have the geometry of the two
 models below (POOLS is the config text: see kvmemd_pools()). Prints, per
@@ -37,6 +46,7 @@ MODELS = {
 CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}
 PROMPT_LENS = (5, 17, 33, 60)
 INIT_RANGE = 0.08
+TRAIN_STEPS = 300
 TOL = 2e-2      # bf16: a few ulps of the logits' range
 PAD = 0
 
@@ -53,13 +63,49 @@ def kvmemd_pools(block_tokens=16, device_mem="64M", host_mem="64M"):
     return "".join(text)
 
 
-def build(kind, device, seed=1234, init=INIT_RANGE):
-    """A model of @kind with random weights from @seed, bf16, eval mode."""
+def rule(vocab, device, seed=7):
+    """The synthetic language of trained models: a random permutation
+    @perm of the vocabulary, the token after x being perm[x]."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(vocab, generator=g).to(device)
+
+
+def train(model, steps, seed=5, batch=64, length=128):
+    """Fit @model (fp32) to rule() on random token sequences for @steps
+    AdamW steps; returns the last step's loss."""
+    vocab = model.config.vocab_size
+    perm = rule(vocab, model.device)
+    g = torch.Generator(device=model.device).manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps,
+                                                pct_start=0.1)
+    model.train()
+    loss = torch.zeros(())
+    for _ in range(steps):
+        x = torch.randint(3, vocab, (batch, length), generator=g, device=model.device)
+        logits = model(input_ids=x).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab),
+                                                 perm[x].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    return float(loss)
+
+
+def build(kind, device, seed=1234, init=INIT_RANGE, steps=0):
+    """A model of @kind with random weights from @seed, trained for @steps
+    on rule() when @steps, then bf16, eval mode."""
     cls, kw = MODELS[kind]
     torch.manual_seed(seed)
     cfg = CONFIGS[kind](initializer_range=init, pad_token_id=PAD, bos_token_id=1,
                         eos_token_id=None, tie_word_embeddings=False, **kw)
-    model = cls(cfg).to(device=device, dtype=torch.bfloat16).eval()
+    model = cls(cfg).to(device=device)
+    if steps:
+        with torch.enable_grad():
+            model.train_loss = train(model, steps)
+    model = model.to(dtype=torch.bfloat16).eval()
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = PAD
     # Logits in fp32: bf16 logits of random weights tie exactly (many
@@ -167,9 +213,30 @@ def _free_diff(ref, got, width):
     return first, worst
 
 
-def compare(kind, client, device="cuda", tokens=64, init=INIT_RANGE, seed=1234):
-    """Generate with both caches; a dict of what matched and how fast."""
-    model = build(kind, device, seed, init)
+def _margins(ref):
+    """Smallest gap between the reference's top two logits, relative to
+    the logits' range, over every step and sequence."""
+    low = 1.0
+    for step in ref.logits:
+        a = step.float()
+        top = a.topk(2, dim=-1).values
+        gap = (top[:, 0] - top[:, 1]) / (a.amax(-1) - a.amin(-1)).clamp_min(1e-6)
+        low = min(low, float(gap.min()))
+    return low
+
+
+def _rule_hits(model, ref, width):
+    """Share of the generated tokens that follow rule()."""
+    seq = ref.sequences
+    perm = rule(model.config.vocab_size, seq.device)
+    want = perm[seq[:, width - 1:-1]]
+    return float((seq[:, width:] == want).float().mean())
+
+
+def compare(kind, client, device="cuda", tokens=64, init=INIT_RANGE, seed=1234, steps=0):
+    """Generate with both caches; a dict of what matched and how fast.
+    @steps: train the model on rule() first (see train())."""
+    model = build(kind, device, seed, init, steps)
     ids, mask = prompts(device, model.config.vocab_size)
     with torch.no_grad():
         ref, ref_rate = _decode_rate(model, ids, mask, tokens, client, None)
@@ -192,7 +259,11 @@ def compare(kind, client, device="cuda", tokens=64, init=INIT_RANGE, seed=1234):
         margin = float((top[0] - top[1]) / (a.max() - a.min()).clamp_min(1e-6))
     with torch.no_grad():
         forced_diff, forced_bad = teacher_forced(model, ids, mask, ref, client, kind)
-    return {"model": kind, "same_tokens": same, "first_difference": first, "margin": margin,
+    return {"model": kind, "trained": steps, "same_tokens": same,
+            "min_margin": _margins(ref),
+            "rule_hits": _rule_hits(model, ref, width) if steps else None,
+            "train_loss": getattr(model, "train_loss", None),
+            "first_difference": first, "margin": margin,
             "logit_diff": worst, "tokens": tokens, "batch": ids.shape[0],
             "forced_logit_diff": forced_diff, "forced_disagree": forced_bad,
             "eager_logit_diff": floor, "eager_first_difference": eager_first,
@@ -205,10 +276,13 @@ def verdict(r):
     separates transformers' own eager attention from its SDPA (the bf16
     noise floor, measured in the same run), free-running and teacher-forced
     over every step; no teacher-forced step whose clear argmax differs.
-    Else what failed."""
+    A trained model (clear choices) must give the same tokens. Else what
+    failed."""
     why = []
     tol = max(TOL, 2 * r["eager_logit_diff"])
-    if not r["same_tokens"] and (r["margin"] is None or r["margin"] >= TOL):
+    if r["trained"] and not r["same_tokens"]:
+        why.append("trained model: tokens part at step %s" % r["first_difference"])
+    elif not r["same_tokens"] and (r["margin"] is None or r["margin"] >= TOL):
         why.append("tokens part at step %s where the reference's margin is %s" %
                    (r["first_difference"], r["margin"]))
     if r["logit_diff"] >= tol:
@@ -226,22 +300,28 @@ def main(argv=None):
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--models", default="llama,qwen2")
+    ap.add_argument("--train", type=int, default=0, metavar="STEPS",
+                    help="train each model on rule() for STEPS steps first")
     a = ap.parse_args(argv)
     bad = 0
     with Client(a.socket) as client:
         print(HEADER)
         for kind in a.models.split(","):
-            r = compare(kind, client, a.device, a.tokens)
+            r = compare(kind, client, a.device, a.tokens, steps=a.train)
             print(row(r))
-            bad += bool(verdict(r))
+            why = verdict(r)
+            if why:
+                print("  FAIL: " + why)
+            bad += bool(why)
     return 1 if bad else 0
 
 
-HEADER = "%-6s %5s %6s %-22s %10s %-18s %10s %8s %10s %10s" % (
-    "model", "batch", "tokens", "kvmem: same tokens", "logit diff", "eager vs sdpa",
-    "forced", "forced", "sdpa", "kvmem")
-HEADER += "\n%-6s %5s %6s %-22s %10s %-18s %10s %8s %10s %10s" % (
-    "", "", "", "", "", "(tokens part, diff)", "diff", "argmax", "tok/s", "tok/s")
+HEADER = "%-6s %-7s %5s %6s %-22s %10s %-18s %10s %8s %8s %10s %10s" % (
+    "model", "weights", "batch", "tokens", "kvmem: same tokens", "logit diff",
+    "eager vs sdpa", "forced", "forced", "least", "sdpa", "kvmem")
+HEADER += "\n%-6s %-7s %5s %6s %-22s %10s %-18s %10s %8s %8s %10s %10s" % (
+    "", "", "", "", "", "", "(tokens part, diff)", "diff", "argmax", "margin", "tok/s",
+    "tok/s")
 
 
 def row(r):
@@ -250,11 +330,15 @@ def row(r):
                                                                      r["margin"] or 0)
     eager = "%s, %.2e" % ("never" if r["eager_first_difference"] is None else
                           "step %d" % r["eager_first_difference"], r["eager_logit_diff"])
-    return "%-6s %5d %6d %-22s %10.2e %-18s %10.2e %8s %10.0f %10.0f" % (
-        r["model"], r["batch"], r["tokens"], same, r["logit_diff"], eager,
+    weights = "trained" if r["trained"] else "random"
+    return "%-6s %-7s %5d %6d %-22s %10.2e %-18s %10.2e %8s %8.1e %10.0f %10.0f" % (
+        r["model"], weights, r["batch"], r["tokens"], same, r["logit_diff"], eager,
         r["forced_logit_diff"],
         "ok" if not r["forced_disagree"] else "%d bad" % r["forced_disagree"],
-        r["sdpa_tok_s"], r["kvmem_tok_s"])
+        r["min_margin"], r["sdpa_tok_s"], r["kvmem_tok_s"]) + (
+        "" if not r["trained"] else
+        "\n%15s(%d training steps, loss %.3f; %.0f%% of the generated tokens follow the rule)"
+        % ("", r["trained"], r["train_loss"], 100 * r["rule_hits"]))
 
 
 if __name__ == "__main__":
