@@ -6,13 +6,17 @@
  * on contiguous KV for the same decode shapes. Prints a table; asserts
  * nothing about time.
  *
- *	bench-kernels-gpu [-s sdpa.tsv] [-r REPS] [-q] [-D] [-v VARIANT]
+ *	bench-kernels-gpu [-s sdpa.tsv] [-r REPS] [-q] [-D] [-v VARIANT] [-F read|write]
  *
  * -q: a reduced set of shapes; -D: decode only; -v: a decode kernel variant
  * (see kv_cuda_decode_variant), for comparing variants in one run.
  *
- * Every timed launch follows a write of 256 MiB (more than L2) so that no
+ * Every timed launch follows a pass over 256 MiB (more than L2) so that no
  * run finds its KV in cache; time is the median of REPS event-timed runs.
+ * -F read (the default) reads the 256 MiB: L2 is left holding clean lines,
+ * as after the weight reads that precede attention in a model. -F write
+ * writes them (a memset): L2 is left full of dirty lines, whose write-back
+ * to memory (up to L2's size) then falls inside the timed launch.
  */
 #include <math.h>
 #include <unistd.h>
@@ -34,6 +38,7 @@
 
 static int reps = 30;
 static void *flush_buf;
+static int flush_write;
 static cudaEvent_t ev0, ev1;
 
 struct sdpa_row {
@@ -90,7 +95,11 @@ static double time_ms(launch_fn fn, void *arg)
 	for (i = 0; i < n; i++) {
 		float ms;
 
-		CK(cudaMemsetAsync(flush_buf, i, FLUSH_BYTES, 0));
+		if (flush_write)
+			CK(cudaMemsetAsync(flush_buf, i, FLUSH_BYTES, 0));
+		else if (kv_cuda_read_all(flush_buf, FLUSH_BYTES - 64,
+					  (char *)flush_buf + FLUSH_BYTES - 64, NULL))
+			exit(1);
 		CK(cudaEventRecord(ev0, 0));
 		if (fn(arg))
 			exit(1);
@@ -322,8 +331,10 @@ int main(int argc, char **argv)
 	void *arena, *ws = NULL;
 	double copy_bw;
 
-	while ((opt = getopt(argc, argv, "s:r:qDv:")) != -1) {
-		if (opt == 'v')
+	while ((opt = getopt(argc, argv, "s:r:qDv:F:")) != -1) {
+		if (opt == 'F' && (!strcmp(optarg, "read") || !strcmp(optarg, "write")))
+			flush_write = !strcmp(optarg, "write");
+		else if (opt == 'v')
 			kv_cuda_decode_variant = atoi(optarg);
 		else if (opt == 'D')
 			decode_only = 1;
@@ -372,6 +383,7 @@ int main(int argc, char **argv)
 	CK(cudaMalloc(&arena, frames * 65536));
 	CK(cudaMalloc(&ws, ws_bytes));
 	CK(cudaMalloc(&flush_buf, FLUSH_BYTES));
+	CK(cudaMemset(flush_buf, 0x5a, FLUSH_BYTES));
 	CK(cudaEventCreate(&ev0));
 	CK(cudaEventCreate(&ev1));
 	if (kv_cuda_fill_uniform(arena, frames * 65536 / 2, KV_DTYPE_BF16, 42, 2.0f, NULL))
@@ -382,6 +394,8 @@ int main(int argc, char **argv)
 	printf("# %s, %d SMs; device-to-device copy (cudaMemcpy, 1 GiB): %.0f GB/s read+written\n",
 	       prop.name, prop.multiProcessorCount, copy_bw);
 	/* what the method costs on its own: a 4-byte memset after the flush */
+	printf("# L2 flush before each timed run: %s 256 MiB\n",
+	       flush_write ? "a memset (write) of" : "a read of");
 	printf("# a 4-byte memset timed the same way (after the flush): %.4f ms\n",
 	       time_ms(do_tiny, ws ? ws : arena));
 	if (kv_cuda_decode_variant >= 0)

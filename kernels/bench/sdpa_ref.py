@@ -4,11 +4,12 @@
 
 For each decode shape, one query token per sequence, K and V contiguous as
 [batch, kv_heads, ctx, head_dim], enable_gqa=True, timed with the flash and
-the cuDNN backends. Like bench-kernels-gpu, every timed run follows a write
-of 256 MiB (more than L2); the time is the median of the runs, in ms.
+the cuDNN backends. Like bench-kernels-gpu, every timed run follows a pass
+over 256 MiB (more than L2): a read (default) or, with -F write, a write;
+the time is the median of the runs, in ms.
 
 Prints one line per shape: q_heads kv_heads head_dim dtype batch ctx flash_ms cudnn_ms
-(nan where a backend refuses the shape). Usage: sdpa_ref.py [-q] [-r REPS]
+(nan where a backend refuses the shape). Usage: sdpa_ref.py [-q] [-r REPS] [-F read|write]
 """
 import argparse
 import math
@@ -33,14 +34,17 @@ def shapes(quick):
     return out
 
 
-def time_ms(fn, reps, flush):
+def time_ms(fn, reps, flush, write):
     fn()
     torch.cuda.synchronize()
     start = torch.cuda.Event(enable_timing=True)
     end = torch.cuda.Event(enable_timing=True)
     t = []
     for i in range(reps):
-        flush.fill_(i & 0xff)
+        if write:
+            flush.fill_(i & 0xff)
+        else:
+            flush.view(torch.int32).sum()  # a read pass: see -F
         start.record()
         fn()
         end.record()
@@ -53,6 +57,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-q", action="store_true")
     ap.add_argument("-r", type=int, default=30)
+    ap.add_argument("-F", choices=("read", "write"), default="read",
+                    help="L2 flush: read 256 MiB (default) or write it")
     args = ap.parse_args()
     flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
     print("# torch", torch.__version__, torch.cuda.get_device_name(0), file=sys.stderr)
@@ -67,7 +73,7 @@ def main():
                 with sdpa_kernel(backend):
                     res.append(time_ms(lambda: F.scaled_dot_product_attention(
                         q, k, v, scale=1.0 / math.sqrt(hd), enable_gqa=True),
-                        args.r, flush))
+                        args.r, flush, args.F == "write"))
             except Exception as e:  # a backend may refuse a shape
                 print(f"# {backend} {qh}:{kvh} b{b} c{c}: {e}".splitlines()[0],
                       file=sys.stderr)
