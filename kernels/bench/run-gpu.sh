@@ -13,8 +13,10 @@
 # 3. times PyTorch SDPA on contiguous KV (kernels/bench/sdpa_ref.py) and
 #    the kernels, and prints the table (bench-kernels-gpu).
 # -q runs a reduced set of shapes. Logs go to LOGDIR (default build/gpu-logs).
-# KV_BENCH_VARIANTS="0 1 2 3" first times those decode kernel variants on
-# the reduced set (see kv_cuda_decode_variant in kernels/cuda/decode.cu).
+# KV_BENCH_VARIANTS="0 1 2 3" first checks (gpu_test) and times those
+# decode kernel variants on the reduced set (see kv_cuda_decode_variant in
+# kernels/cuda/decode.cu). KV_BENCH_FLUSH=write flushes L2 by a write
+# instead of a read before each timed run (see bench-kernels-gpu -F).
 set -eu -o pipefail
 
 quick=
@@ -27,6 +29,7 @@ logs=${1:-$top/build/gpu-logs}
 mkdir -p "$logs"
 cd "$top"
 B=$top/build
+flush=${KV_BENCH_FLUSH:-read}
 export PATH=$PATH:/usr/local/cuda/bin
 
 echo "== build"
@@ -41,6 +44,12 @@ echo "== GPU selftests"
 rc=0
 (cd selftests/kernels && "$B/selftests/kernels/gpu_test") 2>&1 | tee "$logs/gpu_test.log" || rc=$?
 echo "gpu_test exit $rc"
+for v in ${KV_BENCH_VARIANTS:-}; do
+	(cd selftests/kernels && KV_DECODE_VARIANT=$v "$B/selftests/kernels/gpu_test") \
+		>"$logs/gpu_test-variant-$v.log" 2>&1 && vr=0 || vr=$?
+	echo "gpu_test, decode variant $v: exit $vr ($(grep -c '^ok' "$logs/gpu_test-variant-$v.log") ok)"
+	[[ $vr == 0 ]] || rc=$vr
+done
 
 if command -v compute-sanitizer >/dev/null 2>&1; then
 	echo "== compute-sanitizer memcheck (reduced sweep)"
@@ -54,7 +63,8 @@ fi
 echo "== SDPA reference"
 sdpa=$logs/sdpa.tsv
 if python3 -c 'import torch' 2>/dev/null; then
-	PYTHONUNBUFFERED=1 python3 kernels/bench/sdpa_ref.py $quick >"$sdpa" 2>"$logs/sdpa.err" ||
+	PYTHONUNBUFFERED=1 python3 kernels/bench/sdpa_ref.py $quick -F "$flush" >"$sdpa" \
+		2>"$logs/sdpa.err" ||
 		echo "sdpa_ref.py failed (see sdpa.err)"
 	cat "$logs/sdpa.err"
 else
@@ -66,7 +76,8 @@ echo "== benchmark"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw --format=csv 2>/dev/null | tee "$logs/gpu.txt" || true
 if [[ -n ${KV_BENCH_VARIANTS:-} ]]; then
 	for v in $KV_BENCH_VARIANTS; do
-		"$B/kernels/bench-kernels-gpu" -q -D -v "$v" -s "$sdpa" 2>&1 | tee "$logs/variant-$v.md"
+		"$B/kernels/bench-kernels-gpu" -q -D -v "$v" -F "$flush" -s "$sdpa" 2>&1 |
+			tee "$logs/variant-$v.md"
 	done
 fi
-"$B/kernels/bench-kernels-gpu" $quick -s "$sdpa" 2>&1 | tee "$logs/bench.md"
+"$B/kernels/bench-kernels-gpu" $quick -F "$flush" -s "$sdpa" 2>&1 | tee "$logs/bench.md"

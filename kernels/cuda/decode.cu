@@ -33,7 +33,10 @@
  * bit 0 adds an L2 256-byte prefetch hint to the KV loads, bit 1 caps
  * registers for four CTAs per SM, bit 2 picks splits for about four waves
  * of CTAs (kv_cuda_pick_splits_waves()) instead of the fewest splits that
- * fill one (kv_cuda_pick_splits()). Negative: KV_DECODE_VARIANT_DEFAULT.
+ * fill one (kv_cuda_pick_splits()), bit 4 (head_dim 64 and 128, sm_90,
+ * block_tokens % 16 == 0; else ignored) streams tiles through shared
+ * memory with bulk copies (variant 19, whatever the other bits).
+ * Negative: KV_DECODE_VARIANT_DEFAULT.
  */
 int kv_cuda_decode_variant = -1;
 
@@ -139,6 +142,62 @@ __device__ __forceinline__ void set_status(int32_t *status)
 }
 
 /*
+ * Bulk copies (sm_90): a 16-token tile of one head's K or V is contiguous
+ * in its block when block_tokens % 16 == 0, so it is one cp.async.bulk into
+ * shared memory, completing on an mbarrier (the transaction count is the
+ * bytes to arrive).
+ */
+__device__ __forceinline__ __attribute__((unused)) uint32_t smem_addr(const void *p)
+{
+	return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void bar_init(uint64_t *bar)
+{
+#if __CUDA_ARCH__ >= 900
+	asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" :: "r"(smem_addr(bar)));
+	asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+
+/* arm @bar for @bytes (0: complete at once, nothing to copy) */
+__device__ __forceinline__ void bar_expect(uint64_t *bar, uint32_t bytes)
+{
+#if __CUDA_ARCH__ >= 900
+	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+		     :: "r"(smem_addr(bar)), "r"(bytes) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void bar_wait(uint64_t *bar, uint32_t parity)
+{
+#if __CUDA_ARCH__ >= 900
+	asm volatile("{\n.reg .pred p;\n"
+		     "W: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+		     "@!p bra W;\n}\n" :: "r"(smem_addr(bar)), "r"(parity) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes,
+					  uint64_t *bar)
+{
+#if __CUDA_ARCH__ >= 900
+	asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
+		     "[%0], [%1], %2, [%3];\n"
+		     :: "r"(smem_addr(dst)), "l"(src), "r"(bytes), "r"(smem_addr(bar))
+		     : "memory");
+#endif
+}
+
+/* shared memory read by this thread before is free for the async proxy */
+__device__ __forceinline__ void fence_async_smem(void)
+{
+#if __CUDA_ARCH__ >= 900
+	asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+/*
  * Where the K (or V) row of token @tok lives; NULL when the token is masked
  * or its frame lies past the arena (then *bad is set). @frame is the tile's
  * frame when block_tokens is a multiple of 16 (a tile never straddles two
@@ -227,15 +286,81 @@ __device__ __forceinline__ void load_v(const decode_params &p,
 	}
 }
 
+/* bytes of one 16-token tile of one head's K (or V) */
+template <int HD> __host__ __device__ constexpr uint32_t tile_bytes() { return kTile * HD * 2; }
+/* bulk-copy stages per warp: 24 KiB of tiles in flight per warp */
+template <int HD> __host__ __device__ constexpr int tma_stages() { return HD == 64 ? 6 : 3; }
+
+/*
+ * Start the bulk copies of the tile at @t0 (K, then V) into @dst, on @bar.
+ * A frame past the arena copies nothing, completes @bar and sets *bad.
+ */
+template <int HD>
+__device__ __forceinline__ void tma_issue(const decode_params &p,
+					  const uint32_t *table, uint32_t t0,
+					  uint64_t koff, char *dst, uint64_t *bar,
+					  bool &bad)
+{
+	uint32_t blk = t0 / p.block_tokens, f = table[blk];
+	const char *src;
+
+	if (f >= p.frames) {
+		bad = true;
+		bar_expect(bar, 0);
+		return;
+	}
+	src = p.arena + f * p.frame_bytes + koff +
+	      (uint64_t)(t0 - blk * p.block_tokens) * HD * 2;
+	bar_expect(bar, 2 * tile_bytes<HD>());
+	bulk_load(dst, src, tile_bytes<HD>(), bar);
+	bulk_load(dst + tile_bytes<HD>(), src + p.voff, tile_bytes<HD>(), bar);
+}
+
+/* load_k()/load_v() from a tile in shared memory; masked rows read zero */
+template <int HD>
+__device__ __forceinline__ void smem_frags(const char *sk, uint32_t t0,
+					   uint32_t lo, uint32_t hi, int lane,
+					   uint4 (&k)[2][HD / 32],
+					   uint4 (&v)[4][HD / 64])
+{
+	const char *sv = sk + tile_bytes<HD>();
+	int r = lane >> 2, c = lane & 3;
+
+#pragma unroll
+	for (int half = 0; half < 2; half++) {
+		uint32_t row = r + 8 * half;
+		bool ok = t0 + row >= lo && t0 + row < hi;
+#pragma unroll
+		for (int kk = 0; kk < HD / 32; kk++)
+			k[half][kk] = ok ? *reinterpret_cast<const uint4 *>(
+						   sk + row * HD * 2 + (kk * 4 + c) * 16)
+					 : make_uint4(0, 0, 0, 0);
+	}
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		uint32_t row = 2 * c + (i & 1) + 8 * (i >> 1);
+		bool ok = t0 + row >= lo && t0 + row < hi;
+#pragma unroll
+		for (int cg = 0; cg < HD / 64; cg++)
+			v[i][cg] = ok ? *reinterpret_cast<const uint4 *>(
+						sv + row * HD * 2 + (cg * 8 + r) * 16)
+				      : make_uint4(0, 0, 0, 0);
+	}
+}
+
 /*
  * The split-decode kernel. NT n-tiles of 8 query heads each (a chunk of
  * up to 8*NT heads of one group); PIPE keeps the next tile's K loads in
- * flight during the current tile (more registers).
+ * flight during the current tile (more registers). VAR bit 4 (sm_90,
+ * block_tokens % 16 == 0): each warp streams its tiles through a ring of
+ * tma_stages() bulk copies into shared memory instead (PIPE is then off).
  */
 template <typename T, int HD, int NT, bool PIPE, int VAR>
-__global__ void __launch_bounds__(kThreads, (VAR & 2) ? 4 : 1)
+__global__ void __launch_bounds__(kThreads, (VAR & 16) ? 2 : (VAR & 2) ? 4 : 1)
 kv_decode_kernel(const decode_params p)
 {
+	constexpr bool TMA = (VAR & 16) != 0;
+	constexpr int S = tma_stages<HD>();
 	extern __shared__ float smem[];
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	const int r = lane >> 2, c = lane & 3;
@@ -294,18 +419,44 @@ kv_decode_kernel(const decode_params p)
 	 */
 	uint4 kr[2][HD / 32];
 	uint4 vr[4][HD / 64];
-	uint32_t frame = warp < ntiles ? tile_frame(p, table, (tile0 + warp) * kTile, hi) : ~0u;
+	char *ring = reinterpret_cast<char *>(smem) + (size_t)warp * S * 2 * tile_bytes<HD>();
+	uint64_t *bars = reinterpret_cast<uint64_t *>(reinterpret_cast<char *>(smem) +
+		(size_t)kWarps * S * 2 * tile_bytes<HD>()) + warp * S;
+	if (TMA) {
+		if (lane == 0)
+			for (int j = 0; j < S; j++)
+				bar_init(&bars[j]);
+		__syncwarp();
+		if (lane == 0)
+			for (int j = 0; j < S && warp + j * kWarps < ntiles; j++)
+				tma_issue<HD>(p, table, (tile0 + warp + j * kWarps) * kTile, koff,
+					      ring + j * 2 * tile_bytes<HD>(), &bars[j], bad);
+	}
+	uint32_t frame = !TMA && warp < ntiles ?
+			 tile_frame(p, table, (tile0 + warp) * kTile, hi) : ~0u;
 	if (PIPE && warp < ntiles) {
 		load_k<HD, VAR>(p, table, frame, (tile0 + warp) * kTile, lo, hi, koff, lane, bad, kr);
 		load_v<HD, VAR>(p, table, frame, (tile0 + warp) * kTile, lo, hi, voff, lane, bad, vr);
 	}
 
-	for (int it = warp; it < ntiles; it += kWarps) {
+	for (int it = warp, k = 0; it < ntiles; it += kWarps, k++) {
 		uint32_t t0 = (tile0 + it) * kTile;
 		bool more = it + kWarps < ntiles;
-		uint32_t fnext = more ? tile_frame(p, table, t0 + kWarps * kTile, hi) : ~0u;
+		uint32_t fnext = !TMA && more ? tile_frame(p, table, t0 + kWarps * kTile, hi) : ~0u;
 
-		if (!PIPE) {
+		if (TMA) {
+			/* this tile's stage: wait, take the fragments, refill */
+			char *stage = ring + (k % S) * 2 * tile_bytes<HD>();
+
+			bar_wait(&bars[k % S], (k / S) & 1);
+			smem_frags<HD>(stage, t0, lo, hi, lane, kr, vr);
+			__syncwarp();
+			if (lane == 0 && it + S * kWarps < ntiles) {
+				fence_async_smem();
+				tma_issue<HD>(p, table, t0 + S * kWarps * kTile, koff, stage,
+					      &bars[k % S], bad);
+			}
+		} else if (!PIPE) {
 			load_k<HD, VAR>(p, table, frame, t0, lo, hi, koff, lane, bad, kr);
 			load_v<HD, VAR>(p, table, frame, t0, lo, hi, voff, lane, bad, vr);
 		}
@@ -483,7 +634,8 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 	   uint64_t ws_bytes, uint32_t max_tiles, uint32_t split_bound,
 	   cudaStream_t st)
 {
-	constexpr bool PIPE = HD * NT <= 256;
+	constexpr bool TMA = (VAR & 16) != 0;
+	constexpr bool PIPE = !TMA && HD * NT <= 256;
 	auto kern = kv_decode_kernel<T, HD, NT, PIPE, VAR>;
 	static launch_cfg cfg[KV_CUDA_MAX_DEVICES];
 	int dev = 0, sms = 0;
@@ -493,7 +645,11 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 		return -ENODEV;
 	if (!cfg[dev].occupancy) {
 		size_t smem = (size_t)kWarps * 8 * NT * (HD + 2) * sizeof(float);
+		size_t ring = (size_t)kWarps * tma_stages<HD>() * (2 * tile_bytes<HD>() + 8);
 		int occ = 0;
+
+		if (TMA && ring > smem)
+			smem = ring;
 
 		if (smem > 48 * 1024 &&
 		    cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -559,6 +715,18 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 	return 0;
 }
 
+/* bulk copies need sm_90 and tiles that never straddle two blocks */
+static bool tma_usable(const decode_params &p)
+{
+	int dev = 0, major = 0;
+
+	if (p.block_tokens % kTile || cudaGetDevice(&dev) != cudaSuccess ||
+	    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) !=
+	    cudaSuccess)
+		return false;
+	return major >= 9;
+}
+
 template <typename T, int HD, int NT>
 int launch_var(const decode_params &p, uint32_t batch, bool want_split,
 	       uint64_t ws_bytes, uint32_t max_tiles, uint32_t bound,
@@ -566,6 +734,12 @@ int launch_var(const decode_params &p, uint32_t batch, bool want_split,
 {
 	int v = kv_cuda_decode_variant < 0 ? KV_DECODE_VARIANT_DEFAULT :
 		kv_cuda_decode_variant;
+
+	if constexpr (HD <= 128) {
+		if ((v & 16) && tma_usable(p))
+			return launch<T, HD, NT, 19>(p, batch, want_split, ws_bytes, max_tiles,
+						     bound, st);
+	}
 
 	/* the register cap only pays where the kernel fits in 128 registers */
 	if constexpr (HD > 128) {

@@ -7,7 +7,8 @@
  * device-side fault checks; append, copy, gather and scatter bit for bit.
  *
  * Skips (exit 4) where no GPU is found or the build has no CUDA.
- * KV_TEST_SMALL=1 runs a reduced sweep (for compute-sanitizer).
+ * KV_TEST_SMALL=1 runs a reduced sweep (for compute-sanitizer);
+ * KV_DECODE_VARIANT=N tests decode kernel variant N (kv_cuda_decode_variant).
  */
 #include <errno.h>
 #include <math.h>
@@ -25,11 +26,17 @@ TEST(gpu)
 #else
 #include <cuda_runtime_api.h>
 
+#include "kernels/cuda/cuda_internal.h"
+
 #define CU(call) ASSERT_EQ(cudaSuccess, (call))
 
 static int gpu_present(void)
 {
+	const char *v = getenv("KV_DECODE_VARIANT");
 	int n = 0;
+
+	if (v)
+		kv_cuda_decode_variant = atoi(v);
 
 	return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
