@@ -7,9 +7,12 @@
  * nothing about time.
  *
  *	bench-kernels-gpu [-s sdpa.tsv] [-r REPS] [-q] [-D] [-v VARIANT] [-F read|write]
+ *			  [-o SHAPE] [-U]
  *
  * -q: a reduced set of shapes; -D: decode only; -v: a decode kernel variant
- * (see kv_cuda_decode_variant), for comparing variants in one run.
+ * (see kv_cuda_decode_variant), for comparing variants in one run; -o: only
+ * the decode shape of that index in the table (for a profiler); -U: frames
+ * in order instead of shuffled (what paging costs the same kernel).
  *
  * Every timed launch follows a pass over 256 MiB (more than L2) so that no
  * run finds its KV in cache; time is the median of REPS event-timed runs.
@@ -39,6 +42,7 @@
 static int reps = 30;
 static void *flush_buf;
 static int flush_write;
+static int in_order;	/* -U: every sequence's frames consecutive, in order */
 static cudaEvent_t ev0, ev1;
 
 struct sdpa_row {
@@ -184,6 +188,8 @@ static void bench_decode(const struct bench_shape *s, void *arena, __u64 frames,
 	if (!table || !ctx)
 		abort();
 	bench_table(table, s, frames);
+	for (b = 0; in_order && b < per * s->batch; b++)
+		table[b] = (__u32)b;
 	for (b = 0; b < s->batch; b++)
 		ctx[b] = s->ctx;
 	CK(cudaMalloc(&d_q, qbytes));
@@ -325,14 +331,18 @@ int main(int argc, char **argv)
 	static const __u32 batches[] = { 1, 16, 64, 256 }, ctxs[] = { 1024, 4096, 16384 };
 	struct bench_shape shapes[64];
 	struct cudaDeviceProp prop;
-	int opt, quick = 0, decode_only = 0, n = 0, ndev = 0, i;
+	int opt, quick = 0, decode_only = 0, n = 0, ndev = 0, i, only = -1;
 	__u64 frames = 0, ws_bytes = 0;
 	unsigned int qi, bi, ci;
 	void *arena, *ws = NULL;
 	double copy_bw;
 
-	while ((opt = getopt(argc, argv, "s:r:qDv:F:")) != -1) {
-		if (opt == 'F' && (!strcmp(optarg, "read") || !strcmp(optarg, "write")))
+	while ((opt = getopt(argc, argv, "s:r:qDv:F:o:U")) != -1) {
+		if (opt == 'U')
+			in_order = 1;
+		else if (opt == 'o')
+			only = atoi(optarg);
+		else if (opt == 'F' && (!strcmp(optarg, "read") || !strcmp(optarg, "write")))
 			flush_write = !strcmp(optarg, "write");
 		else if (opt == 'v')
 			kv_cuda_decode_variant = atoi(optarg);
@@ -400,8 +410,9 @@ int main(int argc, char **argv)
 	       time_ms(do_tiny, ws ? ws : arena));
 	if (kv_cuda_decode_variant >= 0)
 		printf("# decode kernel variant %d\n", kv_cuda_decode_variant);
-	printf("# decode: block_tokens 16, frames shuffled; GB/s = KV bytes read / time; "
-	       "floor = KV bytes / copy bandwidth; SDPA on contiguous KV, enable_gqa\n");
+	printf("# decode: block_tokens 16, frames %s; GB/s = KV bytes read / time; "
+	       "floor = KV bytes / copy bandwidth; SDPA on contiguous KV, enable_gqa\n",
+	       in_order ? "in order (-U)" : "shuffled");
 	printf("| heads dtype | batch | ctx | KV MB | ms | GB/s | %% of copy | time/floor | "
 	       "SDPA flash ms | SDPA cuDNN ms | flash/ours | cuDNN/ours |\n");
 	printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -410,6 +421,8 @@ int main(int argc, char **argv)
 		struct kv_geometry g = bench_geometry(&shapes[i]);
 		__u64 f = frames * 65536 / kv_frame_bytes(&g);
 
+		if (only >= 0 && i != only)
+			continue;
 		bench_decode(&shapes[i], arena, f, ws, ws_bytes, copy_bw);
 	}
 	CK(cudaFree(arena));

@@ -91,7 +91,7 @@ def train(model, steps, seed=5, batch=64, length=128):
         opt.step()
         sched.step()
     model.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 def build(kind, device, seed=1234, init=INIT_RANGE, steps=0):
