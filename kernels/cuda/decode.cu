@@ -35,17 +35,19 @@
  * of CTAs (kv_cuda_pick_splits_waves()) instead of the fewest splits that
  * fill one (kv_cuda_pick_splits()), bit 4 (head_dim 64 and 128, sm_90,
  * block_tokens % 16 == 0; else ignored) streams tiles through shared
- * memory with bulk copies (variant 19, whatever the other bits).
+ * memory with bulk copies (variant 19, whatever the other bits), bit 6
+ * (head_dim 64 and 128) takes one CTA of 16 warps per (sequence, kv head)
+ * without splits when those CTAs fill the SMs once (variant 67, see
+ * one_cta_fills(); else the other bits apply).
  * Negative: KV_DECODE_VARIANT_DEFAULT.
  */
 int kv_cuda_decode_variant = -1;
 
-#define KV_DECODE_VARIANT_DEFAULT 3
+#define KV_DECODE_VARIANT_DEFAULT 67
 
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
 constexpr int kTile = 16;
 
 struct decode_params {
@@ -356,11 +358,13 @@ __device__ __forceinline__ void smem_frags(const char *sk, uint32_t t0,
  * tma_stages() bulk copies into shared memory instead (PIPE is then off).
  */
 template <typename T, int HD, int NT, bool PIPE, int VAR>
-__global__ void __launch_bounds__(kThreads, (VAR & 16) ? 2 : (VAR & 2) ? 4 : 1)
+__global__ void __launch_bounds__(((VAR & 64) ? 16 : kWarps) * 32,
+				  (VAR & 64) ? 1 : (VAR & 16) ? 2 : (VAR & 2) ? 4 : 1)
 kv_decode_kernel(const decode_params p)
 {
 	constexpr bool TMA = (VAR & 16) != 0;
 	constexpr int S = tma_stages<HD>();
+	constexpr int W = (VAR & 64) ? 16 : kWarps;	/* warps */
 	extern __shared__ float smem[];
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	const int r = lane >> 2, c = lane & 3;
@@ -421,15 +425,15 @@ kv_decode_kernel(const decode_params p)
 	uint4 vr[4][HD / 64];
 	char *ring = reinterpret_cast<char *>(smem) + (size_t)warp * S * 2 * tile_bytes<HD>();
 	uint64_t *bars = reinterpret_cast<uint64_t *>(reinterpret_cast<char *>(smem) +
-		(size_t)kWarps * S * 2 * tile_bytes<HD>()) + warp * S;
+		(size_t)W * S * 2 * tile_bytes<HD>()) + warp * S;
 	if (TMA) {
 		if (lane == 0)
 			for (int j = 0; j < S; j++)
 				bar_init(&bars[j]);
 		__syncwarp();
 		if (lane == 0)
-			for (int j = 0; j < S && warp + j * kWarps < ntiles; j++)
-				tma_issue<HD>(p, table, (tile0 + warp + j * kWarps) * kTile, koff,
+			for (int j = 0; j < S && warp + j * W < ntiles; j++)
+				tma_issue<HD>(p, table, (tile0 + warp + j * W) * kTile, koff,
 					      ring + j * 2 * tile_bytes<HD>(), &bars[j], bad);
 	}
 	uint32_t frame = !TMA && warp < ntiles ?
@@ -439,10 +443,10 @@ kv_decode_kernel(const decode_params p)
 		load_v<HD, VAR>(p, table, frame, (tile0 + warp) * kTile, lo, hi, voff, lane, bad, vr);
 	}
 
-	for (int it = warp, k = 0; it < ntiles; it += kWarps, k++) {
+	for (int it = warp, k = 0; it < ntiles; it += W, k++) {
 		uint32_t t0 = (tile0 + it) * kTile;
-		bool more = it + kWarps < ntiles;
-		uint32_t fnext = !TMA && more ? tile_frame(p, table, t0 + kWarps * kTile, hi) : ~0u;
+		bool more = it + W < ntiles;
+		uint32_t fnext = !TMA && more ? tile_frame(p, table, t0 + W * kTile, hi) : ~0u;
 
 		if (TMA) {
 			/* this tile's stage: wait, take the fragments, refill */
@@ -451,9 +455,9 @@ kv_decode_kernel(const decode_params p)
 			bar_wait(&bars[k % S], (k / S) & 1);
 			smem_frags<HD>(stage, t0, lo, hi, lane, kr, vr);
 			__syncwarp();
-			if (lane == 0 && it + S * kWarps < ntiles) {
+			if (lane == 0 && it + S * W < ntiles) {
 				fence_async_smem();
-				tma_issue<HD>(p, table, t0 + S * kWarps * kTile, koff, stage,
+				tma_issue<HD>(p, table, t0 + S * W * kTile, koff, stage,
 					      &bars[k % S], bad);
 			}
 		} else if (!PIPE) {
@@ -475,7 +479,7 @@ kv_decode_kernel(const decode_params p)
 			}
 		}
 		if (PIPE && more)
-			load_k<HD, VAR>(p, table, fnext, t0 + kWarps * kTile, lo, hi, koff,
+			load_k<HD, VAR>(p, table, fnext, t0 + W * kTile, lo, hi, koff,
 					lane, bad, kr);
 
 		/* online softmax per head (column); tokens spread over r */
@@ -528,7 +532,7 @@ kv_decode_kernel(const decode_params p)
 			}
 		}
 		if (PIPE && more)
-			load_v<HD, VAR>(p, table, fnext, t0 + kWarps * kTile, lo, hi, voff,
+			load_v<HD, VAR>(p, table, fnext, t0 + W * kTile, lo, hi, voff,
 					lane, bad, vr);
 		frame = fnext;
 	}
@@ -536,8 +540,8 @@ kv_decode_kernel(const decode_params p)
 	/* merge the four warps: per head, max, sum and output rows in smem */
 	bad = __syncthreads_or(bad);
 	float *sm = smem;				/* [warps][rows] */
-	float *sl = sm + kWarps * 8 * NT;		/* [warps][rows] */
-	float *so = sl + kWarps * 8 * NT;		/* [warps][rows][HD] */
+	float *sl = sm + W * 8 * NT;		/* [warps][rows] */
+	float *so = sl + W * 8 * NT;		/* [warps][rows][HD] */
 #pragma unroll
 	for (int nt = 0; nt < NT; nt++) {
 #pragma unroll
@@ -565,13 +569,13 @@ kv_decode_kernel(const decode_params p)
 	__syncthreads();
 
 	const size_t qh0 = (size_t)b * p.q_heads + (size_t)h * p.group + row0;
-	for (uint32_t i = threadIdx.x; i < nrows * HD; i += kThreads) {
+	for (uint32_t i = threadIdx.x; i < nrows * HD; i += W * 32) {
 		uint32_t row = i / HD, d = i % HD;
 		float mx = -INFINITY, sum = 0.f, acc = 0.f;
 
-		for (int w = 0; w < kWarps; w++)
+		for (int w = 0; w < W; w++)
 			mx = fmaxf(mx, sm[w * 8 * NT + row]);
-		for (int w = 0; w < kWarps; w++) {
+		for (int w = 0; w < W; w++) {
 			float mw = sm[w * 8 * NT + row];
 			float wt = mw == -INFINITY ? 0.f : exp2f(mw - mx);
 			sum += wt * sl[w * 8 * NT + row];
@@ -635,6 +639,7 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 	   cudaStream_t st)
 {
 	constexpr bool TMA = (VAR & 16) != 0;
+	constexpr int W = (VAR & 64) ? 16 : kWarps;	/* warps per CTA */
 	constexpr bool PIPE = !TMA && HD * NT <= 256;
 	auto kern = kv_decode_kernel<T, HD, NT, PIPE, VAR>;
 	static launch_cfg cfg[KV_CUDA_MAX_DEVICES];
@@ -644,7 +649,7 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 	if (cudaGetDevice(&dev) != cudaSuccess || dev >= KV_CUDA_MAX_DEVICES)
 		return -ENODEV;
 	if (!cfg[dev].occupancy) {
-		size_t smem = (size_t)kWarps * 8 * NT * (HD + 2) * sizeof(float);
+		size_t smem = (size_t)W * 8 * NT * (HD + 2) * sizeof(float);
 		size_t ring = (size_t)kWarps * tma_stages<HD>() * (2 * tile_bytes<HD>() + 8);
 		int occ = 0;
 
@@ -655,7 +660,7 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 		    cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
 					 (int)smem) != cudaSuccess)
 			return -EIO;
-		if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, kThreads,
+		if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, W * 32,
 								  smem) != cudaSuccess || !occ)
 			return -EIO;
 		cfg[dev].smem = smem;
@@ -672,15 +677,15 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 	uint32_t base = batch * p.kv_heads * p.hchunks;
 	uint32_t slots = (uint32_t)sms * cfg[dev].occupancy;
 	uint32_t nsplit = 1;
-	if (want_split) {
-		uint32_t cap = max_tiles / kWarps;
+	if (want_split && !(VAR & 64)) {
+		uint32_t cap = max_tiles / W;
 		if (cap > split_bound)
 			cap = split_bound;
 		if (kv_cuda_decode_variant >= 0 ? (kv_cuda_decode_variant & 4) :
 		    (KV_DECODE_VARIANT_DEFAULT & 4))
 			nsplit = kv_cuda_pick_splits_waves(base, slots,
-							   max_tiles / (2 * kWarps) < cap ?
-							   max_tiles / (2 * kWarps) : cap);
+							   max_tiles / (2 * W) < cap ?
+							   max_tiles / (2 * W) : cap);
 		else
 			nsplit = kv_cuda_pick_splits(base, slots, cap);
 		if (nsplit > 1 && (uint64_t)batch * p.q_heads * nsplit * (HD + 2) * 4 > ws_bytes)
@@ -690,7 +695,7 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 	q.tiles_per_split = (max_tiles + nsplit - 1) / nsplit;
 
 	dim3 grid(nsplit, p.kv_heads * p.hchunks, batch);
-	kern<<<grid, kThreads, cfg[dev].smem, st>>>(q);
+	kern<<<grid, W * 32, cfg[dev].smem, st>>>(q);
 	if (cudaGetLastError() != cudaSuccess)
 		return -EIO;
 	if (nsplit > 1) {
@@ -727,6 +732,22 @@ static bool tma_usable(const decode_params &p)
 	return major >= 9;
 }
 
+/*
+ * One CTA of 16 warps per (sequence, kv head) when those CTAs fill the
+ * SMs once (85% or more, no more than one each) and every warp gets two
+ * tiles: no split, so no combine launch and no partial results.
+ */
+static bool one_cta_fills(const decode_params &p, uint32_t batch, uint32_t max_tiles)
+{
+	uint64_t base = (uint64_t)batch * p.kv_heads * p.hchunks;
+	int dev = 0, sms = 0;
+
+	if (cudaGetDevice(&dev) != cudaSuccess ||
+	    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+		return false;
+	return base <= (uint64_t)sms && base * 100 >= 85ull * sms && max_tiles >= 2 * 16;
+}
+
 template <typename T, int HD, int NT>
 int launch_var(const decode_params &p, uint32_t batch, bool want_split,
 	       uint64_t ws_bytes, uint32_t max_tiles, uint32_t bound,
@@ -736,6 +757,9 @@ int launch_var(const decode_params &p, uint32_t batch, bool want_split,
 		kv_cuda_decode_variant;
 
 	if constexpr (HD <= 128) {
+		if ((v & 64) && one_cta_fills(p, batch, max_tiles))
+			return launch<T, HD, NT, 67>(p, batch, want_split, ws_bytes, max_tiles,
+						     bound, st);
 		if ((v & 16) && tma_usable(p))
 			return launch<T, HD, NT, 19>(p, batch, want_split, ws_bytes, max_tiles,
 						     bound, st);

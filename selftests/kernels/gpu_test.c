@@ -209,6 +209,33 @@ TEST(decode_long_split_window)
 }
 
 /*
+ * Batches whose (sequence, kv head) pairs fill the GPU's SMs once: the
+ * shape where decode variant bit 6 takes one 16-warp CTA per pair.
+ */
+TEST(decode_one_cta_per_head)
+{
+	struct kv_geometry g = { 2, 2, 128, 16, KV_DTYPE_BF16, 0 };
+	__u32 ctx[512], batch;
+	int sms = 0;
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+	batch = (__u32)sms / 2;
+	ASSERT_LE(batch, 512);
+	kvt_seed(__func__);
+	kvt_ragged(ctx, batch, g.block_tokens, small() ? 300 : 1200);
+	ctx[0] = small() ? 600 : 2048;
+	gpu_case(_metadata, &g, 1, 4, 0, batch, ctx);
+	g.head_dim = 64;
+	g.dtype = KV_DTYPE_FP16;
+	g.block_tokens = 32;
+	kvt_ragged(ctx, batch, g.block_tokens, small() ? 300 : 1200);
+	ctx[batch - 1] = small() ? 700 : 2049;
+	gpu_case(_metadata, &g, 0, 8, 0, batch, ctx);
+}
+
+/*
  * Device-side faults: a frame past the arena and a context longer than its
  * table set *status and give NaN for that sequence alone.
  */
