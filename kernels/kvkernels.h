@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * kvmem kernels: paged decode attention, KV append, block copy and the
- * gather/scatter used for swap, on KV laid out as uapi/kvmem/layout.h says.
+ * kvmem kernels: paged decode and prefill attention, KV append, block copy,
+ * the gather/scatter used for swap, and the greedy acceptance of speculative
+ * drafts, on KV laid out as uapi/kvmem/layout.h says.
  *
  * Every op has a CPU implementation (kv_*_cpu, in libkvkernels.a, the CPU
  * backend and the reference) and a CUDA implementation (kv_*_cuda, in
@@ -163,12 +164,98 @@ struct kv_gather_args {
 	void *stream;
 };
 
+/**
+ * struct kv_prefill_args - paged prefill attention for a ragged batch of queries
+ * @arena:        the KV arena
+ * @layer:        layer whose K and V are attended to
+ * @batch:        number of sequences
+ * @q_heads:      query heads; a multiple of arena.g.kv_heads (GQA as for decode)
+ * @window:       sliding window in tokens (0: none); a query at position p
+ *                attends to tokens max(0, p - window + 1) .. p
+ * @scale:        softmax scale (usually 1/sqrt(head_dim))
+ * @tokens:       query tokens in all (q_start[batch])
+ * @q:            [tokens][q_heads][head_dim] elements of arena.g.dtype
+ * @out:          [tokens][q_heads][head_dim] elements of arena.g.dtype
+ * @q_start:      [batch + 1] ascending, q_start[0] = 0: the queries of
+ *                sequence b are rows q_start[b] .. q_start[b + 1] - 1
+ * @block_table:  [batch][table_stride] frame numbers, as for decode
+ * @table_stride: entries per row of @block_table
+ * @ctx_lens:     [batch] tokens in each sequence's KV, the new ones included
+ *                (append them first); the n queries of sequence b are its
+ *                last n tokens, at positions ctx_lens[b] - n .. ctx_lens[b] - 1,
+ *                and attend causally to the cached prefix and to each other
+ * @status, @threads, @stream: as for struct kv_decode_args
+ *
+ * Plain prefill (nothing cached), chunked prefill (new tokens onto a cached
+ * prefix) and speculative verification (draft tokens onto the context) are
+ * all this one case.
+ */
+struct kv_prefill_args {
+	struct kv_arena_ref arena;
+	__u32 layer;
+	__u32 batch;
+	__u32 q_heads;
+	__u32 window;
+	float scale;
+	__u32 table_stride;
+	__u32 tokens;
+	__u32 threads;
+	const void *q;
+	void *out;
+	const __u32 *q_start;
+	const __u32 *block_table;
+	const __u32 *ctx_lens;
+	__s32 *status;
+	void *stream;
+};
+
+/**
+ * struct kv_verify_args - greedy acceptance of speculative draft tokens
+ * @batch:      number of sequences
+ * @max_draft:  width of a row of @draft (drafts per sequence at most)
+ * @vocab:      logits per position
+ * @dtype:      KV_DTYPE_FP32, KV_DTYPE_FP16 or KV_DTYPE_BF16: @logits' type
+ * @draft:      [batch][max_draft] draft token ids
+ * @draft_lens: [batch] draft tokens of each sequence, at most @max_draft
+ * @logits:     [batch][max_draft + 1][vocab] the target model's logits: row
+ *              j of sequence b is its prediction for the token after the
+ *              context and draft[b][0 .. j-1]
+ * @accepted:   [batch] out: the length of the longest draft prefix whose
+ *              every token is the argmax of its row
+ * @next:       [batch] out: the argmax of row @accepted (the token that
+ *              follows the accepted drafts: a correction or a bonus token)
+ * @status:     optional; set to -EINVAL when a draft length exceeds
+ *              @max_draft or a draft token is outside the vocabulary (that
+ *              sequence then gets accepted = 0, next = -1)
+ * @stream:     cudaStream_t for the CUDA implementation
+ *
+ * The argmax is the first index of the largest value; NaN counts as larger
+ * than any number (as torch.argmax does). The caller then truncates each
+ * sequence to context + accepted tokens (kvc_seq_truncate()) and appends
+ * @next.
+ */
+struct kv_verify_args {
+	__u32 batch;
+	__u32 max_draft;
+	__u32 vocab;
+	__u32 dtype;
+	const __s32 *draft;
+	const __u32 *draft_lens;
+	const void *logits;
+	__s32 *accepted;
+	__s32 *next;
+	__s32 *status;
+	void *stream;
+};
+
 /* CPU implementations (libkvkernels.a). */
 int kv_decode_cpu(const struct kv_decode_args *a);
 int kv_append_cpu(const struct kv_append_args *a);
 int kv_copy_blocks_cpu(const struct kv_copy_args *a);
 int kv_gather_cpu(const struct kv_gather_args *a);
 int kv_scatter_cpu(const struct kv_gather_args *a);
+int kv_prefill_cpu(const struct kv_prefill_args *a);
+int kv_verify_cpu(const struct kv_verify_args *a);
 
 /* CUDA implementations (libkvkernels_cuda.a); same contracts. */
 int kv_decode_cuda(const struct kv_decode_args *a);
@@ -176,6 +263,8 @@ int kv_append_cuda(const struct kv_append_args *a);
 int kv_copy_blocks_cuda(const struct kv_copy_args *a);
 int kv_gather_cuda(const struct kv_gather_args *a);
 int kv_scatter_cuda(const struct kv_gather_args *a);
+int kv_prefill_cuda(const struct kv_prefill_args *a);
+int kv_verify_cuda(const struct kv_verify_args *a);
 
 /**
  * kv_decode_workspace_bytes() - scratch the CUDA decode may use for @a
@@ -192,6 +281,8 @@ int kv_decode_check(const struct kv_decode_args *a);
 int kv_append_check(const struct kv_append_args *a);
 int kv_copy_check(const struct kv_copy_args *a);
 int kv_gather_check(const struct kv_gather_args *a);
+int kv_prefill_check(const struct kv_prefill_args *a);
+int kv_verify_check(const struct kv_verify_args *a);
 
 #ifdef __cplusplus
 }
