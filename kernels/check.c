@@ -42,6 +42,27 @@ int kv_decode_check(const struct kv_decode_args *a)
 	return 0;
 }
 
+int kv_prefill_check(const struct kv_prefill_args *a)
+{
+	const struct kv_geometry *g = &a->arena.g;
+	int err = kv_arena_check(&a->arena);
+
+	if (err)
+		return err;
+	if (a->layer >= g->layers || !a->q_heads || a->q_heads % g->kv_heads)
+		return -EINVAL;
+	if (a->batch && (!a->q_start || !a->ctx_lens || !a->block_table ||
+			 !a->table_stride))
+		return -EINVAL;
+	if (a->tokens && (!a->q || !a->out || !a->batch))
+		return -EINVAL;
+	if (a->scale != a->scale)
+		return -EINVAL;
+	if ((__u64)a->table_stride * g->block_tokens > UINT32_MAX)
+		return -EINVAL;
+	return 0;
+}
+
 int kv_append_check(const struct kv_append_args *a)
 {
 	int err = kv_arena_check(&a->arena);
@@ -109,4 +130,30 @@ __u64 kv_decode_workspace_bytes(const struct kv_decode_args *a)
 	/* per split and query head: head_dim partial outputs, max and sum */
 	return (__u64)a->batch * a->q_heads * splits *
 	       (a->arena.g.head_dim + 2) * sizeof(float);
+}
+
+/**
+ * kv_verify_check() - arguments of speculative verification checkable on the host
+ * @a: verification arguments
+ *
+ * @dtype must be fp32, fp16 or bf16; @vocab non-zero and at most INT32_MAX
+ * (token ids are __s32); @max_draft + 1 must not wrap and the logits' bytes
+ * must be addressable in 64 bits; with @batch > 0 no array may be NULL
+ * (@status is optional). Nothing is read through the pointers.
+ *
+ * Return: 0, or -EINVAL.
+ */
+int kv_verify_check(const struct kv_verify_args *a)
+{
+	__u64 rows = (__u64)a->max_draft + 1;
+	__u32 esz = kv_dtype_size(a->dtype);
+
+	if (!esz || !a->vocab || a->vocab > INT32_MAX || a->max_draft == UINT32_MAX)
+		return -EINVAL;
+	if (rows * a->batch > UINT64_MAX / a->vocab / esz)
+		return -EINVAL;
+	if (a->batch && (!a->draft || !a->draft_lens || !a->logits ||
+			 !a->accepted || !a->next))
+		return -EINVAL;
+	return 0;
 }

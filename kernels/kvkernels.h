@@ -184,7 +184,13 @@ struct kv_gather_args {
  *                (append them first); the n queries of sequence b are its
  *                last n tokens, at positions ctx_lens[b] - n .. ctx_lens[b] - 1,
  *                and attend causally to the cached prefix and to each other
- * @status, @threads, @stream: as for struct kv_decode_args
+ * @max_q_len:    the most queries of one sequence (0: take @tokens); sizes
+ *                the CUDA launch, which is planned without reading @q_start
+ * @status, @threads, @stream: as for struct kv_decode_args; the
+ *                data-dependent faults are those of decode plus @q_start not
+ *                ascending from 0 to @tokens, a sequence with more queries
+ *                than its context or than @max_q_len (CUDA: NaN outputs for
+ *                that sequence where it has rows to write)
  *
  * Plain prefill (nothing cached), chunked prefill (new tokens onto a cached
  * prefix) and speculative verification (draft tokens onto the context) are
@@ -199,7 +205,9 @@ struct kv_prefill_args {
 	float scale;
 	__u32 table_stride;
 	__u32 tokens;
+	__u32 max_q_len;
 	__u32 threads;
+	__u32 pad;
 	const void *q;
 	void *out;
 	const __u32 *q_start;

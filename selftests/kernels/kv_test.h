@@ -344,4 +344,160 @@ static inline void kvt_ragged(__u32 *ctx, __u32 batch, __u32 bt, __u32 max)
 	}
 }
 
+/**
+ * struct kvt_prefill_case - one prefill problem on a paged arena
+ * @d:       the arena, block table and context lengths (a decode case
+ *           whose every token is filled); d.window is the prefill's window
+ * @q_start: [batch + 1] query rows of each sequence
+ * @tokens:  query rows in all; @q, @out are [tokens][q_heads][head_dim]
+ * @ref:     the float64 reference of @out
+ */
+struct kvt_prefill_case {
+	struct kvt_decode_case d;
+	__u32 *q_start;
+	__u32 tokens, max_q;
+	void *q, *out;
+	double *ref;
+};
+
+static inline void kvt_prefill_case_free(struct kvt_prefill_case *c)
+{
+	kvt_decode_case_free(&c->d);
+	free(c->q_start);
+	free(c->q);
+	free(c->out);
+	free(c->ref);
+	memset(c, 0, sizeof(*c));
+}
+
+/*
+ * Sequence b has @cached[b] tokens already in the cache and @nq[b] new
+ * ones (their KV in the arena too, as after an append), so its context is
+ * cached[b] + nq[b] and its queries are the last nq[b] tokens.
+ */
+static inline int kvt_prefill_case_init(struct kvt_prefill_case *c,
+					const struct kv_geometry *g, __u32 layer,
+					__u32 q_heads, __u32 window, __u32 batch,
+					const __u32 *cached, const __u32 *nq)
+{
+	__u32 *ctx = malloc(sizeof(__u32) * (batch ? batch : 1)), b;
+	__u64 esz = kv_dtype_size(g->dtype), n;
+	int err;
+
+	memset(c, 0, sizeof(*c));
+	if (!ctx)
+		return -1;
+	for (b = 0; b < batch; b++)
+		ctx[b] = cached[b] + nq[b];
+	err = kvt_decode_case_init(&c->d, g, layer, q_heads, 0, batch, ctx);
+	free(ctx);
+	if (err)
+		return err;
+	c->d.window = window;
+	c->q_start = malloc(sizeof(__u32) * (batch + 1));
+	if (!c->q_start) {
+		kvt_prefill_case_free(c);
+		return -1;
+	}
+	c->q_start[0] = 0;
+	for (b = 0; b < batch; b++) {
+		c->q_start[b + 1] = c->q_start[b] + nq[b];
+		if (nq[b] > c->max_q)
+			c->max_q = nq[b];
+	}
+	c->tokens = c->q_start[batch];
+	n = (__u64)c->tokens * q_heads * g->head_dim;
+	c->q = malloc(n * esz + 1);
+	c->out = malloc(n * esz + 1);
+	c->ref = calloc(n + 1, sizeof(double));
+	if (!c->q || !c->out || !c->ref) {
+		kvt_prefill_case_free(c);
+		return -1;
+	}
+	kvt_fill(c->q, g->dtype, n, 1.0);
+	kvt_fill_nan(c->out, g->dtype, n);
+	return 0;
+}
+
+/* The float64 reference: each query row against its causal, windowed span. */
+static inline void kvt_prefill_reference(struct kvt_prefill_case *c, float scale)
+{
+	const struct kvt_decode_case *d = &c->d;
+	const struct kv_geometry *g = &d->g;
+	__u32 hd = g->head_dim, bt = g->block_tokens, group = d->q_heads / g->kv_heads;
+	__u32 b, i, qh, t, dd, maxctx = 1;
+	double *s;
+
+	for (b = 0; b < d->batch; b++)
+		if (d->ctx[b] > maxctx)
+			maxctx = d->ctx[b];
+	s = malloc(sizeof(double) * maxctx);
+	if (!s)
+		abort();
+	for (b = 0; b < d->batch; b++) {
+		const __u32 *row = d->table + (size_t)b * d->stride;
+		__u32 nq = c->q_start[b + 1] - c->q_start[b];
+
+		for (i = 0; i < nq; i++) {
+			__u32 pos = d->ctx[b] - nq + i;
+			__u32 lo = d->window && pos + 1 > d->window ? pos + 1 - d->window : 0;
+
+			for (qh = 0; qh < d->q_heads; qh++) {
+				__u64 qo = ((__u64)(c->q_start[b] + i) * d->q_heads + qh) * hd;
+				double mx = -INFINITY, sum = 0.0, *ref = c->ref + qo;
+
+				for (t = lo; t <= pos; t++) {
+					__u64 slot = (__u64)row[t / bt] * bt + t % bt;
+					const char *kp = (const char *)d->arena +
+						kv_token_offset(g, slot, d->layer, KV_K, qh / group);
+					double dot = 0.0;
+
+					for (dd = 0; dd < hd; dd++)
+						dot += (double)kv_load_f32(c->q, g->dtype, qo + dd) *
+						       (double)kv_load_f32(kp, g->dtype, dd);
+					s[t] = dot * scale;
+					if (s[t] > mx)
+						mx = s[t];
+				}
+				for (t = lo; t <= pos; t++) {
+					__u64 slot = (__u64)row[t / bt] * bt + t % bt;
+					const char *vp = (const char *)d->arena +
+						kv_token_offset(g, slot, d->layer, KV_V, qh / group);
+					double p = exp(s[t] - mx);
+
+					sum += p;
+					for (dd = 0; dd < hd; dd++)
+						ref[dd] += p * (double)kv_load_f32(vp, g->dtype, dd);
+				}
+				for (dd = 0; dd < hd; dd++)
+					ref[dd] /= sum;
+			}
+		}
+	}
+	free(s);
+}
+
+/* Arguments for running a prefill case through a kernel. */
+static inline struct kv_prefill_args kvt_prefill_args(struct kvt_prefill_case *c,
+						      float scale)
+{
+	struct kv_prefill_args a = {
+		.arena = { .base = c->d.arena, .frames = c->d.frames, .g = c->d.g },
+		.layer = c->d.layer,
+		.batch = c->d.batch,
+		.q_heads = c->d.q_heads,
+		.window = c->d.window,
+		.scale = scale,
+		.table_stride = c->d.stride,
+		.tokens = c->tokens,
+		.max_q_len = c->max_q,
+		.q = c->q,
+		.out = c->out,
+		.q_start = c->q_start,
+		.block_table = c->d.table,
+		.ctx_lens = c->d.ctx,
+	};
+	return a;
+}
+
 #endif /* _KV_TEST_H */

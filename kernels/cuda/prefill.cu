@@ -1,0 +1,480 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Paged prefill attention on CUDA (sm_80 and later; built for sm_90a), on
+ * the tensor cores: mma.sync m16n8k16 with fp32 accumulation, the online
+ * softmax of FlashAttention-2.
+ *
+ * One CTA of four warps takes one (sequence, kv head, tile of queries). Its
+ * 64 rows are (query, query head) pairs of that kv head's GQA group, query
+ * major, so every K and V tile it loads serves all the heads of the group:
+ * 64 / group queries per CTA (64 at 1:1, 16 at 4:1, 8 at 8:1). A warp owns
+ * 16 rows. The context is taken in tiles of 64 tokens: K and V of a tile
+ * are copied into shared memory with cp.async, one tile ahead of the one
+ * being computed, each token's row found through the block table (any
+ * block_tokens). Rows are stored with their 16-byte chunks XOR-swizzled by
+ * the row index so that the ldmatrix reads of S = Q K^T and of O += P V
+ * (ldmatrix.trans) hit distinct banks. Q stays in registers as A
+ * fragments; P goes from the S accumulators to A fragments in registers.
+ * Tokens a row may not see (after its position, before its window) are
+ * masked in the tiles that have any; tokens outside every row's span are
+ * loaded as zeros.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#include "kernels/kvkernels.h"
+#include "kernels/internal.h"
+#include "kernels/cuda/cuda_internal.h"
+
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kRows = 16 * kWarps;	/* (query, head) rows per CTA */
+constexpr int kTokens = 64;		/* tokens per K/V tile */
+constexpr uint32_t kMaxY = 65535;
+
+struct prefill_params {
+	const char *arena;
+	uint64_t frames;
+	uint64_t frame_bytes;
+	uint64_t koff;		/* layer's K of head 0 inside a frame */
+	uint64_t head_bytes;	/* one head's K (or V) in one block */
+	uint64_t voff;		/* V minus K of the same head */
+	const void *q;
+	void *out;
+	const uint32_t *q_start;
+	const uint32_t *table;
+	const uint32_t *ctx_lens;
+	int32_t *status;
+	uint32_t batch, tokens, q_heads, group, qpc;	/* qpc: queries per CTA */
+	uint32_t max_q;		/* most queries of a sequence the grid covers */
+	uint32_t block_tokens, stride, window;
+	float scale_log2;
+};
+
+template <typename T> struct pdt;
+template <> struct pdt<__nv_bfloat16> {
+	static __device__ __forceinline__ uint32_t pack(float a, float b)
+	{
+		__nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+		return *reinterpret_cast<uint32_t *>(&h);
+	}
+	static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4],
+						   uint32_t b0, uint32_t b1)
+	{
+		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+			     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+			     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+			     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+	}
+	static __device__ __forceinline__ void store2(void *p, float a, float b)
+	{
+		*static_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(a, b);
+	}
+};
+template <> struct pdt<__half> {
+	static __device__ __forceinline__ uint32_t pack(float a, float b)
+	{
+		__half2 h = __floats2half2_rn(a, b);
+		return *reinterpret_cast<uint32_t *>(&h);
+	}
+	static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4],
+						   uint32_t b0, uint32_t b1)
+	{
+		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+			     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+			     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+			     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+	}
+	static __device__ __forceinline__ void store2(void *p, float a, float b)
+	{
+		*static_cast<__half2 *>(p) = __floats2half2_rn(a, b);
+	}
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+	return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared; @ok false writes zeros and reads nothing */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool ok)
+{
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+		     :: "r"(smem_u32(dst)), "l"(src), "r"(ok ? 16 : 0) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit(void)
+{
+	asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait(void)
+{
+	asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void *p)
+{
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+}
+
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const void *p)
+{
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+}
+
+/* byte offset of 16-byte chunk @c of row @r in a swizzled [kTokens][HD] tile */
+template <int HD>
+__device__ __forceinline__ uint32_t swz(uint32_t r, uint32_t c)
+{
+	return r * HD * 2 + ((c ^ (r & 7)) << 4);
+}
+
+/* the span [lo, hi) a query at position @pos attends to */
+__device__ __forceinline__ void span(const prefill_params &p, uint32_t pos,
+				     uint32_t &lo, uint32_t &hi)
+{
+	lo = p.window && pos + 1 > p.window ? pos + 1 - p.window : 0;
+	hi = pos + 1;
+}
+
+/*
+ * Copy K and V of tokens [t, t + kTokens) into a stage; tokens outside
+ * [lo, hi) are zeros. Each thread moves 16-byte chunks of token rows.
+ */
+template <int HD>
+__device__ __forceinline__ void load_tile(const prefill_params &p, const uint32_t *table,
+					  uint64_t koff, uint32_t t, uint32_t lo,
+					  uint32_t hi, char *sk, char *sv)
+{
+	constexpr int chunks = HD / 8;
+
+	for (int i = threadIdx.x; i < kTokens * chunks; i += kWarps * 32) {
+		uint32_t r = i / chunks, c = i % chunks, tok = t + r;
+		bool ok = tok >= lo && tok < hi;
+		const char *src = p.arena;
+
+		if (ok) {
+			uint32_t blk = tok / p.block_tokens;
+
+			src = p.arena + table[blk] * p.frame_bytes + koff +
+			      (uint64_t)(tok - blk * p.block_tokens) * HD * 2 + c * 16;
+		}
+		cp_async16(sk + swz<HD>(r, c), src, ok);
+		cp_async16(sv + swz<HD>(r, c), ok ? src + p.voff : src, ok);
+	}
+}
+
+/*
+ * Sequence @b is sound: q_start in range, its queries fit its context and
+ * the grid, its context fits its table, every frame it reads is in the
+ * arena. Each thread checks a share of the frames.
+ */
+__device__ bool seq_ok(const prefill_params &p, uint32_t b, uint32_t nq,
+		       uint32_t ctx, const uint32_t *table)
+{
+	uint32_t lo, hi;
+
+	if (p.q_start[b] > p.q_start[b + 1] || p.q_start[b + 1] > p.tokens || nq > ctx ||
+	    nq > p.max_q || (uint64_t)ctx > (uint64_t)p.stride * p.block_tokens)
+		return false;
+	if (!nq)
+		return true;
+	span(p, ctx - nq, lo, hi);
+	for (uint32_t i = lo / p.block_tokens + threadIdx.x;
+	     i <= (ctx - 1) / p.block_tokens; i += kWarps * 32)
+		if (table[i] >= p.frames)
+			return false;
+	return true;
+}
+
+template <typename T, int HD>
+__global__ void __launch_bounds__(kWarps * 32)
+kv_prefill_kernel(const prefill_params p)
+{
+	extern __shared__ __align__(128) char smem[];
+	constexpr int kt = HD / 16;		/* k-steps of S = Q K^T */
+	constexpr int stage = 2 * kTokens * HD * 2;
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	const int g = lane >> 2, c = lane & 3;
+	const uint32_t h = blockIdx.y;
+	const uint32_t *table;
+	uint32_t b, nq, ctx, q0, nrows;
+	bool ok;
+
+	for (b = blockIdx.z; b < p.batch; b += gridDim.z) {
+		q0 = blockIdx.x * p.qpc;
+		nq = p.q_start[b + 1] - p.q_start[b];
+		ctx = p.ctx_lens[b];
+		table = p.table + (size_t)b * p.stride;
+		ok = __syncthreads_and(seq_ok(p, b, nq, ctx, table));
+		if (!ok && threadIdx.x == 0 && blockIdx.x == 0 && h == 0 && p.status)
+			atomicExch(p.status, -EINVAL);
+		if (ok && q0 >= nq)
+			continue;
+		if (!ok && (p.q_start[b] > p.q_start[b + 1] || p.q_start[b + 1] > p.tokens ||
+			    q0 >= nq))
+			continue;		/* no rows of its own to poison */
+
+		nrows = min(p.qpc, nq - q0) * p.group;
+		/* this thread's two rows: r and r + 8 of its warp */
+		uint32_t row[2], pos[2], rlo[2], rhi[2];
+		bool live[2];
+		for (int e = 0; e < 2; e++) {
+			row[e] = warp * 16 + g + 8 * e;
+			live[e] = row[e] < nrows;
+			pos[e] = ctx - nq + q0 + (live[e] ? row[e] / p.group : 0);
+			span(p, pos[e], rlo[e], rhi[e]);
+		}
+		const uint32_t first = ctx - nq + q0;		/* first query's position */
+		const uint32_t last = first + nrows / p.group - 1;
+		uint32_t lo, hi, end;
+		span(p, first, lo, end);
+		span(p, last, end, hi);
+
+		/* queries as A fragments: rows g and g + 8, dims 16ks + 2c (+8) */
+		uint32_t qa[kt][4];
+		for (int e = 0; e < 2; e++) {
+			const T *qrow = static_cast<const T *>(p.q) +
+				((size_t)(p.q_start[b] + q0 + row[e] / p.group) * p.q_heads +
+				 h * p.group + row[e] % p.group) * HD;
+#pragma unroll
+			for (int ks = 0; ks < kt; ks++) {
+				qa[ks][e] = live[e] && ok ? *reinterpret_cast<const uint32_t *>(
+						qrow + ks * 16 + 2 * c) : 0u;
+				qa[ks][2 + e] = live[e] && ok ? *reinterpret_cast<const uint32_t *>(
+						qrow + ks * 16 + 8 + 2 * c) : 0u;
+			}
+		}
+
+		float o[HD / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
+#pragma unroll
+		for (int dt = 0; dt < HD / 8; dt++)
+			o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+
+		const uint64_t koff = p.koff + h * p.head_bytes;
+		const uint32_t t0 = lo / kTokens * kTokens;
+		const int ntiles = ok && hi > t0 ? (int)((hi - t0 + kTokens - 1) / kTokens) : 0;
+
+		if (ntiles)
+			load_tile<HD>(p, table, koff, t0, lo, hi, smem, smem + stage / 2);
+		cp_async_commit();
+		for (int it = 0; it < ntiles; it++) {
+			const uint32_t t = t0 + it * kTokens;
+			char *sk = smem + (it & 1) * stage, *sv = sk + stage / 2;
+
+			if (it + 1 < ntiles)
+				load_tile<HD>(p, table, koff, t + kTokens, lo, hi,
+					      smem + ((it + 1) & 1) * stage,
+					      smem + ((it + 1) & 1) * stage + stage / 2);
+			cp_async_commit();
+			cp_async_wait<1>();
+			__syncthreads();
+
+			/* S = Q K^T: 16 rows x 64 tokens per warp */
+			float s[kTokens / 8][4];
+#pragma unroll
+			for (int nt = 0; nt < kTokens / 8; nt++)
+				s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+			for (int nt = 0; nt < kTokens / 8; nt++) {
+#pragma unroll
+				for (int ks = 0; ks < kt; ks += 2) {
+					uint32_t kb[4];
+
+					ldsm_x4(kb, sk + swz<HD>(nt * 8 + (lane & 7),
+								 ks * 2 + (lane >> 3)));
+					pdt<T>::mma(s[nt], qa[ks], kb[0], kb[1]);
+					pdt<T>::mma(s[nt], qa[ks + 1], kb[2], kb[3]);
+				}
+			}
+
+			/* mask, then the online softmax of rows g and g + 8 */
+			const bool edge = t + kTokens > first + 1 || t < rlo[0] || t < rlo[1] ||
+					  p.window;
+			float mx[2] = { -INFINITY, -INFINITY };
+#pragma unroll
+			for (int nt = 0; nt < kTokens / 8; nt++) {
+#pragma unroll
+				for (int i = 0; i < 4; i++) {
+					int e = i >> 1;
+					uint32_t tok = t + nt * 8 + 2 * c + (i & 1);
+					float x = s[nt][i] * p.scale_log2;
+
+					if (edge && (!live[e] || tok < rlo[e] || tok >= rhi[e]))
+						x = -INFINITY;
+					s[nt][i] = x;
+					mx[e] = fmaxf(mx[e], x);
+				}
+			}
+			float corr[2];
+#pragma unroll
+			for (int e = 0; e < 2; e++) {
+				mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], 1));
+				mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], 2));
+				float mn = fmaxf(m[e], mx[e]);
+				float ref = mn == -INFINITY ? 0.f : mn;
+
+				corr[e] = exp2f(m[e] - ref);
+				m[e] = mn;
+				l[e] *= corr[e];
+			}
+			uint32_t pa[kTokens / 16][4];
+#pragma unroll
+			for (int nt = 0; nt < kTokens / 8; nt++) {
+				float x[4];
+#pragma unroll
+				for (int i = 0; i < 4; i++) {
+					int e = i >> 1;
+					float ref = m[e] == -INFINITY ? 0.f : m[e];
+
+					x[i] = exp2f(s[nt][i] - ref);
+					l[e] += x[i];
+				}
+				pa[nt / 2][(nt & 1) * 2] = pdt<T>::pack(x[0], x[1]);
+				pa[nt / 2][(nt & 1) * 2 + 1] = pdt<T>::pack(x[2], x[3]);
+			}
+#pragma unroll
+			for (int dt = 0; dt < HD / 8; dt++) {
+				o[dt][0] *= corr[0];
+				o[dt][1] *= corr[0];
+				o[dt][2] *= corr[1];
+				o[dt][3] *= corr[1];
+			}
+
+			/* O += P V: k = tokens, n = dims; V^T fragments by ldmatrix.trans */
+#pragma unroll
+			for (int kk = 0; kk < kTokens / 16; kk++) {
+#pragma unroll
+				for (int dt = 0; dt < HD / 8; dt += 2) {
+					uint32_t vb[4];
+
+					ldsm_x4_t(vb, sv + swz<HD>(kk * 16 + (lane & 7) +
+								   ((lane >> 3) & 1) * 8,
+								   dt + (lane >> 4)));
+					pdt<T>::mma(o[dt], pa[kk], vb[0], vb[1]);
+					pdt<T>::mma(o[dt + 1], pa[kk], vb[2], vb[3]);
+				}
+			}
+			__syncthreads();	/* the stage is refilled next */
+		}
+		cp_async_wait<0>();
+
+		/* rows' sums over the 4 lanes of a row, then the outputs */
+#pragma unroll
+		for (int e = 0; e < 2; e++) {
+			l[e] += __shfl_xor_sync(0xffffffff, l[e], 1);
+			l[e] += __shfl_xor_sync(0xffffffff, l[e], 2);
+		}
+#pragma unroll
+		for (int e = 0; e < 2; e++) {
+			if (!live[e])
+				continue;
+			float inv = !ok ? NAN : l[e] > 0.f ? 1.f / l[e] : 0.f;
+			T *orow = static_cast<T *>(p.out) +
+				((size_t)(p.q_start[b] + q0 + row[e] / p.group) * p.q_heads +
+				 h * p.group + row[e] % p.group) * HD;
+#pragma unroll
+			for (int dt = 0; dt < HD / 8; dt++)
+				pdt<T>::store2(orow + dt * 8 + 2 * c, o[dt][2 * e] * inv,
+					       o[dt][2 * e + 1] * inv);
+		}
+		__syncthreads();
+	}
+}
+
+template <typename T, int HD>
+int launch(const prefill_params &p, uint32_t max_q, cudaStream_t st)
+{
+	constexpr size_t smem = 2 * 2 * kTokens * HD * 2;	/* 2 stages of K and V */
+	auto kern = kv_prefill_kernel<T, HD>;
+	static bool attr_set[KV_CUDA_MAX_DEVICES];
+	int dev = 0;
+
+	if (cudaGetDevice(&dev) != cudaSuccess || dev >= KV_CUDA_MAX_DEVICES)
+		return -ENODEV;
+	if (!attr_set[dev]) {
+		if (smem > 48 * 1024 &&
+		    cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+					 (int)smem) != cudaSuccess)
+			return -EIO;
+		attr_set[dev] = true;
+	}
+	dim3 grid((max_q + p.qpc - 1) / p.qpc, p.q_heads / p.group,
+		  p.batch < kMaxY ? p.batch : kMaxY);
+	kern<<<grid, kWarps * 32, smem, st>>>(p);
+	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
+}
+
+} /* namespace */
+
+/**
+ * kv_prefill_cuda() - paged prefill attention on CUDA
+ * @a: arguments (see struct kv_prefill_args; device-accessible pointers)
+ *
+ * Return: 0 once launched, -EINVAL for bad arguments, -EOPNOTSUPP for a
+ * dtype or head_dim the CUDA kernel does not cover (fp32 KV; head_dim
+ * other than 64 and 128; a GQA group of more than 64 query heads), -EIO
+ * when the launch fails.
+ */
+extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
+{
+	const struct kv_geometry *g = &a->arena.g;
+	prefill_params p = {};
+	uint32_t max_q;
+	int err = kv_prefill_check(a);
+
+	if (err)
+		return err;
+	if (g->dtype != KV_DTYPE_FP16 && g->dtype != KV_DTYPE_BF16)
+		return -EOPNOTSUPP;
+	if (g->head_dim != 64 && g->head_dim != 128)
+		return -EOPNOTSUPP;
+	if (a->q_heads / g->kv_heads > (uint32_t)kRows)
+		return -EOPNOTSUPP;
+	if (!a->batch || !a->tokens)
+		return 0;
+	if (g->kv_heads > 65535)
+		return -EINVAL;
+
+	p.arena = static_cast<const char *>(a->arena.base);
+	p.frames = a->arena.frames;
+	p.frame_bytes = kv_frame_bytes(g);
+	p.koff = (uint64_t)a->layer * kv_layer_bytes(g);
+	p.head_bytes = kv_head_bytes(g);
+	p.voff = (uint64_t)g->kv_heads * kv_head_bytes(g);
+	p.q = a->q;
+	p.out = a->out;
+	p.q_start = a->q_start;
+	p.table = a->block_table;
+	p.ctx_lens = a->ctx_lens;
+	p.status = a->status;
+	p.batch = a->batch;
+	p.tokens = a->tokens;
+	p.q_heads = a->q_heads;
+	p.group = a->q_heads / g->kv_heads;
+	p.qpc = kRows / p.group;
+	p.block_tokens = g->block_tokens;
+	p.stride = a->table_stride;
+	p.window = a->window;
+	p.scale_log2 = a->scale * 1.4426950408889634f;
+	max_q = a->max_q_len ? a->max_q_len : a->tokens;
+	p.max_q = max_q;
+	if ((max_q + p.qpc - 1) / p.qpc > 0x7fffffffu)
+		return -EINVAL;
+
+	if (g->dtype == KV_DTYPE_BF16)
+		return g->head_dim == 64 ?
+			launch<__nv_bfloat16, 64>(p, max_q, static_cast<cudaStream_t>(a->stream)) :
+			launch<__nv_bfloat16, 128>(p, max_q, static_cast<cudaStream_t>(a->stream));
+	return g->head_dim == 64 ?
+		launch<__half, 64>(p, max_q, static_cast<cudaStream_t>(a->stream)) :
+		launch<__half, 128>(p, max_q, static_cast<cudaStream_t>(a->stream));
+}
