@@ -52,6 +52,33 @@ struct sdpa_row {
 static struct sdpa_row sdpa[64];
 static int nsdpa;
 
+struct prefill_shape {
+	__u32 batch, nq, ctx;		/* nq new tokens on a context of ctx */
+	double flash_ms, cudnn_ms;	/* SDPA, when the file had the shape */
+};
+static struct prefill_shape prefills[] = {
+	{ 8, 2048, 2048, NAN, NAN }, { 2, 8192, 8192, NAN, NAN },
+	{ 1, 16384, 16384, NAN, NAN }, { 1, 512, 4096, NAN, NAN },
+	{ 1, 512, 8192, NAN, NAN }, { 1, 512, 16384, NAN, NAN },
+	{ 1, 512, 32768, NAN, NAN },
+};
+#define NPREFILL (sizeof(prefills) / sizeof(prefills[0]))
+
+/* a "P batch nq ctx flash_ms cudnn_ms" line of sdpa_ref.py */
+static void load_prefill_ref(const char *line)
+{
+	struct prefill_shape r;
+	unsigned int i;
+
+	if (sscanf(line, "P %u %u %u %lf %lf", &r.batch, &r.nq, &r.ctx, &r.flash_ms,
+		   &r.cudnn_ms) != 5)
+		return;
+	for (i = 0; i < NPREFILL; i++)
+		if (prefills[i].batch == r.batch && prefills[i].nq == r.nq &&
+		    prefills[i].ctx == r.ctx)
+			prefills[i] = r;
+}
+
 static void load_sdpa(const char *path)
 {
 	FILE *f = fopen(path, "r");
@@ -65,6 +92,10 @@ static void load_sdpa(const char *path)
 		struct sdpa_row *r = &sdpa[nsdpa];
 		char dt[8];
 
+		if (line[0] == 'P') {
+			load_prefill_ref(line);
+			continue;
+		}
 		if (sscanf(line, "%u %u %u %7s %u %u %lf %lf", &r->s.q_heads,
 			   &r->s.kv_heads, &r->s.head_dim, dt, &r->s.batch,
 			   &r->s.ctx, &r->flash_ms, &r->cudnn_ms) != 8)
@@ -233,6 +264,76 @@ static void bench_decode(const struct bench_shape *s, void *arena, __u64 frames,
 	CK(cudaFree(d_status));
 	free(table);
 	free(ctx);
+}
+
+static int do_prefill(void *p)
+{
+	return kv_prefill_cuda(p);
+}
+
+/*
+ * Causal prefill, 32:8, head_dim 128, bf16, block_tokens 16, frames
+ * shuffled: FLOPs are 4 * head_dim * q_heads per (query, visible token).
+ */
+static void bench_prefill(const struct prefill_shape *s, void *arena, __u64 frames)
+{
+	struct bench_shape bs = { 32, 8, 128, KV_DTYPE_BF16, s->batch, s->ctx };
+	struct kv_geometry g = bench_geometry(&bs);
+	__u64 per = (s->ctx + 15) / 16, tokens = (__u64)s->batch * s->nq, i;
+	size_t qbytes = tokens * 32 * 128 * 2;
+	__u32 *table = malloc(sizeof(__u32) * per * s->batch), *ctx = malloc(4 * s->batch);
+	__u32 *qs = malloc(4 * (s->batch + 1)), b;
+	void *d_q, *d_out, *d_table, *d_ctx, *d_qs;
+	__s32 *d_status, status = 0;
+	struct kv_prefill_args a;
+	double flops = 0.0, ms;
+
+	if (!table || !ctx || !qs)
+		abort();
+	bench_table(table, &bs, frames);
+	for (b = 0; b < s->batch; b++) {
+		ctx[b] = s->ctx;
+		qs[b] = b * s->nq;
+		for (i = 0; i < s->nq; i++)
+			flops += 4.0 * 128 * 32 * (double)(s->ctx - s->nq + i + 1);
+	}
+	qs[s->batch] = (__u32)tokens;
+	CK(cudaMalloc(&d_q, qbytes));
+	CK(cudaMalloc(&d_out, qbytes));
+	CK(cudaMalloc(&d_table, sizeof(__u32) * per * s->batch));
+	CK(cudaMalloc(&d_ctx, 4 * s->batch));
+	CK(cudaMalloc(&d_qs, 4 * (s->batch + 1)));
+	CK(cudaMalloc((void **)&d_status, 4));
+	CK(cudaMemcpy(d_table, table, sizeof(__u32) * per * s->batch, cudaMemcpyHostToDevice));
+	CK(cudaMemcpy(d_ctx, ctx, 4 * s->batch, cudaMemcpyHostToDevice));
+	CK(cudaMemcpy(d_qs, qs, 4 * (s->batch + 1), cudaMemcpyHostToDevice));
+	CK(cudaMemcpy(d_status, &status, 4, cudaMemcpyHostToDevice));
+	if (kv_cuda_fill_uniform(d_q, qbytes / 2, KV_DTYPE_BF16, 11, 1.0f, NULL))
+		abort();
+	a = (struct kv_prefill_args){
+		.arena = { arena, frames, g }, .batch = s->batch, .q_heads = 32,
+		.scale = 1.0f / sqrtf(128.0f), .table_stride = (__u32)per,
+		.tokens = (__u32)tokens, .max_q_len = s->nq, .q = d_q, .out = d_out,
+		.q_start = d_qs, .block_table = d_table, .ctx_lens = d_ctx,
+		.status = d_status,
+	};
+	ms = time_ms(do_prefill, &a);
+	CK(cudaMemcpy(&status, d_status, 4, cudaMemcpyDeviceToHost));
+	if (status)
+		fprintf(stderr, "# prefill reported status %d\n", status);
+	printf("| %u x %u on %u | %8.3f | %6.1f | %8.3f | %8.3f | %5.2f | %5.2f |\n",
+	       s->batch, s->nq, s->ctx, ms, flops / (ms * 1e-3) / 1e12, s->flash_ms,
+	       s->cudnn_ms, s->flash_ms / ms, s->cudnn_ms / ms);
+	fflush(stdout);
+	CK(cudaFree(d_q));
+	CK(cudaFree(d_out));
+	CK(cudaFree(d_table));
+	CK(cudaFree(d_ctx));
+	CK(cudaFree(d_qs));
+	CK(cudaFree(d_status));
+	free(table);
+	free(ctx);
+	free(qs);
 }
 
 static void bench_moves(double copy_bw)
@@ -424,6 +525,14 @@ int main(int argc, char **argv)
 		if (only >= 0 && i != only)
 			continue;
 		bench_decode(&shapes[i], arena, f, ws, ws_bytes, copy_bw);
+	}
+	if (only < 0 && !decode_only) {
+		printf("\n# prefill: causal, 32:8 hd128 bf16, block_tokens 16, frames shuffled; "
+		       "SDPA on contiguous KV (lower-right causal mask where new < ctx)\n");
+		printf("| batch x new on ctx | ms | TFLOP/s | SDPA flash ms | SDPA cuDNN ms | "
+		       "flash/ours | cuDNN/ours |\n|---|---|---|---|---|---|---|\n");
+		for (i = 0; i < (int)NPREFILL; i++)
+			bench_prefill(&prefills[i], arena, frames);
 	}
 	CK(cudaFree(arena));
 	if (!decode_only)

@@ -9,7 +9,8 @@ over 256 MiB (more than L2): a read (default) or, with -F write, a write;
 the time is the median of the runs, in ms.
 
 Prints one line per shape: q_heads kv_heads head_dim dtype batch ctx flash_ms cudnn_ms
-(nan where a backend refuses the shape). Usage: sdpa_ref.py [-q] [-r REPS] [-F read|write]
+(nan where a backend refuses the shape), then the causal prefill shapes of
+prefill() as "P batch new_tokens ctx flash_ms cudnn_ms". Usage: sdpa_ref.py [-q] [-r REPS] [-F read|write]
 """
 import argparse
 import math
@@ -79,6 +80,41 @@ def main():
                       file=sys.stderr)
                 res.append(float("nan"))
         print(qh, kvh, hd, dt, b, c, "%.5f %.5f" % tuple(res), flush=True)
+        del q, k, v
+        torch.cuda.empty_cache()
+    prefill(args, flush)
+
+
+PREFILL = ((8, 2048, 2048), (2, 8192, 8192), (1, 16384, 16384), (1, 512, 4096),
+           (1, 512, 8192), (1, 512, 16384), (1, 512, 32768))
+
+
+def prefill(args, flush):
+    """Causal prefill, 32:8, head_dim 128, bf16, contiguous: batch b of nq
+    new tokens each on a context of ctx (the queries are its last nq
+    tokens: the causal mask is aligned to the lower right). Prints
+    "P b nq ctx flash_ms cudnn_ms"."""
+    from torch.nn.attention.bias import causal_lower_right
+    for b, nq, ctx in PREFILL:
+        q = torch.randn(b, 32, nq, 128, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(b, 8, ctx, 128, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(b, 8, ctx, 128, device="cuda", dtype=torch.bfloat16)
+        if nq == ctx:
+            kw = dict(is_causal=True)
+        else:
+            kw = dict(attn_mask=causal_lower_right(nq, ctx))
+        res = []
+        for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION):
+            try:
+                with sdpa_kernel(backend):
+                    res.append(time_ms(lambda: F.scaled_dot_product_attention(
+                        q, k, v, scale=1.0 / math.sqrt(128), enable_gqa=True, **kw),
+                        max(5, args.r // 3), flush, args.F == "write"))
+            except Exception as e:  # a backend may refuse a shape
+                print(f"# {backend} prefill b{b} nq{nq} ctx{ctx}: {e}".splitlines()[0],
+                      file=sys.stderr)
+                res.append(float("nan"))
+        print("P", b, nq, ctx, "%.5f %.5f" % tuple(res), flush=True)
         del q, k, v
         torch.cuda.empty_cache()
 

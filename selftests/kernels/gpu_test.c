@@ -236,6 +236,135 @@ TEST(decode_one_cta_per_head)
 }
 
 /*
+ * One prefill case on both implementations: CPU against float64, CUDA
+ * against both; with @bad_frame a frame of the last sequence lies past the
+ * arena: *status is -EINVAL, that sequence's rows are NaN, the rest right.
+ */
+static void gpu_prefill_case(struct __test_metadata *_metadata,
+			     const struct kv_geometry *g, __u32 ratio, __u32 window,
+			     __u32 batch, const __u32 *cached, const __u32 *nq,
+			     int bad_frame)
+{
+	struct kvt_prefill_case c;
+	struct kv_prefill_args a;
+	float scale = 1.0f / sqrtf((float)g->head_dim);
+	__u32 qh = ratio * g->kv_heads;
+	__u64 n, good;
+	size_t esz = kv_dtype_size(g->dtype), obytes;
+	void *cpu_out, *gpu_out, *d_arena, *d_q, *d_out, *d_qs, *d_table, *d_ctx;
+	__s32 *d_status, status = 0;
+	double err, err64;
+
+	ASSERT_EQ(0, kvt_prefill_case_init(&c, g, kvt_below(g->layers), qh, window,
+					   batch, cached, nq));
+	n = (__u64)c.tokens * qh * g->head_dim;
+	good = (__u64)c.q_start[batch - 1] * qh * g->head_dim;
+	obytes = n * esz;
+	cpu_out = malloc(obytes + 1);
+	gpu_out = malloc(obytes + 1);
+	ASSERT_TRUE(cpu_out && gpu_out);
+	kvt_prefill_reference(&c, scale);
+	a = kvt_prefill_args(&c, scale);
+	ASSERT_EQ(0, kv_prefill_cpu(&a));
+	memcpy(cpu_out, c.out, obytes);
+	EXPECT_LE(kvt_rel_err(cpu_out, g->dtype, c.ref, n), kvt_bound(g->dtype));
+	if (bad_frame)
+		c.d.table[(size_t)(batch - 1) * c.d.stride] = (__u32)c.d.frames + 7;
+
+	d_arena = dev_copy(c.d.arena, c.d.frames * kv_frame_bytes(g));
+	d_q = dev_copy(c.q, obytes);
+	kvt_fill_nan(c.out, g->dtype, n);
+	d_out = dev_copy(c.out, obytes);
+	d_qs = dev_copy(c.q_start, sizeof(__u32) * (batch + 1));
+	d_table = dev_copy(c.d.table, sizeof(__u32) * batch * c.d.stride);
+	d_ctx = dev_copy(c.d.ctx, sizeof(__u32) * batch);
+	d_status = dev_copy(&status, sizeof(status));
+	ASSERT_TRUE(d_arena && d_q && d_out && d_qs && d_table && d_ctx && d_status);
+	a.arena.base = d_arena;
+	a.q = d_q;
+	a.out = d_out;
+	a.q_start = d_qs;
+	a.block_table = d_table;
+	a.ctx_lens = d_ctx;
+	a.status = d_status;
+	EXPECT_EQ(0, kv_prefill_cuda(&a));
+	CU(cudaDeviceSynchronize());
+	CU(cudaMemcpy(gpu_out, d_out, obytes, cudaMemcpyDeviceToHost));
+	CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
+	EXPECT_EQ(bad_frame ? -EINVAL : 0, status);
+	if (bad_frame) {
+		__u64 i;
+
+		for (i = good; i < n; i++)
+			if (!isnan(kv_load_f32(gpu_out, g->dtype, i)))
+				break;
+		EXPECT_EQ(n, i);
+		n = good;
+	}
+	err = kvt_rel_err_vs(gpu_out, cpu_out, g->dtype, n);
+	err64 = kvt_rel_err(gpu_out, g->dtype, c.ref, n);
+	if (getenv("KVT_VERBOSE") || !(err <= gpu_bound(g->dtype)) ||
+	    !(err64 <= kvt_bound(g->dtype)))
+		TH_LOG("prefill dtype %u hd %u bt %u kvh %u ratio %u window %u batch %u: vs cpu %g vs f64 %g",
+		       g->dtype, g->head_dim, g->block_tokens, g->kv_heads, ratio, window,
+		       batch, err, err64);
+	EXPECT_LE(err, gpu_bound(g->dtype));
+	EXPECT_LE(err64, kvt_bound(g->dtype));
+	cudaFree(d_arena);
+	cudaFree(d_q);
+	cudaFree(d_out);
+	cudaFree(d_qs);
+	cudaFree(d_table);
+	cudaFree(d_ctx);
+	cudaFree(d_status);
+	free(cpu_out);
+	free(gpu_out);
+	kvt_prefill_case_free(&c);
+}
+
+/*
+ * Prefill, CUDA against CPU: fp16 and bf16, head_dim 64 and 128, GQA
+ * 1/4/7/8, block sizes 16/5/32, cached prefixes of 0, 1, 15, 16 and 1000
+ * tokens with ragged new runs (several query tiles), sliding windows, and
+ * a frame past the arena.
+ */
+TEST(prefill_equal_cpu)
+{
+	static const __u32 ratios[] = { 1, 4, 7, 8 }, pre[] = { 0, 1, 15, 16, 1000 };
+	static const __u32 windows[] = { 0, 0, 1, 100 };
+	__u32 di, hi, ri, b, cached[6], nq[6];
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	for (di = 0; di < 2; di++)
+		for (hi = 0; hi < 2; hi++)
+			for (ri = 0; ri < 4; ri++) {
+				struct kv_geometry g = {
+					.layers = 2, .kv_heads = 1 + kvt_below(2),
+					.head_dim = hi ? 128 : 64,
+					.block_tokens = (di + hi + ri) % 3 == 0 ? 16 :
+							(di + hi + ri) % 3 == 1 ? 5 : 32,
+					.dtype = di ? KV_DTYPE_BF16 : KV_DTYPE_FP16,
+				};
+
+				if (small() && (di + hi + ri) % 2)
+					continue;
+				for (b = 0; b < 6; b++) {
+					cached[b] = b < 5 ? pre[b] : kvt_below(300);
+					nq[b] = b == 1 ? 1 : 1 + kvt_below(small() ? 40 : 150);
+				}
+				gpu_prefill_case(_metadata, &g, ratios[ri], windows[ri], 6,
+						 cached, nq, 0);
+			}
+	{
+		struct kv_geometry g = { 2, 2, 128, 16, KV_DTYPE_BF16, 0 };
+
+		gpu_prefill_case(_metadata, &g, 4, 0, 6, cached, nq, 1);
+	}
+}
+
+/*
  * Device-side faults: a frame past the arena and a context longer than its
  * table set *status and give NaN for that sequence alone.
  */
@@ -304,6 +433,170 @@ TEST(decode_faults)
 	}
 	free(out);
 	kvt_decode_case_free(&c);
+}
+
+/* First index of the largest element of row @r, the first NaN if any. */
+static __s32 verify_top(const void *logits, __u32 dtype, __u64 r, __u32 vocab)
+{
+	__u64 o = r * vocab;
+	__u32 i, best = 0;
+
+	for (i = 1; i < vocab; i++) {
+		float x = kv_load_f32(logits, dtype, o + i);
+		float m = kv_load_f32(logits, dtype, o + best);
+
+		if (isnan(m))
+			break;
+		if (isnan(x) || x > m)
+			best = i;
+	}
+	return (__s32)best;
+}
+
+/*
+ * Speculative verification: the CUDA kernel against the CPU one on the same
+ * inputs, every dtype, vocab sizes that take the 16-byte and the element
+ * path, more sequences than the grid has CTAs, ties and NaN rows, ragged
+ * drafts accepted to random lengths, and two bad drafts (with a status).
+ */
+TEST(verify_equal_cpu)
+{
+	static const __u32 dtypes[] = { KV_DTYPE_FP32, KV_DTYPE_FP16, KV_DTYPE_BF16 };
+	static const __u32 shapes[][2] = {	/* vocab, batch */
+		{ 1, 9 }, { 7, 70000 }, { 16, 33 }, { 32000, 40 }, { 50257, 24 },
+	};
+	const __u32 md = 7;
+	unsigned int di, si;
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	for (di = 0; di < 3; di++) {
+		for (si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+			__u32 dt = dtypes[di], vocab = shapes[si][0], batch = shapes[si][1];
+			__u64 rows = (__u64)batch * (md + 1), n = rows * vocab, r;
+			size_t lbytes = n * kv_dtype_size(dt), obytes = sizeof(__s32) * batch;
+			void *logits = malloc(lbytes);
+			__s32 *draft = malloc(sizeof(__s32) * batch * md);
+			__u32 *lens = malloc(sizeof(__u32) * batch), b, j;
+			__s32 *acc = malloc(obytes), *next = malloc(obytes);
+			__s32 *gacc = malloc(obytes), *gnext = malloc(obytes);
+			__s32 *d_acc, *d_next, *d_draft, *d_status, status;
+			void *d_logits, *d_lens;
+			struct kv_verify_args a;
+			int nostat;
+
+			ASSERT_TRUE(logits && draft && lens && acc && next && gacc && gnext);
+			kvt_fill(logits, dt, n, 4.0);
+			for (r = 0; r < rows; r++) {
+				__u32 k = kvt_below(8);
+				__u64 o = r * vocab;
+
+				if (k == 0) {	/* a tie between two equal maxima */
+					kv_store_f32(logits, dt, o + kvt_below(vocab), 8.0f);
+					kv_store_f32(logits, dt, o + kvt_below(vocab), 8.0f);
+				} else if (k == 1) {
+					kv_store_f32(logits, dt, o + kvt_below(vocab), NAN);
+				}
+			}
+			for (b = 0; b < batch; b++) {
+				__s32 *d = draft + (__u64)b * md;
+				__u32 len = b == 0 ? 0 : b == 1 ? md : kvt_below(md + 1);
+				__u32 keep = kvt_below(len + 1);
+
+				lens[b] = len;
+				for (j = 0; j < md; j++) {
+					__s32 top = verify_top(logits, dt, (__u64)b * (md + 1) + j,
+							       vocab);
+
+					if (j >= len)
+						d[j] = -7;	/* never read as a draft */
+					else if (j < keep || vocab == 1)
+						d[j] = top;
+					else	/* any other token */
+						d[j] = (__s32)((top + 1 +
+								kvt_below(vocab - 1)) % vocab);
+				}
+			}
+			/* bad drafts: one too long, one with a token past the vocabulary */
+			lens[batch - 3] = md + 1;
+			lens[batch - 2] = md;
+			for (j = 0; j < md; j++)
+				draft[(__u64)(batch - 2) * md + j] = (__s32)kvt_below(vocab);
+			draft[(__u64)(batch - 2) * md + md - 1] = (__s32)vocab;
+
+			a = (struct kv_verify_args){
+				.batch = batch, .max_draft = md, .vocab = vocab, .dtype = dt,
+				.draft = draft, .draft_lens = lens, .logits = logits,
+				.accepted = acc, .next = next, .status = &status,
+			};
+			status = 0;
+			EXPECT_EQ(-EINVAL, kv_verify_cpu(&a));
+			EXPECT_EQ(-EINVAL, status);
+			EXPECT_EQ(-1, next[batch - 3]);
+			EXPECT_EQ(-1, next[batch - 2]);
+
+			d_logits = dev_copy(logits, lbytes);
+			d_draft = dev_copy(draft, sizeof(__s32) * batch * md);
+			d_lens = dev_copy(lens, sizeof(__u32) * batch);
+			status = 0;
+			d_status = dev_copy(&status, sizeof(status));
+			ASSERT_TRUE(d_logits && d_draft && d_lens && d_status);
+			CU(cudaMalloc((void **)&d_acc, obytes));
+			CU(cudaMalloc((void **)&d_next, obytes));
+			a.draft = d_draft;
+			a.draft_lens = d_lens;
+			a.logits = d_logits;
+			a.accepted = d_acc;
+			a.next = d_next;
+			for (nostat = 0; nostat < 2; nostat++) {
+				a.status = nostat ? NULL : d_status;
+				CU(cudaMemset(d_acc, 0x5a, obytes));
+				CU(cudaMemset(d_next, 0x5a, obytes));
+				EXPECT_EQ(0, kv_verify_cuda(&a));
+				CU(cudaDeviceSynchronize());
+				CU(cudaMemcpy(gacc, d_acc, obytes, cudaMemcpyDeviceToHost));
+				CU(cudaMemcpy(gnext, d_next, obytes, cudaMemcpyDeviceToHost));
+				for (b = 0; b < batch; b++) {
+					if (gacc[b] == acc[b] && gnext[b] == next[b])
+						continue;
+					TH_LOG("dtype %u vocab %u seq %u of %u (len %u): cuda %d %d, cpu %d %d",
+					       dt, vocab, b, batch, lens[b], gacc[b], gnext[b],
+					       acc[b], next[b]);
+					EXPECT_EQ(acc[b], gacc[b]);
+					EXPECT_EQ(next[b], gnext[b]);
+					break;
+				}
+			}
+			CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
+			EXPECT_EQ(-EINVAL, status);
+
+			/* host-checked arguments come back at once; an empty batch is 0 */
+			a.vocab = 0;
+			EXPECT_EQ(-EINVAL, kv_verify_cuda(&a));
+			a.vocab = vocab;
+			a.dtype = 0;
+			EXPECT_EQ(-EINVAL, kv_verify_cuda(&a));
+			a.dtype = dt;
+			a.batch = 0;
+			EXPECT_EQ(0, kv_verify_cuda(&a));
+			CU(cudaDeviceSynchronize());
+
+			cudaFree(d_logits);
+			cudaFree(d_draft);
+			cudaFree(d_lens);
+			cudaFree(d_acc);
+			cudaFree(d_next);
+			cudaFree(d_status);
+			free(logits);
+			free(draft);
+			free(lens);
+			free(acc);
+			free(next);
+			free(gacc);
+			free(gnext);
+		}
+	}
 }
 
 /* Append, copy, gather and scatter: the CUDA result equals the CPU one. */
