@@ -25,6 +25,8 @@ STRUCTS = [
     (_lib.KvmemAdmitReply, "struct kvmem_admit_reply"),
     (kernels.ArenaRef, "struct kv_arena_ref"),
     (kernels.DecodeArgs, "struct kv_decode_args"),
+    (kernels.PrefillArgs, "struct kv_prefill_args"),
+    (kernels.VerifyArgs, "struct kv_verify_args"),
     (kernels.AppendArgs, "struct kv_append_args"),
     (kernels.CopyArgs, "struct kv_copy_args"),
     (kernels.GatherArgs, "struct kv_gather_args"),

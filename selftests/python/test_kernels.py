@@ -279,6 +279,78 @@ class TorchKernelTest(unittest.TestCase):
     def test_decode_bf16_window(self):
         self.run_case(kvmem.Geometry(1, 4, 64, 16, kvmem.KV_DTYPE_BF16), 4, [50, 20], window=24)
 
+    def prefill_case(self, g, q_heads, cached, new, window=0, frames=64):
+        """Sequences of cached[b] + new[b] tokens, all appended; the new
+        ones attend through kernels.prefill(), each against a decode of the
+        context up to its position (torch_ref_decode)."""
+        torch.manual_seed(5)
+        arena = kernels.Arena.empty(g, frames, self.device)
+        dt = self.dtype(g.dtype)
+        perm = torch.randperm(frames).tolist()
+        lens = [c + n for c, n in zip(cached, new)]
+        tables, allslots = [], []
+        for n in lens:
+            t = [perm.pop() for _ in range(g.blocks_for(n))]
+            tables.append(t)
+            allslots += [t[i // g.block_tokens] * g.block_tokens + i % g.block_tokens
+                         for i in range(n)]
+        k = torch.randn(len(allslots), g.kv_heads, g.head_dim).to(dt).to(self.device)
+        v = torch.randn(len(allslots), g.kv_heads, g.head_dim).to(dt).to(self.device)
+        kernels.append(arena, 0, k, v, allslots)
+        kv = kernels.kv_view(kernels.Arena.from_tensor(arena.tensor().cpu(), g))
+        q = torch.randn(sum(new), q_heads, g.head_dim).to(dt).to(self.device)
+        q_start = [0]
+        for n in new:
+            q_start.append(q_start[-1] + n)
+        stride = max(len(t) for t in tables)
+        padded = [t + [0] * (stride - len(t)) for t in tables]
+        out = kernels.prefill(arena, 0, q, q_start, padded, lens, window=window,
+                              max_q_len=max(new))
+        self.assertEqual(out.shape, q.shape)
+        scale = 1 / math.sqrt(g.head_dim)
+        for b, n in enumerate(new):
+            for i in range(n):
+                row = q_start[b] + i
+                want = torch_ref_decode(kv, 0, q[row:row + 1].cpu(), [tables[b]],
+                                        [lens[b] - n + i + 1], scale, window)
+                err = (out[row].cpu().float() - want[0]).abs().max().item()
+                self.assertLess(err, TOL[g.dtype], "seq %d row %d: error %g" % (b, i, err))
+
+    def test_prefill_fp32(self):
+        self.prefill_case(kvmem.Geometry(1, 2, 16, 4, kvmem.KV_DTYPE_FP32), 4, [0, 5, 16],
+                          [7, 3, 20])
+
+    def test_prefill_fp16_window(self):
+        self.prefill_case(kvmem.Geometry(1, 2, 64, 16, kvmem.KV_DTYPE_FP16), 8, [0, 1, 70],
+                          [33, 16, 70], window=40)
+
+    def test_prefill_bf16(self):
+        self.prefill_case(kvmem.Geometry(1, 1, 128, 16, kvmem.KV_DTYPE_BF16), 7, [15, 0],
+                          [80, 1])
+
+    def test_verify(self):
+        torch.manual_seed(9)
+        batch, width, vocab = 5, 4, 50
+        logits = torch.randn(batch, width + 1, vocab, device=self.device)
+        logits = logits.to(torch.bfloat16).float()      # exact in every dtype below
+        best = logits.argmax(-1).cpu()
+        lens = [4, 0, 3, 4, 2]
+        draft = best[:, :width].clone()
+        draft[2, 1] = (draft[2, 1] + 1) % vocab      # rejected at 1
+        draft[3, 3] = (draft[3, 3] + 1) % vocab      # rejected at 3
+        acc, nxt = kernels.verify(draft, lens, logits)
+        want_acc = [4, 0, 1, 3, 2]
+        self.assertEqual(acc.cpu().tolist(), want_acc)
+        self.assertEqual(nxt.cpu().tolist(), [int(best[b, a]) for b, a in enumerate(want_acc)])
+        for dt in (torch.float16, torch.bfloat16):
+            acc2, nxt2 = kernels.verify(draft, lens, logits.to(dt))
+            lo = logits.to(dt).float().argmax(-1).cpu()
+            for b, a in enumerate(acc2.cpu().tolist()):
+                self.assertTrue(all(int(draft[b, j]) == int(lo[b, j]) for j in range(a)))
+                self.assertEqual(int(nxt2[b]), int(lo[b, a]))
+        with self.assertRaises(ValueError):
+            kernels.verify(draft[:, :2], lens, logits)
+
     def test_blocks(self):
         g = kvmem.Geometry(2, 2, 16, 4, kvmem.KV_DTYPE_FP32)
         arena = kernels.Arena.empty(g, 16, self.device)
@@ -371,6 +443,9 @@ class CudaKernelTest(TorchKernelTest):
 
     def test_decode_fp32(self):
         self.skipTest("the CUDA decode covers fp16 and bf16")
+
+    def test_prefill_fp32(self):
+        self.skipTest("the CUDA prefill covers fp16 and bf16")
 
 
 if __name__ == "__main__":

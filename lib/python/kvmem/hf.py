@@ -14,18 +14,18 @@ writes the new tokens' K and V into the slots kvmemd handed out for them
 (``kv_append``, one call per layer), and returns only the new tokens. The
 attention function registered as ``"kvmem"`` (``KvmemCache`` switches the
 model to it) computes a decode step (one query token per sequence) with
-``kv_decode`` over each sequence's block table; a prefill of fresh sequences
-attends over the new tokens themselves (SDPA), which are the whole context.
-Left padding is honoured: pad positions get no slot, so each kvmem sequence
-holds exactly its real tokens, as the model's attention mask says.
+``kv_decode`` over each sequence's block table, and a step of several
+tokens (a prompt, a chunk of one onto cached tokens, a speculative draft)
+with ``kv_prefill``: each sequence's real new tokens attend causally to
+its cached tokens and to each other. Left padding is honoured: pad
+positions get no slot, so each kvmem sequence holds exactly its real
+tokens, as the model's attention mask says (pad rows' outputs are zero).
 
 The pool must have the model's geometry: layers, KV heads, head_dim and
 dtype (bf16 or fp16). Works with the cuda backend (GPU tensors) and with
 the cpu backend (CPU tensors).
 
-Not supported: a prefill onto cached tokens (chunked prefill; the paged
-prefill kernel is a later step), beam search (reorder_cache), sliding
-windows.
+Not supported: beam search (reorder_cache), sliding windows.
 """
 
 import torch
@@ -43,24 +43,32 @@ _DTYPES = {KV_DTYPE_BF16: torch.bfloat16, KV_DTYPE_FP16: torch.float16}
 
 
 def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """The "kvmem" attention function: paged decode on the module's cache.
+    """The "kvmem" attention function: paged attention on the module's cache.
 
-    @query: [batch, q_heads, q_len, head_dim]. With q_len == 1 and a
-    KvmemCache attached to @module, kv_decode over the block tables;
-    otherwise (a prefill of fresh sequences) SDPA over @key and @value.
-    Returns ([batch, q_len, q_heads, head_dim], None), as SDPA's does.
+    @query: [batch, q_heads, q_len, head_dim]. With a KvmemCache attached
+    to @module: kv_decode over the block tables when q_len == 1, else
+    kv_prefill of every row's real new tokens (pad rows give zeros);
+    without one, SDPA over @key and @value. Returns ([batch, q_len, q_heads,
+    head_dim], None), as SDPA's does.
     """
     cache = getattr(module, "_kvmem_cache", None)
-    if cache is None or query.shape[2] != 1:
-        if cache is not None and cache.context_before_step(module.layer_idx):
-            raise NotImplementedError("kvmem: a prefill onto cached tokens "
-                                      "(chunked prefill) is not supported yet")
+    if cache is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
-    q = query[:, :, 0, :].contiguous()
-    out = kernels.decode(cache.arena, module.layer_idx, q, cache.block_tables,
-                         cache.ctx_lens, scale=scaling)
-    return out.unsqueeze(1), None
+    if query.shape[2] == 1:
+        q = query[:, :, 0, :].contiguous()
+        out = kernels.decode(cache.arena, module.layer_idx, q, cache.block_tables,
+                             cache.ctx_lens, scale=scaling)
+        return out.unsqueeze(1), None
+    rows, cols = cache.q_index
+    q = query.transpose(1, 2)[rows, cols].to(cache.dtype).contiguous()
+    part = kernels.prefill(cache.arena, module.layer_idx, q, cache.q_start,
+                           cache.block_tables, cache.ctx_lens, scale=scaling,
+                           max_q_len=cache.max_q_len)
+    batch, heads, t, hd = query.shape
+    out = query.new_zeros(batch, t, heads, hd)
+    out[rows, cols] = part.to(out.dtype)
+    return out, None
 
 
 def register():
@@ -147,8 +155,10 @@ class KvmemCache(Cache):
         self.block_tables = None
         self.ctx_lens = None
         self._slots = None
+        self.q_index = None
+        self.q_start = None
+        self.max_q_len = 0
         self._new = 0           # tokens of the current forward (layer 0 counted them)
-        self._ctx_before = 0
         self._inputs = None     # (input_ids, attention_mask) of the current forward
         register()
         model.set_attn_implementation("kvmem")
@@ -161,10 +171,6 @@ class KvmemCache(Cache):
     def _capture(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         self._inputs = (ids, kwargs.get("attention_mask"))
-
-    def context_before_step(self, layer_idx):
-        """Whether the sequences held tokens before the current forward."""
-        return self._ctx_before > 0
 
     def _begin(self, batch, t):
         """One STEP for the batch: slots of the real new tokens."""
@@ -180,7 +186,6 @@ class KvmemCache(Cache):
         if len(self.seqs) != batch:
             raise ValueError("kvmem: the batch changed from %d to %d rows" %
                              (len(self.seqs), batch))
-        self._ctx_before = max(self.real)
         if mask is not None and mask.dim() == 2:
             rows = mask[:, -t:].to("cpu", torch.bool).tolist()
             keep = [[i for i, real in enumerate(row) if real] for row in rows]
@@ -203,6 +208,16 @@ class KvmemCache(Cache):
             bt[b, :len(tb)] = torch.tensor(tb, dtype=torch.int32)
         self.block_tables = bt.to(self.device)
         self.ctx_lens = torch.tensor(self.real, dtype=torch.int32).to(self.device)
+        # the real new tokens, row-major: what kv_prefill attends for
+        self.q_index = (torch.tensor([b for b in range(batch) for _ in keep[b]],
+                                     dtype=torch.long, device=self.device),
+                        torch.tensor([i for b in range(batch) for i in keep[b]],
+                                     dtype=torch.long, device=self.device))
+        starts = [0]
+        for b in range(batch):
+            starts.append(starts[-1] + len(keep[b]))
+        self.q_start = torch.tensor(starts, dtype=torch.int32, device=self.device)
+        self.max_q_len = max(len(k) for k in keep) if keep else 0
 
     def _store(self, layer, key_states, value_states):
         batch, kv_heads, t, head_dim = key_states.shape

@@ -199,6 +199,35 @@ def teacher_forced(model, ids, mask, ref, client, pool):
     return worst, disagree
 
 
+def chunked(model, ids, mask, client, pool):
+    """The prompts in two chunks onto a kvmem cache (the second attends to
+    the first through kv_prefill: chunked prefill; rows whose first chunk
+    is all padding get a plain prefill) against one SDPA forward of the
+    whole prompts without a cache: (largest logit difference over the
+    second chunk's real positions, how many of them choose another token
+    where the reference's choice is clear)."""
+    pos = (mask.long().cumsum(-1) - 1).clamp_min(0)
+    ref = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    half = ids.shape[1] // 2
+    cache = hf.KvmemCache(client, pool, model)
+    try:
+        model(input_ids=ids[:, :half], attention_mask=mask[:, :half],
+              position_ids=pos[:, :half], past_key_values=cache, use_cache=True)
+        got = model(input_ids=ids[:, half:], attention_mask=mask,
+                    position_ids=pos[:, half:], past_key_values=cache, use_cache=True).logits
+    finally:
+        cache.close()
+        model.set_attn_implementation("sdpa")
+    worst, bad = 0.0, 0
+    real = mask[:, half:].bool()
+    for a, b in zip(ref[:, half:][real], got[real]):
+        worst = max(worst, _rel(a, b))
+        top = a.float().topk(2).values
+        clear = (top[0] - top[1]) / (a.max() - a.min()).float() > TOL
+        bad += bool(clear and a.argmax() != b.argmax())
+    return worst, bad
+
+
 def _free_diff(ref, got, width):
     """(first step where the tokens part or None, the largest logit
     difference up to and including it)."""
@@ -259,6 +288,7 @@ def compare(kind, client, device="cuda", tokens=64, init=INIT_RANGE, seed=1234, 
         margin = float((top[0] - top[1]) / (a.max() - a.min()).clamp_min(1e-6))
     with torch.no_grad():
         forced_diff, forced_bad = teacher_forced(model, ids, mask, ref, client, kind)
+        chunk_diff, chunk_bad = chunked(model, ids, mask, client, kind)
     return {"model": kind, "trained": steps, "same_tokens": same,
             "min_margin": _margins(ref),
             "rule_hits": _rule_hits(model, ref, width) if steps else None,
@@ -266,6 +296,7 @@ def compare(kind, client, device="cuda", tokens=64, init=INIT_RANGE, seed=1234, 
             "first_difference": first, "margin": margin,
             "logit_diff": worst, "tokens": tokens, "batch": ids.shape[0],
             "forced_logit_diff": forced_diff, "forced_disagree": forced_bad,
+            "chunked_logit_diff": chunk_diff, "chunked_disagree": chunk_bad,
             "eager_logit_diff": floor, "eager_first_difference": eager_first,
             "sdpa_tok_s": ref_rate, "kvmem_tok_s": kv_rate}
 
@@ -274,8 +305,9 @@ def verdict(r):
     """"" when @r passes: the same tokens, or tokens that part only where
     the reference was within TOL of a tie; logits within TOL or twice what
     separates transformers' own eager attention from its SDPA (the bf16
-    noise floor, measured in the same run), free-running and teacher-forced
-    over every step; no teacher-forced step whose clear argmax differs.
+    noise floor, measured in the same run), free-running, teacher-forced
+    over every step and after a chunked prefill; no teacher-forced step or
+    chunked-prefill position whose clear argmax differs.
     A trained model (clear choices) must give the same tokens. Else what
     failed."""
     why = []
@@ -291,6 +323,10 @@ def verdict(r):
         why.append("teacher-forced logits differ by %.2e" % r["forced_logit_diff"])
     if r["forced_disagree"]:
         why.append("%d teacher-forced steps choose another token" % r["forced_disagree"])
+    if r["chunked_logit_diff"] >= tol:
+        why.append("chunked prefill's logits differ by %.2e" % r["chunked_logit_diff"])
+    if r["chunked_disagree"]:
+        why.append("%d chunked-prefill positions choose another token" % r["chunked_disagree"])
     return "; ".join(why)
 
 
@@ -316,12 +352,12 @@ def main(argv=None):
     return 1 if bad else 0
 
 
-HEADER = "%-6s %-7s %5s %6s %-22s %10s %-18s %10s %8s %8s %10s %10s" % (
+HEADER = "%-6s %-7s %5s %6s %-22s %10s %-18s %10s %8s %10s %8s %8s %10s %10s" % (
     "model", "weights", "batch", "tokens", "kvmem: same tokens", "logit diff",
-    "eager vs sdpa", "forced", "forced", "least", "sdpa", "kvmem")
-HEADER += "\n%-6s %-7s %5s %6s %-22s %10s %-18s %10s %8s %8s %10s %10s" % (
-    "", "", "", "", "", "", "(tokens part, diff)", "diff", "argmax", "margin", "tok/s",
-    "tok/s")
+    "eager vs sdpa", "forced", "forced", "chunked", "chunked", "least", "sdpa", "kvmem")
+HEADER += "\n%-6s %-7s %5s %6s %-22s %10s %-18s %10s %8s %10s %8s %8s %10s %10s" % (
+    "", "", "", "", "", "", "(tokens part, diff)", "diff", "argmax", "diff", "argmax",
+    "margin", "tok/s", "tok/s")
 
 
 def row(r):
@@ -331,10 +367,12 @@ def row(r):
     eager = "%s, %.2e" % ("never" if r["eager_first_difference"] is None else
                           "step %d" % r["eager_first_difference"], r["eager_logit_diff"])
     weights = "trained" if r["trained"] else "random"
-    return "%-6s %-7s %5d %6d %-22s %10.2e %-18s %10.2e %8s %8.1e %10.0f %10.0f" % (
+    return "%-6s %-7s %5d %6d %-22s %10.2e %-18s %10.2e %8s %10.2e %8s %8.1e %10.0f %10.0f" % (
         r["model"], weights, r["batch"], r["tokens"], same, r["logit_diff"], eager,
         r["forced_logit_diff"],
         "ok" if not r["forced_disagree"] else "%d bad" % r["forced_disagree"],
+        r["chunked_logit_diff"],
+        "ok" if not r["chunked_disagree"] else "%d bad" % r["chunked_disagree"],
         r["min_margin"], r["sdpa_tok_s"], r["kvmem_tok_s"]) + (
         "" if not r["trained"] else
         "\n%15s(%d training steps, loss %.3f; %.0f%% of the generated tokens follow the rule)"

@@ -2,10 +2,11 @@
 """kvmem's kernels (kernels/kvkernels.h) on torch tensors, through ctypes.
 
 The kernels run on a pool's arena in place: paged decode attention
-(:func:`decode`), writing new tokens' K and V into their slots
+(:func:`decode`), paged prefill attention of a ragged batch of new tokens
+(:func:`prefill`), writing new tokens' K and V into their slots
 (:func:`append`), whole-block copies (:func:`copy_blocks`) and the
 gather/scatter of blocks to and from one buffer (:func:`gather`,
-:func:`scatter`). CPU tensors go to the C implementations
+:func:`scatter`); :func:`verify` accepts speculative drafts greedily. CPU tensors go to the C implementations
 (``libkvkernels.so``), CUDA tensors to the CUDA ones
 (``libkvkernels_cuda.so``, built where nvcc was found), on the current
 torch stream of the tensors' device unless a stream is given.
@@ -31,9 +32,10 @@ from . import _lib
 from .client import KvmemError, Pool
 from .layout import Geometry
 
-__all__ = ["Arena", "ArenaRef", "DecodeArgs", "AppendArgs", "CopyArgs", "GatherArgs",
-           "decode", "append", "copy_blocks", "gather", "scatter", "kv_view", "call",
-           "library", "torch_available", "cuda_library_available"]
+__all__ = ["Arena", "ArenaRef", "DecodeArgs", "PrefillArgs", "AppendArgs", "CopyArgs",
+           "GatherArgs", "VerifyArgs", "decode", "prefill", "append", "copy_blocks", "gather",
+           "scatter", "verify", "kv_view", "call", "library", "torch_available",
+           "cuda_library_available"]
 
 
 # ---- argument structs (kernels/kvkernels.h) --------------------------------
@@ -65,6 +67,47 @@ class DecodeArgs(ctypes.Structure):
         ("workspace_bytes", ctypes.c_uint64),
         ("threads", ctypes.c_uint32),
         ("pad", ctypes.c_uint32),
+        ("stream", ctypes.c_void_p),
+    ]
+
+
+class PrefillArgs(ctypes.Structure):
+    """struct kv_prefill_args."""
+    _fields_ = [
+        ("arena", ArenaRef),
+        ("layer", ctypes.c_uint32),
+        ("batch", ctypes.c_uint32),
+        ("q_heads", ctypes.c_uint32),
+        ("window", ctypes.c_uint32),
+        ("scale", ctypes.c_float),
+        ("table_stride", ctypes.c_uint32),
+        ("tokens", ctypes.c_uint32),
+        ("max_q_len", ctypes.c_uint32),
+        ("threads", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("q", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+        ("q_start", ctypes.c_void_p),
+        ("block_table", ctypes.c_void_p),
+        ("ctx_lens", ctypes.c_void_p),
+        ("status", ctypes.c_void_p),
+        ("stream", ctypes.c_void_p),
+    ]
+
+
+class VerifyArgs(ctypes.Structure):
+    """struct kv_verify_args."""
+    _fields_ = [
+        ("batch", ctypes.c_uint32),
+        ("max_draft", ctypes.c_uint32),
+        ("vocab", ctypes.c_uint32),
+        ("dtype", ctypes.c_uint32),
+        ("draft", ctypes.c_void_p),
+        ("draft_lens", ctypes.c_void_p),
+        ("logits", ctypes.c_void_p),
+        ("accepted", ctypes.c_void_p),
+        ("next", ctypes.c_void_p),
+        ("status", ctypes.c_void_p),
         ("stream", ctypes.c_void_p),
     ]
 
@@ -113,6 +156,8 @@ class GatherArgs(ctypes.Structure):
 
 _OPS = {
     "decode": DecodeArgs,
+    "prefill": PrefillArgs,
+    "verify": VerifyArgs,
     "append": AppendArgs,
     "copy_blocks": CopyArgs,
     "gather": GatherArgs,
@@ -316,9 +361,14 @@ def _tensor(torch, x, dtype, device, what):
 
 def _stream(torch, arena, stream):
     """(cudaStream_t handle, torch stream) to launch on; (None, None) on the CPU."""
-    if not arena.is_cuda:
+    return _stream_on(torch, arena.device, stream)
+
+
+def _stream_on(torch, device, stream):
+    """_stream() for a device given as a string ("cpu", "cuda:N")."""
+    if not str(device).startswith("cuda"):
         return None, None
-    dev = torch.device(arena.device)
+    dev = torch.device(device)
     if stream is None:
         st = torch.cuda.current_stream(dev)
     elif isinstance(stream, int):
@@ -331,10 +381,15 @@ def _stream(torch, arena, stream):
 def _run(torch, op, args, arena, stream, temps, status, check):
     """Call the kernel; on CUDA, keep @temps (tensors made here) alive for
     the stream the kernel runs on, and with @check wait and read @status."""
-    if not arena.is_cuda:
+    _run_on(torch, op, args, arena.device, stream, temps, status, check)
+
+
+def _run_on(torch, op, args, device, stream, temps, status, check):
+    """_run() for a device given as a string."""
+    if not str(device).startswith("cuda"):
         call(op, args, "cpu")
         return
-    dev = torch.device(arena.device)
+    dev = torch.device(device)
     with torch.cuda.device(dev):
         call(op, args, "cuda")
     if stream is not None and stream != torch.cuda.current_stream(dev):
@@ -413,6 +468,111 @@ def decode(arena, layer, q, block_tables, ctx_lens, scale=None, window=0, out=No
             args.workspace_bytes = nb
     _run(torch, "decode", args, a, st, (q, bt, cl, out, ws), status, check)
     return out
+
+
+def prefill(arena, layer, q, q_start, block_tables, ctx_lens, scale=None, window=0,
+            out=None, max_q_len=0, status=None, check=False, threads=0, stream=None):
+    """Paged prefill attention of a ragged batch of new tokens.
+
+    @q: [tokens, q_heads, head_dim] of the pool's dtype, the new tokens of
+    every sequence one after the other; @q_start: [batch + 1] where each
+    sequence's rows start (0 first, tokens last); @block_tables: [batch,
+    stride]; @ctx_lens: [batch] tokens in each sequence, the new ones
+    included (append their K and V first: the new tokens are each
+    sequence's last ones and attend causally to it); @max_q_len: the most
+    new tokens of one sequence (0: tokens), which sizes the CUDA launch.
+    Returns @out ([tokens, q_heads, head_dim]). CUDA, @status, @check as
+    for decode().
+    """
+    torch = _need_torch("prefill")
+    a = _as_arena(arena)
+    g = a.geometry
+    dev = torch.device(a.device)
+    q = _tensor(torch, q, _torch_dtype(torch, g.dtype), dev, "prefill: q")
+    if q.dim() != 3 or q.shape[2] != g.head_dim:
+        raise ValueError("prefill: q must be [tokens, q_heads, %d], not %s" %
+                         (g.head_dim, tuple(q.shape)))
+    qs = _tensor(torch, q_start, torch.int32, dev, "prefill: q_start").view(-1)
+    batch = qs.numel() - 1
+    if batch < 0:
+        raise ValueError("prefill: q_start needs batch + 1 entries")
+    bt = _tensor(torch, block_tables, torch.int32, dev, "prefill: block_tables")
+    if bt.dim() == 1:
+        bt = bt.view(max(batch, 1), -1)
+    if bt.dim() != 2 or (batch and bt.shape[0] != batch):
+        raise ValueError("prefill: block_tables must be [%d, stride]" % batch)
+    cl = _tensor(torch, ctx_lens, torch.int32, dev, "prefill: ctx_lens").view(-1)
+    if cl.numel() != batch:
+        raise ValueError("prefill: ctx_lens must have %d entries" % batch)
+    if out is None:
+        out = torch.empty_like(q)
+    elif (out.shape != q.shape or out.dtype != q.dtype or out.device != q.device or
+          not out.is_contiguous()):
+        raise ValueError("prefill: out must be a contiguous tensor like q")
+    args = PrefillArgs()
+    args.arena = a.ref()
+    args.layer = layer
+    args.batch = batch
+    args.q_heads = q.shape[1]
+    args.window = window
+    args.scale = 1.0 / math.sqrt(g.head_dim) if scale is None else scale
+    args.table_stride = bt.shape[1]
+    args.tokens = q.shape[0]
+    args.max_q_len = max_q_len
+    args.threads = threads
+    args.q = q.data_ptr()
+    args.out = out.data_ptr()
+    args.q_start = qs.data_ptr()
+    args.block_table = bt.data_ptr()
+    args.ctx_lens = cl.data_ptr()
+    args.status = status.data_ptr() if status is not None else None
+    args.stream, st = _stream(torch, a, stream)
+    _run(torch, "prefill", args, a, st, (q, qs, bt, cl, out), status, check)
+    return out
+
+
+def verify(draft, draft_lens, logits, status=None, check=False, stream=None):
+    """Greedy acceptance of speculative drafts: (accepted, next), two int32
+    tensors of [batch].
+
+    @draft: [batch, max_draft] token ids; @draft_lens: [batch] drafts of
+    each sequence; @logits: [batch, max_draft + 1, vocab] (fp32, fp16 or
+    bf16) of the target model, row j predicting the token after draft j-1.
+    accepted[b] is the longest prefix of drafts that are each their row's
+    argmax, next[b] the argmax of the row after it. CUDA tensors run
+    kv_verify_cuda on the current stream; @status, @check as for decode().
+    """
+    torch = _need_torch("verify")
+    dtypes = {torch.float32: _lib.KV_DTYPE_FP32, torch.float16: _lib.KV_DTYPE_FP16,
+              torch.bfloat16: _lib.KV_DTYPE_BF16}
+    if logits.dtype not in dtypes or logits.dim() != 3:
+        raise ValueError("verify: logits must be [batch, max_draft + 1, vocab] of float")
+    dtype = dtypes[logits.dtype]
+    dev = logits.device
+    batch, rows, vocab = logits.shape
+    lg = logits.contiguous()
+    dr = _tensor(torch, draft, torch.int32, dev, "verify: draft").view(batch, -1)
+    if dr.shape[1] != rows - 1:
+        raise ValueError("verify: draft must be [%d, %d]" % (batch, rows - 1))
+    dl = _tensor(torch, draft_lens, torch.int32, dev, "verify: draft_lens").view(-1)
+    if dl.numel() != batch:
+        raise ValueError("verify: draft_lens must have %d entries" % batch)
+    acc = torch.empty(batch, dtype=torch.int32, device=dev)
+    nxt = torch.empty(batch, dtype=torch.int32, device=dev)
+    args = VerifyArgs()
+    args.batch = batch
+    args.max_draft = rows - 1
+    args.vocab = vocab
+    args.dtype = dtype
+    args.draft = dr.data_ptr()
+    args.draft_lens = dl.data_ptr()
+    args.logits = lg.data_ptr()
+    args.accepted = acc.data_ptr()
+    args.next = nxt.data_ptr()
+    args.status = status.data_ptr() if status is not None else None
+    args.stream, st = _stream_on(torch, str(dev), stream)
+    _run_on(torch, "verify", args, str(dev), st, (lg, dr, dl, acc, nxt), status, check)
+    return acc, nxt
 
 
 def append(arena, layer, k, v, slots, status=None, check=False, threads=0, stream=None):
