@@ -7,12 +7,13 @@
  * nothing about time.
  *
  *	bench-kernels-gpu [-s sdpa.tsv] [-r REPS] [-q] [-D] [-v VARIANT] [-F read|write]
- *			  [-o SHAPE] [-U]
+ *			  [-o SHAPE] [-U] [-P] [-p VARIANT]
  *
  * -q: a reduced set of shapes; -D: decode only; -v: a decode kernel variant
  * (see kv_cuda_decode_variant), for comparing variants in one run; -o: only
  * the decode shape of that index in the table (for a profiler); -U: frames
- * in order instead of shuffled (what paging costs the same kernel).
+ * in order instead of shuffled (what paging costs the same kernel); -P:
+ * prefill only; -p: a prefill kernel variant (kv_cuda_prefill_variant).
  *
  * Every timed launch follows a pass over 256 MiB (more than L2) so that no
  * run finds its KV in cache; time is the median of REPS event-timed runs.
@@ -432,14 +433,18 @@ int main(int argc, char **argv)
 	static const __u32 batches[] = { 1, 16, 64, 256 }, ctxs[] = { 1024, 4096, 16384 };
 	struct bench_shape shapes[64];
 	struct cudaDeviceProp prop;
-	int opt, quick = 0, decode_only = 0, n = 0, ndev = 0, i, only = -1;
+	int opt, quick = 0, decode_only = 0, prefill_only = 0, n = 0, ndev = 0, i, only = -1;
 	__u64 frames = 0, ws_bytes = 0;
 	unsigned int qi, bi, ci;
 	void *arena, *ws = NULL;
 	double copy_bw;
 
-	while ((opt = getopt(argc, argv, "s:r:qDv:F:o:U")) != -1) {
-		if (opt == 'U')
+	while ((opt = getopt(argc, argv, "s:r:qDv:F:o:UPp:")) != -1) {
+		if (opt == 'P')
+			prefill_only = 1;
+		else if (opt == 'p')
+			kv_cuda_prefill_variant = atoi(optarg);
+		else if (opt == 'U')
 			in_order = 1;
 		else if (opt == 'o')
 			only = atoi(optarg);
@@ -522,11 +527,13 @@ int main(int argc, char **argv)
 		struct kv_geometry g = bench_geometry(&shapes[i]);
 		__u64 f = frames * 65536 / kv_frame_bytes(&g);
 
-		if (only >= 0 && i != only)
+		if ((only >= 0 && i != only) || prefill_only)
 			continue;
 		bench_decode(&shapes[i], arena, f, ws, ws_bytes, copy_bw);
 	}
 	if (only < 0 && !decode_only) {
+		if (kv_cuda_prefill_variant >= 0)
+			printf("# prefill kernel variant %d\n", kv_cuda_prefill_variant);
 		printf("\n# prefill: causal, 32:8 hd128 bf16, block_tokens 16, frames shuffled; "
 		       "SDPA on contiguous KV (lower-right causal mask where new < ctx)\n");
 		printf("| batch x new on ctx | ms | TFLOP/s | SDPA flash ms | SDPA cuDNN ms | "
@@ -535,7 +542,7 @@ int main(int argc, char **argv)
 			bench_prefill(&prefills[i], arena, frames);
 	}
 	CK(cudaFree(arena));
-	if (!decode_only)
+	if (!decode_only && !prefill_only)
 		bench_moves(copy_bw);
 	return 0;
 }

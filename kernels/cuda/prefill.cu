@@ -29,11 +29,18 @@
 #include "kernels/internal.h"
 #include "kernels/cuda/cuda_internal.h"
 
+/*
+ * Kernel variant, for measuring: 0 tiles of 64 tokens, registers as the
+ * compiler likes (2 CTAs per SM at head_dim 128); 1 the same capped for 3
+ * CTAs per SM; 2 tiles of 32 tokens, 3 CTAs per SM; 3 tiles of 32 tokens,
+ * 4 CTAs per SM. Negative: pick_variant() chooses 0 or 1.
+ */
+int kv_cuda_prefill_variant = -1;
+
 namespace {
 
 constexpr int kWarps = 4;
 constexpr int kRows = 16 * kWarps;	/* (query, head) rows per CTA */
-constexpr int kTokens = 64;		/* tokens per K/V tile */
 constexpr uint32_t kMaxY = 65535;
 
 struct prefill_params {
@@ -130,7 +137,7 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const void *p)
 		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
 }
 
-/* byte offset of 16-byte chunk @c of row @r in a swizzled [kTokens][HD] tile */
+/* byte offset of 16-byte chunk @c of row @r in a swizzled [tokens][HD] tile */
 template <int HD>
 __device__ __forceinline__ uint32_t swz(uint32_t r, uint32_t c)
 {
@@ -146,17 +153,17 @@ __device__ __forceinline__ void span(const prefill_params &p, uint32_t pos,
 }
 
 /*
- * Copy K and V of tokens [t, t + kTokens) into a stage; tokens outside
- * [lo, hi) are zeros. Each thread moves 16-byte chunks of token rows.
+ * Copy K and V of tokens [t, t + TK) into a stage; tokens outside [lo, hi)
+ * are zeros. Each thread moves 16-byte chunks of token rows.
  */
-template <int HD>
+template <int HD, int TK>
 __device__ __forceinline__ void load_tile(const prefill_params &p, const uint32_t *table,
 					  uint64_t koff, uint32_t t, uint32_t lo,
 					  uint32_t hi, char *sk, char *sv)
 {
 	constexpr int chunks = HD / 8;
 
-	for (int i = threadIdx.x; i < kTokens * chunks; i += kWarps * 32) {
+	for (int i = threadIdx.x; i < TK * chunks; i += kWarps * 32) {
 		uint32_t r = i / chunks, c = i % chunks, tok = t + r;
 		bool ok = tok >= lo && tok < hi;
 		const char *src = p.arena;
@@ -195,10 +202,15 @@ __device__ bool seq_ok(const prefill_params &p, uint32_t b, uint32_t nq,
 	return true;
 }
 
-template <typename T, int HD>
-__global__ void __launch_bounds__(kWarps * 32)
+/*
+ * TK tokens per K/V tile; MINB CTAs per SM asked of the register
+ * allocator (see kv_cuda_prefill_variant).
+ */
+template <typename T, int HD, int TK, int MINB>
+__global__ void __launch_bounds__(kWarps * 32, MINB)
 kv_prefill_kernel(const prefill_params p)
 {
+	constexpr int kTokens = TK;
 	extern __shared__ __align__(128) char smem[];
 	constexpr int kt = HD / 16;		/* k-steps of S = Q K^T */
 	constexpr int stage = 2 * kTokens * HD * 2;
@@ -264,14 +276,14 @@ kv_prefill_kernel(const prefill_params p)
 		const int ntiles = ok && hi > t0 ? (int)((hi - t0 + kTokens - 1) / kTokens) : 0;
 
 		if (ntiles)
-			load_tile<HD>(p, table, koff, t0, lo, hi, smem, smem + stage / 2);
+			load_tile<HD, TK>(p, table, koff, t0, lo, hi, smem, smem + stage / 2);
 		cp_async_commit();
 		for (int it = 0; it < ntiles; it++) {
 			const uint32_t t = t0 + it * kTokens;
 			char *sk = smem + (it & 1) * stage, *sv = sk + stage / 2;
 
 			if (it + 1 < ntiles)
-				load_tile<HD>(p, table, koff, t + kTokens, lo, hi,
+				load_tile<HD, TK>(p, table, koff, t + kTokens, lo, hi,
 					      smem + ((it + 1) & 1) * stage,
 					      smem + ((it + 1) & 1) * stage + stage / 2);
 			cp_async_commit();
@@ -390,11 +402,11 @@ kv_prefill_kernel(const prefill_params p)
 	}
 }
 
-template <typename T, int HD>
+template <typename T, int HD, int TK, int MINB>
 int launch(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 {
-	constexpr size_t smem = 2 * 2 * kTokens * HD * 2;	/* 2 stages of K and V */
-	auto kern = kv_prefill_kernel<T, HD>;
+	constexpr size_t smem = 2 * 2 * TK * HD * 2;	/* 2 stages of K and V */
+	auto kern = kv_prefill_kernel<T, HD, TK, MINB>;
 	static bool attr_set[KV_CUDA_MAX_DEVICES];
 	int dev = 0;
 
@@ -411,6 +423,41 @@ int launch(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 		  p.batch < kMaxY ? p.batch : kMaxY);
 	kern<<<grid, kWarps * 32, smem, st>>>(p);
 	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
+}
+
+/*
+ * The default: tiles of 64 tokens, capped for 3 CTAs per SM (variant 1)
+ * where the grid has enough CTAs to fill them, else uncapped (variant 0:
+ * a long context for few queries, as in a chunked prefill, gains nothing
+ * from more CTAs per SM and loses to the cap's spills). Measured on an H100
+ * (Documentation/performance.md).
+ */
+static int pick_variant(const prefill_params &p, uint32_t max_q)
+{
+	uint64_t ctas = (uint64_t)(max_q + p.qpc - 1) / p.qpc * (p.q_heads / p.group) * p.batch;
+	int dev = 0, sms = 0;
+
+	if (kv_cuda_prefill_variant >= 0)
+		return kv_cuda_prefill_variant;
+	if (cudaGetDevice(&dev) != cudaSuccess ||
+	    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+		return 0;
+	return ctas >= 3ull * sms * 2 ? 1 : 0;
+}
+
+template <typename T, int HD>
+int launch_var(const prefill_params &p, uint32_t max_q, cudaStream_t st)
+{
+	switch (pick_variant(p, max_q)) {
+	case 1:
+		return launch<T, HD, 64, 3>(p, max_q, st);
+	case 2:
+		return launch<T, HD, 32, 3>(p, max_q, st);
+	case 3:
+		return launch<T, HD, 32, 4>(p, max_q, st);
+	default:
+		return launch<T, HD, 64, 1>(p, max_q, st);
+	}
 }
 
 } /* namespace */
@@ -472,9 +519,9 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 
 	if (g->dtype == KV_DTYPE_BF16)
 		return g->head_dim == 64 ?
-			launch<__nv_bfloat16, 64>(p, max_q, static_cast<cudaStream_t>(a->stream)) :
-			launch<__nv_bfloat16, 128>(p, max_q, static_cast<cudaStream_t>(a->stream));
+			launch_var<__nv_bfloat16, 64>(p, max_q, static_cast<cudaStream_t>(a->stream)) :
+			launch_var<__nv_bfloat16, 128>(p, max_q, static_cast<cudaStream_t>(a->stream));
 	return g->head_dim == 64 ?
-		launch<__half, 64>(p, max_q, static_cast<cudaStream_t>(a->stream)) :
-		launch<__half, 128>(p, max_q, static_cast<cudaStream_t>(a->stream));
+		launch_var<__half, 64>(p, max_q, static_cast<cudaStream_t>(a->stream)) :
+		launch_var<__half, 128>(p, max_q, static_cast<cudaStream_t>(a->stream));
 }

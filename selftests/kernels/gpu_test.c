@@ -8,7 +8,8 @@
  *
  * Skips (exit 4) where no GPU is found or the build has no CUDA.
  * KV_TEST_SMALL=1 runs a reduced sweep (for compute-sanitizer);
- * KV_DECODE_VARIANT=N tests decode kernel variant N (kv_cuda_decode_variant).
+ * KV_DECODE_VARIANT=N tests decode kernel variant N (kv_cuda_decode_variant),
+ * KV_PREFILL_VARIANT=N prefill kernel variant N (kv_cuda_prefill_variant).
  */
 #include <errno.h>
 #include <math.h>
@@ -37,6 +38,9 @@ static int gpu_present(void)
 
 	if (v)
 		kv_cuda_decode_variant = atoi(v);
+	v = getenv("KV_PREFILL_VARIANT");
+	if (v)
+		kv_cuda_prefill_variant = atoi(v);
 
 	return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
