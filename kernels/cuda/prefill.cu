@@ -5,16 +5,20 @@
  * softmax of FlashAttention-2.
  *
  * One CTA of four warps takes one (sequence, kv head, tile of queries). Its
- * 64 rows are (query, query head) pairs of that kv head's GQA group, query
- * major, so every K and V tile it loads serves all the heads of the group:
- * 64 / group queries per CTA (64 at 1:1, 16 at 4:1, 8 at 8:1). A warp owns
- * 16 rows. The context is taken in tiles of 64 tokens: K and V of a tile
- * are copied into shared memory with cp.async, one tile ahead of the one
+ * 64 or 128 rows are (query, query head) pairs of that kv head's GQA group,
+ * query major, so every K and V tile it loads serves all the heads of the
+ * group: rows / group queries per CTA (at 64 rows: 64 at 1:1, 16 at 4:1, 8
+ * at 8:1). A warp owns 16 or 32 rows (one or two m-tiles). The context is
+ * taken in tiles of 32 or 64 tokens: K and V of a tile are copied into
+ * shared memory with cp.async, two to four tiles in flight ahead of the one
  * being computed, each token's row found through the block table (any
  * block_tokens). Rows are stored with their 16-byte chunks XOR-swizzled by
  * the row index so that the ldmatrix reads of S = Q K^T and of O += P V
- * (ldmatrix.trans) hit distinct banks. Q stays in registers as A
- * fragments; P goes from the S accumulators to A fragments in registers.
+ * (ldmatrix.trans) hit distinct banks. With one m-tile Q stays in
+ * registers as A fragments; with two it waits in shared memory and is read
+ * per k-step. P goes from the S accumulators to A fragments in registers.
+ * The shapes (kv_cuda_prefill_variant) were measured on an H100; the
+ * launch picks one by the size of the grid (pick_variant()).
  * Tokens a row may not see (after its position, before its window) are
  * masked in the tiles that have any; tokens outside every row's span are
  * loaded as zeros.
@@ -33,7 +37,11 @@
  * Kernel variant, for measuring: 0 tiles of 64 tokens, registers as the
  * compiler likes (2 CTAs per SM at head_dim 128); 1 the same capped for 3
  * CTAs per SM; 2 tiles of 32 tokens, 3 CTAs per SM; 3 tiles of 32 tokens,
- * 4 CTAs per SM. Negative: pick_variant() chooses 0 or 1.
+ * 4 CTAs per SM; 4 two m-tiles (32 rows) per warp with the queries in
+ * shared memory, tiles of 32 tokens, 2 CTAs per SM; 5 the same uncapped;
+ * 6 as 0 with 3 stages of K/V in flight instead of 2; 7 as 2 with 4
+ * stages; 8 as 4 with 4 stages.
+ * Negative: pick_variant() chooses 6 or 8.
  */
 int kv_cuda_prefill_variant = -1;
 
@@ -202,18 +210,41 @@ __device__ bool seq_ok(const prefill_params &p, uint32_t b, uint32_t nq,
 	return true;
 }
 
+/* Q rows [0, rows) of this CTA into swizzled shared memory; others zero */
+template <typename T, int HD>
+__device__ __forceinline__ void load_q(const prefill_params &p, uint32_t b, uint32_t q0,
+				       uint32_t h, uint32_t nrows, int rows, char *sq)
+{
+	constexpr int chunks = HD / 8;
+
+	for (int i = threadIdx.x; i < rows * chunks; i += kWarps * 32) {
+		uint32_t r = i / chunks, c = i % chunks;
+		bool ok = r < nrows;
+		const T *src = static_cast<const T *>(p.q);
+
+		if (ok)
+			src += ((size_t)(p.q_start[b] + q0 + r / p.group) * p.q_heads +
+				h * p.group + r % p.group) * HD + c * 8;
+		cp_async16(sq + swz<HD>(r, c), src, ok);
+	}
+}
+
 /*
- * TK tokens per K/V tile; MINB CTAs per SM asked of the register
- * allocator (see kv_cuda_prefill_variant).
+ * TK tokens per K/V tile; MT m-tiles of 16 rows per warp (with MT 2 the
+ * queries wait in shared memory and are read per k-step, as
+ * FlashAttention-2 does, to leave registers for twice the outputs); MINB
+ * CTAs per SM asked of the register allocator (see kv_cuda_prefill_variant).
  */
-template <typename T, int HD, int TK, int MINB>
+template <typename T, int HD, int TK, int MT, int MINB, int NS>
 __global__ void __launch_bounds__(kWarps * 32, MINB)
 kv_prefill_kernel(const prefill_params p)
 {
 	constexpr int kTokens = TK;
+	constexpr bool QS = MT > 1;		/* queries in shared memory */
 	extern __shared__ __align__(128) char smem[];
 	constexpr int kt = HD / 16;		/* k-steps of S = Q K^T */
 	constexpr int stage = 2 * kTokens * HD * 2;
+	char *const sq = smem + NS * stage;	/* [kWarps * 16 * MT][HD] when QS */
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	const int g = lane >> 2, c = lane & 3;
 	const uint32_t h = blockIdx.y;
@@ -236,14 +267,18 @@ kv_prefill_kernel(const prefill_params p)
 			continue;		/* no rows of its own to poison */
 
 		nrows = min(p.qpc, nq - q0) * p.group;
-		/* this thread's two rows: r and r + 8 of its warp */
-		uint32_t row[2], pos[2], rlo[2], rhi[2];
-		bool live[2];
-		for (int e = 0; e < 2; e++) {
-			row[e] = warp * 16 + g + 8 * e;
-			live[e] = row[e] < nrows;
-			pos[e] = ctx - nq + q0 + (live[e] ? row[e] / p.group : 0);
-			span(p, pos[e], rlo[e], rhi[e]);
+		/* this thread's rows: g and g + 8 of each of its warp's m-tiles */
+		uint32_t row[MT][2], rlo[MT][2], rhi[MT][2];
+		bool live[MT][2];
+#pragma unroll
+		for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+			for (int e = 0; e < 2; e++) {
+				row[mt][e] = (warp * MT + mt) * 16 + g + 8 * e;
+				live[mt][e] = row[mt][e] < nrows;
+				span(p, ctx - nq + q0 + (live[mt][e] ? row[mt][e] / p.group : 0),
+				     rlo[mt][e], rhi[mt][e]);
+			}
 		}
 		const uint32_t first = ctx - nq + q0;		/* first query's position */
 		const uint32_t last = first + nrows / p.group - 1;
@@ -251,114 +286,156 @@ kv_prefill_kernel(const prefill_params p)
 		span(p, first, lo, end);
 		span(p, last, end, hi);
 
-		/* queries as A fragments: rows g and g + 8, dims 16ks + 2c (+8) */
-		uint32_t qa[kt][4];
-		for (int e = 0; e < 2; e++) {
-			const T *qrow = static_cast<const T *>(p.q) +
-				((size_t)(p.q_start[b] + q0 + row[e] / p.group) * p.q_heads +
-				 h * p.group + row[e] % p.group) * HD;
+		/* without QS: queries as A fragments, rows g and g + 8, dims 16ks + 2c (+8) */
+		uint32_t qa[QS ? 1 : kt][4];
+		if (!QS) {
 #pragma unroll
-			for (int ks = 0; ks < kt; ks++) {
-				qa[ks][e] = live[e] && ok ? *reinterpret_cast<const uint32_t *>(
-						qrow + ks * 16 + 2 * c) : 0u;
-				qa[ks][2 + e] = live[e] && ok ? *reinterpret_cast<const uint32_t *>(
-						qrow + ks * 16 + 8 + 2 * c) : 0u;
+			for (int e = 0; e < 2; e++) {
+				const T *qrow = static_cast<const T *>(p.q) +
+					((size_t)(p.q_start[b] + q0 + row[0][e] / p.group) * p.q_heads +
+					 h * p.group + row[0][e] % p.group) * HD;
+#pragma unroll
+				for (int ks = 0; ks < (QS ? 1 : kt); ks++) {
+					qa[ks][e] = live[0][e] && ok ? *reinterpret_cast<const uint32_t *>(
+							qrow + ks * 16 + 2 * c) : 0u;
+					qa[ks][2 + e] = live[0][e] && ok ? *reinterpret_cast<const uint32_t *>(
+							qrow + ks * 16 + 8 + 2 * c) : 0u;
+				}
 			}
 		}
 
-		float o[HD / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
+		float o[MT][HD / 8][4], m[MT][2], l[MT][2];
 #pragma unroll
-		for (int dt = 0; dt < HD / 8; dt++)
-			o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+		for (int mt = 0; mt < MT; mt++) {
+			m[mt][0] = m[mt][1] = -INFINITY;
+			l[mt][0] = l[mt][1] = 0.f;
+#pragma unroll
+			for (int dt = 0; dt < HD / 8; dt++)
+				o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
+		}
 
 		const uint64_t koff = p.koff + h * p.head_bytes;
 		const uint32_t t0 = lo / kTokens * kTokens;
 		const int ntiles = ok && hi > t0 ? (int)((hi - t0 + kTokens - 1) / kTokens) : 0;
 
-		if (ntiles)
-			load_tile<HD, TK>(p, table, koff, t0, lo, hi, smem, smem + stage / 2);
-		cp_async_commit();
+		/* NS stages: tiles it + 1 .. it + NS - 1 load while tile it is computed */
+		if (QS && ntiles)
+			load_q<T, HD>(p, b, q0, h, nrows, kWarps * 16 * MT, sq);
+#pragma unroll
+		for (int j = 0; j < NS - 1; j++) {
+			if (j < ntiles)
+				load_tile<HD, TK>(p, table, koff, t0 + j * kTokens, lo, hi,
+						  smem + j * stage, smem + j * stage + stage / 2);
+			cp_async_commit();
+		}
 		for (int it = 0; it < ntiles; it++) {
 			const uint32_t t = t0 + it * kTokens;
-			char *sk = smem + (it & 1) * stage, *sv = sk + stage / 2;
+			char *sk = smem + (it % NS) * stage, *sv = sk + stage / 2;
+			const int nx = it + NS - 1;
 
-			if (it + 1 < ntiles)
-				load_tile<HD, TK>(p, table, koff, t + kTokens, lo, hi,
-					      smem + ((it + 1) & 1) * stage,
-					      smem + ((it + 1) & 1) * stage + stage / 2);
+			if (nx < ntiles)
+				load_tile<HD, TK>(p, table, koff, t0 + nx * kTokens, lo, hi,
+						  smem + (nx % NS) * stage,
+						  smem + (nx % NS) * stage + stage / 2);
 			cp_async_commit();
-			cp_async_wait<1>();
+			cp_async_wait<NS - 1>();
 			__syncthreads();
 
-			/* S = Q K^T: 16 rows x 64 tokens per warp */
-			float s[kTokens / 8][4];
+			/* S = Q K^T: 16 * MT rows x TK tokens per warp */
+			float s[MT][kTokens / 8][4];
 #pragma unroll
-			for (int nt = 0; nt < kTokens / 8; nt++)
-				s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+			for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-			for (int nt = 0; nt < kTokens / 8; nt++) {
+				for (int nt = 0; nt < kTokens / 8; nt++)
+					s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
 #pragma unroll
-				for (int ks = 0; ks < kt; ks += 2) {
+			for (int ks = 0; ks < kt; ks += 2) {
+				uint32_t qf[MT][2][4];
+
+#pragma unroll
+				for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+					for (int j = 0; j < 2; j++) {
+						if (QS)
+							ldsm_x4(qf[mt][j], sq + swz<HD>(
+								(warp * MT + mt) * 16 + (lane & 7) +
+								((lane >> 3) & 1) * 8,
+								2 * (ks + j) + (lane >> 4)));
+						else
+#pragma unroll
+							for (int r = 0; r < 4; r++)
+								qf[mt][j][r] = qa[QS ? 0 : ks + j][r];
+					}
+				}
+#pragma unroll
+				for (int nt = 0; nt < kTokens / 8; nt++) {
 					uint32_t kb[4];
 
 					ldsm_x4(kb, sk + swz<HD>(nt * 8 + (lane & 7),
 								 ks * 2 + (lane >> 3)));
-					pdt<T>::mma(s[nt], qa[ks], kb[0], kb[1]);
-					pdt<T>::mma(s[nt], qa[ks + 1], kb[2], kb[3]);
+#pragma unroll
+					for (int mt = 0; mt < MT; mt++) {
+						pdt<T>::mma(s[mt][nt], qf[mt][0], kb[0], kb[1]);
+						pdt<T>::mma(s[mt][nt], qf[mt][1], kb[2], kb[3]);
+					}
 				}
 			}
 
-			/* mask, then the online softmax of rows g and g + 8 */
-			const bool edge = t + kTokens > first + 1 || t < rlo[0] || t < rlo[1] ||
-					  p.window;
-			float mx[2] = { -INFINITY, -INFINITY };
+			/* mask, then the online softmax of each row */
+			uint32_t pa[MT][kTokens / 16][4];
+			float corr[MT][2];
 #pragma unroll
-			for (int nt = 0; nt < kTokens / 8; nt++) {
+			for (int mt = 0; mt < MT; mt++) {
+				const bool edge = t + kTokens > first + 1 || t < rlo[mt][0] ||
+						  t < rlo[mt][1] || p.window;
+				float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
-				for (int i = 0; i < 4; i++) {
-					int e = i >> 1;
-					uint32_t tok = t + nt * 8 + 2 * c + (i & 1);
-					float x = s[nt][i] * p.scale_log2;
+				for (int nt = 0; nt < kTokens / 8; nt++) {
+#pragma unroll
+					for (int i = 0; i < 4; i++) {
+						int e = i >> 1;
+						uint32_t tok = t + nt * 8 + 2 * c + (i & 1);
+						float x = s[mt][nt][i] * p.scale_log2;
 
-					if (edge && (!live[e] || tok < rlo[e] || tok >= rhi[e]))
-						x = -INFINITY;
-					s[nt][i] = x;
-					mx[e] = fmaxf(mx[e], x);
+						if (edge && (!live[mt][e] || tok < rlo[mt][e] ||
+							     tok >= rhi[mt][e]))
+							x = -INFINITY;
+						s[mt][nt][i] = x;
+						mx[e] = fmaxf(mx[e], x);
+					}
 				}
-			}
-			float corr[2];
 #pragma unroll
-			for (int e = 0; e < 2; e++) {
-				mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], 1));
-				mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], 2));
-				float mn = fmaxf(m[e], mx[e]);
-				float ref = mn == -INFINITY ? 0.f : mn;
+				for (int e = 0; e < 2; e++) {
+					mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], 1));
+					mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], 2));
+					float mn = fmaxf(m[mt][e], mx[e]);
+					float ref = mn == -INFINITY ? 0.f : mn;
 
-				corr[e] = exp2f(m[e] - ref);
-				m[e] = mn;
-				l[e] *= corr[e];
-			}
-			uint32_t pa[kTokens / 16][4];
-#pragma unroll
-			for (int nt = 0; nt < kTokens / 8; nt++) {
-				float x[4];
-#pragma unroll
-				for (int i = 0; i < 4; i++) {
-					int e = i >> 1;
-					float ref = m[e] == -INFINITY ? 0.f : m[e];
-
-					x[i] = exp2f(s[nt][i] - ref);
-					l[e] += x[i];
+					corr[mt][e] = exp2f(m[mt][e] - ref);
+					m[mt][e] = mn;
+					l[mt][e] *= corr[mt][e];
 				}
-				pa[nt / 2][(nt & 1) * 2] = pdt<T>::pack(x[0], x[1]);
-				pa[nt / 2][(nt & 1) * 2 + 1] = pdt<T>::pack(x[2], x[3]);
-			}
 #pragma unroll
-			for (int dt = 0; dt < HD / 8; dt++) {
-				o[dt][0] *= corr[0];
-				o[dt][1] *= corr[0];
-				o[dt][2] *= corr[1];
-				o[dt][3] *= corr[1];
+				for (int nt = 0; nt < kTokens / 8; nt++) {
+					float x[4];
+#pragma unroll
+					for (int i = 0; i < 4; i++) {
+						int e = i >> 1;
+						float ref = m[mt][e] == -INFINITY ? 0.f : m[mt][e];
+
+						x[i] = exp2f(s[mt][nt][i] - ref);
+						l[mt][e] += x[i];
+					}
+					pa[mt][nt / 2][(nt & 1) * 2] = pdt<T>::pack(x[0], x[1]);
+					pa[mt][nt / 2][(nt & 1) * 2 + 1] = pdt<T>::pack(x[2], x[3]);
+				}
+#pragma unroll
+				for (int dt = 0; dt < HD / 8; dt++) {
+					o[mt][dt][0] *= corr[mt][0];
+					o[mt][dt][1] *= corr[mt][0];
+					o[mt][dt][2] *= corr[mt][1];
+					o[mt][dt][3] *= corr[mt][1];
+				}
 			}
 
 			/* O += P V: k = tokens, n = dims; V^T fragments by ldmatrix.trans */
@@ -371,8 +448,11 @@ kv_prefill_kernel(const prefill_params p)
 					ldsm_x4_t(vb, sv + swz<HD>(kk * 16 + (lane & 7) +
 								   ((lane >> 3) & 1) * 8,
 								   dt + (lane >> 4)));
-					pdt<T>::mma(o[dt], pa[kk], vb[0], vb[1]);
-					pdt<T>::mma(o[dt + 1], pa[kk], vb[2], vb[3]);
+#pragma unroll
+					for (int mt = 0; mt < MT; mt++) {
+						pdt<T>::mma(o[mt][dt], pa[mt][kk], vb[0], vb[1]);
+						pdt<T>::mma(o[mt][dt + 1], pa[mt][kk], vb[2], vb[3]);
+					}
 				}
 			}
 			__syncthreads();	/* the stage is refilled next */
@@ -381,33 +461,39 @@ kv_prefill_kernel(const prefill_params p)
 
 		/* rows' sums over the 4 lanes of a row, then the outputs */
 #pragma unroll
-		for (int e = 0; e < 2; e++) {
-			l[e] += __shfl_xor_sync(0xffffffff, l[e], 1);
-			l[e] += __shfl_xor_sync(0xffffffff, l[e], 2);
-		}
+		for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
-		for (int e = 0; e < 2; e++) {
-			if (!live[e])
-				continue;
-			float inv = !ok ? NAN : l[e] > 0.f ? 1.f / l[e] : 0.f;
-			T *orow = static_cast<T *>(p.out) +
-				((size_t)(p.q_start[b] + q0 + row[e] / p.group) * p.q_heads +
-				 h * p.group + row[e] % p.group) * HD;
+			for (int e = 0; e < 2; e++) {
+				float sum = l[mt][e];
+
+				sum += __shfl_xor_sync(0xffffffff, sum, 1);
+				sum += __shfl_xor_sync(0xffffffff, sum, 2);
+				if (!live[mt][e])
+					continue;
+				float inv = !ok ? NAN : sum > 0.f ? 1.f / sum : 0.f;
+				T *orow = static_cast<T *>(p.out) +
+					((size_t)(p.q_start[b] + q0 + row[mt][e] / p.group) *
+					 p.q_heads + h * p.group + row[mt][e] % p.group) * HD;
 #pragma unroll
-			for (int dt = 0; dt < HD / 8; dt++)
-				pdt<T>::store2(orow + dt * 8 + 2 * c, o[dt][2 * e] * inv,
-					       o[dt][2 * e + 1] * inv);
+				for (int dt = 0; dt < HD / 8; dt++)
+					pdt<T>::store2(orow + dt * 8 + 2 * c, o[mt][dt][2 * e] * inv,
+						       o[mt][dt][2 * e + 1] * inv);
+			}
 		}
 		__syncthreads();
 	}
 }
 
-template <typename T, int HD, int TK, int MINB>
-int launch(const prefill_params &p, uint32_t max_q, cudaStream_t st)
+template <typename T, int HD, int TK, int MT, int MINB, int NS = 2>
+int launch(const prefill_params &p0, uint32_t max_q, cudaStream_t st)
 {
-	constexpr size_t smem = 2 * 2 * TK * HD * 2;	/* 2 stages of K and V */
-	auto kern = kv_prefill_kernel<T, HD, TK, MINB>;
+	/* NS stages of K and V, and the queries when they wait in smem */
+	constexpr size_t smem = NS * 2 * TK * HD * 2 + (MT > 1 ? kWarps * 16 * MT * HD * 2 : 0);
+	auto kern = kv_prefill_kernel<T, HD, TK, MT, MINB, NS>;
+	prefill_params p = p0;
 	static bool attr_set[KV_CUDA_MAX_DEVICES];
+
+	p.qpc = kRows * MT / p.group;
 	int dev = 0;
 
 	if (cudaGetDevice(&dev) != cudaSuccess || dev >= KV_CUDA_MAX_DEVICES)
@@ -426,11 +512,12 @@ int launch(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 }
 
 /*
- * The default: tiles of 64 tokens, capped for 3 CTAs per SM (variant 1)
- * where the grid has enough CTAs to fill them, else uncapped (variant 0:
- * a long context for few queries, as in a chunked prefill, gains nothing
- * from more CTAs per SM and loses to the cap's spills). Measured on an H100
- * (Documentation/performance.md).
+ * The default, from the variants measured on an H100
+ * (Documentation/performance.md): where the grid has enough CTAs to fill
+ * the SMs twice over, variant 8 (32 rows per warp, 4 stages of 32-token
+ * tiles); else, as in a chunked prefill (a long context for few queries),
+ * variant 6 (16 rows per warp, no register cap, 3 stages of 64 tokens):
+ * more CTAs per SM cannot help a grid that small.
  */
 static int pick_variant(const prefill_params &p, uint32_t max_q)
 {
@@ -442,7 +529,7 @@ static int pick_variant(const prefill_params &p, uint32_t max_q)
 	if (cudaGetDevice(&dev) != cudaSuccess ||
 	    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
 		return 0;
-	return ctas >= 3ull * sms * 2 ? 1 : 0;
+	return ctas >= 3ull * sms * 2 ? 8 : 6;
 }
 
 template <typename T, int HD>
@@ -450,13 +537,23 @@ int launch_var(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 {
 	switch (pick_variant(p, max_q)) {
 	case 1:
-		return launch<T, HD, 64, 3>(p, max_q, st);
+		return launch<T, HD, 64, 1, 3>(p, max_q, st);
 	case 2:
-		return launch<T, HD, 32, 3>(p, max_q, st);
+		return launch<T, HD, 32, 1, 3>(p, max_q, st);
 	case 3:
-		return launch<T, HD, 32, 4>(p, max_q, st);
+		return launch<T, HD, 32, 1, 4>(p, max_q, st);
+	case 4:
+		return launch<T, HD, 32, 2, 2>(p, max_q, st);
+	case 5:
+		return launch<T, HD, 32, 2, 1>(p, max_q, st);
+	case 6:
+		return launch<T, HD, 64, 1, 1, 3>(p, max_q, st);
+	case 7:
+		return launch<T, HD, 32, 1, 3, 4>(p, max_q, st);
+	case 8:
+		return launch<T, HD, 32, 2, 2, 4>(p, max_q, st);
 	default:
-		return launch<T, HD, 64, 1>(p, max_q, st);
+		return launch<T, HD, 64, 1, 1>(p, max_q, st);
 	}
 }
 
