@@ -145,13 +145,23 @@ $(B)/daemon/kvmemctl: $(B)/daemon/kvmemctl.o $(LIBKVC)
 # ---- kvdemo: the model and engine of `make run' (daemon/demo/kvdemo/) -----
 # A client: libkvclient, the CPU kernels, lib/json.c (from libkvmm.a) for
 # the safetensors header.
+# Where the CUDA kernels are built (nvcc found, not a sanitizer build) it
+# links them too, and attends on the GPU when the pool is GPU memory
+# (daemon/demo/kvdemo/kvcache_gpu.c); the static CUDA runtime still loads
+# on machines without a GPU.
 KVDEMO_SRCS := $(wildcard daemon/demo/kvdemo/*.c)
 KVDEMO_OBJS := $(patsubst %.c,$(B)/%.o,$(KVDEMO_SRCS))
 $(KVDEMO_OBJS): CFLAGS += -fopenmp-simd -Wno-psabi
+KVDEMO_KERNELS := $(KERNELS_LIB)
+ifeq ($(KERNELS_CUDA),1)
+$(B)/daemon/demo/kvdemo/kvcache_gpu.o: CFLAGS += -DKVD_HAVE_CUDA -I$(CUDA_HOME)/include
+KVDEMO_KERNELS := $(KERNELS_CUDA_LIBS)
+$(B)/daemon/kvdemo: $(KERNELS_CUDA_LIB)
+endif
 
 $(B)/daemon/kvdemo: $(KVDEMO_OBJS) $(LIBKVC) $(KERNELS_LIB) $(LIBKVMM)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) -o $@ $(KVDEMO_OBJS) $(LIBKVC) $(KERNELS_LIB) $(LIBKVMM) $(LDFLAGS) $(LIBS)
+	$(Q)$(CC) -o $@ $(KVDEMO_OBJS) $(LIBKVC) $(KVDEMO_KERNELS) $(LIBKVMM) $(LDFLAGS) $(LIBS)
 
 -include $(KVDEMO_OBJS:.o=.d)
 

@@ -9,13 +9,16 @@
  * causal prefill).
  *
  * Direct: on the cpu backend the kernels work on the shared arena that
- * kvc_pool_open() mapped, in place. Staged: where the arena is GPU memory
- * (the cuda backend; kvdemo computes on the CPU) or with --staged, a pass
- * first reads each of its sequences' blocks with kvc_frame_read() into a
- * host copy laid out as an arena, runs the same kernels on the copy, and
- * writes the blocks it wrote into back with kvc_frame_write(). A block a
- * pass writes into belongs to one sequence only (the daemon copied it on
- * write if a fork shared it), so writing the whole block back is safe.
+ * kvc_pool_open() mapped, in place. GPU: on the cuda backend, where kvdemo
+ * was built with the CUDA kernels and sees the pool's GPU, the same two
+ * calls run as kv_append_cuda() and kv_decode_cuda() on the arena mapped
+ * with kvc_pool_map(), in place (kvcache_gpu.c). Staged: otherwise on GPU
+ * memory, or with --staged, a pass first reads each of its sequences'
+ * blocks with kvc_frame_read() into a host copy laid out as an arena, runs
+ * the CPU kernels on the copy, and writes the blocks it wrote into back
+ * with kvc_frame_write(). A block a pass writes into belongs to one
+ * sequence only (the daemon copied it on write if a fork shared it), so
+ * writing the whole block back is safe.
  */
 #include <errno.h>
 #include <math.h>
@@ -40,19 +43,37 @@ int kvd_cache_init(struct kvd_cache *kc, struct kvc_pool *pool, uint32_t q_heads
 	memset(kc, 0, sizeof(*kc));
 	kc->pool = pool;
 	kc->q_heads = q_heads;
-	kc->staged = staged || pool->backend != KVMEM_BACKEND_CPU || !pool->base;
 	kc->threads = threads;
 	kc->arena.g = pool->geom;
+	kc->arena.frames = pool->nr_frames[KVMEM_TIER_DEVICE];
+	if (!staged && pool->backend == KVMEM_BACKEND_CUDA &&
+	    !kvd_gpu_init(&kc->gpu, pool)) {
+		kc->on_gpu = true;
+		kc->arena.base = kc->gpu.base;
+		return kv_arena_check(&kc->arena);
+	}
+	kc->staged = staged || pool->backend != KVMEM_BACKEND_CPU || !pool->base;
 	if (kc->staged)		/* the staging copy, from the first pass on */
 		return kv_geometry_valid(&pool->geom) ? 0 : -EINVAL;
 	kc->arena.base = pool->base;
-	kc->arena.frames = pool->nr_frames[KVMEM_TIER_DEVICE];
 	return kv_arena_check(&kc->arena);
+}
+
+/** kvd_cache_mode() - how the K/V of @kc are reached, in words */
+const char *kvd_cache_mode(const struct kvd_cache *kc)
+{
+	if (kc->on_gpu)
+		return "in place in the GPU arena, CUDA kernels (kv_append_cuda, kv_decode_cuda)";
+	if (kc->staged)
+		return "staged through kvc_frame_read/write (kernels on the CPU)";
+	return "written and read in place in the shared arena (kernels on the CPU)";
 }
 
 /** kvd_cache_free() - free what kvd_cache_init() and the passes allocated */
 void kvd_cache_free(struct kvd_cache *kc)
 {
+	if (kc->on_gpu)
+		kvd_gpu_free(&kc->gpu);
 	free(kc->stage);
 	free(kc->first);
 	free(kc->dirty);
@@ -179,6 +200,8 @@ int kvd_cache_begin(struct kvd_cache *kc, const struct kvd_batch *b)
 		err = stage_in(kc, b);
 	for (r = 0; !err && r < b->nr_rows; r++)
 		err = row_map(kc, b, r);
+	if (!err && kc->on_gpu)
+		err = kvd_gpu_begin(kc, b);
 	return err;
 }
 
@@ -221,6 +244,8 @@ static int cache_store(void *ctx, uint32_t layer, const struct kvd_batch *b, con
 		.slots = (const __s64 *)kc->slots, .threads = kc->threads,
 	};
 
+	if (kc->on_gpu)
+		return kvd_gpu_store(kc, layer, b, k, v);
 	return kv_append_cpu(&a);
 }
 
@@ -236,6 +261,8 @@ static int cache_attend(void *ctx, uint32_t layer, const struct kvd_batch *b, co
 		.ctx_lens = kc->ctx, .threads = kc->threads,
 	};
 
+	if (kc->on_gpu)
+		return kvd_gpu_attend(kc, layer, b, q, out);
 	return kv_decode_cpu(&a);
 }
 

@@ -241,11 +241,28 @@ int kvd_safetensors_save(struct kvd_model *m, const char *path);
  * @dirty:   staged: per frame of @stage, whether the pass wrote into it
  * @cap_*, @stage_frames: entries allocated
  */
+/**
+ * struct kvd_gpu - device buffers of the GPU path (kvcache_gpu.c)
+ * @base:  the pool's arena, mapped in this process
+ * @rows:  the rows' K and V, or queries, of one layer
+ * @out:   the rows' attention outputs
+ * @table, @ctx, @slots: the pass's block tables, context lengths, slots
+ * @ws:    kv_decode_cuda()'s workspace
+ * @cap_*: bytes each holds
+ */
+struct kvd_gpu {
+	void *base;
+	void *rows, *out, *table, *ctx, *slots, *ws;
+	size_t cap_rows, cap_out, cap_table, cap_ctx, cap_slots, cap_ws;
+};
+
 struct kvd_cache {
 	struct kvc_pool *pool;
 	struct kv_arena_ref arena;
 	uint32_t q_heads;
 	bool staged;
+	bool on_gpu;		/* the CUDA kernels on the mapped arena */
+	struct kvd_gpu gpu;
 	uint32_t threads;
 	uint32_t stride;
 	uint32_t *table;
@@ -260,10 +277,20 @@ struct kvd_cache {
 int kvd_cache_init(struct kvd_cache *kc, struct kvc_pool *pool, uint32_t q_heads, bool staged,
 		   uint32_t threads);
 void kvd_cache_free(struct kvd_cache *kc);
+const char *kvd_cache_mode(const struct kvd_cache *kc);
 int kvd_cache_begin(struct kvd_cache *kc, const struct kvd_batch *b);
 int kvd_cache_end(struct kvd_cache *kc, const struct kvd_batch *b);
 int kvd_cache_corrupt(struct kvd_cache *kc, const uint32_t *frames, uint32_t pos);
 extern const struct kvd_attn_ops kvd_cache_ops;
+
+/* kvcache_gpu.c */
+int kvd_gpu_init(struct kvd_gpu *gpu, struct kvc_pool *pool);
+void kvd_gpu_free(struct kvd_gpu *gpu);
+int kvd_gpu_begin(struct kvd_cache *kc, const struct kvd_batch *b);
+int kvd_gpu_store(struct kvd_cache *kc, uint32_t layer, const struct kvd_batch *b,
+		  const void *k, const void *v);
+int kvd_gpu_attend(struct kvd_cache *kc, uint32_t layer, const struct kvd_batch *b,
+		   const void *q, void *out);
 
 /**
  * struct kvd_check - --check: the dense recomputation and its verdicts
@@ -360,6 +387,7 @@ const struct kvd_stats *kvd_sched_stats(const struct kvd_sched *s);
 void kvd_sched_counts(const struct kvd_sched *s, uint32_t *running, uint32_t *waiting,
 		      uint32_t *preempted);
 const struct kvd_check *kvd_sched_check(const struct kvd_sched *s);
+const char *kvd_sched_kv_mode(const struct kvd_sched *s);
 
 /*
  * The hot loops (matrix products, the reference attention) are built for

@@ -312,12 +312,9 @@ static void banner(struct kvd_run *r)
 	if (fr[2] != UINT64_MAX)
 		snprintf(swap, sizeof(swap), " + %" PRIu64 " swap",
 			 stat_num(r->text, "SwapTotal:") / (p->frame_bytes / 1024));
-	printf("kvdemo: pool %s: %u device + %u host%s blocks of %u tokens, %s backend; K/V %s\n",
+	printf("kvdemo: pool %s: %u device + %u host%s blocks of %u tokens, %s backend\n",
 	       r->o.pool, p->nr_frames[KVMEM_TIER_DEVICE], p->nr_frames[KVMEM_TIER_HOST], swap,
-	       p->geom.block_tokens, p->backend == KVMEM_BACKEND_CUDA ? "cuda" : "cpu",
-	       r->o.staged || p->backend != KVMEM_BACKEND_CPU ?
-	       "staged through kvc_frame_read/write (kernels on the CPU)" :
-	       "written and read in place in the shared arena");
+	       p->geom.block_tokens, p->backend == KVMEM_BACKEND_CUDA ? "cuda" : "cpu");
 	printf("kvdemo: %u requests (seed %" PRIu64 "), up to %u sequences at once%s\n",
 	       r->o.requests, r->o.seed, r->o.batch,
 	       r->o.check ? "; --check: every step's logits against a dense recomputation" : "");
@@ -378,6 +375,7 @@ static int serve(struct kvd_run *r)
 		fprintf(stderr, "kvdemo: %s\n", strerror(-err));
 		return err;
 	}
+	printf("kvdemo: K/V %s\n", kvd_sched_kv_mode(r->s));
 	if (kvc_stats(r->c, KVMEM_STATS_VMSTAT, r->pool->handle, r->vm0, STATS_TEXT) < 0)
 		r->vm0[0] = '\0';
 	r->t0 = now();

@@ -1088,6 +1088,12 @@ const struct kvd_check *kvd_sched_check(const struct kvd_sched *s)
 	return &s->ck;
 }
 
+/** kvd_sched_kv_mode() - where the engine's attention reads and writes K/V */
+const char *kvd_sched_kv_mode(const struct kvd_sched *s)
+{
+	return kvd_cache_mode(&s->kc);
+}
+
 /**
  * kvd_sched_counts() - requests running, waiting (arrived, not admitted)
  * and preempted
