@@ -57,13 +57,12 @@ int kvd_gpu_init(struct kvd_gpu *gpu, struct kvc_pool *pool)
 	int n = 0, err;
 
 	memset(gpu, 0, sizeof(*gpu));
-	if (pool->backend != KVMEM_BACKEND_CUDA || pool->gpu < 0 ||
-	    cudaGetDeviceCount(&n) != cudaSuccess || pool->gpu >= n)
+	if (pool->backend != KVMEM_BACKEND_CUDA || cudaGetDeviceCount(&n) != cudaSuccess || !n)
 		return -EOPNOTSUPP;
-	err = kvc_pool_map(pool);
+	err = kvc_pool_map(pool);	/* finds the pool's GPU: pool->gpu */
 	if (err)
 		return err;
-	if (cudaSetDevice(pool->gpu) != cudaSuccess)
+	if (pool->gpu < 0 || pool->gpu >= n || cudaSetDevice(pool->gpu) != cudaSuccess)
 		return -EOPNOTSUPP;
 	gpu->base = (void *)(uintptr_t)pool->device_ptr;
 	return 0;
