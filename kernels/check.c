@@ -23,42 +23,45 @@ int kv_arena_check(const struct kv_arena_ref *r)
 	return 0;
 }
 
-int kv_decode_check(const struct kv_decode_args *a)
+/* What decode and prefill check alike: arena, layer, GQA, scale, table. */
+static int kv_attn_check(const struct kv_arena_ref *r, __u32 layer, __u32 q_heads,
+			 float scale, __u32 table_stride)
 {
-	const struct kv_geometry *g = &a->arena.g;
-	int err = kv_arena_check(&a->arena);
+	int err = kv_arena_check(r);
 
 	if (err)
 		return err;
-	if (a->layer >= g->layers || !a->q_heads || a->q_heads % g->kv_heads)
+	if (layer >= r->g.layers || !q_heads || q_heads % r->g.kv_heads)
 		return -EINVAL;
+	if (scale != scale)
+		return -EINVAL;
+	if ((__u64)table_stride * r->g.block_tokens > UINT32_MAX)
+		return -EINVAL;
+	return 0;
+}
+
+int kv_decode_check(const struct kv_decode_args *a)
+{
+	int err = kv_attn_check(&a->arena, a->layer, a->q_heads, a->scale, a->table_stride);
+
+	if (err)
+		return err;
 	if (a->batch && (!a->q || !a->out || !a->ctx_lens ||
 			 !a->block_table || !a->table_stride))
-		return -EINVAL;
-	if (a->scale != a->scale)
-		return -EINVAL;
-	if ((__u64)a->table_stride * g->block_tokens > UINT32_MAX)
 		return -EINVAL;
 	return 0;
 }
 
 int kv_prefill_check(const struct kv_prefill_args *a)
 {
-	const struct kv_geometry *g = &a->arena.g;
-	int err = kv_arena_check(&a->arena);
+	int err = kv_attn_check(&a->arena, a->layer, a->q_heads, a->scale, a->table_stride);
 
 	if (err)
 		return err;
-	if (a->layer >= g->layers || !a->q_heads || a->q_heads % g->kv_heads)
-		return -EINVAL;
 	if (a->batch && (!a->q_start || !a->ctx_lens || !a->block_table ||
 			 !a->table_stride))
 		return -EINVAL;
 	if (a->tokens && (!a->q || !a->out || !a->batch))
-		return -EINVAL;
-	if (a->scale != a->scale)
-		return -EINVAL;
-	if ((__u64)a->table_stride * g->block_tokens > UINT32_MAX)
 		return -EINVAL;
 	return 0;
 }

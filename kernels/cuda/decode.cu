@@ -27,6 +27,7 @@
 #include "kernels/kvkernels.h"
 #include "kernels/internal.h"
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/attn.cuh"
 
 /*
  * Kernel variant of the (fp16/bf16, 8-head chunk) decode, for measuring:
@@ -51,12 +52,7 @@ constexpr int kWarps = 4;
 constexpr int kTile = 16;
 
 struct decode_params {
-	const char *arena;
-	uint64_t frames;
-	uint64_t frame_bytes;
-	uint64_t koff;		/* layer's K of head 0 inside a frame */
-	uint64_t head_bytes;	/* one head's K (or V) in one block */
-	uint64_t voff;		/* V minus K of the same head */
+	kv_layer_ref kv;	/* the layer's K and V in the arena */
 	const void *q;
 	void *out;
 	const uint32_t *table;
@@ -67,46 +63,6 @@ struct decode_params {
 	uint32_t block_tokens, stride, window;
 	uint32_t nsplit, tiles_per_split;
 	float scale_log2;
-};
-
-template <typename T> struct dt;
-template <> struct dt<__nv_bfloat16> {
-	static __device__ __forceinline__ uint32_t pack(float a, float b)
-	{
-		__nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-		return *reinterpret_cast<uint32_t *>(&h);
-	}
-	static __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0,
-		uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1)
-	{
-		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-			     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-			     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-	}
-	static __device__ __forceinline__ void store(void *p, float v)
-	{
-		*static_cast<__nv_bfloat16 *>(p) = __float2bfloat16_rn(v);
-	}
-};
-template <> struct dt<__half> {
-	static __device__ __forceinline__ uint32_t pack(float a, float b)
-	{
-		__half2 h = __floats2half2_rn(a, b);
-		return *reinterpret_cast<uint32_t *>(&h);
-	}
-	static __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0,
-		uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1)
-	{
-		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-			     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-			     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-	}
-	static __device__ __forceinline__ void store(void *p, float v)
-	{
-		*static_cast<__half *>(p) = __float2half_rn(v);
-	}
 };
 
 __device__ __forceinline__ uint32_t transpose8x8(uint32_t x)
@@ -223,11 +179,11 @@ __device__ __forceinline__ const char *row_ptr(const decode_params &p,
 		blk = tok / p.block_tokens;
 		f = table[blk];
 	}
-	if (f >= p.frames) {
+	if (f >= p.kv.frames) {
 		bad = true;
 		return nullptr;
 	}
-	return p.arena + f * p.frame_bytes + off +
+	return p.kv.arena + f * p.kv.frame_bytes + off +
 	       (uint64_t)(tok - blk * p.block_tokens) * rowb;
 }
 
@@ -306,16 +262,16 @@ __device__ __forceinline__ void tma_issue(const decode_params &p,
 	uint32_t blk = t0 / p.block_tokens, f = table[blk];
 	const char *src;
 
-	if (f >= p.frames) {
+	if (f >= p.kv.frames) {
 		bad = true;
 		bar_expect(bar, 0);
 		return;
 	}
-	src = p.arena + f * p.frame_bytes + koff +
+	src = p.kv.arena + f * p.kv.frame_bytes + koff +
 	      (uint64_t)(t0 - blk * p.block_tokens) * HD * 2;
 	bar_expect(bar, 2 * tile_bytes<HD>());
 	bulk_load(dst, src, tile_bytes<HD>(), bar);
-	bulk_load(dst + tile_bytes<HD>(), src + p.voff, tile_bytes<HD>(), bar);
+	bulk_load(dst + tile_bytes<HD>(), src + p.kv.voff, tile_bytes<HD>(), bar);
 }
 
 /* load_k()/load_v() from a tile in shared memory; masked rows read zero */
@@ -374,8 +330,8 @@ kv_decode_kernel(const decode_params p)
 	const uint32_t nrows = min(p.heads_per_chunk, p.group - row0);
 	const uint32_t ctx = p.ctx_lens[b];
 	const uint32_t *table = p.table + (size_t)b * p.stride;
-	const uint64_t koff = p.koff + h * p.head_bytes;
-	const uint64_t voff = koff + p.voff;
+	const uint64_t koff = p.kv.koff + h * p.kv.head_bytes;
+	const uint64_t voff = koff + p.kv.voff;
 	bool bad = (uint64_t)ctx > (uint64_t)p.stride * p.block_tokens;
 
 #if __CUDA_ARCH__ >= 900
@@ -472,9 +428,9 @@ kv_decode_kernel(const decode_params p)
 			s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
 			for (int kk = 0; kk < HD / 32; kk++) {
-				dt<T>::mma(s[nt], kr[0][kk].x, kr[1][kk].x, kr[0][kk].y,
+				kv_mma<T>::mma(s[nt], kr[0][kk].x, kr[1][kk].x, kr[0][kk].y,
 					   kr[1][kk].y, q[nt][kk].x, q[nt][kk].y);
-				dt<T>::mma(s[nt], kr[0][kk].z, kr[1][kk].z, kr[0][kk].w,
+				kv_mma<T>::mma(s[nt], kr[0][kk].z, kr[1][kk].z, kr[0][kk].w,
 					   kr[1][kk].w, q[nt][kk].z, q[nt][kk].w);
 			}
 		}
@@ -512,8 +468,8 @@ kv_decode_kernel(const decode_params p)
 				o[nt][mt][2] *= corr[0];
 				o[nt][mt][3] *= corr[1];
 			}
-			pb[nt][0] = transpose8x8(dt<T>::pack(x[0], x[1]));
-			pb[nt][1] = transpose8x8(dt<T>::pack(x[2], x[3]));
+			pb[nt][0] = transpose8x8(kv_mma<T>::pack(x[0], x[1]));
+			pb[nt][1] = transpose8x8(kv_mma<T>::pack(x[2], x[3]));
 		}
 
 		/* O^T += V^T P^T; m-tile (cg, ip): row r is dim (cg*8+r)*8+2ip */
@@ -527,7 +483,7 @@ kv_decode_kernel(const decode_params p)
 				uint32_t a3 = __byte_perm(word(vr[2][cg], ip), word(vr[3][cg], ip), 0x7632);
 #pragma unroll
 				for (int nt = 0; nt < NT; nt++)
-					dt<T>::mma(o[nt][cg * 4 + ip], a0, a1, a2, a3,
+					kv_mma<T>::mma(o[nt][cg * 4 + ip], a0, a1, a2, a3,
 						   pb[nt][0], pb[nt][1]);
 			}
 		}
@@ -587,7 +543,7 @@ kv_decode_kernel(const decode_params p)
 		}
 		if (p.nsplit == 1) {
 			float v = bad ? NAN : sum > 0.f ? acc / sum : 0.f;
-			dt<T>::store(static_cast<T *>(p.out) + (qh0 + row) * HD + d, v);
+			kv_mma<T>::store(static_cast<T *>(p.out) + (qh0 + row) * HD + d, v);
 		} else {
 			size_t rec = (qh0 + row) * p.nsplit + split;
 			p.ws[rec * HD + d] = acc;
@@ -624,7 +580,7 @@ kv_decode_combine(const decode_params p, uint32_t batch)
 		sum += wt * ml[rec * 2 + 1];
 		acc += wt * p.ws[rec * HD + d];
 	}
-	dt<T>::store(static_cast<T *>(p.out) + qh * HD + d,
+	kv_mma<T>::store(static_cast<T *>(p.out) + qh * HD + d,
 		     sum > 0.f || sum != sum ? acc / sum : 0.f);
 }
 
@@ -898,12 +854,7 @@ extern "C" int kv_decode_cuda(const struct kv_decode_args *a)
 	if (a->batch > 65535)
 		return -EINVAL;
 
-	p.arena = static_cast<const char *>(a->arena.base);
-	p.frames = a->arena.frames;
-	p.frame_bytes = kv_frame_bytes(g);
-	p.koff = (uint64_t)a->layer * kv_layer_bytes(g);
-	p.head_bytes = kv_head_bytes(g);
-	p.voff = (uint64_t)g->kv_heads * kv_head_bytes(g);
+	p.kv = kv_layer_of(&a->arena, a->layer);
 	p.q = a->q;
 	p.out = a->out;
 	p.table = a->block_table;

@@ -32,6 +32,7 @@
 #include "kernels/kvkernels.h"
 #include "kernels/internal.h"
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/attn.cuh"
 
 /*
  * Kernel variant, for measuring: 0 tiles of 64 tokens, registers as the
@@ -52,12 +53,7 @@ constexpr int kRows = 16 * kWarps;	/* (query, head) rows per CTA */
 constexpr uint32_t kMaxY = 65535;
 
 struct prefill_params {
-	const char *arena;
-	uint64_t frames;
-	uint64_t frame_bytes;
-	uint64_t koff;		/* layer's K of head 0 inside a frame */
-	uint64_t head_bytes;	/* one head's K (or V) in one block */
-	uint64_t voff;		/* V minus K of the same head */
+	kv_layer_ref kv;	/* the layer's K and V in the arena */
 	const void *q;
 	void *out;
 	const uint32_t *q_start;
@@ -68,46 +64,6 @@ struct prefill_params {
 	uint32_t max_q;		/* most queries of a sequence the grid covers */
 	uint32_t block_tokens, stride, window;
 	float scale_log2;
-};
-
-template <typename T> struct pdt;
-template <> struct pdt<__nv_bfloat16> {
-	static __device__ __forceinline__ uint32_t pack(float a, float b)
-	{
-		__nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-		return *reinterpret_cast<uint32_t *>(&h);
-	}
-	static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4],
-						   uint32_t b0, uint32_t b1)
-	{
-		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-			     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-			     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-			     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-	}
-	static __device__ __forceinline__ void store2(void *p, float a, float b)
-	{
-		*static_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(a, b);
-	}
-};
-template <> struct pdt<__half> {
-	static __device__ __forceinline__ uint32_t pack(float a, float b)
-	{
-		__half2 h = __floats2half2_rn(a, b);
-		return *reinterpret_cast<uint32_t *>(&h);
-	}
-	static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4],
-						   uint32_t b0, uint32_t b1)
-	{
-		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-			     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-			     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-			     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-	}
-	static __device__ __forceinline__ void store2(void *p, float a, float b)
-	{
-		*static_cast<__half2 *>(p) = __floats2half2_rn(a, b);
-	}
 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p)
@@ -174,16 +130,16 @@ __device__ __forceinline__ void load_tile(const prefill_params &p, const uint32_
 	for (int i = threadIdx.x; i < TK * chunks; i += kWarps * 32) {
 		uint32_t r = i / chunks, c = i % chunks, tok = t + r;
 		bool ok = tok >= lo && tok < hi;
-		const char *src = p.arena;
+		const char *src = p.kv.arena;
 
 		if (ok) {
 			uint32_t blk = tok / p.block_tokens;
 
-			src = p.arena + table[blk] * p.frame_bytes + koff +
+			src = p.kv.arena + table[blk] * p.kv.frame_bytes + koff +
 			      (uint64_t)(tok - blk * p.block_tokens) * HD * 2 + c * 16;
 		}
 		cp_async16(sk + swz<HD>(r, c), src, ok);
-		cp_async16(sv + swz<HD>(r, c), ok ? src + p.voff : src, ok);
+		cp_async16(sv + swz<HD>(r, c), ok ? src + p.kv.voff : src, ok);
 	}
 }
 
@@ -205,7 +161,7 @@ __device__ bool seq_ok(const prefill_params &p, uint32_t b, uint32_t nq,
 	span(p, ctx - nq, lo, hi);
 	for (uint32_t i = lo / p.block_tokens + threadIdx.x;
 	     i <= (ctx - 1) / p.block_tokens; i += kWarps * 32)
-		if (table[i] >= p.frames)
+		if (table[i] >= p.kv.frames)
 			return false;
 	return true;
 }
@@ -314,7 +270,7 @@ kv_prefill_kernel(const prefill_params p)
 				o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
 		}
 
-		const uint64_t koff = p.koff + h * p.head_bytes;
+		const uint64_t koff = p.kv.koff + h * p.kv.head_bytes;
 		const uint32_t t0 = lo / kTokens * kTokens;
 		const int ntiles = ok && hi > t0 ? (int)((hi - t0 + kTokens - 1) / kTokens) : 0;
 
@@ -375,8 +331,8 @@ kv_prefill_kernel(const prefill_params p)
 								 ks * 2 + (lane >> 3)));
 #pragma unroll
 					for (int mt = 0; mt < MT; mt++) {
-						pdt<T>::mma(s[mt][nt], qf[mt][0], kb[0], kb[1]);
-						pdt<T>::mma(s[mt][nt], qf[mt][1], kb[2], kb[3]);
+						kv_mma<T>::mma(s[mt][nt], qf[mt][0], kb[0], kb[1]);
+						kv_mma<T>::mma(s[mt][nt], qf[mt][1], kb[2], kb[3]);
 					}
 				}
 			}
@@ -426,8 +382,8 @@ kv_prefill_kernel(const prefill_params p)
 						x[i] = exp2f(s[mt][nt][i] - ref);
 						l[mt][e] += x[i];
 					}
-					pa[mt][nt / 2][(nt & 1) * 2] = pdt<T>::pack(x[0], x[1]);
-					pa[mt][nt / 2][(nt & 1) * 2 + 1] = pdt<T>::pack(x[2], x[3]);
+					pa[mt][nt / 2][(nt & 1) * 2] = kv_mma<T>::pack(x[0], x[1]);
+					pa[mt][nt / 2][(nt & 1) * 2 + 1] = kv_mma<T>::pack(x[2], x[3]);
 				}
 #pragma unroll
 				for (int dt = 0; dt < HD / 8; dt++) {
@@ -450,8 +406,8 @@ kv_prefill_kernel(const prefill_params p)
 								   dt + (lane >> 4)));
 #pragma unroll
 					for (int mt = 0; mt < MT; mt++) {
-						pdt<T>::mma(o[mt][dt], pa[mt][kk], vb[0], vb[1]);
-						pdt<T>::mma(o[mt][dt + 1], pa[mt][kk], vb[2], vb[3]);
+						kv_mma<T>::mma(o[mt][dt], pa[mt][kk], vb[0], vb[1]);
+						kv_mma<T>::mma(o[mt][dt + 1], pa[mt][kk], vb[2], vb[3]);
 					}
 				}
 			}
@@ -476,7 +432,7 @@ kv_prefill_kernel(const prefill_params p)
 					 p.q_heads + h * p.group + row[mt][e] % p.group) * HD;
 #pragma unroll
 				for (int dt = 0; dt < HD / 8; dt++)
-					pdt<T>::store2(orow + dt * 8 + 2 * c, o[mt][dt][2 * e] * inv,
+					kv_mma<T>::store2(orow + dt * 8 + 2 * c, o[mt][dt][2 * e] * inv,
 						       o[mt][dt][2 * e + 1] * inv);
 			}
 		}
@@ -588,12 +544,7 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 	if (g->kv_heads > 65535)
 		return -EINVAL;
 
-	p.arena = static_cast<const char *>(a->arena.base);
-	p.frames = a->arena.frames;
-	p.frame_bytes = kv_frame_bytes(g);
-	p.koff = (uint64_t)a->layer * kv_layer_bytes(g);
-	p.head_bytes = kv_head_bytes(g);
-	p.voff = (uint64_t)g->kv_heads * kv_head_bytes(g);
+	p.kv = kv_layer_of(&a->arena, a->layer);
 	p.q = a->q;
 	p.out = a->out;
 	p.q_start = a->q_start;
