@@ -20,6 +20,7 @@
 #include "kernels/kvkernels.h"
 #include "kernels/internal.h"
 #include "kernels/dtype.h"
+#include "kernels/simd.h"
 
 #define KV_PF_ROWS	16u	/* queries per work item */
 #define KV_PF_TILE	16u	/* tokens per tile */
@@ -62,16 +63,27 @@ static void kv_prefill_tile(const struct kv_prefill_args *a, const __u32 *table,
 				  table[tok / bt] * kv_frame_bytes(g) +
 				  kv_elem_offset(g, a->layer, kv, h, tok % bt);
 		float *row = dst + (size_t)i * hd;
+		const uint16_t *e = (const uint16_t *)src;
 
-		for (d = 0; d < hd; d++)
-			row[d] = kv_load_f32(src, g->dtype, d);
+		/* the dtype outside the loop, so that each loop vectorizes */
+		if (g->dtype == KV_DTYPE_BF16) {
+			KV_SIMD
+			for (d = 0; d < hd; d++)
+				row[d] = kv_bf16_to_f32(e[d]);
+		} else if (g->dtype == KV_DTYPE_FP16) {
+			KV_SIMD
+			for (d = 0; d < hd; d++)
+				row[d] = kv_f16_to_f32(e[d]);
+		} else {
+			memcpy(row, src, (size_t)hd * sizeof(float));
+		}
 	}
 }
 
 /* Fold tile [t, t + n) into row @r of query position @pos. */
-static void kv_prefill_fold_row(const struct kv_prefill_args *a,
-				const struct kv_prefill_scratch *s, __u32 r,
-				__u32 pos, __u32 t, __u32 n)
+KV_INLINE void kv_prefill_fold_row(const struct kv_prefill_args *a,
+				   const struct kv_prefill_scratch *s, __u32 r,
+				   __u32 pos, __u32 t, __u32 n)
 {
 	__u32 hd = a->arena.g.head_dim, lo, hi, i, d;
 	const float *q = s->q + (size_t)r * hd;
@@ -87,6 +99,7 @@ static void kv_prefill_fold_row(const struct kv_prefill_args *a,
 			sc[i] = -INFINITY;
 			continue;
 		}
+		KV_SIMD_SUM(acc)
 		for (d = 0; d < hd; d++)
 			acc += q[d] * k[d];
 		sc[i] = acc;
@@ -98,6 +111,7 @@ static void kv_prefill_fold_row(const struct kv_prefill_args *a,
 		c = s->m[r] == -INFINITY ? 0.0f : expf(s->m[r] - mx);
 		s->m[r] = mx;
 		s->l[r] *= c;
+		KV_SIMD
 		for (d = 0; d < hd; d++)
 			o[d] *= c;
 	}
@@ -108,9 +122,21 @@ static void kv_prefill_fold_row(const struct kv_prefill_args *a,
 		if (w == 0.0f)
 			continue;
 		s->l[r] += w;
+		KV_SIMD
 		for (d = 0; d < hd; d++)
 			o[d] += w * v[d];
 	}
+}
+
+/* Fold tile [t, t + n) into every row; row r is query @first + r / @group. */
+static KV_SIMD_CLONES void kv_prefill_fold(const struct kv_prefill_args *a,
+					   const struct kv_prefill_scratch *s, __u32 rows,
+					   __u32 group, __u32 first, __u32 t, __u32 n)
+{
+	__u32 r;
+
+	for (r = 0; r < rows; r++)
+		kv_prefill_fold_row(a, s, r, first + r / group, t, n);
 }
 
 /* Carve @s out of one zeroed allocation; NULL when out of memory. */
@@ -183,8 +209,7 @@ static void kv_prefill_item(void *arg, uint64_t item)
 		n = hi - t < KV_PF_TILE ? hi - t : KV_PF_TILE;
 		kv_prefill_tile(a, table, KV_K, h, t, n, s.k);
 		kv_prefill_tile(a, table, KV_V, h, t, n, s.v);
-		for (r = 0; r < rows; r++)
-			kv_prefill_fold_row(a, &s, r, first + r / group, t, n);
+		kv_prefill_fold(a, &s, rows, group, first, t, n);
 	}
 	for (r = 0; r < rows; r++) {
 		__u64 off = ((__u64)(a->q_start[b] + q0 + r / group) * a->q_heads +

@@ -2,17 +2,18 @@
 /*
  * Attention over kvmemd's blocks, the cached path of kvdemo's model: each
  * layer's new K and V go into the slots the daemon (or the client's
- * reserve) gave their tokens, with kv_append_cpu(); each row's query
- * attends over its sequence's blocks through the block table with the
- * paged decode kernel, kv_decode_cpu(), one query per row (a prompt's
- * rows are queries of growing context over the same table, which is
- * causal prefill).
+ * reserve) gave their tokens, with kv_append_cpu(); then each sequence's
+ * rows, which are its newest tokens (a chunk of its prompt, or the token
+ * or two it decodes), attend causally over its blocks through its block
+ * table with the paged prefill kernel, kv_prefill_cpu(): one call for the
+ * pass, a sequence's K/V read once for all of its rows.
  *
  * Direct: on the cpu backend the kernels work on the shared arena that
  * kvc_pool_open() mapped, in place. GPU: on the cuda backend, where kvdemo
- * was built with the CUDA kernels and sees the pool's GPU, the same two
- * calls run as kv_append_cuda() and kv_decode_cuda() on the arena mapped
- * with kvc_pool_map(), in place (kvcache_gpu.c). Staged: otherwise on GPU
+ * was built with the CUDA kernels, sees the pool's GPU and the geometry is
+ * one the CUDA prefill takes, the same two calls run as kv_append_cuda()
+ * and kv_prefill_cuda() on the arena mapped with kvc_pool_map(), in place
+ * (kvcache_gpu.c). Staged: otherwise on GPU
  * memory, or with --staged, a pass first reads each of its sequences'
  * blocks with kvc_frame_read() into a host copy laid out as an arena, runs
  * the CPU kernels on the copy, and writes the blocks it wrote into back
@@ -26,6 +27,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include "kvdemo.h"
+
+/* what kv_prefill_cuda() takes: fp16/bf16, head_dim 64/128, groups <= 64 */
+static bool cuda_geometry(const struct kv_geometry *g, uint32_t q_heads)
+{
+	return (g->dtype == KV_DTYPE_FP16 || g->dtype == KV_DTYPE_BF16) &&
+	       (g->head_dim == 64 || g->head_dim == 128) && g->kv_heads &&
+	       q_heads % g->kv_heads == 0 && q_heads / g->kv_heads <= 64;
+}
 
 /**
  * kvd_cache_init() - attention over a pool's blocks
@@ -46,7 +55,7 @@ int kvd_cache_init(struct kvd_cache *kc, struct kvc_pool *pool, uint32_t q_heads
 	kc->threads = threads;
 	kc->arena.g = pool->geom;
 	kc->arena.frames = pool->nr_frames[KVMEM_TIER_DEVICE];
-	if (!staged && pool->backend == KVMEM_BACKEND_CUDA &&
+	if (!staged && pool->backend == KVMEM_BACKEND_CUDA && cuda_geometry(&pool->geom, q_heads) &&
 	    !kvd_gpu_init(&kc->gpu, pool)) {
 		kc->on_gpu = true;
 		kc->arena.base = kc->gpu.base;
@@ -63,10 +72,12 @@ int kvd_cache_init(struct kvd_cache *kc, struct kvc_pool *pool, uint32_t q_heads
 const char *kvd_cache_mode(const struct kvd_cache *kc)
 {
 	if (kc->on_gpu)
-		return "in place in the GPU arena, CUDA kernels (kv_append_cuda, kv_decode_cuda)";
+		return "in place in the GPU arena, CUDA kernels (kv_append_cuda, kv_prefill_cuda)";
 	if (kc->staged)
-		return "staged through kvc_frame_read/write (kernels on the CPU)";
-	return "written and read in place in the shared arena (kernels on the CPU)";
+		return "staged through kvc_frame_read/write (kernels on the CPU: kv_append_cpu, "
+		       "kv_prefill_cpu)";
+	return "written and read in place in the shared arena (kernels on the CPU: "
+	       "kv_append_cpu, kv_prefill_cpu)";
 }
 
 /** kvd_cache_free() - free what kvd_cache_init() and the passes allocated */
@@ -79,6 +90,7 @@ void kvd_cache_free(struct kvd_cache *kc)
 	free(kc->dirty);
 	free(kc->table);
 	free(kc->ctx);
+	free(kc->q_start);
 	free(kc->slots);
 	memset(kc, 0, sizeof(*kc));
 }
@@ -110,9 +122,11 @@ static int cache_reserve(struct kvd_cache *kc, const struct kvd_batch *b, uint32
 {
 	int err;
 
-	err = kvd_grow(&kc->ctx, &kc->cap_ctx, b->nr_rows, sizeof(*kc->ctx));
+	err = kvd_grow(&kc->ctx, &kc->cap_ctx, b->nr_seqs, sizeof(*kc->ctx));
+	err = err ?: kvd_grow(&kc->q_start, &kc->cap_q_start, b->nr_seqs + 1,
+			      sizeof(*kc->q_start));
 	err = err ?: kvd_grow(&kc->slots, &kc->cap_slots, b->nr_rows, sizeof(*kc->slots));
-	err = err ?: kvd_grow(&kc->table, &kc->cap_table, (uint64_t)b->nr_rows * kc->stride,
+	err = err ?: kvd_grow(&kc->table, &kc->cap_table, (uint64_t)b->nr_seqs * kc->stride,
 			  sizeof(*kc->table));
 	if (err || !kc->staged)
 		return err;
@@ -144,16 +158,16 @@ static int stage_in(struct kvd_cache *kc, const struct kvd_batch *b)
 }
 
 /*
- * Row @r's table and slot. Its slot must be where its sequence's table
- * says position pos lives: a slot the daemon gave and a table copy that
- * disagree are a bug in one of them.
+ * Row @r's slot. It must be where its sequence's table says position pos
+ * lives: a slot the daemon gave and a table copy that disagree are a bug
+ * in one of them. The rows of a sequence come together, in position order,
+ * and are its newest tokens (what the prefill kernel's q_start describes).
  */
 static int row_map(struct kvd_cache *kc, const struct kvd_batch *b, uint32_t r)
 {
 	const struct kvd_row *row = &b->rows[r];
 	const struct kvd_batch_seq *s = &b->seqs[row->seq];
-	uint32_t bt = kc->arena.g.block_tokens, bi = row->pos / bt, i, f;
-	uint32_t *t = kc->table + (uint64_t)r * kc->stride;
+	uint32_t bt = kc->arena.g.block_tokens, bi = row->pos / bt;
 
 	if (bi >= s->nr_blocks || row->slot < 0 ||
 	    (uint64_t)row->slot != (uint64_t)s->frames[bi] * bt + row->pos % bt) {
@@ -161,17 +175,34 @@ static int row_map(struct kvd_cache *kc, const struct kvd_batch *b, uint32_t r)
 			"block table puts it\n", s->who, row->pos, (long long)row->slot);
 		return -EUCLEAN;
 	}
-	for (i = 0; i < kc->stride; i++) {
-		f = i < s->nr_blocks ? i : 0;
-		t[i] = kc->staged ? kc->first[row->seq] + f : s->frames[f];
+	if (r && (row->seq == b->rows[r - 1].seq ? row->pos != b->rows[r - 1].pos + 1 :
+		  row->seq < b->rows[r - 1].seq)) {
+		fprintf(stderr, "kvdemo: request %u, token %u: rows out of order\n", s->who,
+			row->pos);
+		return -EUCLEAN;
 	}
-	kc->ctx[r] = row->pos + 1;
+	kc->q_start[row->seq + 1] = r + 1;
+	kc->ctx[row->seq] = row->pos + 1;
 	kc->slots[r] = row->slot;
 	if (kc->staged) {
 		kc->slots[r] = (int64_t)(kc->first[row->seq] + bi) * bt + row->pos % bt;
 		kc->dirty[kc->first[row->seq] + bi] = true;
 	}
 	return 0;
+}
+
+/* Sequence @q's block table: the pool's frames, or the staging copy's. */
+static void seq_map(struct kvd_cache *kc, const struct kvd_batch *b, uint32_t q)
+{
+	const struct kvd_batch_seq *s = &b->seqs[q];
+	uint32_t *t = kc->table + (uint64_t)q * kc->stride, i, f;
+
+	for (i = 0; i < kc->stride; i++) {
+		f = i < s->nr_blocks ? i : 0;
+		t[i] = kc->staged ? kc->first[q] + f : s->frames[f];
+	}
+	kc->q_start[q + 1] = 0;
+	kc->ctx[q] = 0;
 }
 
 /**
@@ -198,8 +229,20 @@ int kvd_cache_begin(struct kvd_cache *kc, const struct kvd_batch *b)
 	err = cache_reserve(kc, b, staged);
 	if (!err && kc->staged)
 		err = stage_in(kc, b);
+	if (err)
+		return err;
+	kc->q_start[0] = 0;
+	for (s = 0; s < b->nr_seqs; s++)
+		seq_map(kc, b, s);
 	for (r = 0; !err && r < b->nr_rows; r++)
 		err = row_map(kc, b, r);
+	kc->max_q = 0;
+	for (s = 0; !err && s < b->nr_seqs; s++) {
+		if (kc->q_start[s + 1] < kc->q_start[s])	/* a sequence without rows */
+			kc->q_start[s + 1] = kc->q_start[s];
+		if (kc->q_start[s + 1] - kc->q_start[s] > kc->max_q)
+			kc->max_q = kc->q_start[s + 1] - kc->q_start[s];
+	}
 	if (!err && kc->on_gpu)
 		err = kvd_gpu_begin(kc, b);
 	return err;
@@ -254,16 +297,17 @@ static int cache_attend(void *ctx, uint32_t layer, const struct kvd_batch *b, co
 {
 	struct kvd_cache *kc = ctx;
 	const struct kv_geometry *g = &kc->arena.g;
-	struct kv_decode_args a = {
-		.arena = kc->arena, .layer = layer, .batch = b->nr_rows,
+	struct kv_prefill_args a = {
+		.arena = kc->arena, .layer = layer, .batch = b->nr_seqs,
 		.q_heads = kc->q_heads, .scale = 1.0f / sqrtf((float)g->head_dim),
-		.table_stride = kc->stride, .q = q, .out = out, .block_table = kc->table,
-		.ctx_lens = kc->ctx, .threads = kc->threads,
+		.table_stride = kc->stride, .tokens = b->nr_rows, .max_q_len = kc->max_q,
+		.threads = kc->threads, .q = q, .out = out, .q_start = kc->q_start,
+		.block_table = kc->table, .ctx_lens = kc->ctx,
 	};
 
 	if (kc->on_gpu)
 		return kvd_gpu_attend(kc, layer, b, q, out);
-	return kv_decode_cpu(&a);
+	return kv_prefill_cpu(&a);
 }
 
 /* The cached path's attention: struct kvd_attn_ops over struct kvd_cache. */

@@ -3,11 +3,12 @@
  * kvdemo's attention on the GPU, where the pool is GPU memory (the cuda
  * backend) and kvdemo was built with the CUDA kernels: the pool's arena is
  * mapped into this process (kvc_pool_map()), and each layer's new K and V
- * go into their slots with kv_append_cuda(), each row's query attends with
- * kv_decode_cuda(), in place in the daemon's blocks. The model itself
+ * go into their slots with kv_append_cuda(), each sequence's rows attend
+ * with kv_prefill_cuda(), in place in the daemon's blocks (a geometry the
+ * CUDA prefill does not take stays staged: kvd_cache_init()). The model itself
  * stays on the CPU, so per layer the rows' K, V and queries are copied to
- * the GPU and the attention outputs back; the tables, context lengths and
- * slots once per pass. The copy back synchronizes the default stream, so
+ * the GPU and the attention outputs back; the tables, context lengths,
+ * rows per sequence and slots once per pass. The copy back synchronizes the default stream, so
  * every kernel of a pass is done before the client's next STEP lets the
  * daemon move blocks (the ordering rule of libkvclient(3)).
  *
@@ -75,13 +76,14 @@ void kvd_gpu_free(struct kvd_gpu *gpu)
 	cudaFree(gpu->out);
 	cudaFree(gpu->table);
 	cudaFree(gpu->ctx);
+	cudaFree(gpu->q_start);
 	cudaFree(gpu->slots);
-	cudaFree(gpu->ws);
 	memset(gpu, 0, sizeof(*gpu));
 }
 
 /**
- * kvd_gpu_begin() - copy a pass's tables, context lengths and slots over
+ * kvd_gpu_begin() - copy a pass's tables, context lengths, rows per
+ * sequence and slots over
  * @kc: cache, after kvd_cache_begin() built them for @b
  * @b:  the pass's batch
  *
@@ -90,14 +92,17 @@ void kvd_gpu_free(struct kvd_gpu *gpu)
 int kvd_gpu_begin(struct kvd_cache *kc, const struct kvd_batch *b)
 {
 	struct kvd_gpu *gpu = &kc->gpu;
-	size_t nt = (size_t)b->nr_rows * kc->stride * sizeof(uint32_t);
+	size_t nt = (size_t)b->nr_seqs * kc->stride * sizeof(uint32_t);
+	size_t ns = b->nr_seqs * sizeof(uint32_t);
 	int err;
 
 	err = dev_grow(&gpu->table, &gpu->cap_table, nt);
-	err = err ?: dev_grow(&gpu->ctx, &gpu->cap_ctx, b->nr_rows * sizeof(uint32_t));
+	err = err ?: dev_grow(&gpu->ctx, &gpu->cap_ctx, ns);
+	err = err ?: dev_grow(&gpu->q_start, &gpu->cap_q_start, ns + sizeof(uint32_t));
 	err = err ?: dev_grow(&gpu->slots, &gpu->cap_slots, b->nr_rows * sizeof(int64_t));
 	err = err ?: h2d(gpu->table, kc->table, nt);
-	err = err ?: h2d(gpu->ctx, kc->ctx, b->nr_rows * sizeof(uint32_t));
+	err = err ?: h2d(gpu->ctx, kc->ctx, ns);
+	err = err ?: h2d(gpu->q_start, kc->q_start, ns + sizeof(uint32_t));
 	return err ?: h2d(gpu->slots, kc->slots, b->nr_rows * sizeof(int64_t));
 }
 
@@ -124,32 +129,29 @@ int kvd_gpu_store(struct kvd_cache *kc, uint32_t layer, const struct kvd_batch *
 	return kv_append_cuda(&a);
 }
 
-/* the rows' queries of @layer over their tables, kv_decode_cuda(), into @out */
+/* each sequence's rows attend over its table, kv_prefill_cuda(), into @out */
 int kvd_gpu_attend(struct kvd_cache *kc, uint32_t layer, const struct kvd_batch *b,
 		   const void *q, void *out)
 {
 	struct kvd_gpu *gpu = &kc->gpu;
 	const struct kv_geometry *g = &kc->arena.g;
 	size_t bytes = (size_t)b->nr_rows * kc->q_heads * g->head_dim * kv_dtype_size(g->dtype);
-	struct kv_decode_args a = {
-		.arena = kc->arena, .layer = layer, .batch = b->nr_rows,
+	struct kv_prefill_args a = {
+		.arena = kc->arena, .layer = layer, .batch = b->nr_seqs,
 		.q_heads = kc->q_heads, .scale = 1.0f / sqrtf((float)g->head_dim),
-		.table_stride = kc->stride, .block_table = gpu->table, .ctx_lens = gpu->ctx,
+		.table_stride = kc->stride, .tokens = b->nr_rows, .max_q_len = kc->max_q,
+		.q_start = gpu->q_start, .block_table = gpu->table, .ctx_lens = gpu->ctx,
 	};
-	uint64_t ws = kv_decode_workspace_bytes(&a);
 	int err;
 
 	err = dev_grow(&gpu->rows, &gpu->cap_rows, bytes);
 	err = err ?: dev_grow(&gpu->out, &gpu->cap_out, bytes);
-	err = err ?: dev_grow(&gpu->ws, &gpu->cap_ws, ws);
 	err = err ?: h2d(gpu->rows, q, bytes);
 	if (err)
 		return err;
 	a.q = gpu->rows;
 	a.out = gpu->out;
-	a.workspace = ws ? gpu->ws : NULL;
-	a.workspace_bytes = ws;
-	err = kv_decode_cuda(&a);
+	err = kv_prefill_cuda(&a);
 	if (err)
 		return err;
 	return cudaMemcpy(out, gpu->out, bytes, cudaMemcpyDeviceToHost) == cudaSuccess ? 0 : -EIO;

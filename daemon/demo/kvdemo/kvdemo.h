@@ -246,14 +246,14 @@ int kvd_safetensors_save(struct kvd_model *m, const char *path);
  * @base:  the pool's arena, mapped in this process
  * @rows:  the rows' K and V, or queries, of one layer
  * @out:   the rows' attention outputs
- * @table, @ctx, @slots: the pass's block tables, context lengths, slots
- * @ws:    kv_decode_cuda()'s workspace
+ * @table, @ctx, @q_start, @slots: the pass's block tables, context
+ *         lengths, rows per sequence, slots
  * @cap_*: bytes each holds
  */
 struct kvd_gpu {
 	void *base;
-	void *rows, *out, *table, *ctx, *slots, *ws;
-	size_t cap_rows, cap_out, cap_table, cap_ctx, cap_slots, cap_ws;
+	void *rows, *out, *table, *ctx, *q_start, *slots;
+	size_t cap_rows, cap_out, cap_table, cap_ctx, cap_q_start, cap_slots;
 };
 
 struct kvd_cache {
@@ -265,13 +265,15 @@ struct kvd_cache {
 	struct kvd_gpu gpu;
 	uint32_t threads;
 	uint32_t stride;
-	uint32_t *table;
-	uint32_t *ctx;
-	int64_t *slots;
+	uint32_t *table;	/* [seqs][stride] */
+	uint32_t *ctx;		/* [seqs] */
+	uint32_t *q_start;	/* [seqs + 1] rows of each sequence */
+	uint32_t max_q;		/* most rows of one sequence */
+	int64_t *slots;		/* [rows] */
 	char *stage;
 	uint32_t *first;
 	bool *dirty;
-	uint32_t cap_table, cap_ctx, cap_slots, cap_first, cap_dirty, stage_frames;
+	uint32_t cap_table, cap_ctx, cap_q_start, cap_slots, cap_first, cap_dirty, stage_frames;
 };
 
 int kvd_cache_init(struct kvd_cache *kc, struct kvc_pool *pool, uint32_t q_heads, bool staged,
