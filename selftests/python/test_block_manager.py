@@ -170,6 +170,33 @@ class BlockManagerTest(DaemonTestCase):
         bm.free(group)
         self.assertEqual(bm.block_tables, {})
         self.assertEqual(bm.get_num_free_gpu_blocks(), self.start_free)
+        # a fork that fails (seq_id 11 taken) frees what the group got
+        bm.allocate(11, [1])
+        group = FakeGroup([FakeSeq(10, range(6)), FakeSeq(12, range(6)), FakeSeq(11, range(6))])
+        with self.assertRaises(ValueError):
+            bm.allocate(group)
+        self.assertEqual(sorted(bm.block_tables), [11])
+        bm.free(11)
+        self.assertEqual(bm.get_num_free_gpu_blocks(), self.start_free)
+
+    def test_bad_append(self):
+        bm = kvmem.BlockManager(self.bm.client, "default", reserve=4)
+        try:
+            bm.allocate(1, [1, 2])
+            bm.allocate(2, [3])
+            # a bad count fails the whole batch before any sequence grows
+            with self.assertRaises(ValueError):
+                bm.append_slots_batch([(1, 1), (2, -1)])
+            self.assertEqual(bm.block_tables[1].tokens, 2)
+            r = bm.append_slots_batch([(1, 1), (2, 1)])
+            self.check_slots_of(bm, 1, 2, r[0].slots)
+            self.check_slots_of(bm, 2, 1, r[1].slots)
+            with self.assertRaises(KeyError):
+                bm.append_slots_batch([(1, 1), (99, 1)])
+            self.assertEqual(bm.block_tables[1].tokens, 3)
+        finally:
+            bm.close()
+        self.assertEqual(self.bm.client.meminfo(self.bm.pool)["Sequences"], 0)
 
     def test_swap_keeps_kv(self):
         bm = self.bm

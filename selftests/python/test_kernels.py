@@ -390,9 +390,22 @@ class TorchKernelTest(unittest.TestCase):
             with self.assertRaises(kvmem.KvmemError) as cm:
                 kernels.decode(arena, 0, q.half(), [[9]], [1])
             self.assertEqual(cm.exception.errno, errno.EINVAL)
+            st = torch.zeros(1, dtype=torch.int32)
+            with self.assertRaises(kvmem.KvmemError):
+                kernels.decode(arena, 0, q.half(), [[9]], [1], status=st)
+            self.assertEqual(int(st), -errno.EINVAL)
+        for bad in (torch.zeros(1, dtype=torch.float16, device=self.device),   # 2 bytes
+                    torch.zeros(0, dtype=torch.int32, device=self.device), 0):
+            with self.assertRaises(ValueError):             # status: one int32
+                kernels.decode(arena, 0, q.half(), [[0]], [1], status=bad)
+        for layer, kw in ((0, {"threads": -1}), (0, {"window": -1}), (-1, {})):
+            with self.assertRaises(ValueError):             # not a __u32
+                kernels.decode(arena, layer, q.half(), [[0]], [1], **kw)
         k = torch.zeros(1, 2, 16, dtype=torch.float16, device=self.device)
         with self.assertRaises(ValueError):
             kernels.append(arena, 0, k, k, [0, 1])
+        with self.assertRaises(ValueError):
+            kernels.gather(arena, [0], threads=-1)
 
 
 @unittest.skipIf(torch is None, "torch is not installed")

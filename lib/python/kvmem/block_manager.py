@@ -153,7 +153,7 @@ class BlockManager:
         return self._get(seq_id).handle
 
     def _blocks(self, tokens):
-        return -(-tokens // self.block_size)
+        return self.pool.geometry.blocks_for(tokens)
 
     def _meminfo_blocks(self):
         """The pool's meminfo, kB fields as blocks: {field: blocks}."""
@@ -236,8 +236,14 @@ class BlockManager:
             seqs = seq.get_seqs()
             first = seqs[0]
             slots = self.allocate(first.seq_id, list(first.get_token_ids()))
-            for other in seqs[1:]:
-                self.fork(first.seq_id, other.seq_id)
+            done = [first.seq_id]
+            try:
+                for other in seqs[1:]:
+                    self.fork(first.seq_id, other.seq_id)
+                    done.append(other.seq_id)
+            except BaseException:
+                self.free(done)     # all or nothing: the group can be allocated again
+                raise
             return slots
         if hasattr(seq, "seq_id"):
             if prompt_token_ids is None:
@@ -286,6 +292,8 @@ class BlockManager:
             st = self._get(seq_id)
             ids = None if isinstance(what, int) else list(what)
             n = what if ids is None else len(ids)
+            if n < 0:   # before any sequence of the batch is appended to
+                raise ValueError("kvmem BlockManager: seq_id %r: %d tokens" % (seq_id, n))
             entries.append((seq_id, st, n, ids))
         out = [None] * len(entries)
         rest = []

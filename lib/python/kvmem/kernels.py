@@ -359,6 +359,25 @@ def _tensor(torch, x, dtype, device, what):
     return x.contiguous()
 
 
+def _status(torch, status, device, what):
+    """The address of @status for the kernels' __s32 *status: None, or an
+    int32 tensor of one element at least on @device (ValueError else)."""
+    if status is None:
+        return None
+    if (not torch.is_tensor(status) or status.dtype != torch.int32 or
+            status.device != device or status.numel() < 1):
+        raise ValueError("%s: status must be an int32 tensor of one element, on %s" %
+                         (what, device))
+    return status.data_ptr()
+
+
+def _u32(what, **values):
+    """ValueError unless each of @values fits the __u32 of its argument."""
+    for name, v in values.items():
+        if not 0 <= v <= 0xffffffff:
+            raise ValueError("%s: %s = %r (0..4294967295)" % (what, name, v))
+
+
 def _stream(torch, arena, stream):
     """(cudaStream_t handle, torch stream) to launch on; (None, None) on the CPU."""
     return _stream_on(torch, arena.device, stream)
@@ -421,6 +440,7 @@ def decode(arena, layer, q, block_tables, ctx_lens, scale=None, window=0, out=No
     contexts (allocated here, kv_decode_workspace_bytes()).
     """
     torch = _need_torch("decode")
+    _u32("decode", layer=layer, window=window, threads=threads)
     a = _as_arena(arena)
     g = a.geometry
     dev = torch.device(a.device)
@@ -456,7 +476,7 @@ def decode(arena, layer, q, block_tables, ctx_lens, scale=None, window=0, out=No
     args.out = out.data_ptr()
     args.block_table = bt.data_ptr()
     args.ctx_lens = cl.data_ptr()
-    args.status = status.data_ptr() if status is not None else None
+    args.status = _status(torch, status, dev, "decode")
     args.threads = threads
     args.stream, st = _stream(torch, a, stream)
     ws = None
@@ -485,6 +505,7 @@ def prefill(arena, layer, q, q_start, block_tables, ctx_lens, scale=None, window
     for decode().
     """
     torch = _need_torch("prefill")
+    _u32("prefill", layer=layer, window=window, max_q_len=max_q_len, threads=threads)
     a = _as_arena(arena)
     g = a.geometry
     dev = torch.device(a.device)
@@ -525,7 +546,7 @@ def prefill(arena, layer, q, q_start, block_tables, ctx_lens, scale=None, window
     args.q_start = qs.data_ptr()
     args.block_table = bt.data_ptr()
     args.ctx_lens = cl.data_ptr()
-    args.status = status.data_ptr() if status is not None else None
+    args.status = _status(torch, status, dev, "prefill")
     args.stream, st = _stream(torch, a, stream)
     _run(torch, "prefill", args, a, st, (q, qs, bt, cl, out), status, check)
     return out
@@ -545,7 +566,7 @@ def verify(draft, draft_lens, logits, status=None, check=False, stream=None):
     torch = _need_torch("verify")
     dtypes = {torch.float32: _lib.KV_DTYPE_FP32, torch.float16: _lib.KV_DTYPE_FP16,
               torch.bfloat16: _lib.KV_DTYPE_BF16}
-    if logits.dtype not in dtypes or logits.dim() != 3:
+    if not torch.is_tensor(logits) or logits.dtype not in dtypes or logits.dim() != 3:
         raise ValueError("verify: logits must be [batch, max_draft + 1, vocab] of float")
     dtype = dtypes[logits.dtype]
     dev = logits.device
@@ -569,7 +590,7 @@ def verify(draft, draft_lens, logits, status=None, check=False, stream=None):
     args.logits = lg.data_ptr()
     args.accepted = acc.data_ptr()
     args.next = nxt.data_ptr()
-    args.status = status.data_ptr() if status is not None else None
+    args.status = _status(torch, status, dev, "verify")
     args.stream, st = _stream_on(torch, str(dev), stream)
     _run_on(torch, "verify", args, str(dev), st, (lg, dr, dl, acc, nxt), status, check)
     return acc, nxt
@@ -583,6 +604,7 @@ def append(arena, layer, k, v, slots, status=None, check=False, threads=0, strea
     Client.step() or BlockManager.append_slots(). CUDA as for decode().
     """
     torch = _need_torch("append")
+    _u32("append", layer=layer, threads=threads)
     a = _as_arena(arena)
     g = a.geometry
     dev = torch.device(a.device)
@@ -602,7 +624,7 @@ def append(arena, layer, k, v, slots, status=None, check=False, threads=0, strea
     args.k = k.data_ptr()
     args.v = v.data_ptr()
     args.slots = s.data_ptr()
-    args.status = status.data_ptr() if status is not None else None
+    args.status = _status(torch, status, dev, "append")
     args.threads = threads
     args.stream, st = _stream(torch, a, stream)
     _run(torch, "append", args, a, st, (k, v, s), status, check)
@@ -611,6 +633,7 @@ def append(arena, layer, k, v, slots, status=None, check=False, threads=0, strea
 def copy_blocks(arena, src, dst, status=None, check=False, threads=0, stream=None):
     """Copy whole blocks (all layers) from frames @src to frames @dst."""
     torch = _need_torch("copy_blocks")
+    _u32("copy_blocks", threads=threads)
     a = _as_arena(arena)
     dev = torch.device(a.device)
     s = _tensor(torch, src, torch.int32, dev, "copy_blocks: src").view(-1)
@@ -623,12 +646,13 @@ def copy_blocks(arena, src, dst, status=None, check=False, threads=0, stream=Non
     args.threads = threads
     args.src = s.data_ptr()
     args.dst = d.data_ptr()
-    args.status = status.data_ptr() if status is not None else None
+    args.status = _status(torch, status, dev, "copy_blocks")
     args.stream, st = _stream(torch, a, stream)
     _run(torch, "copy_blocks", args, a, st, (s, d), status, check)
 
 
 def _gather_args(torch, what, arena, frames, buf, status, threads, stream):
+    _u32(what, threads=threads)
     a = _as_arena(arena)
     dev = torch.device(a.device)
     f = _tensor(torch, frames, torch.int32, dev, "%s: frames" % what).view(-1)
@@ -645,7 +669,7 @@ def _gather_args(torch, what, arena, frames, buf, status, threads, stream):
     args.threads = threads
     args.frames = f.data_ptr()
     args.buf = buf.data_ptr()
-    args.status = status.data_ptr() if status is not None else None
+    args.status = _status(torch, status, dev, what)
     args.stream, st = _stream(torch, a, stream)
     return a, args, buf, f, st
 
