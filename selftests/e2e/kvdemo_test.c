@@ -230,10 +230,11 @@ static int write_model(const char *path, int layers, const char *bad, const char
 				snprintf(name, sizeof(name), "model.layers.%d.%s", l, per_layer[i][0]);
 				sh = per_layer[i][1];
 			}
-			if (bad && !strcmp(name, bad))
-				sh = shape;
+			/* Data for the right shape: a bad one may be huge. */
 			k = sscanf(sh, "[%llu,%llu]", &a, &b);
 			n = (k == 2 ? a * b : a) * 4;
+			if (bad && !strcmp(name, bad))
+				sh = shape;
 			at += snprintf(h + at, cap - at, ",\"%s\":{\"dtype\":\"F32\",\"shape\":%s,"
 				       "\"data_offsets\":[%llu,%llu]}", name, sh, off, off + n);
 			off += n;
@@ -282,6 +283,26 @@ TEST_F_TIMEOUT(kvdemo, safetensors_shapes_are_checked, 240)
 	ASSERT_EQ(0, write_model(w, 3, NULL, NULL));
 	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));
 	EXPECT_NE_NULL(strstr(self->out, "3 transformer layers; the pool holds K/V of 4"));
+
+	/* Cut short: the last tensors' byte ranges lie past the end. */
+	ASSERT_EQ(0, write_model(w, 4, NULL, NULL));
+	ASSERT_EQ(0, truncate(w, 8192));
+	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "data_offsets are not the"));
+
+	/* Sizes of 2^32 and more, and shapes too large to hold, are refused. */
+	ASSERT_EQ(0, write_model(w, 4, "model.layers.0.mlp.gate_proj.weight",
+				 "[4294967296,64]"));
+	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "gate_proj.weight: shape has a size that is not a "
+					 "number below 2^32"));
+	ASSERT_EQ(0, write_model(w, 4, "model.embed_tokens.weight", "[4294967295,4294967295]"));
+	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "a vocabulary of 4294967295 tokens"));
+	ASSERT_EQ(0, write_model(w, 4, "model.layers.0.mlp.gate_proj.weight",
+				 "[4294967295,64]"));
+	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "m.safetensors: cannot hold the model"));
 
 	ASSERT_EQ(0, write_bytes(w, "not a model", 11));
 	EXPECT_EQ(1, kvdemo(self, "--weights", w, NULL));

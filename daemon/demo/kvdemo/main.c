@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "lib/config.h"
 #include "kvdemo.h"
 
 #define STATS_TEXT	65536
@@ -83,17 +84,11 @@ static void usage(FILE *f)
 static int parse_u64(const char *opt, const char *arg, uint64_t min, uint64_t max,
 		     uint64_t *out)
 {
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(arg, &end, 0);
-	if (errno || end == arg || *end || *arg == '-' || v < min || v > max) {
+	if (kv_parse_uint(arg, min, max, out)) {
 		fprintf(stderr, "kvdemo: %s: '%s' is not a number from %" PRIu64 " to %" PRIu64
 			"\n", opt, arg, min, max);
 		return -EINVAL;
 	}
-	*out = v;
 	return 0;
 }
 

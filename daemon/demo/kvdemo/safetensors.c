@@ -229,34 +229,29 @@ static int st_config(const struct st_file *f, struct kvd_model_cfg *c, uint32_t 
 	return 0;
 }
 
-static size_t dtype_size(const char *dt)
+/* KV_DTYPE_* of a safetensors dtype name, 0 for one not read here. */
+static uint32_t st_dtype(const char *dt)
 {
 	if (!strcmp(dt, "F32"))
-		return 4;
-	return !strcmp(dt, "F16") || !strcmp(dt, "BF16") ? 2 : 0;
+		return KV_DTYPE_FP32;
+	if (!strcmp(dt, "F16"))
+		return KV_DTYPE_FP16;
+	return !strcmp(dt, "BF16") ? KV_DTYPE_BF16 : 0;
 }
 
-/* Convert @n elements of @dt at @raw to float, transposing [out][in]. */
-static void st_convert(const char *dt, const void *raw, const struct kvd_tensor *t)
+/* Convert the elements of @dtype at @raw to float, transposing [out][in]. */
+static void st_convert(uint32_t dtype, const void *raw, const struct kvd_tensor *t)
 {
 	uint64_t n = t->shape[0] * (t->ndim == 2 ? t->shape[1] : 1), i, r, col;
-	const uint16_t *h = raw;
-	float v;
 
+	if (!t->transposed) {
+		kvd_from_dtype(dtype, raw, t->data, n);
+		return;
+	}
 	for (i = 0; i < n; i++) {
-		if (!strcmp(dt, "F32"))
-			memcpy(&v, (const char *)raw + i * 4, 4);
-		else if (!strcmp(dt, "F16"))
-			v = kv_f16_to_f32(h[i]);
-		else
-			v = kv_bf16_to_f32(h[i]);
-		if (t->transposed) {
-			r = i / t->shape[1];
-			col = i % t->shape[1];
-			t->data[col * t->shape[0] + r] = v;
-		} else {
-			t->data[i] = v;
-		}
+		r = i / t->shape[1];
+		col = i % t->shape[1];
+		t->data[col * t->shape[0] + r] = kv_load_f32(raw, dtype, i);
 	}
 }
 
@@ -266,6 +261,7 @@ static int st_tensor(const struct st_file *f, const struct kvd_tensor *t)
 	const struct kv_json *e = kv_json_get(f->root, t->name), *dt, *off;
 	uint64_t shape[2], range[2], n;
 	char want[64], got[64];
+	uint32_t dtype;
 	size_t es;
 	void *raw;
 	int nd, err;
@@ -279,7 +275,8 @@ static int st_tensor(const struct st_file *f, const struct kvd_tensor *t)
 	    (nd == 2 && shape[1] != t->shape[1]))
 		return st_error(f, -EINVAL, "%s has shape %s, expected %s", t->name, got, want);
 	dt = kv_json_get(e, "dtype");
-	es = dt && dt->type == KV_JSON_STRING ? dtype_size(dt->str) : 0;
+	dtype = dt && dt->type == KV_JSON_STRING ? st_dtype(dt->str) : 0;
+	es = kv_dtype_size(dtype);
 	if (!es)
 		return st_error(f, -EINVAL, "%s: dtype %s; F32, F16 or BF16 expected", t->name,
 				dt && dt->type == KV_JSON_STRING ? dt->str : "missing");
@@ -297,7 +294,7 @@ static int st_tensor(const struct st_file *f, const struct kvd_tensor *t)
 		return -ENOMEM;
 	err = read_full(f->fd, raw, n * es, f->data + range[0]);
 	if (!err)
-		st_convert(dt->str, raw, t);
+		st_convert(dtype, raw, t);
 	free(raw);
 	return err ? st_error(f, err, "%s: %s", t->name, strerror(-err)) : 0;
 }

@@ -391,12 +391,14 @@ static int request_start(struct kvd_sched *s, struct request *r)
 	m = kvc_prefix_match(s->c, x->seq, x->ids, r->prompt_len - 1, NULL);
 	if (m < 0) {
 		err = m;
-		goto out_err;
+		goto out_free_seq;
 	}
 	if (s->o.check) {
 		x->ref = kvd_ref_new(&s->m->cfg);
-		if (!x->ref)
-			return -ENOMEM;
+		if (!x->ref) {
+			err = -ENOMEM;
+			goto out_free_seq;
+		}
 	}
 	x->len = (uint32_t)m;
 	s->st.prompt_tokens += r->prompt_len;
@@ -406,6 +408,9 @@ static int request_start(struct kvd_sched *s, struct request *r)
 	r->state = REQ_RUNNING;
 	return 0;
 
+out_free_seq:
+	kvc_seq_free(s->c, x->seq);
+	x->seq = 0;
 out_err:
 	fprintf(stderr, "kvdemo: start request %u: %s\n", r->id, strerror(-err));
 	return err;
