@@ -737,39 +737,39 @@ static u64 swap_align(u64 off)
 }
 
 /*
- * The end of the regions of the first @n pools of @cfg: each starts at the
- * end of the one before, rounded up to KVMEMD_SWAP_ALIGN; pools without
- * swap take no room. 0 when none of them has swap.
+ * The end of the regions of @bytes() of the first @n pools of @cfg, laid
+ * out from @end: each starts at the end of the one before, rounded up to
+ * KVMEMD_SWAP_ALIGN; pools without swap take no room. @end when none of
+ * them has swap.
  */
-static u64 swap_end(const struct kvmemd_config *cfg, u32 n)
+static u64 regions_end(const struct kvmemd_config *cfg, u32 n, u64 end,
+		       u64 (*bytes)(const struct kvmemd_pool_config *))
 {
-	u64 bytes, end = 0;
+	u64 b;
 	u32 i;
 
 	for (i = 0; i < n && i < cfg->nr_pools; i++) {
-		bytes = swap_region_bytes(&cfg->pools[i]);
-		if (bytes)
-			end = swap_align(end) + bytes;
+		b = bytes(&cfg->pools[i]);
+		if (b)
+			end = swap_align(end) + b;
 	}
 	return end;
 }
 
+/* The end of the data regions of the first @n pools of @cfg; 0 for none. */
+static u64 swap_end(const struct kvmemd_config *cfg, u32 n)
+{
+	return regions_end(cfg, n, 0, swap_region_bytes);
+}
+
 /*
  * The end of the checkpoint regions of the first @n pools of @cfg, which
- * follow the data regions of all the pools, laid out as swap_end() lays out
- * those. swap_end() of all the pools when none of the first @n has swap.
+ * follow the data regions of all the pools, laid out as those are.
+ * swap_end() of all the pools when none of the first @n has swap.
  */
 static u64 ckpt_end(const struct kvmemd_config *cfg, u32 n)
 {
-	u64 bytes, end = swap_end(cfg, cfg->nr_pools);
-	u32 i;
-
-	for (i = 0; i < n && i < cfg->nr_pools; i++) {
-		bytes = ckpt_region_bytes(&cfg->pools[i]);
-		if (bytes)
-			end = swap_align(end) + bytes;
-	}
-	return end;
+	return regions_end(cfg, n, swap_end(cfg, cfg->nr_pools), ckpt_region_bytes);
 }
 
 /* ---- loading ----------------------------------------------------------- */

@@ -668,26 +668,42 @@ static int advise_pool(const char *name, const char *text, size_t len, double ma
 	return 0;
 }
 
+/*
+ * The arguments of advise [--max-waste PCT] [POOL], checked before the
+ * daemon is asked: -EINVAL for a missing or bad PCT, an unknown option or
+ * a second pool.
+ */
+static int advise_args(int argc, char **argv, const char **pool, uint64_t *pct)
+{
+	int i;
+
+	*pool = NULL;
+	*pct = KV_ADVISE_WASTE_PCT;
+	for (i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--max-waste")) {
+			if (i + 1 == argc || kv_parse_uint(argv[++i], 1, 100, pct))
+				return -EINVAL;
+		} else if (!*pool && argv[i][0] != '-') {
+			*pool = argv[i];
+		} else {
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 /* advise [--max-waste PCT] [POOL] */
 static int cmd_advise(struct kvc *c, int argc, char **argv)
 {
 	static char buf[KVMEM_MSG_MAX];
-	const char *pool = NULL, *p, *end, *next;
-	uint64_t pct = KV_ADVISE_WASTE_PCT;
+	const char *pool, *p, *end, *next;
 	char name[KVMEM_NAME_MAX];
 	uint32_t handle;
-	int i, n, ret = 0;
+	uint64_t pct;
+	int n, ret = 0;
 
-	for (i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--max-waste") && i + 1 < argc) {
-			if (kv_parse_uint(argv[++i], 1, 100, &pct))
-				return usage(stderr);
-		} else if (!pool) {
-			pool = argv[i];
-		} else {
-			return usage(stderr);
-		}
-	}
+	if (advise_args(argc, argv, &pool, &pct))
+		return usage(stderr);
 	n = pool_handle(c, pool, &handle);
 	if (n)
 		return refused(pool, n);
@@ -714,12 +730,13 @@ static int cmd_advise(struct kvc *c, int argc, char **argv)
 /* Whether argv names a command kvmemctl knows, with the right arguments. */
 static int valid(int argc, char **argv)
 {
-	const char *cmd = argv[0];
+	const char *cmd = argv[0], *pool;
+	uint64_t pct;
 
 	if (!strcmp(cmd, "prefix"))
 		return prefix_valid(argc, argv);
 	if (!strcmp(cmd, "advise"))
-		return argc <= 4;
+		return !advise_args(argc, argv, &pool, &pct);
 	if (argc > 2)
 		return 0;
 	if (!strcmp(cmd, "meminfo") || !strcmp(cmd, "vmstat") || !strcmp(cmd, "drop-caches") ||

@@ -374,8 +374,9 @@ static int number_parse(struct json_parser *ps, struct kv_json *v)
 	if (!v->str)
 		return -ENOMEM;
 	v->num = strtod(v->str, NULL);
-	if (isinf(v->num))
-		return json_error_at(ps, v->line, v->column, "number %s is out of range", v->str);
+	if (isinf(v->num))	/* at most 40 digits shown: the text may be megabytes */
+		return json_error_at(ps, v->line, v->column, "number %.40s%s is out of range",
+				     v->str, v->len > 40 ? "..." : "");
 	return 0;
 }
 

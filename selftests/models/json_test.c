@@ -201,6 +201,8 @@ static const struct {
 	{ "[.5]", "1:2: a number starts with '-' or a digit" },
 	{ "[0x10]", "1:3: expected ',' or ']' after an element, found 'x'" },
 	{ "[1e999]", "1:2: number 1e999 is out of range" },
+	{ "[" "12345678901234567890123456789012345678901234567890e999]",
+	  "1:2: number 1234567890123456789012345678901234567890... is out of range" },
 	{ "\"abc", "1:1: unterminated string" },
 	{ "[\"abc\\\"]", "1:2: unterminated string" },
 	{ "\"a\\x\"", "1:3: invalid escape: backslash then 'x'" },

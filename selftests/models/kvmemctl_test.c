@@ -179,6 +179,25 @@ TEST(estimate_usage_errors)
 	EXPECT_TRUE(line_has("per token:", "8192 bytes (8 KiB)"));
 }
 
+/* Bad advise arguments are usage errors, found before the daemon is asked. */
+TEST(advise_usage_errors)
+{
+	static const char *const bad[] = {
+		"advise --max-waste", "advise t --max-waste", "advise --max-waste 0 t",
+		"advise --max-waste 101", "advise --max-waste 18446744073709551616",
+		"advise --max-waste x", "advise --nope", "advise t u",
+	};
+	char args[128];
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(args, sizeof(args), "-s /nonexistent/sock %s", bad[i]);
+		EXPECT_EQ(2, kvmemctl(args));
+		EXPECT_NE_NULL(strstr(text, "usage"));
+	}
+	EXPECT_EQ(3, kvmemctl("-s /nonexistent/sock advise --max-waste 20 t"));
+}
+
 /* ---- advise through a daemon ------------------------------------------- */
 
 /* 2 layers x 2 heads x 8 x fp16: 128 bytes a token, 16-token blocks of 2K in 4K frames. */
