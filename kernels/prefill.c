@@ -259,7 +259,7 @@ static int kv_prefill_plan(struct kv_prefill_job *job)
 	const struct kv_prefill_args *a = job->a;
 	__u32 b;
 
-	job->chunk_start = malloc(sizeof(__u64) * (a->batch + 1));
+	job->chunk_start = malloc(sizeof(__u64) * ((size_t)a->batch + 1));
 	if (!job->chunk_start)
 		return -ENOMEM;
 	job->chunk_start[0] = 0;
@@ -281,7 +281,7 @@ static int kv_prefill_plan(struct kv_prefill_job *job)
 int kv_prefill_cpu(const struct kv_prefill_args *a)
 {
 	struct kv_prefill_job job = { .a = a };
-	__u64 items;
+	__u64 items, per_item;
 	int err;
 
 	err = kv_prefill_check(a);
@@ -296,7 +296,10 @@ int kv_prefill_cpu(const struct kv_prefill_args *a)
 	job.group = a->q_heads / a->arena.g.kv_heads;
 	atomic_init(&job.err, 0);
 	items = job.chunk_start[a->batch] * a->arena.g.kv_heads;
-	kv_parallel_for(items, a->threads, 1, kv_prefill_item, &job);
+	/* a thread pays for itself above a few hundred KB of KV (as decode) */
+	per_item = 2 * kv_head_bytes(&a->arena.g) * a->table_stride;
+	kv_parallel_for(items, a->threads, per_item >= (256u << 10) ? 1 :
+			(256u << 10) / (per_item ? per_item : 1) + 1, kv_prefill_item, &job);
 	err = atomic_load(&job.err);
 	free(job.chunk_start);
 out:

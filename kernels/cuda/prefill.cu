@@ -461,7 +461,7 @@ int launch(const prefill_params &p0, uint32_t max_q, cudaStream_t st)
 			return -EIO;
 		attr_set[dev] = true;
 	}
-	dim3 grid((max_q + p.qpc - 1) / p.qpc, p.q_heads / p.group,
+	dim3 grid((uint32_t)(((uint64_t)max_q + p.qpc - 1) / p.qpc), p.q_heads / p.group,
 		  p.batch < kMaxY ? p.batch : kMaxY);
 	kern<<<grid, kWarps * 32, smem, st>>>(p);
 	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
@@ -477,7 +477,7 @@ int launch(const prefill_params &p0, uint32_t max_q, cudaStream_t st)
  */
 static int pick_variant(const prefill_params &p, uint32_t max_q)
 {
-	uint64_t ctas = (uint64_t)(max_q + p.qpc - 1) / p.qpc * (p.q_heads / p.group) * p.batch;
+	uint64_t ctas = ((uint64_t)max_q + p.qpc - 1) / p.qpc * (p.q_heads / p.group) * p.batch;
 	int dev = 0, sms = 0;
 
 	if (kv_cuda_prefill_variant >= 0)
@@ -562,7 +562,7 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 	p.scale_log2 = a->scale * 1.4426950408889634f;
 	max_q = a->max_q_len ? a->max_q_len : a->tokens;
 	p.max_q = max_q;
-	if ((max_q + p.qpc - 1) / p.qpc > 0x7fffffffu)
+	if (((uint64_t)max_q + p.qpc - 1) / p.qpc > 0x7fffffffu)
 		return -EINVAL;
 
 	if (g->dtype == KV_DTYPE_BF16)

@@ -439,24 +439,6 @@ TEST(decode_faults)
 	kvt_decode_case_free(&c);
 }
 
-/* First index of the largest element of row @r, the first NaN if any. */
-static __s32 verify_top(const void *logits, __u32 dtype, __u64 r, __u32 vocab)
-{
-	__u64 o = r * vocab;
-	__u32 i, best = 0;
-
-	for (i = 1; i < vocab; i++) {
-		float x = kv_load_f32(logits, dtype, o + i);
-		float m = kv_load_f32(logits, dtype, o + best);
-
-		if (isnan(m))
-			break;
-		if (isnan(x) || x > m)
-			best = i;
-	}
-	return (__s32)best;
-}
-
 /*
  * Speculative verification: the CUDA kernel against the CPU one on the same
  * inputs, every dtype, vocab sizes that take the 16-byte and the element
@@ -510,8 +492,8 @@ TEST(verify_equal_cpu)
 
 				lens[b] = len;
 				for (j = 0; j < md; j++) {
-					__s32 top = verify_top(logits, dt, (__u64)b * (md + 1) + j,
-							       vocab);
+					__s32 top = kvt_argmax(logits, dt, ((__u64)b * (md + 1) + j) *
+							       vocab, vocab);
 
 					if (j >= len)
 						d[j] = -7;	/* never read as a draft */

@@ -194,12 +194,54 @@ static inline int kvt_decode_case_init(struct kvt_decode_case *c,
 	return 0;
 }
 
+/*
+ * The float64 attention of one query (elements @qo .. of @q) of sequence
+ * @b against its tokens [@lo, @hi) through kv head @h, into @ref (head_dim
+ * doubles; zeros when the span is empty). @s: scratch of @hi doubles.
+ */
+static inline void kvt_attend_ref(const struct kvt_decode_case *c, __u32 b,
+				  const void *q, __u64 qo, __u32 h, __u32 lo,
+				  __u32 hi, float scale, double *s, double *ref)
+{
+	const struct kv_geometry *g = &c->g;
+	const __u32 *row = c->table + (size_t)b * c->stride;
+	__u32 hd = g->head_dim, bt = g->block_tokens, t, d;
+	double mx = -INFINITY, sum = 0.0;
+
+	for (t = lo; t < hi; t++) {
+		__u64 slot = (__u64)row[t / bt] * bt + t % bt;
+		const char *kp = (const char *)c->arena +
+			kv_token_offset(g, slot, c->layer, KV_K, h);
+		double dot = 0.0;
+
+		for (d = 0; d < hd; d++)
+			dot += (double)kv_load_f32(q, g->dtype, qo + d) *
+			       (double)kv_load_f32(kp, g->dtype, d);
+		s[t] = dot * scale;
+		if (s[t] > mx)
+			mx = s[t];
+	}
+	for (d = 0; d < hd; d++)
+		ref[d] = 0.0;
+	for (t = lo; t < hi; t++) {
+		__u64 slot = (__u64)row[t / bt] * bt + t % bt;
+		const char *vp = (const char *)c->arena +
+			kv_token_offset(g, slot, c->layer, KV_V, h);
+		double p = exp(s[t] - mx);
+
+		sum += p;
+		for (d = 0; d < hd; d++)
+			ref[d] += p * (double)kv_load_f32(vp, g->dtype, d);
+	}
+	for (d = 0; d < hd && sum > 0.0; d++)
+		ref[d] /= sum;
+}
+
 /* The float64 reference of a case, from its stored (rounded) inputs. */
 static inline void kvt_decode_reference(struct kvt_decode_case *c, float scale)
 {
-	const struct kv_geometry *g = &c->g;
-	__u32 hd = g->head_dim, bt = g->block_tokens, group = c->q_heads / g->kv_heads;
-	__u32 b, qh, t, d;
+	__u32 hd = c->g.head_dim, group = c->q_heads / c->g.kv_heads;
+	__u32 b, qh;
 	double *s = NULL;
 	__u32 maxctx = 0;
 
@@ -212,40 +254,12 @@ static inline void kvt_decode_reference(struct kvt_decode_case *c, float scale)
 	for (b = 0; b < c->batch; b++) {
 		__u32 ctx = c->ctx[b];
 		__u32 start = c->window && ctx > c->window ? ctx - c->window : 0;
-		const __u32 *row = c->table + (size_t)b * c->stride;
 
 		for (qh = 0; qh < c->q_heads; qh++) {
-			__u32 h = qh / group;
 			__u64 qo = ((__u64)b * c->q_heads + qh) * hd;
-			double mx = -INFINITY, sum = 0.0, *ref = c->ref + qo;
 
-			for (t = start; t < ctx; t++) {
-				__u64 slot = (__u64)row[t / bt] * bt + t % bt;
-				const char *kp = (const char *)c->arena +
-					kv_token_offset(g, slot, c->layer, KV_K, h);
-				double dot = 0.0;
-
-				for (d = 0; d < hd; d++)
-					dot += (double)kv_load_f32(c->q, g->dtype, qo + d) *
-					       (double)kv_load_f32(kp, g->dtype, d);
-				s[t] = dot * scale;
-				if (s[t] > mx)
-					mx = s[t];
-			}
-			for (d = 0; d < hd; d++)
-				ref[d] = 0.0;
-			for (t = start; t < ctx; t++) {
-				__u64 slot = (__u64)row[t / bt] * bt + t % bt;
-				const char *vp = (const char *)c->arena +
-					kv_token_offset(g, slot, c->layer, KV_V, h);
-				double p = exp(s[t] - mx);
-
-				sum += p;
-				for (d = 0; d < hd; d++)
-					ref[d] += p * (double)kv_load_f32(vp, g->dtype, d);
-			}
-			for (d = 0; d < hd && sum > 0.0; d++)
-				ref[d] /= sum;
+			kvt_attend_ref(c, b, c->q, qo, qh / group, start, ctx, scale, s,
+				       c->ref + qo);
 		}
 	}
 	free(s);
@@ -423,9 +437,8 @@ static inline int kvt_prefill_case_init(struct kvt_prefill_case *c,
 static inline void kvt_prefill_reference(struct kvt_prefill_case *c, float scale)
 {
 	const struct kvt_decode_case *d = &c->d;
-	const struct kv_geometry *g = &d->g;
-	__u32 hd = g->head_dim, bt = g->block_tokens, group = d->q_heads / g->kv_heads;
-	__u32 b, i, qh, t, dd, maxctx = 1;
+	__u32 hd = d->g.head_dim, group = d->q_heads / d->g.kv_heads;
+	__u32 b, i, qh, maxctx = 1;
 	double *s;
 
 	for (b = 0; b < d->batch; b++)
@@ -435,7 +448,6 @@ static inline void kvt_prefill_reference(struct kvt_prefill_case *c, float scale
 	if (!s)
 		abort();
 	for (b = 0; b < d->batch; b++) {
-		const __u32 *row = d->table + (size_t)b * d->stride;
 		__u32 nq = c->q_start[b + 1] - c->q_start[b];
 
 		for (i = 0; i < nq; i++) {
@@ -444,37 +456,32 @@ static inline void kvt_prefill_reference(struct kvt_prefill_case *c, float scale
 
 			for (qh = 0; qh < d->q_heads; qh++) {
 				__u64 qo = ((__u64)(c->q_start[b] + i) * d->q_heads + qh) * hd;
-				double mx = -INFINITY, sum = 0.0, *ref = c->ref + qo;
 
-				for (t = lo; t <= pos; t++) {
-					__u64 slot = (__u64)row[t / bt] * bt + t % bt;
-					const char *kp = (const char *)d->arena +
-						kv_token_offset(g, slot, d->layer, KV_K, qh / group);
-					double dot = 0.0;
-
-					for (dd = 0; dd < hd; dd++)
-						dot += (double)kv_load_f32(c->q, g->dtype, qo + dd) *
-						       (double)kv_load_f32(kp, g->dtype, dd);
-					s[t] = dot * scale;
-					if (s[t] > mx)
-						mx = s[t];
-				}
-				for (t = lo; t <= pos; t++) {
-					__u64 slot = (__u64)row[t / bt] * bt + t % bt;
-					const char *vp = (const char *)d->arena +
-						kv_token_offset(g, slot, d->layer, KV_V, qh / group);
-					double p = exp(s[t] - mx);
-
-					sum += p;
-					for (dd = 0; dd < hd; dd++)
-						ref[dd] += p * (double)kv_load_f32(vp, g->dtype, dd);
-				}
-				for (dd = 0; dd < hd; dd++)
-					ref[dd] /= sum;
+				kvt_attend_ref(d, b, c->q, qo, qh / group, lo, pos + 1, scale,
+					       s, c->ref + qo);
 			}
 		}
 	}
 	free(s);
+}
+
+/*
+ * kvt_argmax() - first index of the largest of @vocab elements of @dtype
+ * at @p, from element @o on; NaN beats everything (the first NaN wins)
+ */
+static inline __s32 kvt_argmax(const void *p, uint32_t dtype, __u64 o, __u32 vocab)
+{
+	__u32 i, best = 0;
+
+	for (i = 1; i < vocab; i++) {
+		float x = kv_load_f32(p, dtype, o + i), m = kv_load_f32(p, dtype, o + best);
+
+		if (isnan(m))
+			break;
+		if (isnan(x) || x > m)
+			best = i;
+	}
+	return (__s32)best;
 }
 
 /* Arguments for running a prefill case through a kernel. */

@@ -39,30 +39,15 @@ static void *row_of(const struct vcase *c, __u32 b, __u32 j)
 	       kv_dtype_size(c->dtype);
 }
 
-static float at(const struct vcase *c, __u32 b, __u32 j, __u32 i)
-{
-	return kv_load_f32(row_of(c, b, j), c->dtype, i);
-}
-
 static void put(const struct vcase *c, __u32 b, __u32 j, __u32 i, float v)
 {
 	kv_store_f32(row_of(c, b, j), c->dtype, i, v);
 }
 
-/* The obvious argmax: keep the first of the largest, NaN beats everything. */
+/* The obvious argmax of row (b, j) (kvt_argmax()). */
 static __s32 ref_argmax(const struct vcase *c, __u32 b, __u32 j)
 {
-	__u32 i, best = 0;
-
-	for (i = 1; i < c->vocab; i++) {
-		float x = at(c, b, j, i), m = at(c, b, j, best);
-
-		if (isnan(m))
-			break;
-		if (isnan(x) || x > m)
-			best = i;
-	}
-	return (__s32)best;
+	return kvt_argmax(row_of(c, b, j), c->dtype, 0, c->vocab);
 }
 
 /* The obvious verification of every sequence into want_acc / want_next. */
