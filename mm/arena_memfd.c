@@ -114,14 +114,6 @@ static void memfd_arena_destroy(struct kv_tier *t)
 	t->base = NULL;
 }
 
-static int memfd_arena_fd(struct kv_tier *t, u64 *bytes)
-{
-	struct memfd_arena *a = t->priv;
-
-	*bytes = a->bytes;
-	return a->fd;
-}
-
 static int memfd_arena_export(struct kv_tier *t, struct kv_device_export *e)
 {
 	struct memfd_arena *a = t->priv;
@@ -171,7 +163,6 @@ const struct kv_tier_ops kv_cpu_device_ops = {
 	.name = "cpu",
 	.arena_create = cpu_device_arena_create,
 	.arena_destroy = memfd_arena_destroy,
-	.arena_fd = memfd_arena_fd,
 	.arena_export = memfd_arena_export,
 	.copy_submit = memcpy_submit,
 	.copy_wait = memcpy_wait,
@@ -181,7 +172,6 @@ const struct kv_tier_ops kv_host_memfd_ops = {
 	.name = "memfd",
 	.arena_create = host_arena_create,
 	.arena_destroy = memfd_arena_destroy,
-	.arena_fd = memfd_arena_fd,
 	.copy_submit = memcpy_submit,
 	.copy_wait = memcpy_wait,
 };

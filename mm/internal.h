@@ -379,9 +379,6 @@ struct kv_copy {
  * @arena_create:  create the arena of t->fa.nr_total frames of
  *                 pool->frame_bytes; set t->priv, t->base, t->mlocked
  * @arena_destroy: release what arena_create made
- * @arena_fd:      a file descriptor other processes can map the arena with
- *                 (owned by the tier; the caller dups or sends it), and the
- *                 arena's size; -EOPNOTSUPP where the backend has none
  * @copy_submit:   start @n copies; the device tier's backend runs every copy
  *                 that involves the device tier; may complete before return
  * @copy_wait:     wait for the copies started by copy_submit(); 0 or -errno
@@ -398,7 +395,6 @@ struct kv_tier_ops {
 	const char *name;
 	int (*arena_create)(struct kv_tier *t);
 	void (*arena_destroy)(struct kv_tier *t);
-	int (*arena_fd)(struct kv_tier *t, u64 *bytes);
 	int (*arena_export)(struct kv_tier *t, struct kv_device_export *e);
 	int (*attach)(struct kv_tier *t);
 	void (*detach)(struct kv_tier *t);

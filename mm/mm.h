@@ -334,7 +334,6 @@ int kv_pool_create(const struct kv_pool_params *p, struct kv_pool **out);
 void kv_pool_destroy(struct kv_pool *pool);
 const struct kv_geometry *kv_pool_geometry(const struct kv_pool *pool);
 void *kv_pool_frame_addr(struct kv_pool *pool, int tier, u32 frame);
-int kv_pool_arena_fd(struct kv_pool *pool, int tier, u64 *bytes);
 int kv_pool_device_export(struct kv_pool *pool, struct kv_device_export *e);
 const char *kv_pool_device_desc(struct kv_pool *pool);
 int kv_pool_set_tunables(struct kv_pool *pool, const struct kv_vm_tunables *vm);

@@ -183,29 +183,6 @@ void *kv_pool_frame_addr(struct kv_pool *pool, int tier, u32 frame)
 }
 
 /**
- * kv_pool_arena_fd() - a file descriptor that maps a tier's arena
- * @pool:  pool
- * @tier:  KV_TIER_*
- * @bytes: receives the size to map
- *
- * The descriptor stays owned by the pool (send or dup it; do not close it).
- * Frame f of the tier is at offset f * kv_frame_bytes() in the mapping.
- *
- * Return: the descriptor, -EINVAL for a bad tier, or -EOPNOTSUPP.
- */
-int kv_pool_arena_fd(struct kv_pool *pool, int tier, u64 *bytes)
-{
-	struct kv_tier *t;
-
-	if (tier < 0 || tier >= KV_NR_TIERS)
-		return -EINVAL;
-	t = &pool->tier[tier];
-	if (!t->ops->arena_fd)
-		return -EOPNOTSUPP;
-	return t->ops->arena_fd(t, bytes);
-}
-
-/**
  * kv_pool_set_tunables() - change the reclaim tunables at run time
  * @pool: pool
  * @vm:   new values; zero fields take their defaults

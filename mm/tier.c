@@ -177,15 +177,7 @@ static const struct kv_tier_ops *copy_engine(struct kv_pool *pool, const struct 
 	return pool->tier[c->src_tier > c->dst_tier ? c->src_tier : c->dst_tier].ops;
 }
 
-/**
- * kv_copy_run() - copy blocks and wait for the copies to complete
- * @pool: pool, NOT locked
- * @c:    copies; all must be served by the same engine
- * @n:    number of copies
- *
- * Return: 0, or a negative errno when any copy failed (then the contents
- * of every destination frame are undefined).
- */
+/* One batch on the engine that serves it, waited for. */
 static int copy_direct(struct kv_pool *pool, const struct kv_copy *c, u32 n)
 {
 	const struct kv_tier_ops *ops = copy_engine(pool, c);
@@ -230,6 +222,15 @@ static int copy_bounced(struct kv_pool *pool, const struct kv_copy *c, u32 n)
 	return err;
 }
 
+/**
+ * kv_copy_run() - copy blocks and wait for the copies to complete
+ * @pool: pool, NOT locked
+ * @c:    copies; all must be served by the same engine
+ * @n:    number of copies
+ *
+ * Return: 0, or a negative errno when any copy failed (then the contents
+ * of every destination frame are undefined).
+ */
 int kv_copy_run(struct kv_pool *pool, const struct kv_copy *c, u32 n)
 {
 	if (!n)

@@ -308,7 +308,6 @@ static void hidden_run(struct __test_metadata *_metadata, u32 engine)
 	hidden_ops.arena_create = hidden_create;
 	hidden_ops.arena_destroy = hidden_destroy;
 	hidden_ops.copy_submit = hidden_submit;
-	hidden_ops.arena_fd = NULL;
 	hidden_ops.arena_export = NULL;
 	pool = swap_pool_ops(32, 16, 64, engine, &fd, &hidden_ops);
 	if (!pool && engine == KV_SWAP_IO_URING)
