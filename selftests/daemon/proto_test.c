@@ -69,7 +69,7 @@ static int req(int fd, uint16_t op, const void *body, size_t len)
 
 static int hello(int fd)
 {
-	struct kvmem_hello h = { .version_min = 1, .version_max = 1 };
+	struct kvmem_hello h = { .version_min = KVMEM_VERSION, .version_max = KVMEM_VERSION };
 
 	return req(fd, KVMEM_OP_HELLO, &h, sizeof(h));
 }
@@ -133,7 +133,8 @@ TEST_F(proto, header_errors)
 TEST_F(proto, hello_first_and_unknown_opcodes)
 {
 	struct kvmem_seq_req s = { .pool = 1 };
-	struct kvmem_hello h = { .version_min = 2, .version_max = 3 };
+	struct kvmem_hello h = { .version_min = KVMEM_VERSION + 1,
+				 .version_max = KVMEM_VERSION + 2 };
 
 	EXPECT_EQ(-EPROTO, req(self->fd, KVMEM_OP_SEQ_CREATE, &s, sizeof(s)));
 	EXPECT_EQ(-EPROTONOSUPPORT, req(self->fd, KVMEM_OP_HELLO, &h, sizeof(h)));
@@ -145,7 +146,7 @@ TEST_F(proto, hello_first_and_unknown_opcodes)
 
 TEST_F(proto, struct_size_rules)
 {
-	struct kvmem_hello h = { .version_min = 1, .version_max = 1 };
+	struct kvmem_hello h = { .version_min = KVMEM_VERSION, .version_max = KVMEM_VERSION };
 	char longer[sizeof(h) + 16] = { 0 };
 
 	h.reserved[2] = 5;
@@ -394,7 +395,7 @@ TEST_F(proto, connections_per_user_are_limited)
  */
 static int hello_all(int *fds, int n, int ms)
 {
-	struct kvmem_hello h = { .version_min = 1, .version_max = 1 };
+	struct kvmem_hello h = { .version_min = KVMEM_VERSION, .version_max = KVMEM_VERSION };
 	struct pollfd pfd[64];
 	struct kvmem_hdr rep;
 	int i, ok = 0, left = 0;

@@ -22,7 +22,7 @@
 #include <uapi/kvmem/layout.h>
 
 #define KVMEM_MAGIC		0x4d4d564bu	/* "KVMM" */
-#define KVMEM_VERSION		1
+#define KVMEM_VERSION		2
 #define KVMEM_MSG_MAX		(256u * 1024)	/* largest message either way */
 #define KVMEM_NAME_MAX		32		/* pool names, with the NUL */
 #define KVMEM_KEY_MAX		64		/* sysctl keys, with the NUL */
