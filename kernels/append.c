@@ -9,12 +9,13 @@
 
 #include "kernels/kvkernels.h"
 #include "kernels/internal.h"
+#include "kernels/quant.h"
 
 static void kv_append_item(void *arg, uint64_t t)
 {
 	const struct kv_append_args *a = arg;
 	const struct kv_geometry *g = &a->arena.g;
-	__u64 vec = (__u64)g->head_dim * kv_dtype_size(g->dtype);
+	__u64 vec = kv_row_bytes(g);
 	char *base = a->arena.base;
 	__u32 h;
 
@@ -34,8 +35,10 @@ static void kv_append_item(void *arg, uint64_t t)
  * kv_append_cpu() - write new tokens' K and V into their slots
  * @a: arguments (see struct kv_append_args)
  *
- * Return: 0, or -EINVAL (bad arguments, or a slot past the arena: nothing
- * is written then).
+ * Quantized pools quantize (see struct kv_append_args).
+ *
+ * Return: 0, -EINVAL (bad arguments, a slot past the arena, a frame written
+ * by two runs in a quantized pool: nothing is written then), -ENOMEM.
  */
 int kv_append_cpu(const struct kv_append_args *a)
 {
@@ -53,7 +56,13 @@ int kv_append_cpu(const struct kv_append_args *a)
 			goto out;
 		}
 	}
-	vec = 2 * (__u64)g->kv_heads * g->head_dim * kv_dtype_size(g->dtype);
+	if (kv_dtype_quantized(g->dtype)) {
+		err = kv_append_quant_cpu(a);
+		if (err)
+			goto out;
+		return 0;
+	}
+	vec = 2 * (__u64)g->kv_heads * kv_row_bytes(g);
 	kv_parallel_for(a->tokens, a->threads, (1u << 20) / vec + 1,
 			kv_append_item, (void *)a);
 	return 0;

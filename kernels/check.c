@@ -25,12 +25,14 @@ int kv_arena_check(const struct kv_arena_ref *r)
 
 /* What decode and prefill check alike: arena, layer, GQA, scale, table. */
 static int kv_attn_check(const struct kv_arena_ref *r, __u32 layer, __u32 q_heads,
-			 float scale, __u32 table_stride)
+			 float scale, __u32 table_stride, __u32 io_dtype)
 {
 	int err = kv_arena_check(r);
 
 	if (err)
 		return err;
+	if (!kv_io_dtype(&r->g, io_dtype))
+		return -EINVAL;
 	if (layer >= r->g.layers || !q_heads || q_heads % r->g.kv_heads)
 		return -EINVAL;
 	if (scale != scale)
@@ -42,7 +44,8 @@ static int kv_attn_check(const struct kv_arena_ref *r, __u32 layer, __u32 q_head
 
 int kv_decode_check(const struct kv_decode_args *a)
 {
-	int err = kv_attn_check(&a->arena, a->layer, a->q_heads, a->scale, a->table_stride);
+	int err = kv_attn_check(&a->arena, a->layer, a->q_heads, a->scale, a->table_stride,
+				  a->io_dtype);
 
 	if (err)
 		return err;
@@ -54,7 +57,8 @@ int kv_decode_check(const struct kv_decode_args *a)
 
 int kv_prefill_check(const struct kv_prefill_args *a)
 {
-	int err = kv_attn_check(&a->arena, a->layer, a->q_heads, a->scale, a->table_stride);
+	int err = kv_attn_check(&a->arena, a->layer, a->q_heads, a->scale, a->table_stride,
+				  a->io_dtype);
 
 	if (err)
 		return err;
@@ -72,7 +76,7 @@ int kv_append_check(const struct kv_append_args *a)
 
 	if (err)
 		return err;
-	if (a->layer >= a->arena.g.layers)
+	if (a->layer >= a->arena.g.layers || !kv_io_dtype(&a->arena.g, a->io_dtype))
 		return -EINVAL;
 	if (a->tokens && (!a->k || !a->v || !a->slots))
 		return -EINVAL;

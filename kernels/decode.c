@@ -18,6 +18,7 @@
 #include "kernels/kvkernels.h"
 #include "kernels/internal.h"
 #include "kernels/dtype.h"
+#include "kernels/quant.h"
 #include "kernels/simd.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -57,6 +58,7 @@ struct kv_decode_job {
 	const struct kv_decode_args *a;
 	__u32 group;
 	__u32 hdp;
+	__u32 io;	/* dtype of q and out */
 	_Atomic int err;
 };
 
@@ -445,12 +447,17 @@ static void kv_tile_load(const struct kv_decode_args *a, const __u32 *table,
 
 	while (i < n) {
 		__u32 tib = (t + i) % bt, r = bt - tib < n - i ? bt - tib : n - i;
-		const char *src = (const char *)a->arena.base +
-				  table[(t + i) / bt] * fb +
-				  kv_elem_offset(g, a->layer, kv, h, tib);
+		const char *block = (const char *)a->arena.base +
+				    table[(t + i) / bt] * fb;
 
-		kv_tile_widen(dst + kv_tile_at(0, i), src, g->dtype, r,
-			      g->head_dim);
+		if (kv_dtype_quantized(g->dtype))
+			kv_dequant_rows(g, block, a->layer, kv, h, tib, r,
+					dst + kv_tile_at(0, i), KV_LANES,
+					(size_t)KV_LANES * KV_LANES);
+		else
+			kv_tile_widen(dst + kv_tile_at(0, i),
+				      block + kv_elem_offset(g, a->layer, kv, h, tib),
+				      g->dtype, r, g->head_dim);
 		i += r;
 	}
 }
@@ -472,7 +479,7 @@ static void kv_next_tile_find(const struct kv_decode_args *a,
 	nt->k = (const char *)a->arena.base + table[t / bt] * kv_frame_bytes(g) +
 		kv_elem_offset(g, a->layer, KV_K, h, tib);
 	nt->v = nt->k + g->kv_heads * kv_head_bytes(g);
-	nt->bytes = (__u64)r * g->head_dim * kv_dtype_size(g->dtype);
+	nt->bytes = (__u64)r * kv_row_bytes(g);
 }
 
 /* Carve @s out of one zeroed allocation; NULL when out of memory. */
@@ -508,7 +515,7 @@ static void kv_decode_item(void *arg, uint64_t item)
 	struct kv_decode_job *job = arg;
 	const struct kv_decode_args *a = job->a;
 	const struct kv_geometry *g = &a->arena.g;
-	__u32 group = job->group, hd = g->head_dim, hdp = job->hdp;
+	__u32 group = job->group, hd = g->head_dim, hdp = job->hdp, io = job->io;
 	__u32 b = (__u32)(item / g->kv_heads), h = (__u32)(item % g->kv_heads);
 	__u32 ctx = a->ctx_lens[b], t, j, d, n;
 	__u32 start = a->window && ctx > a->window ? ctx - a->window : 0;
@@ -527,7 +534,7 @@ static void kv_decode_item(void *arg, uint64_t item)
 
 		for (d = 0; d < hd; d++)
 			q[kv_dim_slot(g->dtype, hd, d)] = a->scale *
-				kv_load_f32(a->q, g->dtype, qoff + (__u64)j * hd + d);
+				kv_load_f32(a->q, io, qoff + (__u64)j * hd + d);
 		s.m[j] = -INFINITY;
 	}
 
@@ -544,7 +551,7 @@ static void kv_decode_item(void *arg, uint64_t item)
 		float inv = s.l[j] > 0.0f ? 1.0f / s.l[j] : 0.0f;
 
 		for (d = 0; d < hd; d++)
-			kv_store_f32(a->out, g->dtype, qoff + (__u64)j * hd + d,
+			kv_store_f32(a->out, io, qoff + (__u64)j * hd + d,
 				     o[kv_dim_slot(g->dtype, hd, d)] * inv);
 	}
 	free(mem);
@@ -597,6 +604,7 @@ int kv_decode_cpu(const struct kv_decode_args *a)
 		return err;
 	}
 	job.group = a->q_heads / g->kv_heads;
+	job.io = kv_io_dtype(g, a->io_dtype);
 	job.hdp = (g->head_dim + KV_LANES - 1) / KV_LANES * KV_LANES;
 	atomic_init(&job.err, 0);
 	items = (__u64)a->batch * g->kv_heads;

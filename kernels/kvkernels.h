@@ -59,8 +59,8 @@ struct kv_arena_ref {
  * @window:       sliding window in tokens (0: attend to the whole context);
  *                with a window W only the last W tokens are attended to
  * @scale:        softmax scale (usually 1/sqrt(head_dim))
- * @q:            [batch][q_heads][head_dim] elements of arena.g.dtype
- * @out:          [batch][q_heads][head_dim] elements of arena.g.dtype
+ * @q:            [batch][q_heads][head_dim] elements of the I/O dtype
+ * @out:          [batch][q_heads][head_dim] elements of the I/O dtype
  * @block_table:  [batch][table_stride] frame numbers; entry i of sequence b
  *                holds tokens i*block_tokens .. (i+1)*block_tokens-1
  * @table_stride: entries per row of @block_table (the table's width)
@@ -73,6 +73,9 @@ struct kv_arena_ref {
  * @workspace_bytes: size of @workspace
  * @threads:      CPU threads to use (0: as many as helps, up to the CPUs
  *                online); the CUDA implementation ignores it
+ * @io_dtype:     the I/O dtype, element type of @q and @out: 0 for
+ *                arena.g.dtype; a quantized pool needs KV_DTYPE_FP16 or
+ *                KV_DTYPE_BF16 here (kv_io_dtype())
  * @stream:       cudaStream_t for the CUDA implementation; ignored on the CPU
  */
 struct kv_decode_args {
@@ -91,7 +94,7 @@ struct kv_decode_args {
 	void *workspace;
 	__u64 workspace_bytes;
 	__u32 threads;
-	__u32 pad;
+	__u32 io_dtype;
 	void *stream;
 };
 
@@ -100,13 +103,26 @@ struct kv_decode_args {
  * @arena:   the KV arena
  * @layer:   layer written
  * @tokens:  number of tokens (a ragged batch flattened)
- * @k:       [tokens][kv_heads][head_dim] elements of arena.g.dtype
- * @v:       [tokens][kv_heads][head_dim] elements of arena.g.dtype
+ * @k:       [tokens][kv_heads][head_dim] elements of the I/O dtype
+ * @v:       [tokens][kv_heads][head_dim] elements of the I/O dtype
  * @slots:   [tokens] slot of each token (frame * block_tokens + token in
  *           block); a negative slot skips the token (padding)
  * @status:  optional; set to a negative errno on a data-dependent fault
  * @threads: CPU threads (0: automatic); ignored by the CUDA implementation
+ * @io_dtype: element type of @k and @v, as for struct kv_decode_args
  * @stream:  cudaStream_t for the CUDA implementation
+ *
+ * Quantized pools quantize on append. INT4: each token's values get a
+ * scale per group of KV_INT4_GROUP dims (amax / 7, as binary16). INT8 and
+ * FP8 keep one scale per (block, layer, K or V, head), amax / 127 or
+ * amax / 448: the tokens are taken in runs, a run being consecutive
+ * entries of @slots in one frame (a negative slot ends a run), and for
+ * each run and head the scale becomes the run's own when the run writes
+ * the block's token 0 (a block starts anew), else the larger of the old
+ * one and the run's; when it grows, the block's other values are
+ * requantized to it first. A frame may be written by one run per call
+ * (the CPU returns -EINVAL otherwise; on CUDA that block's values are
+ * undefined). Both implementations give the same bytes.
  */
 struct kv_append_args {
 	struct kv_arena_ref arena;
@@ -117,7 +133,7 @@ struct kv_append_args {
 	const __s64 *slots;
 	__s32 *status;
 	__u32 threads;
-	__u32 pad;
+	__u32 io_dtype;
 	void *stream;
 };
 
@@ -174,8 +190,8 @@ struct kv_gather_args {
  *                attends to tokens max(0, p - window + 1) .. p
  * @scale:        softmax scale (usually 1/sqrt(head_dim))
  * @tokens:       query tokens in all (q_start[batch])
- * @q:            [tokens][q_heads][head_dim] elements of arena.g.dtype
- * @out:          [tokens][q_heads][head_dim] elements of arena.g.dtype
+ * @q:            [tokens][q_heads][head_dim] elements of the I/O dtype
+ * @out:          [tokens][q_heads][head_dim] elements of the I/O dtype
  * @q_start:      [batch + 1] ascending, q_start[0] = 0: the queries of
  *                sequence b are rows q_start[b] .. q_start[b + 1] - 1
  * @block_table:  [batch][table_stride] frame numbers, as for decode
@@ -186,6 +202,7 @@ struct kv_gather_args {
  *                and attend causally to the cached prefix and to each other
  * @max_q_len:    the most queries of one sequence (0: take @tokens); sizes
  *                the CUDA launch, which is planned without reading @q_start
+ * @io_dtype:     element type of @q and @out, as for struct kv_decode_args
  * @status, @threads, @stream: as for struct kv_decode_args; the
  *                data-dependent faults are those of decode plus @q_start not
  *                ascending from 0 to @tokens, a sequence with more queries
@@ -207,7 +224,7 @@ struct kv_prefill_args {
 	__u32 tokens;
 	__u32 max_q_len;
 	__u32 threads;
-	__u32 pad;
+	__u32 io_dtype;
 	const void *q;
 	void *out;
 	const __u32 *q_start;
@@ -282,6 +299,22 @@ int kv_verify_cuda(const struct kv_verify_args *a);
  * context as finely as its heuristic wants (0 for the CPU implementation).
  */
 __u64 kv_decode_workspace_bytes(const struct kv_decode_args *a);
+
+/**
+ * kv_io_dtype() - the element type of a kernel's activations
+ * @g:        the pool's geometry
+ * @io_dtype: the io_dtype field of the arguments
+ *
+ * Return: @io_dtype, or @g->dtype when it is 0; 0 when the pair is not
+ * allowed (an unquantized pool's activations are of its own dtype, a
+ * quantized pool's are fp16 or bf16).
+ */
+static inline __u32 kv_io_dtype(const struct kv_geometry *g, __u32 io_dtype)
+{
+	if (!kv_dtype_quantized(g->dtype))
+		return !io_dtype || io_dtype == g->dtype ? g->dtype : 0;
+	return io_dtype == KV_DTYPE_FP16 || io_dtype == KV_DTYPE_BF16 ? io_dtype : 0;
+}
 
 /* Argument checks shared by both implementations (kernels/check.c). */
 int kv_arena_check(const struct kv_arena_ref *r);

@@ -20,6 +20,7 @@
 #include "kernels/kvkernels.h"
 #include "kernels/internal.h"
 #include "kernels/dtype.h"
+#include "kernels/quant.h"
 #include "kernels/simd.h"
 
 #define KV_PF_ROWS	16u	/* queries per work item */
@@ -28,6 +29,7 @@
 struct kv_prefill_job {
 	const struct kv_prefill_args *a;
 	__u32 group;
+	__u32 io;		/* dtype of q and out */
 	__u64 *chunk_start;	/* [batch + 1] first chunk of each sequence */
 	_Atomic int err;
 };
@@ -59,11 +61,17 @@ static void kv_prefill_tile(const struct kv_prefill_args *a, const __u32 *table,
 
 	for (i = 0; i < n; i++) {
 		__u32 tok = t + i, bt = g->block_tokens;
-		const char *src = (const char *)a->arena.base +
-				  table[tok / bt] * kv_frame_bytes(g) +
-				  kv_elem_offset(g, a->layer, kv, h, tok % bt);
+		const char *block = (const char *)a->arena.base +
+				    table[tok / bt] * kv_frame_bytes(g);
+		const char *src = block + kv_elem_offset(g, a->layer, kv, h, tok % bt);
 		float *row = dst + (size_t)i * hd;
 		const uint16_t *e = (const uint16_t *)src;
+
+		if (kv_dtype_quantized(g->dtype)) {
+			kv_dequant_rows(g, block, a->layer, kv, h, tok % bt, 1, row,
+					hd, 16);
+			continue;
+		}
 
 		/* the dtype outside the loop, so that each loop vectorizes */
 		if (g->dtype == KV_DTYPE_BF16) {
@@ -199,7 +207,7 @@ static void kv_prefill_item(void *arg, uint64_t item)
 			     (__u64)h * group + r % group) * hd;
 
 		for (d = 0; d < hd; d++)
-			s.q[(size_t)r * hd + d] = a->scale * kv_load_f32(a->q, g->dtype,
+			s.q[(size_t)r * hd + d] = a->scale * kv_load_f32(a->q, job->io,
 									  off + d);
 		s.m[r] = -INFINITY;
 	}
@@ -217,7 +225,7 @@ static void kv_prefill_item(void *arg, uint64_t item)
 		float inv = s.l[r] > 0.0f ? 1.0f / s.l[r] : 0.0f;
 
 		for (d = 0; d < hd; d++)
-			kv_store_f32(a->out, g->dtype, off + d, s.o[(size_t)r * hd + d] * inv);
+			kv_store_f32(a->out, job->io, off + d, s.o[(size_t)r * hd + d] * inv);
 	}
 	free(mem);
 }
@@ -294,6 +302,7 @@ int kv_prefill_cpu(const struct kv_prefill_args *a)
 	if (!a->batch)
 		return 0;
 	job.group = a->q_heads / a->arena.g.kv_heads;
+	job.io = kv_io_dtype(&a->arena.g, a->io_dtype);
 	atomic_init(&job.err, 0);
 	items = job.chunk_start[a->batch] * a->arena.g.kv_heads;
 	/* a thread pays for itself above a few hundred KB of KV (as decode) */

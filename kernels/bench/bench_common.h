@@ -66,15 +66,22 @@ static inline void bench_shuffle(__u32 *a, __u64 n)
 }
 
 /* bytes of K and V one decode step reads for @s */
-static inline double bench_kv_bytes(const struct bench_shape *s)
-{
-	return 2.0 * s->batch * (double)s->ctx * s->kv_heads * s->head_dim *
-	       kv_dtype_size(s->dtype);
-}
-
 static inline const char *bench_dtype_name(__u32 dtype)
 {
-	return dtype == KV_DTYPE_FP16 ? "fp16" : dtype == KV_DTYPE_BF16 ? "bf16" : "fp32";
+	switch (dtype) {
+	case KV_DTYPE_FP16:
+		return "fp16";
+	case KV_DTYPE_BF16:
+		return "bf16";
+	case KV_DTYPE_INT8:
+		return "int8";
+	case KV_DTYPE_FP8_E4M3:
+		return "fp8";
+	case KV_DTYPE_INT4:
+		return "int4";
+	default:
+		return "fp32";
+	}
 }
 
 /*
@@ -86,6 +93,14 @@ static inline struct kv_geometry bench_geometry(const struct bench_shape *s)
 	struct kv_geometry g = { 1, s->kv_heads, s->head_dim, 16, s->dtype, 0 };
 
 	return g;
+}
+
+/* KV bytes a decode of @s reads: its blocks' values and scales (one layer) */
+static inline double bench_kv_bytes(const struct bench_shape *s)
+{
+	struct kv_geometry g = bench_geometry(s);
+
+	return (double)s->batch * ((s->ctx + 15) / 16) * kv_block_bytes(&g);
 }
 
 /* A block table: each sequence gets ctx/16 frames drawn from a shuffle. */

@@ -7,13 +7,15 @@
  * nothing about time.
  *
  *	bench-kernels-gpu [-s sdpa.tsv] [-r REPS] [-q] [-D] [-v VARIANT] [-F read|write]
- *			  [-o SHAPE] [-U] [-P] [-p VARIANT]
+ *			  [-o SHAPE] [-U] [-P] [-p VARIANT] [-Q]
  *
  * -q: a reduced set of shapes; -D: decode only; -v: a decode kernel variant
  * (see kv_cuda_decode_variant), for comparing variants in one run; -o: only
  * the decode shape of that index in the table (for a profiler); -U: frames
  * in order instead of shuffled (what paging costs the same kernel); -P:
- * prefill only; -p: a prefill kernel variant (kv_cuda_prefill_variant).
+ * prefill only; -p: a prefill kernel variant (kv_cuda_prefill_variant);
+ * -Q: only the table of decode on INT8, FP8 and INT4 pools beside bf16
+ * (which the full run prints after the decode table).
  *
  * Every timed launch follows a pass over 256 MiB (more than L2) so that no
  * run finds its KV in cache; time is the median of REPS event-timed runs.
@@ -44,6 +46,7 @@ static int reps = 30;
 static void *flush_buf;
 static int flush_write;
 static int in_order;	/* -U: every sequence's frames consecutive, in order */
+static int quant_only;	/* -Q: the quantized decode table alone */
 static cudaEvent_t ev0, ev1;
 
 struct sdpa_row {
@@ -204,18 +207,22 @@ static double copy_bandwidth(void)
 	return 2.0 * m.bytes / (ms * 1e-3) / 1e9;
 }
 
-static void bench_decode(const struct bench_shape *s, void *arena, __u64 frames,
-			 void *ws, __u64 ws_bytes, double copy_bw)
+/*
+ * The time of one decode of @s on @arena (@frames of its geometry); a
+ * quantized shape takes bf16 queries.
+ */
+static double decode_ms(const struct bench_shape *s, void *arena, __u64 frames,
+			void *ws, __u64 ws_bytes)
 {
 	struct kv_geometry g = bench_geometry(s);
+	__u32 io = kv_dtype_quantized(s->dtype) ? KV_DTYPE_BF16 : s->dtype;
 	__u64 per = (s->ctx + 15) / 16;
 	size_t qbytes = (size_t)s->batch * s->q_heads * s->head_dim * 2;
 	__u32 *table = malloc(sizeof(__u32) * per * s->batch), *ctx = malloc(4 * s->batch), b;
 	void *d_q, *d_out, *d_table, *d_ctx;
 	struct kv_decode_args a;
-	double bytes = bench_kv_bytes(s), ms, gbs, floor_ms;
-	const struct sdpa_row *ref = find_sdpa(s);
 	__s32 *d_status, status = 0;
+	double ms;
 
 	if (!table || !ctx)
 		abort();
@@ -232,14 +239,14 @@ static void bench_decode(const struct bench_shape *s, void *arena, __u64 frames,
 	CK(cudaMemcpy(d_table, table, sizeof(__u32) * per * s->batch, cudaMemcpyHostToDevice));
 	CK(cudaMemcpy(d_ctx, ctx, 4 * s->batch, cudaMemcpyHostToDevice));
 	CK(cudaMemcpy(d_status, &status, 4, cudaMemcpyHostToDevice));
-	if (kv_cuda_fill_uniform(d_q, qbytes / 2, s->dtype, 7, 1.0f, NULL))
+	if (kv_cuda_fill_uniform(d_q, qbytes / 2, io, 7, 1.0f, NULL))
 		abort();
 	a = (struct kv_decode_args){
 		.arena = { arena, frames, g }, .layer = 0, .batch = s->batch,
 		.q_heads = s->q_heads, .scale = 1.0f / sqrtf((float)s->head_dim),
 		.table_stride = (__u32)per, .q = d_q, .out = d_out,
 		.block_table = d_table, .ctx_lens = d_ctx, .status = d_status,
-		.workspace = ws, .workspace_bytes = ws_bytes,
+		.workspace = ws, .workspace_bytes = ws_bytes, .io_dtype = io,
 	};
 	if (kv_decode_workspace_bytes(&a) > ws_bytes)
 		fprintf(stderr, "# workspace short for batch %u ctx %u\n", s->batch, s->ctx);
@@ -247,6 +254,23 @@ static void bench_decode(const struct bench_shape *s, void *arena, __u64 frames,
 	CK(cudaMemcpy(&status, d_status, 4, cudaMemcpyDeviceToHost));
 	if (status)
 		fprintf(stderr, "# decode reported status %d\n", status);
+	CK(cudaFree(d_q));
+	CK(cudaFree(d_out));
+	CK(cudaFree(d_table));
+	CK(cudaFree(d_ctx));
+	CK(cudaFree(d_status));
+	free(table);
+	free(ctx);
+	return ms;
+}
+
+static void bench_decode(const struct bench_shape *s, void *arena, __u64 frames,
+			 void *ws, __u64 ws_bytes, double copy_bw)
+{
+	double bytes = bench_kv_bytes(s), ms, gbs, floor_ms;
+	const struct sdpa_row *ref = find_sdpa(s);
+
+	ms = decode_ms(s, arena, frames, ws, ws_bytes);
 	gbs = bytes / (ms * 1e-3) / 1e9;
 	floor_ms = bytes / (copy_bw * 1e9) * 1e3;
 	printf("| %2u:%u hd%u %s | %3u | %6u | %8.1f | %8.4f | %6.0f | %5.1f%% | %5.2f |",
@@ -258,13 +282,55 @@ static void bench_decode(const struct bench_shape *s, void *arena, __u64 frames,
 	else
 		printf(" - | - | - | - |\n");
 	fflush(stdout);
-	CK(cudaFree(d_q));
-	CK(cudaFree(d_out));
-	CK(cudaFree(d_table));
-	CK(cudaFree(d_ctx));
-	CK(cudaFree(d_status));
-	free(table);
-	free(ctx);
+}
+
+/*
+ * Decode on quantized pools beside bf16 on the same shapes: time, the
+ * bytes read (values and scales) per second, and the speed-up over bf16.
+ * The arena holds random bytes (the timing does not depend on them;
+ * gpu_quant_test checks the results).
+ */
+static void bench_quant(void *arena, __u64 arena_bytes, void *ws, __u64 ws_bytes,
+			double copy_bw)
+{
+	static const __u32 dtypes[] = { KV_DTYPE_INT8, KV_DTYPE_FP8_E4M3, KV_DTYPE_INT4 };
+	static const struct bench_shape base[] = {
+		{ 32, 8, 128, KV_DTYPE_BF16, 16, 4096 },
+		{ 32, 8, 128, KV_DTYPE_BF16, 16, 16384 },
+		{ 32, 8, 128, KV_DTYPE_BF16, 64, 4096 },
+		{ 32, 8, 128, KV_DTYPE_BF16, 64, 16384 },
+		{ 64, 8, 128, KV_DTYPE_BF16, 16, 4096 },
+		{ 64, 8, 128, KV_DTYPE_BF16, 64, 16384 },
+		{ 32, 8, 128, KV_DTYPE_BF16, 1, 131072 },
+	};
+	unsigned int i, j;
+
+	printf("\n# quantized decode: bf16 queries and outputs, block_tokens 16, frames "
+	       "shuffled; GB/s = bytes read (values and scales) / time\n");
+	printf("| heads | batch | ctx | bf16 ms | int8 ms | fp8 ms | int4 ms | "
+	       "int8 GB/s | fp8 GB/s | int4 GB/s | int8 x | fp8 x | int4 x |\n");
+	printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+	for (i = 0; i < sizeof(base) / sizeof(base[0]); i++) {
+		double ms[4], gbs[3];
+
+		for (j = 0; j < 4; j++) {
+			struct bench_shape s = base[i];
+			struct kv_geometry g;
+
+			if (j)
+				s.dtype = dtypes[j - 1];
+			g = bench_geometry(&s);
+			ms[j] = decode_ms(&s, arena, arena_bytes / kv_frame_bytes(&g), ws, ws_bytes);
+			if (j)
+				gbs[j - 1] = bench_kv_bytes(&s) / (ms[j] * 1e-3) / 1e9;
+		}
+		printf("| %u:%u | %u | %u | %.4f | %.4f | %.4f | %.4f | %.0f | %.0f | %.0f |"
+		       " %.2f | %.2f | %.2f |\n", base[i].q_heads, base[i].kv_heads,
+		       base[i].batch, base[i].ctx, ms[0], ms[1], ms[2], ms[3], gbs[0], gbs[1],
+		       gbs[2], ms[0] / ms[1], ms[0] / ms[2], ms[0] / ms[3]);
+		fflush(stdout);
+	}
+	printf("# (copy bandwidth %.0f GB/s)\n", copy_bw);
 }
 
 static int do_prefill(void *p)
@@ -439,7 +505,11 @@ int main(int argc, char **argv)
 	void *arena, *ws = NULL;
 	double copy_bw;
 
-	while ((opt = getopt(argc, argv, "s:r:qDv:F:o:UPp:")) != -1) {
+	while ((opt = getopt(argc, argv, "s:r:qDv:F:o:UPp:Q")) != -1) {
+		if (opt == 'Q') {
+			quant_only = 1;
+			continue;
+		}
 		if (opt == 'P')
 			prefill_only = 1;
 		else if (opt == 'p')
@@ -514,6 +584,10 @@ int main(int argc, char **argv)
 	       flush_write ? "a memset (write) of" : "a read of");
 	printf("# a 4-byte memset timed the same way (after the flush): %.4f ms\n",
 	       time_ms(do_tiny, ws ? ws : arena));
+	if (quant_only) {
+		bench_quant(arena, frames * 65536, ws, ws_bytes, copy_bw);
+		return 0;
+	}
 	if (kv_cuda_decode_variant >= 0)
 		printf("# decode kernel variant %d\n", kv_cuda_decode_variant);
 	printf("# decode: block_tokens 16, frames %s; GB/s = KV bytes read / time; "
@@ -531,6 +605,8 @@ int main(int argc, char **argv)
 			continue;
 		bench_decode(&shapes[i], arena, f, ws, ws_bytes, copy_bw);
 	}
+	if (only < 0 && !prefill_only && !quick)
+		bench_quant(arena, frames * 65536, ws, ws_bytes, copy_bw);
 	if (only < 0 && !decode_only) {
 		if (kv_cuda_prefill_variant >= 0)
 			printf("# prefill kernel variant %d\n", kv_cuda_prefill_variant);

@@ -44,6 +44,9 @@ echo "== GPU selftests"
 rc=0
 (cd selftests/kernels && "$B/selftests/kernels/gpu_test") 2>&1 | tee "$logs/gpu_test.log" || rc=$?
 echo "gpu_test exit $rc"
+(cd selftests/kernels && "$B/selftests/kernels/gpu_quant_test") 2>&1 |
+	tee "$logs/gpu_quant_test.log" || rc=$?
+echo "gpu_quant_test exit $rc"
 for v in ${KV_BENCH_VARIANTS:-}; do
 	(cd selftests/kernels && KV_DECODE_VARIANT=$v "$B/selftests/kernels/gpu_test") \
 		>"$logs/gpu_test-variant-$v.log" 2>&1 && vr=0 || vr=$?
@@ -56,6 +59,9 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
 	(cd selftests/kernels && KV_TEST_SMALL=1 compute-sanitizer --tool memcheck \
 		--error-exitcode 99 "$B/selftests/kernels/gpu_test") \
 		>"$logs/memcheck.log" 2>&1 && mc=0 || mc=$?
+	(cd selftests/kernels && compute-sanitizer --tool memcheck --error-exitcode 99 \
+		"$B/selftests/kernels/gpu_quant_test" -t int8_equal_cpu -t int4_equal_cpu) \
+		>>"$logs/memcheck.log" 2>&1 || mc=$?
 	grep -E '^(ok|not ok)|ERROR SUMMARY|Totals' "$logs/memcheck.log" || true
 	echo "memcheck exit $mc"
 fi

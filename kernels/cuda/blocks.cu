@@ -190,12 +190,14 @@ int move(move_params p, uint64_t bytes, cudaStream_t st)
  * kv_append_cuda() - write new tokens' K and V into their slots on CUDA
  * @a: arguments (see struct kv_append_args; device-accessible pointers)
  *
+ * Quantized pools quantize (kernels/cuda/quant.cu).
+ *
  * Return: 0 once launched, -EINVAL, -EIO when the launch fails.
  */
 extern "C" int kv_append_cuda(const struct kv_append_args *a)
 {
 	const struct kv_geometry *g = &a->arena.g;
-	uint64_t rowb = (uint64_t)g->head_dim * kv_dtype_size(g->dtype);
+	uint64_t rowb = kv_row_bytes(g);
 	append_params p = {};
 	int w;
 	int err = kv_append_check(a);
@@ -204,6 +206,8 @@ extern "C" int kv_append_cuda(const struct kv_append_args *a)
 		return err;
 	if (!a->tokens)
 		return 0;
+	if (kv_dtype_quantized(g->dtype))
+		return kv_append_quant_cuda(a);
 	p.arena = static_cast<char *>(a->arena.base);
 	p.frames = a->arena.frames;
 	p.frame_bytes = kv_frame_bytes(g);

@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+struct kv_append_args;
+
 #define KV_CUDA_MAX_DEVICES	64
 
 #ifdef __cplusplus
@@ -17,6 +19,7 @@ uint32_t kv_cuda_pick_splits(uint32_t base, uint32_t slots, uint32_t cap);
 uint32_t kv_cuda_pick_splits_waves(uint32_t base, uint32_t slots, uint32_t cap);
 int kv_cuda_fill_uniform(void *p, uint64_t n, uint32_t dtype, uint64_t seed,
 			 float amp, void *stream);
+int kv_append_quant_cuda(const struct kv_append_args *a);
 int kv_cuda_read_all(const void *p, uint64_t bytes, void *sink, void *stream);
 
 #ifdef __cplusplus

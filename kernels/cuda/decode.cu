@@ -17,12 +17,23 @@
  * fragments it needs (no shared-memory staging, no ldmatrix), and P^T
  * reaches its fragment through one movmatrix transpose. Loads of tile t+1's
  * K are in flight while tile t is computed.
+ *
+ * Quantized pools (INT8, FP8, INT4) run the same kernel with DT, their
+ * dtype, as a template argument: each lane loads the same dims as for a
+ * 16-bit pool, in 8- or 4-byte vectors, and widens them in registers to
+ * binary16 fragments (integer values exactly; INT4 times its group scale),
+ * and the products run in binary16. INT8 and FP8 scales are per block, so
+ * they multiply the scores (K) and the weights P (V) instead of the
+ * values; the weights are taken relative to the largest V scale seen so
+ * far (rescaling the outputs when it grows, as the softmax does for its
+ * max), so that they stay in binary16's range.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <type_traits>
 
 #include "kernels/kvkernels.h"
 #include "kernels/internal.h"
@@ -53,6 +64,8 @@ constexpr int kTile = 16;
 
 struct decode_params {
 	kv_layer_ref kv;	/* the layer's K and V in the arena */
+	uint64_t soff;		/* quantized: the layer's K scales of head 0 */
+	uint64_t hsb;		/* quantized: one head's scales in a block */
 	const void *q;
 	void *out;
 	const uint32_t *table;
@@ -156,35 +169,86 @@ __device__ __forceinline__ void fence_async_smem(void)
 }
 
 /*
- * Where the K (or V) row of token @tok lives; NULL when the token is masked
- * or its frame lies past the arena (then *bad is set). @frame is the tile's
- * frame when block_tokens is a multiple of 16 (a tile never straddles two
- * blocks then, and the frame is looked up once per tile), else ~0u.
+ * The frame holding token @tok, and the token's index in it (@tib); NULL
+ * when the token is masked or its frame lies past the arena (then *bad is
+ * set). @frame is the tile's frame when block_tokens is a multiple of 16
+ * (a tile never straddles two blocks then, and the frame is looked up
+ * once per tile), else ~0u.
  */
-__device__ __forceinline__ const char *row_ptr(const decode_params &p,
-					       const uint32_t *table,
-					       uint32_t frame, uint32_t tok,
-					       uint32_t lo, uint32_t hi,
-					       uint64_t off, uint32_t rowb,
-					       bool &bad)
+__device__ __forceinline__ const char *tok_frame(const decode_params &p,
+						 const uint32_t *table,
+						 uint32_t frame, uint32_t tok,
+						 uint32_t lo, uint32_t hi,
+						 uint32_t &tib, bool &bad)
 {
 	uint32_t blk, f;
 
 	if (tok < lo || tok >= hi)
 		return nullptr;
-	if (frame != ~0u) {
-		f = frame;
-		blk = tok / p.block_tokens;
-	} else {
-		blk = tok / p.block_tokens;
-		f = table[blk];
-	}
+	blk = tok / p.block_tokens;
+	f = frame != ~0u ? frame : table[blk];
 	if (f >= p.kv.frames) {
 		bad = true;
 		return nullptr;
 	}
-	return p.kv.arena + f * p.kv.frame_bytes + off +
-	       (uint64_t)(tok - blk * p.block_tokens) * rowb;
+	tib = tok - blk * p.block_tokens;
+	return p.kv.arena + f * p.kv.frame_bytes;
+}
+
+/*
+ * The KV storage of a decode launch: DT = 0 for 16-bit values of the I/O
+ * type, else the quantized dtype. A lane loads 8 dims of a row at a time:
+ * a uint4 (16-bit), uint2 (INT8, FP8) or one word (INT4).
+ */
+template <int DT> struct raw8 { typedef uint4 type; static constexpr int bytes = 16; };
+template <> struct raw8<KV_DTYPE_INT8> { typedef uint2 type; static constexpr int bytes = 8; };
+template <> struct raw8<KV_DTYPE_FP8_E4M3> { typedef uint2 type; static constexpr int bytes = 8; };
+template <> struct raw8<KV_DTYPE_INT4> { typedef uint32_t type; static constexpr int bytes = 4; };
+
+/* INT8 and FP8: one scale per block, head, K or V */
+template <int DT> __host__ __device__ constexpr bool block_scaled()
+{
+	return DT == KV_DTYPE_INT8 || DT == KV_DTYPE_FP8_E4M3;
+}
+
+/*
+ * The scales of a tile a lane needs: INT8/FP8, the K and V scales of
+ * tokens r and r+8; INT4, the K scales (binary16 pairs, group kk in half
+ * kk % 2 of word kk / 2) of tokens r and r+8, and the V scale of tokens
+ * 2c, 2c+1, 2c+8, 2c+9 for the group of the lane's dims in each cg.
+ */
+template <int DT, int HD> struct tile_scales {
+	float k[2], v[2];
+	uint32_t kg[2][HD / 64];
+	__half vg[4][HD / 64];
+};
+
+template <int VAR, int DT>
+__device__ __forceinline__ typename raw8<DT>::type ld_raw(const char *p)
+{
+	if constexpr (DT == 0) {
+		return ld_stream<VAR>(p);
+	} else if constexpr (raw8<DT>::bytes == 8) {
+		uint2 v;
+
+		asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];\n"
+			     : "=r"(v.x), "=r"(v.y) : "l"(p));
+		return v;
+	} else {
+		uint32_t v;
+
+		asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];\n"
+			     : "=r"(v) : "l"(p));
+		return v;
+	}
+}
+
+template <int DT> __device__ __forceinline__ typename raw8<DT>::type raw_zero()
+{
+	typename raw8<DT>::type z;
+
+	memset(&z, 0, sizeof(z));
+	return z;
 }
 
 /* the tile's frame on the fast path (see row_ptr()), else ~0u */
@@ -199,48 +263,221 @@ __device__ __forceinline__ uint32_t tile_frame(const decode_params &p,
 
 /*
  * Per-lane loads of one tile: the K rows of tokens r and r+8, the V rows of
- * tokens 2c, 2c+1, 2c+8, 2c+9 (r = lane / 4, c = lane % 4), 16 bytes each.
+ * tokens 2c, 2c+1, 2c+8, 2c+9 (r = lane / 4, c = lane % 4), 8 dims per
+ * vector; with their scales in a quantized pool (@sk: the head's K scales
+ * inside a frame).
  */
-template <int HD, int VAR>
+template <int HD, int VAR, int DT>
 __device__ __forceinline__ void load_k(const decode_params &p,
 				       const uint32_t *table, uint32_t frame,
 				       uint32_t t0, uint32_t lo, uint32_t hi,
-				       uint64_t koff, int lane, bool &bad,
-				       uint4 (&k)[2][HD / 32])
+				       uint64_t koff, uint64_t sk, int lane, bool &bad,
+				       typename raw8<DT>::type (&k)[2][HD / 32],
+				       tile_scales<DT, HD> &sc)
 {
-	const uint32_t rowb = HD * 2;
+	constexpr uint32_t vb = raw8<DT>::bytes, rowb = HD / 8 * vb;
 	int r = lane >> 2, c = lane & 3;
 
 #pragma unroll
 	for (int half = 0; half < 2; half++) {
-		const char *row = row_ptr(p, table, frame, t0 + r + 8 * half, lo,
-					  hi, koff, rowb, bad);
+		uint32_t tib = 0;
+		const char *fb = tok_frame(p, table, frame, t0 + r + 8 * half, lo,
+					   hi, tib, bad);
+		const char *row = fb ? fb + koff + (uint64_t)tib * rowb : nullptr;
 #pragma unroll
 		for (int kk = 0; kk < HD / 32; kk++)
-			k[half][kk] = row ? ld_stream<VAR>(row + (kk * 4 + c) * 16)
-					  : make_uint4(0, 0, 0, 0);
+			k[half][kk] = row ? ld_raw<VAR, DT>(row + (kk * 4 + c) * vb)
+					  : raw_zero<DT>();
+		if constexpr (block_scaled<DT>()) {
+			sc.k[half] = fb ? __ldg(reinterpret_cast<const float *>(fb + sk)) : 0.f;
+			sc.v[half] = fb ? __ldg(reinterpret_cast<const float *>(
+					fb + sk + p.kv_heads * p.hsb)) : 0.f;
+		} else if constexpr (DT == KV_DTYPE_INT4) {
+			const uint32_t *g = reinterpret_cast<const uint32_t *>(
+				fb + sk + (uint64_t)tib * (HD / 16));
+#pragma unroll
+			for (int w = 0; w < HD / 64; w++)
+				sc.kg[half][w] = fb ? __ldg(g + w) : 0u;
+		}
 	}
 }
 
-template <int HD, int VAR>
+template <int HD, int VAR, int DT>
 __device__ __forceinline__ void load_v(const decode_params &p,
 				       const uint32_t *table, uint32_t frame,
 				       uint32_t t0, uint32_t lo, uint32_t hi,
-				       uint64_t voff, int lane, bool &bad,
-				       uint4 (&v)[4][HD / 64])
+				       uint64_t voff, uint64_t sv, int lane, bool &bad,
+				       typename raw8<DT>::type (&v)[4][HD / 64],
+				       tile_scales<DT, HD> &sc)
 {
-	const uint32_t rowb = HD * 2;
+	constexpr uint32_t vb = raw8<DT>::bytes, rowb = HD / 8 * vb;
 	int r = lane >> 2, c = lane & 3;
 
 #pragma unroll
 	for (int i = 0; i < 4; i++) {
-		uint32_t tok = t0 + 2 * c + (i & 1) + 8 * (i >> 1);
-		const char *row = row_ptr(p, table, frame, tok, lo, hi, voff,
-					  rowb, bad);
+		uint32_t tok = t0 + 2 * c + (i & 1) + 8 * (i >> 1), tib = 0;
+		const char *fb = tok_frame(p, table, frame, tok, lo, hi, tib, bad);
+		const char *row = fb ? fb + voff + (uint64_t)tib * rowb : nullptr;
 #pragma unroll
-		for (int cg = 0; cg < HD / 64; cg++)
-			v[i][cg] = row ? ld_stream<VAR>(row + (cg * 8 + r) * 16)
-				       : make_uint4(0, 0, 0, 0);
+		for (int cg = 0; cg < HD / 64; cg++) {
+			v[i][cg] = row ? ld_raw<VAR, DT>(row + (cg * 8 + r) * vb)
+				       : raw_zero<DT>();
+			if constexpr (DT == KV_DTYPE_INT4) {
+				const __half *g = reinterpret_cast<const __half *>(
+					fb + sv + (uint64_t)tib * (HD / 16));
+				sc.vg[i][cg] = fb ? g[(cg * 8 + r) / 4] : __half(0.f);
+			}
+		}
+	}
+}
+
+/* ---- widening quantized values to binary16 fragments ------------------ */
+
+__device__ __forceinline__ uint32_t h2_sub(uint32_t a, uint32_t b)
+{
+	uint32_t d;
+
+	asm("sub.rn.f16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+	return d;
+}
+
+__device__ __forceinline__ uint32_t h2_mul(uint32_t a, uint32_t b)
+{
+	uint32_t d;
+
+	asm("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+	return d;
+}
+
+/*
+ * Two e4m3 in the low 16 bits, as binary16 (low byte in the low half). Before
+ * sm_89, by moving the bits: e4m3 shifted into binary16 is the value times
+ * 2^-8 (subnormals included), and the NaN code becomes 480.
+ */
+__device__ __forceinline__ uint32_t e4m3x2_h2(uint32_t x)
+{
+	uint32_t d;
+
+#if __CUDA_ARCH__ >= 890
+	asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(d) : "h"((unsigned short)x));
+#else
+	uint32_t w = __byte_perm(x, 0, 0x4140);
+
+	d = ((w & 0x007f007fu) << 7) | ((w & 0x00800080u) << 8);
+	asm("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(d) : "r"(d), "r"(0x5c005c00u));
+#endif
+	return d;
+}
+
+/*
+ * Bytes 0 and 1 (@sel 0x5140) or 2 and 3 (0x7362) of @u, int8 values
+ * XORed with 0x80, as binary16: 0x64XX is 1024 + XX, less 1152.
+ */
+__device__ __forceinline__ uint32_t i8x2_h2(uint32_t u, uint32_t sel)
+{
+	return h2_sub(__byte_perm(u, 0x64646464u, sel), 0x64806480u);
+}
+
+/* the low nibbles of the 16-bit halves of @y (4 << @shift: the high ones) */
+__device__ __forceinline__ uint32_t u4x2_h2(uint32_t y, int shift)
+{
+	return h2_sub(((y >> shift) & 0x000f000fu) | 0x64006400u, 0x64086408u);
+}
+
+__device__ __forceinline__ uint32_t h2_bcast(uint32_t pair, int hi)
+{
+	return __byte_perm(pair, 0, hi ? 0x3232 : 0x1010);
+}
+
+/*
+ * 8 dims of a K row as four binary16 pairs in the order of a 16-bit row
+ * (dims 0-1, 2-3, 4-5, 6-7), except INT4: (0, 2), (1, 3), (4, 6), (5, 7),
+ * which q_frag() gives the queries too. @s2: INT4, the group's scale in
+ * both halves.
+ */
+template <int DT>
+__device__ __forceinline__ uint4 k_frag(const typename raw8<DT>::type &x, uint32_t s2)
+{
+	if constexpr (DT == 0) {
+		return x;
+	} else if constexpr (DT == KV_DTYPE_INT8) {
+		uint32_t u0 = x.x ^ 0x80808080u, u1 = x.y ^ 0x80808080u;
+
+		return make_uint4(i8x2_h2(u0, 0x5140), i8x2_h2(u0, 0x7362),
+				  i8x2_h2(u1, 0x5140), i8x2_h2(u1, 0x7362));
+	} else if constexpr (DT == KV_DTYPE_FP8_E4M3) {
+		return make_uint4(e4m3x2_h2(x.x), e4m3x2_h2(x.x >> 16),
+				  e4m3x2_h2(x.y), e4m3x2_h2(x.y >> 16));
+	} else {
+		uint32_t y0 = __byte_perm(x, 0, 0x0100), y1 = __byte_perm(x, 0, 0x0302);
+
+		return make_uint4(h2_mul(u4x2_h2(y0, 0), s2), h2_mul(u4x2_h2(y0, 4), s2),
+				  h2_mul(u4x2_h2(y1, 0), s2), h2_mul(u4x2_h2(y1, 4), s2));
+	}
+}
+
+/*
+ * The A fragments of V^T for m-tile (cg, ip) from rows w0..w3 (tokens 2c,
+ * 2c+1, 2c+8, 2c+9): dims 2ip and 2ip+1 of each row, token pairs
+ * together. @s01, @s23: INT4, the rows' group scales as pairs.
+ */
+template <int DT>
+__device__ __forceinline__ void v_frags(const typename raw8<DT>::type &w0,
+					const typename raw8<DT>::type &w1,
+					const typename raw8<DT>::type &w2,
+					const typename raw8<DT>::type &w3, int ip,
+					uint32_t s01, uint32_t s23, uint32_t (&a)[4])
+{
+	if constexpr (DT == KV_DTYPE_INT4) {
+		uint32_t sel = ip | (4 + ip) << 8;
+		uint32_t y01 = __byte_perm(w0, w1, sel), y23 = __byte_perm(w2, w3, sel);
+
+		a[0] = h2_mul(u4x2_h2(y01, 0), s01);
+		a[1] = h2_mul(u4x2_h2(y01, 4), s01);
+		a[2] = h2_mul(u4x2_h2(y23, 0), s23);
+		a[3] = h2_mul(u4x2_h2(y23, 4), s23);
+	} else {
+		/* bytes 2ip, 2ip+1 of each row: [r0 b, r1 b, r0 b+1, r1 b+1] */
+		uint32_t j = 2 * (ip & 1), sel = j | (4 + j) << 4 | (j + 1) << 8 | (5 + j) << 12;
+		uint32_t y01 = __byte_perm(ip < 2 ? w0.x : w0.y, ip < 2 ? w1.x : w1.y, sel);
+		uint32_t y23 = __byte_perm(ip < 2 ? w2.x : w2.y, ip < 2 ? w3.x : w3.y, sel);
+
+		if constexpr (DT == KV_DTYPE_INT8) {
+			y01 ^= 0x80808080u;
+			y23 ^= 0x80808080u;
+			a[0] = i8x2_h2(y01, 0x5140);
+			a[1] = i8x2_h2(y01, 0x7362);
+			a[2] = i8x2_h2(y23, 0x5140);
+			a[3] = i8x2_h2(y23, 0x7362);
+		} else {
+			a[0] = e4m3x2_h2(y01);
+			a[1] = e4m3x2_h2(y01 >> 16);
+			a[2] = e4m3x2_h2(y23);
+			a[3] = e4m3x2_h2(y23 >> 16);
+		}
+	}
+}
+
+/* 8 queries of type T as binary16 pairs in the order k_frag() gives K */
+template <typename T, int DT>
+__device__ __forceinline__ uint4 q_frag(const uint4 &x)
+{
+	if constexpr (DT == 0) {
+		return x;
+	} else {
+		const T *e = reinterpret_cast<const T *>(&x);
+		float f[8];
+
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			f[i] = static_cast<float>(e[i]);
+		if constexpr (DT == KV_DTYPE_INT4)
+			return make_uint4(kv_mma<__half>::pack(f[0], f[2]),
+					  kv_mma<__half>::pack(f[1], f[3]),
+					  kv_mma<__half>::pack(f[4], f[6]),
+					  kv_mma<__half>::pack(f[5], f[7]));
+		return make_uint4(kv_mma<__half>::pack(f[0], f[1]), kv_mma<__half>::pack(f[2], f[3]),
+				  kv_mma<__half>::pack(f[4], f[5]), kv_mma<__half>::pack(f[6], f[7]));
 	}
 }
 
@@ -313,11 +550,14 @@ __device__ __forceinline__ void smem_frags(const char *sk, uint32_t t0,
  * block_tokens % 16 == 0): each warp streams its tiles through a ring of
  * tma_stages() bulk copies into shared memory instead (PIPE is then off).
  */
-template <typename T, int HD, int NT, bool PIPE, int VAR>
+template <typename T, int HD, int NT, bool PIPE, int VAR, int DT>
 __global__ void __launch_bounds__(((VAR & 64) ? 16 : kWarps) * 32,
 				  (VAR & 64) ? 1 : (VAR & 16) ? 2 : (VAR & 2) ? 4 : 1)
 kv_decode_kernel(const decode_params p)
 {
+	static_assert(!(VAR & 16) || DT == 0, "bulk copies take 16-bit tiles");
+	typedef typename std::conditional<DT == 0, T, __half>::type M;	/* mma type */
+	typedef typename raw8<DT>::type R;
 	constexpr bool TMA = (VAR & 16) != 0;
 	constexpr int S = tma_stages<HD>();
 	constexpr int W = (VAR & 64) ? 16 : kWarps;	/* warps */
@@ -332,6 +572,7 @@ kv_decode_kernel(const decode_params p)
 	const uint32_t *table = p.table + (size_t)b * p.stride;
 	const uint64_t koff = p.kv.koff + h * p.kv.head_bytes;
 	const uint64_t voff = koff + p.kv.voff;
+	const uint64_t sk = p.soff + h * p.hsb, sv = sk + p.kv_heads * p.hsb;
 	bool bad = (uint64_t)ctx > (uint64_t)p.stride * p.block_tokens;
 
 #if __CUDA_ARCH__ >= 900
@@ -356,8 +597,8 @@ kv_decode_kernel(const decode_params p)
 		uint32_t row = nt * 8 + r;
 #pragma unroll
 		for (int kk = 0; kk < HD / 32; kk++)
-			q[nt][kk] = row < nrows ?
-				*reinterpret_cast<const uint4 *>(qbase + (size_t)row * HD + kk * 32 + c * 8) :
+			q[nt][kk] = row < nrows ? q_frag<T, DT>(
+				*reinterpret_cast<const uint4 *>(qbase + (size_t)row * HD + kk * 32 + c * 8)) :
 				make_uint4(0, 0, 0, 0);
 	}
 
@@ -377,8 +618,10 @@ kv_decode_kernel(const decode_params p)
 	 * its V as soon as tile t's PV is done: every load has most of an
 	 * iteration to arrive, at no extra registers.
 	 */
-	uint4 kr[2][HD / 32];
-	uint4 vr[4][HD / 64];
+	R kr[2][HD / 32];
+	R vr[4][HD / 64];
+	tile_scales<DT, HD> sc;
+	float vref = 0.f;	/* INT8/FP8: the largest V scale so far */
 	char *ring = reinterpret_cast<char *>(smem) + (size_t)warp * S * 2 * tile_bytes<HD>();
 	uint64_t *bars = reinterpret_cast<uint64_t *>(reinterpret_cast<char *>(smem) +
 		(size_t)W * S * 2 * tile_bytes<HD>()) + warp * S;
@@ -395,8 +638,10 @@ kv_decode_kernel(const decode_params p)
 	uint32_t frame = !TMA && warp < ntiles ?
 			 tile_frame(p, table, (tile0 + warp) * kTile, hi) : ~0u;
 	if (PIPE && warp < ntiles) {
-		load_k<HD, VAR>(p, table, frame, (tile0 + warp) * kTile, lo, hi, koff, lane, bad, kr);
-		load_v<HD, VAR>(p, table, frame, (tile0 + warp) * kTile, lo, hi, voff, lane, bad, vr);
+		load_k<HD, VAR, DT>(p, table, frame, (tile0 + warp) * kTile, lo, hi, koff, sk,
+				    lane, bad, kr, sc);
+		load_v<HD, VAR, DT>(p, table, frame, (tile0 + warp) * kTile, lo, hi, voff, sv,
+				    lane, bad, vr, sc);
 	}
 
 	for (int it = warp, k = 0; it < ntiles; it += W, k++) {
@@ -409,7 +654,8 @@ kv_decode_kernel(const decode_params p)
 			char *stage = ring + (k % S) * 2 * tile_bytes<HD>();
 
 			bar_wait(&bars[k % S], (k / S) & 1);
-			smem_frags<HD>(stage, t0, lo, hi, lane, kr, vr);
+			if constexpr (DT == 0)
+				smem_frags<HD>(stage, t0, lo, hi, lane, kr, vr);
 			__syncwarp();
 			if (lane == 0 && it + S * W < ntiles) {
 				fence_async_smem();
@@ -417,8 +663,23 @@ kv_decode_kernel(const decode_params p)
 					      &bars[k % S], bad);
 			}
 		} else if (!PIPE) {
-			load_k<HD, VAR>(p, table, frame, t0, lo, hi, koff, lane, bad, kr);
-			load_v<HD, VAR>(p, table, frame, t0, lo, hi, voff, lane, bad, vr);
+			load_k<HD, VAR, DT>(p, table, frame, t0, lo, hi, koff, sk, lane, bad, kr, sc);
+			load_v<HD, VAR, DT>(p, table, frame, t0, lo, hi, voff, sv, lane, bad, vr, sc);
+		}
+		const tile_scales<DT, HD> cur = sc;	/* the next loads refill sc */
+
+		/* K as fragments of M (16-bit pools: as loaded) */
+		uint4 kf[2][HD / 32];
+#pragma unroll
+		for (int half = 0; half < 2; half++) {
+#pragma unroll
+			for (int kk = 0; kk < HD / 32; kk++) {
+				uint32_t s2 = 0;
+
+				if constexpr (DT == KV_DTYPE_INT4)
+					s2 = h2_bcast(cur.kg[half][kk / 2], kk & 1);
+				kf[half][kk] = k_frag<DT>(kr[half][kk], s2);
+			}
 		}
 
 		/* S^T = K Q^T: rows tokens r, r+8; columns heads 2c, 2c+1 */
@@ -428,15 +689,38 @@ kv_decode_kernel(const decode_params p)
 			s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
 			for (int kk = 0; kk < HD / 32; kk++) {
-				kv_mma<T>::mma(s[nt], kr[0][kk].x, kr[1][kk].x, kr[0][kk].y,
-					   kr[1][kk].y, q[nt][kk].x, q[nt][kk].y);
-				kv_mma<T>::mma(s[nt], kr[0][kk].z, kr[1][kk].z, kr[0][kk].w,
-					   kr[1][kk].w, q[nt][kk].z, q[nt][kk].w);
+				kv_mma<M>::mma(s[nt], kf[0][kk].x, kf[1][kk].x, kf[0][kk].y,
+					   kf[1][kk].y, q[nt][kk].x, q[nt][kk].y);
+				kv_mma<M>::mma(s[nt], kf[0][kk].z, kf[1][kk].z, kf[0][kk].w,
+					   kf[1][kk].w, q[nt][kk].z, q[nt][kk].w);
 			}
 		}
 		if (PIPE && more)
-			load_k<HD, VAR>(p, table, fnext, t0 + W * kTile, lo, hi, koff,
-					lane, bad, kr);
+			load_k<HD, VAR, DT>(p, table, fnext, t0 + W * kTile, lo, hi, koff, sk,
+					    lane, bad, kr, sc);
+
+		/*
+		 * INT8/FP8: the scores times the K scale of their token; the
+		 * weights times its V scale over vref, which when the tile
+		 * raises it rescales the outputs so far by old / new.
+		 */
+		float kmul0 = p.scale_log2, kmul1 = p.scale_log2;
+		float pf0 = 1.f, pf1 = 1.f, vcorr = 1.f;
+		if constexpr (block_scaled<DT>()) {
+			float vt = fmaxf(cur.v[0], cur.v[1]);
+
+			vt = fmaxf(vt, __shfl_xor_sync(0xffffffff, vt, 4));
+			vt = fmaxf(vt, __shfl_xor_sync(0xffffffff, vt, 8));
+			vt = fmaxf(vt, __shfl_xor_sync(0xffffffff, vt, 16));
+			if (vt > vref) {
+				vcorr = vref / vt;
+				vref = vt;
+			}
+			kmul0 *= cur.k[0];
+			kmul1 *= cur.k[1];
+			pf0 = vref > 0.f ? cur.v[0] / vref : 0.f;
+			pf1 = vref > 0.f ? cur.v[1] / vref : 0.f;
+		}
 
 		/* online softmax per head (column); tokens spread over r */
 		bool ok0 = t0 + r >= lo && t0 + r < hi;
@@ -447,8 +731,8 @@ kv_decode_kernel(const decode_params p)
 			float x[4], corr[2];
 #pragma unroll
 			for (int e = 0; e < 2; e++) {
-				x[e] = ok0 ? s[nt][e] * p.scale_log2 : -INFINITY;
-				x[2 + e] = ok1 ? s[nt][2 + e] * p.scale_log2 : -INFINITY;
+				x[e] = ok0 ? s[nt][e] * kmul0 : -INFINITY;
+				x[2 + e] = ok1 ? s[nt][2 + e] * kmul1 : -INFINITY;
 				float mx = fmaxf(x[e], x[2 + e]);
 				mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 4));
 				mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 8));
@@ -460,6 +744,7 @@ kv_decode_kernel(const decode_params p)
 				x[e] = exp2f(x[e] - ref);
 				x[2 + e] = exp2f(x[2 + e] - ref);
 				l[nt][e] = l[nt][e] * corr[e] + x[e] + x[2 + e];
+				corr[e] *= vcorr;
 			}
 #pragma unroll
 			for (int mt = 0; mt < HD / 16; mt++) {
@@ -468,8 +753,8 @@ kv_decode_kernel(const decode_params p)
 				o[nt][mt][2] *= corr[0];
 				o[nt][mt][3] *= corr[1];
 			}
-			pb[nt][0] = transpose8x8(kv_mma<T>::pack(x[0], x[1]));
-			pb[nt][1] = transpose8x8(kv_mma<T>::pack(x[2], x[3]));
+			pb[nt][0] = transpose8x8(kv_mma<M>::pack(x[0] * pf0, x[1] * pf0));
+			pb[nt][1] = transpose8x8(kv_mma<M>::pack(x[2] * pf1, x[3] * pf1));
 		}
 
 		/* O^T += V^T P^T; m-tile (cg, ip): row r is dim (cg*8+r)*8+2ip */
@@ -477,20 +762,45 @@ kv_decode_kernel(const decode_params p)
 		for (int cg = 0; cg < HD / 64; cg++) {
 #pragma unroll
 			for (int ip = 0; ip < 4; ip++) {
-				uint32_t a0 = __byte_perm(word(vr[0][cg], ip), word(vr[1][cg], ip), 0x5410);
-				uint32_t a1 = __byte_perm(word(vr[0][cg], ip), word(vr[1][cg], ip), 0x7632);
-				uint32_t a2 = __byte_perm(word(vr[2][cg], ip), word(vr[3][cg], ip), 0x5410);
-				uint32_t a3 = __byte_perm(word(vr[2][cg], ip), word(vr[3][cg], ip), 0x7632);
+				uint32_t a[4];
+
+				if constexpr (DT == 0) {
+					a[0] = __byte_perm(word(vr[0][cg], ip), word(vr[1][cg], ip), 0x5410);
+					a[1] = __byte_perm(word(vr[0][cg], ip), word(vr[1][cg], ip), 0x7632);
+					a[2] = __byte_perm(word(vr[2][cg], ip), word(vr[3][cg], ip), 0x5410);
+					a[3] = __byte_perm(word(vr[2][cg], ip), word(vr[3][cg], ip), 0x7632);
+				} else {
+					uint32_t s01 = 0, s23 = 0;
+
+					if constexpr (DT == KV_DTYPE_INT4) {
+						s01 = kv_mma<__half>::pack(__half2float(cur.vg[0][cg]),
+									   __half2float(cur.vg[1][cg]));
+						s23 = kv_mma<__half>::pack(__half2float(cur.vg[2][cg]),
+									   __half2float(cur.vg[3][cg]));
+					}
+					v_frags<DT>(vr[0][cg], vr[1][cg], vr[2][cg], vr[3][cg], ip,
+						    s01, s23, a);
+				}
 #pragma unroll
 				for (int nt = 0; nt < NT; nt++)
-					kv_mma<T>::mma(o[nt][cg * 4 + ip], a0, a1, a2, a3,
+					kv_mma<M>::mma(o[nt][cg * 4 + ip], a[0], a[1], a[2], a[3],
 						   pb[nt][0], pb[nt][1]);
 			}
 		}
 		if (PIPE && more)
-			load_v<HD, VAR>(p, table, fnext, t0 + W * kTile, lo, hi, voff,
-					lane, bad, vr);
+			load_v<HD, VAR, DT>(p, table, fnext, t0 + W * kTile, lo, hi, voff, sv,
+					    lane, bad, vr, sc);
 		frame = fnext;
+	}
+
+	if constexpr (block_scaled<DT>()) {
+#pragma unroll
+		for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+			for (int mt = 0; mt < HD / 16; mt++)
+#pragma unroll
+				for (int e = 0; e < 4; e++)
+					o[nt][mt][e] *= vref;
 	}
 
 	/* merge the four warps: per head, max, sum and output rows in smem */
@@ -589,7 +899,7 @@ struct launch_cfg {
 	size_t smem;
 };
 
-template <typename T, int HD, int NT, int VAR>
+template <typename T, int HD, int NT, int VAR, int DT>
 int launch(const decode_params &p, uint32_t batch, bool want_split,
 	   uint64_t ws_bytes, uint32_t max_tiles, uint32_t split_bound,
 	   cudaStream_t st)
@@ -597,7 +907,7 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 	constexpr bool TMA = (VAR & 16) != 0;
 	constexpr int W = (VAR & 64) ? 16 : kWarps;	/* warps per CTA */
 	constexpr bool PIPE = !TMA && HD * NT <= 256;
-	auto kern = kv_decode_kernel<T, HD, NT, PIPE, VAR>;
+	auto kern = kv_decode_kernel<T, HD, NT, PIPE, VAR, DT>;
 	static launch_cfg cfg[KV_CUDA_MAX_DEVICES];
 	int dev = 0, sms = 0;
 	decode_params q = p;
@@ -704,7 +1014,23 @@ static bool one_cta_fills(const decode_params &p, uint32_t batch, uint32_t max_t
 	return base <= (uint64_t)sms && base * 100 >= 85ull * sms && max_tiles >= 2 * 16;
 }
 
-template <typename T, int HD, int NT>
+/* quantized pools: the default variant only (kv_cuda_decode_variant ignored) */
+template <typename T, int HD, int NT, int DT>
+int launch_default(const decode_params &p, uint32_t batch, bool want_split,
+		   uint64_t ws_bytes, uint32_t max_tiles, uint32_t bound,
+		   cudaStream_t st)
+{
+	constexpr int V = HD > 128 ? KV_DECODE_VARIANT_DEFAULT & 1 : KV_DECODE_VARIANT_DEFAULT & 3;
+
+	if constexpr (HD <= 128 && (KV_DECODE_VARIANT_DEFAULT & 64)) {
+		if (one_cta_fills(p, batch, max_tiles))
+			return launch<T, HD, NT, 67, DT>(p, batch, want_split, ws_bytes, max_tiles,
+							 bound, st);
+	}
+	return launch<T, HD, NT, V, DT>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
+}
+
+template <typename T, int HD, int NT, int DT>
 int launch_var(const decode_params &p, uint32_t batch, bool want_split,
 	       uint64_t ws_bytes, uint32_t max_tiles, uint32_t bound,
 	       cudaStream_t st)
@@ -714,62 +1040,95 @@ int launch_var(const decode_params &p, uint32_t batch, bool want_split,
 
 	if constexpr (HD <= 128) {
 		if ((v & 64) && one_cta_fills(p, batch, max_tiles))
-			return launch<T, HD, NT, 67>(p, batch, want_split, ws_bytes, max_tiles,
+			return launch<T, HD, NT, 67, DT>(p, batch, want_split, ws_bytes, max_tiles,
 						     bound, st);
 		if ((v & 16) && tma_usable(p))
-			return launch<T, HD, NT, 19>(p, batch, want_split, ws_bytes, max_tiles,
+			return launch<T, HD, NT, 19, DT>(p, batch, want_split, ws_bytes, max_tiles,
 						     bound, st);
 	}
 
 	/* the register cap only pays where the kernel fits in 128 registers */
 	if constexpr (HD > 128) {
 		if (v & 1)
-			return launch<T, HD, NT, 1>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
-		return launch<T, HD, NT, 0>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
+			return launch<T, HD, NT, 1, DT>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
+		return launch<T, HD, NT, 0, DT>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
 	} else {
 		switch (v & 3) {
 		case 0:
-			return launch<T, HD, NT, 0>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
+			return launch<T, HD, NT, 0, DT>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
 		case 1:
-			return launch<T, HD, NT, 1>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
+			return launch<T, HD, NT, 1, DT>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
 		case 2:
-			return launch<T, HD, NT, 2>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
+			return launch<T, HD, NT, 2, DT>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
 		default:
-			return launch<T, HD, NT, 3>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
+			return launch<T, HD, NT, 3, DT>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
 		}
 	}
 }
 
-template <typename T, int HD>
+template <typename T, int HD, int DT>
 int launch_hd(const decode_params &p, uint32_t batch, bool want_split,
 	      uint64_t ws_bytes, uint32_t max_tiles, uint32_t bound,
 	      cudaStream_t st, uint32_t nt)
 {
-	if (nt == 1)
-		return launch_var<T, HD, 1>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
+	if (nt == 1) {
+		if constexpr (DT != 0)
+			return launch_default<T, HD, 1, DT>(p, batch, want_split, ws_bytes,
+							    max_tiles, bound, st);
+		else
+			return launch_var<T, HD, 1, DT>(p, batch, want_split, ws_bytes,
+							max_tiles, bound, st);
+	}
 	if (nt == 2)
-		return launch<T, HD, 2, KV_DECODE_VARIANT_DEFAULT & 1>(p, batch, want_split,
+		return launch<T, HD, 2, KV_DECODE_VARIANT_DEFAULT & 1, DT>(p, batch, want_split,
 								   ws_bytes, max_tiles, bound, st);
 	if constexpr (HD <= 128)
-		return launch<T, HD, 4, KV_DECODE_VARIANT_DEFAULT & 1>(p, batch, want_split,
+		return launch<T, HD, 4, KV_DECODE_VARIANT_DEFAULT & 1, DT>(p, batch, want_split,
 								   ws_bytes, max_tiles, bound, st);
 	return -EINVAL;
 }
 
-template <typename T>
+template <typename T, int DT>
 int launch_t(const decode_params &p, uint32_t batch, bool want_split,
 	     uint64_t ws_bytes, uint32_t max_tiles, uint32_t bound,
 	     cudaStream_t st, uint32_t hd, uint32_t nt)
 {
 	switch (hd) {
 	case 64:
-		return launch_hd<T, 64>(p, batch, want_split, ws_bytes, max_tiles, bound, st, nt);
+		return launch_hd<T, 64, DT>(p, batch, want_split, ws_bytes, max_tiles, bound, st, nt);
 	case 128:
-		return launch_hd<T, 128>(p, batch, want_split, ws_bytes, max_tiles, bound, st, nt);
+		return launch_hd<T, 128, DT>(p, batch, want_split, ws_bytes, max_tiles, bound, st, nt);
 	case 256:
-		return launch_hd<T, 256>(p, batch, want_split, ws_bytes, max_tiles, bound, st, nt);
+		return launch_hd<T, 256, DT>(p, batch, want_split, ws_bytes, max_tiles, bound, st, nt);
 	}
 	return -EOPNOTSUPP;
+}
+
+/* pick the instantiation for the I/O type and the storage dtype */
+static int launch_io(const decode_params &p, const struct kv_decode_args *a,
+		     uint32_t dtype, uint32_t io, uint32_t max_tiles, uint32_t bound,
+		     uint32_t nt)
+{
+	bool split = a->workspace != NULL;
+	uint64_t ws = a->workspace_bytes;
+	uint32_t hd = a->arena.g.head_dim;
+	cudaStream_t st = static_cast<cudaStream_t>(a->stream);
+
+#define KV_LAUNCH_IO(T)										\
+	switch (dtype) {									\
+	case KV_DTYPE_INT8:									\
+		return launch_t<T, KV_DTYPE_INT8>(p, a->batch, split, ws, max_tiles, bound, st, hd, nt); \
+	case KV_DTYPE_FP8_E4M3:									\
+		return launch_t<T, KV_DTYPE_FP8_E4M3>(p, a->batch, split, ws, max_tiles, bound, st, hd, nt); \
+	case KV_DTYPE_INT4:									\
+		return launch_t<T, KV_DTYPE_INT4>(p, a->batch, split, ws, max_tiles, bound, st, hd, nt); \
+	default:										\
+		return launch_t<T, 0>(p, a->batch, split, ws, max_tiles, bound, st, hd, nt);	\
+	}
+	if (io == KV_DTYPE_BF16)
+		KV_LAUNCH_IO(__nv_bfloat16)
+	KV_LAUNCH_IO(__half)
+#undef KV_LAUNCH_IO
 }
 
 } /* namespace */
@@ -845,7 +1204,7 @@ extern "C" int kv_decode_cuda(const struct kv_decode_args *a)
 
 	if (err)
 		return err;
-	if (g->dtype != KV_DTYPE_FP16 && g->dtype != KV_DTYPE_BF16)
+	if (g->dtype == KV_DTYPE_FP32)
 		return -EOPNOTSUPP;
 	if (g->head_dim != 64 && g->head_dim != 128 && g->head_dim != 256)
 		return -EOPNOTSUPP;
@@ -855,6 +1214,10 @@ extern "C" int kv_decode_cuda(const struct kv_decode_args *a)
 		return -EINVAL;
 
 	p.kv = kv_layer_of(&a->arena, a->layer);
+	if (kv_dtype_quantized(g->dtype)) {
+		p.soff = kv_scale_offset(g, a->layer, KV_K, 0);
+		p.hsb = kv_head_scale_bytes(g);
+	}
 	p.q = a->q;
 	p.out = a->out;
 	p.table = a->block_table;
@@ -882,12 +1245,5 @@ extern "C" int kv_decode_cuda(const struct kv_decode_args *a)
 		span = a->window;
 	max_tiles = span / kTile + 2;
 	bound = kv_decode_split_bound(a);
-	if (g->dtype == KV_DTYPE_BF16)
-		return launch_t<__nv_bfloat16>(p, a->batch, a->workspace != NULL,
-					       a->workspace_bytes, max_tiles, bound,
-					       static_cast<cudaStream_t>(a->stream),
-					       g->head_dim, nt);
-	return launch_t<__half>(p, a->batch, a->workspace != NULL,
-				a->workspace_bytes, max_tiles, bound,
-				static_cast<cudaStream_t>(a->stream), g->head_dim, nt);
+	return launch_io(p, a, g->dtype, kv_io_dtype(g, a->io_dtype), max_tiles, bound, nt);
 }

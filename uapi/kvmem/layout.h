@@ -6,8 +6,18 @@
  * and V of every layer in one contiguous region. Inside a block, per layer l,
  * K then V, each laid out as [kv_heads][block_tokens][head_dim] elements:
  *
- *	block = L0.K L0.V L1.K L1.V ... L(n-1).K L(n-1).V
+ *	block = L0.K L0.V L1.K L1.V ... L(n-1).K L(n-1).V [scales]
  *	L.K   = [kv_heads][block_tokens][head_dim]
+ *
+ * A quantized pool (KV_DTYPE_INT8, _FP8_E4M3, _INT4) stores its values in
+ * the same order, head_dim * bits / 8 bytes per token vector (INT4: two
+ * values per byte, the even one in the low nibble), and after the last
+ * layer the scales, laid out as kv_scale_offset() says:
+ *
+ *	INT8, FP8: one float per (layer, K or V, kv head) of the block;
+ *		   value = q * scale (q: int8 in -127..127, or e4m3)
+ *	INT4:	   one binary16 per (layer, K or V, kv head, token, group of
+ *		   KV_INT4_GROUP dims); value = (nibble - 8) * scale
  *
  * A frame is a block-sized slot in a tier's arena; frame f starts at
  * arena base + f * kv_frame_bytes(). kv_frame_bytes() rounds the block up to
@@ -25,7 +35,13 @@
 #define KV_DTYPE_FP16	1
 #define KV_DTYPE_BF16	2
 #define KV_DTYPE_FP32	3
-/* 4..15 are reserved for quantized types (INT8, FP8 E4M3, INT4). */
+/* Quantized KV types of a pool (see above); 7..15 are reserved. */
+#define KV_DTYPE_INT8		4
+#define KV_DTYPE_FP8_E4M3	5
+#define KV_DTYPE_INT4		6
+
+/* Values per INT4 scale, along head_dim. */
+#define KV_INT4_GROUP	32u
 
 /* Alignment of a frame inside an arena, in bytes. */
 #define KV_FRAME_ALIGN	4096u
@@ -59,10 +75,11 @@ struct kv_geometry {
 };
 
 /**
- * kv_dtype_size() - bytes per element of a dtype
+ * kv_dtype_size() - bytes per element of an unquantized dtype
  * @dtype: KV_DTYPE_*
  *
- * Return: element size in bytes, or 0 for an unknown dtype.
+ * Return: element size in bytes (fp16, bf16, fp32), or 0 for a quantized
+ * or unknown dtype.
  */
 static inline __u32 kv_dtype_size(__u32 dtype)
 {
@@ -78,8 +95,40 @@ static inline __u32 kv_dtype_size(__u32 dtype)
 }
 
 /**
+ * kv_dtype_bits() - bits per stored value of any pool dtype
+ * @dtype: KV_DTYPE_*
+ *
+ * Return: 16, 32, 8 or 4, or 0 for an unknown dtype.
+ */
+static inline __u32 kv_dtype_bits(__u32 dtype)
+{
+	switch (dtype) {
+	case KV_DTYPE_INT8:
+	case KV_DTYPE_FP8_E4M3:
+		return 8;
+	case KV_DTYPE_INT4:
+		return 4;
+	default:
+		return 8 * kv_dtype_size(dtype);
+	}
+}
+
+/**
+ * kv_dtype_quantized() - whether a dtype stores scaled values
+ * @dtype: KV_DTYPE_*
+ */
+static inline int kv_dtype_quantized(__u32 dtype)
+{
+	return dtype == KV_DTYPE_INT8 || dtype == KV_DTYPE_FP8_E4M3 ||
+	       dtype == KV_DTYPE_INT4;
+}
+
+/**
  * kv_geometry_valid() - check a geometry against the limits above
  * @g: geometry
+ *
+ * A quantized pool also needs head_dim to be a multiple of KV_INT4_GROUP
+ * (whole bytes, whole groups, 16-byte vectors for the kernels).
  *
  * Return: 1 when every field is in range and @g->pad is zero, else 0.
  */
@@ -89,7 +138,17 @@ static inline int kv_geometry_valid(const struct kv_geometry *g)
 	       g->kv_heads && g->kv_heads <= KV_MAX_KV_HEADS &&
 	       g->head_dim && g->head_dim <= KV_MAX_HEAD_DIM &&
 	       g->block_tokens && g->block_tokens <= KV_MAX_BLOCK_TOKENS &&
-	       kv_dtype_size(g->dtype) && !g->pad;
+	       kv_dtype_bits(g->dtype) && !g->pad &&
+	       (!kv_dtype_quantized(g->dtype) || g->head_dim % KV_INT4_GROUP == 0);
+}
+
+/**
+ * kv_row_bytes() - bytes of one token's K (or V) vector of one head
+ * @g: geometry
+ */
+static inline __u64 kv_row_bytes(const struct kv_geometry *g)
+{
+	return (__u64)g->head_dim * kv_dtype_bits(g->dtype) / 8;
 }
 
 /**
@@ -98,12 +157,15 @@ static inline int kv_geometry_valid(const struct kv_geometry *g)
  */
 static inline __u64 kv_head_bytes(const struct kv_geometry *g)
 {
-	return (__u64)g->block_tokens * g->head_dim * kv_dtype_size(g->dtype);
+	return (__u64)g->block_tokens * kv_row_bytes(g);
 }
 
 /**
- * kv_layer_bytes() - bytes of one layer (K and V) in one block
+ * kv_layer_bytes() - bytes of one layer's values (K and V) in one block
  * @g: geometry
+ *
+ * The stride between layers; a quantized block's scales come after all of
+ * them (kv_scale_offset()).
  */
 static inline __u64 kv_layer_bytes(const struct kv_geometry *g)
 {
@@ -111,12 +173,53 @@ static inline __u64 kv_layer_bytes(const struct kv_geometry *g)
 }
 
 /**
+ * kv_head_scale_bytes() - bytes of the scales of one head's K (or V) in a block
+ * @g: geometry
+ *
+ * 4 (one float) for INT8 and FP8, 2 * block_tokens * head_dim / 32 for
+ * INT4 (a binary16 per token and group), 0 for an unquantized dtype.
+ */
+static inline __u64 kv_head_scale_bytes(const struct kv_geometry *g)
+{
+	switch (g->dtype) {
+	case KV_DTYPE_INT8:
+	case KV_DTYPE_FP8_E4M3:
+		return 4;
+	case KV_DTYPE_INT4:
+		return 2ull * g->block_tokens * (g->head_dim / KV_INT4_GROUP);
+	default:
+		return 0;
+	}
+}
+
+/**
+ * kv_scale_offset() - byte offset of one head's scales inside a block
+ * @g:     geometry (quantized)
+ * @layer: layer index, < layers
+ * @kv:    KV_K or KV_V
+ * @head:  kv head index, < kv_heads
+ *
+ * The scales follow the values of the last layer, ordered by layer, then K
+ * before V, then head. INT4: token t's scales (one per KV_INT4_GROUP dims)
+ * start 2 * t * head_dim / KV_INT4_GROUP bytes further.
+ */
+static inline __u64 kv_scale_offset(const struct kv_geometry *g, __u32 layer,
+				    __u32 kv, __u32 head)
+{
+	return (__u64)g->layers * kv_layer_bytes(g) +
+	       (((__u64)layer * 2 + kv) * g->kv_heads + head) * kv_head_scale_bytes(g);
+}
+
+/**
  * kv_block_bytes() - bytes of KV one block holds (all layers, K and V)
  * @g: geometry
+ *
+ * The values and, for a quantized pool, their scales.
  */
 static inline __u64 kv_block_bytes(const struct kv_geometry *g)
 {
-	return (__u64)g->layers * kv_layer_bytes(g);
+	return (__u64)g->layers * kv_layer_bytes(g) +
+	       2ull * g->layers * g->kv_heads * kv_head_scale_bytes(g);
 }
 
 /**
@@ -147,7 +250,7 @@ static inline __u64 kv_elem_offset(const struct kv_geometry *g, __u32 layer,
 {
 	return layer * kv_layer_bytes(g) +
 	       ((__u64)kv * g->kv_heads + head) * kv_head_bytes(g) +
-	       (__u64)token * g->head_dim * kv_dtype_size(g->dtype);
+	       (__u64)token * kv_row_bytes(g);
 }
 
 /**

@@ -1,0 +1,352 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The CUDA kernels on quantized pools (INT8, FP8, INT4) against the CPU
+ * ones: the same appends (in two calls per sequence, so that the second
+ * grows block scales and requantizes) give the same arena bytes, and
+ * decode on that arena gives the CPU's outputs, over head_dim 64/128/256,
+ * GQA 1/4/8/32, block sizes 16/5/32, ragged contexts, shuffled frames,
+ * fp16 and bf16 queries, with and without the split-context path.
+ *
+ * Skips (exit 4) where no GPU is found or the build has no CUDA.
+ */
+#include <errno.h>
+#include <math.h>
+
+#include "kselftest_harness.h"
+#include "kv_test.h"
+
+#ifndef KV_HAVE_CUDA
+
+TEST(gpu_quant)
+{
+	SKIP(return, "built without CUDA");
+}
+
+#else
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/cuda_internal.h"
+
+#define CU(call) ASSERT_EQ(cudaSuccess, (call))
+
+static int gpu_present(void)
+{
+	int n = 0;
+
+	return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+static void *dev_alloc(const void *src, size_t n)
+{
+	void *d = NULL;
+
+	if (cudaMalloc(&d, n ? n : 1) != cudaSuccess)
+		return NULL;
+	if (n && (src ? cudaMemcpy(d, src, n, cudaMemcpyHostToDevice) :
+		  cudaMemset(d, 0, n)) != cudaSuccess) {
+		cudaFree(d);
+		return NULL;
+	}
+	return d;
+}
+
+/*
+ * A quantized case: sequence b's tokens in @table rows (shuffled frames),
+ * their K and V ([tokens][kv_heads][head_dim] of @io, gaussian-like) and
+ * slots, laid out sequence after sequence.
+ */
+struct qcase {
+	struct kv_geometry g;
+	__u32 io, layer, batch, q_heads, stride, tokens;
+	__u64 frames;
+	__u32 *table, *ctx, *first;	/* first: [batch + 1] first token of b */
+	__s64 *slots;
+	void *k, *v, *q;
+};
+
+static void qcase_free(struct qcase *c)
+{
+	free(c->table);
+	free(c->ctx);
+	free(c->first);
+	free(c->slots);
+	free(c->k);
+	free(c->v);
+	free(c->q);
+}
+
+static int qcase_init(struct qcase *c, const struct kv_geometry *g, __u32 io,
+		      __u32 ratio, __u32 batch, const __u32 *ctx)
+{
+	__u32 bt = g->block_tokens, b, i, next = 0, maxblk = 0, *perm;
+	__u64 used = 0, esz = kv_dtype_size(io), vec;
+
+	memset(c, 0, sizeof(*c));
+	c->g = *g;
+	c->io = io;
+	c->layer = g->layers - 1;
+	c->batch = batch;
+	c->q_heads = ratio * g->kv_heads;
+	c->first = malloc(sizeof(__u32) * (batch + 1));
+	c->ctx = malloc(sizeof(__u32) * batch);
+	if (!c->first || !c->ctx)
+		return -1;
+	c->first[0] = 0;
+	for (b = 0; b < batch; b++) {
+		__u32 nb = (ctx[b] + bt - 1) / bt;
+
+		c->ctx[b] = ctx[b];
+		c->first[b + 1] = c->first[b] + ctx[b];
+		used += nb;
+		maxblk = nb > maxblk ? nb : maxblk;
+	}
+	c->tokens = c->first[batch];
+	c->stride = maxblk + 1;
+	c->frames = used + 2;
+	vec = (__u64)g->kv_heads * g->head_dim;
+	c->table = malloc(sizeof(__u32) * batch * c->stride);
+	c->slots = malloc(sizeof(__s64) * (c->tokens + 1));
+	c->k = malloc(c->tokens * vec * esz + 1);
+	c->v = malloc(c->tokens * vec * esz + 1);
+	c->q = malloc((size_t)batch * c->q_heads * g->head_dim * esz);
+	perm = malloc(sizeof(__u32) * c->frames);
+	if (!c->table || !c->slots || !c->k || !c->v || !c->q || !perm) {
+		free(perm);
+		return -1;
+	}
+	for (i = 0; i < c->frames; i++)
+		perm[i] = i;
+	kvt_shuffle_u32(perm, (__u32)c->frames);
+	for (b = 0; b < batch; b++) {
+		__u32 *row = c->table + (size_t)b * c->stride;
+
+		for (i = 0; i < c->stride; i++)
+			row[i] = i * bt < ctx[b] ? perm[next++] : 0xfffffff0u - i;
+		for (i = 0; i < ctx[b]; i++)
+			c->slots[c->first[b] + i] = (__s64)row[i / bt] * bt + i % bt;
+	}
+	/* the sum of three uniforms: roughly gaussian, K wider than V */
+	for (i = 0; i < c->tokens * vec; i++) {
+		kv_store_f32(c->k, io, i, (float)(kvt_uniform() + kvt_uniform() + kvt_uniform()));
+		kv_store_f32(c->v, io, i, (float)(0.5 * (kvt_uniform() + kvt_uniform() +
+						       kvt_uniform())));
+	}
+	kvt_fill(c->q, io, (__u64)batch * c->q_heads * g->head_dim, 1.0);
+	free(perm);
+	return 0;
+}
+
+/* Append sequence b's tokens [t0, t1) of @c (host or device pointers). */
+static struct kv_append_args qcase_append(const struct qcase *c, void *arena,
+					  const void *k, const void *v,
+					  const __s64 *slots, __u32 t0, __u32 t1)
+{
+	size_t off = (size_t)t0 * c->g.kv_heads * c->g.head_dim * kv_dtype_size(c->io);
+	struct kv_append_args a = {
+		.arena = { .base = arena, .frames = c->frames, .g = c->g },
+		.layer = c->layer,
+		.tokens = t1 - t0,
+		.k = (const char *)k + off,
+		.v = (const char *)v + off,
+		.slots = slots + t0,
+		.io_dtype = c->io,
+	};
+
+	return a;
+}
+
+/*
+ * Fill both arenas: every sequence in two appends, the first of a third of
+ * its tokens, so the second call continues a block.
+ */
+static void qcase_fill(struct __test_metadata *_metadata, const struct qcase *c,
+		       void *host, void *dev, void *dk, void *dv, __s64 *dslots)
+{
+	__u32 b, part;
+
+	for (b = 0; b < c->batch; b++) {
+		__u32 t0 = c->first[b], t1 = c->first[b + 1], mid = t0 + (t1 - t0) / 3;
+
+		for (part = 0; part < 2; part++) {
+			__u32 lo = part ? mid : t0, hi = part ? t1 : mid;
+			struct kv_append_args a;
+
+			if (lo == hi)
+				continue;
+			a = qcase_append(c, host, c->k, c->v, c->slots, lo, hi);
+			ASSERT_EQ(0, kv_append_cpu(&a));
+			a = qcase_append(c, dev, dk, dv, dslots, lo, hi);
+			ASSERT_EQ(0, kv_append_cuda(&a));
+		}
+	}
+	CU(cudaDeviceSynchronize());
+}
+
+/* bytes of @n that differ */
+static __u64 bytes_differ(const unsigned char *x, const unsigned char *y, __u64 n)
+{
+	__u64 i, d = 0;
+
+	for (i = 0; i < n; i++)
+		d += x[i] != y[i];
+	return d;
+}
+
+static void quant_case(struct __test_metadata *_metadata, const struct kv_geometry *g,
+		       __u32 io, __u32 ratio, __u32 batch, const __u32 *ctx)
+{
+	struct qcase c;
+	__u64 abytes, n, diff;
+	size_t obytes;
+	unsigned char *host, *back;
+	void *dev, *dk, *dv, *dq, *dout, *dtable, *dctx, *dws = NULL;
+	void *cpu_out, *gpu_out;
+	__s64 *dslots;
+	__s32 *dstatus, status = 0;
+	struct kv_decode_args a;
+	int split;
+
+	ASSERT_EQ(0, qcase_init(&c, g, io, ratio, batch, ctx));
+	abytes = c.frames * kv_frame_bytes(g);
+	n = (__u64)batch * c.q_heads * g->head_dim;
+	obytes = n * kv_dtype_size(io);
+	host = calloc(abytes, 1);
+	back = malloc(abytes);
+	cpu_out = malloc(obytes);
+	gpu_out = malloc(obytes);
+	ASSERT_TRUE(host && back && cpu_out && gpu_out);
+	dev = dev_alloc(NULL, abytes);
+	dk = dev_alloc(c.k, (size_t)c.tokens * g->kv_heads * g->head_dim * kv_dtype_size(io));
+	dv = dev_alloc(c.v, (size_t)c.tokens * g->kv_heads * g->head_dim * kv_dtype_size(io));
+	dslots = dev_alloc(c.slots, sizeof(__s64) * c.tokens);
+	ASSERT_TRUE(dev && dk && dv && dslots);
+
+	qcase_fill(_metadata, &c, host, dev, dk, dv, dslots);
+	CU(cudaMemcpy(back, dev, abytes, cudaMemcpyDeviceToHost));
+	diff = bytes_differ(host, back, abytes);
+	if (diff || getenv("KVT_VERBOSE"))
+		TH_LOG("append: dtype %u io %u hd %u bt %u kvh %u: %llu of %llu bytes differ",
+		       g->dtype, io, g->head_dim, g->block_tokens, g->kv_heads,
+		       (unsigned long long)diff, (unsigned long long)abytes);
+	EXPECT_EQ(0, diff);
+
+	a = (struct kv_decode_args){
+		.arena = { .base = host, .frames = c.frames, .g = *g },
+		.layer = c.layer, .batch = batch, .q_heads = c.q_heads,
+		.scale = 1.0f / sqrtf((float)g->head_dim), .table_stride = c.stride,
+		.q = c.q, .out = cpu_out, .block_table = c.table, .ctx_lens = c.ctx,
+		.io_dtype = io,
+	};
+	kvt_fill_nan(cpu_out, io, n);
+	ASSERT_EQ(0, kv_decode_cpu(&a));
+
+	/* the GPU decodes its own arena, equal to the CPU's when append passed */
+	dq = dev_alloc(c.q, obytes);
+	dout = dev_alloc(NULL, obytes);
+	dtable = dev_alloc(c.table, sizeof(__u32) * batch * c.stride);
+	dctx = dev_alloc(c.ctx, sizeof(__u32) * batch);
+	dstatus = dev_alloc(&status, sizeof(status));
+	ASSERT_TRUE(dq && dout && dtable && dctx && dstatus);
+	a.arena.base = dev;
+	a.q = dq;
+	a.out = dout;
+	a.block_table = dtable;
+	a.ctx_lens = dctx;
+	a.status = dstatus;
+	a.workspace_bytes = kv_decode_workspace_bytes(&a);
+	if (a.workspace_bytes)
+		CU(cudaMalloc(&dws, a.workspace_bytes));
+	for (split = 0; split < 2; split++) {
+		double err;
+
+		a.workspace = split ? dws : NULL;
+		kvt_fill_nan(gpu_out, io, n);
+		CU(cudaMemcpy(dout, gpu_out, obytes, cudaMemcpyHostToDevice));
+		EXPECT_EQ(0, kv_decode_cuda(&a));
+		CU(cudaDeviceSynchronize());
+		CU(cudaMemcpy(gpu_out, dout, obytes, cudaMemcpyDeviceToHost));
+		CU(cudaMemcpy(&status, dstatus, sizeof(status), cudaMemcpyDeviceToHost));
+		EXPECT_EQ(0, status);
+		err = kvt_rel_err_vs(gpu_out, cpu_out, io, n);
+		if (getenv("KVT_VERBOSE") || !(err <= (io == KV_DTYPE_FP16 ? 3e-3 : 1.5e-2)))
+			TH_LOG("decode: dtype %u io %u hd %u bt %u kvh %u ratio %u split %d: vs cpu %g",
+			       g->dtype, io, g->head_dim, g->block_tokens, g->kv_heads, ratio,
+			       split, err);
+		EXPECT_LE(err, io == KV_DTYPE_FP16 ? 3e-3 : 1.5e-2);
+	}
+	cudaFree(dws);
+	cudaFree(dq);
+	cudaFree(dout);
+	cudaFree(dtable);
+	cudaFree(dctx);
+	cudaFree(dstatus);
+	cudaFree(dev);
+	cudaFree(dk);
+	cudaFree(dv);
+	cudaFree(dslots);
+	free(host);
+	free(back);
+	free(cpu_out);
+	free(gpu_out);
+	qcase_free(&c);
+}
+
+static void quant_sweep(struct __test_metadata *_metadata, __u32 dtype)
+{
+	static const __u32 ratios[] = { 1, 4, 8, 32 };
+	static const __u32 hds[] = { 64, 128, 256 };
+	__u32 i, j, ctx[5];
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	for (i = 0; i < 3; i++) {
+		for (j = 0; j < 4; j++) {
+			struct kv_geometry g = {
+				.layers = 2,
+				.kv_heads = ratios[j] >= 8 ? 1 + kvt_below(2) : 2,
+				.head_dim = hds[i],
+				.block_tokens = (i + j) % 3 == 0 ? 16 : (i + j) % 3 == 1 ? 5 : 32,
+				.dtype = dtype,
+			};
+
+			kvt_ragged(ctx, 5, g.block_tokens, 700);
+			quant_case(_metadata, &g, (i + j) % 2 ? KV_DTYPE_BF16 : KV_DTYPE_FP16,
+				   ratios[j], 5, ctx);
+		}
+	}
+}
+
+TEST(int8_equal_cpu)
+{
+	quant_sweep(_metadata, KV_DTYPE_INT8);
+}
+
+TEST(fp8_equal_cpu)
+{
+	quant_sweep(_metadata, KV_DTYPE_FP8_E4M3);
+}
+
+TEST(int4_equal_cpu)
+{
+	quant_sweep(_metadata, KV_DTYPE_INT4);
+}
+
+/* One sequence of 16 x 8 heads fills 132 SMs: the 16-warp variant. */
+TEST(int8_one_cta_per_head)
+{
+	struct kv_geometry g = { .layers = 1, .kv_heads = 8, .head_dim = 128,
+				 .block_tokens = 16, .dtype = KV_DTYPE_INT8 };
+	__u32 ctx[16], b;
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	for (b = 0; b < 16; b++)
+		ctx[b] = 1024 + kvt_below(64);
+	quant_case(_metadata, &g, KV_DTYPE_BF16, 4, 16, ctx);
+}
+
+#endif /* KV_HAVE_CUDA */
+
+TEST_HARNESS_MAIN
