@@ -31,6 +31,7 @@
 
 #include "daemon/config.h"
 #include "lib/config.h"
+#include "lib/kvsize.h"
 #include "lib/models.h"
 
 /* The most frames kv_pool_create() takes in a pool, all tiers together. */
@@ -128,8 +129,17 @@ static const char *const swap_engine_names[] = {
 	NULL
 };
 
-static const char *const dtype_names[] = { "fp16", "bf16", "fp32", NULL };
-static const u32 dtype_values[] = { KV_DTYPE_FP16, KV_DTYPE_BF16, KV_DTYPE_FP32 };
+/* The names lib/kvsize.c and kvmemctl estimate use too. */
+static const char *const dtype_names[] = {
+	"fp16", "bf16", "fp32", "int8", "fp8", "int4", NULL
+};
+static const u32 dtype_values[] = {
+	KV_DTYPE_FP16, KV_DTYPE_BF16, KV_DTYPE_FP32, KV_DTYPE_INT8, KV_DTYPE_FP8_E4M3,
+	KV_DTYPE_INT4
+};
+_Static_assert(sizeof(dtype_values) / sizeof(dtype_values[0]) == KV_SIZE_NR_DTYPES &&
+	       sizeof(dtype_names) / sizeof(dtype_names[0]) == KV_SIZE_NR_DTYPES + 1,
+	       "a name for each pool dtype");
 
 static const char *const prefix_names[] = {
 	[KVMEMD_PREFIX_TENANT] = "tenant",
@@ -190,6 +200,7 @@ static const struct config_key pool_keys[] = {
 /* Indexes in pool_keys[]. */
 #define POOL_KEY_MODEL		0
 #define POOL_KEY_HF_CONFIG	1
+#define POOL_KEY_HEAD_DIM	4
 #define POOL_KEY_DTYPE		6
 #define POOL_KEY_DEVICE_MEM	7
 #define POOL_KEY_HOST_MEM	8
@@ -1067,6 +1078,28 @@ static int pool_model_apply(struct config_parse *cp, int i, char *err, size_t er
 	return 0;
 }
 
+/*
+ * A quantized pool (int8, fp8, int4) needs head_dim a multiple of
+ * KV_INT4_GROUP: whole bytes and whole scale groups per head vector. The
+ * error is on the head_dim line, or on the dtype line where head_dim is
+ * the model's.
+ */
+static int pool_quant_check(struct config_parse *cp, int i, char *err, size_t errlen)
+{
+	const struct kvmemd_pool_config *pc = &cp->cfg.pools[i];
+	const unsigned int *line = cp->pool_line[i];
+	struct kv_config_pos pos = { .file = cp->file, .err = err, .errlen = errlen };
+	const struct config_key *dt = &pool_keys[POOL_KEY_DTYPE];
+
+	if (!kv_dtype_quantized(pc->geom.dtype) || pc->geom.head_dim % KV_INT4_GROUP == 0)
+		return 0;
+	pos.line = line[POOL_KEY_HEAD_DIM] ? line[POOL_KEY_HEAD_DIM] : line[POOL_KEY_DTYPE];
+	return kv_config_error(&pos, -EINVAL,
+			       "pool.%s.head_dim = %u: a pool of dtype %s needs head_dim a multiple of %u",
+			       pc->name, pc->geom.head_dim,
+			       choice_name(dt, pc->geom.dtype), KV_INT4_GROUP);
+}
+
 static int pool_validate(struct config_parse *cp, int i, char *err, size_t errlen)
 {
 	struct kv_config_pos pos = {
@@ -1094,6 +1127,9 @@ static int pool_validate(struct config_parse *cp, int i, char *err, size_t errle
 		if (ret)
 			return ret;
 	}
+	ret = pool_quant_check(cp, i, err, errlen);
+	if (ret)
+		return ret;
 	if (!kv_geometry_valid(&cp->cfg.pools[i].geom))
 		return kv_config_error(&pos, -EINVAL, "pool '%s': invalid geometry", name);
 	return 0;

@@ -103,7 +103,9 @@
  * @hf_config:  pool.NAME.hf_config, an absolute path to a Hugging Face
  *              config.json, or "" when not set; not both with @model
  * @geom:       pool.NAME.layers, .kv_heads, .head_dim, .block_tokens and
- *              .dtype (as KV_DTYPE_*); kv_geometry_valid() holds. With
+ *              .dtype (as KV_DTYPE_*: fp16, bf16, fp32, or the quantized
+ *              int8, fp8 and int4, which need head_dim a multiple of
+ *              KV_INT4_GROUP); kv_geometry_valid() holds. With
  *              @model or @hf_config, layers, kv_heads and head_dim are the
  *              model's (the keys may be given only with the same values),
  *              dtype is the model's unless pool.NAME.dtype is set, and

@@ -515,11 +515,15 @@ static void estimate_notes(const struct estimate *e)
 		printf("note: --context %llu is longer than the model's %u tokens "
 		       "(max_position_embeddings)\n", (unsigned long long)e->context,
 		       m->max_context);
-	if (e->dtype < 0 || !kv_size_dtypes[e->dtype].pool_dtype)
-		printf("note: int8 and fp8 take a byte a value and an fp32 scale per block, layer, "
-		       "K or V and kv head; int4 half a byte a value and an fp16 scale per %u "
-		       "values. kvmem pools hold fp16, bf16 or fp32 today (pool.NAME.dtype).\n",
-		       KV_SIZE_INT4_GROUP);
+	if (e->dtype >= 0 && !kv_dtype_quantized(kv_size_dtypes[e->dtype].pool_dtype))
+		return;
+	printf("note: int8 and fp8 take a byte a value and an fp32 scale per block, layer, "
+	       "K or V and kv head; int4 half a byte a value and an fp16 scale per %u "
+	       "values (pool.NAME.dtype = int8, fp8 or int4).\n", KV_SIZE_INT4_GROUP);
+	if (m->head_dim % KV_INT4_GROUP)
+		printf("note: head_dim %u is not a multiple of %u: a kvmem pool cannot hold this "
+		       "KV in int8, fp8 or int4; those sizes are for comparison only\n",
+		       m->head_dim, KV_INT4_GROUP);
 }
 
 /* The sizes of one dtype, one line per figure. */

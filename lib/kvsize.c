@@ -7,7 +7,9 @@
  * head_dim values. With tensor parallelism each GPU holds its share of
  * the KV heads (all of the layers and tokens), so a GPU's block is the
  * same formula with kv_heads / tp heads; a quantized type adds its scales.
- * The pool dtypes give exactly kv_block_bytes().
+ * Each type is a pool dtype, and for a geometry a pool takes (a quantized
+ * one needs head_dim a multiple of KV_INT4_GROUP) gives exactly
+ * kv_block_bytes(); other head_dims are rounded up, for estimates only.
  *
  * The advice counts, from the histogram of sequence lengths modulo 128,
  * the blocks each candidate size would have taken and the slots left empty
@@ -28,10 +30,12 @@ const struct kv_size_dtype kv_size_dtypes[KV_SIZE_NR_DTYPES] = {
 	[KV_SIZE_FP16] = { "fp16", 16, KV_DTYPE_FP16, 0, 0 },
 	[KV_SIZE_BF16] = { "bf16", 16, KV_DTYPE_BF16, 0, 0 },
 	[KV_SIZE_FP32] = { "fp32", 32, KV_DTYPE_FP32, 0, 0 },
-	[KV_SIZE_INT8] = { "int8", 8, 0, UINT32_MAX, KV_SIZE_BLOCK_SCALE_BYTES },
-	[KV_SIZE_FP8] = { "fp8", 8, 0, UINT32_MAX, KV_SIZE_BLOCK_SCALE_BYTES },
-	[KV_SIZE_INT4] = { "int4", 4, 0, KV_SIZE_INT4_GROUP, KV_SIZE_INT4_SCALE_BYTES },
+	[KV_SIZE_INT8] = { "int8", 8, KV_DTYPE_INT8, UINT32_MAX, KV_SIZE_BLOCK_SCALE_BYTES },
+	[KV_SIZE_FP8] = { "fp8", 8, KV_DTYPE_FP8_E4M3, UINT32_MAX, KV_SIZE_BLOCK_SCALE_BYTES },
+	[KV_SIZE_INT4] = { "int4", 4, KV_DTYPE_INT4, KV_SIZE_INT4_GROUP, KV_SIZE_INT4_SCALE_BYTES },
 };
+
+_Static_assert(KV_SIZE_INT4_GROUP == KV_INT4_GROUP, "int4 scale groups as layout.h has them");
 
 static const uint32_t advise_sizes[KV_ADVISE_NR] = { 8, 16, 32, 64, 128 };
 
@@ -119,8 +123,9 @@ static int tp_split(const struct kv_size_params *p, struct kv_size *s, char *err
  * a quantized type takes head_dim x bits / 8 bytes, rounded up; int8 and
  * fp8 add a 4-byte scale per block, layer, K or V and head; int4 a 2-byte
  * scale per 32 values of each vector (rounded up). The frame is the block
- * rounded up to KV_FRAME_ALIGN. For fp16, bf16 and fp32 with tp 1 the
- * block is kv_block_bytes() and the frame kv_frame_bytes().
+ * rounded up to KV_FRAME_ALIGN. With tp 1, for any geometry that
+ * kv_geometry_valid() takes with the type's pool dtype, the block is
+ * kv_block_bytes() and the frame kv_frame_bytes().
  *
  * Return: 0; -EINVAL for a field out of the ranges of layout.h, an unknown
  * type, tp outside 1..KV_SIZE_TP_MAX, or KV heads that do not split over

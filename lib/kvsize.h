@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * KV cache sizing: the bytes a geometry takes per token, per block and per
- * frame, in each KV element type (the pool dtypes and the quantized ones),
+ * frame, in each KV element type (the pool dtypes, quantized ones included),
  * whole or split over tensor-parallel GPUs; what a memory size holds (the
  * largest batch for a context, the longest context for a batch); and the
  * block size to choose from the lengths of the sequences a pool has seen
@@ -30,10 +30,11 @@
 #define KV_SIZE_NR_DTYPES	6
 
 /*
- * The scales of the quantized types, as the quantized-KV design has them:
- * INT8 and FP8 one fp32 scale per block, layer, K or V, and KV head; INT4
- * two values a byte and one fp16 scale per group of 32 values of a head
- * vector. They are counted in the block.
+ * The scales of the quantized types, as uapi/kvmem/layout.h lays them out
+ * after the values of a block: INT8 and FP8 one fp32 scale per block,
+ * layer, K or V, and KV head; INT4 two values a byte and one fp16 scale per
+ * group of KV_INT4_GROUP (32) values of a head vector. They are counted in
+ * the block.
  */
 #define KV_SIZE_BLOCK_SCALE_BYTES	4
 #define KV_SIZE_INT4_GROUP		32
@@ -46,8 +47,8 @@
  * struct kv_size_dtype - a KV element type
  * @name:        as kvmemctl and kvmemd.conf write it: "bf16", "int8"...
  * @bits:        bits per value
- * @pool_dtype:  the KV_DTYPE_* of a pool that holds it, 0 where no pool
- *               dtype does yet (the quantized types)
+ * @pool_dtype:  the KV_DTYPE_* of a pool that holds it (int8:
+ *               KV_DTYPE_INT8, fp8: KV_DTYPE_FP8_E4M3, int4: KV_DTYPE_INT4)
  * @group:       values per scale: 0 for no scale, UINT32_MAX for one scale
  *               per block, layer, K or V, and head
  * @scale_bytes: bytes of a scale

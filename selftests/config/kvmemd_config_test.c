@@ -13,7 +13,8 @@
  * kvmemd_config_ckpt_size(), kvmemd_config_swap_size()). A pool's geometry
  * from a model: pool.NAME.model (every preset), pool.NAME.hf_config (a
  * config.json written here), the keys that may go with them, conflicts,
- * unknown presets, broken files, printing and reloading.
+ * unknown presets, broken files, printing and reloading. Quantized pools
+ * (dtype int8, fp8, int4): their frames, and head_dim a multiple of 32.
  *
  * daemon/config.c is not part of libkvmm.a, so it is compiled in here.
  */
@@ -414,7 +415,10 @@ static const struct bad_file bad_files[] = {
 	{ "pool.a.head_dim = 2048\n", 1, "pool.a.head_dim: '2048' is out of range (1..1024)" },
 	{ "pool.a.block_tokens = 4097\n", 1,
 	  "pool.a.block_tokens: '4097' is out of range (1..4096)" },
-	{ "pool.a.dtype = fp8\n", 1, "pool.a.dtype: 'fp8' is not one of: fp16, bf16, fp32" },
+	{ "pool.a.dtype = fp4\n", 1,
+	  "pool.a.dtype: 'fp4' is not one of: fp16, bf16, fp32, int8, fp8, int4" },
+	{ "pool.a.dtype = INT8\n", 1, "pool.a.dtype: 'INT8' is not one of" },
+	{ "pool.a.dtype = fp8_e4m3\n", 1, "pool.a.dtype: 'fp8_e4m3' is not one of" },
 	{ "pool.a.device_mem = 99999999999T\n", 1,
 	  "pool.a.device_mem: '99999999999T' is too large" },
 	{ "pool.a.host_mem = 1.5G\n", 1, "pool.a.host_mem: '1.5G' is not a size" },
@@ -1780,6 +1784,97 @@ TEST(bad_hf_configs)
 		}
 		unlink(json);
 	}
+}
+
+/* One quantized pool of a geometry given by its keys. */
+#define QUANT(n, dtype, hd, dev)					\
+	"pool." n ".layers = 32\n"					\
+	"pool." n ".kv_heads = 8\n"					\
+	"pool." n ".head_dim = " hd "\n"				\
+	"pool." n ".block_tokens = 16\n"				\
+	"pool." n ".dtype = " dtype "\n"				\
+	"pool." n ".device_mem = " dev "\n"				\
+	"pool." n ".host_mem = 0\n"
+
+/*
+ * pool.NAME.dtype = int8, fp8 and int4: the frames count the scales
+ * (kv_frame_bytes()), get and print name the dtype, and it loads back.
+ */
+TEST(quantized_pools)
+{
+	char path[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX], buf[64], *t1;
+	struct kvmemd_config cfg, back;
+
+	ASSERT_EQ(0, load_text(QUANT("a", "int8", "128", "16M") QUANT("b", "fp8", "128", "16M")
+			       QUANT("c", "int4", "128", "16M") QUANT("d", "int4", "32", "1M"),
+			       &cfg, path, err));
+	EXPECT_STREQ("", err);
+	ASSERT_EQ(4, cfg.nr_pools);
+	geom_is(_metadata, &cfg.pools[0].geom, 32, 8, 128, 16, KV_DTYPE_INT8);
+	geom_is(_metadata, &cfg.pools[1].geom, 32, 8, 128, 16, KV_DTYPE_FP8_E4M3);
+	geom_is(_metadata, &cfg.pools[2].geom, 32, 8, 128, 16, KV_DTYPE_INT4);
+	/* int8, fp8: 1M of values and 2 x 32 x 8 float scales, in 257 pages */
+	EXPECT_EQ(1052672, kv_frame_bytes(&cfg.pools[0].geom));
+	EXPECT_EQ(15, cfg.pools[0].nr_frames[KV_TIER_DEVICE]);
+	EXPECT_EQ(15, cfg.pools[1].nr_frames[KV_TIER_DEVICE]);
+	/* int4: 64 bytes and 4 binary16 scales a vector, 576K a block */
+	EXPECT_EQ(589824, kv_frame_bytes(&cfg.pools[2].geom));
+	EXPECT_EQ(28, cfg.pools[2].nr_frames[KV_TIER_DEVICE]);
+	/* head_dim 32: 16 + 2 bytes a vector, 8192 vectors: 144K */
+	EXPECT_EQ(147456, kv_frame_bytes(&cfg.pools[3].geom));
+	EXPECT_EQ(7, cfg.pools[3].nr_frames[KV_TIER_DEVICE]);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "pool.a.dtype", buf, sizeof(buf)));
+	EXPECT_STREQ("int8", buf);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "pool.b.dtype", buf, sizeof(buf)));
+	EXPECT_STREQ("fp8", buf);
+	EXPECT_EQ(0, kvmemd_config_get(&cfg, "pool.c.dtype", buf, sizeof(buf)));
+	EXPECT_STREQ("int4", buf);
+	t1 = config_text(&cfg);
+	ASSERT_NE_NULL(t1);
+	EXPECT_NE_NULL(strstr(t1, "\npool.b.dtype = fp8\n"));
+	EXPECT_EQ(0, kvmemd_config_load_string(&back, "printed", t1, err, sizeof(err)));
+	EXPECT_EQ(0, memcmp(&cfg, &back, sizeof(cfg)));
+	free(t1);
+	/* A model's pool may be quantized: its dtype is the key's. */
+	ASSERT_EQ(0, load_text(MODEL_POOL("m", "llama3-8b") "pool.m.dtype = int4\n",
+			       &cfg, path, err));
+	geom_is(_metadata, &cfg.pools[0].geom, 32, 8, 128, 16, KV_DTYPE_INT4);
+	EXPECT_EQ(589824, kv_frame_bytes(&cfg.pools[0].geom));
+	/* The dtype is a geometry key: changing it needs a restart. */
+	ASSERT_EQ(0, load_text(MODEL_POOL("m", "llama3-8b") "pool.m.dtype = int8\n",
+			       &back, path, err));
+	EXPECT_EQ(-EPERM, kvmemd_config_reload_diff(&cfg, &back, NULL, err, sizeof(err)));
+	EXPECT_NE_NULL(strstr(err, "needs a restart"));
+}
+
+/* A quantized pool needs head_dim a multiple of 32: the error names the key. */
+TEST(quantized_pool_head_dim)
+{
+	char path[TMP_PATH_MAX], json[TMP_PATH_MAX], err[KV_CONFIG_ERR_MAX], text[512];
+	char want[256];
+	struct kvmemd_config cfg;
+
+	EXPECT_EQ(-EINVAL, load_text(QUANT("a", "int4", "48", "16M"), &cfg, path, err));
+	EXPECT_TRUE(err_is(err, path, 3,
+			   "pool.a.head_dim = 48: a pool of dtype int4 needs head_dim a multiple of 32"));
+	EXPECT_EQ(-EINVAL, load_text("log.level = info\n" QUANT("b", "int8", "8", "16M"), &cfg,
+				     path, err));
+	EXPECT_TRUE(err_is(err, path, 4, "pool.b.head_dim = 8: a pool of dtype int8 needs"));
+	EXPECT_EQ(-EINVAL, load_text(QUANT("c", "fp8", "1000", "64M"), &cfg, path, err));
+	EXPECT_TRUE(err_is(err, path, 3, "pool.c.head_dim = 1000: a pool of dtype fp8 needs"));
+	/* The same head_dims unquantized are fine. */
+	EXPECT_EQ(0, load_text(QUANT("a", "bf16", "48", "16M"), &cfg, path, err));
+	EXPECT_EQ(0, load_text(QUANT("c", "fp32", "1000", "256M"), &cfg, path, err));
+	/* A model's head_dim: the error is on the dtype line. */
+	ASSERT_EQ(0, tmp_write(json, "{\"num_hidden_layers\": 32, \"num_attention_heads\": 32,"
+			       " \"head_dim\": 80, \"torch_dtype\": \"bfloat16\"}"));
+	snprintf(text, sizeof(text), "pool.x.hf_config = %s\npool.x.device_mem = 1G\n"
+		 "pool.x.host_mem = 0\npool.x.dtype = int8\n", json);
+	EXPECT_EQ(-EINVAL, load_text(text, &cfg, path, err));
+	snprintf(want, sizeof(want),
+		 "pool.x.head_dim = 80: a pool of dtype int8 needs head_dim a multiple of 32");
+	EXPECT_TRUE(err_is(err, path, 4, want));
+	unlink(json);
 }
 
 /* The example file: as shipped, and with every default uncommented. */

@@ -10,7 +10,7 @@
  * overwritten in the pool makes --check fail; a missing weights file, a
  * file that is not safetensors, and tensors of the wrong shape or count
  * are refused with messages that name the file and the tensor; bad options
- * are refused.
+ * and a quantized pool are refused.
  *
  * A small model (dim 64, vocab 128) keeps each run short, under ASan too.
  */
@@ -22,7 +22,10 @@
 	"pool.default.layers = 4\npool.default.kv_heads = 4\n"		\
 	"pool.default.head_dim = 64\npool.default.block_tokens = 16\n"	\
 	"pool.default.dtype = fp16\npool.default.device_mem = 4M\n"	\
-	"pool.default.host_mem = 2M\npool.default.swap_mem = 64M\n"
+	"pool.default.host_mem = 2M\npool.default.swap_mem = 64M\n"	\
+	"pool.q.layers = 4\npool.q.kv_heads = 4\npool.q.head_dim = 64\n"	\
+	"pool.q.block_tokens = 16\npool.q.dtype = int8\n"		\
+	"pool.q.device_mem = 256K\npool.q.host_mem = 0\n"
 #define SMALL	"--dim", "64", "--ffn", "128", "--vocab", "128", "-q"
 #define OUT_MAX	(64 << 10)
 
@@ -323,6 +326,9 @@ TEST_F_TIMEOUT(kvdemo, bad_options_are_refused, 120)
 	EXPECT_NE_NULL(strstr(self->out, "--q-heads 6 query heads: not a multiple of the pool's 4 kv heads"));
 	EXPECT_EQ(1, kvdemo(self, "--pool", "nope", NULL));
 	EXPECT_NE_NULL(strstr(self->out, "pool nope: no such pool"));
+	/* A quantized pool: the model works in the pool's dtype, which it has not. */
+	EXPECT_EQ(1, kvdemo(self, "--pool", "q", NULL));
+	EXPECT_NE_NULL(strstr(self->out, "pool q holds quantized KV"));
 }
 
 TEST_HARNESS_MAIN

@@ -68,14 +68,21 @@ TEST(estimate_one_dtype)
 	EXPECT_TRUE(line_has("batch:", "60 sequences of 8192 tokens (512 blocks each)"));
 	EXPECT_TRUE(line_has("context:", "122880 tokens for each of 4 sequences"));
 	EXPECT_NULL(line_of("note:"));
-	/* Quantized: the scales are counted, and the note says pools hold none yet. */
+	/* Quantized: the scales are counted, and the note names the pool dtypes. */
 	ASSERT_EQ(0, kvmemctl("estimate --model llama3-8b --memory 60G --context 8192 "
 			      "--kv-dtype int8"));
 	EXPECT_TRUE(line_has("per token:", "65664 bytes"));
 	EXPECT_TRUE(line_has("per block:", "1050624 bytes (1026 KiB), 2048 of them scales"));
 	EXPECT_TRUE(line_has("frame:", "1052672 bytes (1028 KiB)"));
 	EXPECT_TRUE(line_has("batch:", "119 sequences"));
-	EXPECT_TRUE(line_has("note:", "kvmem pools hold fp16, bf16 or fp32 today"));
+	EXPECT_TRUE(line_has("note:", "(pool.NAME.dtype = int8, fp8 or int4)"));
+	EXPECT_NULL(line_of("note: head_dim"));
+	/* A head_dim no quantized pool takes is noted; the sizes still come. */
+	ASSERT_EQ(0, kvmemctl("estimate --layers 4 --kv-heads 4 --head-dim 80 --kv-dtype int4"));
+	EXPECT_TRUE(line_has("per block:", "23552 bytes (23 KiB), 3072 of them scales"));
+	EXPECT_TRUE(line_has("note: head_dim 80", "not a multiple of 32"));
+	ASSERT_EQ(0, kvmemctl("estimate --layers 4 --kv-heads 4 --head-dim 80 --kv-dtype bf16"));
+	EXPECT_NULL(line_of("note:"));
 }
 
 TEST(estimate_table_and_tp)

@@ -4,7 +4,8 @@
  * out by hand (Llama 3 8B in bf16 is 2 x 32 layers x 8 heads x 128 x 2 =
  * 131072 bytes a token), quantized (int8/fp8 scales per block and head,
  * int4 scales per 32 values) and split over tensor-parallel GPUs (heads
- * split, replicated, or refused); the pool dtypes agree with layout.h;
+ * split, replicated, or refused); the pool dtypes, quantized ones with their
+ * scales, agree with layout.h;
  * what a memory holds. The histogram of sequence lengths, printed and
  * parsed back, and the block-size advice from it, worked by hand.
  */
@@ -41,8 +42,11 @@ TEST(dtypes_by_name)
 	EXPECT_EQ(-EINVAL, kv_size_dtype_find("int2"));
 	EXPECT_EQ(KV_SIZE_BF16, kv_size_dtype_of(KV_DTYPE_BF16));
 	EXPECT_EQ(KV_SIZE_FP32, kv_size_dtype_of(KV_DTYPE_FP32));
+	EXPECT_EQ(KV_SIZE_INT8, kv_size_dtype_of(KV_DTYPE_INT8));
+	EXPECT_EQ(KV_SIZE_FP8, kv_size_dtype_of(KV_DTYPE_FP8_E4M3));
+	EXPECT_EQ(KV_SIZE_INT4, kv_size_dtype_of(KV_DTYPE_INT4));
 	EXPECT_EQ(-EINVAL, kv_size_dtype_of(0));
-	EXPECT_EQ(-EINVAL, kv_size_dtype_of(4));
+	EXPECT_EQ(-EINVAL, kv_size_dtype_of(7));
 }
 
 TEST(bytes_by_hand)
@@ -188,6 +192,61 @@ TEST(pool_dtypes_agree_with_layout)
 			}
 		}
 	}
+}
+
+/*
+ * The quantized types are pool dtypes too, and give what layout.h gives a
+ * quantized pool, scales included, for every head_dim such a pool takes:
+ * the presets' (all multiples of 32), and small or odd ones by hand.
+ */
+TEST(quantized_pool_dtypes_agree_with_layout)
+{
+	static const uint32_t geoms[][4] = {	/* layers, kv_heads, head_dim, block_tokens */
+		{ 1, 1, 32, 1 }, { 2, 3, 96, 5 }, { 32, 8, 128, 16 }, { 3, 1, 160, 17 },
+		{ 80, 8, 128, 128 }, { 1, 1024, 1024, 1 }, { 7, 2, 64, 4096 },
+	};
+	static const int quantized[] = { KV_SIZE_INT8, KV_SIZE_FP8, KV_SIZE_INT4 };
+	struct kv_geometry g = { 0 };
+	const struct kv_model *m;
+	struct kv_size_params p;
+	struct kv_size s;
+	size_t i, d;
+
+	for (d = 0; d < 3; d++)
+		EXPECT_TRUE(kv_dtype_quantized(kv_size_dtypes[quantized[d]].pool_dtype));
+	for (i = 0; i < sizeof(geoms) / sizeof(geoms[0]); i++) {
+		for (d = 0; d < 3; d++) {
+			g = (struct kv_geometry){ geoms[i][0], geoms[i][1], geoms[i][2], geoms[i][3],
+						  kv_size_dtypes[quantized[d]].pool_dtype, 0 };
+			ASSERT_TRUE(kv_geometry_valid(&g));
+			p = (struct kv_size_params){ g.layers, g.kv_heads, g.head_dim,
+						     g.block_tokens, (uint32_t)quantized[d], 1 };
+			ASSERT_EQ(0, kv_size_compute(&p, &s, NULL, 0));
+			EXPECT_EQ(kv_block_bytes(&g), s.block_bytes);
+			EXPECT_EQ(kv_frame_bytes(&g), s.frame_bytes);
+			EXPECT_EQ(kv_scale_offset(&g, 0, KV_K, 0), s.data_bytes);
+			EXPECT_EQ(2ull * g.layers * g.kv_heads * kv_head_scale_bytes(&g),
+				  s.scale_bytes);
+		}
+	}
+	for (i = 0; (m = kv_model_at(i)); i++) {
+		for (d = 0; d < 3 && m->head_dim % KV_INT4_GROUP == 0; d++) {
+			g = (struct kv_geometry){ m->layers, m->kv_heads, m->head_dim, 16,
+						  kv_size_dtypes[quantized[d]].pool_dtype, 0 };
+			p = (struct kv_size_params){ m->layers, m->kv_heads, m->head_dim, 16,
+						     (uint32_t)quantized[d], 1 };
+			ASSERT_EQ(0, kv_size_compute(&p, &s, NULL, 0));
+			EXPECT_EQ(kv_block_bytes(&g), s.block_bytes);
+			EXPECT_EQ(kv_frame_bytes(&g), s.frame_bytes);
+		}
+	}
+	/* A head_dim no quantized pool takes: estimated (rounded up), not valid. */
+	g = (struct kv_geometry){ 4, 4, 80, 16, KV_DTYPE_INT4, 0 };
+	EXPECT_FALSE(kv_geometry_valid(&g));
+	p = (struct kv_size_params){ 4, 4, 80, 16, KV_SIZE_INT4, 1 };
+	ASSERT_EQ(0, kv_size_compute(&p, &s, NULL, 0));
+	EXPECT_EQ(512 * 40, s.data_bytes);
+	EXPECT_EQ(512 * 3 * 2, s.scale_bytes);
 }
 
 TEST(what_a_memory_holds)

@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT
 """The ctypes mirrors of the C structs against the C headers: a small C
 program, compiled here where a compiler exists, prints sizeof and offsetof
-of every struct and field that kvmem's Python code mirrors."""
+of every struct and field that kvmem's Python code mirrors, the constants,
+and what layout.h computes for geometries of every dtype, quantized ones
+included (frames, blocks, scale and token offsets, validity)."""
 
 import ctypes
 import os
@@ -40,7 +42,8 @@ CONSTANTS = [
     "KVMEM_STATS_ZONEINFO", "KVMEM_STATS_PREFIX", "KVMEM_STATS_TOPOLOGY", "KVMEM_STATS_SEQLEN", "KVMEM_DROP_DEMOTE",
     "KVMEM_DROP_PREFIX", "KVMEM_PREFIX_PIN", "KVMEM_PREFIX_UNPIN", "KVMEM_PREFIX_REPIN",
     "KVMEM_PREFIX_FORGET", "KVMEM_NAME_MAX", "KVMEM_KEY_MAX", "KV_DTYPE_FP16", "KV_DTYPE_BF16",
-    "KV_DTYPE_FP32", "KV_FRAME_ALIGN", "KV_K", "KV_V", "KVMEM_ADMIT_NOW", "KVMEM_ADMIT_LATER",
+    "KV_DTYPE_FP32", "KV_DTYPE_INT8", "KV_DTYPE_FP8_E4M3", "KV_DTYPE_INT4", "KV_INT4_GROUP",
+    "KV_FRAME_ALIGN", "KV_K", "KV_V", "KVMEM_ADMIT_NOW", "KVMEM_ADMIT_LATER",
     "KVMEM_ADMIT_NEVER",
 ]
 
@@ -51,6 +54,21 @@ LAYOUT_CASES = [
     ((32, 8, 128, 16, 2), 1000, 31, 0, 7),
     ((1, 1, 1, 1, 1), 5, 0, 1, 0),
     ((4, 4, 64, 16, 1), 70000, 3, 1, 3),
+    # quantized: int8, fp8 (E4M3), int4, with their scales after the values
+    ((2, 2, 32, 4, 4), 13, 1, 1, 1),
+    ((3, 2, 64, 5, 5), 7, 2, 1, 1),
+    ((32, 8, 128, 16, 6), 1000, 31, 0, 7),
+    ((1, 1, 32, 1, 6), 5, 0, 1, 0),
+    ((4, 3, 96, 17, 6), 70, 3, 1, 2),
+    ((80, 8, 128, 128, 4), 300, 79, 1, 7),
+    ((1, 1024, 1024, 1, 5), 3, 0, 1, 1023),
+]
+
+# geometries whose kv_geometry_valid() C and Python compute
+VALID_CASES = [
+    (2, 2, 16, 4, 1), (2, 2, 32, 4, 4), (2, 2, 48, 4, 6), (2, 2, 16, 4, 5), (2, 2, 24, 4, 3),
+    (2, 2, 64, 4, 7), (2, 2, 64, 4, 0), (0, 2, 64, 4, 4), (2, 2, 1056, 4, 1),
+    (2, 2, 1024, 4096, 6), (1025, 1, 32, 1, 4),
 ]
 
 
@@ -82,8 +100,15 @@ class AbiTest(unittest.TestCase):
             lines.append("\t{ struct kv_geometry g = { %s };" % ", ".join(map(str, g)))
             lines.append('\t  printf("frame%d %%llu\\n", (unsigned long long)kv_frame_bytes(&g));'
                          % i)
+            lines.append('\t  printf("block%d %%llu\\n", (unsigned long long)kv_block_bytes(&g));'
+                         % i)
+            lines.append('\t  printf("scale%d %%llu\\n", (unsigned long long)'
+                         'kv_scale_offset(&g, %d, %d, %d));' % (i, layer, kv, head))
             lines.append('\t  printf("token%d %%llu\\n", (unsigned long long)'
                          'kv_token_offset(&g, %d, %d, %d, %d)); }' % (i, slot, layer, kv, head))
+        for i, g in enumerate(VALID_CASES):
+            lines.append('\t{ struct kv_geometry g = { %s };' % ", ".join(map(str, g)))
+            lines.append('\t  printf("valid%d %%d\\n", kv_geometry_valid(&g)); }' % i)
         lines += ["\treturn 0;", "}"]
         cls.tmp = tempfile.mkdtemp(prefix="kvmem-abi-")
         src = os.path.join(cls.tmp, "abi.c")
@@ -133,7 +158,40 @@ class AbiTest(unittest.TestCase):
         for i, (geo, slot, layer, kv, head) in enumerate(LAYOUT_CASES):
             g = kvmem.Geometry(*geo)
             self.assertEqual(g.frame_bytes, self.c["frame%d" % i], geo)
+            self.assertEqual(g.block_bytes, self.c["block%d" % i], geo)
+            self.assertEqual(g.scale_offset(layer, kv, head), self.c["scale%d" % i], geo)
             self.assertEqual(g.token_offset(slot, layer, kv, head), self.c["token%d" % i], geo)
+        for i, geo in enumerate(VALID_CASES):
+            self.assertEqual(kvmem.Geometry(*geo).valid, bool(self.c["valid%d" % i]), geo)
+
+    def test_quantized_layout(self):
+        # Llama 3 8B's block of 16 tokens, by hand: 8192 vectors of 128
+        g = kvmem.Geometry(32, 8, 128, 16, kvmem.KV_DTYPE_INT8)
+        self.assertEqual((g.dtype_name, g.dtype_bits, g.dtype_size), ("int8", 8, 0))
+        self.assertTrue(g.quantized and g.valid)
+        self.assertEqual(g.row_bytes, 128)
+        self.assertEqual(g.head_scale_bytes, 4)
+        self.assertEqual(g.block_bytes, 8192 * 128 + 2 * 32 * 8 * 4)     # 1026K
+        self.assertEqual(g.frame_bytes, 257 * 4096)
+        self.assertEqual(g.scale_offset(0, kvmem.KV_K, 0), 8192 * 128)
+        self.assertEqual(g.scale_offset(1, kvmem.KV_V, 2), 8192 * 128 + (3 * 8 + 2) * 4)
+        g = g._replace(dtype=kvmem.KV_DTYPE_FP8_E4M3)
+        self.assertEqual((g.dtype_name, g.block_bytes), ("fp8", 1050624))
+        g = g._replace(dtype=kvmem.KV_DTYPE_INT4)
+        self.assertEqual((g.dtype_name, g.dtype_bits, g.row_bytes), ("int4", 4, 64))
+        self.assertEqual(g.head_scale_bytes, 16 * 4 * 2)
+        self.assertEqual(g.block_bytes, 8192 * (64 + 8))                 # 576K
+        self.assertEqual(g.frame_bytes, g.block_bytes)
+        self.assertEqual(g.elem_offset(1, kvmem.KV_V, 2, 3),
+                         g.layer_bytes + (8 + 2) * 16 * 64 + 3 * 64)
+        self.assertFalse(g._replace(head_dim=48).valid)
+        self.assertTrue(g._replace(head_dim=48, dtype=kvmem.KV_DTYPE_BF16).valid)
+        # the unquantized pools have no scales
+        g = g._replace(dtype=kvmem.KV_DTYPE_BF16)
+        self.assertEqual((g.dtype_bits, g.dtype_size, g.head_scale_bytes), (16, 2, 0))
+        self.assertFalse(g.quantized)
+        self.assertEqual(g.scale_offset(31, kvmem.KV_V, 7), g.block_bytes)
+        self.assertEqual(kvmem.layout.DTYPES["fp8"], kvmem.KV_DTYPE_FP8_E4M3)
 
 
 class LibraryTest(unittest.TestCase):

@@ -321,6 +321,68 @@ class ClientTest(DaemonTestCase):
         self.assertEqual(self.c.meminfo()["Sequences"], 0)
 
 
+class QuantizedPoolTest(DaemonTestCase):
+    """Pools of dtype int8, fp8 and int4: the geometry the client gets, and
+    frames that hold the scales after the values (layout.h)."""
+
+    pools = """
+pool.i8.layers = 2
+pool.i8.kv_heads = 2
+pool.i8.head_dim = 64
+pool.i8.block_tokens = 16
+pool.i8.dtype = int8
+pool.i8.device_mem = 256K
+pool.i8.host_mem = 0
+pool.f8.layers = 2
+pool.f8.kv_heads = 2
+pool.f8.head_dim = 64
+pool.f8.block_tokens = 16
+pool.f8.dtype = fp8
+pool.f8.device_mem = 256K
+pool.f8.host_mem = 0
+pool.i4.layers = 3
+pool.i4.kv_heads = 4
+pool.i4.head_dim = 96
+pool.i4.block_tokens = 8
+pool.i4.dtype = int4
+pool.i4.device_mem = 256K
+pool.i4.host_mem = 0
+"""
+
+    def test_geometry(self):
+        with kvmem.Client(self.daemon.sock) as c:
+            for name, dtype, dname, block in (
+                    ("i8", kvmem.KV_DTYPE_INT8, "int8", 2 * 2 * 2 * 16 * 64 + 2 * 2 * 2 * 4),
+                    ("f8", kvmem.KV_DTYPE_FP8_E4M3, "fp8", 2 * 2 * 2 * 16 * 64 + 2 * 2 * 2 * 4),
+                    # 48 bytes of values and 3 binary16 scales a vector
+                    ("i4", kvmem.KV_DTYPE_INT4, "int4", 3 * 2 * 4 * 8 * (48 + 6))):
+                p = c.pool(name)
+                g = p.geometry
+                self.assertEqual((g.dtype, g.dtype_name), (dtype, dname))
+                self.assertTrue(g.quantized)
+                self.assertEqual(g.block_bytes, block)
+                self.assertEqual(p.frame_bytes, g.frame_bytes)
+                self.assertEqual(p.nr_frames[0], 256 * 1024 // g.frame_bytes)
+                zi = c.stats(kvmem.KVMEM_STATS_ZONEINFO, p)
+                self.assertIn("block_tokens %d %s\n" % (g.block_tokens, dname), zi)
+                self.assertIn("block      %d bytes, frame %d bytes" % (block, g.frame_bytes), zi)
+
+    def test_scales_in_the_frame(self):
+        # the client writes and reads a block's scales where layout.h puts them
+        with kvmem.Client(self.daemon.sock) as c:
+            p = c.pool("i4")
+            g = p.geometry
+            seq = c.seq_create(p)
+            [slots] = c.step([(seq, 3)])
+            frame = slots[0] // g.block_tokens
+            off = g.scale_offset(2, kvmem.KV_V, 3) + 2 * 2 * g.head_dim // 32
+            data = struct.pack("<3e", 0.5, 1.0, 2.0)
+            p.frame_write(frame, data, off)
+            self.assertEqual(p.frame_read(frame, 6, off), data)
+            self.assertEqual(off + 6 + 2 * (g.block_tokens - 3) * 3, g.block_bytes)
+            c.seq_free(seq)
+
+
 class EnvironmentTest(DaemonTestCase):
 
     def test_kvmem_socket(self):

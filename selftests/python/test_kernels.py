@@ -4,8 +4,10 @@
 RawKernelTest needs neither torch nor numpy: it calls libkvkernels.so with
 the argument structs on ctypes buffers and on a real pool's arena, against
 a reference in plain Python. TorchKernelTest runs the tensor wrappers on
-CPU tensors against a torch reference (skipped without torch); the CUDA
-ones run where torch sees a GPU and libkvkernels_cuda.so was built.
+CPU tensors against a torch reference (skipped without torch), and
+TorchQuantTest on quantized pools, fp16 or bf16 activations passed as
+io_dtype, against the arena dequantized here; the CUDA ones run where
+torch sees a GPU and libkvkernels_cuda.so was built.
 """
 
 import ctypes
@@ -16,7 +18,7 @@ import struct
 import unittest
 
 import kvmem
-from kvmem import kernels
+from kvmem import _lib, kernels
 from kvmemd_fixture import DaemonTestCase
 
 try:
@@ -408,6 +410,133 @@ class TorchKernelTest(unittest.TestCase):
             kernels.gather(arena, [0], threads=-1)
 
 
+def dequant_head(t, g, frame, layer, kv, head):
+    """The values of one head's K (kv 0) or V of a block of a quantized
+    pool, [block_tokens, head_dim] float32, from the arena's bytes @t (a
+    uint8 CPU tensor) as uapi/kvmem/layout.h lays them out."""
+    base = frame * g.frame_bytes
+    off = base + g.elem_offset(layer, kv, head, 0)
+    raw = t[off:off + g.head_bytes]
+    so = base + g.scale_offset(layer, kv, head)
+    sc = t[so:so + g.head_scale_bytes]
+    if g.dtype == kvmem.KV_DTYPE_INT4:
+        lo = (raw & 15).to(torch.int32) - 8
+        hi = (raw >> 4).to(torch.int32) - 8
+        q = torch.stack([lo, hi], 1).view(g.block_tokens, g.head_dim).float()
+        scale = sc.view(torch.float16).float().view(g.block_tokens, -1)
+        return q * scale.repeat_interleave(_lib.KV_INT4_GROUP, 1)
+    scale = sc.view(torch.float32)[0]
+    if g.dtype == kvmem.KV_DTYPE_INT8:
+        q = raw.view(torch.int8).float()
+    else:
+        q = raw.view(torch.float8_e4m3fn).float()
+    return q.view(g.block_tokens, g.head_dim) * scale
+
+
+def dequant_view(arena):
+    """kv_view() of a quantized pool, dequantized to float32: [frames,
+    layers, 2, kv_heads, block_tokens, head_dim]."""
+    g = arena.geometry
+    t = arena.tensor().cpu()
+    out = torch.empty(arena.frames, g.layers, 2, g.kv_heads, g.block_tokens, g.head_dim)
+    for f in range(arena.frames):
+        for layer in range(g.layers):
+            for kv in range(2):
+                for h in range(g.kv_heads):
+                    out[f, layer, kv, h] = dequant_head(t, g, f, layer, kv, h)
+    return out
+
+
+# the largest error of a quantized value, as a fraction of the block's largest
+QTOL = {kvmem.KV_DTYPE_INT8: 1.5 / 127, kvmem.KV_DTYPE_FP8_E4M3: 1 / 16,
+        kvmem.KV_DTYPE_INT4: 1.5 / 7}
+
+
+@unittest.skipIf(torch is None, "torch is not installed")
+class TorchQuantTest(unittest.TestCase):
+    """Quantized pools (int8, fp8, int4): append, decode and prefill take
+    fp16 or bf16 activations, which the wrappers pass as io_dtype."""
+
+    device = "cpu"
+
+    def quant_case(self, dtype, act, frames=12):
+        g = kvmem.Geometry(2, 2, 64, 16, dtype)
+        self.assertTrue(g.quantized and g.valid)
+        torch.manual_seed(11)
+        arena = kernels.Arena.empty(g, frames, self.device)
+        lens = [37, 5]
+        tables = [[3, 7, 1], [10]]
+        slots = [tables[b][i // 16] * 16 + i % 16 for b, n in enumerate(lens) for i in range(n)]
+        k = torch.randn(len(slots), 2, 64).to(act).to(self.device)
+        v = torch.randn(len(slots), 2, 64).to(act).to(self.device)
+        kernels.append(arena, 1, k, v, slots)
+        kv = dequant_view(arena)
+        # what append stored is the input, to within the quantization step
+        for i, s in enumerate(slots):
+            f, t = divmod(s, 16)
+            for h in range(2):
+                for j, x in enumerate((k, v)):
+                    want = x[i, h].cpu().float()
+                    amax = x[:, h].cpu().float().abs().max()
+                    err = (kv[f, 1, j, h, t] - want).abs().max().item()
+                    self.assertLessEqual(err, QTOL[dtype] * amax, "slot %d" % s)
+        # decode and prefill attend over the dequantized values
+        scale = 1 / math.sqrt(64)
+        q = torch.randn(2, 4, 64).to(act).to(self.device)
+        padded = [tables[0], tables[1] + [0, 0]]
+        out = kernels.decode(arena, 1, q, padded, lens)
+        self.assertEqual(out.dtype, act)
+        want = torch_ref_decode(kv, 1, q.cpu(), tables, lens, scale)
+        tol = 1e-2 if act == torch.float16 else 4e-2
+        self.assertLess((out.cpu().float() - want).abs().max().item(), tol)
+        qp = torch.randn(3, 4, 64).to(act).to(self.device)
+        out = kernels.prefill(arena, 1, qp, [0, 2, 3], padded, lens, max_q_len=2)
+        self.assertEqual(out.dtype, act)
+        for row, (b, n) in enumerate(((0, 36), (0, 37), (1, 5))):
+            want = torch_ref_decode(kv, 1, qp[row:row + 1].cpu(), [tables[b]], [n], scale)
+            err = (out[row].cpu().float() - want[0]).abs().max().item()
+            self.assertLess(err, tol, "row %d" % row)
+        return arena
+
+    def test_int8_fp16(self):
+        self.quant_case(kvmem.KV_DTYPE_INT8, torch.float16)
+
+    def test_fp8_bf16(self):
+        self.quant_case(kvmem.KV_DTYPE_FP8_E4M3, torch.bfloat16)
+
+    def test_int4_fp16(self):
+        self.quant_case(kvmem.KV_DTYPE_INT4, torch.float16)
+
+    def test_int4_bf16(self):
+        self.quant_case(kvmem.KV_DTYPE_INT4, torch.bfloat16)
+
+    def test_io_dtype(self):
+        g = kvmem.Geometry(1, 2, 32, 4, kvmem.KV_DTYPE_INT8)
+        arena = kernels.Arena.empty(g, 4, self.device)
+        self.assertEqual(kernels._io_dtype(torch, g, torch.zeros(1, dtype=torch.bfloat16), "x"),
+                         (torch.bfloat16, kvmem.KV_DTYPE_BF16))
+        self.assertEqual(kernels._io_dtype(torch, g, torch.zeros(1, dtype=torch.float16), "x"),
+                         (torch.float16, kvmem.KV_DTYPE_FP16))
+        # an unquantized pool's activations are its own dtype, io_dtype 0
+        g16 = g._replace(dtype=kvmem.KV_DTYPE_BF16)
+        self.assertEqual(kernels._io_dtype(torch, g16, torch.zeros(1, dtype=torch.float16), "x"),
+                         (torch.bfloat16, 0))
+        k = torch.zeros(1, 2, 32, dtype=torch.float32, device=self.device)
+        with self.assertRaises(TypeError):                  # fp32 on a quantized pool
+            kernels.append(arena, 0, k, k, [0])
+        with self.assertRaises(TypeError):                  # k and v of two dtypes
+            kernels.append(arena, 0, k.half(), k.bfloat16(), [0])
+        with self.assertRaises(TypeError):
+            kernels.decode(arena, 0, torch.zeros(1, 2, 32, device=self.device), [[0]], [1])
+        with self.assertRaises(ValueError):                 # no tensor of one dtype
+            kernels.kv_view(arena)
+        kernels.append(arena, 0, k.bfloat16(), k.bfloat16(), [0])
+        out = kernels.decode(arena, 0, torch.ones(1, 2, 32, dtype=torch.bfloat16,
+                                                  device=self.device), [[0]], [1])
+        self.assertEqual(out.dtype, torch.bfloat16)
+        self.assertEqual(out.abs().max().item(), 0)
+
+
 @unittest.skipIf(torch is None, "torch is not installed")
 class TorchPoolTest(DaemonTestCase):
     """Decode on a pool's arena with BlockManager's tables and slots."""
@@ -459,6 +588,11 @@ class CudaKernelTest(TorchKernelTest):
 
     def test_prefill_fp32(self):
         self.skipTest("the CUDA prefill covers fp16 and bf16")
+
+
+@unittest.skipUnless(_cuda_ok(), "no torch with a GPU, or no libkvkernels_cuda.so")
+class CudaQuantTest(TorchQuantTest):
+    device = "cuda"
 
 
 if __name__ == "__main__":

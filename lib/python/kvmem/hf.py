@@ -22,8 +22,9 @@ positions get no slot, so each kvmem sequence holds exactly its real
 tokens, as the model's attention mask says (pad rows' outputs are zero).
 
 The pool must have the model's geometry: layers, KV heads, head_dim and
-dtype (bf16 or fp16). Works with the cuda backend (GPU tensors) and with
-the cpu backend (CPU tensors).
+dtype (bf16 or fp16), or a quantized dtype (int8, fp8, int4) with the model
+in bf16 or fp16: K and V are quantized as they are appended. Works with the
+cuda backend (GPU tensors) and with the cpu backend (CPU tensors).
 
 Not supported: beam search (reorder_cache), sliding windows.
 """
@@ -145,9 +146,13 @@ class KvmemCache(Cache):
             raise ValueError("kvmem: pool %s holds %d layers x %d KV heads x %d, the model "
                              "%d x %d x %d" % (pool, g.layers, g.kv_heads, g.head_dim,
                                                 layers, kv_heads, head_dim))
-        if g.dtype not in _DTYPES:
-            raise ValueError("kvmem: pool %s: the kernels take bf16 or fp16 KV" % pool)
-        self.dtype = _DTYPES[g.dtype]
+        if g.dtype in _DTYPES:
+            self.dtype = _DTYPES[g.dtype]
+        elif g.quantized and getattr(model, "dtype", None) in _DTYPES.values():
+            self.dtype = model.dtype        # the kernels' io_dtype
+        else:
+            raise ValueError("kvmem: pool %s: the kernels take bf16 or fp16 KV, or quantized "
+                             "KV (int8, fp8, int4) of a bf16 or fp16 model" % pool)
         self.arena = kernels.Arena.from_pool(self.pool)
         self.device = torch.device(self.arena.device)
         self.seqs = []

@@ -66,7 +66,7 @@ class DecodeArgs(ctypes.Structure):
         ("workspace", ctypes.c_void_p),
         ("workspace_bytes", ctypes.c_uint64),
         ("threads", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("io_dtype", ctypes.c_uint32),
         ("stream", ctypes.c_void_p),
     ]
 
@@ -84,7 +84,7 @@ class PrefillArgs(ctypes.Structure):
         ("tokens", ctypes.c_uint32),
         ("max_q_len", ctypes.c_uint32),
         ("threads", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("io_dtype", ctypes.c_uint32),
         ("q", ctypes.c_void_p),
         ("out", ctypes.c_void_p),
         ("q_start", ctypes.c_void_p),
@@ -123,7 +123,7 @@ class AppendArgs(ctypes.Structure):
         ("slots", ctypes.c_void_p),
         ("status", ctypes.c_void_p),
         ("threads", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("io_dtype", ctypes.c_uint32),
         ("stream", ctypes.c_void_p),
     ]
 
@@ -247,6 +247,21 @@ def _torch_dtype(torch, dtype):
             _lib.KV_DTYPE_FP32: torch.float32}[dtype]
 
 
+def _io_dtype(torch, g, x, what):
+    """(torch dtype, io_dtype) of the activations @x (q, k, v) of a kernel
+    on a pool of geometry @g: an unquantized pool's own dtype, io_dtype 0
+    (kv_io_dtype() takes the pool's); a quantized pool's: @x's, fp16
+    (KV_DTYPE_FP16) or bf16 (KV_DTYPE_BF16), fp16 for @x not a tensor."""
+    if not g.quantized:
+        return _torch_dtype(torch, g.dtype), 0
+    io = {torch.float16: _lib.KV_DTYPE_FP16, torch.bfloat16: _lib.KV_DTYPE_BF16}
+    dt = x.dtype if torch.is_tensor(x) else torch.float16
+    if dt not in io:
+        raise TypeError("%s: dtype %s; a pool of %s takes float16 or bfloat16" %
+                        (what, dt, g.dtype_name))
+    return dt, io[dt]
+
+
 class Arena:
     """The memory a kernel works on: address of frame 0, frame count,
     geometry, and the torch device ("cpu" or "cuda:N") that holds it."""
@@ -332,10 +347,16 @@ def _as_arena(arena):
 def kv_view(arena):
     """The arena as a tensor of shape [frames, layers, 2 (K, V), kv_heads,
     block_tokens, head_dim] of the pool's dtype (a strided view, no copy):
-    ``kv_view(a)[frame, layer, 0, head, token]`` is a K vector."""
+    ``kv_view(a)[frame, layer, 0, head, token]`` is a K vector. Not for a
+    quantized pool (ValueError): its bytes are in Arena.tensor(), where
+    Geometry.elem_offset() and scale_offset() find them."""
     torch = _need_torch("kv_view")
     a = _as_arena(arena)
     g = a.geometry
+    if g.quantized:
+        raise ValueError("kv_view: a pool of %s holds quantized values and their scales, "
+                         "not a tensor of one dtype; see Arena.tensor() and "
+                         "Geometry.elem_offset(), scale_offset()" % g.dtype_name)
     es = g.dtype_size
     flat = a.tensor().view(_torch_dtype(torch, g.dtype))
     return flat.as_strided((a.frames, g.layers, 2, g.kv_heads, g.block_tokens, g.head_dim),
@@ -428,7 +449,8 @@ def decode(arena, layer, q, block_tables, ctx_lens, scale=None, window=0, out=No
     """Paged decode attention of one query token per sequence.
 
     @arena: an Arena or a Pool; @q: [batch, q_heads, head_dim] of the
-    pool's dtype, on the arena's device; @block_tables: [batch, stride]
+    pool's dtype (a quantized pool's: float16 or bfloat16, passed as
+    io_dtype), on the arena's device; @block_tables: [batch, stride]
     frames (int32, or anything that converts); @ctx_lens: [batch] tokens of
     context; @scale: default 1/sqrt(head_dim); @window: sliding window (0:
     all). Returns @out ([batch, q_heads, head_dim]).
@@ -444,7 +466,8 @@ def decode(arena, layer, q, block_tables, ctx_lens, scale=None, window=0, out=No
     a = _as_arena(arena)
     g = a.geometry
     dev = torch.device(a.device)
-    q = _tensor(torch, q, _torch_dtype(torch, g.dtype), dev, "decode: q")
+    dt, io_dtype = _io_dtype(torch, g, q, "decode: q")
+    q = _tensor(torch, q, dt, dev, "decode: q")
     if q.dim() != 3 or q.shape[2] != g.head_dim:
         raise ValueError("decode: q must be [batch, q_heads, %d], not %s" %
                          (g.head_dim, tuple(q.shape)))
@@ -478,6 +501,7 @@ def decode(arena, layer, q, block_tables, ctx_lens, scale=None, window=0, out=No
     args.ctx_lens = cl.data_ptr()
     args.status = _status(torch, status, dev, "decode")
     args.threads = threads
+    args.io_dtype = io_dtype
     args.stream, st = _stream(torch, a, stream)
     ws = None
     if a.is_cuda and workspace:
@@ -494,7 +518,8 @@ def prefill(arena, layer, q, q_start, block_tables, ctx_lens, scale=None, window
             out=None, max_q_len=0, status=None, check=False, threads=0, stream=None):
     """Paged prefill attention of a ragged batch of new tokens.
 
-    @q: [tokens, q_heads, head_dim] of the pool's dtype, the new tokens of
+    @q: [tokens, q_heads, head_dim] of the pool's dtype (a quantized
+    pool's: float16 or bfloat16, as for decode()), the new tokens of
     every sequence one after the other; @q_start: [batch + 1] where each
     sequence's rows start (0 first, tokens last); @block_tables: [batch,
     stride]; @ctx_lens: [batch] tokens in each sequence, the new ones
@@ -509,7 +534,8 @@ def prefill(arena, layer, q, q_start, block_tables, ctx_lens, scale=None, window
     a = _as_arena(arena)
     g = a.geometry
     dev = torch.device(a.device)
-    q = _tensor(torch, q, _torch_dtype(torch, g.dtype), dev, "prefill: q")
+    dt, io_dtype = _io_dtype(torch, g, q, "prefill: q")
+    q = _tensor(torch, q, dt, dev, "prefill: q")
     if q.dim() != 3 or q.shape[2] != g.head_dim:
         raise ValueError("prefill: q must be [tokens, q_heads, %d], not %s" %
                          (g.head_dim, tuple(q.shape)))
@@ -541,6 +567,7 @@ def prefill(arena, layer, q, q_start, block_tables, ctx_lens, scale=None, window
     args.tokens = q.shape[0]
     args.max_q_len = max_q_len
     args.threads = threads
+    args.io_dtype = io_dtype
     args.q = q.data_ptr()
     args.out = out.data_ptr()
     args.q_start = qs.data_ptr()
@@ -599,8 +626,9 @@ def verify(draft, draft_lens, logits, status=None, check=False, stream=None):
 def append(arena, layer, k, v, slots, status=None, check=False, threads=0, stream=None):
     """Write the K and V of new tokens of one layer into their slots.
 
-    @k, @v: [tokens, kv_heads, head_dim] of the pool's dtype; @slots:
-    [tokens] (int64; a negative slot skips the token), e.g. from
+    @k, @v: [tokens, kv_heads, head_dim] of the pool's dtype (a quantized
+    pool's: both float16 or both bfloat16, quantized as they are written);
+    @slots: [tokens] (int64; a negative slot skips the token), e.g. from
     Client.step() or BlockManager.append_slots(). CUDA as for decode().
     """
     torch = _need_torch("append")
@@ -608,7 +636,7 @@ def append(arena, layer, k, v, slots, status=None, check=False, threads=0, strea
     a = _as_arena(arena)
     g = a.geometry
     dev = torch.device(a.device)
-    dt = _torch_dtype(torch, g.dtype)
+    dt, io_dtype = _io_dtype(torch, g, k, "append: k")
     k = _tensor(torch, k, dt, dev, "append: k")
     v = _tensor(torch, v, dt, dev, "append: v")
     want = (g.kv_heads, g.head_dim)
@@ -626,6 +654,7 @@ def append(arena, layer, k, v, slots, status=None, check=False, threads=0, strea
     args.slots = s.data_ptr()
     args.status = _status(torch, status, dev, "append")
     args.threads = threads
+    args.io_dtype = io_dtype
     args.stream, st = _stream(torch, a, stream)
     _run(torch, "append", args, a, st, (k, v, s), status, check)
 
