@@ -120,9 +120,11 @@ struct kv_decode_args {
  * each run and head the scale becomes the run's own when the run writes
  * the block's token 0 (a block starts anew), else the larger of the old
  * one and the run's; when it grows, the block's other values are
- * requantized to it first. A frame may be written by one run per call
- * (the CPU returns -EINVAL otherwise; on CUDA that block's values are
- * undefined). Both implementations give the same bytes.
+ * requantized to it first. A block whose stored scale is not a finite
+ * number >= 0 (never written) starts anew too. An INT8 or FP8 frame may be
+ * written by one run per call (the CPU returns -EINVAL otherwise; on CUDA
+ * that block's values are undefined); INT4 has no such rule. Both
+ * implementations give the same bytes.
  */
 struct kv_append_args {
 	struct kv_arena_ref arena;

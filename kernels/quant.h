@@ -10,8 +10,9 @@
  *	INT4:  q = rint(x / scale) in -7..7 stored as q + 8, scale =
  *	       binary16(amax / 7) per KV_INT4_GROUP values
  *
- * "x / scale" is x * (1 / scale) in float (0 when the scale is 0), the
- * order the CUDA kernels use too. A NaN becomes 0 in the integer types.
+ * "x / scale" is x * (1 / scale) in float (0 when the scale is under
+ * FLT_MIN), the order the CUDA kernels use too. A NaN becomes 0 in the
+ * integer types.
  */
 #ifndef _KVMEM_KERNELS_QUANT_H
 #define _KVMEM_KERNELS_QUANT_H
@@ -26,6 +27,7 @@
 #define KV_FP8_QMAX	448.0f
 #define KV_INT4_QMAX	7.0f
 #define KV_F16_MAX	65504.0f
+#define KV_QUANT_SCALE_MIN	0x1p-126f	/* FLT_MIN */
 
 /** kv_quant_qmax() - the largest magnitude a quantized dtype stores */
 static inline float kv_quant_qmax(uint32_t dtype)
@@ -34,10 +36,14 @@ static inline float kv_quant_qmax(uint32_t dtype)
 	       dtype == KV_DTYPE_FP8_E4M3 ? KV_FP8_QMAX : KV_INT4_QMAX;
 }
 
-/** kv_quant_inv() - the multiplier that quantizes by @scale */
+/*
+ * kv_quant_inv() - the multiplier that quantizes by @scale: 0 for a scale
+ * of 0 or below FLT_MIN, whose inverse would overflow (values that small
+ * are stored as 0)
+ */
 static inline float kv_quant_inv(float scale)
 {
-	return scale > 0.0f ? 1.0f / scale : 0.0f;
+	return scale >= KV_QUANT_SCALE_MIN ? 1.0f / scale : 0.0f;
 }
 
 /** kv_fp8_to_f32() - widen an e4m3 value (exact); 0x7f and 0xff are NaN */

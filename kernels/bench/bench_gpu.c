@@ -15,7 +15,8 @@
  * in order instead of shuffled (what paging costs the same kernel); -P:
  * prefill only; -p: a prefill kernel variant (kv_cuda_prefill_variant);
  * -Q: only the table of decode on INT8, FP8 and INT4 pools beside bf16
- * (which the full run prints after the decode table).
+ * (which the full run prints after the decode table; KV_BENCH_QUANT_ROW=N:
+ * its row N alone, for a profiler).
  *
  * Every timed launch follows a pass over 256 MiB (more than L2) so that no
  * run finds its KV in cache; time is the median of REPS event-timed runs.
@@ -304,6 +305,7 @@ static void bench_quant(void *arena, __u64 arena_bytes, void *ws, __u64 ws_bytes
 		{ 32, 8, 128, KV_DTYPE_BF16, 1, 131072 },
 	};
 	unsigned int i, j;
+	int only = getenv("KV_BENCH_QUANT_ROW") ? atoi(getenv("KV_BENCH_QUANT_ROW")) : -1;
 
 	printf("\n# quantized decode: bf16 queries and outputs, block_tokens 16, frames "
 	       "shuffled; GB/s = bytes read (values and scales) / time\n");
@@ -313,6 +315,8 @@ static void bench_quant(void *arena, __u64 arena_bytes, void *ws, __u64 ws_bytes
 	for (i = 0; i < sizeof(base) / sizeof(base[0]); i++) {
 		double ms[4], gbs[3];
 
+		if (only >= 0 && (int)i != only)
+			continue;
 		for (j = 0; j < 4; j++) {
 			struct bench_shape s = base[i];
 			struct kv_geometry g;
@@ -510,6 +514,7 @@ int main(int argc, char **argv)
 			quant_only = 1;
 			continue;
 		}
+
 		if (opt == 'P')
 			prefill_only = 1;
 		else if (opt == 'p')

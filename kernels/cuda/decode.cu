@@ -231,14 +231,22 @@ __device__ __forceinline__ typename raw8<DT>::type ld_raw(const char *p)
 	} else if constexpr (raw8<DT>::bytes == 8) {
 		uint2 v;
 
-		asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];\n"
-			     : "=r"(v.x), "=r"(v.y) : "l"(p));
+		if (VAR & 1)
+			asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0,%1}, [%2];\n"
+				     : "=r"(v.x), "=r"(v.y) : "l"(p));
+		else
+			asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];\n"
+				     : "=r"(v.x), "=r"(v.y) : "l"(p));
 		return v;
 	} else {
 		uint32_t v;
 
-		asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];\n"
-			     : "=r"(v) : "l"(p));
+		if (VAR & 1)
+			asm volatile("ld.global.nc.L1::no_allocate.L2::256B.u32 %0, [%1];\n"
+				     : "=r"(v) : "l"(p));
+		else
+			asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];\n"
+				     : "=r"(v) : "l"(p));
 		return v;
 	}
 }

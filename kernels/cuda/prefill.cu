@@ -22,12 +22,21 @@
  * Tokens a row may not see (after its position, before its window) are
  * masked in the tiles that have any; tokens outside every row's span are
  * loaded as zeros.
+ *
+ * Quantized pools (DT, their dtype, a template argument): each thread
+ * loads 8 dims of a row (8 or 4 bytes), widens them times their scale to
+ * binary16 and stores them in the stage where a 16-bit pool's row would
+ * be, so the rest of the kernel is the same, in binary16 (the queries are
+ * converted once). These loads are not asynchronous: the tiles ahead are
+ * loaded before the current one is computed, by the same threads.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <type_traits>
 
 #include "kernels/kvkernels.h"
 #include "kernels/internal.h"
@@ -54,6 +63,9 @@ constexpr uint32_t kMaxY = 65535;
 
 struct prefill_params {
 	kv_layer_ref kv;	/* the layer's K and V in the arena */
+	uint64_t soff;		/* quantized: the layer's K scales of head 0 */
+	uint64_t hsb;		/* quantized: one head's scales in a block */
+	uint32_t kv_heads;
 	const void *q;
 	void *out;
 	const uint32_t *q_start;
@@ -143,6 +155,76 @@ __device__ __forceinline__ void load_tile(const prefill_params &p, const uint32_
 	}
 }
 
+/* 8 floats as four binary16 pairs */
+__device__ __forceinline__ uint4 pack8(const float (&f)[8])
+{
+	return make_uint4(kv_mma<__half>::pack(f[0], f[1]), kv_mma<__half>::pack(f[2], f[3]),
+			  kv_mma<__half>::pack(f[4], f[5]), kv_mma<__half>::pack(f[6], f[7]));
+}
+
+/*
+ * Dims 8c .. 8c + 7 of the row at @row (values; @fb: its frame, @sc: the
+ * head's scales in it, @tib: the token in the block) times their scale.
+ */
+template <int HD, int DT>
+__device__ __forceinline__ uint4 dequant8(const char *fb, uint64_t sc, uint32_t tib,
+					  const char *row, uint32_t c)
+{
+	float f[8];
+
+	if constexpr (DT == KV_DTYPE_INT4) {
+		uint32_t w = __ldg(reinterpret_cast<const uint32_t *>(row + c * 4));
+		float s = __half2float(reinterpret_cast<const __half *>(
+			fb + sc + (uint64_t)tib * (HD / 16))[c / 4]);
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			f[i] = (float)((int)((w >> (4 * i)) & 15) - 8) * s;
+	} else {
+		uint2 w = __ldg(reinterpret_cast<const uint2 *>(row + c * 8));
+		float s = __ldg(reinterpret_cast<const float *>(fb + sc));
+#pragma unroll
+		for (int i = 0; i < 8; i++) {
+			uint8_t q = (uint8_t)((i < 4 ? w.x : w.y) >> (8 * (i & 3)));
+
+			if constexpr (DT == KV_DTYPE_INT8)
+				f[i] = (float)(int8_t)q * s;
+			else
+				f[i] = __half2float(__half(__nv_cvt_fp8_to_halfraw(q, __NV_E4M3))) * s;
+		}
+	}
+	return pack8(f);
+}
+
+/*
+ * load_tile() of a quantized pool: the tile's K and V widened into the
+ * stage as binary16 rows; @sk_off: the head's K scales in a frame.
+ */
+template <int HD, int TK, int DT>
+__device__ __forceinline__ void load_tile_q(const prefill_params &p, const uint32_t *table,
+					    uint64_t koff, uint64_t sk_off, uint32_t t,
+					    uint32_t lo, uint32_t hi, char *sk, char *sv)
+{
+	constexpr int chunks = HD / 8;
+	constexpr uint32_t rowb = HD * (DT == KV_DTYPE_INT4 ? 4 : 8) / 8;
+	const uint64_t sv_off = sk_off + p.kv_heads * p.hsb;
+
+	for (int i = threadIdx.x; i < TK * chunks; i += kWarps * 32) {
+		uint32_t r = i / chunks, c = i % chunks, tok = t + r;
+		uint4 kx = make_uint4(0, 0, 0, 0), vx = kx;
+
+		if (tok >= lo && tok < hi) {
+			uint32_t blk = tok / p.block_tokens, tib = tok - blk * p.block_tokens;
+			const char *fb = p.kv.arena + table[blk] * p.kv.frame_bytes;
+			const char *row = fb + koff + (uint64_t)tib * rowb;
+
+			kx = dequant8<HD, DT>(fb, sk_off, tib, row, c);
+			vx = dequant8<HD, DT>(fb, sv_off, tib, row + p.kv.voff, c);
+		}
+		*reinterpret_cast<uint4 *>(sk + swz<HD>(r, c)) = kx;
+		*reinterpret_cast<uint4 *>(sv + swz<HD>(r, c)) = vx;
+	}
+}
+
 /*
  * Sequence @b is sound: q_start in range, its queries fit its context and
  * the grid, its context fits its table, every frame it reads is in the
@@ -185,16 +267,44 @@ __device__ __forceinline__ void load_q(const prefill_params &p, uint32_t b, uint
 	}
 }
 
+/* a stage's K (first half) and V (second half) of the tile at @t */
+template <int HD, int TK, int DT>
+__device__ __forceinline__ void load_stage(const prefill_params &p, const uint32_t *table,
+					   uint64_t koff, uint64_t sk_off, uint32_t t,
+					   uint32_t lo, uint32_t hi, char *stage)
+{
+	char *sv = stage + TK * HD * 2;
+
+	if constexpr (DT == 0)
+		load_tile<HD, TK>(p, table, koff, t, lo, hi, stage, sv);
+	else
+		load_tile_q<HD, TK, DT>(p, table, koff, sk_off, t, lo, hi, stage, sv);
+}
+
+/* two queries of type T at @q, as the mma type's pair */
+template <typename T, int DT>
+__device__ __forceinline__ uint32_t q_pair(const T *q)
+{
+	uint32_t x = *reinterpret_cast<const uint32_t *>(q);
+
+	if constexpr (DT == 0 || std::is_same<T, __half>::value)
+		return x;
+	else
+		return kv_mma<__half>::pack(static_cast<float>(q[0]), static_cast<float>(q[1]));
+}
+
 /*
  * TK tokens per K/V tile; MT m-tiles of 16 rows per warp (with MT 2 the
  * queries wait in shared memory and are read per k-step, as
  * FlashAttention-2 does, to leave registers for twice the outputs); MINB
  * CTAs per SM asked of the register allocator (see kv_cuda_prefill_variant).
  */
-template <typename T, int HD, int TK, int MT, int MINB, int NS>
+template <typename T, int HD, int TK, int MT, int MINB, int NS, int DT>
 __global__ void __launch_bounds__(kWarps * 32, MINB)
 kv_prefill_kernel(const prefill_params p)
 {
+	static_assert(DT == 0 || MT == 1, "quantized: the queries stay in registers");
+	typedef typename std::conditional<DT == 0, T, __half>::type M;	/* mma type */
 	constexpr int kTokens = TK;
 	constexpr bool QS = MT > 1;		/* queries in shared memory */
 	extern __shared__ __align__(128) char smem[];
@@ -252,10 +362,9 @@ kv_prefill_kernel(const prefill_params p)
 					 h * p.group + row[0][e] % p.group) * HD;
 #pragma unroll
 				for (int ks = 0; ks < (QS ? 1 : kt); ks++) {
-					qa[ks][e] = live[0][e] && ok ? *reinterpret_cast<const uint32_t *>(
-							qrow + ks * 16 + 2 * c) : 0u;
-					qa[ks][2 + e] = live[0][e] && ok ? *reinterpret_cast<const uint32_t *>(
-							qrow + ks * 16 + 8 + 2 * c) : 0u;
+					qa[ks][e] = live[0][e] && ok ? q_pair<T, DT>(qrow + ks * 16 + 2 * c) : 0u;
+					qa[ks][2 + e] = live[0][e] && ok ?
+						q_pair<T, DT>(qrow + ks * 16 + 8 + 2 * c) : 0u;
 				}
 			}
 		}
@@ -271,6 +380,7 @@ kv_prefill_kernel(const prefill_params p)
 		}
 
 		const uint64_t koff = p.kv.koff + h * p.kv.head_bytes;
+		const uint64_t sk_off = p.soff + h * p.hsb;
 		const uint32_t t0 = lo / kTokens * kTokens;
 		const int ntiles = ok && hi > t0 ? (int)((hi - t0 + kTokens - 1) / kTokens) : 0;
 
@@ -280,8 +390,8 @@ kv_prefill_kernel(const prefill_params p)
 #pragma unroll
 		for (int j = 0; j < NS - 1; j++) {
 			if (j < ntiles)
-				load_tile<HD, TK>(p, table, koff, t0 + j * kTokens, lo, hi,
-						  smem + j * stage, smem + j * stage + stage / 2);
+				load_stage<HD, TK, DT>(p, table, koff, sk_off, t0 + j * kTokens,
+						       lo, hi, smem + j * stage);
 			cp_async_commit();
 		}
 		for (int it = 0; it < ntiles; it++) {
@@ -290,9 +400,8 @@ kv_prefill_kernel(const prefill_params p)
 			const int nx = it + NS - 1;
 
 			if (nx < ntiles)
-				load_tile<HD, TK>(p, table, koff, t0 + nx * kTokens, lo, hi,
-						  smem + (nx % NS) * stage,
-						  smem + (nx % NS) * stage + stage / 2);
+				load_stage<HD, TK, DT>(p, table, koff, sk_off, t0 + nx * kTokens,
+						       lo, hi, smem + (nx % NS) * stage);
 			cp_async_commit();
 			cp_async_wait<NS - 1>();
 			__syncthreads();
@@ -331,8 +440,8 @@ kv_prefill_kernel(const prefill_params p)
 								 ks * 2 + (lane >> 3)));
 #pragma unroll
 					for (int mt = 0; mt < MT; mt++) {
-						kv_mma<T>::mma(s[mt][nt], qf[mt][0], kb[0], kb[1]);
-						kv_mma<T>::mma(s[mt][nt], qf[mt][1], kb[2], kb[3]);
+						kv_mma<M>::mma(s[mt][nt], qf[mt][0], kb[0], kb[1]);
+						kv_mma<M>::mma(s[mt][nt], qf[mt][1], kb[2], kb[3]);
 					}
 				}
 			}
@@ -382,8 +491,8 @@ kv_prefill_kernel(const prefill_params p)
 						x[i] = exp2f(s[mt][nt][i] - ref);
 						l[mt][e] += x[i];
 					}
-					pa[mt][nt / 2][(nt & 1) * 2] = kv_mma<T>::pack(x[0], x[1]);
-					pa[mt][nt / 2][(nt & 1) * 2 + 1] = kv_mma<T>::pack(x[2], x[3]);
+					pa[mt][nt / 2][(nt & 1) * 2] = kv_mma<M>::pack(x[0], x[1]);
+					pa[mt][nt / 2][(nt & 1) * 2 + 1] = kv_mma<M>::pack(x[2], x[3]);
 				}
 #pragma unroll
 				for (int dt = 0; dt < HD / 8; dt++) {
@@ -406,8 +515,8 @@ kv_prefill_kernel(const prefill_params p)
 								   dt + (lane >> 4)));
 #pragma unroll
 					for (int mt = 0; mt < MT; mt++) {
-						kv_mma<T>::mma(o[mt][dt], pa[mt][kk], vb[0], vb[1]);
-						kv_mma<T>::mma(o[mt][dt + 1], pa[mt][kk], vb[2], vb[3]);
+						kv_mma<M>::mma(o[mt][dt], pa[mt][kk], vb[0], vb[1]);
+						kv_mma<M>::mma(o[mt][dt + 1], pa[mt][kk], vb[2], vb[3]);
 					}
 				}
 			}
@@ -440,12 +549,12 @@ kv_prefill_kernel(const prefill_params p)
 	}
 }
 
-template <typename T, int HD, int TK, int MT, int MINB, int NS = 2>
+template <typename T, int HD, int TK, int MT, int MINB, int NS = 2, int DT = 0>
 int launch(const prefill_params &p0, uint32_t max_q, cudaStream_t st)
 {
 	/* NS stages of K and V, and the queries when they wait in smem */
 	constexpr size_t smem = NS * 2 * TK * HD * 2 + (MT > 1 ? kWarps * 16 * MT * HD * 2 : 0);
-	auto kern = kv_prefill_kernel<T, HD, TK, MT, MINB, NS>;
+	auto kern = kv_prefill_kernel<T, HD, TK, MT, MINB, NS, DT>;
 	prefill_params p = p0;
 	static bool attr_set[KV_CUDA_MAX_DEVICES];
 
@@ -486,6 +595,31 @@ static int pick_variant(const prefill_params &p, uint32_t max_q)
 	    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
 		return 0;
 	return ctas >= 3ull * sms * 2 ? 8 : 6;
+}
+
+/*
+ * A quantized pool: the shapes of variants 6 and 7 (queries in registers),
+ * 7 where the grid fills the SMs several times over.
+ */
+template <typename T, int HD, int DT>
+int launch_quant(const prefill_params &p, uint32_t max_q, cudaStream_t st)
+{
+	if (pick_variant(p, max_q) == 8)
+		return launch<T, HD, 32, 1, 3, 4, DT>(p, max_q, st);
+	return launch<T, HD, 64, 1, 1, 3, DT>(p, max_q, st);
+}
+
+template <typename T, int HD>
+int launch_dt(const prefill_params &p, uint32_t dtype, uint32_t max_q, cudaStream_t st)
+{
+	switch (dtype) {
+	case KV_DTYPE_INT8:
+		return launch_quant<T, HD, KV_DTYPE_INT8>(p, max_q, st);
+	case KV_DTYPE_FP8_E4M3:
+		return launch_quant<T, HD, KV_DTYPE_FP8_E4M3>(p, max_q, st);
+	default:
+		return launch_quant<T, HD, KV_DTYPE_INT4>(p, max_q, st);
+	}
 }
 
 template <typename T, int HD>
@@ -533,7 +667,7 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 
 	if (err)
 		return err;
-	if (g->dtype != KV_DTYPE_FP16 && g->dtype != KV_DTYPE_BF16)
+	if (g->dtype == KV_DTYPE_FP32)
 		return -EOPNOTSUPP;
 	if (g->head_dim != 64 && g->head_dim != 128)
 		return -EOPNOTSUPP;
@@ -545,6 +679,11 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 		return -EINVAL;
 
 	p.kv = kv_layer_of(&a->arena, a->layer);
+	if (kv_dtype_quantized(g->dtype)) {
+		p.soff = kv_scale_offset(g, a->layer, KV_K, 0);
+		p.hsb = kv_head_scale_bytes(g);
+	}
+	p.kv_heads = g->kv_heads;
 	p.q = a->q;
 	p.out = a->out;
 	p.q_start = a->q_start;
@@ -565,11 +704,18 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 	if (((uint64_t)max_q + p.qpc - 1) / p.qpc > 0x7fffffffu)
 		return -EINVAL;
 
+	cudaStream_t st = static_cast<cudaStream_t>(a->stream);
+	if (kv_dtype_quantized(g->dtype)) {
+		if (kv_io_dtype(g, a->io_dtype) == KV_DTYPE_BF16)
+			return g->head_dim == 64 ?
+				launch_dt<__nv_bfloat16, 64>(p, g->dtype, max_q, st) :
+				launch_dt<__nv_bfloat16, 128>(p, g->dtype, max_q, st);
+		return g->head_dim == 64 ? launch_dt<__half, 64>(p, g->dtype, max_q, st) :
+					   launch_dt<__half, 128>(p, g->dtype, max_q, st);
+	}
 	if (g->dtype == KV_DTYPE_BF16)
-		return g->head_dim == 64 ?
-			launch_var<__nv_bfloat16, 64>(p, max_q, static_cast<cudaStream_t>(a->stream)) :
-			launch_var<__nv_bfloat16, 128>(p, max_q, static_cast<cudaStream_t>(a->stream));
-	return g->head_dim == 64 ?
-		launch_var<__half, 64>(p, max_q, static_cast<cudaStream_t>(a->stream)) :
-		launch_var<__half, 128>(p, max_q, static_cast<cudaStream_t>(a->stream));
+		return g->head_dim == 64 ? launch_var<__nv_bfloat16, 64>(p, max_q, st) :
+					   launch_var<__nv_bfloat16, 128>(p, max_q, st);
+	return g->head_dim == 64 ? launch_var<__half, 64>(p, max_q, st) :
+				   launch_var<__half, 128>(p, max_q, st);
 }

@@ -80,9 +80,10 @@ __device__ __forceinline__ float dequant8(uint32_t dtype, uint8_t q)
 	return (float)(int8_t)q;
 }
 
+/* kv_quant_inv(): 0 under FLT_MIN, whose inverse would overflow */
 __device__ __forceinline__ float quant_inv(float scale)
 {
-	return scale > 0.f ? __fdiv_rn(1.0f, scale) : 0.f;
+	return scale >= 0x1p-126f ? __fdiv_rn(1.0f, scale) : 0.f;
 }
 
 __device__ __forceinline__ void set_status(int32_t *status)

@@ -5,7 +5,8 @@
  * grows block scales and requantizes) give the same arena bytes, and
  * decode on that arena gives the CPU's outputs, over head_dim 64/128/256,
  * GQA 1/4/8/32, block sizes 16/5/32, ragged contexts, shuffled frames,
- * fp16 and bf16 queries, with and without the split-context path.
+ * fp16 and bf16 queries, with and without the split-context path; and so
+ * does prefill (head_dim 64/128), each sequence's last tokens as queries.
  *
  * Skips (exit 4) where no GPU is found or the build has no CUDA.
  */
@@ -291,6 +292,102 @@ static void quant_case(struct __test_metadata *_metadata, const struct kv_geomet
 	qcase_free(&c);
 }
 
+/* Prefill: the last 1 .. 40 tokens of each sequence are its queries. */
+static void quant_prefill_case(struct __test_metadata *_metadata,
+			       const struct kv_geometry *g, __u32 io, __u32 ratio,
+			       __u32 batch, const __u32 *ctx)
+{
+	struct qcase c;
+	__u32 b, *qs, max_q = 0;
+	__u64 abytes, n;
+	size_t obytes;
+	void *host, *dev, *dk, *dv, *q, *cpu_out, *gpu_out;
+	void *dq, *dout, *dqs, *dtable, *dctx;
+	__s64 *dslots;
+	__s32 *dstatus, status = 0;
+	struct kv_prefill_args a;
+	double err;
+
+	ASSERT_EQ(0, qcase_init(&c, g, io, ratio, batch, ctx));
+	qs = malloc(sizeof(__u32) * (batch + 1));
+	ASSERT_TRUE(qs != NULL);
+	qs[0] = 0;
+	for (b = 0; b < batch; b++) {
+		__u32 nq = 1 + kvt_below(ctx[b] < 40 ? ctx[b] : 40);
+
+		qs[b + 1] = qs[b] + nq;
+		max_q = nq > max_q ? nq : max_q;
+	}
+	abytes = c.frames * kv_frame_bytes(g);
+	n = (__u64)qs[batch] * c.q_heads * g->head_dim;
+	obytes = n * kv_dtype_size(io);
+	host = calloc(abytes, 1);
+	q = malloc(obytes);
+	cpu_out = malloc(obytes);
+	gpu_out = malloc(obytes);
+	ASSERT_TRUE(host && q && cpu_out && gpu_out);
+	kvt_fill(q, io, n, 1.0);
+	dev = dev_alloc(NULL, abytes);
+	dk = dev_alloc(c.k, (size_t)c.tokens * g->kv_heads * g->head_dim * kv_dtype_size(io));
+	dv = dev_alloc(c.v, (size_t)c.tokens * g->kv_heads * g->head_dim * kv_dtype_size(io));
+	dslots = dev_alloc(c.slots, sizeof(__s64) * c.tokens);
+	ASSERT_TRUE(dev && dk && dv && dslots);
+	qcase_fill(_metadata, &c, host, dev, dk, dv, dslots);
+
+	a = (struct kv_prefill_args){
+		.arena = { .base = host, .frames = c.frames, .g = *g },
+		.layer = c.layer, .batch = batch, .q_heads = c.q_heads,
+		.scale = 1.0f / sqrtf((float)g->head_dim), .table_stride = c.stride,
+		.tokens = qs[batch], .max_q_len = max_q, .io_dtype = io,
+		.q = q, .out = cpu_out, .q_start = qs, .block_table = c.table,
+		.ctx_lens = c.ctx,
+	};
+	kvt_fill_nan(cpu_out, io, n);
+	ASSERT_EQ(0, kv_prefill_cpu(&a));
+
+	dq = dev_alloc(q, obytes);
+	kvt_fill_nan(gpu_out, io, n);
+	dout = dev_alloc(gpu_out, obytes);
+	dqs = dev_alloc(qs, sizeof(__u32) * (batch + 1));
+	dtable = dev_alloc(c.table, sizeof(__u32) * batch * c.stride);
+	dctx = dev_alloc(c.ctx, sizeof(__u32) * batch);
+	dstatus = dev_alloc(&status, sizeof(status));
+	ASSERT_TRUE(dq && dout && dqs && dtable && dctx && dstatus);
+	a.arena.base = dev;
+	a.q = dq;
+	a.out = dout;
+	a.q_start = dqs;
+	a.block_table = dtable;
+	a.ctx_lens = dctx;
+	a.status = dstatus;
+	EXPECT_EQ(0, kv_prefill_cuda(&a));
+	CU(cudaDeviceSynchronize());
+	CU(cudaMemcpy(gpu_out, dout, obytes, cudaMemcpyDeviceToHost));
+	CU(cudaMemcpy(&status, dstatus, sizeof(status), cudaMemcpyDeviceToHost));
+	EXPECT_EQ(0, status);
+	err = kvt_rel_err_vs(gpu_out, cpu_out, io, n);
+	if (getenv("KVT_VERBOSE") || !(err <= (io == KV_DTYPE_FP16 ? 3e-3 : 1.5e-2)))
+		TH_LOG("prefill: dtype %u io %u hd %u bt %u kvh %u ratio %u: vs cpu %g",
+		       g->dtype, io, g->head_dim, g->block_tokens, g->kv_heads, ratio, err);
+	EXPECT_LE(err, io == KV_DTYPE_FP16 ? 3e-3 : 1.5e-2);
+	cudaFree(dq);
+	cudaFree(dout);
+	cudaFree(dqs);
+	cudaFree(dtable);
+	cudaFree(dctx);
+	cudaFree(dstatus);
+	cudaFree(dev);
+	cudaFree(dk);
+	cudaFree(dv);
+	cudaFree(dslots);
+	free(host);
+	free(q);
+	free(cpu_out);
+	free(gpu_out);
+	free(qs);
+	qcase_free(&c);
+}
+
 static void quant_sweep(struct __test_metadata *_metadata, __u32 dtype)
 {
 	static const __u32 ratios[] = { 1, 4, 8, 32 };
@@ -313,6 +410,9 @@ static void quant_sweep(struct __test_metadata *_metadata, __u32 dtype)
 			kvt_ragged(ctx, 5, g.block_tokens, 700);
 			quant_case(_metadata, &g, (i + j) % 2 ? KV_DTYPE_BF16 : KV_DTYPE_FP16,
 				   ratios[j], 5, ctx);
+			if (g.head_dim <= 128)
+				quant_prefill_case(_metadata, &g, (i + j) % 2 ? KV_DTYPE_FP16 :
+						   KV_DTYPE_BF16, ratios[j], 5, ctx);
 		}
 	}
 }
