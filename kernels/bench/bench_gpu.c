@@ -346,10 +346,16 @@ static int do_prefill(void *p)
  * Causal prefill, 32:8, head_dim 128, bf16, block_tokens 16, frames
  * shuffled: FLOPs are 4 * head_dim * q_heads per (query, visible token).
  */
-static void bench_prefill(const struct prefill_shape *s, void *arena, __u64 frames)
+/*
+ * Time a prefill of @s on a pool of @dtype (bf16 queries) in @arena_bytes;
+ * *@tflops: its rate.
+ */
+static double prefill_ms(const struct prefill_shape *s, __u32 dtype, void *arena,
+			 __u64 arena_bytes, double *tflops)
 {
-	struct bench_shape bs = { 32, 8, 128, KV_DTYPE_BF16, s->batch, s->ctx };
+	struct bench_shape bs = { 32, 8, 128, dtype, s->batch, s->ctx };
 	struct kv_geometry g = bench_geometry(&bs);
+	__u64 frames = arena_bytes / kv_frame_bytes(&g);
 	__u64 per = (s->ctx + 15) / 16, tokens = (__u64)s->batch * s->nq, i;
 	size_t qbytes = tokens * 32 * 128 * 2;
 	__u32 *table = malloc(sizeof(__u32) * per * s->batch), *ctx = malloc(4 * s->batch);
@@ -387,15 +393,13 @@ static void bench_prefill(const struct prefill_shape *s, void *arena, __u64 fram
 		.tokens = (__u32)tokens, .max_q_len = s->nq, .q = d_q, .out = d_out,
 		.q_start = d_qs, .block_table = d_table, .ctx_lens = d_ctx,
 		.status = d_status,
+		.io_dtype = kv_dtype_quantized(dtype) ? KV_DTYPE_BF16 : 0,
 	};
 	ms = time_ms(do_prefill, &a);
 	CK(cudaMemcpy(&status, d_status, 4, cudaMemcpyDeviceToHost));
 	if (status)
 		fprintf(stderr, "# prefill reported status %d\n", status);
-	printf("| %u x %u on %u | %8.3f | %6.1f | %8.3f | %8.3f | %5.2f | %5.2f |\n",
-	       s->batch, s->nq, s->ctx, ms, flops / (ms * 1e-3) / 1e12, s->flash_ms,
-	       s->cudnn_ms, s->flash_ms / ms, s->cudnn_ms / ms);
-	fflush(stdout);
+	*tflops = flops / (ms * 1e-3) / 1e12;
 	CK(cudaFree(d_q));
 	CK(cudaFree(d_out));
 	CK(cudaFree(d_table));
@@ -405,6 +409,41 @@ static void bench_prefill(const struct prefill_shape *s, void *arena, __u64 fram
 	free(table);
 	free(ctx);
 	free(qs);
+	return ms;
+}
+
+static void bench_prefill(const struct prefill_shape *s, void *arena, __u64 frames)
+{
+	double tf, ms = prefill_ms(s, KV_DTYPE_BF16, arena, frames * 65536, &tf);
+
+	printf("| %u x %u on %u | %8.3f | %6.1f | %8.3f | %8.3f | %5.2f | %5.2f |\n",
+	       s->batch, s->nq, s->ctx, ms, tf, s->flash_ms, s->cudnn_ms,
+	       s->flash_ms / ms, s->cudnn_ms / ms);
+	fflush(stdout);
+}
+
+/* Prefill on quantized pools beside bf16: a full and a chunked shape. */
+static void bench_prefill_quant(void *arena, __u64 frames)
+{
+	static const __u32 dtypes[] = { KV_DTYPE_BF16, KV_DTYPE_INT8, KV_DTYPE_FP8_E4M3,
+					KV_DTYPE_INT4 };
+	static const unsigned int rows[] = { 0, 4 };
+	unsigned int i, j;
+
+	printf("\n# prefill on quantized pools (bf16 queries; the same shapes)\n");
+	printf("| batch x new on ctx | bf16 ms | int8 ms | fp8 ms | int4 ms | "
+	       "bf16 TFLOP/s | int8 | fp8 | int4 |\n|---|---|---|---|---|---|---|---|---|\n");
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const struct prefill_shape *s = &prefills[rows[i]];
+		double ms[4], tf[4];
+
+		for (j = 0; j < 4; j++)
+			ms[j] = prefill_ms(s, dtypes[j], arena, frames * 65536, &tf[j]);
+		printf("| %u x %u on %u | %.3f | %.3f | %.3f | %.3f | %.1f | %.1f | %.1f | %.1f |\n",
+		       s->batch, s->nq, s->ctx, ms[0], ms[1], ms[2], ms[3], tf[0], tf[1],
+		       tf[2], tf[3]);
+		fflush(stdout);
+	}
 }
 
 static void bench_moves(double copy_bw)
@@ -621,6 +660,7 @@ int main(int argc, char **argv)
 		       "flash/ours | cuDNN/ours |\n|---|---|---|---|---|---|---|\n");
 		for (i = 0; i < (int)NPREFILL; i++)
 			bench_prefill(&prefills[i], arena, frames);
+		bench_prefill_quant(arena, frames);
 	}
 	CK(cudaFree(arena));
 	if (!decode_only && !prefill_only)
