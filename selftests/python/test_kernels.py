@@ -511,7 +511,7 @@ class TorchQuantTest(unittest.TestCase):
         self.quant_case(kvmem.KV_DTYPE_INT4, torch.bfloat16)
 
     def test_io_dtype(self):
-        g = kvmem.Geometry(1, 2, 32, 4, kvmem.KV_DTYPE_INT8)
+        g = kvmem.Geometry(1, 2, 64, 4, kvmem.KV_DTYPE_INT8)     # CUDA: head_dim 64 up
         arena = kernels.Arena.empty(g, 4, self.device)
         self.assertEqual(kernels._io_dtype(torch, g, torch.zeros(1, dtype=torch.bfloat16), "x"),
                          (torch.bfloat16, kvmem.KV_DTYPE_BF16))
@@ -521,17 +521,17 @@ class TorchQuantTest(unittest.TestCase):
         g16 = g._replace(dtype=kvmem.KV_DTYPE_BF16)
         self.assertEqual(kernels._io_dtype(torch, g16, torch.zeros(1, dtype=torch.float16), "x"),
                          (torch.bfloat16, 0))
-        k = torch.zeros(1, 2, 32, dtype=torch.float32, device=self.device)
+        k = torch.zeros(1, 2, 64, dtype=torch.float32, device=self.device)
         with self.assertRaises(TypeError):                  # fp32 on a quantized pool
             kernels.append(arena, 0, k, k, [0])
         with self.assertRaises(TypeError):                  # k and v of two dtypes
             kernels.append(arena, 0, k.half(), k.bfloat16(), [0])
         with self.assertRaises(TypeError):
-            kernels.decode(arena, 0, torch.zeros(1, 2, 32, device=self.device), [[0]], [1])
+            kernels.decode(arena, 0, torch.zeros(1, 2, 64, device=self.device), [[0]], [1])
         with self.assertRaises(ValueError):                 # no tensor of one dtype
             kernels.kv_view(arena)
         kernels.append(arena, 0, k.bfloat16(), k.bfloat16(), [0])
-        out = kernels.decode(arena, 0, torch.ones(1, 2, 32, dtype=torch.bfloat16,
+        out = kernels.decode(arena, 0, torch.ones(1, 2, 64, dtype=torch.bfloat16,
                                                   device=self.device), [[0]], [1])
         self.assertEqual(out.dtype, torch.bfloat16)
         self.assertEqual(out.abs().max().item(), 0)
