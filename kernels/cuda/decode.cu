@@ -271,6 +271,17 @@ __device__ __forceinline__ uint32_t tile_frame(const decode_params &p,
 }
 
 /*
+ * Whether the tile at @t0 lies in frame @frame (block_tokens % 16 == 0, see
+ * tile_frame()), inside the arena, with every token in [lo, hi): then its
+ * rows are loaded from one base without a check per row.
+ */
+__device__ __forceinline__ bool tile_whole(const decode_params &p, uint32_t frame,
+					   uint32_t t0, uint32_t lo, uint32_t hi)
+{
+	return frame != ~0u && frame < p.kv.frames && t0 >= lo && t0 + kTile <= hi;
+}
+
+/*
  * Per-lane loads of one tile: the K rows of tokens r and r+8, the V rows of
  * tokens 2c, 2c+1, 2c+8, 2c+9 (r = lane / 4, c = lane % 4), 8 dims per
  * vector; with their scales in a quantized pool (@sk: the head's K scales
@@ -287,6 +298,32 @@ __device__ __forceinline__ void load_k(const decode_params &p,
 	constexpr uint32_t vb = raw8<DT>::bytes, rowb = HD / 8 * vb;
 	int r = lane >> 2, c = lane & 3;
 
+	if (tile_whole(p, frame, t0, lo, hi)) {
+		/* one frame, every row attended: offsets from one base */
+		const char *fb = p.kv.arena + frame * p.kv.frame_bytes;
+		uint32_t tib0 = t0 % p.block_tokens;
+		const char *row = fb + koff + (uint64_t)(tib0 + r) * rowb + c * vb;
+#pragma unroll
+		for (int half = 0; half < 2; half++)
+#pragma unroll
+			for (int kk = 0; kk < HD / 32; kk++)
+				k[half][kk] = ld_raw<VAR, DT>(row + half * 8 * rowb + kk * 4 * vb);
+		if constexpr (block_scaled<DT>()) {
+			sc.k[0] = sc.k[1] = __ldg(reinterpret_cast<const float *>(fb + sk));
+			sc.v[0] = sc.v[1] = __ldg(reinterpret_cast<const float *>(
+					fb + sk + p.kv_heads * p.hsb));
+		} else if constexpr (DT == KV_DTYPE_INT4) {
+#pragma unroll
+			for (int half = 0; half < 2; half++) {
+				const uint32_t *g = reinterpret_cast<const uint32_t *>(
+					fb + sk + (uint64_t)(tib0 + r + 8 * half) * (HD / 16));
+#pragma unroll
+				for (int w = 0; w < HD / 64; w++)
+					sc.kg[half][w] = __ldg(g + w);
+			}
+		}
+		return;
+	}
 #pragma unroll
 	for (int half = 0; half < 2; half++) {
 		uint32_t tib = 0;
@@ -322,6 +359,24 @@ __device__ __forceinline__ void load_v(const decode_params &p,
 	constexpr uint32_t vb = raw8<DT>::bytes, rowb = HD / 8 * vb;
 	int r = lane >> 2, c = lane & 3;
 
+	if (tile_whole(p, frame, t0, lo, hi)) {
+		const char *fb = p.kv.arena + frame * p.kv.frame_bytes;
+		uint32_t tib0 = t0 % p.block_tokens;
+		const char *row = fb + voff + (uint64_t)(tib0 + 2 * c) * rowb + r * vb;
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			const uint32_t ri = (i & 1) + 8 * (i >> 1);
+#pragma unroll
+			for (int cg = 0; cg < HD / 64; cg++) {
+				v[i][cg] = ld_raw<VAR, DT>(row + ri * rowb + cg * 8 * vb);
+				if constexpr (DT == KV_DTYPE_INT4)
+					sc.vg[i][cg] = reinterpret_cast<const __half *>(
+						fb + sv + (uint64_t)(tib0 + 2 * c + ri) * (HD / 16))
+						[(cg * 8 + r) / 4];
+			}
+		}
+		return;
+	}
 #pragma unroll
 	for (int i = 0; i < 4; i++) {
 		uint32_t tok = t0 + 2 * c + (i & 1) + 8 * (i >> 1), tib = 0;
