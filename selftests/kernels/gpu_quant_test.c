@@ -194,6 +194,28 @@ static __u64 bytes_differ(const unsigned char *x, const unsigned char *y, __u64 
 	return d;
 }
 
+/*
+ * Wait for the launch, fetch its @n outputs of @io into @host and its
+ * status, and compare with the CPU's @cpu: 3e-3 (fp16 I/O), 1.5e-2 (bf16).
+ */
+static void gpu_result(struct __test_metadata *_metadata, const char *what,
+		       const struct kv_geometry *g, __u32 io, __u32 ratio, void *host,
+		       const void *dev, const void *cpu, __u64 n, const __s32 *dstatus)
+{
+	double err, bound = io == KV_DTYPE_FP16 ? 3e-3 : 1.5e-2;
+	__s32 status = 0;
+
+	CU(cudaDeviceSynchronize());
+	CU(cudaMemcpy(host, dev, n * kv_dtype_size(io), cudaMemcpyDeviceToHost));
+	CU(cudaMemcpy(&status, dstatus, sizeof(status), cudaMemcpyDeviceToHost));
+	EXPECT_EQ(0, status);
+	err = kvt_rel_err_vs(host, cpu, io, n);
+	if (getenv("KVT_VERBOSE") || !(err <= bound))
+		TH_LOG("%s: dtype %u io %u hd %u bt %u kvh %u ratio %u: vs cpu %g", what,
+		       g->dtype, io, g->head_dim, g->block_tokens, g->kv_heads, ratio, err);
+	EXPECT_LE(err, bound);
+}
+
 static void quant_case(struct __test_metadata *_metadata, const struct kv_geometry *g,
 		       __u32 io, __u32 ratio, __u32 batch, const __u32 *ctx)
 {
@@ -259,22 +281,12 @@ static void quant_case(struct __test_metadata *_metadata, const struct kv_geomet
 	if (a.workspace_bytes)
 		CU(cudaMalloc(&dws, a.workspace_bytes));
 	for (split = 0; split < 2; split++) {
-		double err;
-
 		a.workspace = split ? dws : NULL;
 		kvt_fill_nan(gpu_out, io, n);
 		CU(cudaMemcpy(dout, gpu_out, obytes, cudaMemcpyHostToDevice));
 		EXPECT_EQ(0, kv_decode_cuda(&a));
-		CU(cudaDeviceSynchronize());
-		CU(cudaMemcpy(gpu_out, dout, obytes, cudaMemcpyDeviceToHost));
-		CU(cudaMemcpy(&status, dstatus, sizeof(status), cudaMemcpyDeviceToHost));
-		EXPECT_EQ(0, status);
-		err = kvt_rel_err_vs(gpu_out, cpu_out, io, n);
-		if (getenv("KVT_VERBOSE") || !(err <= (io == KV_DTYPE_FP16 ? 3e-3 : 1.5e-2)))
-			TH_LOG("decode: dtype %u io %u hd %u bt %u kvh %u ratio %u split %d: vs cpu %g",
-			       g->dtype, io, g->head_dim, g->block_tokens, g->kv_heads, ratio,
-			       split, err);
-		EXPECT_LE(err, io == KV_DTYPE_FP16 ? 3e-3 : 1.5e-2);
+		gpu_result(_metadata, split ? "decode, split" : "decode", g, io, ratio,
+			   gpu_out, dout, cpu_out, n, dstatus);
 	}
 	cudaFree(dws);
 	cudaFree(dq);
@@ -307,7 +319,6 @@ static void quant_prefill_case(struct __test_metadata *_metadata,
 	__s64 *dslots;
 	__s32 *dstatus, status = 0;
 	struct kv_prefill_args a;
-	double err;
 
 	ASSERT_EQ(0, qcase_init(&c, g, io, ratio, batch, ctx));
 	qs = malloc(sizeof(__u32) * (batch + 1));
@@ -362,15 +373,7 @@ static void quant_prefill_case(struct __test_metadata *_metadata,
 	a.ctx_lens = dctx;
 	a.status = dstatus;
 	EXPECT_EQ(0, kv_prefill_cuda(&a));
-	CU(cudaDeviceSynchronize());
-	CU(cudaMemcpy(gpu_out, dout, obytes, cudaMemcpyDeviceToHost));
-	CU(cudaMemcpy(&status, dstatus, sizeof(status), cudaMemcpyDeviceToHost));
-	EXPECT_EQ(0, status);
-	err = kvt_rel_err_vs(gpu_out, cpu_out, io, n);
-	if (getenv("KVT_VERBOSE") || !(err <= (io == KV_DTYPE_FP16 ? 3e-3 : 1.5e-2)))
-		TH_LOG("prefill: dtype %u io %u hd %u bt %u kvh %u ratio %u: vs cpu %g",
-		       g->dtype, io, g->head_dim, g->block_tokens, g->kv_heads, ratio, err);
-	EXPECT_LE(err, io == KV_DTYPE_FP16 ? 3e-3 : 1.5e-2);
+	gpu_result(_metadata, "prefill", g, io, ratio, gpu_out, dout, cpu_out, n, dstatus);
 	cudaFree(dq);
 	cudaFree(dout);
 	cudaFree(dqs);
