@@ -141,6 +141,54 @@ __global__ void __launch_bounds__(kWarps * 32) kv_quant4_kernel(const quant_para
 	}
 }
 
+/* @N consecutive inputs from element @i (N = 4: one 8-byte load) */
+template <int N>
+__device__ __forceinline__ void load_n(const void *src, size_t i, bool bf16, float (&f)[N])
+{
+	if constexpr (N == 4) {
+		uint2 w = *reinterpret_cast<const uint2 *>(static_cast<const char *>(src) + i * 2);
+		const uint16_t h[4] = { (uint16_t)w.x, (uint16_t)(w.x >> 16),
+					(uint16_t)w.y, (uint16_t)(w.y >> 16) };
+
+#pragma unroll
+		for (int j = 0; j < 4; j++)
+			f[j] = bf16 ? __bfloat162float(__ushort_as_bfloat16(h[j])) :
+				      __half2float(__ushort_as_half(h[j]));
+	} else {
+		f[0] = load_io(src, i, bf16);
+	}
+}
+
+/* @N bytes at @src (N = 4: one 4-byte access, 4-byte aligned) */
+template <int N>
+__device__ __forceinline__ void load_bytes(const uint8_t *src, uint8_t (&b)[N])
+{
+	if constexpr (N == 4) {
+		uint32_t w = *reinterpret_cast<const uint32_t *>(src);
+
+#pragma unroll
+		for (int j = 0; j < 4; j++)
+			b[j] = (uint8_t)(w >> (8 * j));
+	} else {
+		b[0] = src[0];
+	}
+}
+
+template <int N>
+__device__ __forceinline__ void store_bytes(uint8_t *dst, const uint8_t (&b)[N])
+{
+	if constexpr (N == 4)
+		*reinterpret_cast<uint32_t *>(dst) = b[0] | b[1] << 8 | b[2] << 16 |
+						     (uint32_t)b[3] << 24;
+	else
+		dst[0] = b[0];
+}
+
+/*
+ * N values per lane and step: 4 where the inputs are 8-byte aligned (one
+ * load of 4 inputs, one 4-byte store), else 1.
+ */
+template <int N>
 __global__ void __launch_bounds__(kWarps * 32) kv_quant8_kernel(const quant_params p, bool bf16)
 {
 	const int lane = threadIdx.x & 31;
@@ -176,11 +224,18 @@ __global__ void __launch_bounds__(kWarps * 32) kv_quant8_kernel(const quant_para
 	const void *src = kv ? p.v : p.k;
 	float amax = 0.f;
 
+#pragma unroll 4
 	for (t = t0; t < t1; t++) {
 		size_t base = ((size_t)t * p.kv_heads + h) * hd;
 
-		for (uint32_t d = lane; d < hd; d += 32)
-			amax = fmaxf(amax, fabsf(load_io(src, base + d, bf16)));
+		for (uint32_t d = lane * N; d < hd; d += 32 * N) {
+			float x[N];
+
+			load_n<N>(src, base + d, bf16, x);
+#pragma unroll
+			for (int j = 0; j < N; j++)
+				amax = fmaxf(amax, fabsf(x[j]));
+		}
 	}
 	amax = warp_max(amax);
 
@@ -191,21 +246,40 @@ __global__ void __launch_bounds__(kWarps * 32) kv_quant8_kernel(const quant_para
 	} else if (!fresh) {
 		float ratio = __fdiv_rn(old, scale);
 
-		for (uint32_t i = lane; i < bt * hd; i += 32)
-			vals[i] = quant8(p.dtype, dequant8(p.dtype, vals[i]), ratio);
+		for (uint32_t i = lane * N; i < bt * hd; i += 32 * N) {
+			uint8_t b[N];
+
+			load_bytes<N>(vals + i, b);
+#pragma unroll
+			for (int j = 0; j < N; j++)
+				b[j] = quant8(p.dtype, dequant8(p.dtype, b[j]), ratio);
+			store_bytes<N>(vals + i, b);
+		}
 	}
 	__syncwarp();
 	if (lane == 0)
 		*scp = scale;
 
+	/*
+	 * A lane writes the same dims of every token, so a slot given twice in
+	 * a run keeps the later token's values without a barrier.
+	 */
 	float inv = quant_inv(scale);
+#pragma unroll 4
 	for (t = t0; t < t1; t++) {
 		size_t base = ((size_t)t * p.kv_heads + h) * hd;
 		uint8_t *dst = vals + (size_t)((uint64_t)p.slots[t] % bt) * hd;
 
-		for (uint32_t d = lane; d < hd; d += 32)
-			dst[d] = quant8(p.dtype, load_io(src, base + d, bf16), inv);
-		__syncwarp();
+		for (uint32_t d = lane * N; d < hd; d += 32 * N) {
+			float x[N];
+			uint8_t b[N];
+
+			load_n<N>(src, base + d, bf16, x);
+#pragma unroll
+			for (int j = 0; j < N; j++)
+				b[j] = quant8(p.dtype, x[j], inv);
+			store_bytes<N>(dst + d, b);
+		}
 	}
 }
 
@@ -246,9 +320,13 @@ extern "C" int kv_append_quant_cuda(const struct kv_append_args *a)
 
 	unsigned int grid = (unsigned int)((items + kWarps - 1) / kWarps);
 	cudaStream_t st = static_cast<cudaStream_t>(a->stream);
+	bool vec = !((uintptr_t)a->k % 8) && !((uintptr_t)a->v % 8) &&
+		   !((uintptr_t)a->arena.base % 4);
 	if (g->dtype == KV_DTYPE_INT4)
 		kv_quant4_kernel<<<grid, kWarps * 32, 0, st>>>(p, io == KV_DTYPE_BF16);
+	else if (vec)
+		kv_quant8_kernel<4><<<grid, kWarps * 32, 0, st>>>(p, io == KV_DTYPE_BF16);
 	else
-		kv_quant8_kernel<<<grid, kWarps * 32, 0, st>>>(p, io == KV_DTYPE_BF16);
+		kv_quant8_kernel<1><<<grid, kWarps * 32, 0, st>>>(p, io == KV_DTYPE_BF16);
 	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
 }
