@@ -184,6 +184,52 @@ static void qcase_fill(struct __test_metadata *_metadata, const struct qcase *c,
 	CU(cudaDeviceSynchronize());
 }
 
+/*
+ * The arenas of a case, host and device, filled by the same appends
+ * (qcase_fill()), and the case's tables and a zero status on the device.
+ */
+struct qdev {
+	__u64 abytes;
+	void *host, *dev, *dk, *dv, *dtable, *dctx;
+	__s64 *dslots;
+	__s32 *dstatus;
+};
+
+static void qdev_free(struct qdev *d)
+{
+	free(d->host);
+	cudaFree(d->dev);
+	cudaFree(d->dk);
+	cudaFree(d->dv);
+	cudaFree(d->dtable);
+	cudaFree(d->dctx);
+	cudaFree(d->dslots);
+	cudaFree(d->dstatus);
+}
+
+static int qdev_init(struct __test_metadata *_metadata, const struct qcase *c,
+		     struct qdev *d)
+{
+	const struct kv_geometry *g = &c->g;
+	size_t kvb = (size_t)c->tokens * g->kv_heads * g->head_dim * kv_dtype_size(c->io);
+	__s32 zero = 0;
+
+	d->abytes = c->frames * kv_frame_bytes(g);
+	d->host = calloc(d->abytes, 1);
+	d->dev = dev_alloc(NULL, d->abytes);
+	d->dk = dev_alloc(c->k, kvb);
+	d->dv = dev_alloc(c->v, kvb);
+	d->dslots = dev_alloc(c->slots, sizeof(__s64) * c->tokens);
+	d->dtable = dev_alloc(c->table, sizeof(__u32) * c->batch * c->stride);
+	d->dctx = dev_alloc(c->ctx, sizeof(__u32) * c->batch);
+	d->dstatus = dev_alloc(&zero, sizeof(zero));
+	if (!d->host || !d->dev || !d->dk || !d->dv || !d->dslots || !d->dtable ||
+	    !d->dctx || !d->dstatus)
+		return -ENOMEM;
+	qcase_fill(_metadata, c, d->host, d->dev, d->dk, d->dv, d->dslots);
+	return 0;
+}
+
 /* bytes of @n that differ */
 static __u64 bytes_differ(const unsigned char *x, const unsigned char *y, __u64 n)
 {
@@ -220,42 +266,33 @@ static void quant_case(struct __test_metadata *_metadata, const struct kv_geomet
 		       __u32 io, __u32 ratio, __u32 batch, const __u32 *ctx)
 {
 	struct qcase c;
-	__u64 abytes, n, diff;
+	struct qdev d = { 0 };
+	__u64 n, diff;
 	size_t obytes;
-	unsigned char *host, *back;
-	void *dev, *dk, *dv, *dq, *dout, *dtable, *dctx, *dws = NULL;
-	void *cpu_out, *gpu_out;
-	__s64 *dslots;
-	__s32 *dstatus, status = 0;
+	unsigned char *back;
+	void *dq, *dout, *dws = NULL, *cpu_out, *gpu_out;
 	struct kv_decode_args a;
 	int split;
 
 	ASSERT_EQ(0, qcase_init(&c, g, io, ratio, batch, ctx));
-	abytes = c.frames * kv_frame_bytes(g);
+	ASSERT_EQ(0, qdev_init(_metadata, &c, &d));
 	n = (__u64)batch * c.q_heads * g->head_dim;
 	obytes = n * kv_dtype_size(io);
-	host = calloc(abytes, 1);
-	back = malloc(abytes);
+	back = malloc(d.abytes);
 	cpu_out = malloc(obytes);
 	gpu_out = malloc(obytes);
-	ASSERT_TRUE(host && back && cpu_out && gpu_out);
-	dev = dev_alloc(NULL, abytes);
-	dk = dev_alloc(c.k, (size_t)c.tokens * g->kv_heads * g->head_dim * kv_dtype_size(io));
-	dv = dev_alloc(c.v, (size_t)c.tokens * g->kv_heads * g->head_dim * kv_dtype_size(io));
-	dslots = dev_alloc(c.slots, sizeof(__s64) * c.tokens);
-	ASSERT_TRUE(dev && dk && dv && dslots);
+	ASSERT_TRUE(back && cpu_out && gpu_out);
 
-	qcase_fill(_metadata, &c, host, dev, dk, dv, dslots);
-	CU(cudaMemcpy(back, dev, abytes, cudaMemcpyDeviceToHost));
-	diff = bytes_differ(host, back, abytes);
+	CU(cudaMemcpy(back, d.dev, d.abytes, cudaMemcpyDeviceToHost));
+	diff = bytes_differ(d.host, back, d.abytes);
 	if (diff || getenv("KVT_VERBOSE"))
 		TH_LOG("append: dtype %u io %u hd %u bt %u kvh %u: %llu of %llu bytes differ",
 		       g->dtype, io, g->head_dim, g->block_tokens, g->kv_heads,
-		       (unsigned long long)diff, (unsigned long long)abytes);
+		       (unsigned long long)diff, (unsigned long long)d.abytes);
 	EXPECT_EQ(0, diff);
 
 	a = (struct kv_decode_args){
-		.arena = { .base = host, .frames = c.frames, .g = *g },
+		.arena = { .base = d.host, .frames = c.frames, .g = *g },
 		.layer = c.layer, .batch = batch, .q_heads = c.q_heads,
 		.scale = 1.0f / sqrtf((float)g->head_dim), .table_stride = c.stride,
 		.q = c.q, .out = cpu_out, .block_table = c.table, .ctx_lens = c.ctx,
@@ -267,16 +304,13 @@ static void quant_case(struct __test_metadata *_metadata, const struct kv_geomet
 	/* the GPU decodes its own arena, equal to the CPU's when append passed */
 	dq = dev_alloc(c.q, obytes);
 	dout = dev_alloc(NULL, obytes);
-	dtable = dev_alloc(c.table, sizeof(__u32) * batch * c.stride);
-	dctx = dev_alloc(c.ctx, sizeof(__u32) * batch);
-	dstatus = dev_alloc(&status, sizeof(status));
-	ASSERT_TRUE(dq && dout && dtable && dctx && dstatus);
-	a.arena.base = dev;
+	ASSERT_TRUE(dq && dout);
+	a.arena.base = d.dev;
 	a.q = dq;
 	a.out = dout;
-	a.block_table = dtable;
-	a.ctx_lens = dctx;
-	a.status = dstatus;
+	a.block_table = d.dtable;
+	a.ctx_lens = d.dctx;
+	a.status = d.dstatus;
 	a.workspace_bytes = kv_decode_workspace_bytes(&a);
 	if (a.workspace_bytes)
 		CU(cudaMalloc(&dws, a.workspace_bytes));
@@ -286,19 +320,12 @@ static void quant_case(struct __test_metadata *_metadata, const struct kv_geomet
 		CU(cudaMemcpy(dout, gpu_out, obytes, cudaMemcpyHostToDevice));
 		EXPECT_EQ(0, kv_decode_cuda(&a));
 		gpu_result(_metadata, split ? "decode, split" : "decode", g, io, ratio,
-			   gpu_out, dout, cpu_out, n, dstatus);
+			   gpu_out, dout, cpu_out, n, d.dstatus);
 	}
 	cudaFree(dws);
 	cudaFree(dq);
 	cudaFree(dout);
-	cudaFree(dtable);
-	cudaFree(dctx);
-	cudaFree(dstatus);
-	cudaFree(dev);
-	cudaFree(dk);
-	cudaFree(dv);
-	cudaFree(dslots);
-	free(host);
+	qdev_free(&d);
 	free(back);
 	free(cpu_out);
 	free(gpu_out);
@@ -311,16 +338,15 @@ static void quant_prefill_case(struct __test_metadata *_metadata,
 			       __u32 batch, const __u32 *ctx)
 {
 	struct qcase c;
+	struct qdev d = { 0 };
 	__u32 b, *qs, max_q = 0;
-	__u64 abytes, n;
+	__u64 n;
 	size_t obytes;
-	void *host, *dev, *dk, *dv, *q, *cpu_out, *gpu_out;
-	void *dq, *dout, *dqs, *dtable, *dctx;
-	__s64 *dslots;
-	__s32 *dstatus, status = 0;
+	void *q, *cpu_out, *gpu_out, *dq, *dout, *dqs;
 	struct kv_prefill_args a;
 
 	ASSERT_EQ(0, qcase_init(&c, g, io, ratio, batch, ctx));
+	ASSERT_EQ(0, qdev_init(_metadata, &c, &d));
 	qs = malloc(sizeof(__u32) * (batch + 1));
 	ASSERT_TRUE(qs != NULL);
 	qs[0] = 0;
@@ -330,24 +356,16 @@ static void quant_prefill_case(struct __test_metadata *_metadata,
 		qs[b + 1] = qs[b] + nq;
 		max_q = nq > max_q ? nq : max_q;
 	}
-	abytes = c.frames * kv_frame_bytes(g);
 	n = (__u64)qs[batch] * c.q_heads * g->head_dim;
 	obytes = n * kv_dtype_size(io);
-	host = calloc(abytes, 1);
 	q = malloc(obytes);
 	cpu_out = malloc(obytes);
 	gpu_out = malloc(obytes);
-	ASSERT_TRUE(host && q && cpu_out && gpu_out);
+	ASSERT_TRUE(q && cpu_out && gpu_out);
 	kvt_fill(q, io, n, 1.0);
-	dev = dev_alloc(NULL, abytes);
-	dk = dev_alloc(c.k, (size_t)c.tokens * g->kv_heads * g->head_dim * kv_dtype_size(io));
-	dv = dev_alloc(c.v, (size_t)c.tokens * g->kv_heads * g->head_dim * kv_dtype_size(io));
-	dslots = dev_alloc(c.slots, sizeof(__s64) * c.tokens);
-	ASSERT_TRUE(dev && dk && dv && dslots);
-	qcase_fill(_metadata, &c, host, dev, dk, dv, dslots);
 
 	a = (struct kv_prefill_args){
-		.arena = { .base = host, .frames = c.frames, .g = *g },
+		.arena = { .base = d.host, .frames = c.frames, .g = *g },
 		.layer = c.layer, .batch = batch, .q_heads = c.q_heads,
 		.scale = 1.0f / sqrtf((float)g->head_dim), .table_stride = c.stride,
 		.tokens = qs[batch], .max_q_len = max_q, .io_dtype = io,
@@ -361,30 +379,20 @@ static void quant_prefill_case(struct __test_metadata *_metadata,
 	kvt_fill_nan(gpu_out, io, n);
 	dout = dev_alloc(gpu_out, obytes);
 	dqs = dev_alloc(qs, sizeof(__u32) * (batch + 1));
-	dtable = dev_alloc(c.table, sizeof(__u32) * batch * c.stride);
-	dctx = dev_alloc(c.ctx, sizeof(__u32) * batch);
-	dstatus = dev_alloc(&status, sizeof(status));
-	ASSERT_TRUE(dq && dout && dqs && dtable && dctx && dstatus);
-	a.arena.base = dev;
+	ASSERT_TRUE(dq && dout && dqs);
+	a.arena.base = d.dev;
 	a.q = dq;
 	a.out = dout;
 	a.q_start = dqs;
-	a.block_table = dtable;
-	a.ctx_lens = dctx;
-	a.status = dstatus;
+	a.block_table = d.dtable;
+	a.ctx_lens = d.dctx;
+	a.status = d.dstatus;
 	EXPECT_EQ(0, kv_prefill_cuda(&a));
-	gpu_result(_metadata, "prefill", g, io, ratio, gpu_out, dout, cpu_out, n, dstatus);
+	gpu_result(_metadata, "prefill", g, io, ratio, gpu_out, dout, cpu_out, n, d.dstatus);
 	cudaFree(dq);
 	cudaFree(dout);
 	cudaFree(dqs);
-	cudaFree(dtable);
-	cudaFree(dctx);
-	cudaFree(dstatus);
-	cudaFree(dev);
-	cudaFree(dk);
-	cudaFree(dv);
-	cudaFree(dslots);
-	free(host);
+	qdev_free(&d);
 	free(q);
 	free(cpu_out);
 	free(gpu_out);

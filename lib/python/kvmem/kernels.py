@@ -48,16 +48,21 @@ class ArenaRef(ctypes.Structure):
     ]
 
 
+# the fields decode and prefill start with, in the same order
+_ATTN_FIELDS = [
+    ("arena", ArenaRef),
+    ("layer", ctypes.c_uint32),
+    ("batch", ctypes.c_uint32),
+    ("q_heads", ctypes.c_uint32),
+    ("window", ctypes.c_uint32),
+    ("scale", ctypes.c_float),
+    ("table_stride", ctypes.c_uint32),
+]
+
+
 class DecodeArgs(ctypes.Structure):
     """struct kv_decode_args."""
-    _fields_ = [
-        ("arena", ArenaRef),
-        ("layer", ctypes.c_uint32),
-        ("batch", ctypes.c_uint32),
-        ("q_heads", ctypes.c_uint32),
-        ("window", ctypes.c_uint32),
-        ("scale", ctypes.c_float),
-        ("table_stride", ctypes.c_uint32),
+    _fields_ = _ATTN_FIELDS + [
         ("q", ctypes.c_void_p),
         ("out", ctypes.c_void_p),
         ("block_table", ctypes.c_void_p),
@@ -73,14 +78,7 @@ class DecodeArgs(ctypes.Structure):
 
 class PrefillArgs(ctypes.Structure):
     """struct kv_prefill_args."""
-    _fields_ = [
-        ("arena", ArenaRef),
-        ("layer", ctypes.c_uint32),
-        ("batch", ctypes.c_uint32),
-        ("q_heads", ctypes.c_uint32),
-        ("window", ctypes.c_uint32),
-        ("scale", ctypes.c_float),
-        ("table_stride", ctypes.c_uint32),
+    _fields_ = _ATTN_FIELDS + [
         ("tokens", ctypes.c_uint32),
         ("max_q_len", ctypes.c_uint32),
         ("threads", ctypes.c_uint32),
