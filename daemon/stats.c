@@ -13,14 +13,8 @@
 #include <jemalloc/jemalloc.h>
 #endif
 #include "kvmemd.h"
+#include "lib/models.h"
 
-/* A pool dtype's name as kvmemd.conf writes it: "bf16", "int8"... */
-static const char *dtype_name(u32 dtype)
-{
-	int i = kv_size_dtype_of(dtype);
-
-	return i < 0 ? "?" : kv_size_dtypes[i].name;
-}
 
 static void meta_meminfo(FILE *f)
 {
@@ -51,7 +45,7 @@ static void zoneinfo(struct kvmemd_pool *p, FILE *f)
 	kv_pool_meminfo(p->pool, &mi);
 	fprintf(f, "Pool %s\n  geometry   layers %u kv_heads %u head_dim %u block_tokens %u %s\n",
 		p->name, g->layers, g->kv_heads, g->head_dim, g->block_tokens,
-		dtype_name(g->dtype));
+		kv_model_dtype_name(g->dtype));
 	fprintf(f, "  block      %llu bytes, frame %llu bytes\n",
 		(unsigned long long)mi.block_bytes, (unsigned long long)mi.frame_bytes);
 	fprintf(f, "  sequences  %u\n  blocks     %u\n", mi.sequences, mi.blocks);

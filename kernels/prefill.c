@@ -52,39 +52,48 @@ static inline void kv_prefill_span(const struct kv_prefill_args *a, __u32 pos,
 	*hi = pos + 1;
 }
 
-/* Widen K or V (@kv) of kv head @h, tokens [t, t + n), into @dst rows. */
+/* Widen @r 16-bit or fp32 rows of @hd elements of @dtype at @src into @dst. */
+static void kv_prefill_widen(float *dst, const void *src, __u32 dtype, __u32 r, __u32 hd)
+{
+	const uint16_t *e = src;
+	size_t i, n = (size_t)r * hd;
+
+	/* the dtype outside the loop, so that each loop vectorizes */
+	if (dtype == KV_DTYPE_BF16) {
+		KV_SIMD
+		for (i = 0; i < n; i++)
+			dst[i] = kv_bf16_to_f32(e[i]);
+	} else if (dtype == KV_DTYPE_FP16) {
+		KV_SIMD
+		for (i = 0; i < n; i++)
+			dst[i] = kv_f16_to_f32(e[i]);
+	} else {
+		memcpy(dst, src, n * sizeof(float));
+	}
+}
+
+/*
+ * Widen K or V (@kv) of kv head @h, tokens [t, t + n), into @dst rows; a
+ * run of tokens inside one block at a time (its rows are contiguous).
+ */
 static void kv_prefill_tile(const struct kv_prefill_args *a, const __u32 *table,
 			    __u32 kv, __u32 h, __u32 t, __u32 n, float *dst)
 {
 	const struct kv_geometry *g = &a->arena.g;
-	__u32 hd = g->head_dim, i, d;
+	__u32 hd = g->head_dim, bt = g->block_tokens, i = 0;
 
-	for (i = 0; i < n; i++) {
-		__u32 tok = t + i, bt = g->block_tokens;
+	while (i < n) {
+		__u32 tib = (t + i) % bt, r = bt - tib < n - i ? bt - tib : n - i;
 		const char *block = (const char *)a->arena.base +
-				    table[tok / bt] * kv_frame_bytes(g);
-		const char *src = block + kv_elem_offset(g, a->layer, kv, h, tok % bt);
-		float *row = dst + (size_t)i * hd;
-		const uint16_t *e = (const uint16_t *)src;
+				    table[(t + i) / bt] * kv_frame_bytes(g);
+		float *rows = dst + (size_t)i * hd;
 
-		if (kv_dtype_quantized(g->dtype)) {
-			kv_dequant_rows(g, block, a->layer, kv, h, tok % bt, 1, row,
-					hd, 16);
-			continue;
-		}
-
-		/* the dtype outside the loop, so that each loop vectorizes */
-		if (g->dtype == KV_DTYPE_BF16) {
-			KV_SIMD
-			for (d = 0; d < hd; d++)
-				row[d] = kv_bf16_to_f32(e[d]);
-		} else if (g->dtype == KV_DTYPE_FP16) {
-			KV_SIMD
-			for (d = 0; d < hd; d++)
-				row[d] = kv_f16_to_f32(e[d]);
-		} else {
-			memcpy(row, src, (size_t)hd * sizeof(float));
-		}
+		if (kv_dtype_quantized(g->dtype))
+			kv_dequant_rows(g, block, a->layer, kv, h, tib, r, rows, hd, 16);
+		else
+			kv_prefill_widen(rows, block + kv_elem_offset(g, a->layer, kv, h, tib),
+					 g->dtype, r, hd);
+		i += r;
 	}
 }
 

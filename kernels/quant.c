@@ -14,6 +14,9 @@
 #include "kernels/quant.h"
 #include "kernels/simd.h"
 
+/* the 16-value loops below and decode's tile layout assume it */
+_Static_assert(KV_LANES == 16, "kv_dequant_rows() writes 16 dims per chunk");
+
 static inline size_t kv_dst_at(size_t t, uint32_t d, size_t row_stride,
 			       size_t chunk_stride)
 {

@@ -65,7 +65,7 @@ static inline void bench_shuffle(__u32 *a, __u64 n)
 	}
 }
 
-/* bytes of K and V one decode step reads for @s */
+/* a dtype's name in the tables */
 static inline const char *bench_dtype_name(__u32 dtype)
 {
 	switch (dtype) {

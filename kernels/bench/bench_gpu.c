@@ -343,12 +343,9 @@ static int do_prefill(void *p)
 }
 
 /*
- * Causal prefill, 32:8, head_dim 128, bf16, block_tokens 16, frames
- * shuffled: FLOPs are 4 * head_dim * q_heads per (query, visible token).
- */
-/*
- * Time a prefill of @s on a pool of @dtype (bf16 queries) in @arena_bytes;
- * *@tflops: its rate.
+ * Time a causal prefill of @s (32:8, head_dim 128, block_tokens 16, frames
+ * shuffled) on a pool of @dtype (bf16 queries) in @arena_bytes; *@tflops:
+ * its rate, counting 4 * head_dim * q_heads FLOPs per (query, visible token).
  */
 static double prefill_ms(const struct prefill_shape *s, __u32 dtype, void *arena,
 			 __u64 arena_bytes, double *tflops)

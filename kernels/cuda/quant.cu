@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(kWarps * 32) kv_quant4_kernel(const quant_para
 
 	for (uint32_t g = 0; g < groups; g++) {
 		float x = load_io(src, base + g * KV_INT4_GROUP + lane, bf16);
-		float amax = warp_max(fabsf(x));
+		float amax = warp_max(fmaxf(0.f, fabsf(x)));	/* NaN as 0, as the CPU */
 		__half s = __float2half_rn(fminf(__fdiv_rn(amax, 7.0f), 65504.0f));
 		int q = quant_int(x, quant_inv(__half2float(s)), 7.0f) + 8;
 		int hi = __shfl_down_sync(0xffffffff, q, 1);
