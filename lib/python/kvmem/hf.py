@@ -57,10 +57,10 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout=0
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     if query.shape[2] == 1:
-        q = query[:, :, 0, :].contiguous()
+        q = query[:, :, 0, :].to(cache.dtype).contiguous()
         out = kernels.decode(cache.arena, module.layer_idx, q, cache.block_tables,
                              cache.ctx_lens, scale=scaling)
-        return out.unsqueeze(1), None
+        return out.to(query.dtype).unsqueeze(1), None
     rows, cols = cache.q_index
     q = query.transpose(1, 2)[rows, cols].to(cache.dtype).contiguous()
     part = kernels.prefill(cache.arena, module.layer_idx, q, cache.q_start,
