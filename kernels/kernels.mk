@@ -69,7 +69,8 @@ KERNELS_CUDA_LIBS := $(KERNELS_CUDA_LIB) $(KERNELS_LIB) -L$(CUDA_HOME)/lib64 \
 KERNELS_PROGS += $(B)/kernels/bench-kernels-gpu
 
 $(B)/kernels/cuda/%.o: kernels/cuda/%.cu kernels/kvkernels.h kernels/internal.h \
-		kernels/cuda/cuda_internal.h kernels/cuda/attn.cuh uapi/kvmem/layout.h
+		kernels/cuda/cuda_internal.h kernels/cuda/attn.cuh kernels/cuda/prefill.cuh \
+		uapi/kvmem/layout.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC    $<")
 	$(Q)$(NVCC) $(NVCCFLAGS) -c -o $@ $<

@@ -18,7 +18,10 @@
  * registers as A fragments; with two it waits in shared memory and is read
  * per k-step. P goes from the S accumulators to A fragments in registers.
  * The shapes (kv_cuda_prefill_variant) were measured on an H100; the
- * launch picks one by the size of the grid (pick_variant()).
+ * launch picks one by the size of the grid (pick_variant()). A 16-bit
+ * pool of head_dim 128 on an sm_90 device goes to the wgmma kernel of
+ * prefill_sm90.cu instead; both share prefill.cuh (the sequence checks,
+ * the rows' online softmax, the stores).
  * Tokens a row may not see (after its position, before its window) are
  * masked in the tiles that have any; tokens outside every row's span are
  * loaded as zeros.
@@ -42,6 +45,7 @@
 #include "kernels/internal.h"
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/attn.cuh"
+#include "kernels/cuda/prefill.cuh"
 
 /*
  * Kernel variant, for measuring: 0 tiles of 64 tokens, registers as the
@@ -50,8 +54,10 @@
  * 4 CTAs per SM; 4 two m-tiles (32 rows) per warp with the queries in
  * shared memory, tiles of 32 tokens, 2 CTAs per SM; 5 the same uncapped;
  * 6 as 0 with 3 stages of K/V in flight instead of 2; 7 as 2 with 4
- * stages; 8 as 4 with 4 stages.
- * Negative: pick_variant() chooses 6 or 8.
+ * stages; 8 as 4 with 4 stages; 9 as 4 with tiles of 64 tokens; 10 the
+ * wgmma kernel of prefill_sm90.cu (16-bit pools of head_dim 128 on an
+ * sm_90 device; elsewhere 6), 2 stages of K/V; 11 the same with 3.
+ * Negative: pick_variant() chooses 6, 8 or 10.
  */
 int kv_cuda_prefill_variant = -1;
 
@@ -59,47 +65,8 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kRows = 16 * kWarps;	/* (query, head) rows per CTA */
-constexpr uint32_t kMaxY = 65535;
-
-struct prefill_params {
-	kv_layer_ref kv;	/* the layer's K and V in the arena */
-	uint64_t soff;		/* quantized: the layer's K scales of head 0 */
-	uint64_t hsb;		/* quantized: one head's scales in a block */
-	uint32_t kv_heads;
-	const void *q;
-	void *out;
-	const uint32_t *q_start;
-	const uint32_t *table;
-	const uint32_t *ctx_lens;
-	int32_t *status;
-	uint32_t batch, tokens, q_heads, group, qpc;	/* qpc: queries per CTA */
-	uint32_t max_q;		/* most queries of a sequence the grid covers */
-	uint32_t block_tokens, stride, window;
-	float scale_log2;
-};
-
-__device__ __forceinline__ uint32_t smem_u32(const void *p)
-{
-	return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-/* 16 bytes global -> shared; @ok false writes zeros and reads nothing */
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool ok)
-{
-	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
-		     :: "r"(smem_u32(dst)), "l"(src), "r"(ok ? 16 : 0) : "memory");
-}
-
-__device__ __forceinline__ void cp_async_commit(void)
-{
-	asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait(void)
-{
-	asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory");
-}
+using namespace kv_prefill;
+typedef kv_prefill::params prefill_params;
 
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void *p)
 {
@@ -120,14 +87,6 @@ __device__ __forceinline__ uint32_t swz(uint32_t r, uint32_t c)
 	return r * HD * 2 + ((c ^ (r & 7)) << 4);
 }
 
-/* the span [lo, hi) a query at position @pos attends to */
-__device__ __forceinline__ void span(const prefill_params &p, uint32_t pos,
-				     uint32_t &lo, uint32_t &hi)
-{
-	lo = p.window && pos + 1 > p.window ? pos + 1 - p.window : 0;
-	hi = pos + 1;
-}
-
 /*
  * Copy K and V of tokens [t, t + TK) into a stage; tokens outside [lo, hi)
  * are zeros. Each thread moves 16-byte chunks of token rows.
@@ -144,12 +103,8 @@ __device__ __forceinline__ void load_tile(const prefill_params &p, const uint32_
 		bool ok = tok >= lo && tok < hi;
 		const char *src = p.kv.arena;
 
-		if (ok) {
-			uint32_t blk = tok / p.block_tokens;
-
-			src = p.kv.arena + table[blk] * p.kv.frame_bytes + koff +
-			      (uint64_t)(tok - blk * p.block_tokens) * HD * 2 + c * 16;
-		}
+		if (ok)
+			src = k_row<HD>(p, table, koff, tok) + c * 16;
 		cp_async16(sk + swz<HD>(r, c), src, ok);
 		cp_async16(sv + swz<HD>(r, c), ok ? src + p.kv.voff : src, ok);
 	}
@@ -213,7 +168,7 @@ __device__ __forceinline__ void load_tile_q(const prefill_params &p, const uint3
 		uint4 kx = make_uint4(0, 0, 0, 0), vx = kx;
 
 		if (tok >= lo && tok < hi) {
-			uint32_t blk = tok / p.block_tokens, tib = tok - blk * p.block_tokens;
+			uint32_t tib, blk = block_of(p, tok, tib);
 			const char *fb = p.kv.arena + table[blk] * p.kv.frame_bytes;
 			const char *row = fb + koff + (uint64_t)tib * rowb;
 
@@ -225,45 +180,18 @@ __device__ __forceinline__ void load_tile_q(const prefill_params &p, const uint3
 	}
 }
 
-/*
- * Sequence @b is sound: q_start in range, its queries fit its context and
- * the grid, its context fits its table, every frame it reads is in the
- * arena. Each thread checks a share of the frames.
- */
-__device__ bool seq_ok(const prefill_params &p, uint32_t b, uint32_t nq,
-		       uint32_t ctx, const uint32_t *table)
-{
-	uint32_t lo, hi;
-
-	if (p.q_start[b] > p.q_start[b + 1] || p.q_start[b + 1] > p.tokens || nq > ctx ||
-	    nq > p.max_q || (uint64_t)ctx > (uint64_t)p.stride * p.block_tokens)
-		return false;
-	if (!nq)
-		return true;
-	span(p, ctx - nq, lo, hi);
-	for (uint32_t i = lo / p.block_tokens + threadIdx.x;
-	     i <= (ctx - 1) / p.block_tokens; i += kWarps * 32)
-		if (table[i] >= p.kv.frames)
-			return false;
-	return true;
-}
-
 /* Q rows [0, rows) of this CTA into swizzled shared memory; others zero */
 template <typename T, int HD>
-__device__ __forceinline__ void load_q(const prefill_params &p, uint32_t b, uint32_t q0,
-				       uint32_t h, uint32_t nrows, int rows, char *sq)
+__device__ __forceinline__ void load_q(const prefill_params &p, const seq &sq_,
+				       uint32_t nrows, int rows, char *sq)
 {
 	constexpr int chunks = HD / 8;
 
 	for (int i = threadIdx.x; i < rows * chunks; i += kWarps * 32) {
 		uint32_t r = i / chunks, c = i % chunks;
 		bool ok = r < nrows;
-		const T *src = static_cast<const T *>(p.q);
 
-		if (ok)
-			src += ((size_t)(p.q_start[b] + q0 + r / p.group) * p.q_heads +
-				h * p.group + r % p.group) * HD + c * 8;
-		cp_async16(sq + swz<HD>(r, c), src, ok);
+		cp_async16(sq + swz<HD>(r, c), ok ? q_row<T, HD>(p, sq_, r) + c * 8 : p.q, ok);
 	}
 }
 
@@ -314,83 +242,57 @@ kv_prefill_kernel(const prefill_params p)
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	const int g = lane >> 2, c = lane & 3;
 	const uint32_t h = blockIdx.y;
-	const uint32_t *table;
-	uint32_t b, nq, ctx, q0, nrows;
-	bool ok;
 
-	for (b = blockIdx.z; b < p.batch; b += gridDim.z) {
-		q0 = blockIdx.x * p.qpc;
-		nq = p.q_start[b + 1] - p.q_start[b];
-		ctx = p.ctx_lens[b];
-		table = p.table + (size_t)b * p.stride;
-		ok = __syncthreads_and(seq_ok(p, b, nq, ctx, table));
-		if (!ok && threadIdx.x == 0 && blockIdx.x == 0 && h == 0 && p.status)
-			atomicExch(p.status, -EINVAL);
-		if (ok && q0 >= nq)
+	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
+		seq sq_;
+
+		if (!seq_begin(p, b, kWarps * 32, sq_))
 			continue;
-		if (!ok && (p.q_start[b] > p.q_start[b + 1] || p.q_start[b + 1] > p.tokens ||
-			    q0 >= nq))
-			continue;		/* no rows of its own to poison */
-
-		nrows = min(p.qpc, nq - q0) * p.group;
+		const uint32_t nrows = min(p.qpc, sq_.nq - sq_.q0) * p.group;
 		/* this thread's rows: g and g + 8 of each of its warp's m-tiles */
-		uint32_t row[MT][2], rlo[MT][2], rhi[MT][2];
-		bool live[MT][2];
+		row_state rs[MT][2];
 #pragma unroll
-		for (int mt = 0; mt < MT; mt++) {
+		for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-			for (int e = 0; e < 2; e++) {
-				row[mt][e] = (warp * MT + mt) * 16 + g + 8 * e;
-				live[mt][e] = row[mt][e] < nrows;
-				span(p, ctx - nq + q0 + (live[mt][e] ? row[mt][e] / p.group : 0),
-				     rlo[mt][e], rhi[mt][e]);
-			}
-		}
-		const uint32_t first = ctx - nq + q0;		/* first query's position */
-		const uint32_t last = first + nrows / p.group - 1;
-		uint32_t lo, hi, end;
-		span(p, first, lo, end);
-		span(p, last, end, hi);
+			for (int e = 0; e < 2; e++)
+				row_init(p, sq_, nrows, (warp * MT + mt) * 16 + g + 8 * e, rs[mt][e]);
+		uint32_t lo, hi;
+		const uint32_t first = cta_span(p, sq_, nrows, lo, hi);
 
 		/* without QS: queries as A fragments, rows g and g + 8, dims 16ks + 2c (+8) */
 		uint32_t qa[QS ? 1 : kt][4];
 		if (!QS) {
 #pragma unroll
 			for (int e = 0; e < 2; e++) {
-				const T *qrow = static_cast<const T *>(p.q) +
-					((size_t)(p.q_start[b] + q0 + row[0][e] / p.group) * p.q_heads +
-					 h * p.group + row[0][e] % p.group) * HD;
+				const bool in = rs[0][e].live && sq_.ok;
+				const T *qrow = q_row<T, HD>(p, sq_, in ? rs[0][e].row : 0);
 #pragma unroll
 				for (int ks = 0; ks < (QS ? 1 : kt); ks++) {
-					qa[ks][e] = live[0][e] && ok ? q_pair<T, DT>(qrow + ks * 16 + 2 * c) : 0u;
-					qa[ks][2 + e] = live[0][e] && ok ?
-						q_pair<T, DT>(qrow + ks * 16 + 8 + 2 * c) : 0u;
+					qa[ks][e] = in ? q_pair<T, DT>(qrow + ks * 16 + 2 * c) : 0u;
+					qa[ks][2 + e] = in ? q_pair<T, DT>(qrow + ks * 16 + 8 + 2 * c) : 0u;
 				}
 			}
 		}
 
-		float o[MT][HD / 8][4], m[MT][2], l[MT][2];
+		float o[MT][HD / 8][4];
 #pragma unroll
-		for (int mt = 0; mt < MT; mt++) {
-			m[mt][0] = m[mt][1] = -INFINITY;
-			l[mt][0] = l[mt][1] = 0.f;
+		for (int mt = 0; mt < MT; mt++)
 #pragma unroll
 			for (int dt = 0; dt < HD / 8; dt++)
 				o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
-		}
 
 		const uint64_t koff = p.kv.koff + h * p.kv.head_bytes;
 		const uint64_t sk_off = p.soff + h * p.hsb;
 		const uint32_t t0 = lo / kTokens * kTokens;
-		const int ntiles = ok && hi > t0 ? (int)((hi - t0 + kTokens - 1) / kTokens) : 0;
+		const int ntiles = sq_.ok && hi > t0 ? (int)((hi - t0 + kTokens - 1) / kTokens) : 0;
 
 		/* NS stages: tiles it + 1 .. it + NS - 1 load while tile it is computed */
 		if (QS && ntiles)
-			load_q<T, HD>(p, b, q0, h, nrows, kWarps * 16 * MT, sq);
+			load_q<T, HD>(p, sq_, nrows, kWarps * 16 * MT, sq);
 #pragma unroll
 		for (int j = 0; j < NS - 1; j++) {
 			if (j < ntiles)
-				load_stage<HD, TK, DT>(p, table, koff, sk_off, t0 + j * kTokens,
+				load_stage<HD, TK, DT>(p, sq_.table, koff, sk_off, t0 + j * kTokens,
 						       lo, hi, smem + j * stage);
 			cp_async_commit();
 		}
@@ -400,7 +302,7 @@ kv_prefill_kernel(const prefill_params p)
 			const int nx = it + NS - 1;
 
 			if (nx < ntiles)
-				load_stage<HD, TK, DT>(p, table, koff, sk_off, t0 + nx * kTokens,
+				load_stage<HD, TK, DT>(p, sq_.table, koff, sk_off, t0 + nx * kTokens,
 						       lo, hi, smem + (nx % NS) * stage);
 			cp_async_commit();
 			cp_async_wait<NS - 1>();
@@ -439,68 +341,24 @@ kv_prefill_kernel(const prefill_params p)
 					ldsm_x4(kb, sk + swz<HD>(nt * 8 + (lane & 7),
 								 ks * 2 + (lane >> 3)));
 #pragma unroll
-					for (int mt = 0; mt < MT; mt++) {
-						kv_mma<M>::mma(s[mt][nt], qf[mt][0], kb[0], kb[1]);
-						kv_mma<M>::mma(s[mt][nt], qf[mt][1], kb[2], kb[3]);
-					}
+					for (int j = 0; j < 2; j++)
+#pragma unroll
+						for (int mt = 0; mt < MT; mt++)
+							kv_mma<M>::mma(s[mt][nt], qf[mt][j], kb[2 * j],
+								       kb[2 * j + 1]);
 				}
 			}
 
 			/* mask, then the online softmax of each row */
 			uint32_t pa[MT][kTokens / 16][4];
-			float corr[MT][2];
 #pragma unroll
 			for (int mt = 0; mt < MT; mt++) {
-				const bool edge = t + kTokens > first + 1 || t < rlo[mt][0] ||
-						  t < rlo[mt][1] || p.window;
-				float mx[2] = { -INFINITY, -INFINITY };
-#pragma unroll
-				for (int nt = 0; nt < kTokens / 8; nt++) {
-#pragma unroll
-					for (int i = 0; i < 4; i++) {
-						int e = i >> 1;
-						uint32_t tok = t + nt * 8 + 2 * c + (i & 1);
-						float x = s[mt][nt][i] * p.scale_log2;
+				float corr[2];
 
-						if (edge && (!live[mt][e] || tok < rlo[mt][e] ||
-							     tok >= rhi[mt][e]))
-							x = -INFINITY;
-						s[mt][nt][i] = x;
-						mx[e] = fmaxf(mx[e], x);
-					}
-				}
-#pragma unroll
-				for (int e = 0; e < 2; e++) {
-					mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], 1));
-					mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], 2));
-					float mn = fmaxf(m[mt][e], mx[e]);
-					float ref = mn == -INFINITY ? 0.f : mn;
-
-					corr[mt][e] = exp2f(m[mt][e] - ref);
-					m[mt][e] = mn;
-					l[mt][e] *= corr[mt][e];
-				}
-#pragma unroll
-				for (int nt = 0; nt < kTokens / 8; nt++) {
-					float x[4];
-#pragma unroll
-					for (int i = 0; i < 4; i++) {
-						int e = i >> 1;
-						float ref = m[mt][e] == -INFINITY ? 0.f : m[mt][e];
-
-						x[i] = exp2f(s[mt][nt][i] - ref);
-						l[mt][e] += x[i];
-					}
-					pa[mt][nt / 2][(nt & 1) * 2] = kv_mma<M>::pack(x[0], x[1]);
-					pa[mt][nt / 2][(nt & 1) * 2 + 1] = kv_mma<M>::pack(x[2], x[3]);
-				}
-#pragma unroll
-				for (int dt = 0; dt < HD / 8; dt++) {
-					o[mt][dt][0] *= corr[mt][0];
-					o[mt][dt][1] *= corr[mt][0];
-					o[mt][dt][2] *= corr[mt][1];
-					o[mt][dt][3] *= corr[mt][1];
-				}
+				softmax_tile<M, kTokens / 8>(p, s[mt], rs[mt], pa[mt], corr, t,
+					t + kTokens > first + 1 || t < rs[mt][0].lo ||
+					t < rs[mt][1].lo || p.window);
+				rescale<HD>(o[mt], corr);
 			}
 
 			/* O += P V: k = tokens, n = dims; V^T fragments by ldmatrix.trans */
@@ -526,25 +384,10 @@ kv_prefill_kernel(const prefill_params p)
 
 		/* rows' sums over the 4 lanes of a row, then the outputs */
 #pragma unroll
-		for (int mt = 0; mt < MT; mt++) {
+		for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-			for (int e = 0; e < 2; e++) {
-				float sum = l[mt][e];
-
-				sum += __shfl_xor_sync(0xffffffff, sum, 1);
-				sum += __shfl_xor_sync(0xffffffff, sum, 2);
-				if (!live[mt][e])
-					continue;
-				float inv = !ok ? NAN : sum > 0.f ? 1.f / sum : 0.f;
-				T *orow = static_cast<T *>(p.out) +
-					((size_t)(p.q_start[b] + q0 + row[mt][e] / p.group) *
-					 p.q_heads + h * p.group + row[mt][e] % p.group) * HD;
-#pragma unroll
-				for (int dt = 0; dt < HD / 8; dt++)
-					kv_mma<T>::store2(orow + dt * 8 + 2 * c, o[mt][dt][2 * e] * inv,
-						       o[mt][dt][2 * e + 1] * inv);
-			}
-		}
+			for (int e = 0; e < 2; e++)
+				store_row<T, HD>(p, sq_, rs[mt][e], o[mt], e);
 		__syncthreads();
 	}
 }
@@ -576,21 +419,36 @@ int launch(const prefill_params &p0, uint32_t max_q, cudaStream_t st)
 	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
 }
 
+/* the current device runs sm_90a code (compute capability 9.0) */
+static bool sm90(void)
+{
+	int dev = 0, major = 0, minor = 0;
+
+	return cudaGetDevice(&dev) == cudaSuccess &&
+	       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
+	       cudaSuccess &&
+	       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) ==
+	       cudaSuccess && major == 9 && minor == 0;
+}
+
 /*
  * The default, from the variants measured on an H100
- * (Documentation/performance.md): where the grid has enough CTAs to fill
- * the SMs twice over, variant 8 (32 rows per warp, 4 stages of 32-token
- * tiles); else, as in a chunked prefill (a long context for few queries),
- * variant 6 (16 rows per warp, no register cap, 3 stages of 64 tokens):
- * more CTAs per SM cannot help a grid that small.
+ * (Documentation/performance.md): on an sm_90 device, where @wgmma (a
+ * 16-bit pool of head_dim 128), variant 10; else where the grid has enough
+ * CTAs to fill the SMs twice over, variant 8 (32 rows per warp, 4 stages
+ * of 32-token tiles); else, as in a chunked prefill (a long context for
+ * few queries), variant 6 (16 rows per warp, no register cap, 3 stages of
+ * 64 tokens): more CTAs per SM cannot help a grid that small.
  */
-static int pick_variant(const prefill_params &p, uint32_t max_q)
+static int pick_variant(const prefill_params &p, uint32_t max_q, bool wgmma)
 {
 	uint64_t ctas = ((uint64_t)max_q + p.qpc - 1) / p.qpc * (p.q_heads / p.group) * p.batch;
 	int dev = 0, sms = 0;
 
 	if (kv_cuda_prefill_variant >= 0)
 		return kv_cuda_prefill_variant;
+	if (wgmma && sm90())
+		return 10;
 	if (cudaGetDevice(&dev) != cudaSuccess ||
 	    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
 		return 0;
@@ -604,7 +462,7 @@ static int pick_variant(const prefill_params &p, uint32_t max_q)
 template <typename T, int HD, int DT>
 int launch_quant(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 {
-	if (pick_variant(p, max_q) == 8)
+	if (pick_variant(p, max_q, false) == 8)
 		return launch<T, HD, 32, 1, 3, 4, DT>(p, max_q, st);
 	return launch<T, HD, 64, 1, 1, 3, DT>(p, max_q, st);
 }
@@ -625,7 +483,9 @@ int launch_dt(const prefill_params &p, uint32_t dtype, uint32_t max_q, cudaStrea
 template <typename T, int HD>
 int launch_var(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 {
-	switch (pick_variant(p, max_q)) {
+	const int v = pick_variant(p, max_q, HD == 128);
+
+	switch (v) {
 	case 1:
 		return launch<T, HD, 64, 1, 3>(p, max_q, st);
 	case 2:
@@ -642,6 +502,13 @@ int launch_var(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 		return launch<T, HD, 32, 1, 3, 4>(p, max_q, st);
 	case 8:
 		return launch<T, HD, 32, 2, 2, 4>(p, max_q, st);
+	case 9:
+		return launch<T, HD, 64, 2, 2, 2>(p, max_q, st);
+	case 10:
+	case 11:
+		if (HD == 128 && sm90())
+			return launch_sm90<T>(p, max_q, v == 11 ? 3 : 2, st);
+		return launch<T, HD, 64, 1, 1, 3>(p, max_q, st);
 	default:
 		return launch<T, HD, 64, 1, 1>(p, max_q, st);
 	}
@@ -696,6 +563,8 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 	p.group = a->q_heads / g->kv_heads;
 	p.qpc = kRows / p.group;
 	p.block_tokens = g->block_tokens;
+	p.bt_shift = g->block_tokens & (g->block_tokens - 1) ? -1 :
+		     __builtin_ctz(g->block_tokens);
 	p.stride = a->table_stride;
 	p.window = a->window;
 	p.scale_log2 = a->scale * 1.4426950408889634f;

@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the two CUDA prefill kernels share (prefill.cu: mma.sync, any
+ * sm_80+; prefill_sm90.cu: wgmma, sm_90a): the launch parameters, the
+ * sequence checks, the rows a thread owns, the online softmax of one tile
+ * of scores held as m16n8 accumulators, and the output stores.
+ *
+ * Both kernels give a thread the same fragments: rows g and g + 8 of its
+ * warp's 16 (g = lane / 4), columns 2c and 2c + 1 (c = lane % 4) of each
+ * n8 tile, the layout of mma.sync m16n8 and of wgmma m64nN accumulators.
+ */
+#ifndef _KVMEM_KERNELS_CUDA_PREFILL_CUH
+#define _KVMEM_KERNELS_CUDA_PREFILL_CUH
+
+#include <errno.h>
+#include <stdint.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/attn.cuh"
+
+namespace kv_prefill {
+
+struct params {
+	kv_layer_ref kv;	/* the layer's K and V in the arena */
+	uint64_t soff;		/* quantized: the layer's K scales of head 0 */
+	uint64_t hsb;		/* quantized: one head's scales in a block */
+	uint32_t kv_heads;
+	const void *q;
+	void *out;
+	const uint32_t *q_start;
+	const uint32_t *table;
+	const uint32_t *ctx_lens;
+	int32_t *status;
+	uint32_t batch, tokens, q_heads, group, qpc;	/* qpc: queries per CTA */
+	uint32_t max_q;		/* most queries of a sequence the grid covers */
+	uint32_t block_tokens, stride, window;
+	int32_t bt_shift;	/* log2(block_tokens) when a power of two, else -1 */
+	float scale_log2;
+};
+
+constexpr uint32_t kMaxY = 65535;	/* gridDim.z: sequences per pass */
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+	return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared; @ok false writes zeros and reads nothing */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool ok)
+{
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+		     :: "r"(smem_u32(dst)), "l"(src), "r"(ok ? 16 : 0) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit(void)
+{
+	asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait(void)
+{
+	asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory");
+}
+
+/* the span [lo, hi) a query at position @pos attends to */
+__device__ __forceinline__ void span(const params &p, uint32_t pos, uint32_t &lo, uint32_t &hi)
+{
+	lo = p.window && pos + 1 > p.window ? pos + 1 - p.window : 0;
+	hi = pos + 1;
+}
+
+/* the block of the table holding token @tok, and the token's slot in it */
+__device__ __forceinline__ uint32_t block_of(const params &p, uint32_t tok, uint32_t &tib)
+{
+	uint32_t blk = p.bt_shift >= 0 ? tok >> p.bt_shift : tok / p.block_tokens;
+
+	tib = tok - blk * p.block_tokens;
+	return blk;
+}
+
+/* where token @tok's K row of the head at @koff starts in the arena */
+template <int HD>
+__device__ __forceinline__ const char *k_row(const params &p, const uint32_t *table,
+					     uint64_t koff, uint32_t tok)
+{
+	uint32_t tib, blk = block_of(p, tok, tib);
+
+	return p.kv.arena + table[blk] * p.kv.frame_bytes + koff + (uint64_t)tib * HD * 2;
+}
+
+/*
+ * struct seq - the sequence a CTA works on in this pass
+ * @b: its index; @q0: the CTA's first query of it; @nq: its new tokens;
+ * @ctx: its context; @table: its block table; @ok: it passed seq_ok()
+ */
+struct seq {
+	uint32_t b, q0, nq, ctx;
+	const uint32_t *table;
+	bool ok;
+};
+
+/*
+ * Sequence @b is sound: q_start in range, its queries fit its context and
+ * the grid, its context fits its table, every frame it reads is in the
+ * arena. Each of the @nt threads checks a share of the frames.
+ */
+__device__ __forceinline__ bool seq_ok(const params &p, const seq &s, uint32_t nt)
+{
+	uint32_t lo, hi;
+
+	if (p.q_start[s.b] > p.q_start[s.b + 1] || p.q_start[s.b + 1] > p.tokens ||
+	    s.nq > s.ctx || s.nq > p.max_q ||
+	    (uint64_t)s.ctx > (uint64_t)p.stride * p.block_tokens)
+		return false;
+	if (!s.nq)
+		return true;
+	span(p, s.ctx - s.nq, lo, hi);
+	for (uint32_t i = lo / p.block_tokens + threadIdx.x;
+	     i <= (s.ctx - 1) / p.block_tokens; i += nt)
+		if (s.table[i] >= p.kv.frames)
+			return false;
+	return true;
+}
+
+/*
+ * Set up sequence @b for this CTA (of @nt threads; all of them call it).
+ * The CTAs of a sequence take its queries last first (the longest spans
+ * first: a shorter tail). A sequence that fails seq_ok() has its status
+ * set and its rows poisoned with NaN by the CTAs that own them.
+ *
+ * Return: false when this CTA has no rows of the sequence to write.
+ */
+__device__ __forceinline__ bool seq_begin(const params &p, uint32_t b, uint32_t nt, seq &s)
+{
+	s.b = b;
+	s.q0 = (gridDim.x - 1 - blockIdx.x) * p.qpc;
+	s.nq = p.q_start[b + 1] - p.q_start[b];
+	s.ctx = p.ctx_lens[b];
+	s.table = p.table + (size_t)b * p.stride;
+	s.ok = __syncthreads_and(seq_ok(p, s, nt));
+	if (!s.ok && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && p.status)
+		atomicExch(p.status, -EINVAL);
+	if (!s.ok && (p.q_start[b] > p.q_start[b + 1] || p.q_start[b + 1] > p.tokens))
+		return false;
+	return s.q0 < s.nq;
+}
+
+/*
+ * struct row_state - one (query, head) row a thread holds
+ * @row: its index in the CTA; @live: it exists (@row < the CTA's rows);
+ * @lo, @hi: the span of tokens it attends to; @m: its running maximum
+ * (log2 units, scale applied); @l: this thread's share of its sum
+ */
+struct row_state {
+	uint32_t row, lo, hi;
+	bool live;
+	float m, l;
+};
+
+__device__ __forceinline__ void row_init(const params &p, const seq &s, uint32_t nrows,
+					 uint32_t row, row_state &r)
+{
+	r.row = row;
+	r.live = row < nrows;
+	span(p, s.ctx - s.nq + s.q0 + (r.live ? row / p.group : 0), r.lo, r.hi);
+	r.m = -INFINITY;
+	r.l = 0.f;
+}
+
+/*
+ * The tokens the CTA's @nrows rows need: [lo, hi), and the position of its
+ * first query.
+ */
+__device__ __forceinline__ uint32_t cta_span(const params &p, const seq &s, uint32_t nrows,
+					     uint32_t &lo, uint32_t &hi)
+{
+	const uint32_t first = s.ctx - s.nq + s.q0;
+	uint32_t end;
+
+	span(p, first, lo, end);
+	span(p, first + nrows / p.group - 1, end, hi);
+	return first;
+}
+
+/* 2^x, flushing denormal results to zero (exp2f() handles them: slower) */
+__device__ __forceinline__ float exp2_ftz(float x)
+{
+	float y;
+
+	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	return y;
+}
+
+/*
+ * The online softmax of a tile of scores @s (tokens @t .. @t + 8 NT - 1 of
+ * the thread's two rows @r) into binary16/bf16 A fragments @pa of P, and
+ * the factors @corr by which the rows' outputs so far are to be rescaled
+ * (rescale()). @edge: some token of the tile is masked for some row of the
+ * warp. The scale is applied to the rows' maximum and folded into the
+ * exponent's argument (one FFMA per score); a scale that is not positive
+ * is applied to the scores first instead.
+ */
+template <typename M, int NT>
+__device__ __forceinline__ void softmax_tile(const params &p, float (&s)[NT][4],
+					     row_state (&r)[2], uint32_t (&pa)[NT / 2][4],
+					     float (&corr)[2], uint32_t t, bool edge)
+{
+	const int c = threadIdx.x & 3;
+	float sl = p.scale_log2, mx[2] = { -INFINITY, -INFINITY }, ref[2];
+
+	if (!(sl > 0.f)) {
+#pragma unroll
+		for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+			for (int i = 0; i < 4; i++)
+				s[nt][i] *= sl;
+		sl = 1.f;
+	}
+#pragma unroll
+	for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			const row_state &ri = r[i >> 1];
+			uint32_t tok = t + nt * 8 + 2 * c + (i & 1);
+
+			if (edge && (!ri.live || tok < ri.lo || tok >= ri.hi))
+				s[nt][i] = -INFINITY;
+			mx[i >> 1] = fmaxf(mx[i >> 1], s[nt][i]);
+		}
+	}
+#pragma unroll
+	for (int e = 0; e < 2; e++) {
+		mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], 1));
+		mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], 2));
+		float mn = mx[e] == -INFINITY ? r[e].m : fmaxf(r[e].m, mx[e] * sl);
+
+		ref[e] = mn == -INFINITY ? 0.f : mn;
+		corr[e] = exp2f(r[e].m - ref[e]);
+		r[e].m = mn;
+		r[e].l *= corr[e];
+	}
+#pragma unroll
+	for (int nt = 0; nt < NT; nt++) {
+		float x[4];
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			x[i] = exp2_ftz(fmaf(s[nt][i], sl, -ref[i >> 1]));
+			r[i >> 1].l += x[i];
+		}
+		pa[nt / 2][(nt & 1) * 2] = kv_mma<M>::pack(x[0], x[1]);
+		pa[nt / 2][(nt & 1) * 2 + 1] = kv_mma<M>::pack(x[2], x[3]);
+	}
+}
+
+/* the outputs @o of the thread's two rows times @corr (softmax_tile()) */
+template <int HD>
+__device__ __forceinline__ void rescale(float (&o)[HD / 8][4], const float (&corr)[2])
+{
+	/* once the rows' maxima settle, most tiles change none */
+	if (__any_sync(0xffffffff, corr[0] != 1.f || corr[1] != 1.f)) {
+#pragma unroll
+		for (int dt = 0; dt < HD / 8; dt++) {
+			o[dt][0] *= corr[0];
+			o[dt][1] *= corr[0];
+			o[dt][2] *= corr[1];
+			o[dt][3] *= corr[1];
+		}
+	}
+}
+
+/*
+ * Row @r's outputs (@e: 0 for the thread's row g, 1 for g + 8): @o over
+ * the row's sum, NaN for a sequence that failed its checks.
+ */
+template <typename T, int HD>
+__device__ __forceinline__ void store_row(const params &p, const seq &s, const row_state &r,
+					  const float (&o)[HD / 8][4], int e)
+{
+	const int c = threadIdx.x & 3;
+	float sum = r.l;
+
+	sum += __shfl_xor_sync(0xffffffff, sum, 1);
+	sum += __shfl_xor_sync(0xffffffff, sum, 2);
+	if (!r.live)
+		return;
+	float inv = !s.ok ? NAN : sum > 0.f ? 1.f / sum : 0.f;
+	T *orow = static_cast<T *>(p.out) +
+		((size_t)(p.q_start[s.b] + s.q0 + r.row / p.group) * p.q_heads +
+		 blockIdx.y * p.group + r.row % p.group) * HD;
+#pragma unroll
+	for (int dt = 0; dt < HD / 8; dt++)
+		kv_mma<T>::store2(orow + dt * 8 + 2 * c, o[dt][2 * e] * inv, o[dt][2 * e + 1] * inv);
+}
+
+/* where row @row's query vector starts */
+template <typename T, int HD>
+__device__ __forceinline__ const T *q_row(const params &p, const seq &s, uint32_t row)
+{
+	return static_cast<const T *>(p.q) +
+		((size_t)(p.q_start[s.b] + s.q0 + row / p.group) * p.q_heads +
+		 blockIdx.y * p.group + row % p.group) * HD;
+}
+
+/*
+ * launch_sm90() - launch the wgmma kernel (prefill_sm90.cu) for a 16-bit
+ * pool of head_dim 128 on an sm_90 device, with 2 or 3 @stages of K/V.
+ * Return: 0, or -EIO when the launch fails.
+ */
+template <typename T>
+int launch_sm90(const params &p, uint32_t max_q, int stages, cudaStream_t st);
+
+} /* namespace kv_prefill */
+
+#endif /* _KVMEM_KERNELS_CUDA_PREFILL_CUH */

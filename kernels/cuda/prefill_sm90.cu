@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Paged prefill attention on Hopper's warpgroup tensor cores (wgmma,
+ * sm_90a), for 16-bit pools of head_dim 128.
+ *
+ * One CTA of two warpgroups takes one (sequence, kv head, tile of
+ * queries): 128 (query, query head) rows of the kv head's GQA group, query
+ * major, 64 per warpgroup, so that every K and V tile serves the whole
+ * group. The context is taken in tiles of 128 tokens; all 256 threads copy
+ * a tile's K and V rows into shared memory with cp.async (each row found
+ * through the block table), one tile (two with three stages) ahead of the
+ * one computed. Tiles and the queries are stored in wgmma's 128-byte
+ * swizzled layout: per 64 dims a [rows][128 B] atom with the 16-byte chunks
+ * of row r XOR-ed by r % 8.
+ *
+ * Per tile, each warpgroup:
+ *   S = Q K^T   8 x wgmma m64n128k16, Q and K from shared memory (K-major),
+ *               while its threads request the next tile;
+ *   softmax     on S as accumulators (softmax_tile(), shared with the
+ *               mma.sync kernel: the layouts are the same), P to registers;
+ *   O += P V    8 x wgmma m64n128k16, P from registers, V from shared
+ *               memory read N-major (dims contiguous), O in registers.
+ * The warpgroups meet at a barrier once per tile (the tile landed; the
+ * stage to refill is free). Measured on an H100: a third stage (variant
+ * 11) is no faster; overlapping a warpgroup's softmax of tile i with its
+ * O += P V of tile i - 1 (three stages, two sets of P registers) was 5-9%
+ * slower and is not kept.
+ *
+ * Built for sm_90a only; elsewhere the kernel is empty and
+ * kv_prefill::launch_sm90() is not called (see prefill.cu).
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#include "kernels/kvkernels.h"
+#include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/attn.cuh"
+#include "kernels/cuda/prefill.cuh"
+
+/* the host pass and sm_90a see the kernel's body; other archs an empty one */
+#if !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define KV_WGMMA 1
+#endif
+
+namespace kv_prefill {
+namespace {
+
+constexpr int kHd = 128;			/* head_dim */
+constexpr int kTk = 128;			/* tokens per K/V tile */
+constexpr int kThreads = 256;			/* two warpgroups */
+constexpr int kRows = 128;			/* (query, head) rows per CTA */
+constexpr uint32_t kAtom = kTk * 128;		/* 64 dims of a tile: [kTk][128 B] */
+constexpr uint32_t kStage = 4 * kAtom;		/* K (two atoms), then V */
+constexpr uint32_t kQBytes = 2 * kRows * 128;
+static_assert(kHd == 2 * 64 && kTk == 128, "two 64-dim atoms; S is m64n128");
+
+#ifdef KV_WGMMA
+/* byte offset of 16-byte chunk @c (of 16) of row @r in a tile of R rows */
+template <uint32_t R>
+__device__ __forceinline__ uint32_t sw128(uint32_t r, uint32_t c)
+{
+	return (c >> 3) * R * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4);
+}
+
+/*
+ * A wgmma shared-memory matrix descriptor: 128-byte swizzle, start
+ * address, leading and stride byte offsets (see the PTX ISA, "Matrix
+ * Descriptor Format"). Atoms are 1024-byte aligned, so the base offset is 0.
+ */
+__device__ __forceinline__ uint64_t sm_desc(uint32_t addr, uint32_t lbo, uint32_t sbo)
+{
+	return (uint64_t)((addr & 0x3ffff) >> 4) | (uint64_t)((lbo & 0x3ffff) >> 4) << 16 |
+	       (uint64_t)((sbo & 0x3ffff) >> 4) << 32 | 1ull << 62;
+}
+
+#define WG_D64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, "	\
+	"%15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, "	\
+	"%30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, "	\
+	"%45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, "	\
+	"%60, %61, %62, %63}"
+#define WG_R4(d, i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
+#define WG_ACC(d) WG_R4(d, 0), WG_R4(d, 1), WG_R4(d, 2), WG_R4(d, 3), WG_R4(d, 4),	\
+	WG_R4(d, 5), WG_R4(d, 6), WG_R4(d, 7), WG_R4(d, 8), WG_R4(d, 9), WG_R4(d, 10),	\
+	WG_R4(d, 11), WG_R4(d, 12), WG_R4(d, 13), WG_R4(d, 14), WG_R4(d, 15)
+
+/*
+ * wg_mma<T> - D (64 x 128, fp32, 16 n8 tiles of four per thread) += A B
+ * for one k-step of 16, T = __nv_bfloat16 or __half:
+ * ss(): A and B in shared memory, both K-major; @acc 0 overwrites D.
+ * rs(): A in registers (m16n8k16 A fragments of the warp's 16 rows), B in
+ * shared memory N-major.
+ */
+template <typename T> struct wg_mma;
+
+#define WG_MMA_TRAITS(T, PTX)								\
+template <> struct wg_mma<T> {								\
+	static __device__ __forceinline__ void ss(float (&d)[16][4], uint64_t da,	\
+						  uint64_t db, int acc)			\
+	{										\
+		asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"		\
+			     "wgmma.mma_async.sync.aligned.m64n128k16.f32." PTX "." PTX	\
+			     " " WG_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"		\
+			     : WG_ACC(d) : "l"(da), "l"(db), "r"(acc));			\
+	}										\
+	static __device__ __forceinline__ void rs(float (&d)[16][4],			\
+						  const uint32_t (&a)[4], uint64_t db)	\
+	{										\
+		asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"		\
+			     "wgmma.mma_async.sync.aligned.m64n128k16.f32." PTX "." PTX	\
+			     " " WG_D64 ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"	\
+			     : WG_ACC(d)						\
+			     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db),	\
+			       "r"(1));							\
+	}										\
+}
+
+WG_MMA_TRAITS(__nv_bfloat16, "bf16");
+WG_MMA_TRAITS(__half, "f16");
+
+#undef WG_MMA_TRAITS
+
+__device__ __forceinline__ void wg_fence(void)
+{
+	asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void wg_commit(void)
+{
+	asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void wg_wait_all(void)
+{
+	asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+
+/* the compiler may not move uses of @d across this point */
+__device__ __forceinline__ void reg_fence(float (&d)[16][4])
+{
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		asm volatile("" : "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
+			     :: "memory");
+}
+
+__device__ __forceinline__ void reg_fence(uint32_t (&a)[8][4])
+{
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		asm volatile("" : "+r"(a[i][0]), "+r"(a[i][1]), "+r"(a[i][2]), "+r"(a[i][3])
+			     :: "memory");
+}
+
+/* cp.async writes (generic proxy) visible to wgmma's reads (async proxy) */
+__device__ __forceinline__ void fence_async_smem(void)
+{
+	asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+/* K and V of tokens [t, t + kTk) into a stage; tokens outside [lo, hi) zero */
+__device__ __forceinline__ void load_kv(const params &p, const uint32_t *table, uint64_t koff,
+					uint32_t t, uint32_t lo, uint32_t hi, char *sk)
+{
+	char *const sv = sk + 2 * kAtom;
+
+#pragma unroll 4
+	for (int i = threadIdx.x; i < kTk * 16; i += kThreads) {
+		uint32_t r = i >> 4, c = i & 15, tok = t + r;
+		bool ok = tok >= lo && tok < hi;
+		const char *src = ok ? k_row<kHd>(p, table, koff, tok) + c * 16 : p.kv.arena;
+
+		cp_async16(sk + sw128<kTk>(r, c), src, ok);
+		cp_async16(sv + sw128<kTk>(r, c), ok ? src + p.kv.voff : src, ok);
+	}
+}
+
+/* the CTA's query rows [0, nrows) into shared memory; the others zero */
+template <typename T>
+__device__ __forceinline__ void load_q(const params &p, const seq &s, uint32_t nrows, char *sq)
+{
+	for (int i = threadIdx.x; i < kRows * 16; i += kThreads) {
+		uint32_t r = i >> 4, c = i & 15;
+		bool ok = r < nrows;
+
+		cp_async16(sq + sw128<kRows>(r, c), ok ? q_row<T, kHd>(p, s, r) + c * 8 : p.q, ok);
+	}
+}
+
+#endif /* KV_WGMMA */
+
+/* issue S = Q K^T for the warpgroup's 64 rows and a stage's kTk tokens */
+template <typename T>
+__device__ __forceinline__ void qk(float (&sc)[16][4], uint32_t q_base, uint32_t k_base)
+{
+	wg_fence();
+#pragma unroll
+	for (int ks = 0; ks < kHd / 16; ks++)
+		wg_mma<T>::ss(sc, sm_desc(q_base + (ks >> 2) * kRows * 128 + (ks & 3) * 32, 16, 1024),
+			      sm_desc(k_base + (ks >> 2) * kAtom + (ks & 3) * 32, 16, 1024), ks);
+	wg_commit();
+}
+
+/* issue O += P V for the warpgroup's 64 rows; V read N-major (dims contiguous) */
+template <typename T>
+__device__ __forceinline__ void pv(float (&o)[16][4], const uint32_t (&pa)[8][4],
+				   uint32_t v_base)
+{
+	reg_fence(o);
+	wg_fence();
+#pragma unroll
+	for (int kk = 0; kk < kTk / 16; kk++)
+		wg_mma<T>::rs(o, pa[kk], sm_desc(v_base + kk * 16 * 128, kAtom, 1024));
+	wg_commit();
+}
+
+/* NS stages of K/V: tiles it + 1 .. it + NS - 1 load while tile it is computed */
+template <typename T, int NS>
+__global__ void __launch_bounds__(kThreads, 1) kv_prefill_wgmma(const params p)
+{
+#ifdef KV_WGMMA
+	extern __shared__ char smem_raw[];
+	char *const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+	char *const sq = smem + NS * kStage;
+	const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
+	/* this warpgroup's 64 rows of the queries */
+	const uint32_t q_base = smem_u32(sq) + (warp >> 2) * 64 * 128;
+
+	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
+		seq s;
+
+		if (!seq_begin(p, b, kThreads, s))
+			continue;
+		const uint32_t nrows = min(p.qpc, s.nq - s.q0) * p.group;
+		row_state rs[2];
+		row_init(p, s, nrows, warp * 16 + g, rs[0]);
+		row_init(p, s, nrows, warp * 16 + g + 8, rs[1]);
+		uint32_t lo, hi;
+		const uint32_t first = cta_span(p, s, nrows, lo, hi);
+		const uint64_t koff = p.kv.koff + blockIdx.y * p.kv.head_bytes;
+		const uint32_t t0 = lo / kTk * kTk;
+		const int ntiles = s.ok && hi > t0 ? (int)((hi - t0 + kTk - 1) / kTk) : 0;
+		float o[16][4], sc[16][4], corr[2];
+		uint32_t pa[8][4];
+
+#pragma unroll
+		for (int dt = 0; dt < 16; dt++)
+			o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+		if (ntiles)
+			load_q<T>(p, s, nrows, sq);
+#pragma unroll
+		for (int j = 0; j < NS - 1; j++) {
+			if (j < ntiles)
+				load_kv(p, s.table, koff, t0 + j * kTk, lo, hi, smem + j * kStage);
+			cp_async_commit();
+		}
+
+		for (int it = 0; it < ntiles; it++) {
+			const uint32_t t = t0 + it * kTk;
+			const uint32_t k_base = smem_u32(smem + (it % NS) * kStage);
+			const uint32_t v_base = k_base + 2 * kAtom;
+
+			/*
+			 * Tile it has landed, and both warpgroups are done with
+			 * tile it - 1's stage, refilled next.
+			 */
+			cp_async_wait<NS - 2>();
+			fence_async_smem();
+			__syncthreads();
+
+			qk<T>(sc, q_base, k_base);
+			/* tile it + NS - 1 is requested while S is computed */
+			if (it + NS - 1 < ntiles)
+				load_kv(p, s.table, koff, t + (NS - 1) * kTk, lo, hi,
+					smem + ((it + NS - 1) % NS) * kStage);
+			cp_async_commit();
+			wg_wait_all();
+			reg_fence(sc);
+
+			softmax_tile<T, 16>(p, sc, rs, pa, corr, t,
+					    t + kTk > first + 1 || t < rs[0].lo || t < rs[1].lo ||
+					    p.window);
+			rescale<kHd>(o, corr);
+			pv<T>(o, pa, v_base);
+			wg_wait_all();
+			reg_fence(o);
+			reg_fence(pa);
+		}
+		cp_async_wait<0>();
+
+		store_row<T, kHd>(p, s, rs[0], o, 0);
+		store_row<T, kHd>(p, s, rs[1], o, 1);
+		__syncthreads();
+	}
+#endif
+}
+
+template <typename T, int NS>
+int launch_ns(const params &p0, uint32_t max_q, cudaStream_t st)
+{
+	constexpr size_t kSmem = NS * kStage + kQBytes + 1024;	/* + alignment */
+	auto kern = kv_prefill_wgmma<T, NS>;
+	static bool attr_set[KV_CUDA_MAX_DEVICES];
+	params p = p0;
+	int dev = 0;
+
+	p.qpc = kRows / p.group;
+	if (cudaGetDevice(&dev) != cudaSuccess || dev >= KV_CUDA_MAX_DEVICES)
+		return -ENODEV;
+	if (!attr_set[dev]) {
+		if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+					 (int)kSmem) != cudaSuccess)
+			return -EIO;
+		attr_set[dev] = true;
+	}
+	dim3 grid((uint32_t)(((uint64_t)max_q + p.qpc - 1) / p.qpc), p.q_heads / p.group,
+		  p.batch < kMaxY ? p.batch : kMaxY);
+	kern<<<grid, kThreads, kSmem, st>>>(p);
+	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
+}
+
+} /* namespace */
+
+template <typename T>
+int launch_sm90(const params &p, uint32_t max_q, int stages, cudaStream_t st)
+{
+	return stages == 3 ? launch_ns<T, 3>(p, max_q, st) : launch_ns<T, 2>(p, max_q, st);
+}
+
+template int launch_sm90<__nv_bfloat16>(const params &, uint32_t, int, cudaStream_t);
+template int launch_sm90<__half>(const params &, uint32_t, int, cudaStream_t);
+
+} /* namespace kv_prefill */
