@@ -330,17 +330,16 @@ static void gpu_prefill_case(struct __test_metadata *_metadata,
  * Prefill, CUDA against CPU: fp16 and bf16, head_dim 64 and 128, GQA
  * 1/4/7/8, block sizes 16/5/32, cached prefixes of 0, 1, 15, 16 and 1000
  * tokens with ragged new runs (several query tiles), sliding windows, and
- * a frame past the arena.
+ * a frame past the arena; by the default kernels, then by the mma.sync
+ * variants 6 and 8 (which an sm_90 device runs only for head_dim 64 by
+ * default), unless KV_PREFILL_VARIANT names one.
  */
-TEST(prefill_equal_cpu)
+static void prefill_sweep(struct __test_metadata *_metadata)
 {
 	static const __u32 ratios[] = { 1, 4, 7, 8 }, pre[] = { 0, 1, 15, 16, 1000 };
 	static const __u32 windows[] = { 0, 0, 1, 100 };
 	__u32 di, hi, ri, b, cached[6], nq[6];
 
-	if (!gpu_present())
-		SKIP(return, "no CUDA device");
-	kvt_seed(__func__);
 	for (di = 0; di < 2; di++)
 		for (hi = 0; hi < 2; hi++)
 			for (ri = 0; ri < 4; ri++) {
@@ -366,6 +365,22 @@ TEST(prefill_equal_cpu)
 
 		gpu_prefill_case(_metadata, &g, 4, 0, 6, cached, nq, 1);
 	}
+}
+
+TEST(prefill_equal_cpu)
+{
+	static const int variants[] = { -1, 6, 8 };
+	const int named = kv_cuda_prefill_variant;
+	unsigned int i;
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	for (i = 0; i < (named >= 0 ? 1 : sizeof(variants) / sizeof(variants[0])); i++) {
+		kv_cuda_prefill_variant = named >= 0 ? named : variants[i];
+		prefill_sweep(_metadata);
+	}
+	kv_cuda_prefill_variant = named;
 }
 
 /*
