@@ -56,8 +56,9 @@
  * 6 as 0 with 3 stages of K/V in flight instead of 2; 7 as 2 with 4
  * stages; 8 as 4 with 4 stages; 9 as 4 with tiles of 64 tokens; 10 the
  * wgmma kernel of prefill_sm90.cu (16-bit pools of head_dim 128 on an
- * sm_90 device; elsewhere 6), 2 stages of K/V; 11 the same with 3.
- * Negative: pick_variant() chooses 6, 8 or 10.
+ * sm_90 device; elsewhere 6), 2 stages of K/V; 11 the same with 3; 12
+ * and 13 its warp-specialized form (kv_prefill_ws()) with 2 and 3.
+ * Negative: pick_variant() chooses 6, 8 or 12.
  */
 int kv_cuda_prefill_variant = -1;
 
@@ -434,7 +435,7 @@ static bool sm90(void)
 /*
  * The default, from the variants measured on an H100
  * (Documentation/performance.md): on an sm_90 device, where @wgmma (a
- * 16-bit pool of head_dim 128), variant 10; else where the grid has enough
+ * 16-bit pool of head_dim 128), variant 12; else where the grid has enough
  * CTAs to fill the SMs twice over, variant 8 (32 rows per warp, 4 stages
  * of 32-token tiles); else, as in a chunked prefill (a long context for
  * few queries), variant 6 (16 rows per warp, no register cap, 3 stages of
@@ -448,7 +449,7 @@ static int pick_variant(const prefill_params &p, uint32_t max_q, bool wgmma)
 	if (kv_cuda_prefill_variant >= 0)
 		return kv_cuda_prefill_variant;
 	if (wgmma && sm90())
-		return 10;
+		return 12;
 	if (cudaGetDevice(&dev) != cudaSuccess ||
 	    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
 		return 0;
@@ -506,8 +507,10 @@ int launch_var(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 		return launch<T, HD, 64, 2, 2, 2>(p, max_q, st);
 	case 10:
 	case 11:
+	case 12:
+	case 13:
 		if (HD == 128 && sm90())
-			return launch_sm90<T>(p, max_q, v == 11 ? 3 : 2, st);
+			return launch_sm90<T>(p, max_q, v < 12 ? v - 8 : 10 - v, st);
 		return launch<T, HD, 64, 1, 1, 3>(p, max_q, st);
 	default:
 		return launch<T, HD, 64, 1, 1>(p, max_q, st);

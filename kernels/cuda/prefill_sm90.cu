@@ -160,14 +160,63 @@ __device__ __forceinline__ void fence_async_smem(void)
 	asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
-/* K and V of tokens [t, t + kTk) into a stage; tokens outside [lo, hi) zero */
+/* ---- mbarriers and named barriers (the warp-specialized kernel) ------- */
+
+__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count)
+{
+	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n"
+		     :: "r"(smem_u32(bar)), "r"(count) : "memory");
+}
+
+/* wait until the phase of parity @parity of @bar has completed */
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
+{
+	uint32_t done;
+
+	do {
+		asm volatile("{\n.reg .pred p;\n"
+			     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+			     "selp.u32 %0, 1, 0, p;\n}\n"
+			     : "=r"(done) : "r"(smem_u32(bar)), "r"(parity) : "memory");
+	} while (!done);
+}
+
+__device__ __forceinline__ void mbar_arrive(uint64_t *bar)
+{
+	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n"
+		     :: "r"(smem_u32(bar)) : "memory");
+}
+
+/* arrive on @bar once this thread's cp.async copies so far have landed */
+__device__ __forceinline__ void mbar_arrive_cp_async(uint64_t *bar)
+{
+	asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n"
+		     :: "r"(smem_u32(bar)) : "memory");
+}
+
+__device__ __forceinline__ void named_sync(uint32_t id, uint32_t n)
+{
+	asm volatile("bar.sync %0, %1;\n" :: "r"(id), "r"(n) : "memory");
+}
+
+__device__ __forceinline__ void named_arrive(uint32_t id, uint32_t n)
+{
+	asm volatile("bar.arrive %0, %1;\n" :: "r"(id), "r"(n) : "memory");
+}
+
+/*
+ * K and V of tokens [t, t + kTk) into a stage; tokens outside [lo, hi)
+ * zero. By NT threads, this one @tid of them.
+ */
+template <int NT = kThreads>
 __device__ __forceinline__ void load_kv(const params &p, const uint32_t *table, uint64_t koff,
-					uint32_t t, uint32_t lo, uint32_t hi, char *sk)
+					uint32_t t, uint32_t lo, uint32_t hi, char *sk,
+					int tid = threadIdx.x)
 {
 	char *const sv = sk + 2 * kAtom;
 
 #pragma unroll 4
-	for (int i = threadIdx.x; i < kTk * 16; i += kThreads) {
+	for (int i = tid; i < kTk * 16; i += NT) {
 		uint32_t r = i >> 4, c = i & 15, tok = t + r;
 		bool ok = tok >= lo && tok < hi;
 		const char *src = ok ? k_row<kHd>(p, table, koff, tok) + c * 16 : p.kv.arena;
@@ -178,10 +227,11 @@ __device__ __forceinline__ void load_kv(const params &p, const uint32_t *table, 
 }
 
 /* the CTA's query rows [0, nrows) into shared memory; the others zero */
-template <typename T>
-__device__ __forceinline__ void load_q(const params &p, const seq &s, uint32_t nrows, char *sq)
+template <typename T, int NT = kThreads>
+__device__ __forceinline__ void load_q(const params &p, const seq &s, uint32_t nrows, char *sq,
+				       int tid = threadIdx.x)
 {
-	for (int i = threadIdx.x; i < kRows * 16; i += kThreads) {
+	for (int i = tid; i < kRows * 16; i += NT) {
 		uint32_t r = i >> 4, c = i & 15;
 		bool ok = r < nrows;
 
@@ -297,6 +347,131 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_wgmma(const params p)
 #endif
 }
 
+/*
+ * Warp-specialized: warpgroup 0 copies (the queries, then K/V tiles into
+ * NS stages, each stage's "full" mbarrier completed by cp.async as the
+ * copies land, its "empty" one by the consumers when done with it);
+ * warpgroups 1 and 2 compute as kv_prefill_wgmma() does (in 168 registers:
+ * 384 threads share the SM's 64K), taking turns (named barriers 1 and 2) to issue
+ * S = Q K^T so that one's softmax runs beside the other's products.
+ */
+constexpr int kWsThreads = 384;
+
+template <typename T, int NS>
+__global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
+{
+#ifdef KV_WGMMA
+	extern __shared__ char smem_raw[];
+	char *const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+	char *const sq = smem + NS * kStage;
+	uint64_t *const full = reinterpret_cast<uint64_t *>(sq + kQBytes), *const empty = full + NS;
+	const int warp = threadIdx.x >> 5, wg = warp >> 2;
+	uint32_t git = 0;	/* tiles through the stages so far, over sequences */
+
+	if (threadIdx.x == 0) {
+		for (int i = 0; i < NS; i++) {
+			mbar_init(&full[i], 128);
+			mbar_init(&empty[i], 2 * 128);
+		}
+	}
+	__syncthreads();
+
+	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
+		seq s;
+
+		if (!seq_begin(p, b, kWsThreads, s))
+			continue;
+		const uint32_t nrows = min(p.qpc, s.nq - s.q0) * p.group;
+		uint32_t lo, hi;
+		const uint32_t first = cta_span(p, s, nrows, lo, hi);
+		const uint32_t t0 = lo / kTk * kTk;
+		const int ntiles = s.ok && hi > t0 ? (int)((hi - t0 + kTk - 1) / kTk) : 0;
+
+		if (wg == 0) {
+			const uint64_t koff = p.kv.koff + blockIdx.y * p.kv.head_bytes;
+			const int tid = threadIdx.x;
+
+			for (int it = 0; it < ntiles; it++, git++) {
+				const uint32_t st = git % NS, use = git / NS;
+
+				if (use)
+					mbar_wait(&empty[st], (use - 1) & 1);
+				if (!it)
+					load_q<T, 128>(p, s, nrows, sq, tid);
+				load_kv<128>(p, s.table, koff, t0 + it * kTk, lo, hi,
+					     smem + st * kStage, tid);
+				mbar_arrive_cp_async(&full[st]);
+			}
+		} else {
+			const int cw = wg - 1, cwarp = warp - 4, g = (threadIdx.x & 31) >> 2;
+			const uint32_t q_base = smem_u32(sq) + cw * 64 * 128;
+			row_state rs[2];
+			float o[16][4], sc[16][4], corr[2];
+			uint32_t pa[8][4];
+
+			row_init(p, s, nrows, cwarp * 16 + g, rs[0]);
+			row_init(p, s, nrows, cwarp * 16 + g + 8, rs[1]);
+#pragma unroll
+			for (int dt = 0; dt < 16; dt++)
+				o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+			/* warpgroup 1 goes first */
+			if (cw == 1 && ntiles)
+				named_arrive(1, 256);
+			for (int it = 0; it < ntiles; it++, git++) {
+				const uint32_t st = git % NS, t = t0 + it * kTk;
+				const uint32_t k_base = smem_u32(smem + st * kStage);
+
+				mbar_wait(&full[st], (git / NS) & 1);
+				fence_async_smem();
+				named_sync(1 + cw, 256);
+				qk<T>(sc, q_base, k_base);
+				/* the other's turn; its last turn is taken by none */
+				if (cw == 0 || it + 1 < ntiles)
+					named_arrive(2 - cw, 256);
+				wg_wait_all();
+				reg_fence(sc);
+				softmax_tile<T, 16>(p, sc, rs, pa, corr, t,
+						    t + kTk > first + 1 || t < rs[0].lo ||
+						    t < rs[1].lo || p.window);
+				rescale<kHd>(o, corr);
+				pv<T>(o, pa, k_base + 2 * kAtom);
+				wg_wait_all();
+				reg_fence(o);
+				reg_fence(pa);
+				mbar_arrive(&empty[st]);
+			}
+			store_row<T, kHd>(p, s, rs[0], o, 0);
+			store_row<T, kHd>(p, s, rs[1], o, 1);
+		}
+		__syncthreads();
+	}
+#endif
+}
+
+template <typename T, int NS>
+int launch_ws(const params &p0, uint32_t max_q, cudaStream_t st)
+{
+	constexpr size_t kSmem = NS * kStage + kQBytes + 2 * NS * 8 + 1024;
+	auto kern = kv_prefill_ws<T, NS>;
+	static bool attr_set[KV_CUDA_MAX_DEVICES];
+	params p = p0;
+	int dev = 0;
+
+	p.qpc = kRows / p.group;
+	if (cudaGetDevice(&dev) != cudaSuccess || dev >= KV_CUDA_MAX_DEVICES)
+		return -ENODEV;
+	if (!attr_set[dev]) {
+		if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+					 (int)kSmem) != cudaSuccess)
+			return -EIO;
+		attr_set[dev] = true;
+	}
+	dim3 grid((uint32_t)(((uint64_t)max_q + p.qpc - 1) / p.qpc), p.q_heads / p.group,
+		  p.batch < kMaxY ? p.batch : kMaxY);
+	kern<<<grid, kWsThreads, kSmem, st>>>(p);
+	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
+}
+
 template <typename T, int NS>
 int launch_ns(const params &p0, uint32_t max_q, cudaStream_t st)
 {
@@ -326,7 +501,16 @@ int launch_ns(const params &p0, uint32_t max_q, cudaStream_t st)
 template <typename T>
 int launch_sm90(const params &p, uint32_t max_q, int stages, cudaStream_t st)
 {
-	return stages == 3 ? launch_ns<T, 3>(p, max_q, st) : launch_ns<T, 2>(p, max_q, st);
+	switch (stages) {
+	case 3:
+		return launch_ns<T, 3>(p, max_q, st);
+	case -2:
+		return launch_ws<T, 2>(p, max_q, st);
+	case -3:
+		return launch_ws<T, 3>(p, max_q, st);
+	default:
+		return launch_ns<T, 2>(p, max_q, st);
+	}
 }
 
 template int launch_sm90<__nv_bfloat16>(const params &, uint32_t, int, cudaStream_t);
