@@ -91,36 +91,55 @@ __device__ __forceinline__ const char *k_row(const params &p, const uint32_t *ta
 
 /*
  * struct seq - the sequence a CTA works on in this pass
- * @b: its index; @q0: the CTA's first query of it; @nq: its new tokens;
- * @ctx: its context; @table: its block table; @ok: it passed seq_ok()
+ * @b: its index; @h: the kv head; @q0: the CTA's first query of it; @nq:
+ * its new tokens; @ctx: its context; @table: its block table; @ok: it
+ * passed seq_ok()
  */
 struct seq {
-	uint32_t b, q0, nq, ctx;
+	uint32_t b, h, q0, nq, ctx;
 	const uint32_t *table;
 	bool ok;
 };
 
+/* sequence @s.b's q_start entries are in range: it has rows to write */
+__device__ __forceinline__ bool seq_rows(const params &p, uint32_t b)
+{
+	return p.q_start[b] <= p.q_start[b + 1] && p.q_start[b + 1] <= p.tokens;
+}
+
 /*
  * Sequence @b is sound: q_start in range, its queries fit its context and
  * the grid, its context fits its table, every frame it reads is in the
- * arena. Each of the @nt threads checks a share of the frames.
+ * arena. Each of the @nt threads (this one @tid) checks a share of the
+ * frames.
  */
-__device__ __forceinline__ bool seq_ok(const params &p, const seq &s, uint32_t nt)
+__device__ __forceinline__ bool seq_ok(const params &p, const seq &s, uint32_t tid, uint32_t nt)
 {
 	uint32_t lo, hi;
 
-	if (p.q_start[s.b] > p.q_start[s.b + 1] || p.q_start[s.b + 1] > p.tokens ||
-	    s.nq > s.ctx || s.nq > p.max_q ||
+	if (!seq_rows(p, s.b) || s.nq > s.ctx || s.nq > p.max_q ||
 	    (uint64_t)s.ctx > (uint64_t)p.stride * p.block_tokens)
 		return false;
 	if (!s.nq)
 		return true;
 	span(p, s.ctx - s.nq, lo, hi);
-	for (uint32_t i = lo / p.block_tokens + threadIdx.x;
+	for (uint32_t i = lo / p.block_tokens + tid;
 	     i <= (s.ctx - 1) / p.block_tokens; i += nt)
 		if (s.table[i] >= p.kv.frames)
 			return false;
 	return true;
+}
+
+/* the fields of @s for sequence @b, kv head @h, queries from @qt * qpc */
+__device__ __forceinline__ void seq_init(const params &p, uint32_t b, uint32_t h, uint32_t qt,
+					 seq &s)
+{
+	s.b = b;
+	s.h = h;
+	s.q0 = qt * p.qpc;
+	s.nq = p.q_start[b + 1] - p.q_start[b];
+	s.ctx = p.ctx_lens[b];
+	s.table = p.table + (size_t)b * p.stride;
 }
 
 /*
@@ -133,15 +152,11 @@ __device__ __forceinline__ bool seq_ok(const params &p, const seq &s, uint32_t n
  */
 __device__ __forceinline__ bool seq_begin(const params &p, uint32_t b, uint32_t nt, seq &s)
 {
-	s.b = b;
-	s.q0 = (gridDim.x - 1 - blockIdx.x) * p.qpc;
-	s.nq = p.q_start[b + 1] - p.q_start[b];
-	s.ctx = p.ctx_lens[b];
-	s.table = p.table + (size_t)b * p.stride;
-	s.ok = __syncthreads_and(seq_ok(p, s, nt));
+	seq_init(p, b, blockIdx.y, gridDim.x - 1 - blockIdx.x, s);
+	s.ok = __syncthreads_and(seq_ok(p, s, threadIdx.x, nt));
 	if (!s.ok && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && p.status)
 		atomicExch(p.status, -EINVAL);
-	if (!s.ok && (p.q_start[b] > p.q_start[b + 1] || p.q_start[b + 1] > p.tokens))
+	if (!s.ok && !seq_rows(p, b))
 		return false;
 	return s.q0 < s.nq;
 }
@@ -287,7 +302,7 @@ __device__ __forceinline__ void store_row(const params &p, const seq &s, const r
 	float inv = !s.ok ? NAN : sum > 0.f ? 1.f / sum : 0.f;
 	T *orow = static_cast<T *>(p.out) +
 		((size_t)(p.q_start[s.b] + s.q0 + r.row / p.group) * p.q_heads +
-		 blockIdx.y * p.group + r.row % p.group) * HD;
+		 s.h * p.group + r.row % p.group) * HD;
 #pragma unroll
 	for (int dt = 0; dt < HD / 8; dt++)
 		kv_mma<T>::store2(orow + dt * 8 + 2 * c, o[dt][2 * e] * inv, o[dt][2 * e + 1] * inv);
@@ -299,7 +314,7 @@ __device__ __forceinline__ const T *q_row(const params &p, const seq &s, uint32_
 {
 	return static_cast<const T *>(p.q) +
 		((size_t)(p.q_start[s.b] + s.q0 + row / p.group) * p.q_heads +
-		 blockIdx.y * p.group + row % p.group) * HD;
+		 s.h * p.group + row % p.group) * HD;
 }
 
 /*

@@ -289,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_wgmma(const params p)
 		row_init(p, s, nrows, warp * 16 + g + 8, rs[1]);
 		uint32_t lo, hi;
 		const uint32_t first = cta_span(p, s, nrows, lo, hi);
-		const uint64_t koff = p.kv.koff + blockIdx.y * p.kv.head_bytes;
+		const uint64_t koff = p.kv.koff + s.h * p.kv.head_bytes;
 		const uint32_t t0 = lo / kTk * kTk;
 		const int ntiles = s.ok && hi > t0 ? (int)((hi - t0 + kTk - 1) / kTk) : 0;
 		float o[16][4], sc[16][4], corr[2];
@@ -388,7 +388,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 		const int ntiles = s.ok && hi > t0 ? (int)((hi - t0 + kTk - 1) / kTk) : 0;
 
 		if (wg == 0) {
-			const uint64_t koff = p.kv.koff + blockIdx.y * p.kv.head_bytes;
+			const uint64_t koff = p.kv.koff + s.h * p.kv.head_bytes;
 			const int tid = threadIdx.x;
 
 			for (int it = 0; it < ntiles; it++, git++) {
