@@ -111,46 +111,6 @@ __device__ __forceinline__ void load_tile(const prefill_params &p, const uint32_
 	}
 }
 
-/* 8 floats as four binary16 pairs */
-__device__ __forceinline__ uint4 pack8(const float (&f)[8])
-{
-	return make_uint4(kv_mma<__half>::pack(f[0], f[1]), kv_mma<__half>::pack(f[2], f[3]),
-			  kv_mma<__half>::pack(f[4], f[5]), kv_mma<__half>::pack(f[6], f[7]));
-}
-
-/*
- * Dims 8c .. 8c + 7 of the row at @row (values; @fb: its frame, @sc: the
- * head's scales in it, @tib: the token in the block) times their scale.
- */
-template <int HD, int DT>
-__device__ __forceinline__ uint4 dequant8(const char *fb, uint64_t sc, uint32_t tib,
-					  const char *row, uint32_t c)
-{
-	float f[8];
-
-	if constexpr (DT == KV_DTYPE_INT4) {
-		uint32_t w = __ldg(reinterpret_cast<const uint32_t *>(row + c * 4));
-		float s = __half2float(reinterpret_cast<const __half *>(
-			fb + sc + (uint64_t)tib * (HD / 16))[c / 4]);
-#pragma unroll
-		for (int i = 0; i < 8; i++)
-			f[i] = (float)((int)((w >> (4 * i)) & 15) - 8) * s;
-	} else {
-		uint2 w = __ldg(reinterpret_cast<const uint2 *>(row + c * 8));
-		float s = __ldg(reinterpret_cast<const float *>(fb + sc));
-#pragma unroll
-		for (int i = 0; i < 8; i++) {
-			uint8_t q = (uint8_t)((i < 4 ? w.x : w.y) >> (8 * (i & 3)));
-
-			if constexpr (DT == KV_DTYPE_INT8)
-				f[i] = (float)(int8_t)q * s;
-			else
-				f[i] = __half2float(__half(__nv_cvt_fp8_to_halfraw(q, __NV_E4M3))) * s;
-		}
-	}
-	return pack8(f);
-}
-
 /*
  * load_tile() of a quantized pool: the tile's K and V widened into the
  * stage as binary16 rows; @sk_off: the head's K scales in a frame.
@@ -457,13 +417,19 @@ static int pick_variant(const prefill_params &p, uint32_t max_q, bool wgmma)
 }
 
 /*
- * A quantized pool: the shapes of variants 6 and 7 (queries in registers),
- * 7 where the grid fills the SMs several times over.
+ * A quantized pool: on an sm_90 device at head_dim 128 the warp-specialized
+ * wgmma kernel (variant 12, the default there), else the shapes of
+ * variants 6 and 7 (queries in registers), 7 where the grid fills the SMs
+ * several times over.
  */
 template <typename T, int HD, int DT>
 int launch_quant(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 {
-	if (pick_variant(p, max_q, false) == 8)
+	const int v = pick_variant(p, max_q, HD == 128);
+
+	if (HD == 128 && v == 12 && sm90())
+		return launch_sm90<T>(p, max_q, -2, DT, st);
+	if (v == 8)
 		return launch<T, HD, 32, 1, 3, 4, DT>(p, max_q, st);
 	return launch<T, HD, 64, 1, 1, 3, DT>(p, max_q, st);
 }
@@ -510,7 +476,7 @@ int launch_var(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 	case 12:
 	case 13:
 		if (HD == 128 && sm90())
-			return launch_sm90<T>(p, max_q, v < 12 ? v - 8 : 10 - v, st);
+			return launch_sm90<T>(p, max_q, v < 12 ? v - 8 : 10 - v, 0, st);
 		return launch<T, HD, 64, 1, 1, 3>(p, max_q, st);
 	default:
 		return launch<T, HD, 64, 1, 1>(p, max_q, st);

@@ -15,6 +15,8 @@
 #include <errno.h>
 #include <stdint.h>
 #include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include "kernels/cuda/attn.cuh"
 
@@ -87,6 +89,58 @@ __device__ __forceinline__ const char *k_row(const params &p, const uint32_t *ta
 	uint32_t tib, blk = block_of(p, tok, tib);
 
 	return p.kv.arena + table[blk] * p.kv.frame_bytes + koff + (uint64_t)tib * HD * 2;
+}
+
+/* 8 floats as four binary16 pairs */
+__device__ __forceinline__ uint4 pack8(const float (&f)[8])
+{
+	return make_uint4(kv_mma<__half>::pack(f[0], f[1]), kv_mma<__half>::pack(f[2], f[3]),
+			  kv_mma<__half>::pack(f[4], f[5]), kv_mma<__half>::pack(f[6], f[7]));
+}
+
+/*
+ * Eight quantized values times their scale @s as binary16: INT4, the
+ * nibbles of @w.x (low first); INT8 and FP8, the bytes of @w.
+ */
+template <int DT>
+__device__ __forceinline__ uint4 widen8(uint2 w, float s)
+{
+	float f[8];
+
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if constexpr (DT == KV_DTYPE_INT4) {
+			f[i] = (float)((int)((w.x >> (4 * i)) & 15) - 8) * s;
+		} else {
+			uint8_t q = (uint8_t)((i < 4 ? w.x : w.y) >> (8 * (i & 3)));
+
+			if constexpr (DT == KV_DTYPE_INT8)
+				f[i] = (float)(int8_t)q * s;
+			else
+				f[i] = __half2float(__half(__nv_cvt_fp8_to_halfraw(q, __NV_E4M3))) * s;
+		}
+	}
+	return pack8(f);
+}
+
+/*
+ * Dims 8c .. 8c + 7 of the row at @row (values; @fb: its frame, @sc: the
+ * head's scales in it, @tib: the token in the block) times their scale.
+ */
+template <int HD, int DT>
+__device__ __forceinline__ uint4 dequant8(const char *fb, uint64_t sc, uint32_t tib,
+					  const char *row, uint32_t c)
+{
+	if constexpr (DT == KV_DTYPE_INT4) {
+		uint32_t w = __ldg(reinterpret_cast<const uint32_t *>(row + c * 4));
+		float s = __half2float(reinterpret_cast<const __half *>(
+			fb + sc + (uint64_t)tib * (HD / 16))[c / 4]);
+
+		return widen8<DT>(make_uint2(w, 0), s);
+	} else {
+		return widen8<DT>(__ldg(reinterpret_cast<const uint2 *>(row + c * 8)),
+				  __ldg(reinterpret_cast<const float *>(fb + sc)));
+	}
 }
 
 /*
@@ -318,12 +372,15 @@ __device__ __forceinline__ const T *q_row(const params &p, const seq &s, uint32_
 }
 
 /*
- * launch_sm90() - launch the wgmma kernel (prefill_sm90.cu) for a 16-bit
- * pool of head_dim 128 on an sm_90 device, with 2 or 3 @stages of K/V.
- * Return: 0, or -EIO when the launch fails.
+ * launch_sm90() - launch a wgmma kernel (prefill_sm90.cu) for a pool of
+ * head_dim 128 on an sm_90 device: @stages 2 or 3, the kernel with its
+ * warpgroups all copying and computing; -2 or -3, the warp-specialized
+ * one. A quantized @dtype always runs the warp-specialized kernel (2
+ * stages), its copying warpgroup widening the tiles; T is the type of
+ * the queries and outputs. Return: 0, or -EIO when the launch fails.
  */
 template <typename T>
-int launch_sm90(const params &p, uint32_t max_q, int stages, cudaStream_t st);
+int launch_sm90(const params &p, uint32_t max_q, int stages, uint32_t dtype, cudaStream_t st);
 
 } /* namespace kv_prefill */
 

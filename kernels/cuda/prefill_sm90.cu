@@ -34,6 +34,7 @@
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <type_traits>
 
 #include "kernels/kvkernels.h"
 #include "kernels/cuda/cuda_internal.h"
@@ -239,6 +240,99 @@ __device__ __forceinline__ void load_q(const params &p, const seq &s, uint32_t n
 	}
 }
 
+/*
+ * load_kv() of a quantized pool (DT): the tile's K and V widened times
+ * their scales to binary16 and stored as a 16-bit pool's would be; by 128
+ * threads, a token row each (this one @tid), every load of a row issued
+ * before any is widened. @sk_off: the head's K scales in a frame.
+ */
+template <int DT>
+__device__ __forceinline__ void load_kv_quant(const params &p, const uint32_t *table,
+					      uint64_t koff, uint64_t sk_off, uint32_t t,
+					      uint32_t lo, uint32_t hi, char *sk, int tid)
+{
+	constexpr int W = DT == KV_DTYPE_INT4 ? 4 : 8;	/* 16-byte words of a row */
+	static_assert(kTk == 128, "a token row per thread");
+	const uint32_t tok = t + tid;
+	uint4 raw[2][W];
+	float sc[2][4];
+
+#pragma unroll
+	for (int kv = 0; kv < 2; kv++) {
+#pragma unroll
+		for (int j = 0; j < W; j++)
+			raw[kv][j] = make_uint4(0, 0, 0, 0);
+		sc[kv][0] = sc[kv][1] = sc[kv][2] = sc[kv][3] = 0.f;
+	}
+	if (tok >= lo && tok < hi) {
+		uint32_t tib, blk = block_of(p, tok, tib);
+		const char *fb = p.kv.arena + table[blk] * p.kv.frame_bytes;
+
+#pragma unroll
+		for (int kv = 0; kv < 2; kv++) {
+			const uint4 *row = reinterpret_cast<const uint4 *>(
+				fb + koff + kv * p.kv.voff + (uint64_t)tib * W * 16);
+			const char *so = fb + sk_off + kv * p.kv_heads * p.hsb;
+
+#pragma unroll
+			for (int j = 0; j < W; j++)
+				raw[kv][j] = __ldg(row + j);
+			if constexpr (DT == KV_DTYPE_INT4) {
+				const __half *hs = reinterpret_cast<const __half *>(
+					so + (uint64_t)tib * (kHd / 16));
+#pragma unroll
+				for (int gi = 0; gi < 4; gi++)
+					sc[kv][gi] = __half2float(hs[gi]);
+			} else {
+				sc[kv][0] = __ldg(reinterpret_cast<const float *>(so));
+			}
+		}
+	}
+#pragma unroll
+	for (int kv = 0; kv < 2; kv++) {
+#pragma unroll
+		for (int c = 0; c < 16; c++) {
+			const uint4 &x = raw[kv][DT == KV_DTYPE_INT4 ? c >> 2 : c >> 1];
+			uint2 w;
+
+			if constexpr (DT == KV_DTYPE_INT4)
+				w = make_uint2((c & 3) == 0 ? x.x : (c & 3) == 1 ? x.y :
+					       (c & 3) == 2 ? x.z : x.w, 0);
+			else
+				w = c & 1 ? make_uint2(x.z, x.w) : make_uint2(x.x, x.y);
+			*reinterpret_cast<uint4 *>(sk + kv * 2 * kAtom + sw128<kTk>(tid, c)) =
+				widen8<DT>(w, sc[kv][DT == KV_DTYPE_INT4 ? c >> 2 : 0]);
+		}
+	}
+}
+
+/* two bf16 as a binary16 pair */
+__device__ __forceinline__ uint32_t bf2_to_h2(uint32_t x)
+{
+	float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&x));
+
+	return kv_mma<__half>::pack(f.x, f.y);
+}
+
+/* load_q() for a quantized pool: the queries as binary16; by 128 threads */
+template <typename T>
+__device__ __forceinline__ void load_q_half(const params &p, const seq &s, uint32_t nrows,
+					    char *sq, int tid)
+{
+	for (int i = tid; i < kRows * 16; i += 128) {
+		uint32_t r = i >> 4, c = i & 15;
+		uint4 x = make_uint4(0, 0, 0, 0);
+
+		if (r < nrows) {
+			x = __ldg(reinterpret_cast<const uint4 *>(q_row<T, kHd>(p, s, r) + c * 8));
+			if (!std::is_same<T, __half>::value)
+				x = make_uint4(bf2_to_h2(x.x), bf2_to_h2(x.y), bf2_to_h2(x.z),
+					       bf2_to_h2(x.w));
+		}
+		*reinterpret_cast<uint4 *>(sq + sw128<kRows>(r, c)) = x;
+	}
+}
+
 #endif /* KV_WGMMA */
 
 /* issue S = Q K^T for the warpgroup's 64 rows and a stage's kTk tokens */
@@ -357,10 +451,11 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_wgmma(const params p)
  */
 constexpr int kWsThreads = 384;
 
-template <typename T, int NS>
+template <typename T, int NS, int DT>
 __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 {
 #ifdef KV_WGMMA
+	typedef typename std::conditional<DT == 0, T, __half>::type M;	/* wgmma type */
 	extern __shared__ char smem_raw[];
 	char *const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
 	char *const sq = smem + NS * kStage;
@@ -393,13 +488,23 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 
 			for (int it = 0; it < ntiles; it++, git++) {
 				const uint32_t st = git % NS, use = git / NS;
+				const uint32_t t = t0 + it * kTk;
 
 				if (use)
 					mbar_wait(&empty[st], (use - 1) & 1);
+				if (DT) {
+					/* widened by this warpgroup: plain stores */
+					if (!it)
+						load_q_half<T>(p, s, nrows, sq, tid);
+					load_kv_quant<DT>(p, s.table, koff, p.soff + s.h * p.hsb,
+							  t, lo, hi, smem + st * kStage, tid);
+					fence_async_smem();
+					mbar_arrive(&full[st]);
+					continue;
+				}
 				if (!it)
 					load_q<T, 128>(p, s, nrows, sq, tid);
-				load_kv<128>(p, s.table, koff, t0 + it * kTk, lo, hi,
-					     smem + st * kStage, tid);
+				load_kv<128>(p, s.table, koff, t, lo, hi, smem + st * kStage, tid);
 				mbar_arrive_cp_async(&full[st]);
 			}
 		} else {
@@ -424,17 +529,17 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 				mbar_wait(&full[st], (git / NS) & 1);
 				fence_async_smem();
 				named_sync(1 + cw, 256);
-				qk<T>(sc, q_base, k_base);
+				qk<M>(sc, q_base, k_base);
 				/* the other's turn; its last turn is taken by none */
 				if (cw == 0 || it + 1 < ntiles)
 					named_arrive(2 - cw, 256);
 				wg_wait_all();
 				reg_fence(sc);
-				softmax_tile<T, 16>(p, sc, rs, pa, corr, t,
+				softmax_tile<M, 16>(p, sc, rs, pa, corr, t,
 						    t + kTk > first + 1 || t < rs[0].lo ||
 						    t < rs[1].lo || p.window);
 				rescale<kHd>(o, corr);
-				pv<T>(o, pa, k_base + 2 * kAtom);
+				pv<M>(o, pa, k_base + 2 * kAtom);
 				wg_wait_all();
 				reg_fence(o);
 				reg_fence(pa);
@@ -448,11 +553,11 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 #endif
 }
 
-template <typename T, int NS>
+template <typename T, int NS, int DT = 0>
 int launch_ws(const params &p0, uint32_t max_q, cudaStream_t st)
 {
 	constexpr size_t kSmem = NS * kStage + kQBytes + 2 * NS * 8 + 1024;
-	auto kern = kv_prefill_ws<T, NS>;
+	auto kern = kv_prefill_ws<T, NS, DT>;
 	static bool attr_set[KV_CUDA_MAX_DEVICES];
 	params p = p0;
 	int dev = 0;
@@ -499,8 +604,16 @@ int launch_ns(const params &p0, uint32_t max_q, cudaStream_t st)
 } /* namespace */
 
 template <typename T>
-int launch_sm90(const params &p, uint32_t max_q, int stages, cudaStream_t st)
+int launch_sm90(const params &p, uint32_t max_q, int stages, uint32_t dtype, cudaStream_t st)
 {
+	switch (dtype) {
+	case KV_DTYPE_INT8:
+		return launch_ws<T, 2, KV_DTYPE_INT8>(p, max_q, st);
+	case KV_DTYPE_FP8_E4M3:
+		return launch_ws<T, 2, KV_DTYPE_FP8_E4M3>(p, max_q, st);
+	case KV_DTYPE_INT4:
+		return launch_ws<T, 2, KV_DTYPE_INT4>(p, max_q, st);
+	}
 	switch (stages) {
 	case 3:
 		return launch_ns<T, 3>(p, max_q, st);
@@ -513,7 +626,7 @@ int launch_sm90(const params &p, uint32_t max_q, int stages, cudaStream_t st)
 	}
 }
 
-template int launch_sm90<__nv_bfloat16>(const params &, uint32_t, int, cudaStream_t);
-template int launch_sm90<__half>(const params &, uint32_t, int, cudaStream_t);
+template int launch_sm90<__nv_bfloat16>(const params &, uint32_t, int, uint32_t, cudaStream_t);
+template int launch_sm90<__half>(const params &, uint32_t, int, uint32_t, cudaStream_t);
 
 } /* namespace kv_prefill */

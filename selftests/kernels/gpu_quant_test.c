@@ -6,7 +6,8 @@
  * decode on that arena gives the CPU's outputs, over head_dim 64/128/256,
  * GQA 1/4/8/32, block sizes 16/5/32, ragged contexts, shuffled frames,
  * fp16 and bf16 queries, with and without the split-context path; and so
- * does prefill (head_dim 64/128), each sequence's last tokens as queries.
+ * does prefill (head_dim 64/128; by the default kernel and the mma.sync one),
+ * each sequence's last tokens as queries.
  *
  * Skips (exit 4) where no GPU is found or the build has no CUDA;
  * KV_TEST_SMALL=1 runs a reduced sweep (for compute-sanitizer).
@@ -389,6 +390,14 @@ static void quant_prefill_case(struct __test_metadata *_metadata,
 	a.status = d.dstatus;
 	EXPECT_EQ(0, kv_prefill_cuda(&a));
 	gpu_result(_metadata, "prefill", g, io, ratio, gpu_out, dout, cpu_out, n, d.dstatus);
+	/* again by the mma.sync kernel, where the default was the wgmma one */
+	kv_cuda_prefill_variant = 6;
+	kvt_fill_nan(gpu_out, io, n);
+	CU(cudaMemcpy(dout, gpu_out, obytes, cudaMemcpyHostToDevice));
+	EXPECT_EQ(0, kv_prefill_cuda(&a));
+	gpu_result(_metadata, "prefill (mma.sync)", g, io, ratio, gpu_out, dout, cpu_out, n,
+		   d.dstatus);
+	kv_cuda_prefill_variant = -1;
 	cudaFree(dq);
 	cudaFree(dout);
 	cudaFree(dqs);
