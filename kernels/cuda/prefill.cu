@@ -354,30 +354,14 @@ kv_prefill_kernel(const prefill_params p)
 }
 
 template <typename T, int HD, int TK, int MT, int MINB, int NS = 2, int DT = 0>
-int launch(const prefill_params &p0, uint32_t max_q, cudaStream_t st)
+int launch(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 {
 	/* NS stages of K and V, and the queries when they wait in smem */
 	constexpr size_t smem = NS * 2 * TK * HD * 2 + (MT > 1 ? kWarps * 16 * MT * HD * 2 : 0);
-	auto kern = kv_prefill_kernel<T, HD, TK, MT, MINB, NS, DT>;
-	prefill_params p = p0;
 	static bool attr_set[KV_CUDA_MAX_DEVICES];
 
-	p.qpc = kRows * MT / p.group;
-	int dev = 0;
-
-	if (cudaGetDevice(&dev) != cudaSuccess || dev >= KV_CUDA_MAX_DEVICES)
-		return -ENODEV;
-	if (!attr_set[dev]) {
-		if (smem > 48 * 1024 &&
-		    cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-					 (int)smem) != cudaSuccess)
-			return -EIO;
-		attr_set[dev] = true;
-	}
-	dim3 grid((uint32_t)(((uint64_t)max_q + p.qpc - 1) / p.qpc), p.q_heads / p.group,
-		  p.batch < kMaxY ? p.batch : kMaxY);
-	kern<<<grid, kWarps * 32, smem, st>>>(p);
-	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
+	return launch_grid(kv_prefill_kernel<T, HD, TK, MT, MINB, NS, DT>, p, max_q, kRows * MT,
+			   kWarps * 32, smem, attr_set, st);
 }
 
 /* the current device runs sm_90a code (compute capability 9.0) */

@@ -19,6 +19,7 @@
 #include <cuda_fp8.h>
 
 #include "kernels/cuda/attn.cuh"
+#include "kernels/cuda/cuda_internal.h"
 
 namespace kv_prefill {
 
@@ -369,6 +370,35 @@ __device__ __forceinline__ const T *q_row(const params &p, const seq &s, uint32_
 	return static_cast<const T *>(p.q) +
 		((size_t)(p.q_start[s.b] + s.q0 + row / p.group) * p.q_heads +
 		 s.h * p.group + row % p.group) * HD;
+}
+
+/*
+ * Launch @kern (@threads threads, @smem bytes of dynamic shared memory)
+ * over the grid of query tiles of @rows (query, head) rows, kv heads and
+ * sequences; @attr_set: per device, whether @kern's shared memory limit was
+ * raised (the caller's, one per kernel). Return: 0, -ENODEV, or -EIO.
+ */
+template <typename K>
+int launch_grid(K kern, const params &p0, uint32_t max_q, uint32_t rows, int threads,
+		size_t smem, bool *attr_set, cudaStream_t st)
+{
+	params p = p0;
+	int dev = 0;
+
+	p.qpc = rows / p.group;
+	if (cudaGetDevice(&dev) != cudaSuccess || dev >= KV_CUDA_MAX_DEVICES)
+		return -ENODEV;
+	if (!attr_set[dev]) {
+		if (smem > 48 * 1024 &&
+		    cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+					 (int)smem) != cudaSuccess)
+			return -EIO;
+		attr_set[dev] = true;
+	}
+	dim3 grid((uint32_t)(((uint64_t)max_q + p.qpc - 1) / p.qpc), p.q_heads / p.group,
+		  p.batch < kMaxY ? p.batch : kMaxY);
+	kern<<<grid, threads, smem, st>>>(p);
+	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
 }
 
 /*

@@ -554,51 +554,22 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 }
 
 template <typename T, int NS, int DT = 0>
-int launch_ws(const params &p0, uint32_t max_q, cudaStream_t st)
+int launch_ws(const params &p, uint32_t max_q, cudaStream_t st)
 {
-	constexpr size_t kSmem = NS * kStage + kQBytes + 2 * NS * 8 + 1024;
-	auto kern = kv_prefill_ws<T, NS, DT>;
 	static bool attr_set[KV_CUDA_MAX_DEVICES];
-	params p = p0;
-	int dev = 0;
 
-	p.qpc = kRows / p.group;
-	if (cudaGetDevice(&dev) != cudaSuccess || dev >= KV_CUDA_MAX_DEVICES)
-		return -ENODEV;
-	if (!attr_set[dev]) {
-		if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-					 (int)kSmem) != cudaSuccess)
-			return -EIO;
-		attr_set[dev] = true;
-	}
-	dim3 grid((uint32_t)(((uint64_t)max_q + p.qpc - 1) / p.qpc), p.q_heads / p.group,
-		  p.batch < kMaxY ? p.batch : kMaxY);
-	kern<<<grid, kWsThreads, kSmem, st>>>(p);
-	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
+	return launch_grid(kv_prefill_ws<T, NS, DT>, p, max_q, kRows, kWsThreads,
+			   NS * kStage + kQBytes + 2 * NS * 8 + 1024, attr_set, st);
 }
 
 template <typename T, int NS>
-int launch_ns(const params &p0, uint32_t max_q, cudaStream_t st)
+int launch_ns(const params &p, uint32_t max_q, cudaStream_t st)
 {
-	constexpr size_t kSmem = NS * kStage + kQBytes + 1024;	/* + alignment */
-	auto kern = kv_prefill_wgmma<T, NS>;
 	static bool attr_set[KV_CUDA_MAX_DEVICES];
-	params p = p0;
-	int dev = 0;
 
-	p.qpc = kRows / p.group;
-	if (cudaGetDevice(&dev) != cudaSuccess || dev >= KV_CUDA_MAX_DEVICES)
-		return -ENODEV;
-	if (!attr_set[dev]) {
-		if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-					 (int)kSmem) != cudaSuccess)
-			return -EIO;
-		attr_set[dev] = true;
-	}
-	dim3 grid((uint32_t)(((uint64_t)max_q + p.qpc - 1) / p.qpc), p.q_heads / p.group,
-		  p.batch < kMaxY ? p.batch : kMaxY);
-	kern<<<grid, kThreads, kSmem, st>>>(p);
-	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
+	/* + 1024: the stages' alignment */
+	return launch_grid(kv_prefill_wgmma<T, NS>, p, max_q, kRows, kThreads,
+			   NS * kStage + kQBytes + 1024, attr_set, st);
 }
 
 } /* namespace */
