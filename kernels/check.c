@@ -35,7 +35,7 @@ static int kv_attn_check(const struct kv_arena_ref *r, __u32 layer, __u32 q_head
 		return -EINVAL;
 	if (layer >= r->g.layers || !q_heads || q_heads % r->g.kv_heads)
 		return -EINVAL;
-	if (scale != scale)
+	if (!(scale - scale == 0.0f))	/* NaN or infinite */
 		return -EINVAL;
 	if ((__u64)table_stride * r->g.block_tokens > UINT32_MAX)
 		return -EINVAL;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Pieces shared by the CUDA attention kernels (decode.cu, prefill.cu): the
+ * Pieces shared by the CUDA attention kernels (decode.cu, prefill*.cu): the
  * tensor-core product and conversions of each 16-bit KV type, and where one
  * layer's K and V of a head sit in the arena's frames.
  */

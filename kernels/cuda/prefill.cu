@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * Paged prefill attention on CUDA (sm_80 and later; built for sm_90a), on
- * the tensor cores: mma.sync m16n8k16 with fp32 accumulation, the online
- * softmax of FlashAttention-2.
+ * Paged prefill attention on CUDA (sm_80 and later; built for sm_80 and
+ * sm_90a), on the tensor cores: mma.sync m16n8k16 with fp32 accumulation,
+ * the online softmax of FlashAttention-2.
  *
  * One CTA of four warps takes one (sequence, kv head, tile of queries). Its
  * 64 or 128 rows are (query, query head) pairs of that kv head's GQA group,
@@ -67,7 +67,6 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kRows = 16 * kWarps;	/* (query, head) rows per CTA */
 using namespace kv_prefill;
-typedef kv_prefill::params prefill_params;
 
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void *p)
 {
@@ -93,7 +92,7 @@ __device__ __forceinline__ uint32_t swz(uint32_t r, uint32_t c)
  * are zeros. Each thread moves 16-byte chunks of token rows.
  */
 template <int HD, int TK>
-__device__ __forceinline__ void load_tile(const prefill_params &p, const uint32_t *table,
+__device__ __forceinline__ void load_tile(const params &p, const uint32_t *table,
 					  uint64_t koff, uint32_t t, uint32_t lo,
 					  uint32_t hi, char *sk, char *sv)
 {
@@ -116,7 +115,7 @@ __device__ __forceinline__ void load_tile(const prefill_params &p, const uint32_
  * stage as binary16 rows; @sk_off: the head's K scales in a frame.
  */
 template <int HD, int TK, int DT>
-__device__ __forceinline__ void load_tile_q(const prefill_params &p, const uint32_t *table,
+__device__ __forceinline__ void load_tile_q(const params &p, const uint32_t *table,
 					    uint64_t koff, uint64_t sk_off, uint32_t t,
 					    uint32_t lo, uint32_t hi, char *sk, char *sv)
 {
@@ -143,7 +142,7 @@ __device__ __forceinline__ void load_tile_q(const prefill_params &p, const uint3
 
 /* Q rows [0, rows) of this CTA into swizzled shared memory; others zero */
 template <typename T, int HD>
-__device__ __forceinline__ void load_q(const prefill_params &p, const seq &sq_,
+__device__ __forceinline__ void load_q(const params &p, const seq &sn,
 				       uint32_t nrows, int rows, char *sq)
 {
 	constexpr int chunks = HD / 8;
@@ -152,13 +151,13 @@ __device__ __forceinline__ void load_q(const prefill_params &p, const seq &sq_,
 		uint32_t r = i / chunks, c = i % chunks;
 		bool ok = r < nrows;
 
-		cp_async16(sq + swz<HD>(r, c), ok ? q_row<T, HD>(p, sq_, r) + c * 8 : p.q, ok);
+		cp_async16(sq + swz<HD>(r, c), ok ? q_row<T, HD>(p, sn, r) + c * 8 : p.q, ok);
 	}
 }
 
 /* a stage's K (first half) and V (second half) of the tile at @t */
 template <int HD, int TK, int DT>
-__device__ __forceinline__ void load_stage(const prefill_params &p, const uint32_t *table,
+__device__ __forceinline__ void load_stage(const params &p, const uint32_t *table,
 					   uint64_t koff, uint64_t sk_off, uint32_t t,
 					   uint32_t lo, uint32_t hi, char *stage)
 {
@@ -190,7 +189,7 @@ __device__ __forceinline__ uint32_t q_pair(const T *q)
  */
 template <typename T, int HD, int TK, int MT, int MINB, int NS, int DT>
 __global__ void __launch_bounds__(kWarps * 32, MINB)
-kv_prefill_kernel(const prefill_params p)
+kv_prefill_kernel(const params p)
 {
 	static_assert(DT == 0 || MT == 1, "quantized: the queries stay in registers");
 	typedef typename std::conditional<DT == 0, T, __half>::type M;	/* mma type */
@@ -202,31 +201,30 @@ kv_prefill_kernel(const prefill_params p)
 	char *const sq = smem + NS * stage;	/* [kWarps * 16 * MT][HD] when QS */
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	const int g = lane >> 2, c = lane & 3;
-	const uint32_t h = blockIdx.y;
 
 	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
-		seq sq_;
+		seq sn;
 
-		if (!seq_begin(p, b, kWarps * 32, sq_))
+		if (!seq_begin(p, b, kWarps * 32, sn))
 			continue;
-		const uint32_t nrows = min(p.qpc, sq_.nq - sq_.q0) * p.group;
+		const uint32_t nrows = min(p.qpc, sn.nq - sn.q0) * p.group;
 		/* this thread's rows: g and g + 8 of each of its warp's m-tiles */
 		row_state rs[MT][2];
 #pragma unroll
 		for (int mt = 0; mt < MT; mt++)
 #pragma unroll
 			for (int e = 0; e < 2; e++)
-				row_init(p, sq_, nrows, (warp * MT + mt) * 16 + g + 8 * e, rs[mt][e]);
+				row_init(p, sn, nrows, (warp * MT + mt) * 16 + g + 8 * e, rs[mt][e]);
 		uint32_t lo, hi;
-		const uint32_t first = cta_span(p, sq_, nrows, lo, hi);
+		const uint32_t first = cta_span(p, sn, nrows, lo, hi);
 
 		/* without QS: queries as A fragments, rows g and g + 8, dims 16ks + 2c (+8) */
 		uint32_t qa[QS ? 1 : kt][4];
 		if (!QS) {
 #pragma unroll
 			for (int e = 0; e < 2; e++) {
-				const bool in = rs[0][e].live && sq_.ok;
-				const T *qrow = q_row<T, HD>(p, sq_, in ? rs[0][e].row : 0);
+				const bool in = rs[0][e].live && sn.ok;
+				const T *qrow = q_row<T, HD>(p, sn, in ? rs[0][e].row : 0);
 #pragma unroll
 				for (int ks = 0; ks < (QS ? 1 : kt); ks++) {
 					qa[ks][e] = in ? q_pair<T, DT>(qrow + ks * 16 + 2 * c) : 0u;
@@ -242,18 +240,18 @@ kv_prefill_kernel(const prefill_params p)
 			for (int dt = 0; dt < HD / 8; dt++)
 				o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
 
-		const uint64_t koff = p.kv.koff + h * p.kv.head_bytes;
-		const uint64_t sk_off = p.soff + h * p.hsb;
+		const uint64_t koff = p.kv.koff + sn.h * p.kv.head_bytes;
+		const uint64_t sk_off = p.soff + sn.h * p.hsb;
 		const uint32_t t0 = lo / kTokens * kTokens;
-		const int ntiles = sq_.ok && hi > t0 ? (int)((hi - t0 + kTokens - 1) / kTokens) : 0;
+		const int ntiles = sn.ok && hi > t0 ? (int)((hi - t0 + kTokens - 1) / kTokens) : 0;
 
 		/* NS stages: tiles it + 1 .. it + NS - 1 load while tile it is computed */
 		if (QS && ntiles)
-			load_q<T, HD>(p, sq_, nrows, kWarps * 16 * MT, sq);
+			load_q<T, HD>(p, sn, nrows, kWarps * 16 * MT, sq);
 #pragma unroll
 		for (int j = 0; j < NS - 1; j++) {
 			if (j < ntiles)
-				load_stage<HD, TK, DT>(p, sq_.table, koff, sk_off, t0 + j * kTokens,
+				load_stage<HD, TK, DT>(p, sn.table, koff, sk_off, t0 + j * kTokens,
 						       lo, hi, smem + j * stage);
 			cp_async_commit();
 		}
@@ -263,7 +261,7 @@ kv_prefill_kernel(const prefill_params p)
 			const int nx = it + NS - 1;
 
 			if (nx < ntiles)
-				load_stage<HD, TK, DT>(p, sq_.table, koff, sk_off, t0 + nx * kTokens,
+				load_stage<HD, TK, DT>(p, sn.table, koff, sk_off, t0 + nx * kTokens,
 						       lo, hi, smem + (nx % NS) * stage);
 			cp_async_commit();
 			cp_async_wait<NS - 1>();
@@ -317,8 +315,7 @@ kv_prefill_kernel(const prefill_params p)
 				float corr[2];
 
 				softmax_tile<M, kTokens / 8>(p, s[mt], rs[mt], pa[mt], corr, t,
-					t + kTokens > first + 1 || t < rs[mt][0].lo ||
-					t < rs[mt][1].lo || p.window);
+							     t + kTokens > first + 1 || p.window);
 				rescale<HD>(o[mt], corr);
 			}
 
@@ -348,13 +345,13 @@ kv_prefill_kernel(const prefill_params p)
 		for (int mt = 0; mt < MT; mt++)
 #pragma unroll
 			for (int e = 0; e < 2; e++)
-				store_row<T, HD>(p, sq_, rs[mt][e], o[mt], e);
+				store_row<T, HD>(p, sn, rs[mt][e], o[mt], e);
 		__syncthreads();
 	}
 }
 
 template <typename T, int HD, int TK, int MT, int MINB, int NS = 2, int DT = 0>
-int launch(const prefill_params &p, uint32_t max_q, cudaStream_t st)
+int launch(const params &p, uint32_t max_q, cudaStream_t st)
 {
 	/* NS stages of K and V, and the queries when they wait in smem */
 	constexpr size_t smem = NS * 2 * TK * HD * 2 + (MT > 1 ? kWarps * 16 * MT * HD * 2 : 0);
@@ -378,20 +375,23 @@ static bool sm90(void)
 
 /*
  * The default, from the variants measured on an H100
- * (Documentation/performance.md): on an sm_90 device, where @wgmma (a
- * 16-bit pool of head_dim 128), variant 12; else where the grid has enough
- * CTAs to fill the SMs twice over, variant 8 (32 rows per warp, 4 stages
- * of 32-token tiles); else, as in a chunked prefill (a long context for
- * few queries), variant 6 (16 rows per warp, no register cap, 3 stages of
- * 64 tokens): more CTAs per SM cannot help a grid that small.
+ * (Documentation/performance.md): queries not 16-byte aligned, variant 6
+ * (the only one reading them 4 bytes at a time); on an sm_90 device, where
+ * @wgmma (head_dim 128), variant 12; else where the grid has enough CTAs
+ * to fill the SMs twice over, variant 8 (32 rows per warp, 4 stages of
+ * 32-token tiles); else, as in a chunked prefill (a long context for few
+ * queries), variant 6 (16 rows per warp, no register cap, 3 stages of 64
+ * tokens): more CTAs per SM cannot help a grid that small.
  */
-static int pick_variant(const prefill_params &p, uint32_t max_q, bool wgmma)
+static int pick_variant(const params &p, uint32_t max_q, bool wgmma)
 {
 	uint64_t ctas = ((uint64_t)max_q + p.qpc - 1) / p.qpc * (p.q_heads / p.group) * p.batch;
 	int dev = 0, sms = 0;
 
 	if (kv_cuda_prefill_variant >= 0)
 		return kv_cuda_prefill_variant;
+	if ((uintptr_t)p.q & 15)
+		return 6;
 	if (wgmma && sm90())
 		return 12;
 	if (cudaGetDevice(&dev) != cudaSuccess ||
@@ -401,13 +401,14 @@ static int pick_variant(const prefill_params &p, uint32_t max_q, bool wgmma)
 }
 
 /*
- * A quantized pool: on an sm_90 device at head_dim 128 the warp-specialized
- * wgmma kernel (variant 12, the default there), else the shapes of
- * variants 6 and 7 (queries in registers), 7 where the grid fills the SMs
- * several times over.
+ * A quantized pool: where pick_variant() says 12 (the default on an sm_90
+ * device at head_dim 128), the warp-specialized wgmma kernel; where it
+ * says 8 (a grid of at least 6 CTAs per SM), the shape of variant 7; else
+ * (variant 6, or any other forced) that of variant 6. Queries stay in
+ * registers in both mma.sync shapes.
  */
 template <typename T, int HD, int DT>
-int launch_quant(const prefill_params &p, uint32_t max_q, cudaStream_t st)
+int launch_quant(const params &p, uint32_t max_q, cudaStream_t st)
 {
 	const int v = pick_variant(p, max_q, HD == 128);
 
@@ -419,7 +420,7 @@ int launch_quant(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 }
 
 template <typename T, int HD>
-int launch_dt(const prefill_params &p, uint32_t dtype, uint32_t max_q, cudaStream_t st)
+int launch_dt(const params &p, uint32_t dtype, uint32_t max_q, cudaStream_t st)
 {
 	switch (dtype) {
 	case KV_DTYPE_INT8:
@@ -432,7 +433,7 @@ int launch_dt(const prefill_params &p, uint32_t dtype, uint32_t max_q, cudaStrea
 }
 
 template <typename T, int HD>
-int launch_var(const prefill_params &p, uint32_t max_q, cudaStream_t st)
+int launch_var(const params &p, uint32_t max_q, cudaStream_t st)
 {
 	const int v = pick_variant(p, max_q, HD == 128);
 
@@ -481,7 +482,7 @@ int launch_var(const prefill_params &p, uint32_t max_q, cudaStream_t st)
 extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 {
 	const struct kv_geometry *g = &a->arena.g;
-	prefill_params p = {};
+	params p = {};
 	uint32_t max_q;
 	int err = kv_prefill_check(a);
 

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What the two CUDA prefill kernels share (prefill.cu: mma.sync, any
- * sm_80+; prefill_sm90.cu: wgmma, sm_90a): the launch parameters, the
- * sequence checks, the rows a thread owns, the online softmax of one tile
- * of scores held as m16n8 accumulators, and the output stores.
+ * What the CUDA prefill kernels share (prefill.cu: mma.sync, any sm_80+;
+ * prefill_sm90.cu: the two wgmma kernels, sm_90a): the launch parameters,
+ * the sequence checks, the rows a thread owns, the online softmax of one
+ * tile of scores held as m16n8 accumulators, the output stores, the
+ * launch.
  *
  * Both kernels give a thread the same fragments: rows g and g + 8 of its
  * warp's 16 (g = lane / 4), columns 2c and 2c + 1 (c = lane % 4) of each
@@ -41,7 +42,7 @@ struct params {
 	float scale_log2;
 };
 
-constexpr uint32_t kMaxY = 65535;	/* gridDim.z: sequences per pass */
+constexpr uint32_t kMaxZ = 65535;	/* gridDim.z: sequences per pass */
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p)
 {
@@ -156,7 +157,7 @@ struct seq {
 	bool ok;
 };
 
-/* sequence @s.b's q_start entries are in range: it has rows to write */
+/* sequence @b's q_start entries are in range: it has rows to write */
 __device__ __forceinline__ bool seq_rows(const params &p, uint32_t b)
 {
 	return p.q_start[b] <= p.q_start[b + 1] && p.q_start[b + 1] <= p.tokens;
@@ -266,8 +267,9 @@ __device__ __forceinline__ float exp2_ftz(float x)
  * The online softmax of a tile of scores @s (tokens @t .. @t + 8 NT - 1 of
  * the thread's two rows @r) into binary16/bf16 A fragments @pa of P, and
  * the factors @corr by which the rows' outputs so far are to be rescaled
- * (rescale()). @edge: some token of the tile is masked for some row of the
- * warp. The scale is applied to the rows' maximum and folded into the
+ * (rescale()). @edge: some token of the tile may be masked for some row
+ * (the tile reaches past the first row's position, or a window is set);
+ * other tiles skip the masks. The scale is applied to the rows' maximum and folded into the
  * exponent's argument (one FFMA per score); a scale that is not positive
  * is applied to the scores first instead.
  */
@@ -303,7 +305,7 @@ __device__ __forceinline__ void softmax_tile(const params &p, float (&s)[NT][4],
 	for (int e = 0; e < 2; e++) {
 		mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], 1));
 		mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], 2));
-		float mn = mx[e] == -INFINITY ? r[e].m : fmaxf(r[e].m, mx[e] * sl);
+		float mn = fmaxf(r[e].m, mx[e] * sl);	/* sl > 0: -inf stays -inf */
 
 		ref[e] = mn == -INFINITY ? 0.f : mn;
 		corr[e] = exp2f(r[e].m - ref[e]);
@@ -396,7 +398,7 @@ int launch_grid(K kern, const params &p0, uint32_t max_q, uint32_t rows, int thr
 		attr_set[dev] = true;
 	}
 	dim3 grid((uint32_t)(((uint64_t)max_q + p.qpc - 1) / p.qpc), p.q_heads / p.group,
-		  p.batch < kMaxY ? p.batch : kMaxY);
+		  p.batch < kMaxZ ? p.batch : kMaxZ);
 	kern<<<grid, threads, smem, st>>>(p);
 	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
 }
@@ -407,7 +409,8 @@ int launch_grid(K kern, const params &p0, uint32_t max_q, uint32_t rows, int thr
  * warpgroups all copying and computing; -2 or -3, the warp-specialized
  * one. A quantized @dtype always runs the warp-specialized kernel (2
  * stages), its copying warpgroup widening the tiles; T is the type of
- * the queries and outputs. Return: 0, or -EIO when the launch fails.
+ * the queries and outputs. Return: 0, -ENODEV, or -EIO when the launch
+ * fails.
  */
 template <typename T>
 int launch_sm90(const params &p, uint32_t max_q, int stages, uint32_t dtype, cudaStream_t st);

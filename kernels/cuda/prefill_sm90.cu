@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * Paged prefill attention on Hopper's warpgroup tensor cores (wgmma,
- * sm_90a), for 16-bit pools of head_dim 128.
+ * sm_90a), for pools of head_dim 128: kv_prefill_wgmma() (16-bit pools) and
+ * its warp-specialized form kv_prefill_ws() (16-bit and quantized pools).
  *
  * One CTA of two warpgroups takes one (sequence, kv head, tile of
  * queries): 128 (query, query head) rows of the kv head's GQA group, query
@@ -26,8 +27,9 @@
  * O += P V of tile i - 1 (three stages, two sets of P registers) was 5-9%
  * slower and is not kept.
  *
- * Built for sm_90a only; elsewhere the kernel is empty and
- * kv_prefill::launch_sm90() is not called (see prefill.cu).
+ * Built for sm_90a only; elsewhere the kernels are empty (they set
+ * *status to -EOPNOTSUPP) and kv_prefill::launch_sm90() is not called
+ * (prefill.cu asks for a device of compute capability 9.0).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -195,14 +197,26 @@ __device__ __forceinline__ void mbar_arrive_cp_async(uint64_t *bar)
 		     :: "r"(smem_u32(bar)) : "memory");
 }
 
-__device__ __forceinline__ void named_sync(uint32_t id, uint32_t n)
+/*
+ * The computing warpgroups' turns (kv_prefill_ws()): warpgroup @cw (0 or
+ * 1) waits for its turn on named barrier 1 + @cw, which takes its own 128
+ * threads and the other's 128 arrivals; it passes the turn by arriving on
+ * the other's.
+ */
+__device__ __forceinline__ void turn_wait(int cw)
 {
-	asm volatile("bar.sync %0, %1;\n" :: "r"(id), "r"(n) : "memory");
+	if (cw)
+		asm volatile("bar.sync 2, 256;\n" ::: "memory");
+	else
+		asm volatile("bar.sync 1, 256;\n" ::: "memory");
 }
 
-__device__ __forceinline__ void named_arrive(uint32_t id, uint32_t n)
+__device__ __forceinline__ void turn_pass(int cw)
 {
-	asm volatile("bar.arrive %0, %1;\n" :: "r"(id), "r"(n) : "memory");
+	if (cw)
+		asm volatile("bar.arrive 1, 256;\n" ::: "memory");
+	else
+		asm volatile("bar.arrive 2, 256;\n" ::: "memory");
 }
 
 /*
@@ -325,15 +339,13 @@ __device__ __forceinline__ void load_q_half(const params &p, const seq &s, uint3
 
 		if (r < nrows) {
 			x = __ldg(reinterpret_cast<const uint4 *>(q_row<T, kHd>(p, s, r) + c * 8));
-			if (!std::is_same<T, __half>::value)
+			if constexpr (!std::is_same<T, __half>::value)
 				x = make_uint4(bf2_to_h2(x.x), bf2_to_h2(x.y), bf2_to_h2(x.z),
 					       bf2_to_h2(x.w));
 		}
 		*reinterpret_cast<uint4 *>(sq + sw128<kRows>(r, c)) = x;
 	}
 }
-
-#endif /* KV_WGMMA */
 
 /* issue S = Q K^T for the warpgroup's 64 rows and a stage's kTk tokens */
 template <typename T>
@@ -359,6 +371,8 @@ __device__ __forceinline__ void pv(float (&o)[16][4], const uint32_t (&pa)[8][4]
 		wg_mma<T>::rs(o, pa[kk], sm_desc(v_base + kk * 16 * 128, kAtom, 1024));
 	wg_commit();
 }
+
+#endif /* KV_WGMMA */
 
 /* NS stages of K/V: tiles it + 1 .. it + NS - 1 load while tile it is computed */
 template <typename T, int NS>
@@ -423,9 +437,7 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_wgmma(const params p)
 			wg_wait_all();
 			reg_fence(sc);
 
-			softmax_tile<T, 16>(p, sc, rs, pa, corr, t,
-					    t + kTk > first + 1 || t < rs[0].lo || t < rs[1].lo ||
-					    p.window);
+			softmax_tile<T, 16>(p, sc, rs, pa, corr, t, t + kTk > first + 1 || p.window);
 			rescale<kHd>(o, corr);
 			pv<T>(o, pa, v_base);
 			wg_wait_all();
@@ -438,6 +450,9 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_wgmma(const params p)
 		store_row<T, kHd>(p, s, rs[1], o, 1);
 		__syncthreads();
 	}
+#else
+	if (!threadIdx.x && p.status)
+		atomicExch(p.status, -EOPNOTSUPP);	/* not built for this device */
 #endif
 }
 
@@ -445,9 +460,10 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_wgmma(const params p)
  * Warp-specialized: warpgroup 0 copies (the queries, then K/V tiles into
  * NS stages, each stage's "full" mbarrier completed by cp.async as the
  * copies land, its "empty" one by the consumers when done with it);
- * warpgroups 1 and 2 compute as kv_prefill_wgmma() does (in 168 registers:
- * 384 threads share the SM's 64K), taking turns (named barriers 1 and 2) to issue
- * S = Q K^T so that one's softmax runs beside the other's products.
+ * warpgroups 1 and 2 compute as kv_prefill_wgmma() does (in 168
+ * registers: 384 threads share the SM's 64K), taking turns (turn_wait(),
+ * turn_pass()) to issue S = Q K^T so that one's softmax runs beside the
+ * other's products.
  */
 constexpr int kWsThreads = 384;
 
@@ -492,7 +508,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 
 				if (use)
 					mbar_wait(&empty[st], (use - 1) & 1);
-				if (DT) {
+				if constexpr (DT != 0) {
 					/* widened by this warpgroup: plain stores */
 					if (!it)
 						load_q_half<T>(p, s, nrows, sq, tid);
@@ -519,25 +535,24 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 #pragma unroll
 			for (int dt = 0; dt < 16; dt++)
 				o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-			/* warpgroup 1 goes first */
+			/* warpgroup 1 (cw 0) goes first: warpgroup 2 passes it the turn */
 			if (cw == 1 && ntiles)
-				named_arrive(1, 256);
+				turn_pass(cw);
 			for (int it = 0; it < ntiles; it++, git++) {
 				const uint32_t st = git % NS, t = t0 + it * kTk;
 				const uint32_t k_base = smem_u32(smem + st * kStage);
 
 				mbar_wait(&full[st], (git / NS) & 1);
 				fence_async_smem();
-				named_sync(1 + cw, 256);
+				turn_wait(cw);
 				qk<M>(sc, q_base, k_base);
 				/* the other's turn; its last turn is taken by none */
 				if (cw == 0 || it + 1 < ntiles)
-					named_arrive(2 - cw, 256);
+					turn_pass(cw);
 				wg_wait_all();
 				reg_fence(sc);
 				softmax_tile<M, 16>(p, sc, rs, pa, corr, t,
-						    t + kTk > first + 1 || t < rs[0].lo ||
-						    t < rs[1].lo || p.window);
+						    t + kTk > first + 1 || p.window);
 				rescale<kHd>(o, corr);
 				pv<M>(o, pa, k_base + 2 * kAtom);
 				wg_wait_all();
@@ -550,6 +565,9 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 		}
 		__syncthreads();
 	}
+#else
+	if (!threadIdx.x && p.status)
+		atomicExch(p.status, -EOPNOTSUPP);	/* not built for this device */
 #endif
 }
 

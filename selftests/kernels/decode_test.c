@@ -195,6 +195,11 @@ TEST(decode_bad_arguments)
 	a = kvt_decode_args(&c, 0.125f);
 	a.arena.g.dtype = 9;
 	EXPECT_EQ(-EINVAL, kv_decode_cpu(&a));
+	/* a scale that is not finite */
+	a = kvt_decode_args(&c, NAN);
+	EXPECT_EQ(-EINVAL, kv_decode_cpu(&a));
+	a = kvt_decode_args(&c, INFINITY);
+	EXPECT_EQ(-EINVAL, kv_decode_cpu(&a));
 
 	/* a frame number past the arena, in the middle of a context */
 	c.table[1 * c.stride + 1] = (__u32)c.frames;

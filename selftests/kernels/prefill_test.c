@@ -159,6 +159,13 @@ TEST(prefill_bad_arguments)
 	bad = a;
 	bad.max_q_len = 8;			/* a sequence has 9 */
 	EXPECT_EQ(-EINVAL, kv_prefill_cpu(&bad));
+	bad = a;
+	bad.scale = NAN;
+	EXPECT_EQ(-EINVAL, kv_prefill_cpu(&bad));
+	bad.scale = INFINITY;
+	EXPECT_EQ(-EINVAL, kv_prefill_cpu(&bad));
+	bad.scale = -INFINITY;
+	EXPECT_EQ(-EINVAL, kv_prefill_cpu(&bad));
 	EXPECT_TRUE(untouched(&c));
 
 	/* q_start not ascending */
