@@ -474,10 +474,11 @@ int launch_var(const params &p, uint32_t max_q, cudaStream_t st)
  * kv_prefill_cuda() - paged prefill attention on CUDA
  * @a: arguments (see struct kv_prefill_args; device-accessible pointers)
  *
- * Return: 0 once launched, -EINVAL for bad arguments, -EOPNOTSUPP for a
- * dtype or head_dim the CUDA kernel does not cover (fp32 KV; head_dim
- * other than 64 and 128; a GQA group of more than 64 query heads), -EIO
- * when the launch fails.
+ * Return: 0 once launched, -EINVAL for bad arguments (among them @q or
+ * @out not 4-byte aligned), -EOPNOTSUPP for a dtype or head_dim the CUDA
+ * kernel does not cover (fp32 KV; head_dim other than 64 and 128; a GQA
+ * group of more than 64 query heads), -ENODEV without a usable device,
+ * -EIO when the launch fails.
  */
 extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 {
@@ -494,6 +495,8 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 		return -EOPNOTSUPP;
 	if (a->q_heads / g->kv_heads > (uint32_t)kRows)
 		return -EOPNOTSUPP;
+	if (((uintptr_t)a->q | (uintptr_t)a->out) & 3)
+		return -EINVAL;		/* every kernel moves pairs of values */
 	if (!a->batch || !a->tokens)
 		return 0;
 	if (g->kv_heads > 65535)

@@ -244,7 +244,7 @@ TEST(decode_one_cta_per_head)
  * against both; with @bad_frame a frame of the last sequence lies past the
  * arena: *status is -EINVAL, that sequence's rows are NaN, the rest right;
  * with @q_off the device queries start that many bytes into their buffer
- * (not 16-byte aligned).
+ * (not 16-byte aligned; not 4-byte aligned, the call must fail).
  */
 static void gpu_prefill_case(struct __test_metadata *_metadata,
 			     const struct kv_geometry *g, __u32 ratio, __u32 window,
@@ -297,6 +297,10 @@ static void gpu_prefill_case(struct __test_metadata *_metadata,
 	a.block_table = d_table;
 	a.ctx_lens = d_ctx;
 	a.status = d_status;
+	if (q_off & 3) {			/* refused before any launch */
+		EXPECT_EQ(-EINVAL, kv_prefill_cuda(&a));
+		goto out;
+	}
 	EXPECT_EQ(0, kv_prefill_cuda(&a));
 	CU(cudaDeviceSynchronize());
 	CU(cudaMemcpy(gpu_out, d_out, obytes, cudaMemcpyDeviceToHost));
@@ -320,6 +324,7 @@ static void gpu_prefill_case(struct __test_metadata *_metadata,
 		       batch, err, err64);
 	EXPECT_LE(err, gpu_bound(g->dtype));
 	EXPECT_LE(err64, kvt_bound(g->dtype));
+out:
 	cudaFree(d_arena);
 	cudaFree(d_q);
 	cudaFree(d_out);
@@ -374,6 +379,8 @@ static void prefill_sweep(struct __test_metadata *_metadata)
 		/* queries 4 bytes past 16-byte alignment: the default takes them */
 		if (kv_cuda_prefill_variant < 0)
 			gpu_prefill_case(_metadata, &g, 4, 0, 6, cached, nq, 0, 4);
+		/* 2 bytes past: -EINVAL */
+		gpu_prefill_case(_metadata, &g, 4, 0, 6, cached, nq, 0, 2);
 	}
 }
 
