@@ -47,6 +47,9 @@ CONSTANTS = [
     "KVMEM_ADMIT_NEVER",
 ]
 
+# kvmem.layout constant -> the layout.h macro of the same name
+LAYOUT_CONSTANTS = ["KV_MAX_LAYERS", "KV_MAX_KV_HEADS", "KV_MAX_HEAD_DIM", "KV_MAX_BLOCK_TOKENS"]
+
 # (geometry, slot, layer, kv, head) whose offsets C and Python compute
 LAYOUT_CASES = [
     ((2, 2, 16, 4, 3), 13, 1, 1, 1),
@@ -94,7 +97,7 @@ class AbiTest(unittest.TestCase):
             for name, _ in cls_._fields_:
                 lines.append('\tprintf("%s.%s %%zu\\n", offsetof(%s, %s));' %
                              (ctype, name, ctype, name))
-        for c in CONSTANTS:
+        for c in CONSTANTS + LAYOUT_CONSTANTS:
             lines.append('\tprintf("%s %%lld\\n", (long long)(%s));' % (c, c))
         for i, (g, slot, layer, kv, head) in enumerate(LAYOUT_CASES):
             lines.append("\t{ struct kv_geometry g = { %s };" % ", ".join(map(str, g)))
@@ -143,6 +146,9 @@ class AbiTest(unittest.TestCase):
                 self.assertEqual(getattr(_lib, c), self.c[c])
         for c in ("KVMEM_NOWAIT", "KVMEM_STEP_NOSLOTS", "KV_DTYPE_FP16", "KVMEM_DROP_DEMOTE"):
             self.assertEqual(getattr(kvmem, c), self.c[c])
+        for c in LAYOUT_CONSTANTS:
+            with self.subTest(constant=c):
+                self.assertEqual(getattr(kvmem.layout, c), self.c[c])
 
     def test_layout(self):
         # kvmem.layout against uapi/kvmem/layout.h's functions, through a

@@ -352,6 +352,8 @@ class TorchKernelTest(unittest.TestCase):
                 self.assertEqual(int(nxt2[b]), int(lo[b, a]))
         with self.assertRaises(ValueError):
             kernels.verify(draft[:, :2], lens, logits)
+        acc, nxt = kernels.verify(draft[:0], [], logits[:0])
+        self.assertEqual((acc.numel(), nxt.numel()), (0, 0))
 
     def test_blocks(self):
         g = kvmem.Geometry(2, 2, 16, 4, kvmem.KV_DTYPE_FP32)

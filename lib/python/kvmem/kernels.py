@@ -596,6 +596,9 @@ def verify(draft, draft_lens, logits, status=None, check=False, stream=None):
     dtype = dtypes[logits.dtype]
     dev = logits.device
     batch, rows, vocab = logits.shape
+    if batch == 0:          # nothing to verify (and no [0, -1] views)
+        return (torch.empty(0, dtype=torch.int32, device=dev),
+                torch.empty(0, dtype=torch.int32, device=dev))
     lg = logits.contiguous()
     dr = _tensor(torch, draft, torch.int32, dev, "verify: draft").view(batch, -1)
     if dr.shape[1] != rows - 1:
