@@ -343,9 +343,7 @@ kv_prefill_kernel(const params p)
 		/* rows' sums over the 4 lanes of a row, then the outputs */
 #pragma unroll
 		for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-			for (int e = 0; e < 2; e++)
-				store_row<T, HD>(p, sn, rs[mt][e], o[mt], e);
+			store_rows<T, HD>(p, sn, rs[mt], o[mt]);
 		__syncthreads();
 	}
 }

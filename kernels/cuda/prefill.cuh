@@ -365,6 +365,15 @@ __device__ __forceinline__ void store_row(const params &p, const seq &s, const r
 		kv_mma<T>::store2(orow + dt * 8 + 2 * c, o[dt][2 * e] * inv, o[dt][2 * e + 1] * inv);
 }
 
+/* both rows @r of the thread: store_row() */
+template <typename T, int HD>
+__device__ __forceinline__ void store_rows(const params &p, const seq &s,
+					   const row_state (&r)[2], const float (&o)[HD / 8][4])
+{
+	store_row<T, HD>(p, s, r[0], o, 0);
+	store_row<T, HD>(p, s, r[1], o, 1);
+}
+
 /* where row @row's query vector starts */
 template <typename T, int HD>
 __device__ __forceinline__ const T *q_row(const params &p, const seq &s, uint32_t row)

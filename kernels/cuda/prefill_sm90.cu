@@ -372,7 +372,36 @@ __device__ __forceinline__ void pv(float (&o)[16][4], const uint32_t (&pa)[8][4]
 	wg_commit();
 }
 
+/*
+ * Tile @t's softmax on the scores @sc (softmax_tile(); @edge as there),
+ * then O += P V with V at @v_base, waited for.
+ */
+template <typename M>
+__device__ __forceinline__ void softmax_pv(const params &p, float (&sc)[16][4],
+					   row_state (&rs)[2], float (&o)[16][4], uint32_t t,
+					   bool edge, uint32_t v_base)
+{
+	uint32_t pa[8][4];
+	float corr[2];
+
+	softmax_tile<M, 16>(p, sc, rs, pa, corr, t, edge);
+	rescale<kHd>(o, corr);
+	pv<M>(o, pa, v_base);
+	wg_wait_all();
+	reg_fence(o);
+	reg_fence(pa);
+}
+
 #endif /* KV_WGMMA */
+
+#ifndef KV_WGMMA
+/* a kernel compiled without sm_90a's instructions: its caller learns it */
+__device__ __forceinline__ void not_built(const params &p)
+{
+	if (!threadIdx.x && p.status)
+		atomicExch(p.status, -EOPNOTSUPP);
+}
+#endif
 
 /* NS stages of K/V: tiles it + 1 .. it + NS - 1 load while tile it is computed */
 template <typename T, int NS>
@@ -400,8 +429,7 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_wgmma(const params p)
 		const uint64_t koff = p.kv.koff + s.h * p.kv.head_bytes;
 		const uint32_t t0 = lo / kTk * kTk;
 		const int ntiles = s.ok && hi > t0 ? (int)((hi - t0 + kTk - 1) / kTk) : 0;
-		float o[16][4], sc[16][4], corr[2];
-		uint32_t pa[8][4];
+		float o[16][4], sc[16][4];
 
 #pragma unroll
 		for (int dt = 0; dt < 16; dt++)
@@ -437,22 +465,14 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_wgmma(const params p)
 			wg_wait_all();
 			reg_fence(sc);
 
-			softmax_tile<T, 16>(p, sc, rs, pa, corr, t, t + kTk > first + 1 || p.window);
-			rescale<kHd>(o, corr);
-			pv<T>(o, pa, v_base);
-			wg_wait_all();
-			reg_fence(o);
-			reg_fence(pa);
+			softmax_pv<T>(p, sc, rs, o, t, t + kTk > first + 1 || p.window, v_base);
 		}
 		cp_async_wait<0>();
-
-		store_row<T, kHd>(p, s, rs[0], o, 0);
-		store_row<T, kHd>(p, s, rs[1], o, 1);
+		store_rows<T, kHd>(p, s, rs, o);
 		__syncthreads();
 	}
 #else
-	if (!threadIdx.x && p.status)
-		atomicExch(p.status, -EOPNOTSUPP);	/* not built for this device */
+	not_built(p);
 #endif
 }
 
@@ -527,8 +547,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 			const int cw = wg - 1, cwarp = warp - 4, g = (threadIdx.x & 31) >> 2;
 			const uint32_t q_base = smem_u32(sq) + cw * 64 * 128;
 			row_state rs[2];
-			float o[16][4], sc[16][4], corr[2];
-			uint32_t pa[8][4];
+			float o[16][4], sc[16][4];
 
 			row_init(p, s, nrows, cwarp * 16 + g, rs[0]);
 			row_init(p, s, nrows, cwarp * 16 + g + 8, rs[1]);
@@ -551,23 +570,16 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 					turn_pass(cw);
 				wg_wait_all();
 				reg_fence(sc);
-				softmax_tile<M, 16>(p, sc, rs, pa, corr, t,
-						    t + kTk > first + 1 || p.window);
-				rescale<kHd>(o, corr);
-				pv<M>(o, pa, k_base + 2 * kAtom);
-				wg_wait_all();
-				reg_fence(o);
-				reg_fence(pa);
+				softmax_pv<M>(p, sc, rs, o, t, t + kTk > first + 1 || p.window,
+					      k_base + 2 * kAtom);
 				mbar_arrive(&empty[st]);
 			}
-			store_row<T, kHd>(p, s, rs[0], o, 0);
-			store_row<T, kHd>(p, s, rs[1], o, 1);
+			store_rows<T, kHd>(p, s, rs, o);
 		}
 		__syncthreads();
 	}
 #else
-	if (!threadIdx.x && p.status)
-		atomicExch(p.status, -EOPNOTSUPP);	/* not built for this device */
+	not_built(p);
 #endif
 }
 
