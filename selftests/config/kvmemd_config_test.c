@@ -1878,6 +1878,18 @@ TEST(quantized_pool_head_dim)
 }
 
 /* The example file: as shipped, and with every default uncommented. */
+/* pool.NAME.dtype takes exactly lib/kvsize.c's names, for the same dtypes */
+TEST(dtype_names_are_kvsize_names)
+{
+	unsigned int i;
+
+	for (i = 0; i < KV_SIZE_NR_DTYPES; i++) {
+		EXPECT_STREQ(kv_size_dtypes[i].name, dtype_names[i]);
+		EXPECT_EQ(kv_size_dtypes[i].pool_dtype, dtype_values[i]);
+	}
+	EXPECT_EQ(NULL, dtype_names[KV_SIZE_NR_DTYPES]);
+}
+
 TEST(example_file_holds_the_defaults)
 {
 	char path[TMP_PATH_MAX + 64], err[KV_CONFIG_ERR_MAX], line[512];
