@@ -457,7 +457,7 @@ static void estimate_list(uint32_t block_tokens)
 		else if (m->kv_heads == 1)
 			snprintf(note, sizeof(note), "multi-query");
 		printf("%-16s %6u %5u %8u %8u %5s %7u %10s %12s  %s\n", m->name, m->layers,
-		       m->attn_heads, m->kv_heads, m->head_dim, kv_model_dtype_name(m->dtype),
+		       m->attn_heads, m->kv_heads, m->head_dim, kv_dtype_name(m->dtype),
 		       m->max_context, size_str((double)s.block_bytes / block_tokens, a, sizeof(a)),
 		       size_str((double)s.block_bytes, b, sizeof(b)), note);
 	}
@@ -478,7 +478,7 @@ static void estimate_header(const struct estimate *e)
 	if (e->source)
 		printf("               %u layers, %u query heads, %u kv heads, head_dim %u, %s%s\n",
 		       m->layers, m->attn_heads, m->kv_heads, m->head_dim,
-		       m->dtype ? kv_model_dtype_name(m->dtype) : "dtype unknown", ctx);
+		       m->dtype ? kv_dtype_name(m->dtype) : "dtype unknown", ctx);
 	else
 		printf("geometry:      %u layers, %u kv heads, head_dim %u\n", m->layers,
 		       m->kv_heads, m->head_dim);

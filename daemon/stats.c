@@ -45,7 +45,7 @@ static void zoneinfo(struct kvmemd_pool *p, FILE *f)
 	kv_pool_meminfo(p->pool, &mi);
 	fprintf(f, "Pool %s\n  geometry   layers %u kv_heads %u head_dim %u block_tokens %u %s\n",
 		p->name, g->layers, g->kv_heads, g->head_dim, g->block_tokens,
-		kv_model_dtype_name(g->dtype));
+		kv_dtype_name(g->dtype));
 	fprintf(f, "  block      %llu bytes, frame %llu bytes\n",
 		(unsigned long long)mi.block_bytes, (unsigned long long)mi.frame_bytes);
 	fprintf(f, "  sequences  %u\n  blocks     %u\n", mi.sequences, mi.blocks);

@@ -89,20 +89,6 @@ const struct kv_model *kv_model_find(const char *name)
 }
 
 /**
- * kv_model_dtype_name() - the pool dtype's name in kvmemd.conf
- * @dtype: KV_DTYPE_*
- *
- * Return: "fp16", "bf16", "fp32", "int8", "fp8", "int4", or "?" for
- * anything else.
- */
-const char *kv_model_dtype_name(uint32_t dtype)
-{
-	int i = kv_size_dtype_of(dtype);
-
-	return i < 0 ? "?" : kv_size_dtypes[i].name;
-}
-
-/**
  * kv_model_geometry() - the pool geometry of a model
  * @m:            the model
  * @block_tokens: tokens per block

@@ -71,6 +71,5 @@ KV_MODELS_HIDDEN int kv_model_load_hf(const char *path, struct kv_model *m,
 				      char *err, size_t errlen);
 KV_MODELS_HIDDEN void kv_model_geometry(const struct kv_model *m, uint32_t block_tokens,
 					struct kv_geometry *g);
-KV_MODELS_HIDDEN const char *kv_model_dtype_name(uint32_t dtype);
 
 #endif /* _KV_LIB_MODELS_H */

@@ -65,25 +65,6 @@ static inline void bench_shuffle(__u32 *a, __u64 n)
 	}
 }
 
-/* a dtype's name in the tables */
-static inline const char *bench_dtype_name(__u32 dtype)
-{
-	switch (dtype) {
-	case KV_DTYPE_FP16:
-		return "fp16";
-	case KV_DTYPE_BF16:
-		return "bf16";
-	case KV_DTYPE_INT8:
-		return "int8";
-	case KV_DTYPE_FP8_E4M3:
-		return "fp8";
-	case KV_DTYPE_INT4:
-		return "int4";
-	default:
-		return "fp32";
-	}
-}
-
 /*
  * Geometry of a benchmark arena: one layer (a decode step reads one layer;
  * more layers only widen the stride between frames).

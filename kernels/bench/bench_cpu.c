@@ -104,7 +104,7 @@ static void bench_decode(const struct bench_shape *s)
 	td = bench_median(t, reps);
 	tm = time_memcpy((size_t)bytes);
 	printf("| decode %2u:%u hd%-3u %s | %5u | %6u | %8.1f | %9.3f | %7.2f | %7.2f | %5.2f |\n",
-	       s->q_heads, s->kv_heads, s->head_dim, bench_dtype_name(s->dtype),
+	       s->q_heads, s->kv_heads, s->head_dim, kv_dtype_name(s->dtype),
 	       s->batch, s->ctx, bytes / 1e6, td * 1e3, bytes / td / 1e9,
 	       bytes / tm / 1e9, tm / td);
 	free(arena);

@@ -275,7 +275,7 @@ static void bench_decode(const struct bench_shape *s, void *arena, __u64 frames,
 	gbs = bytes / (ms * 1e-3) / 1e9;
 	floor_ms = bytes / (copy_bw * 1e9) * 1e3;
 	printf("| %2u:%u hd%u %s | %3u | %6u | %8.1f | %8.4f | %6.0f | %5.1f%% | %5.2f |",
-	       s->q_heads, s->kv_heads, s->head_dim, bench_dtype_name(s->dtype),
+	       s->q_heads, s->kv_heads, s->head_dim, kv_dtype_name(s->dtype),
 	       s->batch, s->ctx, bytes / 1e6, ms, gbs, 100.0 * gbs / copy_bw, ms / floor_ms);
 	if (ref)
 		printf(" %8.4f | %8.4f | %5.2f | %5.2f |\n", ref->flash_ms, ref->cudnn_ms,
@@ -488,7 +488,7 @@ static void bench_moves(double copy_bw)
 			bytes = 2.0 * tokens * (vec + 8 * kv_row_bytes(&g));
 			ms = time_ms(do_append, &ap);
 			printf("| append %u tokens (8 kv heads x 128, %s%s) | %.1f MB | %.4f | %.0f | "
-			       "%.1f%% |\n", tokens, bench_dtype_name(g.dtype),
+			       "%.1f%% |\n", tokens, kv_dtype_name(g.dtype),
 			       di ? " from bf16" : "", bytes / 1e6, ms, bytes / ms / 1e6,
 			       100.0 * bytes / ms / 1e6 / copy_bw);
 		}

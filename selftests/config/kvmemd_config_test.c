@@ -1878,7 +1878,10 @@ TEST(quantized_pool_head_dim)
 }
 
 /* The example file: as shipped, and with every default uncommented. */
-/* pool.NAME.dtype takes exactly lib/kvsize.c's names, for the same dtypes */
+/*
+ * pool.NAME.dtype takes exactly lib/kvsize.c's names, for the same dtypes,
+ * and they are kv_dtype_name()'s
+ */
 TEST(dtype_names_are_kvsize_names)
 {
 	unsigned int i;
@@ -1886,6 +1889,7 @@ TEST(dtype_names_are_kvsize_names)
 	for (i = 0; i < KV_SIZE_NR_DTYPES; i++) {
 		EXPECT_STREQ(kv_size_dtypes[i].name, dtype_names[i]);
 		EXPECT_EQ(kv_size_dtypes[i].pool_dtype, dtype_values[i]);
+		EXPECT_STREQ(kv_dtype_name(dtype_values[i]), dtype_names[i]);
 	}
 	EXPECT_EQ(NULL, dtype_names[KV_SIZE_NR_DTYPES]);
 }

@@ -40,24 +40,6 @@
 
 static const __u32 qtypes[] = { KV_DTYPE_INT8, KV_DTYPE_FP8_E4M3, KV_DTYPE_INT4 };
 
-static const char *qt_name(__u32 dtype)
-{
-	switch (dtype) {
-	case KV_DTYPE_INT8:
-		return "int8";
-	case KV_DTYPE_FP8_E4M3:
-		return "fp8";
-	case KV_DTYPE_INT4:
-		return "int4";
-	case KV_DTYPE_FP16:
-		return "fp16";
-	case KV_DTYPE_BF16:
-		return "bf16";
-	default:
-		return "?";
-	}
-}
-
 static double qt_bound(__u32 dtype)
 {
 	return dtype == KV_DTYPE_INT8 ? QT_BOUND_INT8 :
@@ -323,7 +305,7 @@ static void qt_check_value(struct qt_run *r, __u32 i, __u32 d, int code, int wan
 		return;
 	if (r->bad++ < 5)
 		TH_LOG("%s tok %u kv %u h %u d %u: x %g stored %g (code %d, want %d) scale %g",
-		       qt_name(r->g->dtype), r->tok[i], r->kv, r->h, d, xv, got, code,
+		       kv_dtype_name(r->g->dtype), r->tok[i], r->kv, r->h, d, xv, got, code,
 		       want, s);
 }
 
@@ -340,7 +322,7 @@ static void qt_check_run8(struct qt_run *r)
 			amax = fmaxf(amax, fabsf(qt_in(r, i, d)));
 	s = (float)qt_scale_at(r->g, r->block, r->layer, r->kv, r->h, 0, 0);
 	if (s != amax / qt_qmax(r->g->dtype) && r->bad++ < 5)
-		TH_LOG("%s kv %u head %u: scale %a, want %a", qt_name(r->g->dtype),
+		TH_LOG("%s kv %u head %u: scale %a, want %a", kv_dtype_name(r->g->dtype),
 		       r->kv, r->h, s, amax / qt_qmax(r->g->dtype));
 	inv = s > 0.0f ? 1.0f / s : 0.0f;
 	for (i = 0; i < r->n; i++) {
@@ -513,7 +495,7 @@ static void roundtrip(struct __test_metadata *_metadata, __u32 dtype, __u32 io,
 	ASSERT_EQ(0, kv_append_cpu(&a));
 	EXPECT_EQ(0, memcmp(arena, arena1, asz));
 	ksft_print_msg("roundtrip %s from %s hd %u bt %u: worst error %.3f of half a step\n",
-		       qt_name(dtype), qt_name(io), hd, bt, worst);
+		       kv_dtype_name(dtype), kv_dtype_name(io), hd, bt, worst);
 	EXPECT_EQ(0u, bad);
 	EXPECT_EQ(0u, changed);
 	free(arena);
@@ -640,14 +622,14 @@ static void scale_growth(struct __test_metadata *_metadata, __u32 dtype, __u32 i
 
 						if (!(fabs(got - xv) <= tl[u * hd + d]) && bad++ < 5)
 							TH_LOG("%s after token %u: token %u kv %u h %u d %u: x %g stored %g tol %g",
-							       qt_name(dtype), t, u, kv, h, d, xv,
+							       kv_dtype_name(dtype), t, u, kv, h, d, xv,
 							       got, tl[u * hd + d]);
 					}
 				}
 			}
 		}
 	}
-	ksft_print_msg("scale_growth %s: %u growths, %u kept\n", qt_name(dtype), growths,
+	ksft_print_msg("scale_growth %s: %u growths, %u kept\n", kv_dtype_name(dtype), growths,
 		       kept);
 	EXPECT_EQ(8u, growths);		/* tokens 3 and 9, K and V, 2 heads */
 	EXPECT_EQ(0u, bad);
@@ -745,7 +727,7 @@ static void scale_reset(struct __test_metadata *_metadata, __u32 dtype)
 	}
 	ASSERT_EQ(0, qt_append(&g, arena, 4, 1, k, v, io, slots, 4, NULL));
 	EXPECT_EQ(0u, qt_check_run(&g, arena, 0, 1, k, v, io, 0, tok, 4, &worst));
-	ksft_print_msg("scale_reset %s: worst error %.3f of half a step\n", qt_name(dtype),
+	ksft_print_msg("scale_reset %s: worst error %.3f of half a step\n", kv_dtype_name(dtype),
 		       worst);
 	free(arena);
 	free(big);
@@ -1232,7 +1214,7 @@ static void attention(struct __test_metadata *_metadata, __u32 dtype)
 	__u32 ci, b, ctx[6], cut[6], nq[6];
 	char what[128];
 
-	kvt_seed(qt_name(dtype));
+	kvt_seed(kv_dtype_name(dtype));
 	for (ci = 0; ci < sizeof(qt_cfgs) / sizeof(qt_cfgs[0]); ci++) {
 		const struct qt_cfg *f = &qt_cfgs[ci];
 		struct kv_geometry g = { 2, f->kvh, f->hd, f->bt, dtype, 0 };
@@ -1244,7 +1226,7 @@ static void attention(struct __test_metadata *_metadata, __u32 dtype)
 			cut[b] = kvt_below(ctx[b] + 1);
 		ASSERT_EQ(0, qt_case_init(&c, &g, f->io, kvt_below(2), 6, ctx, cut, 0));
 		snprintf(what, sizeof(what), "decode  %-4s hd %3u bt %2u gqa %u:1 io %s window %2u",
-			 qt_name(dtype), f->hd, f->bt, f->ratio, qt_name(f->io), f->window);
+			 kv_dtype_name(dtype), f->hd, f->bt, f->ratio, kv_dtype_name(f->io), f->window);
 		qt_check_err(_metadata, what, dtype, f->io,
 			     qt_decode(_metadata, &c, f->ratio, f->window));
 		qt_case_free(&c);
@@ -1257,7 +1239,7 @@ static void attention(struct __test_metadata *_metadata, __u32 dtype)
 		}
 		ASSERT_EQ(0, qt_case_init(&c, &g, f->io, kvt_below(2), 6, ctx, cut, 0));
 		snprintf(what, sizeof(what), "prefill %-4s hd %3u bt %2u gqa %u:1 io %s",
-			 qt_name(dtype), f->hd, f->bt, f->ratio, qt_name(f->io));
+			 kv_dtype_name(dtype), f->hd, f->bt, f->ratio, kv_dtype_name(f->io));
 		qt_check_err(_metadata, what, dtype, f->io, qt_prefill(_metadata, &c, f->ratio, nq));
 		qt_case_free(&c);
 	}
@@ -1300,7 +1282,7 @@ TEST_TIMEOUT(outliers_finite, 300)
 					  0, 6, ctx, cut, 40));
 		err = qt_decode(_metadata, &c, 4, 0);
 		ksft_print_msg("outliers decode  %-4s: rel err %.4f vs inputs, %.5f vs stored values\n",
-			       qt_name(qtypes[qi]), err.in, err.stored);
+			       kv_dtype_name(qtypes[qi]), err.in, err.stored);
 		EXPECT_TRUE(err.in >= 0.0 && isfinite(err.in));
 		EXPECT_LE(err.stored, kvt_bound(c.io));
 		qt_case_free(&c);
@@ -1313,7 +1295,7 @@ TEST_TIMEOUT(outliers_finite, 300)
 		ASSERT_EQ(0, qt_case_init(&c, &g, KV_DTYPE_BF16, 0, 6, ctx, cut, 60));
 		err = qt_prefill(_metadata, &c, 8, nq);
 		ksft_print_msg("outliers prefill %-4s: rel err %.4f vs inputs, %.5f vs stored values\n",
-			       qt_name(qtypes[qi]), err.in, err.stored);
+			       kv_dtype_name(qtypes[qi]), err.in, err.stored);
 		EXPECT_TRUE(err.in >= 0.0 && isfinite(err.in));
 		EXPECT_LE(err.stored, kvt_bound(c.io));
 		qt_case_free(&c);

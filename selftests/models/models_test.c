@@ -89,7 +89,7 @@ TEST(every_preset_is_sane)
 		EXPECT_TRUE(m->window_layers <= m->layers);
 		EXPECT_EQ(!m->window, !m->window_layers);
 		EXPECT_LT(0, m->max_context);
-		EXPECT_STRNE("?", kv_model_dtype_name(m->dtype));
+		EXPECT_STRNE("?", kv_dtype_name(m->dtype));
 	}
 	EXPECT_EQ(i, kv_model_count());
 	EXPECT_NULL(kv_model_find("llama3"));

@@ -114,6 +114,34 @@ static inline __u32 kv_dtype_bits(__u32 dtype)
 }
 
 /**
+ * kv_dtype_name() - a pool dtype's name, as kvmemd.conf and the tables
+ * write it
+ * @dtype: KV_DTYPE_*
+ *
+ * Return: "fp16", "bf16", "fp32", "int8", "fp8", "int4", or "?" for an
+ * unknown dtype.
+ */
+static inline const char *kv_dtype_name(__u32 dtype)
+{
+	switch (dtype) {
+	case KV_DTYPE_FP16:
+		return "fp16";
+	case KV_DTYPE_BF16:
+		return "bf16";
+	case KV_DTYPE_FP32:
+		return "fp32";
+	case KV_DTYPE_INT8:
+		return "int8";
+	case KV_DTYPE_FP8_E4M3:
+		return "fp8";
+	case KV_DTYPE_INT4:
+		return "int4";
+	default:
+		return "?";
+	}
+}
+
+/**
  * kv_dtype_quantized() - whether a dtype stores scaled values
  * @dtype: KV_DTYPE_*
  */
