@@ -1057,59 +1057,89 @@ static void qt_refs(const struct qt_case *c, const void *q, __u64 qo, float scal
 }
 
 /*
- * Decode on a case: the relative errors against float64 (+inf when an
- * output is not finite, e.g. still the NaN poison; -1 when the call fails).
+ * struct qt_call - what an attention call on a case needs beside its
+ * arguments: queries and outputs of @n values (io dtype), both float64
+ * references, and the references' scratch
  */
-static struct qt_err qt_decode(struct __test_metadata *_metadata,
-			       const struct qt_case *c, __u32 ratio, __u32 window)
+struct qt_call {
+	__u64 n;
+	void *q, *out;
+	double *ref, *refq, *qd, *s;
+};
+
+/* gaussian queries, poisoned outputs, for contexts up to the case's longest */
+static void qt_call_init(struct qt_call *r, const struct qt_case *c, __u64 n)
 {
-	__u32 hd = c->g.head_dim, qh = ratio * c->g.kv_heads, b, j, maxctx = 1;
-	__u64 n = (__u64)c->batch * qh * hd, esz = kv_dtype_size(c->io);
-	float scale = 1.0f / sqrtf((float)hd);
-	void *q = malloc(n * esz), *out = malloc(n * esz);
-	double *ref = calloc(n, sizeof(double)), *refq = calloc(n, sizeof(double));
-	double *qd = malloc(sizeof(double) * hd), *s;
-	struct qt_err err = { -1.0, -1.0 };
-	struct kv_decode_args a;
-	int ret;
+	__u64 esz = kv_dtype_size(c->io);
+	__u32 b, maxctx = 1;
 
 	for (b = 0; b < c->batch; b++)
 		maxctx = c->ctx[b] > maxctx ? c->ctx[b] : maxctx;
-	s = malloc(sizeof(double) * maxctx);
-	if (!q || !out || !ref || !refq || !qd || !s)
+	r->n = n;
+	r->q = malloc(n * esz + 1);
+	r->out = malloc(n * esz + 1);
+	r->ref = calloc(n + 1, sizeof(double));
+	r->refq = calloc(n + 1, sizeof(double));
+	r->qd = malloc(sizeof(double) * c->g.head_dim);
+	r->s = malloc(sizeof(double) * maxctx);
+	if (!r->q || !r->out || !r->ref || !r->refq || !r->qd || !r->s)
 		abort();
-	qt_fill_gauss(q, c->io, n, 1.0);
-	kvt_fill_nan(out, c->io, n);
+	qt_fill_gauss(r->q, c->io, n, 1.0);
+	kvt_fill_nan(r->out, c->io, n);
+}
+
+/*
+ * The call's return @ret (0 expected) and its relative errors against
+ * float64 (+inf when an output is not finite, e.g. still the NaN poison;
+ * -1 when the call failed); frees @r.
+ */
+static struct qt_err qt_call_end(struct __test_metadata *_metadata, const struct qt_case *c,
+				struct qt_call *r, int ret)
+{
+	struct qt_err err = { -1.0, -1.0 };
+
+	EXPECT_EQ(0, ret);
+	if (!ret) {
+		err.in = kvt_rel_err(r->out, c->io, r->ref, r->n);
+		err.stored = kvt_rel_err(r->out, c->io, r->refq, r->n);
+	}
+	free(r->q);
+	free(r->out);
+	free(r->ref);
+	free(r->refq);
+	free(r->qd);
+	free(r->s);
+	return err;
+}
+
+/* Decode on a case (a window of @window tokens, 0 for none). */
+static struct qt_err qt_decode(struct __test_metadata *_metadata,
+			       const struct qt_case *c, __u32 ratio, __u32 window)
+{
+	__u32 hd = c->g.head_dim, qh = ratio * c->g.kv_heads, b, j;
+	float scale = 1.0f / sqrtf((float)hd);
+	struct kv_decode_args a;
+	struct qt_call r;
+
+	qt_call_init(&r, c, (__u64)c->batch * qh * hd);
 	for (b = 0; b < c->batch; b++) {
 		__u32 ctx = c->ctx[b], lo = window && ctx > window ? ctx - window : 0;
 
 		for (j = 0; j < qh; j++) {
 			__u64 qo = ((__u64)b * qh + j) * hd;
 
-			qt_refs(c, q, qo, scale, b, j / ratio, lo, ctx, s, qd, ref + qo,
-				refq + qo);
+			qt_refs(c, r.q, qo, scale, b, j / ratio, lo, ctx, r.s, r.qd, r.ref + qo,
+				r.refq + qo);
 		}
 	}
 	a = (struct kv_decode_args){
 		.arena = { .base = c->arena, .frames = c->frames, .g = c->g },
 		.layer = c->layer, .batch = c->batch, .q_heads = qh, .window = window,
-		.scale = scale, .table_stride = c->stride, .q = q, .out = out,
+		.scale = scale, .table_stride = c->stride, .q = r.q, .out = r.out,
 		.block_table = c->table, .ctx_lens = c->ctx,
 		.threads = 1 + kvt_below(3), .io_dtype = c->io,
 	};
-	ret = kv_decode_cpu(&a);
-	EXPECT_EQ(0, ret);
-	if (!ret) {
-		err.in = kvt_rel_err(out, c->io, ref, n);
-		err.stored = kvt_rel_err(out, c->io, refq, n);
-	}
-	free(q);
-	free(out);
-	free(ref);
-	free(refq);
-	free(qd);
-	free(s);
-	return err;
+	return qt_call_end(_metadata, c, &r, kv_decode_cpu(&a));
 }
 
 /* Prefill of the last @nq[b] tokens of each sequence; as qt_decode(). */
@@ -1117,14 +1147,11 @@ static struct qt_err qt_prefill(struct __test_metadata *_metadata,
 				const struct qt_case *c, __u32 ratio, const __u32 *nq)
 {
 	__u32 hd = c->g.head_dim, qh = ratio * c->g.kv_heads, b, i, j, maxq = 0;
-	__u32 *q_start = malloc(sizeof(__u32) * (c->batch + 1)), maxctx = 1;
-	__u64 n, esz = kv_dtype_size(c->io);
+	__u32 *q_start = malloc(sizeof(__u32) * (c->batch + 1));
 	float scale = 1.0f / sqrtf((float)hd);
-	struct qt_err err = { -1.0, -1.0 };
 	struct kv_prefill_args a;
-	double *ref, *refq, *qd, *s;
-	void *q, *out;
-	int ret;
+	struct qt_call r;
+	struct qt_err err;
 
 	if (!q_start)
 		abort();
@@ -1132,19 +1159,8 @@ static struct qt_err qt_prefill(struct __test_metadata *_metadata,
 	for (b = 0; b < c->batch; b++) {
 		q_start[b + 1] = q_start[b] + nq[b];
 		maxq = nq[b] > maxq ? nq[b] : maxq;
-		maxctx = c->ctx[b] > maxctx ? c->ctx[b] : maxctx;
 	}
-	n = (__u64)q_start[c->batch] * qh * hd;
-	q = malloc(n * esz + 1);
-	out = malloc(n * esz + 1);
-	ref = calloc(n + 1, sizeof(double));
-	refq = calloc(n + 1, sizeof(double));
-	qd = malloc(sizeof(double) * hd);
-	s = malloc(sizeof(double) * maxctx);
-	if (!q || !out || !ref || !refq || !qd || !s)
-		abort();
-	qt_fill_gauss(q, c->io, n, 1.0);
-	kvt_fill_nan(out, c->io, n);
+	qt_call_init(&r, c, (__u64)q_start[c->batch] * qh * hd);
 	for (b = 0; b < c->batch; b++) {
 		for (i = 0; i < nq[b]; i++) {
 			__u32 pos = c->ctx[b] - nq[b] + i;
@@ -1152,8 +1168,8 @@ static struct qt_err qt_prefill(struct __test_metadata *_metadata,
 			for (j = 0; j < qh; j++) {
 				__u64 qo = ((__u64)(q_start[b] + i) * qh + j) * hd;
 
-				qt_refs(c, q, qo, scale, b, j / ratio, 0, pos + 1, s, qd,
-					ref + qo, refq + qo);
+				qt_refs(c, r.q, qo, scale, b, j / ratio, 0, pos + 1, r.s, r.qd,
+					r.ref + qo, r.refq + qo);
 			}
 		}
 	}
@@ -1161,22 +1177,11 @@ static struct qt_err qt_prefill(struct __test_metadata *_metadata,
 		.arena = { .base = c->arena, .frames = c->frames, .g = c->g },
 		.layer = c->layer, .batch = c->batch, .q_heads = qh, .scale = scale,
 		.table_stride = c->stride, .tokens = q_start[c->batch], .max_q_len = maxq,
-		.threads = 1 + kvt_below(3), .io_dtype = c->io, .q = q, .out = out,
+		.threads = 1 + kvt_below(3), .io_dtype = c->io, .q = r.q, .out = r.out,
 		.q_start = q_start, .block_table = c->table, .ctx_lens = c->ctx,
 	};
-	ret = kv_prefill_cpu(&a);
-	EXPECT_EQ(0, ret);
-	if (!ret) {
-		err.in = kvt_rel_err(out, c->io, ref, n);
-		err.stored = kvt_rel_err(out, c->io, refq, n);
-	}
+	err = qt_call_end(_metadata, c, &r, kv_prefill_cpu(&a));
 	free(q_start);
-	free(q);
-	free(out);
-	free(ref);
-	free(refq);
-	free(qd);
-	free(s);
 	return err;
 }
 
