@@ -13,8 +13,6 @@
 #include <jemalloc/jemalloc.h>
 #endif
 #include "kvmemd.h"
-#include "lib/models.h"
-
 
 static void meta_meminfo(FILE *f)
 {
