@@ -48,7 +48,8 @@ static inline kv_layer_ref kv_layer_of(const struct kv_arena_ref *r, uint32_t la
 /*
  * kv_mma<T> - for T = __nv_bfloat16 or __half: two floats packed into one
  * 32-bit register of T, D += A B with mma.sync m16n8k16 (fp32
- * accumulation; A row-major in four registers, B column-major in two), and
+ * accumulation; A row-major in four registers, B column-major in two), or
+ * D = A B + C with C's columns (c0, c1) the same in both row halves, and
  * stores of one or two floats as T.
  */
 template <typename T> struct kv_mma;
@@ -74,6 +75,18 @@ template <> struct kv_mma<T> {								\
 	{										\
 		mma(d, a[0], a[1], a[2], a[3], b0, b1);					\
 	}										\
+	/* D = A B + C, C in other registers */						\
+	static __device__ __forceinline__ void mma_c(float (&d)[4], uint32_t a0,	\
+		uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1,	\
+		float c0, float c1)							\
+	{										\
+		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX "." PTX	\
+			     ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "		\
+			     "{%10,%11,%10,%11};\n"					\
+			     : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])		\
+			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1),	\
+			       "f"(c0), "f"(c1));						\
+	}										\
 	static __device__ __forceinline__ void store(void *p, float v)			\
 	{										\
 		*static_cast<T *>(p) = CVT(v);						\
@@ -88,5 +101,34 @@ KV_MMA_TRAITS(__nv_bfloat16, __nv_bfloat162, __floats2bfloat162_rn, "bf16", __fl
 KV_MMA_TRAITS(__half, __half2, __floats2half2_rn, "f16", __float2half_rn);
 
 #undef KV_MMA_TRAITS
+
+/* 2^x, flushing denormal results to zero (exp2f() handles them: slower) */
+__device__ __forceinline__ float exp2_ftz(float x)
+{
+	float y;
+
+	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	return y;
+}
+
+/*
+ * kv_block_of() - the block of a block table holding token @tok, and the
+ * token's slot in it (@tib); @shift is log2(@block_tokens) when that is a
+ * power of two (a shift instead of a division), else -1
+ */
+__device__ __forceinline__ uint32_t kv_block_of(uint32_t tok, uint32_t block_tokens,
+						int32_t shift, uint32_t &tib)
+{
+	uint32_t blk = shift >= 0 ? tok >> shift : tok / block_tokens;
+
+	tib = tok - blk * block_tokens;
+	return blk;
+}
+
+/* kv_bt_shift() - log2(@block_tokens) when a power of two, else -1 */
+static inline int32_t kv_bt_shift(uint32_t block_tokens)
+{
+	return block_tokens & (block_tokens - 1) ? -1 : __builtin_ctz(block_tokens);
+}
 
 #endif /* _KVMEM_KERNELS_CUDA_ATTN_CUH */

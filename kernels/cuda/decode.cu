@@ -75,6 +75,7 @@ struct decode_params {
 	float *ws;
 	uint32_t q_heads, kv_heads, group, hchunks, heads_per_chunk;
 	uint32_t block_tokens, stride, window;
+	int32_t bt_shift;	/* log2(block_tokens) when a power of two, else -1 */
 	uint32_t nsplit, tiles_per_split;
 	float scale_log2;
 };
@@ -186,13 +187,12 @@ __device__ __forceinline__ const char *tok_frame(const decode_params &p,
 
 	if (tok < lo || tok >= hi)
 		return nullptr;
-	blk = tok / p.block_tokens;
+	blk = kv_block_of(tok, p.block_tokens, p.bt_shift, tib);
 	f = frame != ~0u ? frame : table[blk];
 	if (f >= p.kv.frames) {
 		bad = true;
 		return nullptr;
 	}
-	tib = tok - blk * p.block_tokens;
 	return p.kv.arena + f * p.kv.frame_bytes;
 }
 
@@ -265,9 +265,11 @@ __device__ __forceinline__ uint32_t tile_frame(const decode_params &p,
 					       const uint32_t *table,
 					       uint32_t t0, uint32_t hi)
 {
+	uint32_t tib;
+
 	if (p.block_tokens % kTile || t0 >= hi)
 		return ~0u;
-	return table[t0 / p.block_tokens];
+	return table[kv_block_of(t0, p.block_tokens, p.bt_shift, tib)];
 }
 
 /*
@@ -301,7 +303,9 @@ __device__ __forceinline__ void load_k(const decode_params &p,
 	if (tile_whole(p, frame, t0, lo, hi)) {
 		/* one frame, every row attended: offsets from one base */
 		const char *fb = p.kv.arena + frame * p.kv.frame_bytes;
-		uint32_t tib0 = t0 % p.block_tokens;
+		uint32_t tib0;
+
+		kv_block_of(t0, p.block_tokens, p.bt_shift, tib0);
 		const char *row = fb + koff + (uint64_t)(tib0 + r) * rowb + c * vb;
 #pragma unroll
 		for (int half = 0; half < 2; half++)
@@ -313,14 +317,14 @@ __device__ __forceinline__ void load_k(const decode_params &p,
 			sc.v[0] = sc.v[1] = __ldg(reinterpret_cast<const float *>(
 					fb + sk + p.kv_heads * p.hsb));
 		} else if constexpr (DT == KV_DTYPE_INT4) {
+			/* one base, constant offsets: rows r and r + 8 */
+			const uint32_t *g = reinterpret_cast<const uint32_t *>(
+				fb + sk + (uint64_t)(tib0 + r) * (HD / 16));
 #pragma unroll
-			for (int half = 0; half < 2; half++) {
-				const uint32_t *g = reinterpret_cast<const uint32_t *>(
-					fb + sk + (uint64_t)(tib0 + r + 8 * half) * (HD / 16));
+			for (int half = 0; half < 2; half++)
 #pragma unroll
 				for (int w = 0; w < HD / 64; w++)
-					sc.kg[half][w] = __ldg(g + w);
-			}
+					sc.kg[half][w] = __ldg(g + half * 8 * (HD / 64) + w);
 		}
 		return;
 	}
@@ -361,8 +365,13 @@ __device__ __forceinline__ void load_v(const decode_params &p,
 
 	if (tile_whole(p, frame, t0, lo, hi)) {
 		const char *fb = p.kv.arena + frame * p.kv.frame_bytes;
-		uint32_t tib0 = t0 % p.block_tokens;
+		uint32_t tib0;
+
+		kv_block_of(t0, p.block_tokens, p.bt_shift, tib0);
 		const char *row = fb + voff + (uint64_t)(tib0 + 2 * c) * rowb + r * vb;
+		/* INT4: the group scales of token 2c, lane's group of cg 0 */
+		const __half *g = reinterpret_cast<const __half *>(
+			fb + sv + (uint64_t)(tib0 + 2 * c) * (HD / 16)) + r / 4;
 #pragma unroll
 		for (int i = 0; i < 4; i++) {
 			const uint32_t ri = (i & 1) + 8 * (i >> 1);
@@ -370,9 +379,7 @@ __device__ __forceinline__ void load_v(const decode_params &p,
 			for (int cg = 0; cg < HD / 64; cg++) {
 				v[i][cg] = ld_raw<VAR, DT>(row + ri * rowb + cg * 8 * vb);
 				if constexpr (DT == KV_DTYPE_INT4)
-					sc.vg[i][cg] = reinterpret_cast<const __half *>(
-						fb + sv + (uint64_t)(tib0 + 2 * c + ri) * (HD / 16))
-						[(cg * 8 + r) / 4];
+					sc.vg[i][cg] = g[ri * (HD / 32) + cg * 2];
 			}
 		}
 		return;
@@ -442,25 +449,50 @@ __device__ __forceinline__ uint32_t i8x2_h2(uint32_t u, uint32_t sel)
 	return h2_sub(__byte_perm(u, 0x64646464u, sel), 0x64806480u);
 }
 
-/* the low nibbles of the 16-bit halves of @y (4 << @shift: the high ones) */
-__device__ __forceinline__ uint32_t u4x2_h2(uint32_t y, int shift)
+__device__ __forceinline__ uint32_t h2_fma(uint32_t a, uint32_t b, uint32_t c)
 {
-	return h2_sub(((y >> shift) & 0x000f000fu) | 0x64006400u, 0x64086408u);
+	uint32_t d;
+
+	asm("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+	return d;
 }
 
-__device__ __forceinline__ uint32_t h2_bcast(uint32_t pair, int hi)
+/* (@a & @mask) | @c in one instruction (the compiler makes two of it) */
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t mask, uint32_t c)
 {
-	return __byte_perm(pair, 0, hi ? 0x3232 : 0x1010);
+	uint32_t d;
+
+	asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(d) : "r"(a), "r"(mask), "r"(c));
+	return d;
+}
+
+/*
+ * INT4 nibbles as binary16 values less 8: the low nibbles of bytes 0 and 2
+ * of @y (0x64 0x0n is 1024 + n, less 1032), or with @high, the high ones
+ * (1024 + 16 n, times 1/16, less 72), both exact.
+ */
+__device__ __forceinline__ uint32_t u4x2_h2(uint32_t y, bool high)
+{
+	if (high)
+		return h2_fma(and_or(y, 0x00f000f0u, 0x64006400u), 0x2c002c00u, 0xd480d480u);
+	return h2_sub(and_or(y, 0x000f000fu, 0x64006400u), 0x64086408u);
+}
+
+/* @lo and @hi in one register */
+__device__ __forceinline__ uint32_t h2_pair(__half lo, __half hi)
+{
+	return __byte_perm(__half_as_ushort(lo), __half_as_ushort(hi), 0x5410);
 }
 
 /*
  * 8 dims of a K row as four binary16 pairs in the order of a 16-bit row
- * (dims 0-1, 2-3, 4-5, 6-7), except INT4: (0, 2), (1, 3), (4, 6), (5, 7),
- * which q_frag() gives the queries too. @s2: INT4, the group's scale in
- * both halves.
+ * (dims 0-1, 2-3, 4-5, 6-7), except INT4: (0, 4), (1, 5), (2, 6), (3, 7),
+ * which q_frag() gives the queries too, as they are stored: 1024 + n for
+ * the even dims, 1024 + 16 n for the odd ones (n the nibble). The group
+ * scale and the offsets are applied to the scores (int4_offset()).
  */
 template <int DT>
-__device__ __forceinline__ uint4 k_frag(const typename raw8<DT>::type &x, uint32_t s2)
+__device__ __forceinline__ uint4 k_frag(const typename raw8<DT>::type &x)
 {
 	if constexpr (DT == 0) {
 		return x;
@@ -473,10 +505,13 @@ __device__ __forceinline__ uint4 k_frag(const typename raw8<DT>::type &x, uint32
 		return make_uint4(e4m3x2_h2(x.x), e4m3x2_h2(x.x >> 16),
 				  e4m3x2_h2(x.y), e4m3x2_h2(x.y >> 16));
 	} else {
-		uint32_t y0 = __byte_perm(x, 0, 0x0100), y1 = __byte_perm(x, 0, 0x0302);
+		/* byte j holds dims 2j (low nibble) and 2j + 1 */
+		uint32_t y = x >> 8;
 
-		return make_uint4(h2_mul(u4x2_h2(y0, 0), s2), h2_mul(u4x2_h2(y0, 4), s2),
-				  h2_mul(u4x2_h2(y1, 0), s2), h2_mul(u4x2_h2(y1, 4), s2));
+		return make_uint4(and_or(x, 0x000f000fu, 0x64006400u),
+				  and_or(x, 0x00f000f0u, 0x64006400u),
+				  and_or(y, 0x000f000fu, 0x64006400u),
+				  and_or(y, 0x00f000f0u, 0x64006400u));
 	}
 }
 
@@ -496,10 +531,10 @@ __device__ __forceinline__ void v_frags(const typename raw8<DT>::type &w0,
 		uint32_t sel = ip | (4 + ip) << 8;
 		uint32_t y01 = __byte_perm(w0, w1, sel), y23 = __byte_perm(w2, w3, sel);
 
-		a[0] = h2_mul(u4x2_h2(y01, 0), s01);
-		a[1] = h2_mul(u4x2_h2(y01, 4), s01);
-		a[2] = h2_mul(u4x2_h2(y23, 0), s23);
-		a[3] = h2_mul(u4x2_h2(y23, 4), s23);
+		a[0] = h2_mul(u4x2_h2(y01, false), s01);
+		a[1] = h2_mul(u4x2_h2(y01, true), s01);
+		a[2] = h2_mul(u4x2_h2(y23, false), s23);
+		a[3] = h2_mul(u4x2_h2(y23, true), s23);
 	} else {
 		/* bytes 2ip, 2ip+1 of each row: [r0 b, r1 b, r0 b+1, r1 b+1] */
 		uint32_t j = 2 * (ip & 1), sel = j | (4 + j) << 4 | (j + 1) << 8 | (5 + j) << 12;
@@ -522,7 +557,10 @@ __device__ __forceinline__ void v_frags(const typename raw8<DT>::type &w0,
 	}
 }
 
-/* 8 queries of type T as binary16 pairs in the order k_frag() gives K */
+/*
+ * 8 queries of type T as binary16 pairs in the order k_frag() gives K;
+ * INT4: the odd dims over 16, as K's are 16 times theirs
+ */
 template <typename T, int DT>
 __device__ __forceinline__ uint4 q_frag(const uint4 &x)
 {
@@ -536,13 +574,42 @@ __device__ __forceinline__ uint4 q_frag(const uint4 &x)
 		for (int i = 0; i < 8; i++)
 			f[i] = static_cast<float>(e[i]);
 		if constexpr (DT == KV_DTYPE_INT4)
-			return make_uint4(kv_mma<__half>::pack(f[0], f[2]),
-					  kv_mma<__half>::pack(f[1], f[3]),
-					  kv_mma<__half>::pack(f[4], f[6]),
-					  kv_mma<__half>::pack(f[5], f[7]));
+			return make_uint4(kv_mma<__half>::pack(f[0], f[4]),
+					  kv_mma<__half>::pack(f[1] * 0.0625f, f[5] * 0.0625f),
+					  kv_mma<__half>::pack(f[2], f[6]),
+					  kv_mma<__half>::pack(f[3] * 0.0625f, f[7] * 0.0625f));
 		return make_uint4(kv_mma<__half>::pack(f[0], f[1]), kv_mma<__half>::pack(f[2], f[3]),
 				  kv_mma<__half>::pack(f[4], f[5]), kv_mma<__half>::pack(f[6], f[7]));
 	}
+}
+
+/*
+ * INT4: what a group's product of @q (a query fragment of q_frag(), 8 dims
+ * of the lane) with K as k_frag() gives it exceeds the product with the
+ * values less 8: 1032 per even-dim query (1024 + n against n - 8), 1152
+ * per odd-dim one (64 + n against n - 8, over 16). Summed over the four
+ * lanes of a row (the group's 32 dims) and stored negated at @neg[r], r
+ * the row (head) of the lane. In shared memory rather than registers: at
+ * 16 or 32 heads per CTA they would spill.
+ */
+__device__ __forceinline__ void int4_offset(const uint4 &q, int r, int c, float *neg)
+{
+	float2 e0 = __half22float2(*reinterpret_cast<const __half2 *>(&q.x));
+	float2 o0 = __half22float2(*reinterpret_cast<const __half2 *>(&q.y));
+	float2 e1 = __half22float2(*reinterpret_cast<const __half2 *>(&q.z));
+	float2 o1 = __half22float2(*reinterpret_cast<const __half2 *>(&q.w));
+	float v = 1032.f * (e0.x + e0.y + e1.x + e1.y) + 1152.f * (o0.x + o0.y + o1.x + o1.y);
+
+	v += __shfl_xor_sync(0xffffffff, v, 1);
+	v += __shfl_xor_sync(0xffffffff, v, 2);
+	if (c == 0)
+		neg[r] = -v;
+}
+
+/* the float of half @hi of a binary16 pair */
+__device__ __forceinline__ float h2_half(uint32_t pair, int hi)
+{
+	return __half2float(__ushort_as_half((unsigned short)(hi ? pair >> 16 : pair)));
 }
 
 /* bytes of one 16-token tile of one head's K (or V) */
@@ -560,7 +627,7 @@ __device__ __forceinline__ void tma_issue(const decode_params &p,
 					  uint64_t koff, char *dst, uint64_t *bar,
 					  bool &bad)
 {
-	uint32_t blk = t0 / p.block_tokens, f = table[blk];
+	uint32_t tib, blk = kv_block_of(t0, p.block_tokens, p.bt_shift, tib), f = table[blk];
 	const char *src;
 
 	if (f >= p.kv.frames) {
@@ -568,8 +635,7 @@ __device__ __forceinline__ void tma_issue(const decode_params &p,
 		bar_expect(bar, 0);
 		return;
 	}
-	src = p.kv.arena + f * p.kv.frame_bytes + koff +
-	      (uint64_t)(t0 - blk * p.block_tokens) * HD * 2;
+	src = p.kv.arena + f * p.kv.frame_bytes + koff + (uint64_t)tib * HD * 2;
 	bar_expect(bar, 2 * tile_bytes<HD>());
 	bulk_load(dst, src, tile_bytes<HD>(), bar);
 	bulk_load(dst + tile_bytes<HD>(), src + p.kv.voff, tile_bytes<HD>(), bar);
@@ -666,6 +732,19 @@ kv_decode_kernel(const decode_params p)
 				*reinterpret_cast<const uint4 *>(qbase + (size_t)row * HD + kk * 32 + c * 8)) :
 				make_uint4(0, 0, 0, 0);
 	}
+	/*
+	 * INT4: the warp's score offsets, 8 heads per (n-tile, group), in
+	 * shared memory until the merge (int4_offset())
+	 */
+	float *kneg = smem + warp * NT * (HD / 32) * 8;
+	if constexpr (DT == KV_DTYPE_INT4) {
+#pragma unroll
+		for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+			for (int kk = 0; kk < HD / 32; kk++)
+				int4_offset(q[nt][kk], r, c, kneg + (nt * (HD / 32) + kk) * 8);
+		__syncwarp();
+	}
 
 	float o[NT][HD / 16][4];
 	float m[NT][2], l[NT][2];
@@ -736,28 +815,44 @@ kv_decode_kernel(const decode_params p)
 		/* K as fragments of M (16-bit pools: as loaded) */
 		uint4 kf[2][HD / 32];
 #pragma unroll
-		for (int half = 0; half < 2; half++) {
+		for (int half = 0; half < 2; half++)
 #pragma unroll
-			for (int kk = 0; kk < HD / 32; kk++) {
-				uint32_t s2 = 0;
+			for (int kk = 0; kk < HD / 32; kk++)
+				kf[half][kk] = k_frag<DT>(kr[half][kk]);
 
-				if constexpr (DT == KV_DTYPE_INT4)
-					s2 = h2_bcast(cur.kg[half][kk / 2], kk & 1);
-				kf[half][kk] = k_frag<DT>(kr[half][kk], s2);
-			}
-		}
-
-		/* S^T = K Q^T: rows tokens r, r+8; columns heads 2c, 2c+1 */
+		/*
+		 * S^T = K Q^T: rows tokens r, r+8; columns heads 2c, 2c+1. INT4:
+		 * group kk (32 dims) at a time, less its offset, times the
+		 * group scales of tokens r and r+8.
+		 */
 		float s[NT][4];
 #pragma unroll
 		for (int nt = 0; nt < NT; nt++) {
 			s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
 			for (int kk = 0; kk < HD / 32; kk++) {
-				kv_mma<M>::mma(s[nt], kf[0][kk].x, kf[1][kk].x, kf[0][kk].y,
-					   kf[1][kk].y, q[nt][kk].x, q[nt][kk].y);
-				kv_mma<M>::mma(s[nt], kf[0][kk].z, kf[1][kk].z, kf[0][kk].w,
-					   kf[1][kk].w, q[nt][kk].z, q[nt][kk].w);
+				if constexpr (DT == KV_DTYPE_INT4) {
+					float g[4];
+					float k0 = h2_half(cur.kg[0][kk / 2], kk & 1);
+					float k1 = h2_half(cur.kg[1][kk / 2], kk & 1);
+					float2 neg = *reinterpret_cast<const float2 *>(
+						kneg + (nt * (HD / 32) + kk) * 8 + 2 * c);
+
+					kv_mma<M>::mma_c(g, kf[0][kk].x, kf[1][kk].x, kf[0][kk].y,
+							 kf[1][kk].y, q[nt][kk].x, q[nt][kk].y,
+							 neg.x, neg.y);
+					kv_mma<M>::mma(g, kf[0][kk].z, kf[1][kk].z, kf[0][kk].w,
+						       kf[1][kk].w, q[nt][kk].z, q[nt][kk].w);
+					s[nt][0] = fmaf(g[0], k0, s[nt][0]);
+					s[nt][1] = fmaf(g[1], k0, s[nt][1]);
+					s[nt][2] = fmaf(g[2], k1, s[nt][2]);
+					s[nt][3] = fmaf(g[3], k1, s[nt][3]);
+				} else {
+					kv_mma<M>::mma(s[nt], kf[0][kk].x, kf[1][kk].x, kf[0][kk].y,
+						       kf[1][kk].y, q[nt][kk].x, q[nt][kk].y);
+					kv_mma<M>::mma(s[nt], kf[0][kk].z, kf[1][kk].z, kf[0][kk].w,
+						       kf[1][kk].w, q[nt][kk].z, q[nt][kk].w);
+				}
 			}
 		}
 		if (PIPE && more)
@@ -804,19 +899,22 @@ kv_decode_kernel(const decode_params p)
 				mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 16));
 				float mn = fmaxf(m[nt][e], mx);
 				float ref = mn == -INFINITY ? 0.f : mn;
-				corr[e] = exp2f(m[nt][e] - ref);
+				corr[e] = exp2_ftz(m[nt][e] - ref);
 				m[nt][e] = mn;
-				x[e] = exp2f(x[e] - ref);
-				x[2 + e] = exp2f(x[2 + e] - ref);
+				x[e] = exp2_ftz(x[e] - ref);
+				x[2 + e] = exp2_ftz(x[2 + e] - ref);
 				l[nt][e] = l[nt][e] * corr[e] + x[e] + x[2 + e];
 				corr[e] *= vcorr;
 			}
+			/* once the maxima settle, most tiles rescale nothing */
+			if (__any_sync(0xffffffff, corr[0] != 1.f || corr[1] != 1.f)) {
 #pragma unroll
-			for (int mt = 0; mt < HD / 16; mt++) {
-				o[nt][mt][0] *= corr[0];
-				o[nt][mt][1] *= corr[1];
-				o[nt][mt][2] *= corr[0];
-				o[nt][mt][3] *= corr[1];
+				for (int mt = 0; mt < HD / 16; mt++) {
+					o[nt][mt][0] *= corr[0];
+					o[nt][mt][1] *= corr[1];
+					o[nt][mt][2] *= corr[0];
+					o[nt][mt][3] *= corr[1];
+				}
 			}
 			pb[nt][0] = transpose8x8(kv_mma<M>::pack(x[0] * pf0, x[1] * pf0));
 			pb[nt][1] = transpose8x8(kv_mma<M>::pack(x[2] * pf1, x[3] * pf1));
@@ -838,10 +936,8 @@ kv_decode_kernel(const decode_params p)
 					uint32_t s01 = 0, s23 = 0;
 
 					if constexpr (DT == KV_DTYPE_INT4) {
-						s01 = kv_mma<__half>::pack(__half2float(cur.vg[0][cg]),
-									   __half2float(cur.vg[1][cg]));
-						s23 = kv_mma<__half>::pack(__half2float(cur.vg[2][cg]),
-									   __half2float(cur.vg[3][cg]));
+						s01 = h2_pair(cur.vg[0][cg], cur.vg[1][cg]);
+						s23 = h2_pair(cur.vg[2][cg], cur.vg[3][cg]);
 					}
 					v_frags<DT>(vr[0][cg], vr[1][cg], vr[2][cg], vr[3][cg], ip,
 						    s01, s23, a);
@@ -1297,6 +1393,7 @@ extern "C" int kv_decode_cuda(const struct kv_decode_args *a)
 	p.kv_heads = g->kv_heads;
 	p.group = a->q_heads / g->kv_heads;
 	p.block_tokens = g->block_tokens;
+	p.bt_shift = kv_bt_shift(g->block_tokens);
 	p.stride = a->table_stride;
 	p.window = a->window;
 	p.scale_log2 = a->scale * 1.4426950408889634f;

@@ -518,8 +518,7 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 	p.group = a->q_heads / g->kv_heads;
 	p.qpc = kRows / p.group;
 	p.block_tokens = g->block_tokens;
-	p.bt_shift = g->block_tokens & (g->block_tokens - 1) ? -1 :
-		     __builtin_ctz(g->block_tokens);
+	p.bt_shift = kv_bt_shift(g->block_tokens);
 	p.stride = a->table_stride;
 	p.window = a->window;
 	p.scale_log2 = a->scale * 1.4426950408889634f;

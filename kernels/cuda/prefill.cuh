@@ -77,10 +77,7 @@ __device__ __forceinline__ void span(const params &p, uint32_t pos, uint32_t &lo
 /* the block of the table holding token @tok, and the token's slot in it */
 __device__ __forceinline__ uint32_t block_of(const params &p, uint32_t tok, uint32_t &tib)
 {
-	uint32_t blk = p.bt_shift >= 0 ? tok >> p.bt_shift : tok / p.block_tokens;
-
-	tib = tok - blk * p.block_tokens;
-	return blk;
+	return kv_block_of(tok, p.block_tokens, p.bt_shift, tib);
 }
 
 /* where token @tok's K row of the head at @koff starts in the arena */
@@ -252,15 +249,6 @@ __device__ __forceinline__ uint32_t cta_span(const params &p, const seq &s, uint
 	span(p, first, lo, end);
 	span(p, first + nrows / p.group - 1, end, hi);
 	return first;
-}
-
-/* 2^x, flushing denormal results to zero (exp2f() handles them: slower) */
-__device__ __forceinline__ float exp2_ftz(float x)
-{
-	float y;
-
-	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-	return y;
 }
 
 /*
