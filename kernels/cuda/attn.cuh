@@ -48,8 +48,7 @@ static inline kv_layer_ref kv_layer_of(const struct kv_arena_ref *r, uint32_t la
 /*
  * kv_mma<T> - for T = __nv_bfloat16 or __half: two floats packed into one
  * 32-bit register of T, D += A B with mma.sync m16n8k16 (fp32
- * accumulation; A row-major in four registers, B column-major in two), or
- * D = A B + C with C's columns (c0, c1) the same in both row halves, and
+ * accumulation; A row-major in four registers, B column-major in two), and
  * stores of one or two floats as T.
  */
 template <typename T> struct kv_mma;
@@ -74,18 +73,6 @@ template <> struct kv_mma<T> {								\
 						   uint32_t b0, uint32_t b1)		\
 	{										\
 		mma(d, a[0], a[1], a[2], a[3], b0, b1);					\
-	}										\
-	/* D = A B + C, C in other registers */						\
-	static __device__ __forceinline__ void mma_c(float (&d)[4], uint32_t a0,	\
-		uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1,	\
-		float c0, float c1)							\
-	{										\
-		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX "." PTX	\
-			     ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "		\
-			     "{%10,%11,%10,%11};\n"					\
-			     : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])		\
-			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1),	\
-			       "f"(c0), "f"(c1));						\
 	}										\
 	static __device__ __forceinline__ void store(void *p, float v)			\
 	{										\

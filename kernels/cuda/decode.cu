@@ -21,10 +21,12 @@
  * Quantized pools (INT8, FP8, INT4) run the same kernel with DT, their
  * dtype, as a template argument: each lane loads the same dims as for a
  * 16-bit pool, in 8- or 4-byte vectors, and widens them in registers to
- * binary16 fragments (integer values exactly; INT4 times its group scale),
- * and the products run in binary16. INT8 and FP8 scales are per block, so
- * they multiply the scores (K) and the weights P (V) instead of the
- * values; the weights are taken relative to the largest V scale seen so
+ * binary16 fragments (integer values exactly; INT4's V times its group
+ * scale), and the products run in binary16. INT4's K keeps its nibbles
+ * biased (one LOP3 per pair of values); the bias and the group scales are
+ * taken off each group's partial scores. INT8 and FP8 scales are per
+ * block, so they multiply the scores (K) and the weights P (V) instead of
+ * the values; the weights are taken relative to the largest V scale seen so
  * far (rescaling the outputs when it grows, as the softmax does for its
  * max), so that they stay in binary16's range.
  */
@@ -50,8 +52,9 @@
  * memory with bulk copies (variant 19, whatever the other bits), bit 6
  * (head_dim 64 and 128) takes one CTA of 16 warps per (sequence, kv head)
  * without splits when those CTAs fill the SMs once (variant 67, see
- * one_cta_fills(); else the other bits apply). Bit 8 (quantized pools
- * only, INT4 by default) caps registers for five CTAs per SM.
+ * one_cta_fills(); else the other bits apply). Bit 8 (INT4 pools only)
+ * caps registers for five CTAs per SM (the default until the widening got
+ * cheaper; now slower).
  * Negative: KV_DECODE_VARIANT_DEFAULT.
  */
 int kv_cuda_decode_variant = -1;
@@ -215,13 +218,14 @@ template <int DT> __host__ __device__ constexpr bool block_scaled()
 /*
  * The scales of a tile a lane needs: INT8/FP8, the K and V scales of
  * tokens r and r+8; INT4, the K scales (binary16 pairs, group kk in half
- * kk % 2 of word kk / 2) of tokens r and r+8, and the V scale of tokens
- * 2c, 2c+1, 2c+8, 2c+9 for the group of the lane's dims in each cg.
+ * kk % 2 of word kk / 2) of tokens r and r+8, and word cg of the V scales
+ * of tokens 2c, 2c+1, 2c+8, 2c+9 (the lane's group in cg is in its half
+ * r / 4, see v_scales()).
  */
 template <int DT, int HD> struct tile_scales {
 	float k[2], v[2];
 	uint32_t kg[2][HD / 64];
-	__half vg[4][HD / 64];
+	uint32_t vw[4][HD / 64];
 };
 
 template <int VAR, int DT>
@@ -369,9 +373,9 @@ __device__ __forceinline__ void load_v(const decode_params &p,
 
 		kv_block_of(t0, p.block_tokens, p.bt_shift, tib0);
 		const char *row = fb + voff + (uint64_t)(tib0 + 2 * c) * rowb + r * vb;
-		/* INT4: the group scales of token 2c, lane's group of cg 0 */
-		const __half *g = reinterpret_cast<const __half *>(
-			fb + sv + (uint64_t)(tib0 + 2 * c) * (HD / 16)) + r / 4;
+		/* INT4: the group scales of token 2c */
+		const uint32_t *g = reinterpret_cast<const uint32_t *>(
+			fb + sv + (uint64_t)(tib0 + 2 * c) * (HD / 16));
 #pragma unroll
 		for (int i = 0; i < 4; i++) {
 			const uint32_t ri = (i & 1) + 8 * (i >> 1);
@@ -379,7 +383,7 @@ __device__ __forceinline__ void load_v(const decode_params &p,
 			for (int cg = 0; cg < HD / 64; cg++) {
 				v[i][cg] = ld_raw<VAR, DT>(row + ri * rowb + cg * 8 * vb);
 				if constexpr (DT == KV_DTYPE_INT4)
-					sc.vg[i][cg] = g[ri * (HD / 32) + cg * 2];
+					sc.vw[i][cg] = __ldg(g + ri * (HD / 64) + cg);
 			}
 		}
 		return;
@@ -394,9 +398,9 @@ __device__ __forceinline__ void load_v(const decode_params &p,
 			v[i][cg] = row ? ld_raw<VAR, DT>(row + (cg * 8 + r) * vb)
 				       : raw_zero<DT>();
 			if constexpr (DT == KV_DTYPE_INT4) {
-				const __half *g = reinterpret_cast<const __half *>(
+				const uint32_t *g = reinterpret_cast<const uint32_t *>(
 					fb + sv + (uint64_t)tib * (HD / 16));
-				sc.vg[i][cg] = fb ? g[(cg * 8 + r) / 4] : __half(0.f);
+				sc.vw[i][cg] = fb ? __ldg(g + cg) : 0u;
 			}
 		}
 	}
@@ -478,18 +482,23 @@ __device__ __forceinline__ uint32_t u4x2_h2(uint32_t y, bool high)
 	return h2_sub(and_or(y, 0x000f000fu, 0x64006400u), 0x64086408u);
 }
 
-/* @lo and @hi in one register */
-__device__ __forceinline__ uint32_t h2_pair(__half lo, __half hi)
+/*
+ * INT4: the V scales of the lane's group in cg (dims (cg * 8 + r) * 8 on,
+ * group 2 cg + r / 4: half r / 4 of word cg) for two tokens, from their
+ * words @w0 and @w1, as one pair
+ */
+__device__ __forceinline__ uint32_t v_scales(uint32_t w0, uint32_t w1, int r)
 {
-	return __byte_perm(__half_as_ushort(lo), __half_as_ushort(hi), 0x5410);
+	return __byte_perm(w0, w1, r & 4 ? 0x7632 : 0x5410);
 }
 
 /*
  * 8 dims of a K row as four binary16 pairs in the order of a 16-bit row
  * (dims 0-1, 2-3, 4-5, 6-7), except INT4: (0, 4), (1, 5), (2, 6), (3, 7),
- * which q_frag() gives the queries too, as they are stored: 1024 + n for
- * the even dims, 1024 + 16 n for the odd ones (n the nibble). The group
- * scale and the offsets are applied to the scores (int4_offset()).
+ * which q_frag() gives the queries too. INT4 values keep an offset that is
+ * taken off the scores instead (k_offsets()): 1024 + n for the even dims,
+ * 1024 + 16 n for the odd ones (n the nibble, the value n - 8); their
+ * group scales are applied to the scores too.
  */
 template <int DT>
 __device__ __forceinline__ uint4 k_frag(const typename raw8<DT>::type &x)
@@ -584,26 +593,34 @@ __device__ __forceinline__ uint4 q_frag(const uint4 &x)
 }
 
 /*
- * INT4: what a group's product of @q (a query fragment of q_frag(), 8 dims
- * of the lane) with K as k_frag() gives it exceeds the product with the
- * values less 8: 1032 per even-dim query (1024 + n against n - 8), 1152
- * per odd-dim one (64 + n against n - 8, over 16). Summed over the four
- * lanes of a row (the group's 32 dims) and stored negated at @neg[r], r
- * the row (head) of the lane. In shared memory rather than registers: at
- * 16 or 32 heads per CTA they would spill.
+ * INT4: what the product of the queries @q (q_frag(), the lane's 8 dims of
+ * each group of 32) with K as k_frag() gives it exceeds the product with
+ * the values, per group: 1032 per even-dim query (1024 + n against n - 8)
+ * and 1152 per odd-dim one (64 + n against n - 8, over 16). Summed over the
+ * four lanes of a row and stored negated in @neg, per group g 16 floats:
+ * for each c, the accumulator fragment of heads 2c, 2c + 1 (rows r and
+ * r + 8 alike), which the lane loads as the C of its first product. In
+ * shared memory rather than registers: at 16 or 32 heads per CTA they
+ * would spill.
  */
-__device__ __forceinline__ void int4_offset(const uint4 &q, int r, int c, float *neg)
+template <int HD>
+__device__ __forceinline__ void k_offsets(const uint4 (&q)[HD / 32], int r, int c, float *neg)
 {
-	float2 e0 = __half22float2(*reinterpret_cast<const __half2 *>(&q.x));
-	float2 o0 = __half22float2(*reinterpret_cast<const __half2 *>(&q.y));
-	float2 e1 = __half22float2(*reinterpret_cast<const __half2 *>(&q.z));
-	float2 o1 = __half22float2(*reinterpret_cast<const __half2 *>(&q.w));
-	float v = 1032.f * (e0.x + e0.y + e1.x + e1.y) + 1152.f * (o0.x + o0.y + o1.x + o1.y);
+#pragma unroll
+	for (int g = 0; g < HD / 32; g++) {
+		float2 e0 = __half22float2(*reinterpret_cast<const __half2 *>(&q[g].x));
+		float2 o0 = __half22float2(*reinterpret_cast<const __half2 *>(&q[g].y));
+		float2 e1 = __half22float2(*reinterpret_cast<const __half2 *>(&q[g].z));
+		float2 o1 = __half22float2(*reinterpret_cast<const __half2 *>(&q[g].w));
+		float v = 1032.f * (e0.x + e0.y + e1.x + e1.y) + 1152.f * (o0.x + o0.y + o1.x + o1.y);
 
-	v += __shfl_xor_sync(0xffffffff, v, 1);
-	v += __shfl_xor_sync(0xffffffff, v, 2);
-	if (c == 0)
-		neg[r] = -v;
+		v += __shfl_xor_sync(0xffffffff, v, 1);
+		v += __shfl_xor_sync(0xffffffff, v, 2);
+		if (c == 0) {
+			neg[g * 16 + (r / 2) * 4 + (r & 1)] = -v;
+			neg[g * 16 + (r / 2) * 4 + 2 + (r & 1)] = -v;
+		}
+	}
 }
 
 /* the float of half @hi of a binary16 pair */
@@ -733,16 +750,15 @@ kv_decode_kernel(const decode_params p)
 				make_uint4(0, 0, 0, 0);
 	}
 	/*
-	 * INT4: the warp's score offsets, 8 heads per (n-tile, group), in
-	 * shared memory until the merge (int4_offset())
+	 * INT4: the warp's score offsets per (n-tile, group), in shared
+	 * memory until the merge (k_offsets())
 	 */
-	float *kneg = smem + warp * NT * (HD / 32) * 8;
+	constexpr int G = HD / 32;
+	float *kneg = smem + warp * NT * G * 16;
 	if constexpr (DT == KV_DTYPE_INT4) {
 #pragma unroll
 		for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-			for (int kk = 0; kk < HD / 32; kk++)
-				int4_offset(q[nt][kk], r, c, kneg + (nt * (HD / 32) + kk) * 8);
+			k_offsets<HD>(q[nt], r, c, kneg + nt * G * 16);
 		__syncwarp();
 	}
 
@@ -822,8 +838,8 @@ kv_decode_kernel(const decode_params p)
 
 		/*
 		 * S^T = K Q^T: rows tokens r, r+8; columns heads 2c, 2c+1. INT4:
-		 * group kk (32 dims) at a time, less its offset, times the
-		 * group scales of tokens r and r+8.
+		 * group kk (32 dims) at a time, less its offset, times the group
+		 * scales of tokens r and r+8.
 		 */
 		float s[NT][4];
 #pragma unroll
@@ -832,15 +848,14 @@ kv_decode_kernel(const decode_params p)
 #pragma unroll
 			for (int kk = 0; kk < HD / 32; kk++) {
 				if constexpr (DT == KV_DTYPE_INT4) {
-					float g[4];
 					float k0 = h2_half(cur.kg[0][kk / 2], kk & 1);
 					float k1 = h2_half(cur.kg[1][kk / 2], kk & 1);
-					float2 neg = *reinterpret_cast<const float2 *>(
-						kneg + (nt * (HD / 32) + kk) * 8 + 2 * c);
+					float4 neg = *reinterpret_cast<const float4 *>(
+						kneg + (nt * G + kk) * 16 + 4 * c);
+					float g[4] = { neg.x, neg.y, neg.z, neg.w };
 
-					kv_mma<M>::mma_c(g, kf[0][kk].x, kf[1][kk].x, kf[0][kk].y,
-							 kf[1][kk].y, q[nt][kk].x, q[nt][kk].y,
-							 neg.x, neg.y);
+					kv_mma<M>::mma(g, kf[0][kk].x, kf[1][kk].x, kf[0][kk].y,
+						       kf[1][kk].y, q[nt][kk].x, q[nt][kk].y);
 					kv_mma<M>::mma(g, kf[0][kk].z, kf[1][kk].z, kf[0][kk].w,
 						       kf[1][kk].w, q[nt][kk].z, q[nt][kk].w);
 					s[nt][0] = fmaf(g[0], k0, s[nt][0]);
@@ -906,15 +921,12 @@ kv_decode_kernel(const decode_params p)
 				l[nt][e] = l[nt][e] * corr[e] + x[e] + x[2 + e];
 				corr[e] *= vcorr;
 			}
-			/* once the maxima settle, most tiles rescale nothing */
-			if (__any_sync(0xffffffff, corr[0] != 1.f || corr[1] != 1.f)) {
 #pragma unroll
-				for (int mt = 0; mt < HD / 16; mt++) {
-					o[nt][mt][0] *= corr[0];
-					o[nt][mt][1] *= corr[1];
-					o[nt][mt][2] *= corr[0];
-					o[nt][mt][3] *= corr[1];
-				}
+			for (int mt = 0; mt < HD / 16; mt++) {
+				o[nt][mt][0] *= corr[0];
+				o[nt][mt][1] *= corr[1];
+				o[nt][mt][2] *= corr[0];
+				o[nt][mt][3] *= corr[1];
 			}
 			pb[nt][0] = transpose8x8(kv_mma<M>::pack(x[0] * pf0, x[1] * pf0));
 			pb[nt][1] = transpose8x8(kv_mma<M>::pack(x[2] * pf1, x[3] * pf1));
@@ -936,8 +948,8 @@ kv_decode_kernel(const decode_params p)
 					uint32_t s01 = 0, s23 = 0;
 
 					if constexpr (DT == KV_DTYPE_INT4) {
-						s01 = h2_pair(cur.vg[0][cg], cur.vg[1][cg]);
-						s23 = h2_pair(cur.vg[2][cg], cur.vg[3][cg]);
+						s01 = v_scales(cur.vw[0][cg], cur.vw[1][cg], r);
+						s23 = v_scales(cur.vw[2][cg], cur.vw[3][cg], r);
 					}
 					v_frags<DT>(vr[0][cg], vr[1][cg], vr[2][cg], vr[3][cg], ip,
 						    s01, s23, a);
@@ -1175,7 +1187,7 @@ static bool one_cta_fills(const decode_params &p, uint32_t batch, uint32_t max_t
 	return base <= (uint64_t)sms && base * 100 >= 85ull * sms && max_tiles >= 2 * 16;
 }
 
-/* quantized pools: the default variant only (kv_cuda_decode_variant ignored) */
+/* quantized pools: the default variant (of kv_cuda_decode_variant, bits 2 and 8 only) */
 template <typename T, int HD, int NT, int DT>
 int launch_default(const decode_params &p, uint32_t batch, bool want_split,
 		   uint64_t ws_bytes, uint32_t max_tiles, uint32_t bound,
@@ -1188,10 +1200,12 @@ int launch_default(const decode_params &p, uint32_t batch, bool want_split,
 			return launch<T, HD, NT, 67, DT>(p, batch, want_split, ws_bytes, max_tiles,
 							 bound, st);
 	}
-	/* INT4: registers capped for 5 CTAs per SM (measured: 9% faster) */
-	if constexpr (HD <= 128 && DT == KV_DTYPE_INT4)
-		return launch<T, HD, NT, V | 256, DT>(p, batch, want_split, ws_bytes, max_tiles,
-						      bound, st);
+	/* INT4, forced variants with bit 8: registers capped for 5 CTAs per SM */
+	if constexpr (HD <= 128 && DT == KV_DTYPE_INT4) {
+		if (kv_cuda_decode_variant >= 0 && (kv_cuda_decode_variant & 256))
+			return launch<T, HD, NT, V | 256, DT>(p, batch, want_split, ws_bytes,
+							      max_tiles, bound, st);
+	}
 	return launch<T, HD, NT, V, DT>(p, batch, want_split, ws_bytes, max_tiles, bound, st);
 }
 
