@@ -629,6 +629,26 @@ __device__ __forceinline__ float h2_half(uint32_t pair, int hi)
 	return __half2float(__ushort_as_half((unsigned short)(hi ? pair >> 16 : pair)));
 }
 
+/*
+ * 8 queries from @p: one 16-byte load, or (queries not 16-byte aligned,
+ * e.g. a view that starts at an odd element) eight 2-byte ones; once per
+ * CTA, so the slow case costs nothing that shows
+ */
+template <typename T>
+__device__ __forceinline__ uint4 ld_q8(const T *p)
+{
+	const unsigned short *h = reinterpret_cast<const unsigned short *>(p);
+	uint4 v;
+
+	if (!((uintptr_t)p & 15))
+		return *reinterpret_cast<const uint4 *>(p);
+	v.x = h[0] | (uint32_t)h[1] << 16;
+	v.y = h[2] | (uint32_t)h[3] << 16;
+	v.z = h[4] | (uint32_t)h[5] << 16;
+	v.w = h[6] | (uint32_t)h[7] << 16;
+	return v;
+}
+
 /* bytes of one 16-token tile of one head's K (or V) */
 template <int HD> __host__ __device__ constexpr uint32_t tile_bytes() { return kTile * HD * 2; }
 /* bulk-copy stages per warp: 24 KiB of tiles in flight per warp */
@@ -746,7 +766,7 @@ kv_decode_kernel(const decode_params p)
 #pragma unroll
 		for (int kk = 0; kk < HD / 32; kk++)
 			q[nt][kk] = row < nrows ? q_frag<T, DT>(
-				*reinterpret_cast<const uint4 *>(qbase + (size_t)row * HD + kk * 32 + c * 8)) :
+				ld_q8(qbase + (size_t)row * HD + kk * 32 + c * 8)) :
 				make_uint4(0, 0, 0, 0);
 	}
 	/*

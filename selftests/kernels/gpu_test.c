@@ -72,11 +72,12 @@ static double gpu_bound(uint32_t dtype)
 /*
  * One decode case on both implementations: the CPU output against float64,
  * then the CUDA output against both, once without a workspace (one pass)
- * and once with one (the heuristic may split the contexts).
+ * and once with one (the heuristic may split the contexts). The device
+ * queries start @q_off bytes into their buffer.
  */
 static void gpu_case(struct __test_metadata *_metadata,
 		     const struct kv_geometry *g, __u32 layer, __u32 ratio,
-		     __u32 window, __u32 batch, const __u32 *ctx)
+		     __u32 window, __u32 batch, const __u32 *ctx, size_t q_off)
 {
 	struct kvt_decode_case c;
 	struct kv_decode_args a;
@@ -84,7 +85,7 @@ static void gpu_case(struct __test_metadata *_metadata,
 	__u32 qh = ratio * g->kv_heads;
 	__u64 n = (__u64)batch * qh * g->head_dim, ws_bytes;
 	size_t esz = kv_dtype_size(g->dtype), obytes = n * esz;
-	void *cpu_out = malloc(obytes), *gpu_out = malloc(obytes);
+	void *cpu_out = malloc(obytes), *gpu_out = malloc(obytes), *h_q;
 	void *d_arena, *d_q, *d_out, *d_table, *d_ctx, *d_ws = NULL;
 	__s32 *d_status, status;
 	int split;
@@ -99,7 +100,11 @@ static void gpu_case(struct __test_metadata *_metadata,
 	EXPECT_LE(kvt_rel_err(cpu_out, g->dtype, c.ref, n), kvt_bound(g->dtype));
 
 	d_arena = dev_copy(c.arena, c.frames * kv_frame_bytes(g));
-	d_q = dev_copy(c.q, obytes);
+	h_q = calloc(1, obytes + q_off);
+	ASSERT_TRUE(h_q);
+	memcpy((char *)h_q + q_off, c.q, obytes);
+	d_q = dev_copy(h_q, obytes + q_off);
+	free(h_q);
 	kvt_fill_nan(c.out, g->dtype, n);
 	d_out = dev_copy(c.out, obytes);
 	d_table = dev_copy(c.table, sizeof(__u32) * batch * c.stride);
@@ -109,7 +114,7 @@ static void gpu_case(struct __test_metadata *_metadata,
 	ASSERT_TRUE(d_arena && d_q && d_out && d_table && d_ctx && d_status);
 
 	a.arena.base = d_arena;
-	a.q = d_q;
+	a.q = (char *)d_q + q_off;
 	a.out = d_out;
 	a.block_table = d_table;
 	a.ctx_lens = d_ctx;
@@ -133,9 +138,9 @@ static void gpu_case(struct __test_metadata *_metadata,
 		err64 = kvt_rel_err(gpu_out, g->dtype, c.ref, n);
 		if (getenv("KVT_VERBOSE") || !(err <= gpu_bound(g->dtype)) ||
 		    !(err64 <= kvt_bound(g->dtype)))
-			TH_LOG("dtype %u hd %u bt %u kvh %u ratio %u window %u batch %u split %d: vs cpu %g vs f64 %g",
+			TH_LOG("dtype %u hd %u bt %u kvh %u ratio %u window %u batch %u split %d q_off %zu: vs cpu %g vs f64 %g",
 			       g->dtype, g->head_dim, g->block_tokens, g->kv_heads,
-			       ratio, window, batch, split, err, err64);
+			       ratio, window, batch, split, q_off, err, err64);
 		EXPECT_LE(err, gpu_bound(g->dtype));
 		EXPECT_LE(err64, kvt_bound(g->dtype));
 	}
@@ -173,7 +178,7 @@ static void sweep(struct __test_metadata *_metadata, __u32 dtype)
 			if (small() && (i + j) % 2)
 				continue;
 			kvt_ragged(ctx, 6, g.block_tokens, small() ? 100 : 600);
-			gpu_case(_metadata, &g, kvt_below(3), ratios[j], 0, 6, ctx);
+			gpu_case(_metadata, &g, kvt_below(3), ratios[j], 0, 6, ctx, 0);
 		}
 	}
 }
@@ -201,7 +206,7 @@ TEST(decode_long_split_window)
 		ctx[0] = (small() ? 700 : 9000) + kvt_below(300);
 		ctx[1] = 1 + kvt_below(40);
 		ctx[2] = (small() ? 300 : 3000) + kvt_below(300);
-		gpu_case(_metadata, &g, 1, 4, windows[w], 3, ctx);
+		gpu_case(_metadata, &g, 1, 4, windows[w], 3, ctx, 0);
 	}
 	g.block_tokens = 64;
 	g.head_dim = 64;
@@ -209,7 +214,7 @@ TEST(decode_long_split_window)
 	ctx[0] = 2048;
 	ctx[1] = 2047;
 	ctx[2] = 17;
-	gpu_case(_metadata, &g, 0, 8, 0, 3, ctx);
+	gpu_case(_metadata, &g, 0, 8, 0, 3, ctx, 0);
 }
 
 /*
@@ -230,13 +235,46 @@ TEST(decode_one_cta_per_head)
 	kvt_seed(__func__);
 	kvt_ragged(ctx, batch, g.block_tokens, small() ? 300 : 1200);
 	ctx[0] = small() ? 600 : 2048;
-	gpu_case(_metadata, &g, 1, 4, 0, batch, ctx);
+	gpu_case(_metadata, &g, 1, 4, 0, batch, ctx, 0);
 	g.head_dim = 64;
 	g.dtype = KV_DTYPE_FP16;
 	g.block_tokens = 32;
 	kvt_ragged(ctx, batch, g.block_tokens, small() ? 300 : 1200);
 	ctx[batch - 1] = small() ? 700 : 2049;
-	gpu_case(_metadata, &g, 0, 8, 0, batch, ctx);
+	gpu_case(_metadata, &g, 0, 8, 0, batch, ctx, 0);
+}
+
+/*
+ * Queries that are not 16-byte aligned (2 and 8 bytes past, as a view at
+ * an odd element would be): the same results as aligned ones, on the
+ * split and the one-CTA-per-head paths, GQA ratios 1, 4 and 8 (quantized
+ * pools load their queries through the same ld_q8()).
+ */
+TEST(decode_unaligned_q)
+{
+	static const size_t offs[] = { 2, 8 };
+	struct kv_geometry g = { 2, 2, 128, 16, KV_DTYPE_BF16, 0 };
+	__u32 ctx[512], batch, i;
+	int sms = 0;
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+	batch = (__u32)sms / 2;
+	ASSERT_LE(batch, 512);
+	kvt_seed(__func__);
+	for (i = 0; i < 2; i++) {
+		g.head_dim = 128;
+		g.dtype = KV_DTYPE_BF16;
+		kvt_ragged(ctx, 5, g.block_tokens, 700);
+		gpu_case(_metadata, &g, 1, 4, 0, 5, ctx, offs[i]);
+		g.head_dim = 64;
+		g.dtype = KV_DTYPE_FP16;
+		gpu_case(_metadata, &g, 0, 1, 0, 5, ctx, offs[i]);
+		kvt_ragged(ctx, batch, g.block_tokens, small() ? 300 : 1200);
+		ctx[0] = small() ? 600 : 2048;
+		gpu_case(_metadata, &g, 0, 8, 0, batch, ctx, offs[i]);
+	}
 }
 
 /*
