@@ -70,6 +70,7 @@ KERNELS_PROGS += $(B)/kernels/bench-kernels-gpu
 
 $(B)/kernels/cuda/%.o: kernels/cuda/%.cu kernels/kvkernels.h kernels/internal.h \
 		kernels/cuda/cuda_internal.h kernels/cuda/attn.cuh kernels/cuda/prefill.cuh \
+		kernels/cuda/widen.cuh \
 		uapi/kvmem/layout.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC    $<")
