@@ -407,7 +407,6 @@ __device__ __forceinline__ void load_v(const decode_params &p,
 	}
 }
 
-
 /*
  * INT4: the V scales of the lane's group in cg (dims (cg * 8 + r) * 8 on,
  * group 2 cg + r / 4: half r / 4 of word cg) for two tokens, from their
