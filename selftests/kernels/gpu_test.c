@@ -218,6 +218,19 @@ TEST(decode_long_split_window)
 }
 
 /*
+ * The batch whose (sequence, kv head) pairs fill the GPU's SMs once at 2
+ * kv heads (at most 512 sequences), 0 if the device cannot say
+ */
+static __u32 one_cta_batch(void)
+{
+	int sms = 0;
+
+	if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess)
+		return 0;
+	return sms / 2 > 512 ? 512 : (__u32)(sms / 2);
+}
+
+/*
  * Batches whose (sequence, kv head) pairs fill the GPU's SMs once: the
  * shape where decode variant bit 6 takes one 16-warp CTA per pair.
  */
@@ -225,13 +238,11 @@ TEST(decode_one_cta_per_head)
 {
 	struct kv_geometry g = { 2, 2, 128, 16, KV_DTYPE_BF16, 0 };
 	__u32 ctx[512], batch;
-	int sms = 0;
 
 	if (!gpu_present())
 		SKIP(return, "no CUDA device");
-	CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-	batch = (__u32)sms / 2;
-	ASSERT_LE(batch, 512);
+	batch = one_cta_batch();
+	ASSERT_NE(0, batch);
 	kvt_seed(__func__);
 	kvt_ragged(ctx, batch, g.block_tokens, small() ? 300 : 1200);
 	ctx[0] = small() ? 600 : 2048;
@@ -255,13 +266,11 @@ TEST(decode_unaligned_q)
 	static const size_t offs[] = { 2, 8 };
 	struct kv_geometry g = { 2, 2, 128, 16, KV_DTYPE_BF16, 0 };
 	__u32 ctx[512], batch, i;
-	int sms = 0;
 
 	if (!gpu_present())
 		SKIP(return, "no CUDA device");
-	CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-	batch = (__u32)sms / 2;
-	ASSERT_LE(batch, 512);
+	batch = one_cta_batch();
+	ASSERT_NE(0, batch);
 	kvt_seed(__func__);
 	for (i = 0; i < 2; i++) {
 		g.head_dim = 128;
