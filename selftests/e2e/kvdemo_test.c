@@ -10,7 +10,8 @@
  * overwritten in the pool makes --check fail; a missing weights file, a
  * file that is not safetensors, and tensors of the wrong shape or count
  * are refused with messages that name the file and the tensor; bad options
- * and a quantized pool are refused.
+ * are refused; INT8 and INT4 pools pass --check within their tolerances and
+ * still catch a corrupted block.
  *
  * A small model (dim 64, vocab 128) keeps each run short, under ASan too.
  */
@@ -25,7 +26,10 @@
 	"pool.default.host_mem = 2M\npool.default.swap_mem = 64M\n"	\
 	"pool.q.layers = 4\npool.q.kv_heads = 4\npool.q.head_dim = 64\n"	\
 	"pool.q.block_tokens = 16\npool.q.dtype = int8\n"		\
-	"pool.q.device_mem = 256K\npool.q.host_mem = 0\n"
+	"pool.q.device_mem = 2M\npool.q.host_mem = 0\n"		\
+	"pool.q4.layers = 4\npool.q4.kv_heads = 4\npool.q4.head_dim = 64\n"	\
+	"pool.q4.block_tokens = 16\npool.q4.dtype = int4\n"		\
+	"pool.q4.device_mem = 2M\npool.q4.host_mem = 0\n"
 #define SMALL	"--dim", "64", "--ffn", "128", "--vocab", "128", "-q"
 #define OUT_MAX	(64 << 10)
 
@@ -37,7 +41,7 @@ FIXTURE(kvdemo) {
 
 FIXTURE_SETUP(kvdemo)
 {
-	char conf[512];
+	char conf[1024];
 
 	snprintf(self->dir, sizeof(self->dir), "/tmp/kvdemo-test-XXXXXX");
 	ASSERT_NE_NULL(mkdtemp(self->dir));
@@ -326,9 +330,30 @@ TEST_F_TIMEOUT(kvdemo, bad_options_are_refused, 120)
 	EXPECT_NE_NULL(strstr(self->out, "--q-heads 6 query heads: not a multiple of the pool's 4 kv heads"));
 	EXPECT_EQ(1, kvdemo(self, "--pool", "nope", NULL));
 	EXPECT_NE_NULL(strstr(self->out, "pool nope: no such pool"));
-	/* A quantized pool: the model works in the pool's dtype, which it has not. */
-	EXPECT_EQ(1, kvdemo(self, "--pool", "q", NULL));
-	EXPECT_NE_NULL(strstr(self->out, "pool q holds quantized KV"));
+}
+
+/*
+ * Quantized pools (INT8, INT4): the model's activations are bf16, the
+ * kernels quantize K and V as they store them, and --check holds within
+ * the pool dtype's tolerance (2e-2, 1.5e-1; the same run on fp16 holds
+ * 2e-2 with errors near 1e-4) and still catches a corrupted block.
+ */
+TEST_F_TIMEOUT(kvdemo, check_passes_on_quantized_pools, 240)
+{
+	static const char *const pools[] = { "q", "q4" };
+	unsigned int i;
+
+	for (i = 0; i < 2; i++) {
+		ASSERT_EQ(0, kvdemo(self, "--pool", pools[i], "--check", "-n", "12", SMALL, NULL));
+		EXPECT_LT(0, out_num(self->out, "  check       "));
+		EXPECT_NE_NULL(strstr(self->out, i ? "tolerance 0.15)" : "tolerance 0.02)"));
+		EXPECT_EQ(1, kvdemo(self, "--pool", pools[i], "--check", "-n", "12",
+				    "--inject-fault", "30", SMALL, NULL));
+		EXPECT_NE_NULL(strstr(self->out, "fault injected at step"));
+		EXPECT_NE_NULL(strstr(self->out, "logits differ from the dense recomputation"));
+		if (!_metadata->passed)
+			TH_LOG("kvdemo said:\n%s", self->out);
+	}
 }
 
 TEST_HARNESS_MAIN

@@ -9,12 +9,15 @@
  * from the prefix cache are computed here from their ids; a fork copies
  * the array, a truncation shortens it.
  *
- * q, K, V and the attention output are rounded to the pool's dtype at the
- * same points as in the cached pass, so the comparison measures the cache
+ * q, K, V and the attention output are rounded to the activations' dtype
+ * (kvd_io_dtype(): the pool's, or bf16 over a quantized pool) at the same
+ * points as in the cached pass, so the comparison measures the cache
  * (blocks, slots, tables, copy-on-write, prefix sharing, demotion, swap,
  * truncation), not fp16 rounding. The logits of every row that has them
  * must agree within KVD_TOLERANCE: the largest difference, relative to the
- * largest magnitude of the row's reference logits.
+ * largest magnitude of the row's reference logits. A quantized pool also
+ * rounds K and V to its 8 or 4 bits, which the reference does not; its
+ * tolerance is wider (kvd_check_tolerance()).
  */
 #include <errno.h>
 #include <math.h>
@@ -187,18 +190,37 @@ static const struct kvd_attn_ops ref_ops = {
 };
 
 /**
+ * kvd_check_tolerance() - the largest relative logit error --check accepts
+ * over a pool of @pool_dtype
+ */
+double kvd_check_tolerance(uint32_t pool_dtype)
+{
+	switch (pool_dtype) {
+	case KV_DTYPE_INT8:
+		return KVD_TOLERANCE_INT8;
+	case KV_DTYPE_FP8_E4M3:
+		return KVD_TOLERANCE_FP8;
+	case KV_DTYPE_INT4:
+		return KVD_TOLERANCE_INT4;
+	default:
+		return KVD_TOLERANCE;
+	}
+}
+
+/**
  * kvd_check_init() - set up --check
- * @ck:    filled in
- * @m:     the model (shared with the cached path)
- * @dtype: the pool's KV dtype
+ * @ck:         filled in
+ * @m:          the model (shared with the cached path)
+ * @pool_dtype: the pool's KV dtype
  *
  * Return: 0.
  */
-int kvd_check_init(struct kvd_check *ck, const struct kvd_model *m, uint32_t dtype)
+int kvd_check_init(struct kvd_check *ck, const struct kvd_model *m, uint32_t pool_dtype)
 {
 	memset(ck, 0, sizeof(*ck));
 	ck->m = m;
-	ck->dtype = dtype;
+	ck->dtype = kvd_io_dtype(pool_dtype);
+	ck->tol = kvd_check_tolerance(pool_dtype);
 	return 0;
 }
 
@@ -315,10 +337,10 @@ static int check_compare(struct kvd_check *ck, const struct kvd_batch *b)
 		ck->rows++;
 		if (e > ck->max_err)
 			ck->max_err = e;
-		if (!(e <= KVD_TOLERANCE)) {
+		if (!(e <= ck->tol)) {
 			fprintf(stderr, "kvdemo: --check: request %u, token %u: logits differ from "
 				"the dense recomputation by %.3g (relative; tolerance %g)\n",
-				b->seqs[row->seq].who, row->pos, e, KVD_TOLERANCE);
+				b->seqs[row->seq].who, row->pos, e, ck->tol);
 			return -EUCLEAN;
 		}
 	}

@@ -26,12 +26,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "kernels/dtype.h"
 #include "kvdemo.h"
 
-/* what kv_prefill_cuda() takes: fp16/bf16, head_dim 64/128, groups <= 64 */
+/*
+ * what kv_prefill_cuda() takes: fp16/bf16 or quantized pools, head_dim
+ * 64/128, groups <= 64
+ */
 static bool cuda_geometry(const struct kv_geometry *g, uint32_t q_heads)
 {
-	return (g->dtype == KV_DTYPE_FP16 || g->dtype == KV_DTYPE_BF16) &&
+	return (g->dtype == KV_DTYPE_FP16 || g->dtype == KV_DTYPE_BF16 ||
+		kv_dtype_quantized(g->dtype)) &&
 	       (g->head_dim == 64 || g->head_dim == 128) && g->kv_heads &&
 	       q_heads % g->kv_heads == 0 && q_heads / g->kv_heads <= 64;
 }
@@ -53,6 +58,7 @@ int kvd_cache_init(struct kvd_cache *kc, struct kvc_pool *pool, uint32_t q_heads
 	kc->pool = pool;
 	kc->q_heads = q_heads;
 	kc->threads = threads;
+	kc->io = kvd_io_dtype(pool->geom.dtype);
 	kc->arena.g = pool->geom;
 	kc->arena.frames = pool->nr_frames[KVMEM_TIER_DEVICE];
 	if (!staged && pool->backend == KVMEM_BACKEND_CUDA && cuda_geometry(&pool->geom, q_heads) &&
@@ -284,7 +290,7 @@ static int cache_store(void *ctx, uint32_t layer, const struct kvd_batch *b, con
 	struct kvd_cache *kc = ctx;
 	struct kv_append_args a = {
 		.arena = kc->arena, .layer = layer, .tokens = b->nr_rows, .k = k, .v = v,
-		.slots = (const __s64 *)kc->slots, .threads = kc->threads,
+		.slots = (const __s64 *)kc->slots, .threads = kc->threads, .io_dtype = kc->io,
 	};
 
 	if (kc->on_gpu)
@@ -302,7 +308,7 @@ static int cache_attend(void *ctx, uint32_t layer, const struct kvd_batch *b, co
 		.q_heads = kc->q_heads, .scale = 1.0f / sqrtf((float)g->head_dim),
 		.table_stride = kc->stride, .tokens = b->nr_rows, .max_q_len = kc->max_q,
 		.threads = kc->threads, .q = q, .out = out, .q_start = kc->q_start,
-		.block_table = kc->table, .ctx_lens = kc->ctx,
+		.block_table = kc->table, .ctx_lens = kc->ctx, .io_dtype = kc->io,
 	};
 
 	if (kc->on_gpu)
@@ -315,6 +321,35 @@ const struct kvd_attn_ops kvd_cache_ops = {
 	.store = cache_store,
 	.attend = cache_attend,
 };
+
+/*
+ * A quantized pool: the V vector of token @tib of layer 0, kv head 0, in
+ * frame @f set to the largest code (INT8 127, FP8 448, INT4 +7) and its
+ * scale to 1000 (INT8/FP8: the head's scale in the block, which its other
+ * tokens share; INT4: the token's group scales).
+ */
+static int corrupt_quantized(struct kvd_cache *kc, uint32_t f, uint32_t tib)
+{
+	const struct kv_geometry *g = &kc->arena.g;
+	uint64_t so = kv_scale_offset(g, 0, KV_V, 0);
+	uint8_t code = g->dtype == KV_DTYPE_INT8 ? 0x7f : g->dtype == KV_DTYPE_FP8_E4M3 ? 0x7e : 0xff;
+	uint8_t raw[KV_MAX_HEAD_DIM];
+	uint16_t h[KV_MAX_HEAD_DIM / KV_INT4_GROUP];
+	float scale = 1000.0f;
+	uint32_t i;
+	int err;
+
+	memset(raw, code, sizeof(raw));
+	err = kvc_frame_write(kc->pool, f, kv_elem_offset(g, 0, KV_V, 0, tib), raw,
+			      kv_row_bytes(g));
+	if (err || g->dtype != KV_DTYPE_INT4)
+		return err ?: kvc_frame_write(kc->pool, f, so, &scale, sizeof(scale));
+	for (i = 0; i < g->head_dim / KV_INT4_GROUP; i++)
+		h[i] = kv_f32_to_f16(scale);
+	return kvc_frame_write(kc->pool, f, so + (uint64_t)tib * sizeof(h[0]) *
+			       (g->head_dim / KV_INT4_GROUP), h,
+			       sizeof(h[0]) * (g->head_dim / KV_INT4_GROUP));
+}
 
 /**
  * kvd_cache_corrupt() - testing: overwrite the V vector of token @pos,
@@ -333,6 +368,8 @@ int kvd_cache_corrupt(struct kvd_cache *kc, const uint32_t *frames, uint32_t pos
 	float bad[KV_MAX_HEAD_DIM];
 	char raw[KV_MAX_HEAD_DIM * 4];
 
+	if (kv_dtype_quantized(g->dtype))
+		return corrupt_quantized(kc, frames[pos / bt], pos % bt);
 	for (i = 0; i < g->head_dim; i++)
 		bad[i] = 1000.0f;
 	kvd_to_dtype(g->dtype, bad, raw, g->head_dim);

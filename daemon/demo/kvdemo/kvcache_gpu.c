@@ -112,10 +112,10 @@ int kvd_gpu_store(struct kvd_cache *kc, uint32_t layer, const struct kvd_batch *
 {
 	struct kvd_gpu *gpu = &kc->gpu;
 	const struct kv_geometry *g = &kc->arena.g;
-	size_t bytes = (size_t)b->nr_rows * g->kv_heads * g->head_dim * kv_dtype_size(g->dtype);
+	size_t bytes = (size_t)b->nr_rows * g->kv_heads * g->head_dim * kv_dtype_size(kc->io);
 	struct kv_append_args a = {
 		.arena = kc->arena, .layer = layer, .tokens = b->nr_rows,
-		.slots = gpu->slots,
+		.slots = gpu->slots, .io_dtype = kc->io,
 	};
 	int err;
 
@@ -135,12 +135,13 @@ int kvd_gpu_attend(struct kvd_cache *kc, uint32_t layer, const struct kvd_batch 
 {
 	struct kvd_gpu *gpu = &kc->gpu;
 	const struct kv_geometry *g = &kc->arena.g;
-	size_t bytes = (size_t)b->nr_rows * kc->q_heads * g->head_dim * kv_dtype_size(g->dtype);
+	size_t bytes = (size_t)b->nr_rows * kc->q_heads * g->head_dim * kv_dtype_size(kc->io);
 	struct kv_prefill_args a = {
 		.arena = kc->arena, .layer = layer, .batch = b->nr_seqs,
 		.q_heads = kc->q_heads, .scale = 1.0f / sqrtf((float)g->head_dim),
 		.table_stride = kc->stride, .tokens = b->nr_rows, .max_q_len = kc->max_q,
 		.q_start = gpu->q_start, .block_table = gpu->table, .ctx_lens = gpu->ctx,
+		.io_dtype = kc->io,
 	};
 	int err;
 

@@ -33,6 +33,15 @@
 #define KVD_VOCAB_MAX		(1u << KVD_TOKEN_BITS)
 #define KVD_NAME_MAX		96	/* tensor names */
 #define KVD_TOLERANCE		2e-2	/* --check: largest relative logit error */
+/*
+ * --check on a quantized pool: the cache rounds K and V to INT8, FP8 or
+ * INT4 (with per-block or per-group scales that depend on which tokens
+ * share a block), the dense reference does not, so the logits may differ
+ * by that rounding too (kvd_check_tolerance()).
+ */
+#define KVD_TOLERANCE_INT8	2e-2
+#define KVD_TOLERANCE_FP8	5e-2
+#define KVD_TOLERANCE_INT4	1.5e-1
 
 /**
  * struct kvd_model_cfg - the shape of the model
@@ -215,6 +224,7 @@ int kvd_forward(const struct kvd_model *m, struct kvd_work *w, uint32_t dtype,
 void kvd_work_free(struct kvd_work *w);
 int kvd_grow(void *p, uint32_t *cap, uint64_t n, size_t size);
 void kvd_to_dtype(uint32_t dtype, const float *src, void *dst, size_t n);
+uint32_t kvd_io_dtype(uint32_t pool_dtype);
 void kvd_from_dtype(uint32_t dtype, const void *src, float *dst, size_t n);
 
 /* safetensors.c */
@@ -259,6 +269,7 @@ struct kvd_gpu {
 struct kvd_cache {
 	struct kvc_pool *pool;
 	struct kv_arena_ref arena;
+	uint32_t io;		/* the activations' dtype, kvd_io_dtype() */
 	uint32_t q_heads;
 	bool staged;
 	bool on_gpu;		/* the CUDA kernels on the mapped arena */
@@ -298,8 +309,9 @@ int kvd_gpu_attend(struct kvd_cache *kc, uint32_t layer, const struct kvd_batch 
  * struct kvd_check - --check: the dense recomputation and its verdicts
  * @m:          the model
  * @w:          its own forward scratch
- * @dtype:      the pool's dtype (K, V, q and attention output are rounded
- *              to it as in the cached pass)
+ * @dtype:      the activations' dtype (K, V, q and attention output are
+ *              rounded to it as in the cached pass; kvd_io_dtype())
+ * @tol:        largest relative logit error accepted (kvd_check_tolerance())
  * @batch:      the reference pass's batch
  * @rows_cap:   rows allocated in @batch
  * @logits_cap: logit rows allocated in @batch
@@ -311,6 +323,7 @@ struct kvd_check {
 	const struct kvd_model *m;
 	struct kvd_work w;
 	uint32_t dtype;
+	double tol;
 	struct kvd_batch batch;
 	uint32_t rows_cap;
 	uint32_t logits_cap;
@@ -323,7 +336,8 @@ struct kvd_ref *kvd_ref_new(const struct kvd_model_cfg *cfg);
 struct kvd_ref *kvd_ref_clone(const struct kvd_ref *r);
 void kvd_ref_truncate(struct kvd_ref *r, uint32_t len);
 void kvd_ref_free(struct kvd_ref *r);
-int kvd_check_init(struct kvd_check *ck, const struct kvd_model *m, uint32_t dtype);
+int kvd_check_init(struct kvd_check *ck, const struct kvd_model *m, uint32_t pool_dtype);
+double kvd_check_tolerance(uint32_t pool_dtype);
 void kvd_check_free(struct kvd_check *ck);
 int kvd_check_batch(struct kvd_check *ck, const struct kvd_batch *b);
 

@@ -90,6 +90,17 @@ void kvd_to_dtype(uint32_t dtype, const float *src, void *dst, size_t n)
 		kv_store_f32(dst, dtype, i, src[i]);
 }
 
+/**
+ * kvd_io_dtype() - the dtype of the model's q, K, V and attention output
+ * over a pool of @pool_dtype: the pool's own, or bf16 for a quantized pool
+ * (whose kernels quantize K and V as they store them and take bf16 or
+ * fp16 activations; bf16 keeps float's range)
+ */
+uint32_t kvd_io_dtype(uint32_t pool_dtype)
+{
+	return kv_dtype_quantized(pool_dtype) ? KV_DTYPE_BF16 : pool_dtype;
+}
+
 /** kvd_from_dtype() - widen @n elements of a pool dtype to float */
 void kvd_from_dtype(uint32_t dtype, const void *src, float *dst, size_t n)
 {

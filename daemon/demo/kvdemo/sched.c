@@ -1031,8 +1031,7 @@ static int forward(struct kvd_sched *s)
 	int err;
 
 	err = kvd_cache_begin(&s->kc, &s->batch);
-	err = err ?: kvd_forward(s->m, &s->w, s->pool->geom.dtype, &s->batch, &kvd_cache_ops,
-				 &s->kc);
+	err = err ?: kvd_forward(s->m, &s->w, s->kc.io, &s->batch, &kvd_cache_ops, &s->kc);
 	err = err ?: kvd_cache_end(&s->kc, &s->batch);
 	if (!err && s->o.check)
 		err = kvd_check_batch(&s->ck, &s->batch);
