@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Shared pieces of the kernel benchmarks: decode shapes, a seeded shuffle,
- * medians and a wall clock.
+ * medians, a wall clock and the parsing of numeric options.
  */
 #ifndef _KV_BENCH_COMMON_H
 #define _KV_BENCH_COMMON_H
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,25 @@
 struct bench_shape {
 	__u32 q_heads, kv_heads, head_dim, dtype, batch, ctx;
 };
+
+/*
+ * bench_int() - @s as a whole decimal number from @lo to @hi into *@v, or
+ * -EINVAL with a message naming @what (an option, or a variable)
+ */
+static inline int bench_int(const char *what, const char *s, long lo, long hi, int *v)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(s, &end, 10);
+	if (errno || end == s || *end || n < lo || n > hi) {
+		fprintf(stderr, "%s: '%s' is not a number from %ld to %ld\n", what, s, lo, hi);
+		return -EINVAL;
+	}
+	*v = (int)n;
+	return 0;
+}
 
 static inline double bench_now(void)
 {

@@ -208,16 +208,18 @@ static void bench_moves(void)
 int main(int argc, char **argv)
 {
 	unsigned int i;
-	int opt;
+	int opt, t;
 
 	while ((opt = getopt(argc, argv, "t:r:")) != -1) {
-		if (opt == 't')
-			threads = (unsigned int)atoi(optarg);
-		else if (opt == 'r')
-			reps = atoi(optarg) < 1 ? 1 : atoi(optarg) > 16 ? 16 : atoi(optarg);
+		if (opt == 't' && !bench_int("-t", optarg, 0, 1024, &t))
+			threads = (unsigned int)t;
+		else if (opt == 'r' && !bench_int("-r", optarg, 1, 16, &reps))
+			continue;
 		else
-			return 2;
+			goto usage;
 	}
+	if (optind < argc)
+		goto usage;
 	printf("# CPU kernels, %ld CPUs online, threads=%u (0: all), median of %d\n",
 	       sysconf(_SC_NPROCESSORS_ONLN), threads, reps);
 	printf("# GB/s for decode: KV bytes read / time; memcpy: the same bytes copied by one memcpy call\n");
@@ -229,4 +231,7 @@ int main(int argc, char **argv)
 	printf("|---|---|---|---|---|\n");
 	bench_moves();
 	return 0;
+usage:
+	fprintf(stderr, "usage: bench-kernels [-t THREADS (0-1024)] [-r REPS (1-16)]\n");
+	return 2;
 }

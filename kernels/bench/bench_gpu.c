@@ -48,6 +48,7 @@ static void *flush_buf;
 static int flush_write;
 static int in_order;	/* -U: every sequence's frames consecutive, in order */
 static int quant_only;	/* -Q: the quantized decode table alone */
+static int quant_row = -1;	/* KV_BENCH_QUANT_ROW: that row of it alone */
 static cudaEvent_t ev0, ev1;
 
 struct sdpa_row {
@@ -305,7 +306,6 @@ static void bench_quant(void *arena, __u64 arena_bytes, void *ws, __u64 ws_bytes
 		{ 32, 8, 128, KV_DTYPE_BF16, 1, 131072 },
 	};
 	unsigned int i, j;
-	int only = getenv("KV_BENCH_QUANT_ROW") ? atoi(getenv("KV_BENCH_QUANT_ROW")) : -1;
 
 	printf("\n# quantized decode: bf16 queries and outputs, block_tokens 16, frames "
 	       "shuffled; GB/s = bytes read (values and scales) / time\n");
@@ -315,7 +315,7 @@ static void bench_quant(void *arena, __u64 arena_bytes, void *ws, __u64 ws_bytes
 	for (i = 0; i < sizeof(base) / sizeof(base[0]); i++) {
 		double ms[4], gbs[3];
 
-		if (only >= 0 && (int)i != only)
+		if (quant_row >= 0 && (int)i != quant_row)
 			continue;
 		for (j = 0; j < 4; j++) {
 			struct bench_shape s = base[i];
@@ -561,27 +561,31 @@ int main(int argc, char **argv)
 
 		if (opt == 'P')
 			prefill_only = 1;
-		else if (opt == 'p')
-			kv_cuda_prefill_variant = atoi(optarg);
+		else if (opt == 'p' && !bench_int("-p", optarg, -1, 1023, &kv_cuda_prefill_variant))
+			continue;
 		else if (opt == 'U')
 			in_order = 1;
-		else if (opt == 'o')
-			only = atoi(optarg);
+		else if (opt == 'o' && !bench_int("-o", optarg, 0, 63, &only))
+			continue;
 		else if (opt == 'F' && (!strcmp(optarg, "read") || !strcmp(optarg, "write")))
 			flush_write = !strcmp(optarg, "write");
-		else if (opt == 'v')
-			kv_cuda_decode_variant = atoi(optarg);
+		else if (opt == 'v' && !bench_int("-v", optarg, -1, 1023, &kv_cuda_decode_variant))
+			continue;
 		else if (opt == 'D')
 			decode_only = 1;
 		else if (opt == 's')
 			load_sdpa(optarg);
-		else if (opt == 'r')
-			reps = atoi(optarg) < 3 ? 3 : atoi(optarg);
+		else if (opt == 'r' && !bench_int("-r", optarg, 3, 100000, &reps))
+			continue;
 		else if (opt == 'q')
 			quick = 1;
 		else
-			return 2;
+			goto usage;
 	}
+	if (optind < argc || (getenv("KV_BENCH_QUANT_ROW") &&
+			      bench_int("KV_BENCH_QUANT_ROW", getenv("KV_BENCH_QUANT_ROW"), 0, 6,
+					&quant_row)))
+		goto usage;
 	if (cudaGetDeviceCount(&ndev) != cudaSuccess || !ndev) {
 		printf("# no CUDA device\n");
 		return 4;
@@ -671,4 +675,9 @@ int main(int argc, char **argv)
 	if (!decode_only && !prefill_only)
 		bench_moves(copy_bw);
 	return 0;
+usage:
+	fprintf(stderr, "usage: bench-kernels-gpu [-s sdpa.tsv] [-r REPS (3-100000)] [-q] [-D] "
+		"[-v VARIANT (-1-1023)] [-F read|write] [-o SHAPE (0-63)] [-U] [-P] "
+		"[-p VARIANT (-1-1023)] [-Q]; KV_BENCH_QUANT_ROW 0-6\n");
+	return 2;
 }
