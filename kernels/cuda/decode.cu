@@ -53,9 +53,9 @@
  * memory with bulk copies (variant 19, whatever the other bits), bit 6
  * (head_dim 64 and 128) takes one CTA of 16 warps per (sequence, kv head)
  * without splits when those CTAs fill the SMs once (variant 67, see
- * one_cta_fills(); else the other bits apply). Bit 8 (INT4 pools only)
- * caps registers for five CTAs per SM (the default until the widening got
- * cheaper; now slower).
+ * one_cta_fills(); else the other bits apply). Bit 8 (INT4 pools, head_dim
+ * 64 and 128 only) caps registers for five CTAs per SM (the default until
+ * the widening got cheaper; now slower).
  * Negative: KV_DECODE_VARIANT_DEFAULT.
  */
 int kv_cuda_decode_variant = -1;

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Quantized KV values (INT8, FP8, INT4) widened to binary16 in registers,
- * for the decode kernels: integers without conversion instructions (a
- * binary16 whose exponent makes the low mantissa bits count ones), exact.
+ * for the decode kernels, exactly: INT8 and INT4 without conversion
+ * instructions (a binary16 whose exponent makes the low mantissa bits
+ * count ones), FP8 by cvt on sm_89 and later (by moving bits before).
  */
 #ifndef _KVMEM_KERNELS_CUDA_WIDEN_CUH
 #define _KVMEM_KERNELS_CUDA_WIDEN_CUH

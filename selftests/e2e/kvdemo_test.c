@@ -45,7 +45,8 @@ FIXTURE_SETUP(kvdemo)
 
 	snprintf(self->dir, sizeof(self->dir), "/tmp/kvdemo-test-XXXXXX");
 	ASSERT_NE_NULL(mkdtemp(self->dir));
-	snprintf(conf, sizeof(conf), "%sswap.path = %s/swap\n", DEMO_POOL, self->dir);
+	ASSERT_GT(sizeof(conf), (size_t)snprintf(conf, sizeof(conf), "%sswap.path = %s/swap\n",
+						 DEMO_POOL, self->dir));
 	ASSERT_EQ(0, daemon_start(&self->d, conf));
 }
 

@@ -264,7 +264,7 @@ static void gpu_result(struct __test_metadata *_metadata, const char *what,
 }
 
 static void quant_case(struct __test_metadata *_metadata, const struct kv_geometry *g,
-		       __u32 io, __u32 ratio, __u32 batch, const __u32 *ctx)
+		       __u32 io, __u32 ratio, __u32 batch, const __u32 *ctx, size_t q_off)
 {
 	struct qcase c;
 	struct qdev d = { 0 };
@@ -302,12 +302,16 @@ static void quant_case(struct __test_metadata *_metadata, const struct kv_geomet
 	kvt_fill_nan(cpu_out, io, n);
 	ASSERT_EQ(0, kv_decode_cpu(&a));
 
-	/* the GPU decodes its own arena, equal to the CPU's when append passed */
-	dq = dev_alloc(c.q, obytes);
+	/*
+	 * the GPU decodes its own arena, equal to the CPU's when append passed;
+	 * its queries start @q_off bytes into their buffer
+	 */
+	dq = dev_alloc(NULL, obytes + q_off);
 	dout = dev_alloc(NULL, obytes);
 	ASSERT_TRUE(dq && dout);
+	CU(cudaMemcpy((char *)dq + q_off, c.q, obytes, cudaMemcpyHostToDevice));
 	a.arena.base = d.dev;
-	a.q = dq;
+	a.q = (char *)dq + q_off;
 	a.out = dout;
 	a.block_table = d.dtable;
 	a.ctx_lens = d.dctx;
@@ -433,7 +437,7 @@ static void quant_sweep(struct __test_metadata *_metadata, __u32 dtype)
 				continue;
 			kvt_ragged(ctx, 5, g.block_tokens, small ? 100 : 700);
 			quant_case(_metadata, &g, (i + j) % 2 ? KV_DTYPE_BF16 : KV_DTYPE_FP16,
-				   ratios[j], 5, ctx);
+				   ratios[j], 5, ctx, 0);
 			if (g.head_dim <= 128)
 				quant_prefill_case(_metadata, &g, (i + j) % 2 ? KV_DTYPE_FP16 :
 						   KV_DTYPE_BF16, ratios[j], 5, ctx);
@@ -456,19 +460,38 @@ TEST(int4_equal_cpu)
 	quant_sweep(_metadata, KV_DTYPE_INT4);
 }
 
-/* One sequence of 16 x 8 heads fills 132 SMs: the 16-warp variant. */
-TEST(int8_one_cta_per_head)
+/*
+ * 16 sequences x 8 kv heads fill 132 SMs: the 16-warp variant (INT4: with
+ * the score offsets of k_offsets() for every warp, at 4 and 8 query heads
+ * per kv head, and with queries 2 bytes past 16-byte alignment).
+ */
+static void one_cta_case(struct __test_metadata *_metadata, __u32 dtype, __u32 ratio,
+			 size_t q_off)
 {
 	struct kv_geometry g = { .layers = 1, .kv_heads = 8, .head_dim = 128,
-				 .block_tokens = 16, .dtype = KV_DTYPE_INT8 };
+				 .block_tokens = 16, .dtype = dtype };
 	__u32 ctx[16], b;
 
+	for (b = 0; b < 16; b++)
+		ctx[b] = 1024 + kvt_below(64);
+	quant_case(_metadata, &g, KV_DTYPE_BF16, ratio, 16, ctx, q_off);
+}
+
+TEST(int8_one_cta_per_head)
+{
 	if (!gpu_present())
 		SKIP(return, "no CUDA device");
 	kvt_seed(__func__);
-	for (b = 0; b < 16; b++)
-		ctx[b] = 1024 + kvt_below(64);
-	quant_case(_metadata, &g, KV_DTYPE_BF16, 4, 16, ctx);
+	one_cta_case(_metadata, KV_DTYPE_INT8, 4, 0);
+}
+
+TEST(int4_one_cta_per_head)
+{
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	one_cta_case(_metadata, KV_DTYPE_INT4, 4, 0);
+	one_cta_case(_metadata, KV_DTYPE_INT4, 8, 2);
 }
 
 #endif /* KV_HAVE_CUDA */

@@ -259,7 +259,7 @@ TEST(decode_one_cta_per_head)
  * Queries that are not 16-byte aligned (2 and 8 bytes past, as a view at
  * an odd element would be): the same results as aligned ones, on the
  * split and the one-CTA-per-head paths, GQA ratios 1, 4 and 8 (quantized
- * pools load their queries through the same ld_q8()).
+ * pools: gpu_quant_test int4_one_cta_per_head).
  */
 TEST(decode_unaligned_q)
 {

@@ -332,7 +332,8 @@ static int corrupt_quantized(struct kvd_cache *kc, uint32_t f, uint32_t tib)
 {
 	const struct kv_geometry *g = &kc->arena.g;
 	uint64_t so = kv_scale_offset(g, 0, KV_V, 0);
-	uint8_t code = g->dtype == KV_DTYPE_INT8 ? 0x7f : g->dtype == KV_DTYPE_FP8_E4M3 ? 0x7e : 0xff;
+	uint8_t code = g->dtype == KV_DTYPE_INT8 ? 0x7f :
+		       g->dtype == KV_DTYPE_FP8_E4M3 ? 0x7e : 0xff;
 	uint8_t raw[KV_MAX_HEAD_DIM];
 	uint16_t h[KV_MAX_HEAD_DIM / KV_INT4_GROUP];
 	float scale = 1000.0f;
@@ -342,8 +343,10 @@ static int corrupt_quantized(struct kvd_cache *kc, uint32_t f, uint32_t tib)
 	memset(raw, code, sizeof(raw));
 	err = kvc_frame_write(kc->pool, f, kv_elem_offset(g, 0, KV_V, 0, tib), raw,
 			      kv_row_bytes(g));
-	if (err || g->dtype != KV_DTYPE_INT4)
-		return err ?: kvc_frame_write(kc->pool, f, so, &scale, sizeof(scale));
+	if (err)
+		return err;
+	if (g->dtype != KV_DTYPE_INT4)
+		return kvc_frame_write(kc->pool, f, so, &scale, sizeof(scale));
 	for (i = 0; i < g->head_dim / KV_INT4_GROUP; i++)
 		h[i] = kv_f32_to_f16(scale);
 	return kvc_frame_write(kc->pool, f, so + (uint64_t)tib * sizeof(h[0]) *

@@ -179,11 +179,12 @@ struct kvd_batch {
 
 /**
  * struct kvd_attn_ops - where a forward pass keeps K/V and how it attends
- * @store:  put the rows' K and V of @layer (pool dtype, [rows][kv_heads *
- *          head_dim]) where @attend finds them
+ * @store:  put the rows' K and V of @layer (activations' dtype,
+ *          kvd_io_dtype(); [rows][kv_heads * head_dim]) where @attend
+ *          finds them
  * @attend: causal attention of each row's query ([rows][q_heads *
- *          head_dim], pool dtype) over its sequence's tokens 0..pos of
- *          @layer, into @out (same shape and dtype)
+ *          head_dim], activations' dtype) over its sequence's tokens
+ *          0..pos of @layer, into @out (same shape and dtype)
  */
 struct kvd_attn_ops {
 	int (*store)(void *ctx, uint32_t layer, const struct kvd_batch *b, const void *k,
@@ -202,7 +203,8 @@ struct kvd_attn_ops {
  * @att:   [rows][q_heads * head_dim] attention output
  * @gate, @up: [rows][ffn] the MLP's halves
  * @last:  [rows][dim] final norm of the rows that want logits
- * @q16, @k16, @v16, @out16: q, K, V and attention output in the pool's dtype
+ * @q16, @k16, @v16, @out16: q, K, V and attention output in the
+ *         activations' dtype (kvd_io_dtype())
  * @cos, @sin: [rows][head_dim / 2] RoPE rotations (@cos's allocation)
  */
 struct kvd_work {

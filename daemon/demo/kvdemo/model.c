@@ -81,7 +81,7 @@ static void matmul(float *y, const float *x, const float *w, uint32_t rows, uint
 	}
 }
 
-/** kvd_to_dtype() - round @n floats to a pool dtype (KV_DTYPE_*) */
+/** kvd_to_dtype() - round @n floats to a 16- or 32-bit dtype (KV_DTYPE_*) */
 void kvd_to_dtype(uint32_t dtype, const float *src, void *dst, size_t n)
 {
 	size_t i;
@@ -101,7 +101,7 @@ uint32_t kvd_io_dtype(uint32_t pool_dtype)
 	return kv_dtype_quantized(pool_dtype) ? KV_DTYPE_BF16 : pool_dtype;
 }
 
-/** kvd_from_dtype() - widen @n elements of a pool dtype to float */
+/** kvd_from_dtype() - widen @n elements of a 16- or 32-bit dtype to float */
 void kvd_from_dtype(uint32_t dtype, const void *src, float *dst, size_t n)
 {
 	size_t i;
@@ -495,8 +495,8 @@ static void lm_head(const struct kvd_model *m, struct kvd_work *w, struct kvd_ba
  * kvd_forward() - one forward pass of a batch of rows
  * @m:     model
  * @w:     scratch (grown as needed; kvd_work_free() when done)
- * @dtype: KV_DTYPE_* of the K/V store: q, K, V and the attention output
- *         are rounded to it
+ * @dtype: KV_DTYPE_* of the activations (kvd_io_dtype() of the pool's): q,
+ *         K, V and the attention output are rounded to it
  * @b:     rows in, logits out; each row's logits index must be unique and
  *         below @b->nr_logits
  * @ops:   where K/V go and how attention reads them
