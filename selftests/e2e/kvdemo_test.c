@@ -29,7 +29,11 @@
 	"pool.q.device_mem = 2M\npool.q.host_mem = 0\n"		\
 	"pool.q4.layers = 4\npool.q4.kv_heads = 4\npool.q4.head_dim = 64\n"	\
 	"pool.q4.block_tokens = 16\npool.q4.dtype = int4\n"		\
-	"pool.q4.device_mem = 2M\npool.q4.host_mem = 0\n"
+	"pool.q4.device_mem = 2M\npool.q4.host_mem = 0\n"		\
+	"pool.tiny.layers = 4\npool.tiny.kv_heads = 4\n"			\
+	"pool.tiny.head_dim = 64\npool.tiny.block_tokens = 16\n"		\
+	"pool.tiny.dtype = fp16\npool.tiny.device_mem = 1792K\n"		\
+	"pool.tiny.host_mem = 0\n"
 #define SMALL	"--dim", "64", "--ffn", "128", "--vocab", "128", "-q"
 #define OUT_MAX	(64 << 10)
 
@@ -355,6 +359,22 @@ TEST_F_TIMEOUT(kvdemo, check_passes_on_quantized_pools, 240)
 		if (!_metadata->passed)
 			TH_LOG("kvdemo said:\n%s", self->out);
 	}
+}
+
+/*
+ * A pool of 28 device blocks and no host tier: preempted requests keep
+ * their blocks (nothing can take them), the one left running cannot grow,
+ * and kvdemo stops saying so rather than with a bare "Cannot allocate
+ * memory".
+ */
+TEST_F_TIMEOUT(kvdemo, tierless_pool_exhaustion_is_explained, 240)
+{
+	EXPECT_EQ(1, kvdemo(self, "--pool", "tiny", "--check", "-n", "12", SMALL, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "STEP of 1 sequences: Cannot allocate memory"));
+	EXPECT_NE_NULL(strstr(self->out, "preempted requests keep their blocks on the device "
+			      "tier, and pool tiny has no host tier"));
+	if (!_metadata->passed)
+		TH_LOG("kvdemo said:\n%s", self->out);
 }
 
 TEST_HARNESS_MAIN

@@ -685,6 +685,24 @@ static int step_shed(struct kvd_sched *s, uint32_t *n, uint32_t done)
 	return 0;
 }
 
+/*
+ * Say why a STEP of @n sequences failed with @err. Out of memory with one
+ * request running is a dead end when preempted requests still hold device
+ * blocks that no lower tier can take (preemption only deactivates them).
+ */
+static void step_failed(const struct kvd_sched *s, uint32_t n, int err)
+{
+	uint32_t i, held = 0;
+
+	for (i = 0; i < s->nr_req; i++)
+		held += s->req[i].state == REQ_PREEMPTED;
+	fprintf(stderr, "kvdemo: STEP of %u sequences: %s\n", n, strerror(-err));
+	if (err == -ENOMEM && held && !s->pool->nr_frames[KVMEM_TIER_HOST])
+		fprintf(stderr, "kvdemo: %u preempted requests keep their blocks on the device "
+			"tier, and pool %s has no host tier to move them to: give it host_mem, "
+			"or more device_mem\n", held, s->o.pool);
+}
+
 /* One STEP for the samples that could not append locally. */
 static int step_send(struct kvd_sched *s, uint32_t n)
 {
@@ -705,7 +723,7 @@ static int step_send(struct kvd_sched *s, uint32_t n)
 			continue;
 		}
 		if (err != -ENOMEM || nr_running(s) < 2) {
-			fprintf(stderr, "kvdemo: STEP of %u sequences: %s\n", n, strerror(-err));
+			step_failed(s, n, err);
 			return err;
 		}
 		for (i = 0; i < (failed > 0 ? (uint32_t)failed : 0); i++)
