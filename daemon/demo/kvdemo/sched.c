@@ -25,7 +25,11 @@
  * (preempted: its blocks may then be demoted to host and swap) until they
  * do, and a STEP that fails for memory all the same does the same. A
  * preempted request resumes, before any new one is admitted, once it fits
- * again; its next STEP makes its blocks resident again.
+ * again; its next STEP makes its blocks resident again. On a pool with no
+ * host tier nothing can take a preempted request's blocks, so preemption
+ * frees its sequences instead; on resume they start again from the prefix
+ * cache and compute the rest of their known tokens (without sampling)
+ * before they decode on.
  *
  * Tokens are appended without a round trip where libkvclient can
  * (kvc_append_ids() into the sequence's own tail block or the client's
@@ -60,9 +64,13 @@ enum req_state { REQ_FUTURE, REQ_WAITING, REQ_RUNNING, REQ_PREEMPTED, REQ_DONE, 
  * @rng:       its sampling stream
  * @ref:       --check's dense K/V
  * @active:    pinned by the last step (not deactivated since)
+ * @lost:      its sequence was freed by a preemption (no host tier): to
+ *             create again on resume, its known tokens to compute again
  * @done:      finished and freed
  * @nr_rows:   this step: tokens fed
  * @nr_draft:  this step: of them, draft guesses
+ * @catchup:   this step: its rows are known tokens computed again after a
+ *             freeing preemption (no logits, nothing sampled)
  * @slots:     this step: their slots
  * @logit0:    this step: its first row in the batch's logits
  * @frames:    this step: copy of its block table
@@ -80,9 +88,11 @@ struct sample {
 	uint64_t rng;
 	struct kvd_ref *ref;
 	bool active;
+	bool lost;
 	bool done;
 	uint32_t nr_rows;
 	uint32_t nr_draft;
+	bool catchup;
 	uint64_t *slots;
 	int32_t logit0;
 	uint32_t *frames;
@@ -303,8 +313,40 @@ static uint32_t live_samples(const struct request *r)
 }
 
 /*
+ * Preempt @r on a pool without a host tier: free its sequences (their
+ * blocks are the room it makes); resume() creates them again.
+ */
+static int preempt_free(struct kvd_sched *s, struct request *r)
+{
+	struct sample *x;
+	uint32_t k;
+	int err;
+
+	for (k = 0; k < r->nr_samples; k++) {
+		x = &r->s[k];
+		x->nr_rows = 0;
+		x->active = false;
+		if (x->done || !x->seq)
+			continue;
+		err = kvc_seq_free(s->c, x->seq);
+		if (err) {
+			fprintf(stderr, "kvdemo: free request %u: %s\n", r->id, strerror(-err));
+			return err;
+		}
+		x->seq = 0;
+		x->len = 0;
+		x->lost = true;
+	}
+	r->state = REQ_PREEMPTED;
+	s->st.preemptions++;
+	s->st.recomputes++;
+	return 0;
+}
+
+/*
  * Deactivate request @r: its blocks may be reclaimed (demoted, swapped)
- * while it waits; its next STEP makes them resident again.
+ * while it waits; its next STEP makes them resident again. Without a host
+ * tier nothing could take them: preempt_free().
  */
 static int preempt(struct kvd_sched *s, struct request *r)
 {
@@ -312,6 +354,8 @@ static int preempt(struct kvd_sched *s, struct request *r)
 	uint32_t k, n = 0;
 	int err;
 
+	if (!s->pool->nr_frames[KVMEM_TIER_HOST])
+		return preempt_free(s, r);
 	for (k = 0; k < r->nr_samples; k++) {
 		if (!r->s[k].done && r->s[k].active)
 			seqs[n++] = r->s[k].seq;
@@ -416,15 +460,54 @@ out_err:
 	return err;
 }
 
-/* Blocks @r needs to go on (all samples resident, the next token each). */
+/*
+ * Blocks @r needs to go on (all samples resident, the next token each;
+ * a freed one's known tokens)
+ */
 static uint32_t resume_need(const struct kvd_sched *s, const struct request *r)
 {
+	const struct sample *x;
 	uint32_t k, n = 0;
 
-	for (k = 0; k < r->nr_samples; k++)
-		if (!r->s[k].done)
-			n += blocks(s, r->s[k].len + 1 + r->draft);
+	for (k = 0; k < r->nr_samples; k++) {
+		x = &r->s[k];
+		if (!x->done)
+			n += blocks(s, (x->lost ? x->nr_tokens - 1 : x->len) + 1 + r->draft);
+	}
 	return n ? n : 1;
+}
+
+/*
+ * Create again the sequences preempt_free() freed, each with the longest
+ * cached prefix of its known tokens (the last stays to compute: decoding
+ * goes on from it).
+ */
+static int recreate(struct kvd_sched *s, struct request *r)
+{
+	struct sample *x;
+	uint32_t k;
+	int m, err;
+
+	for (k = 0; k < r->nr_samples; k++) {
+		x = &r->s[k];
+		if (!x->lost)
+			continue;
+		err = kvc_seq_create(s->c, s->pool, &x->seq);
+		if (err)
+			goto out_err;
+		m = kvc_prefix_match(s->c, x->seq, x->ids, x->nr_tokens - 1, NULL);
+		if (m < 0) {
+			err = m;
+			goto out_err;
+		}
+		x->len = (uint32_t)m;
+		x->lost = false;
+	}
+	return 0;
+
+out_err:
+	fprintf(stderr, "kvdemo: resume request %u: %s\n", r->id, strerror(-err));
+	return err;
 }
 
 /*
@@ -485,6 +568,9 @@ static int resume(struct kvd_sched *s, uint32_t *room)
 		/* With nothing running, waiting for room would wait forever. */
 		if (!ok && nr_running(s))
 			return 1;
+		err = recreate(s, r);
+		if (err)
+			return err;
 		r->state = REQ_RUNNING;
 		*room -= live_samples(r) < *room ? live_samples(r) : *room;
 		s->st.resumes++;
@@ -592,9 +678,19 @@ static void plan(struct kvd_sched *s)
 		for (k = 0; k < r->nr_samples; k++) {
 			x = &r->s[k];
 			x->nr_rows = x->nr_draft = 0;
+			x->catchup = false;
 			/* A second sample exists from the fork after the prompt on. */
 			if (r->state != REQ_RUNNING || x->done || !x->seq)
 				continue;
+			/* Known tokens past the prompt, computed again after preempt_free(). */
+			if (x->nr_tokens > r->prompt_len && x->len + 1 < x->nr_tokens) {
+				n = x->nr_tokens - 1 - x->len;
+				n = n < budget ? n : budget;
+				budget -= n;
+				x->nr_rows = n;
+				x->catchup = n > 0;
+				continue;
+			}
 			if (x->len < r->prompt_len) {
 				n = r->prompt_len - x->len < budget ? r->prompt_len - x->len : budget;
 				budget -= n;
@@ -685,24 +781,6 @@ static int step_shed(struct kvd_sched *s, uint32_t *n, uint32_t done)
 	return 0;
 }
 
-/*
- * Say why a STEP of @n sequences failed with @err. Out of memory with one
- * request running is a dead end when preempted requests still hold device
- * blocks that no lower tier can take (preemption only deactivates them).
- */
-static void step_failed(const struct kvd_sched *s, uint32_t n, int err)
-{
-	uint32_t i, held = 0;
-
-	for (i = 0; i < s->nr_req; i++)
-		held += s->req[i].state == REQ_PREEMPTED;
-	fprintf(stderr, "kvdemo: STEP of %u sequences: %s\n", n, strerror(-err));
-	if (err == -ENOMEM && held && !s->pool->nr_frames[KVMEM_TIER_HOST])
-		fprintf(stderr, "kvdemo: %u preempted requests keep their blocks on the device "
-			"tier, and pool %s has no host tier to move them to: give it host_mem, "
-			"or more device_mem\n", held, s->o.pool);
-}
-
 /* One STEP for the samples that could not append locally. */
 static int step_send(struct kvd_sched *s, uint32_t n)
 {
@@ -723,7 +801,7 @@ static int step_send(struct kvd_sched *s, uint32_t n)
 			continue;
 		}
 		if (err != -ENOMEM || nr_running(s) < 2) {
-			step_failed(s, n, err);
+			fprintf(stderr, "kvdemo: STEP of %u sequences: %s\n", n, strerror(-err));
 			return err;
 		}
 		for (i = 0; i < (failed > 0 ? (uint32_t)failed : 0); i++)
@@ -810,7 +888,8 @@ static int batch_add(struct kvd_sched *s, struct request *r, struct sample *x)
 		row = &b->rows[b->nr_rows++];
 		*row = (struct kvd_row){ .token = x->tokens[x->len + j], .pos = x->len + j,
 					 .seq = q, .slot = (int64_t)x->slots[j], .logits = -1 };
-		if (x->len + j + 1 >= r->prompt_len)	/* the prompt's last, or decoding */
+		/* the prompt's last, or decoding; none for tokens computed again */
+		if (!x->catchup && x->len + j + 1 >= r->prompt_len)
 			row->logits = (int32_t)b->nr_logits++;
 	}
 	return 0;
@@ -961,6 +1040,10 @@ static int sample_done_step(struct kvd_sched *s, struct request *r, struct sampl
 	int err;
 
 	x->len += x->nr_rows;
+	if (x->catchup) {
+		s->st.recomputed += x->nr_rows;
+		return 0;
+	}
 	if (p < r->prompt_len) {
 		s->st.prompt_computed += x->nr_rows;
 		if (x->len < r->prompt_len)
