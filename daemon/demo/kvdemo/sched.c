@@ -422,20 +422,36 @@ static int fits_now(struct kvd_sched *s, uint32_t need, bool *ok)
 	return 0;
 }
 
+/*
+ * Create @x's sequence with the longest cached prefix of its first @n
+ * tokens: the tokens matched, or a negative errno (no sequence then).
+ */
+static int seq_start(struct kvd_sched *s, struct sample *x, uint32_t n)
+{
+	int m, err;
+
+	err = kvc_seq_create(s->c, s->pool, &x->seq);
+	if (err)
+		return err;
+	m = kvc_prefix_match(s->c, x->seq, x->ids, n, NULL);
+	if (m < 0) {
+		kvc_seq_free(s->c, x->seq);
+		x->seq = 0;
+	}
+	return m;
+}
+
 /* Create @r's sequence with the longest cached prefix of its prompt. */
 static int request_start(struct kvd_sched *s, struct request *r)
 {
 	struct sample *x = &r->s[0];
 	int m, err;
 
-	err = kvc_seq_create(s->c, s->pool, &x->seq);
-	if (err)
-		goto out_err;
 	/* Keep the last prompt token to compute: its logits give the first token. */
-	m = kvc_prefix_match(s->c, x->seq, x->ids, r->prompt_len - 1, NULL);
+	m = seq_start(s, x, r->prompt_len - 1);
 	if (m < 0) {
 		err = m;
-		goto out_free_seq;
+		goto out_err;
 	}
 	if (s->o.check) {
 		x->ref = kvd_ref_new(&s->m->cfg);
@@ -486,28 +502,21 @@ static int recreate(struct kvd_sched *s, struct request *r)
 {
 	struct sample *x;
 	uint32_t k;
-	int m, err;
+	int m;
 
 	for (k = 0; k < r->nr_samples; k++) {
 		x = &r->s[k];
 		if (!x->lost)
 			continue;
-		err = kvc_seq_create(s->c, s->pool, &x->seq);
-		if (err)
-			goto out_err;
-		m = kvc_prefix_match(s->c, x->seq, x->ids, x->nr_tokens - 1, NULL);
+		m = seq_start(s, x, x->nr_tokens - 1);
 		if (m < 0) {
-			err = m;
-			goto out_err;
+			fprintf(stderr, "kvdemo: resume request %u: %s\n", r->id, strerror(-m));
+			return m;
 		}
 		x->len = (uint32_t)m;
 		x->lost = false;
 	}
 	return 0;
-
-out_err:
-	fprintf(stderr, "kvdemo: resume request %u: %s\n", r->id, strerror(-err));
-	return err;
 }
 
 /*
