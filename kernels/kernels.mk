@@ -24,10 +24,12 @@ $(KERNELS_LIB): $(KERNELS_OBJS)
 	@$(if $(Q),echo "  AR      $(notdir $@)")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(B)/kernels/bench-kernels: kernels/bench/bench_cpu.c kernels/bench/bench_common.h $(KERNELS_LIB)
+# the benchmarks parse their options with lib/config.c's kv_parse_uint()
+$(B)/kernels/bench-kernels: kernels/bench/bench_cpu.c kernels/bench/bench_common.h $(KERNELS_LIB) \
+		$(B)/lib/config.o
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS) -o $@ $< $(KERNELS_LIB) $(LDFLAGS) $(LIBS)
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(B)/lib/config.o $(KERNELS_LIB) $(LDFLAGS) $(LIBS)
 
 -include $(KERNELS_OBJS:.o=.d)
 
@@ -81,10 +83,11 @@ $(KERNELS_CUDA_LIB): $(KERNELS_CUDA_OBJS)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(B)/kernels/bench-kernels-gpu: kernels/bench/bench_gpu.c kernels/bench/bench_common.h \
-		$(KERNELS_CUDA_LIB) $(KERNELS_LIB)
+		$(KERNELS_CUDA_LIB) $(KERNELS_LIB) $(B)/lib/config.o
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -o $@ $< $(KERNELS_CUDA_LIBS) $(LDFLAGS) $(LIBS)
+	$(Q)$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -o $@ $< $(B)/lib/config.o \
+		$(KERNELS_CUDA_LIBS) $(LDFLAGS) $(LIBS)
 
 # the GPU selftest links against it (selftests/kernels/Makefile)
 selftests: $(KERNELS_CUDA_LIB)

@@ -7,6 +7,7 @@
 #define _KV_BENCH_COMMON_H
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 
 #include "kernels/kvkernels.h"
+#include "lib/config.h"
 
 /**
  * struct bench_shape - one decode problem (block_tokens 16, one layer read)
@@ -23,18 +25,16 @@ struct bench_shape {
 };
 
 /*
- * bench_int() - @s as a whole decimal number from @lo to @hi into *@v, or
- * -EINVAL with a message naming @what (an option, or a variable)
+ * bench_uint() - @s as a number from @lo to @hi (kv_parse_uint()) into
+ * *@v, or -EINVAL with a message naming @what (an option, or a variable)
  */
-static inline int bench_int(const char *what, const char *s, long lo, long hi, int *v)
+static inline int bench_uint(const char *what, const char *s, uint32_t lo, uint32_t hi, int *v)
 {
-	char *end;
-	long n;
+	uint64_t n;
 
-	errno = 0;
-	n = strtol(s, &end, 10);
-	if (errno || end == s || *end || n < lo || n > hi) {
-		fprintf(stderr, "%s: '%s' is not a number from %ld to %ld\n", what, s, lo, hi);
+	if (kv_parse_uint(s, lo, hi, &n)) {
+		fprintf(stderr, "%s: '%s' is not a number from %" PRIu32 " to %" PRIu32 "\n",
+			what, s, lo, hi);
 		return -EINVAL;
 	}
 	*v = (int)n;

@@ -211,9 +211,9 @@ int main(int argc, char **argv)
 	int opt, t;
 
 	while ((opt = getopt(argc, argv, "t:r:")) != -1) {
-		if (opt == 't' && !bench_int("-t", optarg, 0, 1024, &t))
+		if (opt == 't' && !bench_uint("-t", optarg, 0, 1024, &t))
 			threads = (unsigned int)t;
-		else if (opt == 'r' && !bench_int("-r", optarg, 1, 16, &reps))
+		else if (opt == 'r' && !bench_uint("-r", optarg, 1, 16, &reps))
 			continue;
 		else
 			goto usage;

@@ -561,21 +561,21 @@ int main(int argc, char **argv)
 
 		if (opt == 'P')
 			prefill_only = 1;
-		else if (opt == 'p' && !bench_int("-p", optarg, -1, 1023, &kv_cuda_prefill_variant))
+		else if (opt == 'p' && !bench_uint("-p", optarg, 0, 1023, &kv_cuda_prefill_variant))
 			continue;
 		else if (opt == 'U')
 			in_order = 1;
-		else if (opt == 'o' && !bench_int("-o", optarg, 0, 63, &only))
+		else if (opt == 'o' && !bench_uint("-o", optarg, 0, 63, &only))
 			continue;
 		else if (opt == 'F' && (!strcmp(optarg, "read") || !strcmp(optarg, "write")))
 			flush_write = !strcmp(optarg, "write");
-		else if (opt == 'v' && !bench_int("-v", optarg, -1, 1023, &kv_cuda_decode_variant))
+		else if (opt == 'v' && !bench_uint("-v", optarg, 0, 1023, &kv_cuda_decode_variant))
 			continue;
 		else if (opt == 'D')
 			decode_only = 1;
 		else if (opt == 's')
 			load_sdpa(optarg);
-		else if (opt == 'r' && !bench_int("-r", optarg, 3, 100000, &reps))
+		else if (opt == 'r' && !bench_uint("-r", optarg, 3, 100000, &reps))
 			continue;
 		else if (opt == 'q')
 			quick = 1;
@@ -583,7 +583,7 @@ int main(int argc, char **argv)
 			goto usage;
 	}
 	if (optind < argc || (getenv("KV_BENCH_QUANT_ROW") &&
-			      bench_int("KV_BENCH_QUANT_ROW", getenv("KV_BENCH_QUANT_ROW"), 0, 6,
+			      bench_uint("KV_BENCH_QUANT_ROW", getenv("KV_BENCH_QUANT_ROW"), 0, 6,
 					&quant_row)))
 		goto usage;
 	if (cudaGetDeviceCount(&ndev) != cudaSuccess || !ndev) {
@@ -677,7 +677,7 @@ int main(int argc, char **argv)
 	return 0;
 usage:
 	fprintf(stderr, "usage: bench-kernels-gpu [-s sdpa.tsv] [-r REPS (3-100000)] [-q] [-D] "
-		"[-v VARIANT (-1-1023)] [-F read|write] [-o SHAPE (0-63)] [-U] [-P] "
-		"[-p VARIANT (-1-1023)] [-Q]; KV_BENCH_QUANT_ROW 0-6\n");
+		"[-v VARIANT (0-1023)] [-F read|write] [-o SHAPE (0-63)] [-U] [-P] "
+		"[-p VARIANT (0-1023)] [-Q]; KV_BENCH_QUANT_ROW 0-6\n");
 	return 2;
 }
