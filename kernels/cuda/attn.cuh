@@ -89,6 +89,39 @@ KV_MMA_TRAITS(__half, __half2, __floats2half2_rn, "f16", __float2half_rn);
 
 #undef KV_MMA_TRAITS
 
+/* the shared-memory address of @p, as PTX operands take it */
+__device__ __forceinline__ uint32_t kv_smem_addr(const void *p)
+{
+	return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/*
+ * fence_async_smem() - this thread's shared-memory accesses (generic
+ * proxy) ordered before later ones of the async proxy (bulk copies,
+ * wgmma); sm_90, nothing before
+ */
+__device__ __forceinline__ void fence_async_smem(void)
+{
+#if __CUDA_ARCH__ >= 900
+	asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+/* mbar_wait() - wait until phase @parity of mbarrier @bar completed (sm_90) */
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
+{
+#if __CUDA_ARCH__ >= 900
+	uint32_t done;
+
+	do {
+		asm volatile("{\n.reg .pred p;\n"
+			     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+			     "selp.u32 %0, 1, 0, p;\n}\n"
+			     : "=r"(done) : "r"(kv_smem_addr(bar)), "r"(parity) : "memory");
+	} while (!done);
+#endif
+}
+
 /* 2^x, flushing denormal results to zero (exp2f() handles them: slower) */
 __device__ __forceinline__ float exp2_ftz(float x)
 {

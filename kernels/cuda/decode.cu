@@ -124,15 +124,10 @@ __device__ __forceinline__ void set_status(int32_t *status)
  * shared memory, completing on an mbarrier (the transaction count is the
  * bytes to arrive).
  */
-__device__ __forceinline__ __attribute__((unused)) uint32_t smem_addr(const void *p)
-{
-	return (uint32_t)__cvta_generic_to_shared(p);
-}
-
 __device__ __forceinline__ void bar_init(uint64_t *bar)
 {
 #if __CUDA_ARCH__ >= 900
-	asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" :: "r"(smem_addr(bar)));
+	asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" :: "r"(kv_smem_addr(bar)));
 	asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 #endif
 }
@@ -142,16 +137,7 @@ __device__ __forceinline__ void bar_expect(uint64_t *bar, uint32_t bytes)
 {
 #if __CUDA_ARCH__ >= 900
 	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
-		     :: "r"(smem_addr(bar)), "r"(bytes) : "memory");
-#endif
-}
-
-__device__ __forceinline__ void bar_wait(uint64_t *bar, uint32_t parity)
-{
-#if __CUDA_ARCH__ >= 900
-	asm volatile("{\n.reg .pred p;\n"
-		     "W: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-		     "@!p bra W;\n}\n" :: "r"(smem_addr(bar)), "r"(parity) : "memory");
+		     :: "r"(kv_smem_addr(bar)), "r"(bytes) : "memory");
 #endif
 }
 
@@ -161,18 +147,11 @@ __device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t b
 #if __CUDA_ARCH__ >= 900
 	asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
 		     "[%0], [%1], %2, [%3];\n"
-		     :: "r"(smem_addr(dst)), "l"(src), "r"(bytes), "r"(smem_addr(bar))
+		     :: "r"(kv_smem_addr(dst)), "l"(src), "r"(bytes), "r"(kv_smem_addr(bar))
 		     : "memory");
 #endif
 }
 
-/* shared memory read by this thread before is free for the async proxy */
-__device__ __forceinline__ void fence_async_smem(void)
-{
-#if __CUDA_ARCH__ >= 900
-	asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
 
 /*
  * The frame holding token @tok, and the token's index in it (@tib); NULL
@@ -758,7 +737,7 @@ kv_decode_kernel(const decode_params p)
 			/* this tile's stage: wait, take the fragments, refill */
 			char *stage = ring + (k % S) * 2 * tile_bytes<HD>();
 
-			bar_wait(&bars[k % S], (k / S) & 1);
+			mbar_wait(&bars[k % S], (k / S) & 1);
 			if constexpr (DT == 0)
 				smem_frags<HD>(stage, t0, lo, hi, lane, kr, vr);
 			__syncwarp();
@@ -1336,6 +1315,8 @@ extern "C" int kv_decode_cuda(const struct kv_decode_args *a)
 		return 0;
 	if (a->batch > 65535)
 		return -EINVAL;
+	if ((uintptr_t)a->arena.base & 15)
+		return -EINVAL;		/* K/V rows are read 16 bytes at a time */
 
 	p.kv = kv_layer_of(&a->arena, a->layer);
 	if (kv_dtype_quantized(g->dtype)) {

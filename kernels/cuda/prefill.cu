@@ -71,13 +71,13 @@ using namespace kv_prefill;
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void *p)
 {
 	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(kv_smem_addr(p)));
 }
 
 __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const void *p)
 {
 	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(kv_smem_addr(p)));
 }
 
 /* byte offset of 16-byte chunk @c of row @r in a swizzled [tokens][HD] tile */
@@ -386,10 +386,11 @@ static int pick_variant(const params &p, uint32_t max_q, bool wgmma)
 	uint64_t ctas = ((uint64_t)max_q + p.qpc - 1) / p.qpc * (p.q_heads / p.group) * p.batch;
 	int dev = 0, sms = 0;
 
-	if (kv_cuda_prefill_variant >= 0)
-		return kv_cuda_prefill_variant;
+	/* every kernel but variant 6 loads queries 16 bytes at a time */
 	if ((uintptr_t)p.q & 15)
 		return 6;
+	if (kv_cuda_prefill_variant >= 0)
+		return kv_cuda_prefill_variant;
 	if (wgmma && sm90())
 		return 12;
 	if (cudaGetDevice(&dev) != cudaSuccess ||
@@ -495,6 +496,8 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 		return -EOPNOTSUPP;
 	if (((uintptr_t)a->q | (uintptr_t)a->out) & 3)
 		return -EINVAL;		/* every kernel moves pairs of values */
+	if ((uintptr_t)a->arena.base & 15)
+		return -EINVAL;		/* K/V rows are read 16 bytes at a time */
 	if (!a->batch || !a->tokens)
 		return 0;
 	if (g->kv_heads > 65535)

@@ -44,16 +44,11 @@ struct params {
 
 constexpr uint32_t kMaxZ = 65535;	/* gridDim.z: sequences per pass */
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p)
-{
-	return (uint32_t)__cvta_generic_to_shared(p);
-}
-
 /* 16 bytes global -> shared; @ok false writes zeros and reads nothing */
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool ok)
 {
 	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
-		     :: "r"(smem_u32(dst)), "l"(src), "r"(ok ? 16 : 0) : "memory");
+		     :: "r"(kv_smem_addr(dst)), "l"(src), "r"(ok ? 16 : 0) : "memory");
 }
 
 __device__ __forceinline__ void cp_async_commit(void)
@@ -154,10 +149,15 @@ struct seq {
 	bool ok;
 };
 
-/* sequence @b's q_start entries are in range: it has rows to write */
+/*
+ * sequence @b's q_start entries are in range: it has rows to write; the
+ * first sequence's start at 0, the last one's end at tokens (as the CPU
+ * implementation checks)
+ */
 __device__ __forceinline__ bool seq_rows(const params &p, uint32_t b)
 {
-	return p.q_start[b] <= p.q_start[b + 1] && p.q_start[b + 1] <= p.tokens;
+	return p.q_start[b] <= p.q_start[b + 1] && p.q_start[b + 1] <= p.tokens &&
+	       (b || !p.q_start[0]) && (b + 1 < p.batch || p.q_start[b + 1] == p.tokens);
 }
 
 /*

@@ -157,44 +157,25 @@ __device__ __forceinline__ void reg_fence(uint32_t (&a)[8][4])
 			     :: "memory");
 }
 
-/* cp.async writes (generic proxy) visible to wgmma's reads (async proxy) */
-__device__ __forceinline__ void fence_async_smem(void)
-{
-	asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-
 /* ---- mbarriers and named barriers (the warp-specialized kernel) ------- */
 
 __device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count)
 {
 	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n"
-		     :: "r"(smem_u32(bar)), "r"(count) : "memory");
-}
-
-/* wait until the phase of parity @parity of @bar has completed */
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
-{
-	uint32_t done;
-
-	do {
-		asm volatile("{\n.reg .pred p;\n"
-			     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-			     "selp.u32 %0, 1, 0, p;\n}\n"
-			     : "=r"(done) : "r"(smem_u32(bar)), "r"(parity) : "memory");
-	} while (!done);
+		     :: "r"(kv_smem_addr(bar)), "r"(count) : "memory");
 }
 
 __device__ __forceinline__ void mbar_arrive(uint64_t *bar)
 {
 	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n"
-		     :: "r"(smem_u32(bar)) : "memory");
+		     :: "r"(kv_smem_addr(bar)) : "memory");
 }
 
 /* arrive on @bar once this thread's cp.async copies so far have landed */
 __device__ __forceinline__ void mbar_arrive_cp_async(uint64_t *bar)
 {
 	asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n"
-		     :: "r"(smem_u32(bar)) : "memory");
+		     :: "r"(kv_smem_addr(bar)) : "memory");
 }
 
 /*
@@ -409,11 +390,11 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_wgmma(const params p)
 {
 #ifdef KV_WGMMA
 	extern __shared__ char smem_raw[];
-	char *const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+	char *const smem = smem_raw + ((1024 - (kv_smem_addr(smem_raw) & 1023)) & 1023);
 	char *const sq = smem + NS * kStage;
 	const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
 	/* this warpgroup's 64 rows of the queries */
-	const uint32_t q_base = smem_u32(sq) + (warp >> 2) * 64 * 128;
+	const uint32_t q_base = kv_smem_addr(sq) + (warp >> 2) * 64 * 128;
 
 	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
 		seq s;
@@ -445,7 +426,7 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_wgmma(const params p)
 
 		for (int it = 0; it < ntiles; it++) {
 			const uint32_t t = t0 + it * kTk;
-			const uint32_t k_base = smem_u32(smem + (it % NS) * kStage);
+			const uint32_t k_base = kv_smem_addr(smem + (it % NS) * kStage);
 			const uint32_t v_base = k_base + 2 * kAtom;
 
 			/*
@@ -493,7 +474,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 #ifdef KV_WGMMA
 	typedef typename std::conditional<DT == 0, T, __half>::type M;	/* wgmma type */
 	extern __shared__ char smem_raw[];
-	char *const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+	char *const smem = smem_raw + ((1024 - (kv_smem_addr(smem_raw) & 1023)) & 1023);
 	char *const sq = smem + NS * kStage;
 	uint64_t *const full = reinterpret_cast<uint64_t *>(sq + kQBytes), *const empty = full + NS;
 	const int warp = threadIdx.x >> 5, wg = warp >> 2;
@@ -545,7 +526,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 			}
 		} else {
 			const int cw = wg - 1, cwarp = warp - 4, g = (threadIdx.x & 31) >> 2;
-			const uint32_t q_base = smem_u32(sq) + cw * 64 * 128;
+			const uint32_t q_base = kv_smem_addr(sq) + cw * 64 * 128;
 			row_state rs[2];
 			float o[16][4], sc[16][4];
 
@@ -559,7 +540,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 				turn_pass(cw);
 			for (int it = 0; it < ntiles; it++, git++) {
 				const uint32_t st = git % NS, t = t0 + it * kTk;
-				const uint32_t k_base = smem_u32(smem + st * kStage);
+				const uint32_t k_base = kv_smem_addr(smem + st * kStage);
 
 				mbar_wait(&full[st], (git / NS) & 1);
 				fence_async_smem();

@@ -371,6 +371,22 @@ static void gpu_prefill_case(struct __test_metadata *_metadata,
 		       batch, err, err64);
 	EXPECT_LE(err, gpu_bound(g->dtype));
 	EXPECT_LE(err64, kvt_bound(g->dtype));
+	if (bad_frame) {
+		__u32 one = 1;
+
+		/* an arena base not 16-byte aligned: refused before any launch */
+		a.arena.base = (char *)d_arena + 8;
+		EXPECT_EQ(-EINVAL, kv_prefill_cuda(&a));
+		a.arena.base = d_arena;
+		/* q_start[0] != 0, which the CPU refuses: a device-side fault */
+		status = 0;
+		CU(cudaMemcpy(d_status, &status, sizeof(status), cudaMemcpyHostToDevice));
+		CU(cudaMemcpy(d_qs, &one, sizeof(one), cudaMemcpyHostToDevice));
+		EXPECT_EQ(0, kv_prefill_cuda(&a));
+		CU(cudaDeviceSynchronize());
+		CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
+		EXPECT_EQ(-EINVAL, status);
+	}
 out:
 	cudaFree(d_arena);
 	cudaFree(d_q);
@@ -423,9 +439,8 @@ static void prefill_sweep(struct __test_metadata *_metadata)
 		struct kv_geometry g = { 2, 2, 128, 16, KV_DTYPE_BF16, 0 };
 
 		gpu_prefill_case(_metadata, &g, 4, 0, 6, cached, nq, 1, 0);
-		/* queries 4 bytes past 16-byte alignment: the default takes them */
-		if (kv_cuda_prefill_variant < 0)
-			gpu_prefill_case(_metadata, &g, 4, 0, 6, cached, nq, 0, 4);
+		/* queries 4 bytes past 16-byte alignment: variant 6, even if forced */
+		gpu_prefill_case(_metadata, &g, 4, 0, 6, cached, nq, 0, 4);
 		/* 2 bytes past: -EINVAL */
 		gpu_prefill_case(_metadata, &g, 4, 0, 6, cached, nq, 0, 2);
 	}
@@ -505,6 +520,9 @@ TEST(decode_faults)
 		a.q_heads = 7;
 		EXPECT_EQ(-EINVAL, kv_decode_cuda(&a));
 		a.q_heads = 8;
+		a.arena.base = (char *)d_arena + 8;	/* not 16-byte aligned */
+		EXPECT_EQ(-EINVAL, kv_decode_cuda(&a));
+		a.arena.base = d_arena;
 		a.arena.g.dtype = KV_DTYPE_FP32;
 		EXPECT_EQ(-EOPNOTSUPP, kv_decode_cuda(&a));
 		cudaFree(d_arena);
