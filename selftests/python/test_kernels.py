@@ -354,6 +354,8 @@ class TorchKernelTest(unittest.TestCase):
             kernels.verify(draft[:, :2], lens, logits)
         acc, nxt = kernels.verify(draft[:0], [], logits[:0])
         self.assertEqual((acc.numel(), nxt.numel()), (0, 0))
+        with self.assertRaises(ValueError):     # no vocab, even with no sequence
+            kernels.verify(draft[:0], [], logits[:0, :, :0])
 
     def test_blocks(self):
         g = kvmem.Geometry(2, 2, 16, 4, kvmem.KV_DTYPE_FP32)

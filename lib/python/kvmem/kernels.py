@@ -596,6 +596,8 @@ def verify(draft, draft_lens, logits, status=None, check=False, stream=None):
     dtype = dtypes[logits.dtype]
     dev = logits.device
     batch, rows, vocab = logits.shape
+    if rows < 1 or vocab < 1:
+        raise ValueError("verify: logits must have a row per draft and a vocab")
     if batch == 0:          # nothing to verify (and no [0, -1] views)
         return (torch.empty(0, dtype=torch.int32, device=dev),
                 torch.empty(0, dtype=torch.int32, device=dev))
