@@ -134,23 +134,11 @@ __global__ void __launch_bounds__(kThreads) kv_move_kernel(const move_params p)
 	}
 }
 
-int sm_count(void)
-{
-	static int sms[KV_CUDA_MAX_DEVICES];
-	int dev = 0;
-
-	if (cudaGetDevice(&dev) != cudaSuccess || dev >= KV_CUDA_MAX_DEVICES)
-		return 0;
-	if (!sms[dev] &&
-	    cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-		return 0;
-	return sms[dev];
-}
-
 /* x blocks per item so that the whole grid is a few waves of CTAs */
 unsigned int grid_x(uint64_t per_item_blocks, uint32_t items)
 {
-	uint64_t want = (uint64_t)sm_count() * 16 / (items ? items : 1) + 1;
+	struct kv_cuda_dev d;
+	uint64_t want = kv_cuda_device(&d) ? 1 : (uint64_t)d.sms * 16 / (items ? items : 1) + 1;
 
 	if (want > per_item_blocks)
 		want = per_item_blocks;

@@ -9,10 +9,27 @@ struct kv_append_args;
 
 #define KV_CUDA_MAX_DEVICES	64
 
+/**
+ * struct kv_cuda_dev - what the launches ask of a device (device.cu)
+ * @id: its runtime index
+ * @sms: its multiprocessors
+ * @major: @minor: its compute capability
+ * @code_arch: the virtual architecture (80, 90, ...) of the library's
+ *	device code as loaded for it: below 90, the sm_90 instructions (bulk
+ *	copies, mbarriers, wgmma) are compiled out
+ */
+struct kv_cuda_dev {
+	int id;
+	int sms;
+	int major, minor;
+	int code_arch;
+};
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+int kv_cuda_device(struct kv_cuda_dev *d);
 extern int kv_cuda_decode_variant;
 extern int kv_cuda_prefill_variant;
 uint32_t kv_cuda_pick_splits(uint32_t base, uint32_t slots, uint32_t cap);

@@ -1006,10 +1006,11 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 	constexpr bool PIPE = !TMA && HD * NT <= 256;
 	auto kern = kv_decode_kernel<T, HD, NT, PIPE, VAR, DT>;
 	static launch_cfg cfg[KV_CUDA_MAX_DEVICES];
-	int dev = 0, sms = 0;
+	struct kv_cuda_dev d;
 	decode_params q = p;
+	const int dev = kv_cuda_device(&d) ? -1 : d.id;
 
-	if (cudaGetDevice(&dev) != cudaSuccess || dev >= KV_CUDA_MAX_DEVICES)
+	if (dev < 0)
 		return -ENODEV;
 	if (!cfg[dev].occupancy) {
 		size_t smem = (size_t)W * 8 * NT * (HD + 2) * sizeof(float);
@@ -1029,8 +1030,6 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 		cfg[dev].smem = smem;
 		cfg[dev].occupancy = occ;
 	}
-	if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-		return -EIO;
 
 	/*
 	 * Split heuristic: enough CTAs to fill every SM's resident slots, with
@@ -1038,7 +1037,7 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 	 * each split keeps at least one tile per warp.
 	 */
 	uint32_t base = batch * p.kv_heads * p.hchunks;
-	uint32_t slots = (uint32_t)sms * cfg[dev].occupancy;
+	uint32_t slots = (uint32_t)d.sms * cfg[dev].occupancy;
 	uint32_t nsplit = 1;
 	if (want_split && !(VAR & 64)) {
 		uint32_t cap = max_tiles / W;
@@ -1083,16 +1082,16 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 	return 0;
 }
 
-/* bulk copies need sm_90 and tiles that never straddle two blocks */
+/*
+ * bulk copies need an sm_90 device, code built for it, and tiles that
+ * never straddle two blocks
+ */
 static bool tma_usable(const decode_params &p)
 {
-	int dev = 0, major = 0;
+	struct kv_cuda_dev d;
 
-	if (p.block_tokens % kTile || cudaGetDevice(&dev) != cudaSuccess ||
-	    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) !=
-	    cudaSuccess)
-		return false;
-	return major >= 9;
+	return !(p.block_tokens % kTile) && !kv_cuda_device(&d) && d.major >= 9 &&
+	       d.code_arch >= 90;
 }
 
 /*
@@ -1103,12 +1102,11 @@ static bool tma_usable(const decode_params &p)
 static bool one_cta_fills(const decode_params &p, uint32_t batch, uint32_t max_tiles)
 {
 	uint64_t base = (uint64_t)batch * p.kv_heads * p.hchunks;
-	int dev = 0, sms = 0;
+	struct kv_cuda_dev d;
 
-	if (cudaGetDevice(&dev) != cudaSuccess ||
-	    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+	if (kv_cuda_device(&d))
 		return false;
-	return base <= (uint64_t)sms && base * 100 >= 85ull * sms && max_tiles >= 2 * 16;
+	return base <= (uint64_t)d.sms && base * 100 >= 85ull * d.sms && max_tiles >= 2 * 16;
 }
 
 /* quantized pools: the default variant (of kv_cuda_decode_variant, bits 2 and 8 only) */

@@ -18,10 +18,10 @@
  * registers as A fragments; with two it waits in shared memory and is read
  * per k-step. P goes from the S accumulators to A fragments in registers.
  * The shapes (kv_cuda_prefill_variant) were measured on an H100; the
- * launch picks one by the size of the grid (pick_variant()). A 16-bit
- * pool of head_dim 128 on an sm_90 device goes to the wgmma kernel of
- * prefill_sm90.cu instead; both share prefill.cuh (the sequence checks,
- * the rows' online softmax, the stores).
+ * launch picks one by the size of the grid (pick_variant()). A pool of
+ * head_dim 128 on a device that runs the wgmma kernel of prefill_sm90.cu
+ * (wgmma_ready()) goes to it instead; both share prefill.cuh (the
+ * sequence checks, the rows' online softmax, the stores).
  * Tokens a row may not see (after its position, before its window) are
  * masked in the tiles that have any; tokens outside every row's span are
  * loaded as zeros.
@@ -54,11 +54,11 @@
  * 4 CTAs per SM; 4 two m-tiles (32 rows) per warp with the queries in
  * shared memory, tiles of 32 tokens, 2 CTAs per SM; 5 the same uncapped;
  * 6 as 0 with 3 stages of K/V in flight instead of 2; 7 as 2 with 4
- * stages; 8 as 4 with 4 stages; 9 as 4 with tiles of 64 tokens; 10 the
- * wgmma kernel of prefill_sm90.cu (16-bit pools of head_dim 128 on an
- * sm_90 device; elsewhere 6), 2 stages of K/V; 11 the same with 3; 12
- * and 13 its warp-specialized form (kv_prefill_ws()) with 2 and 3.
- * Negative: pick_variant() chooses 6, 8 or 12.
+ * stages; 8 as 4 with 4 stages; 9 as 4 with tiles of 64 tokens; 12 the
+ * warp-specialized wgmma kernel of prefill_sm90.cu where wgmma_ready()
+ * and head_dim is 128 (elsewhere 6). Negative: pick_variant() chooses 6,
+ * 8 or 12. (10, 11 and 13 named wgmma kernels that measured slower and
+ * were removed; like any unknown number they now run 0.)
  */
 int kv_cuda_prefill_variant = -1;
 
@@ -242,8 +242,8 @@ kv_prefill_kernel(const params p)
 
 		const uint64_t koff = p.kv.koff + sn.h * p.kv.head_bytes;
 		const uint64_t sk_off = p.soff + sn.h * p.hsb;
-		const uint32_t t0 = lo / kTokens * kTokens;
-		const int ntiles = sn.ok && hi > t0 ? (int)((hi - t0 + kTokens - 1) / kTokens) : 0;
+		uint32_t t0;
+		const int ntiles = cta_tiles(sn, lo, hi, kTokens, t0);
 
 		/* NS stages: tiles it + 1 .. it + NS - 1 load while tile it is computed */
 		if (QS && ntiles)
@@ -349,121 +349,105 @@ kv_prefill_kernel(const params p)
 }
 
 template <typename T, int HD, int TK, int MT, int MINB, int NS = 2, int DT = 0>
-int launch(const params &p, uint32_t max_q, cudaStream_t st)
+int launch(const params &p, cudaStream_t st)
 {
 	/* NS stages of K and V, and the queries when they wait in smem */
 	constexpr size_t smem = NS * 2 * TK * HD * 2 + (MT > 1 ? kWarps * 16 * MT * HD * 2 : 0);
 	static bool attr_set[KV_CUDA_MAX_DEVICES];
 
-	return launch_grid(kv_prefill_kernel<T, HD, TK, MT, MINB, NS, DT>, p, max_q, kRows * MT,
+	return launch_grid(kv_prefill_kernel<T, HD, TK, MT, MINB, NS, DT>, p, kRows * MT,
 			   kWarps * 32, smem, attr_set, st);
-}
-
-/* the current device runs sm_90a code (compute capability 9.0) */
-static bool sm90(void)
-{
-	int dev = 0, major = 0, minor = 0;
-
-	return cudaGetDevice(&dev) == cudaSuccess &&
-	       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
-	       cudaSuccess &&
-	       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) ==
-	       cudaSuccess && major == 9 && minor == 0;
 }
 
 /*
  * The default, from the variants measured on an H100
  * (Documentation/performance.md): queries not 16-byte aligned, variant 6
- * (the only one reading them 4 bytes at a time); on an sm_90 device, where
- * @wgmma (head_dim 128), variant 12; else where the grid has enough CTAs
- * to fill the SMs twice over, variant 8 (32 rows per warp, 4 stages of
- * 32-token tiles); else, as in a chunked prefill (a long context for few
- * queries), variant 6 (16 rows per warp, no register cap, 3 stages of 64
- * tokens): more CTAs per SM cannot help a grid that small.
+ * (the only one reading them 4 bytes at a time); where the wgmma kernel
+ * runs (@hd128 and wgmma_ready()), variant 12; else where the grid has
+ * enough CTAs to fill the SMs twice over, variant 8 (32 rows per warp, 4
+ * stages of 32-token tiles); else, as in a chunked prefill (a long context
+ * for few queries), variant 6 (16 rows per warp, no register cap, 3 stages
+ * of 64 tokens): more CTAs per SM cannot help a grid that small. A forced
+ * 12 where the wgmma kernel cannot run is 6.
  */
-static int pick_variant(const params &p, uint32_t max_q, bool wgmma)
+static int pick_variant(const params &p, bool hd128)
 {
-	uint64_t ctas = ((uint64_t)max_q + p.qpc - 1) / p.qpc * (p.q_heads / p.group) * p.batch;
-	int dev = 0, sms = 0;
+	const uint32_t qpc = kRows / p.group;
+	uint64_t ctas = ((uint64_t)p.max_q + qpc - 1) / qpc * (p.q_heads / p.group) * p.batch;
+	struct kv_cuda_dev d;
+	bool dev = !kv_cuda_device(&d), wgmma = dev && hd128 && wgmma_ready(d);
 
 	/* every kernel but variant 6 loads queries 16 bytes at a time */
 	if ((uintptr_t)p.q & 15)
 		return 6;
 	if (kv_cuda_prefill_variant >= 0)
-		return kv_cuda_prefill_variant;
-	if (wgmma && sm90())
+		return kv_cuda_prefill_variant == 12 && !wgmma ? 6 : kv_cuda_prefill_variant;
+	if (wgmma)
 		return 12;
-	if (cudaGetDevice(&dev) != cudaSuccess ||
-	    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+	if (!dev)
 		return 0;
-	return ctas >= 3ull * sms * 2 ? 8 : 6;
+	return ctas >= 3ull * d.sms * 2 ? 8 : 6;
 }
 
 /*
- * A quantized pool: where pick_variant() says 12 (the default on an sm_90
- * device at head_dim 128), the warp-specialized wgmma kernel; where it
- * says 8 (a grid of at least 6 CTAs per SM), the shape of variant 7; else
- * (variant 6, or any other forced) that of variant 6. Queries stay in
- * registers in both mma.sync shapes.
+ * A quantized pool: where pick_variant() says 12, the warp-specialized
+ * wgmma kernel; where it says 8 (a grid of at least 6 CTAs per SM), the
+ * shape of variant 7; else (variant 6, or any other forced) that of
+ * variant 6. Queries stay in registers in both mma.sync shapes.
  */
 template <typename T, int HD, int DT>
-int launch_quant(const params &p, uint32_t max_q, cudaStream_t st)
+int launch_quant(const params &p, cudaStream_t st)
 {
-	const int v = pick_variant(p, max_q, HD == 128);
+	const int v = pick_variant(p, HD == 128);
 
-	if (HD == 128 && v == 12 && sm90())
-		return launch_sm90<T>(p, max_q, -2, DT, st);
+	if (HD == 128 && v == 12)
+		return launch_sm90<T>(p, DT, st);
 	if (v == 8)
-		return launch<T, HD, 32, 1, 3, 4, DT>(p, max_q, st);
-	return launch<T, HD, 64, 1, 1, 3, DT>(p, max_q, st);
+		return launch<T, HD, 32, 1, 3, 4, DT>(p, st);
+	return launch<T, HD, 64, 1, 1, 3, DT>(p, st);
 }
 
 template <typename T, int HD>
-int launch_dt(const params &p, uint32_t dtype, uint32_t max_q, cudaStream_t st)
+int launch_dt(const params &p, uint32_t dtype, cudaStream_t st)
 {
 	switch (dtype) {
 	case KV_DTYPE_INT8:
-		return launch_quant<T, HD, KV_DTYPE_INT8>(p, max_q, st);
+		return launch_quant<T, HD, KV_DTYPE_INT8>(p, st);
 	case KV_DTYPE_FP8_E4M3:
-		return launch_quant<T, HD, KV_DTYPE_FP8_E4M3>(p, max_q, st);
+		return launch_quant<T, HD, KV_DTYPE_FP8_E4M3>(p, st);
 	default:
-		return launch_quant<T, HD, KV_DTYPE_INT4>(p, max_q, st);
+		return launch_quant<T, HD, KV_DTYPE_INT4>(p, st);
 	}
 }
 
 template <typename T, int HD>
-int launch_var(const params &p, uint32_t max_q, cudaStream_t st)
+int launch_var(const params &p, cudaStream_t st)
 {
-	const int v = pick_variant(p, max_q, HD == 128);
-
-	switch (v) {
+	switch (pick_variant(p, HD == 128)) {
 	case 1:
-		return launch<T, HD, 64, 1, 3>(p, max_q, st);
+		return launch<T, HD, 64, 1, 3>(p, st);
 	case 2:
-		return launch<T, HD, 32, 1, 3>(p, max_q, st);
+		return launch<T, HD, 32, 1, 3>(p, st);
 	case 3:
-		return launch<T, HD, 32, 1, 4>(p, max_q, st);
+		return launch<T, HD, 32, 1, 4>(p, st);
 	case 4:
-		return launch<T, HD, 32, 2, 2>(p, max_q, st);
+		return launch<T, HD, 32, 2, 2>(p, st);
 	case 5:
-		return launch<T, HD, 32, 2, 1>(p, max_q, st);
+		return launch<T, HD, 32, 2, 1>(p, st);
 	case 6:
-		return launch<T, HD, 64, 1, 1, 3>(p, max_q, st);
+		return launch<T, HD, 64, 1, 1, 3>(p, st);
 	case 7:
-		return launch<T, HD, 32, 1, 3, 4>(p, max_q, st);
+		return launch<T, HD, 32, 1, 3, 4>(p, st);
 	case 8:
-		return launch<T, HD, 32, 2, 2, 4>(p, max_q, st);
+		return launch<T, HD, 32, 2, 2, 4>(p, st);
 	case 9:
-		return launch<T, HD, 64, 2, 2, 2>(p, max_q, st);
-	case 10:
-	case 11:
+		return launch<T, HD, 64, 2, 2, 2>(p, st);
 	case 12:
-	case 13:
-		if (HD == 128 && sm90())
-			return launch_sm90<T>(p, max_q, v < 12 ? v - 8 : 10 - v, 0, st);
-		return launch<T, HD, 64, 1, 1, 3>(p, max_q, st);
+		if constexpr (HD == 128)
+			return launch_sm90<T>(p, 0, st);
+		return launch<T, HD, 64, 1, 1, 3>(p, st);
 	default:
-		return launch<T, HD, 64, 1, 1>(p, max_q, st);
+		return launch<T, HD, 64, 1, 1>(p, st);
 	}
 }
 
@@ -483,7 +467,6 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 {
 	const struct kv_geometry *g = &a->arena.g;
 	params p = {};
-	uint32_t max_q;
 	int err = kv_prefill_check(a);
 
 	if (err)
@@ -519,29 +502,25 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 	p.tokens = a->tokens;
 	p.q_heads = a->q_heads;
 	p.group = a->q_heads / g->kv_heads;
-	p.qpc = kRows / p.group;
 	p.block_tokens = g->block_tokens;
 	p.bt_shift = kv_bt_shift(g->block_tokens);
 	p.stride = a->table_stride;
 	p.window = a->window;
 	p.scale_log2 = a->scale * 1.4426950408889634f;
-	max_q = a->max_q_len ? a->max_q_len : a->tokens;
-	p.max_q = max_q;
-	if (((uint64_t)max_q + p.qpc - 1) / p.qpc > 0x7fffffffu)
-		return -EINVAL;
+	p.max_q = a->max_q_len ? a->max_q_len : a->tokens;
 
 	cudaStream_t st = static_cast<cudaStream_t>(a->stream);
 	if (kv_dtype_quantized(g->dtype)) {
 		if (kv_io_dtype(g, a->io_dtype) == KV_DTYPE_BF16)
 			return g->head_dim == 64 ?
-				launch_dt<__nv_bfloat16, 64>(p, g->dtype, max_q, st) :
-				launch_dt<__nv_bfloat16, 128>(p, g->dtype, max_q, st);
-		return g->head_dim == 64 ? launch_dt<__half, 64>(p, g->dtype, max_q, st) :
-					   launch_dt<__half, 128>(p, g->dtype, max_q, st);
+				launch_dt<__nv_bfloat16, 64>(p, g->dtype, st) :
+				launch_dt<__nv_bfloat16, 128>(p, g->dtype, st);
+		return g->head_dim == 64 ? launch_dt<__half, 64>(p, g->dtype, st) :
+					   launch_dt<__half, 128>(p, g->dtype, st);
 	}
 	if (g->dtype == KV_DTYPE_BF16)
-		return g->head_dim == 64 ? launch_var<__nv_bfloat16, 64>(p, max_q, st) :
-					   launch_var<__nv_bfloat16, 128>(p, max_q, st);
-	return g->head_dim == 64 ? launch_var<__half, 64>(p, max_q, st) :
-				   launch_var<__half, 128>(p, max_q, st);
+		return g->head_dim == 64 ? launch_var<__nv_bfloat16, 64>(p, st) :
+					   launch_var<__nv_bfloat16, 128>(p, st);
+	return g->head_dim == 64 ? launch_var<__half, 64>(p, st) :
+				   launch_var<__half, 128>(p, st);
 }

@@ -252,6 +252,18 @@ __device__ __forceinline__ uint32_t cta_span(const params &p, const seq &s, uint
 }
 
 /*
+ * The CTA's K/V tiles of @tk tokens over [@lo, @hi): their count (none for
+ * a sequence that failed its checks), the first starting at @t0, the
+ * multiple of @tk at or below @lo.
+ */
+__device__ __forceinline__ int cta_tiles(const seq &s, uint32_t lo, uint32_t hi, uint32_t tk,
+					 uint32_t &t0)
+{
+	t0 = lo / tk * tk;
+	return s.ok && hi > t0 ? (int)((hi - t0 + tk - 1) / tk) : 0;
+}
+
+/*
  * The online softmax of a tile of scores @s (tokens @t .. @t + 8 NT - 1 of
  * the thread's two rows @r) into binary16/bf16 A fragments @pa of P, and
  * the factors @corr by which the rows' outputs so far are to be rescaled
@@ -373,44 +385,54 @@ __device__ __forceinline__ const T *q_row(const params &p, const seq &s, uint32_
 
 /*
  * Launch @kern (@threads threads, @smem bytes of dynamic shared memory)
- * over the grid of query tiles of @rows (query, head) rows, kv heads and
- * sequences; @attr_set: per device, whether @kern's shared memory limit was
- * raised (the caller's, one per kernel). Return: 0, -ENODEV, or -EIO.
+ * over the grid of query tiles of @rows (query, head) rows (p.max_q
+ * queries of a sequence at most), kv heads and sequences; @attr_set: per
+ * device, whether @kern's shared memory limit was raised (the caller's,
+ * one per kernel). Return: 0, -EINVAL for more query tiles than a grid
+ * holds, -ENODEV, or -EIO.
  */
 template <typename K>
-int launch_grid(K kern, const params &p0, uint32_t max_q, uint32_t rows, int threads,
-		size_t smem, bool *attr_set, cudaStream_t st)
+int launch_grid(K kern, const params &p0, uint32_t rows, int threads, size_t smem,
+		bool *attr_set, cudaStream_t st)
 {
 	params p = p0;
-	int dev = 0;
+	struct kv_cuda_dev d;
+	uint64_t tiles;
 
 	p.qpc = rows / p.group;
-	if (cudaGetDevice(&dev) != cudaSuccess || dev >= KV_CUDA_MAX_DEVICES)
+	tiles = ((uint64_t)p.max_q + p.qpc - 1) / p.qpc;
+	if (tiles > 0x7fffffffu)
+		return -EINVAL;
+	if (kv_cuda_device(&d))
 		return -ENODEV;
-	if (!attr_set[dev]) {
+	if (!attr_set[d.id]) {
 		if (smem > 48 * 1024 &&
 		    cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
 					 (int)smem) != cudaSuccess)
 			return -EIO;
-		attr_set[dev] = true;
+		attr_set[d.id] = true;
 	}
-	dim3 grid((uint32_t)(((uint64_t)max_q + p.qpc - 1) / p.qpc), p.q_heads / p.group,
-		  p.batch < kMaxZ ? p.batch : kMaxZ);
+	dim3 grid((uint32_t)tiles, p.q_heads / p.group, p.batch < kMaxZ ? p.batch : kMaxZ);
 	kern<<<grid, threads, smem, st>>>(p);
 	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
 }
 
 /*
- * launch_sm90() - launch a wgmma kernel (prefill_sm90.cu) for a pool of
- * head_dim 128 on an sm_90 device: @stages 2 or 3, the kernel with its
- * warpgroups all copying and computing; -2 or -3, the warp-specialized
- * one. A quantized @dtype always runs the warp-specialized kernel (2
- * stages), its copying warpgroup widening the tiles; T is the type of
- * the queries and outputs. Return: 0, -ENODEV, or -EIO when the launch
- * fails.
+ * wgmma_ready() - device @d runs the wgmma kernel of prefill_sm90.cu: it is
+ * of compute capability 9.0, and the library holds sm_90a code for it (a
+ * build without it runs an empty kernel there).
+ */
+bool wgmma_ready(const struct kv_cuda_dev &d);
+
+/*
+ * launch_sm90() - launch the warp-specialized wgmma kernel
+ * (prefill_sm90.cu) for a pool of head_dim 128 on a device where
+ * wgmma_ready(); for a quantized @dtype its copying warpgroup widens the
+ * tiles; T is the type of the queries and outputs. Return: as
+ * launch_grid().
  */
 template <typename T>
-int launch_sm90(const params &p, uint32_t max_q, int stages, uint32_t dtype, cudaStream_t st);
+int launch_sm90(const params &p, uint32_t dtype, cudaStream_t st);
 
 } /* namespace kv_prefill */
 

@@ -1,35 +1,32 @@
 // SPDX-License-Identifier: MIT
 /*
  * Paged prefill attention on Hopper's warpgroup tensor cores (wgmma,
- * sm_90a), for pools of head_dim 128: kv_prefill_wgmma() (16-bit pools) and
- * its warp-specialized form kv_prefill_ws() (16-bit and quantized pools).
+ * sm_90a), for pools of head_dim 128, 16-bit or quantized: kv_prefill_ws().
  *
- * One CTA of two warpgroups takes one (sequence, kv head, tile of
- * queries): 128 (query, query head) rows of the kv head's GQA group, query
- * major, 64 per warpgroup, so that every K and V tile serves the whole
- * group. The context is taken in tiles of 128 tokens; all 256 threads copy
- * a tile's K and V rows into shared memory with cp.async (each row found
- * through the block table), one tile (two with three stages) ahead of the
- * one computed. Tiles and the queries are stored in wgmma's 128-byte
- * swizzled layout: per 64 dims a [rows][128 B] atom with the 16-byte chunks
- * of row r XOR-ed by r % 8.
+ * One CTA takes one (sequence, kv head, tile of queries): 128 (query,
+ * query head) rows of the kv head's GQA group, query major, so that every
+ * K and V tile serves the whole group. It is warp-specialized: warpgroup 0
+ * copies, warpgroups 1 and 2 compute 64 rows each. The context is taken in
+ * tiles of 128 tokens; the copying warpgroup moves a tile's K and V rows
+ * into one of two stages with cp.async (each row found through the block
+ * table), or, for a quantized pool, loads and widens them to binary16.
+ * Tiles and the queries are stored in wgmma's 128-byte swizzled layout: per
+ * 64 dims a [rows][128 B] atom with the 16-byte chunks of row r XOR-ed by
+ * r % 8.
  *
- * Per tile, each warpgroup:
- *   S = Q K^T   8 x wgmma m64n128k16, Q and K from shared memory (K-major),
- *               while its threads request the next tile;
+ * Per tile, each computing warpgroup:
+ *   S = Q K^T   8 x wgmma m64n128k16, Q and K from shared memory (K-major);
  *   softmax     on S as accumulators (softmax_tile(), shared with the
  *               mma.sync kernel: the layouts are the same), P to registers;
  *   O += P V    8 x wgmma m64n128k16, P from registers, V from shared
  *               memory read N-major (dims contiguous), O in registers.
- * The warpgroups meet at a barrier once per tile (the tile landed; the
- * stage to refill is free). Measured on an H100: a third stage (variant
- * 11) is no faster; overlapping a warpgroup's softmax of tile i with its
- * O += P V of tile i - 1 (three stages, two sets of P registers) was 5-9%
- * slower and is not kept.
+ * The two take turns to issue S, so that one's softmax runs beside the
+ * other's products. Measured on an H100 (Documentation/performance.md):
+ * a third stage, a kernel whose warpgroups all copy and compute, and a
+ * warpgroup overlapping its own softmax and products were all slower.
  *
- * Built for sm_90a only; elsewhere the kernels are empty (they set
- * *status to -EOPNOTSUPP) and kv_prefill::launch_sm90() is not called
- * (prefill.cu asks for a device of compute capability 9.0).
+ * Built for sm_90a only; elsewhere the kernel is empty (it sets *status to
+ * -EOPNOTSUPP). wgmma_ready() tells the launch which one the device runs.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -53,7 +50,8 @@ namespace {
 
 constexpr int kHd = 128;			/* head_dim */
 constexpr int kTk = 128;			/* tokens per K/V tile */
-constexpr int kThreads = 256;			/* two warpgroups */
+constexpr int kThreads = 384;			/* a copying, two computing warpgroups */
+constexpr int kStages = 2;			/* of K/V tiles */
 constexpr int kRows = 128;			/* (query, head) rows per CTA */
 constexpr uint32_t kAtom = kTk * 128;		/* 64 dims of a tile: [kTk][128 B] */
 constexpr uint32_t kStage = 4 * kAtom;		/* K (two atoms), then V */
@@ -202,17 +200,15 @@ __device__ __forceinline__ void turn_pass(int cw)
 
 /*
  * K and V of tokens [t, t + kTk) into a stage; tokens outside [lo, hi)
- * zero. By NT threads, this one @tid of them.
+ * zero. By the copying warpgroup, this thread @tid of it.
  */
-template <int NT = kThreads>
 __device__ __forceinline__ void load_kv(const params &p, const uint32_t *table, uint64_t koff,
-					uint32_t t, uint32_t lo, uint32_t hi, char *sk,
-					int tid = threadIdx.x)
+					uint32_t t, uint32_t lo, uint32_t hi, char *sk, int tid)
 {
 	char *const sv = sk + 2 * kAtom;
 
 #pragma unroll 4
-	for (int i = tid; i < kTk * 16; i += NT) {
+	for (int i = tid; i < kTk * 16; i += 128) {
 		uint32_t r = i >> 4, c = i & 15, tok = t + r;
 		bool ok = tok >= lo && tok < hi;
 		const char *src = ok ? k_row<kHd>(p, table, koff, tok) + c * 16 : p.kv.arena;
@@ -222,12 +218,12 @@ __device__ __forceinline__ void load_kv(const params &p, const uint32_t *table, 
 	}
 }
 
-/* the CTA's query rows [0, nrows) into shared memory; the others zero */
-template <typename T, int NT = kThreads>
+/* the CTA's query rows [0, nrows) into shared memory, the others zero; as load_kv() */
+template <typename T>
 __device__ __forceinline__ void load_q(const params &p, const seq &s, uint32_t nrows, char *sq,
-				       int tid = threadIdx.x)
+				       int tid)
 {
-	for (int i = tid; i < kRows * 16; i += NT) {
+	for (int i = tid; i < kRows * 16; i += 128) {
 		uint32_t r = i >> 4, c = i & 15;
 		bool ok = r < nrows;
 
@@ -384,104 +380,29 @@ __device__ __forceinline__ void not_built(const params &p)
 }
 #endif
 
-/* NS stages of K/V: tiles it + 1 .. it + NS - 1 load while tile it is computed */
-template <typename T, int NS>
-__global__ void __launch_bounds__(kThreads, 1) kv_prefill_wgmma(const params p)
-{
-#ifdef KV_WGMMA
-	extern __shared__ char smem_raw[];
-	char *const smem = smem_raw + ((1024 - (kv_smem_addr(smem_raw) & 1023)) & 1023);
-	char *const sq = smem + NS * kStage;
-	const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
-	/* this warpgroup's 64 rows of the queries */
-	const uint32_t q_base = kv_smem_addr(sq) + (warp >> 2) * 64 * 128;
-
-	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
-		seq s;
-
-		if (!seq_begin(p, b, kThreads, s))
-			continue;
-		const uint32_t nrows = min(p.qpc, s.nq - s.q0) * p.group;
-		row_state rs[2];
-		row_init(p, s, nrows, warp * 16 + g, rs[0]);
-		row_init(p, s, nrows, warp * 16 + g + 8, rs[1]);
-		uint32_t lo, hi;
-		const uint32_t first = cta_span(p, s, nrows, lo, hi);
-		const uint64_t koff = p.kv.koff + s.h * p.kv.head_bytes;
-		const uint32_t t0 = lo / kTk * kTk;
-		const int ntiles = s.ok && hi > t0 ? (int)((hi - t0 + kTk - 1) / kTk) : 0;
-		float o[16][4], sc[16][4];
-
-#pragma unroll
-		for (int dt = 0; dt < 16; dt++)
-			o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-		if (ntiles)
-			load_q<T>(p, s, nrows, sq);
-#pragma unroll
-		for (int j = 0; j < NS - 1; j++) {
-			if (j < ntiles)
-				load_kv(p, s.table, koff, t0 + j * kTk, lo, hi, smem + j * kStage);
-			cp_async_commit();
-		}
-
-		for (int it = 0; it < ntiles; it++) {
-			const uint32_t t = t0 + it * kTk;
-			const uint32_t k_base = kv_smem_addr(smem + (it % NS) * kStage);
-			const uint32_t v_base = k_base + 2 * kAtom;
-
-			/*
-			 * Tile it has landed, and both warpgroups are done with
-			 * tile it - 1's stage, refilled next.
-			 */
-			cp_async_wait<NS - 2>();
-			fence_async_smem();
-			__syncthreads();
-
-			qk<T>(sc, q_base, k_base);
-			/* tile it + NS - 1 is requested while S is computed */
-			if (it + NS - 1 < ntiles)
-				load_kv(p, s.table, koff, t + (NS - 1) * kTk, lo, hi,
-					smem + ((it + NS - 1) % NS) * kStage);
-			cp_async_commit();
-			wg_wait_all();
-			reg_fence(sc);
-
-			softmax_pv<T>(p, sc, rs, o, t, t + kTk > first + 1 || p.window, v_base);
-		}
-		cp_async_wait<0>();
-		store_rows<T, kHd>(p, s, rs, o);
-		__syncthreads();
-	}
-#else
-	not_built(p);
-#endif
-}
-
 /*
- * Warp-specialized: warpgroup 0 copies (the queries, then K/V tiles into
- * NS stages, each stage's "full" mbarrier completed by cp.async as the
- * copies land, its "empty" one by the consumers when done with it);
- * warpgroups 1 and 2 compute as kv_prefill_wgmma() does (in 168
- * registers: 384 threads share the SM's 64K), taking turns (turn_wait(),
- * turn_pass()) to issue S = Q K^T so that one's softmax runs beside the
- * other's products.
+ * Warpgroup 0 copies: the queries, then K/V tiles into kStages stages,
+ * each stage's "full" mbarrier completed (by cp.async) as its copies land,
+ * its "empty" one by the computing warpgroups when done with it.
+ * Warpgroups 1 and 2 compute, in 168 registers (384 threads share the
+ * SM's 64K), taking turns (turn_wait(), turn_pass()) to issue S = Q K^T.
+ * The mbarriers are static shared memory: wgmma_ready() finds them in the
+ * kernel's attributes where its body was built.
  */
-constexpr int kWsThreads = 384;
-
-template <typename T, int NS, int DT>
-__global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
+template <typename T, int DT>
+__global__ void __launch_bounds__(kThreads, 1) kv_prefill_ws(const params p)
 {
 #ifdef KV_WGMMA
 	typedef typename std::conditional<DT == 0, T, __half>::type M;	/* wgmma type */
 	extern __shared__ char smem_raw[];
+	__shared__ uint64_t full[kStages], empty[kStages];
 	char *const smem = smem_raw + ((1024 - (kv_smem_addr(smem_raw) & 1023)) & 1023);
-	char *const sq = smem + NS * kStage;
-	uint64_t *const full = reinterpret_cast<uint64_t *>(sq + kQBytes), *const empty = full + NS;
+	char *const sq = smem + kStages * kStage;
 	const int warp = threadIdx.x >> 5, wg = warp >> 2;
 	uint32_t git = 0;	/* tiles through the stages so far, over sequences */
 
 	if (threadIdx.x == 0) {
-		for (int i = 0; i < NS; i++) {
+		for (int i = 0; i < kStages; i++) {
 			mbar_init(&full[i], 128);
 			mbar_init(&empty[i], 2 * 128);
 		}
@@ -491,20 +412,19 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
 		seq s;
 
-		if (!seq_begin(p, b, kWsThreads, s))
+		if (!seq_begin(p, b, kThreads, s))
 			continue;
 		const uint32_t nrows = min(p.qpc, s.nq - s.q0) * p.group;
-		uint32_t lo, hi;
+		uint32_t lo, hi, t0;
 		const uint32_t first = cta_span(p, s, nrows, lo, hi);
-		const uint32_t t0 = lo / kTk * kTk;
-		const int ntiles = s.ok && hi > t0 ? (int)((hi - t0 + kTk - 1) / kTk) : 0;
+		const int ntiles = cta_tiles(s, lo, hi, kTk, t0);
 
 		if (wg == 0) {
 			const uint64_t koff = p.kv.koff + s.h * p.kv.head_bytes;
 			const int tid = threadIdx.x;
 
 			for (int it = 0; it < ntiles; it++, git++) {
-				const uint32_t st = git % NS, use = git / NS;
+				const uint32_t st = git % kStages, use = git / kStages;
 				const uint32_t t = t0 + it * kTk;
 
 				if (use)
@@ -520,8 +440,8 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 					continue;
 				}
 				if (!it)
-					load_q<T, 128>(p, s, nrows, sq, tid);
-				load_kv<128>(p, s.table, koff, t, lo, hi, smem + st * kStage, tid);
+					load_q<T>(p, s, nrows, sq, tid);
+				load_kv(p, s.table, koff, t, lo, hi, smem + st * kStage, tid);
 				mbar_arrive_cp_async(&full[st]);
 			}
 		} else {
@@ -539,10 +459,10 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 			if (cw == 1 && ntiles)
 				turn_pass(cw);
 			for (int it = 0; it < ntiles; it++, git++) {
-				const uint32_t st = git % NS, t = t0 + it * kTk;
+				const uint32_t st = git % kStages, t = t0 + it * kTk;
 				const uint32_t k_base = kv_smem_addr(smem + st * kStage);
 
-				mbar_wait(&full[st], (git / NS) & 1);
+				mbar_wait(&full[st], (git / kStages) & 1);
 				fence_async_smem();
 				turn_wait(cw);
 				qk<M>(sc, q_base, k_base);
@@ -564,51 +484,48 @@ __global__ void __launch_bounds__(kWsThreads, 1) kv_prefill_ws(const params p)
 #endif
 }
 
-template <typename T, int NS, int DT = 0>
-int launch_ws(const params &p, uint32_t max_q, cudaStream_t st)
-{
-	static bool attr_set[KV_CUDA_MAX_DEVICES];
-
-	return launch_grid(kv_prefill_ws<T, NS, DT>, p, max_q, kRows, kWsThreads,
-			   NS * kStage + kQBytes + 2 * NS * 8 + 1024, attr_set, st);
-}
-
-template <typename T, int NS>
-int launch_ns(const params &p, uint32_t max_q, cudaStream_t st)
+template <typename T, int DT = 0>
+int launch_ws(const params &p, cudaStream_t st)
 {
 	static bool attr_set[KV_CUDA_MAX_DEVICES];
 
 	/* + 1024: the stages' alignment */
-	return launch_grid(kv_prefill_wgmma<T, NS>, p, max_q, kRows, kThreads,
-			   NS * kStage + kQBytes + 1024, attr_set, st);
+	return launch_grid(kv_prefill_ws<T, DT>, p, kRows, kThreads,
+			   kStages * kStage + kQBytes + 1024, attr_set, st);
 }
 
 } /* namespace */
 
+bool wgmma_ready(const struct kv_cuda_dev &d)
+{
+	static signed char ready[KV_CUDA_MAX_DEVICES];	/* 0 unknown, 1 yes, -1 no */
+
+	if (d.major != 9 || d.minor != 0)
+		return false;
+	if (!ready[d.id]) {
+		cudaFuncAttributes fa;
+
+		ready[d.id] = cudaFuncGetAttributes(&fa, kv_prefill_ws<__half, 0>) == cudaSuccess &&
+			      fa.sharedSizeBytes >= 2 * kStages * sizeof(uint64_t) ? 1 : -1;
+	}
+	return ready[d.id] > 0;
+}
+
 template <typename T>
-int launch_sm90(const params &p, uint32_t max_q, int stages, uint32_t dtype, cudaStream_t st)
+int launch_sm90(const params &p, uint32_t dtype, cudaStream_t st)
 {
 	switch (dtype) {
 	case KV_DTYPE_INT8:
-		return launch_ws<T, 2, KV_DTYPE_INT8>(p, max_q, st);
+		return launch_ws<T, KV_DTYPE_INT8>(p, st);
 	case KV_DTYPE_FP8_E4M3:
-		return launch_ws<T, 2, KV_DTYPE_FP8_E4M3>(p, max_q, st);
+		return launch_ws<T, KV_DTYPE_FP8_E4M3>(p, st);
 	case KV_DTYPE_INT4:
-		return launch_ws<T, 2, KV_DTYPE_INT4>(p, max_q, st);
+		return launch_ws<T, KV_DTYPE_INT4>(p, st);
 	}
-	switch (stages) {
-	case 3:
-		return launch_ns<T, 3>(p, max_q, st);
-	case -2:
-		return launch_ws<T, 2>(p, max_q, st);
-	case -3:
-		return launch_ws<T, 3>(p, max_q, st);
-	default:
-		return launch_ns<T, 2>(p, max_q, st);
-	}
+	return launch_ws<T>(p, st);
 }
 
-template int launch_sm90<__nv_bfloat16>(const params &, uint32_t, int, uint32_t, cudaStream_t);
-template int launch_sm90<__half>(const params &, uint32_t, int, uint32_t, cudaStream_t);
+template int launch_sm90<__nv_bfloat16>(const params &, uint32_t, cudaStream_t);
+template int launch_sm90<__half>(const params &, uint32_t, cudaStream_t);
 
 } /* namespace kv_prefill */

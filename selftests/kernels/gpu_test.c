@@ -183,6 +183,35 @@ static void sweep(struct __test_metadata *_metadata, __u32 dtype)
 	}
 }
 
+/*
+ * kv_cuda_device() agrees with the runtime, and the code it reports loaded
+ * is of an architecture the device runs: 80 or later (the library is
+ * built for sm_80 and sm_90a) and not past the device's.
+ */
+TEST(device_info)
+{
+	struct kv_cuda_dev d, again;
+	int dev, sms, major, minor;
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	CU(cudaGetDevice(&dev));
+	CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+	CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+	CU(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+	ASSERT_EQ(0, kv_cuda_device(&d));
+	TH_LOG("device %d: %d SMs, compute capability %d.%d, code for %d",
+	       d.id, d.sms, d.major, d.minor, d.code_arch);
+	EXPECT_EQ(dev, d.id);
+	EXPECT_EQ(sms, d.sms);
+	EXPECT_EQ(major, d.major);
+	EXPECT_EQ(minor, d.minor);
+	EXPECT_GE(d.code_arch, 80);
+	EXPECT_LE(d.code_arch, major * 10 + minor);
+	ASSERT_EQ(0, kv_cuda_device(&again));	/* the cached copy */
+	EXPECT_EQ(0, memcmp(&d, &again, sizeof(d)));
+}
+
 TEST(decode_fp16)
 {
 	sweep(_metadata, KV_DTYPE_FP16);
@@ -287,9 +316,28 @@ TEST(decode_unaligned_q)
 }
 
 /*
+ * A launch of @a that must succeed and end in a device-side fault: *status
+ * -EINVAL (reset to 0 first).
+ */
+static void prefill_fault(struct __test_metadata *_metadata, const struct kv_prefill_args *a,
+			  __s32 *d_status)
+{
+	__s32 status = 0;
+
+	CU(cudaMemcpy(d_status, &status, sizeof(status), cudaMemcpyHostToDevice));
+	EXPECT_EQ(0, kv_prefill_cuda(a));
+	CU(cudaDeviceSynchronize());
+	CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
+	EXPECT_EQ(-EINVAL, status);
+}
+
+/*
  * One prefill case on both implementations: CPU against float64, CUDA
  * against both; with @bad_frame a frame of the last sequence lies past the
  * arena: *status is -EINVAL, that sequence's rows are NaN, the rest right;
+ * then the other faults fail too (an arena base not 16-byte aligned,
+ * q_start not from 0, max_q_len under the first sequence's queries, a
+ * context shorter than them, outputs not 4-byte aligned);
  * with @q_off the device queries start that many bytes into their buffer
  * (not 16-byte aligned; not 4-byte aligned, the call must fail).
  */
@@ -372,20 +420,28 @@ static void gpu_prefill_case(struct __test_metadata *_metadata,
 	EXPECT_LE(err, gpu_bound(g->dtype));
 	EXPECT_LE(err64, kvt_bound(g->dtype));
 	if (bad_frame) {
-		__u32 one = 1;
+		__u32 one = 1, ctx0;
 
+		ASSERT_GE(c.q_start[1], 2);	/* the first sequence has 2 queries or more */
 		/* an arena base not 16-byte aligned: refused before any launch */
 		a.arena.base = (char *)d_arena + 8;
 		EXPECT_EQ(-EINVAL, kv_prefill_cuda(&a));
 		a.arena.base = d_arena;
 		/* q_start[0] != 0, which the CPU refuses: a device-side fault */
-		status = 0;
-		CU(cudaMemcpy(d_status, &status, sizeof(status), cudaMemcpyHostToDevice));
 		CU(cudaMemcpy(d_qs, &one, sizeof(one), cudaMemcpyHostToDevice));
-		EXPECT_EQ(0, kv_prefill_cuda(&a));
-		CU(cudaDeviceSynchronize());
-		CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
-		EXPECT_EQ(-EINVAL, status);
+		prefill_fault(_metadata, &a, d_status);
+		CU(cudaMemcpy(d_qs, c.q_start, sizeof(one), cudaMemcpyHostToDevice));
+		/* max_q_len under a sequence's queries: the grid misses rows */
+		a.max_q_len = c.q_start[1] - 1;
+		prefill_fault(_metadata, &a, d_status);
+		a.max_q_len = 0;
+		/* a context shorter than the sequence's queries */
+		ctx0 = c.q_start[1] - 1;
+		CU(cudaMemcpy(d_ctx, &ctx0, sizeof(ctx0), cudaMemcpyHostToDevice));
+		prefill_fault(_metadata, &a, d_status);
+		/* outputs not 4-byte aligned: refused before any launch */
+		a.out = (char *)d_out + 2;
+		EXPECT_EQ(-EINVAL, kv_prefill_cuda(&a));
 	}
 out:
 	cudaFree(d_arena);
@@ -438,6 +494,7 @@ static void prefill_sweep(struct __test_metadata *_metadata)
 	{
 		struct kv_geometry g = { 2, 2, 128, 16, KV_DTYPE_BF16, 0 };
 
+		nq[0] = 20;	/* for the faults of max_q_len and ctx */
 		gpu_prefill_case(_metadata, &g, 4, 0, 6, cached, nq, 1, 0);
 		/* queries 4 bytes past 16-byte alignment: variant 6, even if forced */
 		gpu_prefill_case(_metadata, &g, 4, 0, 6, cached, nq, 0, 4);
