@@ -1070,7 +1070,8 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 		cudaLaunchAttribute attr[1];
 
 		attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-		attr[0].val.programmaticStreamSerializationAllowed = 1;
+		/* code built without sm_90's wait in the combine: plain stream order */
+		attr[0].val.programmaticStreamSerializationAllowed = d.code_arch >= 90;
 		lc.gridDim = dim3(batch * p.q_heads);
 		lc.blockDim = dim3(HD);
 		lc.stream = st;

@@ -11,7 +11,7 @@
  * device -> host -> swap -> host -> device; copy-on-write copies on the
  * device; a client killed while holding pins (and a reserve) frees them;
  * device.backend = auto picks what is there; a daemon asked for a GPU that
- * is missing fails with a clear error. After every test, every tier's
+ * is missing fails with a clear error; pools on two GPUs stay apart. After every test, every tier's
  * frames add up (free + used == total, and the pool's own check passes), and
  * once its client is gone nothing is left.
  *
@@ -63,6 +63,7 @@ static const char *const tier_names[T_NR] = { "device", "host", "swap" };
 
 /* Set by KVT_HARNESS_MAIN before any test runs. */
 static int kvt_gpu;			/* a GPU the CUDA backend can use */
+static int kvt_nr_gpus;			/* GPUs the driver sees, when kvt_gpu */
 static char kvt_gpu_why[256];		/* which one, or why there is none */
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -89,6 +90,7 @@ static int gpu_probe_child(int fd)
 	     !drv.DeviceGetAttribute(&posix, CUDRV_ATTR_POSIX_FD_SUPPORTED, dev) && vmm && posix;
 	if (ok) {
 		drv.DeviceGetName(name, sizeof(name), dev);
+		/* kvt_probe_gpu() reads the count after "of " */
 		dprintf(fd, "GPU 0 %s of %d, driver %d", name, drv.nr_devices, drv.version);
 	} else {
 		dprintf(fd, "GPU 0 cannot export memory as file descriptors (VMM %d, POSIX fd %d)",
@@ -124,6 +126,8 @@ static void kvt_probe_gpu(void)
 	close(fd[0]);
 	kvt_gpu = pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
 		  !WEXITSTATUS(status);
+	if (kvt_gpu && strstr(kvt_gpu_why, " of "))
+		kvt_nr_gpus = atoi(strstr(kvt_gpu_why, " of ") + 4);
 }
 
 #define KVT_HARNESS_MAIN						\
@@ -331,7 +335,8 @@ static long long zone_value(const char *text, int tier, const char *key)
 	return strtoll(p + strlen(k), NULL, 10);
 }
 
-static int tiers_read(struct kvc *c, struct tiers *z)
+/* Pool @pool's tiers (handle: kvc_pool_index() + 1); tiers_read(): pool t's. */
+static int tiers_read_pool(struct kvc *c, uint32_t pool, struct tiers *z)
 {
 	static const char *const used_keys[] = { "active", "inactive", "pinned", "locked" };
 	static char zone[KVMEM_MSG_MAX], mem[KVMEM_MSG_MAX];
@@ -340,8 +345,8 @@ static int tiers_read(struct kvc *c, struct tiers *z)
 	int t;
 
 	memset(z, 0, sizeof(*z));
-	if (kvc_stats(c, KVMEM_STATS_ZONEINFO, KVT_POOL, zone, sizeof(zone)) <= 0 ||
-	    kvc_stats(c, KVMEM_STATS_MEMINFO, KVT_POOL, mem, sizeof(mem)) <= 0)
+	if (kvc_stats(c, KVMEM_STATS_ZONEINFO, pool, zone, sizeof(zone)) <= 0 ||
+	    kvc_stats(c, KVMEM_STATS_MEMINFO, pool, mem, sizeof(mem)) <= 0)
 		return -EIO;
 	for (t = 0; t < T_NR; t++) {
 		z->total[t] = zone_value(zone, t, "total");
@@ -368,6 +373,11 @@ static int tiers_read(struct kvc *c, struct tiers *z)
 	z->blocks = stat_value(mem, "Blocks:");
 	z->check_ok = strstr(zone, "\n  check      ok\n") != NULL;
 	return 0;
+}
+
+static int tiers_read(struct kvc *c, struct tiers *z)
+{
+	return tiers_read_pool(c, KVT_POOL, z);
 }
 
 /* An event counter of pool t; -1 when it cannot be read. */
@@ -1202,6 +1212,57 @@ TEST_F_TIMEOUT(kvmemd, missing_gpu_fails_clearly, 120)
 		if (!_metadata->passed)
 			TH_LOG("case %u: kvmemd's log:\n%s", i, out);
 	}
+}
+
+/*
+ * Two pools on two GPUs (pool.u.gpu = 1): each arena lies on its own GPU,
+ * a client maps both, and blocks written through one stay apart from the
+ * other's (the same frame numbers hold different bytes); each pool's tiers
+ * add up. CUDA only, on a machine of two GPUs or more.
+ */
+TEST_F_TIMEOUT(kvmemd, pools_on_two_gpus, 120)
+{
+	struct kvc_pool *pool[2] = { NULL, NULL };
+	uint64_t seed, seq[2], slots[BT];
+	uint32_t f[2][1], i;
+	struct tiers z;
+
+	if (KVT_BACKEND_ID != KVMEM_BACKEND_CUDA || kvt_nr_gpus < 2)
+		SKIP(return, "needs the CUDA backend on two GPUs (%s)", kvt_gpu_why);
+	seed = kvt_seed(_metadata);
+	kvt_start(_metadata, self, "cuda", POOL_CONF
+		  "pool.u.layers = 2\npool.u.kv_heads = 2\npool.u.head_dim = 64\n"
+		  "pool.u.block_tokens = 4\npool.u.dtype = fp16\npool.u.prefix = off\n"
+		  "pool.u.device_mem = 64K\npool.u.host_mem = 256K\npool.u.gpu = 1\n", false);
+	kvt_pool(_metadata, self);
+	pool[0] = self->p;
+	ASSERT_EQ(0, kvc_pool_open(self->c, "u", &pool[1]));
+	ASSERT_EQ(0, kvc_pool_map(pool[1]));
+	ASSERT_EQ(0, backend_check(pool[1]));
+	EXPECT_EQ(0, pool[0]->gpu);
+	EXPECT_EQ(1, pool[1]->gpu);
+	EXPECT_NE(pool[0]->handle, pool[1]->handle);
+	for (i = 0; i < 2; i++) {
+		ASSERT_EQ(0, kvc_seq_create(self->c, pool[i], &seq[i]));
+		ASSERT_EQ(0, seq_step(self->c, seq[i], BT, slots));
+		ASSERT_EQ(1, seq_frames(self->c, seq[i], f[i], 1));
+		ASSERT_EQ(0, block_fill(pool[i], f[i][0], kvt_key(seed, i, 0)));
+	}
+	/* each pool's first block: the same frame of two arenas */
+	EXPECT_EQ(f[0][0], f[1][0]);
+	for (i = 0; i < 2; i++) {
+		EXPECT_EQ(0, block_check(pool[i], f[i][0], kvt_key(seed, i, 0)));
+		EXPECT_EQ(-EUCLEAN, block_check(pool[i], f[i][0], kvt_key(seed, !i, 0)));
+	}
+	ASSERT_EQ(0, tiers_read_pool(self->c, pool[1]->handle, &z));
+	EXPECT_EQ(DEVICE_FRAMES, z.total[T_DEVICE]);
+	EXPECT_EQ(1, z.used[T_DEVICE]);
+	for (i = 0; i < 2; i++)
+		EXPECT_EQ(0, kvc_seq_free(self->c, seq[i]));
+	ASSERT_EQ(0, tiers_read_pool(self->c, pool[1]->handle, &z));
+	EXPECT_EQ(z.total[T_DEVICE], z.free[T_DEVICE]);
+	EXPECT_EQ(0, z.used[T_DEVICE] + z.used[T_HOST]);
+	EXPECT_TRUE(z.check_ok);
 }
 
 #endif /* _SELFTESTS_CUDA_BACKEND_TESTS_H */
