@@ -11,7 +11,8 @@
  * file that is not safetensors, and tensors of the wrong shape or count
  * are refused with messages that name the file and the tensor; bad options
  * are refused; INT8 and INT4 pools pass --check within their tolerances and
- * still catch a corrupted block.
+ * still catch a corrupted block; pools with no room below the device tier
+ * preempt by recompute.
  *
  * A small model (dim 64, vocab 128) keeps each run short, under ASan too.
  */
@@ -33,7 +34,11 @@
 	"pool.tiny.layers = 4\npool.tiny.kv_heads = 4\n"			\
 	"pool.tiny.head_dim = 64\npool.tiny.block_tokens = 16\n"		\
 	"pool.tiny.dtype = fp16\npool.tiny.device_mem = 1792K\n"		\
-	"pool.tiny.host_mem = 0\n"
+	"pool.tiny.host_mem = 0\n"						\
+	"pool.low.layers = 4\npool.low.kv_heads = 4\n"			\
+	"pool.low.head_dim = 64\npool.low.block_tokens = 16\n"		\
+	"pool.low.dtype = fp16\npool.low.device_mem = 1792K\n"		\
+	"pool.low.host_mem = 256K\n"
 #define SMALL	"--dim", "64", "--ffn", "128", "--vocab", "128", "-q"
 #define OUT_MAX	(64 << 10)
 
@@ -380,6 +385,29 @@ TEST_F_TIMEOUT(kvdemo, tierless_pool_preempts_by_recompute, 240)
 	EXPECT_LT(0, out_num(self->out, "  check       "));
 	EXPECT_LT(0, out_num(self->out, "  recompute   "));
 	EXPECT_NE_NULL(strstr(self->out, " tokens computed again on resume"));
+	if (!_metadata->passed)
+		TH_LOG("kvdemo said:\n%s", self->out);
+}
+
+/*
+ * A pool of 28 device blocks over 4 host blocks and no swap: deactivated
+ * requests' blocks soon have nowhere to go, and once one request is left
+ * without room the preempted ones' sequences are freed (recompute). Before,
+ * kvdemo stopped with "Cannot allocate memory" here. The run passes
+ * --check and generates the tokens a roomy pool does.
+ */
+TEST_F_TIMEOUT(kvdemo, full_lower_tiers_preempt_by_recompute, 240)
+{
+	char a[17], b[17];
+
+	ASSERT_EQ(0, kvdemo(self, "-n", "12", SMALL, NULL));
+	checksum(self->out, a, sizeof(a));
+	ASSERT_EQ(0, kvdemo(self, "--pool", "low", "--check", "-n", "12", SMALL, NULL));
+	checksum(self->out, b, sizeof(b));
+	EXPECT_STREQ(a, b);
+	EXPECT_LT(0, out_num(self->out, "  check       "));
+	EXPECT_LT(0, out_num(self->out, "  recompute   "));
+	EXPECT_NE_NULL(strstr(self->out, "4 host blocks"));
 	if (!_metadata->passed)
 		TH_LOG("kvdemo said:\n%s", self->out);
 }

@@ -344,9 +344,9 @@ static void summary(struct kvd_run *r, double secs)
 	       " resumes\n", st->admit_now, st->admit_later, st->admit_never, st->admit_waited,
 	       st->preemptions, st->resumes);
 	if (st->recomputes)
-		printf("  recompute   %" PRIu64 " preemptions freed their sequences (no host "
-		       "tier); %" PRIu64 " tokens computed again on resume\n", st->recomputes,
-		       st->recomputed);
+		printf("  recompute   %" PRIu64 " preempted requests freed their sequences (no "
+		       "room below the device tier); %" PRIu64 " tokens computed again on "
+		       "resume\n", st->recomputes, st->recomputed);
 	printf("  steps       %" PRIu64 ": %" PRIu64 " with no STEP (tokens appended locally), %"
 	       PRIu64 " STEP messages\n", st->steps, st->local_steps, st->step_msgs);
 	printf("  throughput  %" PRIu64 " tokens through the model in %.1f s: %.0f tokens/s%s\n",

@@ -64,8 +64,9 @@ enum req_state { REQ_FUTURE, REQ_WAITING, REQ_RUNNING, REQ_PREEMPTED, REQ_DONE, 
  * @rng:       its sampling stream
  * @ref:       --check's dense K/V
  * @active:    pinned by the last step (not deactivated since)
- * @lost:      its sequence was freed by a preemption (no host tier): to
- *             create again on resume, its known tokens to compute again
+ * @lost:      its sequence was freed by a preemption (no host tier, or
+ *             no room below the device): to create again on resume, its
+ *             known tokens to compute again
  * @done:      finished and freed
  * @nr_rows:   this step: tokens fed
  * @nr_draft:  this step: of them, draft guesses
@@ -313,10 +314,10 @@ static uint32_t live_samples(const struct request *r)
 }
 
 /*
- * Preempt @r on a pool without a host tier: free its sequences (their
- * blocks are the room it makes); resume() creates them again.
+ * Free the sequences of request @r (running or preempted) that are not
+ * done; resume() creates them again and computes their known tokens anew.
  */
-static int preempt_free(struct kvd_sched *s, struct request *r)
+static int free_samples(struct kvd_sched *s, struct request *r)
 {
 	struct sample *x;
 	uint32_t k;
@@ -337,9 +338,49 @@ static int preempt_free(struct kvd_sched *s, struct request *r)
 		x->len = 0;
 		x->lost = true;
 	}
+	s->st.recomputes++;
+	return 0;
+}
+
+/*
+ * Preempt @r on a pool without a host tier: free its sequences (their
+ * blocks are the room it makes).
+ */
+static int preempt_free(struct kvd_sched *s, struct request *r)
+{
+	int err = free_samples(s, r);
+
+	if (err)
+		return err;
 	r->state = REQ_PREEMPTED;
 	s->st.preemptions++;
-	s->st.recomputes++;
+	return 0;
+}
+
+/*
+ * The tiers below the device are full, so the blocks of deactivated
+ * requests stay on it: free the sequences of the newest preempted request
+ * that still has some (recompute, as preempt_free()). Returns 1 when one
+ * was freed, 0 when none holds any, or a negative errno.
+ */
+static int free_preempted(struct kvd_sched *s)
+{
+	struct request *r;
+	uint32_t i, k;
+	int err;
+
+	for (i = s->nr_req; i-- > 0;) {
+		r = &s->req[i];
+		if (r->state != REQ_PREEMPTED)
+			continue;
+		for (k = 0; k < r->nr_samples; k++)
+			if (!r->s[k].done && r->s[k].seq)
+				break;
+		if (k == r->nr_samples)
+			continue;
+		err = free_samples(s, r);
+		return err ? err : 1;
+	}
 	return 0;
 }
 
@@ -793,8 +834,8 @@ static int step_shed(struct kvd_sched *s, uint32_t *n, uint32_t done)
 /* One STEP for the samples that could not append locally. */
 static int step_send(struct kvd_sched *s, uint32_t n)
 {
+	uint32_t i, done, tries = 0;
 	int32_t failed;
-	uint32_t i, tries = 0;
 	int err;
 
 	while (n) {
@@ -808,6 +849,23 @@ static int step_send(struct kvd_sched *s, uint32_t n)
 		if (err == -EAGAIN && ++tries < 1000) {
 			usleep(1000);
 			continue;
+		}
+		/*
+		 * One request left and no room for it: the preempted ones'
+		 * blocks had nowhere to go. Free theirs and try again with
+		 * the samples the STEP did not do.
+		 */
+		if (err == -ENOMEM && nr_running(s) < 2) {
+			done = failed > 0 ? (uint32_t)failed : 0;
+			for (i = 0; i < done; i++)
+				s->ss_sam[i]->active = true;
+			memmove(s->ss, s->ss + done, (n - done) * sizeof(*s->ss));
+			memmove(s->ss_sam, s->ss_sam + done, (n - done) * sizeof(*s->ss_sam));
+			n -= done;
+			err = free_preempted(s);
+			if (err > 0)
+				continue;
+			err = err ?: -ENOMEM;
 		}
 		if (err != -ENOMEM || nr_running(s) < 2) {
 			fprintf(stderr, "kvdemo: STEP of %u sequences: %s\n", n, strerror(-err));
