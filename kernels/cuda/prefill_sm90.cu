@@ -369,6 +369,111 @@ __device__ __forceinline__ void softmax_pv(const params &p, float (&sc)[16][4],
 	reg_fence(pa);
 }
 
+/*
+ * The copying warpgroup's part of kv_prefill_ws(): each CTA's queries and
+ * K/V tiles, sequence after sequence. It meets the computing warpgroups
+ * at the same CTA barriers (seq_begin() and the end of each sequence).
+ */
+template <typename T, int DT>
+__device__ __forceinline__ void produce(const params &p, uint64_t *full, uint64_t *empty,
+					char *smem, char *sq)
+{
+	const int tid = threadIdx.x;
+	uint32_t git = 0;	/* tiles through the stages so far, over sequences */
+
+	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
+		uint32_t lo, hi, t0;
+		seq s;
+
+		if (!seq_begin(p, b, kThreads, s))
+			continue;
+		const uint32_t nrows = min(p.qpc, s.nq - s.q0) * p.group;
+		const uint64_t koff = p.kv.koff + s.h * p.kv.head_bytes;
+
+		cta_span(p, s, nrows, lo, hi);
+		const int ntiles = cta_tiles(s, lo, hi, kTk, t0);
+		for (int it = 0; it < ntiles; it++, git++) {
+			const uint32_t st = git % kStages, use = git / kStages;
+			const uint32_t t = t0 + it * kTk;
+
+			if (use)
+				mbar_wait(&empty[st], (use - 1) & 1);
+			if constexpr (DT != 0) {
+				/* widened by this warpgroup: plain stores */
+				if (!it)
+					load_q_half<T>(p, s, nrows, sq, tid);
+				load_kv_quant<DT>(p, s.table, koff, p.soff + s.h * p.hsb,
+						  t, lo, hi, smem + st * kStage, tid);
+				fence_async_smem();
+				mbar_arrive(&full[st]);
+				continue;
+			}
+			if (!it)
+				load_q<T>(p, s, nrows, sq, tid);
+			load_kv(p, s.table, koff, t, lo, hi, smem + st * kStage, tid);
+			mbar_arrive_cp_async(&full[st]);
+		}
+		__syncthreads();
+	}
+}
+
+/*
+ * The computing warpgroups' part of kv_prefill_ws(): each takes 64 of the
+ * CTA's rows, tile after tile, then stores them.
+ */
+template <typename T, int DT>
+__device__ __forceinline__ void consume(const params &p, uint64_t *full, uint64_t *empty,
+				       char *smem, char *sq)
+{
+	typedef typename std::conditional<DT == 0, T, __half>::type M;	/* wgmma type */
+	const int warp = threadIdx.x >> 5, cw = (warp >> 2) - 1, cwarp = warp - 4;
+	const int g = (threadIdx.x & 31) >> 2;
+	const uint32_t q_base = kv_smem_addr(sq) + cw * 64 * 128;
+	uint32_t git = 0;	/* as the copying warpgroup counts */
+
+	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
+		uint32_t lo, hi, t0;
+		row_state rs[2];
+		float o[16][4];
+		seq s;
+
+		if (!seq_begin(p, b, kThreads, s))
+			continue;
+		const uint32_t nrows = min(p.qpc, s.nq - s.q0) * p.group;
+		const uint32_t first = cta_span(p, s, nrows, lo, hi);
+		const int ntiles = cta_tiles(s, lo, hi, kTk, t0);
+
+		row_init(p, s, nrows, cwarp * 16 + g, rs[0]);
+		row_init(p, s, nrows, cwarp * 16 + g + 8, rs[1]);
+#pragma unroll
+		for (int dt = 0; dt < 16; dt++)
+			o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+		/* warpgroup 1 (cw 0) goes first: warpgroup 2 passes it the turn */
+		if (cw == 1 && ntiles)
+			turn_pass(cw);
+		for (int it = 0; it < ntiles; it++, git++) {
+			const uint32_t st = git % kStages, t = t0 + it * kTk;
+			const uint32_t k_base = kv_smem_addr(smem + st * kStage);
+			float sc[16][4];
+
+			mbar_wait(&full[st], (git / kStages) & 1);
+			fence_async_smem();
+			turn_wait(cw);
+			qk<M>(sc, q_base, k_base);
+			/* the other's turn; its last turn is taken by none */
+			if (cw == 0 || it + 1 < ntiles)
+				turn_pass(cw);
+			wg_wait_all();
+			reg_fence(sc);
+			softmax_pv<M>(p, sc, rs, o, t, t + kTk > first + 1 || p.window,
+				      k_base + 2 * kAtom);
+			mbar_arrive(&empty[st]);
+		}
+		store_rows<T, kHd>(p, s, rs, o);
+		__syncthreads();
+	}
+}
+
 #endif /* KV_WGMMA */
 
 #ifndef KV_WGMMA
@@ -393,13 +498,11 @@ template <typename T, int DT>
 __global__ void __launch_bounds__(kThreads, 1) kv_prefill_ws(const params p)
 {
 #ifdef KV_WGMMA
-	typedef typename std::conditional<DT == 0, T, __half>::type M;	/* wgmma type */
 	extern __shared__ char smem_raw[];
 	__shared__ uint64_t full[kStages], empty[kStages];
 	char *const smem = smem_raw + ((1024 - (kv_smem_addr(smem_raw) & 1023)) & 1023);
 	char *const sq = smem + kStages * kStage;
-	const int warp = threadIdx.x >> 5, wg = warp >> 2;
-	uint32_t git = 0;	/* tiles through the stages so far, over sequences */
+	const int wg = threadIdx.x >> 7;
 
 	if (threadIdx.x == 0) {
 		for (int i = 0; i < kStages; i++) {
@@ -408,77 +511,10 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_ws(const params p)
 		}
 	}
 	__syncthreads();
-
-	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
-		seq s;
-
-		if (!seq_begin(p, b, kThreads, s))
-			continue;
-		const uint32_t nrows = min(p.qpc, s.nq - s.q0) * p.group;
-		uint32_t lo, hi, t0;
-		const uint32_t first = cta_span(p, s, nrows, lo, hi);
-		const int ntiles = cta_tiles(s, lo, hi, kTk, t0);
-
-		if (wg == 0) {
-			const uint64_t koff = p.kv.koff + s.h * p.kv.head_bytes;
-			const int tid = threadIdx.x;
-
-			for (int it = 0; it < ntiles; it++, git++) {
-				const uint32_t st = git % kStages, use = git / kStages;
-				const uint32_t t = t0 + it * kTk;
-
-				if (use)
-					mbar_wait(&empty[st], (use - 1) & 1);
-				if constexpr (DT != 0) {
-					/* widened by this warpgroup: plain stores */
-					if (!it)
-						load_q_half<T>(p, s, nrows, sq, tid);
-					load_kv_quant<DT>(p, s.table, koff, p.soff + s.h * p.hsb,
-							  t, lo, hi, smem + st * kStage, tid);
-					fence_async_smem();
-					mbar_arrive(&full[st]);
-					continue;
-				}
-				if (!it)
-					load_q<T>(p, s, nrows, sq, tid);
-				load_kv(p, s.table, koff, t, lo, hi, smem + st * kStage, tid);
-				mbar_arrive_cp_async(&full[st]);
-			}
-		} else {
-			const int cw = wg - 1, cwarp = warp - 4, g = (threadIdx.x & 31) >> 2;
-			const uint32_t q_base = kv_smem_addr(sq) + cw * 64 * 128;
-			row_state rs[2];
-			float o[16][4], sc[16][4];
-
-			row_init(p, s, nrows, cwarp * 16 + g, rs[0]);
-			row_init(p, s, nrows, cwarp * 16 + g + 8, rs[1]);
-#pragma unroll
-			for (int dt = 0; dt < 16; dt++)
-				o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-			/* warpgroup 1 (cw 0) goes first: warpgroup 2 passes it the turn */
-			if (cw == 1 && ntiles)
-				turn_pass(cw);
-			for (int it = 0; it < ntiles; it++, git++) {
-				const uint32_t st = git % kStages, t = t0 + it * kTk;
-				const uint32_t k_base = kv_smem_addr(smem + st * kStage);
-
-				mbar_wait(&full[st], (git / kStages) & 1);
-				fence_async_smem();
-				turn_wait(cw);
-				qk<M>(sc, q_base, k_base);
-				/* the other's turn; its last turn is taken by none */
-				if (cw == 0 || it + 1 < ntiles)
-					turn_pass(cw);
-				wg_wait_all();
-				reg_fence(sc);
-				softmax_pv<M>(p, sc, rs, o, t, t + kTk > first + 1 || p.window,
-					      k_base + 2 * kAtom);
-				mbar_arrive(&empty[st]);
-			}
-			store_rows<T, kHd>(p, s, rs, o);
-		}
-		__syncthreads();
-	}
+	if (wg == 0)
+		produce<T, DT>(p, full, empty, smem, sq);
+	else
+		consume<T, DT>(p, full, empty, smem, sq);
 #else
 	not_built(p);
 #endif
