@@ -58,7 +58,7 @@
  * warp-specialized wgmma kernel of prefill_sm90.cu where wgmma_ready()
  * and head_dim is 128 (elsewhere 6). Negative: pick_variant() chooses 6,
  * 8 or 12. (10, 11 and 13 named wgmma kernels that measured slower and
- * were removed; like any unknown number they now run 0.)
+ * were removed; they now run 12. Other unknown numbers run 0.)
  */
 int kv_cuda_prefill_variant = -1;
 
@@ -376,12 +376,15 @@ static int pick_variant(const params &p, bool hd128)
 	uint64_t ctas = ((uint64_t)p.max_q + qpc - 1) / qpc * (p.q_heads / p.group) * p.batch;
 	struct kv_cuda_dev d;
 	bool dev = !kv_cuda_device(&d), wgmma = dev && hd128 && wgmma_ready(d);
+	int v = kv_cuda_prefill_variant;
 
 	/* every kernel but variant 6 loads queries 16 bytes at a time */
 	if ((uintptr_t)p.q & 15)
 		return 6;
-	if (kv_cuda_prefill_variant >= 0)
-		return kv_cuda_prefill_variant == 12 && !wgmma ? 6 : kv_cuda_prefill_variant;
+	if (v == 10 || v == 11 || v == 13)
+		v = 12;		/* removed wgmma kernels: the one that stays */
+	if (v >= 0)
+		return v == 12 && !wgmma ? 6 : v;
 	if (wgmma)
 		return 12;
 	if (!dev)

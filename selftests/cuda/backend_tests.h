@@ -335,7 +335,7 @@ static long long zone_value(const char *text, int tier, const char *key)
 	return strtoll(p + strlen(k), NULL, 10);
 }
 
-/* Pool @pool's tiers (handle: kvc_pool_index() + 1); tiers_read(): pool t's. */
+/* The tiers of the pool of handle @pool (kvc_pool.handle); tiers_read(): pool t's. */
 static int tiers_read_pool(struct kvc *c, uint32_t pool, struct tiers *z)
 {
 	static const char *const used_keys[] = { "active", "inactive", "pinned", "locked" };

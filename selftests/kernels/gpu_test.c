@@ -316,19 +316,18 @@ TEST(decode_unaligned_q)
 }
 
 /*
- * A launch of @a that must succeed and end in a device-side fault: *status
- * -EINVAL (reset to 0 first).
+ * A launch of @a that must succeed; *status after it (reset to 0 first),
+ * or 1 when the launch or a copy failed.
  */
-static void prefill_fault(struct __test_metadata *_metadata, const struct kv_prefill_args *a,
-			  __s32 *d_status)
+static __s32 prefill_status(const struct kv_prefill_args *a, __s32 *d_status)
 {
 	__s32 status = 0;
 
-	CU(cudaMemcpy(d_status, &status, sizeof(status), cudaMemcpyHostToDevice));
-	EXPECT_EQ(0, kv_prefill_cuda(a));
-	CU(cudaDeviceSynchronize());
-	CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
-	EXPECT_EQ(-EINVAL, status);
+	if (cudaMemcpy(d_status, &status, sizeof(status), cudaMemcpyHostToDevice) ||
+	    kv_prefill_cuda(a) || cudaDeviceSynchronize() ||
+	    cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost))
+		return 1;
+	return status;
 }
 
 /*
@@ -354,6 +353,7 @@ static void gpu_prefill_case(struct __test_metadata *_metadata,
 	size_t esz = kv_dtype_size(g->dtype), obytes;
 	void *cpu_out, *gpu_out, *d_arena, *d_q, *d_out, *d_qs, *d_table, *d_ctx, *h_q;
 	__s32 *d_status, status = 0;
+	__u32 good_frame;
 	double err, err64;
 
 	ASSERT_EQ(0, kvt_prefill_case_init(&c, g, kvt_below(g->layers), qh, window,
@@ -369,6 +369,7 @@ static void gpu_prefill_case(struct __test_metadata *_metadata,
 	ASSERT_EQ(0, kv_prefill_cpu(&a));
 	memcpy(cpu_out, c.out, obytes);
 	EXPECT_LE(kvt_rel_err(cpu_out, g->dtype, c.ref, n), kvt_bound(g->dtype));
+	good_frame = c.d.table[(size_t)(batch - 1) * c.d.stride];
 	if (bad_frame)
 		c.d.table[(size_t)(batch - 1) * c.d.stride] = (__u32)c.d.frames + 7;
 
@@ -420,25 +421,30 @@ static void gpu_prefill_case(struct __test_metadata *_metadata,
 	EXPECT_LE(err, gpu_bound(g->dtype));
 	EXPECT_LE(err64, kvt_bound(g->dtype));
 	if (bad_frame) {
-		__u32 one = 1, ctx0;
+		__u32 one = 1, ctx0, mq = a.max_q_len;
 
 		ASSERT_GE(c.q_start[1], 2);	/* the first sequence has 2 queries or more */
 		/* an arena base not 16-byte aligned: refused before any launch */
 		a.arena.base = (char *)d_arena + 8;
 		EXPECT_EQ(-EINVAL, kv_prefill_cuda(&a));
 		a.arena.base = d_arena;
-		/* q_start[0] != 0, which the CPU refuses: a device-side fault */
+		/* the bad frame mended, a clean run; then one fault at a time */
+		CU(cudaMemcpy((char *)d_table + (size_t)(batch - 1) * c.d.stride * sizeof(__u32),
+			      &good_frame, sizeof(good_frame), cudaMemcpyHostToDevice));
+		EXPECT_EQ(0, prefill_status(&a, d_status));
+		/* q_start[0] != 0, which the CPU refuses */
 		CU(cudaMemcpy(d_qs, &one, sizeof(one), cudaMemcpyHostToDevice));
-		prefill_fault(_metadata, &a, d_status);
+		EXPECT_EQ(-EINVAL, prefill_status(&a, d_status));
 		CU(cudaMemcpy(d_qs, c.q_start, sizeof(one), cudaMemcpyHostToDevice));
 		/* max_q_len under a sequence's queries: the grid misses rows */
 		a.max_q_len = c.q_start[1] - 1;
-		prefill_fault(_metadata, &a, d_status);
-		a.max_q_len = 0;
+		EXPECT_EQ(-EINVAL, prefill_status(&a, d_status));
+		a.max_q_len = mq;
+		EXPECT_EQ(0, prefill_status(&a, d_status));
 		/* a context shorter than the sequence's queries */
 		ctx0 = c.q_start[1] - 1;
 		CU(cudaMemcpy(d_ctx, &ctx0, sizeof(ctx0), cudaMemcpyHostToDevice));
-		prefill_fault(_metadata, &a, d_status);
+		EXPECT_EQ(-EINVAL, prefill_status(&a, d_status));
 		/* outputs not 4-byte aligned: refused before any launch */
 		a.out = (char *)d_out + 2;
 		EXPECT_EQ(-EINVAL, kv_prefill_cuda(&a));

@@ -535,7 +535,7 @@ static uint32_t resume_need(const struct kvd_sched *s, const struct request *r)
 }
 
 /*
- * Create again the sequences preempt_free() freed, each with the longest
+ * Create again the sequences free_samples() freed, each with the longest
  * cached prefix of its known tokens (the last stays to compute: decoding
  * goes on from it).
  */
