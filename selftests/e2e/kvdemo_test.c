@@ -367,49 +367,47 @@ TEST_F_TIMEOUT(kvdemo, check_passes_on_quantized_pools, 240)
 }
 
 /*
- * A pool of 28 device blocks and no host tier: nothing could take a
- * preempted request's blocks, so preemption frees its sequences and resume
- * computes their known tokens again. Before, deactivated requests kept the
- * device tier full and kvdemo stopped with "Cannot allocate memory". The
- * run passes --check and generates the tokens a roomy pool does.
+ * kvdemo on pool @pool (12 requests, --check) passes, preempts by
+ * recompute at least once, and generates the tokens the roomy default
+ * pool does; its output says @says.
  */
-TEST_F_TIMEOUT(kvdemo, tierless_pool_preempts_by_recompute, 240)
+static void recompute_run(struct __test_metadata *_metadata, FIXTURE_DATA(kvdemo) *self,
+			  const char *pool, const char *says)
 {
 	char a[17], b[17];
 
 	ASSERT_EQ(0, kvdemo(self, "-n", "12", SMALL, NULL));
 	checksum(self->out, a, sizeof(a));
-	ASSERT_EQ(0, kvdemo(self, "--pool", "tiny", "--check", "-n", "12", SMALL, NULL));
+	ASSERT_EQ(0, kvdemo(self, "--pool", pool, "--check", "-n", "12", SMALL, NULL));
 	checksum(self->out, b, sizeof(b));
 	EXPECT_STREQ(a, b);
 	EXPECT_LT(0, out_num(self->out, "  check       "));
 	EXPECT_LT(0, out_num(self->out, "  recompute   "));
-	EXPECT_NE_NULL(strstr(self->out, " tokens computed again on resume"));
+	EXPECT_NE_NULL(strstr(self->out, says));
 	if (!_metadata->passed)
 		TH_LOG("kvdemo said:\n%s", self->out);
+}
+
+/*
+ * A pool of 28 device blocks and no host tier: nothing could take a
+ * preempted request's blocks, so preemption frees its sequences and resume
+ * computes their known tokens again. Before, deactivated requests kept the
+ * device tier full and kvdemo stopped with "Cannot allocate memory".
+ */
+TEST_F_TIMEOUT(kvdemo, tierless_pool_preempts_by_recompute, 240)
+{
+	recompute_run(_metadata, self, "tiny", " tokens computed again on resume");
 }
 
 /*
  * A pool of 28 device blocks over 4 host blocks and no swap: deactivated
  * requests' blocks soon have nowhere to go, and once one request is left
  * without room the preempted ones' sequences are freed (recompute). Before,
- * kvdemo stopped with "Cannot allocate memory" here. The run passes
- * --check and generates the tokens a roomy pool does.
+ * kvdemo stopped with "Cannot allocate memory" here too.
  */
 TEST_F_TIMEOUT(kvdemo, full_lower_tiers_preempt_by_recompute, 240)
 {
-	char a[17], b[17];
-
-	ASSERT_EQ(0, kvdemo(self, "-n", "12", SMALL, NULL));
-	checksum(self->out, a, sizeof(a));
-	ASSERT_EQ(0, kvdemo(self, "--pool", "low", "--check", "-n", "12", SMALL, NULL));
-	checksum(self->out, b, sizeof(b));
-	EXPECT_STREQ(a, b);
-	EXPECT_LT(0, out_num(self->out, "  check       "));
-	EXPECT_LT(0, out_num(self->out, "  recompute   "));
-	EXPECT_NE_NULL(strstr(self->out, "4 host blocks"));
-	if (!_metadata->passed)
-		TH_LOG("kvdemo said:\n%s", self->out);
+	recompute_run(_metadata, self, "low", "4 host blocks");
 }
 
 TEST_HARNESS_MAIN
