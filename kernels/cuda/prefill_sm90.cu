@@ -492,7 +492,8 @@ __device__ __forceinline__ void not_built(const params &p)
  * Warpgroups 1 and 2 compute, in 168 registers (384 threads share the
  * SM's 64K), taking turns (turn_wait(), turn_pass()) to issue S = Q K^T.
  * The mbarriers are static shared memory: wgmma_ready() finds them in the
- * kernel's attributes where its body was built.
+ * kernel's attributes where its body was built (the empty body built for
+ * other architectures must keep none).
  */
 template <typename T, int DT>
 __global__ void __launch_bounds__(kThreads, 1) kv_prefill_ws(const params p)
