@@ -62,6 +62,9 @@
  */
 int kv_cuda_prefill_variant = -1;
 
+/* gridDim.y is the kv heads that a valid geometry allows */
+static_assert(KV_MAX_KV_HEADS <= 65535, "kv heads fit a grid's y");
+
 namespace {
 
 constexpr int kWarps = 4;
@@ -445,10 +448,10 @@ int launch_var(const params &p, cudaStream_t st)
 		return launch<T, HD, 32, 2, 2, 4>(p, st);
 	case 9:
 		return launch<T, HD, 64, 2, 2, 2>(p, st);
-	case 12:
+	case 12:	/* pick_variant() says 12 only where the wgmma kernel runs */
 		if constexpr (HD == 128)
 			return launch_sm90<T>(p, 0, st);
-		return launch<T, HD, 64, 1, 1, 3>(p, st);
+		[[fallthrough]];
 	default:
 		return launch<T, HD, 64, 1, 1>(p, st);
 	}
@@ -486,8 +489,6 @@ extern "C" int kv_prefill_cuda(const struct kv_prefill_args *a)
 		return -EINVAL;		/* K/V rows are read 16 bytes at a time */
 	if (!a->batch || !a->tokens)
 		return 0;
-	if (g->kv_heads > 65535)
-		return -EINVAL;
 
 	p.kv = kv_layer_of(&a->arena, a->layer);
 	if (kv_dtype_quantized(g->dtype)) {

@@ -791,6 +791,14 @@ static int relieve_pressure(struct kvd_sched *s)
 	return 0;
 }
 
+/* Drop the first @done of the STEP's *@n entries (the STEP did them). */
+static void step_drop(struct kvd_sched *s, uint32_t *n, uint32_t done)
+{
+	memmove(s->ss, s->ss + done, (*n - done) * sizeof(*s->ss));
+	memmove(s->ss_sam, s->ss_sam + done, (*n - done) * sizeof(*s->ss_sam));
+	*n -= done;
+}
+
 /*
  * A STEP failed for memory at entry @done: the entries before it are
  * done. Preempt the newest running request, taking back the tokens it
@@ -825,9 +833,8 @@ static int step_shed(struct kvd_sched *s, uint32_t *n, uint32_t done)
 		s->ss[kept] = s->ss[i];
 		s->ss_sam[kept++] = s->ss_sam[i];
 	}
-	memmove(s->ss, s->ss + done, (kept - done) * sizeof(*s->ss));
-	memmove(s->ss_sam, s->ss_sam + done, (kept - done) * sizeof(*s->ss_sam));
-	*n = kept - done;
+	*n = kept;
+	step_drop(s, n, done);
 	return 0;
 }
 
@@ -850,34 +857,36 @@ static int step_send(struct kvd_sched *s, uint32_t n)
 			usleep(1000);
 			continue;
 		}
+		if (err != -ENOMEM)
+			goto out_err;
+		done = failed > 0 ? (uint32_t)failed : 0;
+		for (i = 0; i < done; i++)
+			s->ss_sam[i]->active = true;
+		if (nr_running(s) > 1) {
+			err = step_shed(s, &n, done);
+			if (err)
+				return err;
+			continue;
+		}
 		/*
 		 * One request left and no room for it: the preempted ones'
 		 * blocks had nowhere to go. Free theirs and try again with
-		 * the samples the STEP did not do.
+		 * the entries the STEP did not do.
 		 */
-		if (err == -ENOMEM && nr_running(s) < 2) {
-			done = failed > 0 ? (uint32_t)failed : 0;
-			for (i = 0; i < done; i++)
-				s->ss_sam[i]->active = true;
-			memmove(s->ss, s->ss + done, (n - done) * sizeof(*s->ss));
-			memmove(s->ss_sam, s->ss_sam + done, (n - done) * sizeof(*s->ss_sam));
-			n -= done;
-			err = free_preempted(s);
-			if (err > 0)
-				continue;
-			err = err ?: -ENOMEM;
-		}
-		if (err != -ENOMEM || nr_running(s) < 2) {
-			fprintf(stderr, "kvdemo: STEP of %u sequences: %s\n", n, strerror(-err));
+		step_drop(s, &n, done);
+		err = free_preempted(s);
+		if (err < 0)
 			return err;
-		}
-		for (i = 0; i < (failed > 0 ? (uint32_t)failed : 0); i++)
-			s->ss_sam[i]->active = true;
-		err = step_shed(s, &n, failed > 0 ? (uint32_t)failed : 0);
-		if (err)
-			return err;
+		if (!err)
+			goto out_err_nomem;
 	}
 	return 0;
+
+out_err_nomem:
+	err = -ENOMEM;
+out_err:
+	fprintf(stderr, "kvdemo: STEP of %u sequences: %s\n", n, strerror(-err));
+	return err;
 }
 
 /* Append every sample's rows: locally where possible, the rest in a STEP. */
