@@ -123,7 +123,9 @@ struct kv_decode_args {
  * requantized to it first. A block whose stored scale is not a finite
  * number >= 0 (never written) starts anew too. An INT8 or FP8 frame may be
  * written by one run per call (the CPU returns -EINVAL otherwise; on CUDA
- * that block's values are undefined); INT4 has no such rule. Both
+ * that block's values are undefined); INT4 has no such rule. A slot given
+ * twice in one INT8 or FP8 run keeps the later token's values; elsewhere
+ * (INT4, or 16-bit pools) which of the two is kept is undefined. Both
  * implementations give the same bytes.
  */
 struct kv_append_args {

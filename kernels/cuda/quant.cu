@@ -3,14 +3,20 @@
  * The quantizing KV append on CUDA (struct kv_append_args gives the rules,
  * kernels/quant.h the rounding): the same bytes as kv_append_cpu().
  *
- * INT4: a warp per (token, kv head, K or V); lane i holds dim 32g + i of
- * group g, so a group's amax is one warp reduction and its nibbles pair up
- * between neighbouring lanes.
+ * Both kernels give a warp a chunk of consecutive tokens and one head
+ * column (K or V of one kv head), and a lane four dims of a token per
+ * 8-byte load. Every load of a chunk is issued before any value is used,
+ * so a warp has a whole chunk in flight (up to 16 tokens at head_dim 128;
+ * fewer per warp where a small batch would leave the GPU idle).
  *
- * INT8, FP8: a warp per (token, kv head, K or V) whose token starts a run
- * (consecutive slots in one frame); the others return at once. The warp
- * finds the run's end, its amax and whether it starts the block, grows the
- * block's scale (requantizing the block's values) and writes the run.
+ * INT4 (kv_quant4_kernel()): each token on its own; a group of 32 dims sits
+ * on 8 lanes, so its amax is three shuffles.
+ *
+ * INT8, FP8 (kv_quant8_kernel()): the runs (consecutive slots in one
+ * frame) that start in the chunk are found by ballots over the slots; each
+ * run's amax, scale (grown, the block requantized, as the rules say) and
+ * values follow from the registers. A run longer than the warp's window
+ * reads its inputs twice (quant_run_long()).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -22,6 +28,7 @@
 #include "kernels/kvkernels.h"
 #include "kernels/internal.h"
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/attn.cuh"
 
 namespace {
 
@@ -39,14 +46,10 @@ struct quant_params {
 	const __s64 *slots;
 	int32_t *status;
 	uint32_t tokens, block_tokens, kv_heads, head_dim, dtype;
+	uint32_t chunk;		/* tokens per warp (kv_quant_chunk()) */
+	int32_t bt_shift;	/* log2(block_tokens) when a power of two, else -1 */
 	float qmax;
 };
-
-__device__ __forceinline__ float load_io(const void *p, size_t i, bool bf16)
-{
-	return bf16 ? __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]) :
-		      __half2float(static_cast<const __half *>(p)[i]);
-}
 
 __device__ __forceinline__ float warp_max(float x)
 {
@@ -55,14 +58,14 @@ __device__ __forceinline__ float warp_max(float x)
 	return x;
 }
 
-/* kv_quant_int(): x * inv rounded into -qmax..qmax, NaN to 0 */
-__device__ __forceinline__ int quant_int(float x, float inv, float qmax)
+/*
+ * kv_quant_int(): x * inv rounded into -qmax..qmax, NaN to 0. The
+ * conversion rounds to nearest even, saturates and takes NaN to 0; the
+ * clamp after rounding gives what rounding after the clamp would.
+ */
+__device__ __forceinline__ int quant_int(float x, float inv, int qmax)
 {
-	float v = __fmul_rn(x, inv);
-
-	if (v != v)
-		return 0;
-	return (int)rintf(fminf(fmaxf(v, -qmax), qmax));
+	return max(min(__float2int_rn(__fmul_rn(x, inv)), qmax), -qmax);
 }
 
 __device__ __forceinline__ uint8_t quant8(uint32_t dtype, float x, float inv)
@@ -70,7 +73,7 @@ __device__ __forceinline__ uint8_t quant8(uint32_t dtype, float x, float inv)
 	if (dtype == KV_DTYPE_FP8_E4M3)
 		return (uint8_t)__nv_cvt_float_to_fp8(__fmul_rn(x, inv), __NV_SATFINITE,
 						      __NV_E4M3);
-	return (uint8_t)(int8_t)quant_int(x, inv, 127.0f);
+	return (uint8_t)(int8_t)quant_int(x, inv, 127);
 }
 
 __device__ __forceinline__ float dequant8(uint32_t dtype, uint8_t q)
@@ -92,195 +95,513 @@ __device__ __forceinline__ void set_status(int32_t *status)
 		atomicExch(status, -EINVAL);
 }
 
-/* the frame of token @t's slot; false (and the status set) past the arena */
-__device__ __forceinline__ bool slot_frame(const quant_params &p, uint32_t t,
-					   uint64_t &frame, uint32_t &tib)
-{
-	uint64_t s = (uint64_t)p.slots[t];
+/* ---- the inputs: words of four values ---------------------------------- */
 
-	frame = s / p.block_tokens;
-	tib = (uint32_t)(s - frame * p.block_tokens);
-	return frame < p.frames;
+constexpr int kWords = 32;	/* input words a lane holds (INT8, FP8) */
+
+/* four inputs from element @i: one 8-byte load where @vec, else four */
+__device__ __forceinline__ uint2 load_word(const void *src, size_t i, bool vec)
+{
+	const uint16_t *s = static_cast<const uint16_t *>(src) + i;
+
+	if (vec)
+		return __ldg(reinterpret_cast<const uint2 *>(s));
+	return make_uint2(s[0] | (uint32_t)s[1] << 16, s[2] | (uint32_t)s[3] << 16);
 }
 
-__global__ void __launch_bounds__(kWarps * 32) kv_quant4_kernel(const quant_params p, bool bf16)
+/* input @j (0..3) of word @w */
+__device__ __forceinline__ float word_val(uint2 w, int j, bool bf16)
 {
-	const int lane = threadIdx.x & 31;
-	const uint64_t item = (uint64_t)blockIdx.x * kWarps + (threadIdx.x >> 5);
-	const uint32_t groups = p.head_dim / KV_INT4_GROUP;
-	uint32_t t = (uint32_t)(item / (2 * p.kv_heads)), tib;
-	uint32_t kv = (uint32_t)(item / p.kv_heads % 2), h = (uint32_t)(item % p.kv_heads);
-	uint64_t frame;
+	uint16_t x = (uint16_t)((j < 2 ? w.x : w.y) >> (16 * (j & 1)));
 
-	if (t >= p.tokens || p.slots[t] < 0)
-		return;
-	if (!slot_frame(p, t, frame, tib)) {
-		if (lane == 0 && kv == 0 && h == 0)
-			set_status(p.status);
-		return;
-	}
-	char *block = p.arena + frame * p.frame_bytes;
-	uint8_t *dst = reinterpret_cast<uint8_t *>(block + p.koff +
-			(kv * p.kv_heads + h) * p.head_bytes) + (size_t)tib * p.head_dim / 2;
-	__half *sc = reinterpret_cast<__half *>(block + p.soff +
-			(kv * p.kv_heads + h) * p.head_sbytes) + (size_t)tib * groups;
-	const void *src = kv ? p.v : p.k;
-	size_t base = ((size_t)t * p.kv_heads + h) * p.head_dim;
-
-	for (uint32_t g = 0; g < groups; g++) {
-		float x = load_io(src, base + g * KV_INT4_GROUP + lane, bf16);
-		float amax = warp_max(fmaxf(0.f, fabsf(x)));	/* NaN as 0, as the CPU */
-		__half s = __float2half_rn(fminf(__fdiv_rn(amax, 7.0f), 65504.0f));
-		int q = quant_int(x, quant_inv(__half2float(s)), 7.0f) + 8;
-		int hi = __shfl_down_sync(0xffffffff, q, 1);
-
-		if (!(lane & 1))
-			dst[(g * KV_INT4_GROUP + lane) / 2] = (uint8_t)(q | hi << 4);
-		if (lane == 0)
-			sc[g] = s;
-	}
+	return bf16 ? __bfloat162float(__ushort_as_bfloat16(x)) : __half2float(__ushort_as_half(x));
 }
 
-/* @N consecutive inputs from element @i (N = 4: one 8-byte load) */
-template <int N>
-__device__ __forceinline__ void load_n(const void *src, size_t i, bool bf16, float (&f)[N])
+/* the largest magnitude of a word's inputs, NaN ignored (as the CPU's fmaxf) */
+__device__ __forceinline__ float word_amax(uint2 w, bool bf16, float m)
 {
-	if constexpr (N == 4) {
-		uint2 w = *reinterpret_cast<const uint2 *>(static_cast<const char *>(src) + i * 2);
-		const uint16_t h[4] = { (uint16_t)w.x, (uint16_t)(w.x >> 16),
-					(uint16_t)w.y, (uint16_t)(w.y >> 16) };
-
 #pragma unroll
-		for (int j = 0; j < 4; j++)
-			f[j] = bf16 ? __bfloat162float(__ushort_as_bfloat16(h[j])) :
-				      __half2float(__ushort_as_half(h[j]));
-	} else {
-		f[0] = load_io(src, i, bf16);
-	}
+	for (int j = 0; j < 4; j++)
+		m = fmaxf(m, fabsf(word_val(w, j, bf16)));
+	return m;
 }
 
-/* @N bytes at @src (N = 4: one 4-byte access, 4-byte aligned) */
-template <int N>
-__device__ __forceinline__ void load_bytes(const uint8_t *src, uint8_t (&b)[N])
+/* four bytes (little-endian in @b) at @dst: one store where @vec */
+__device__ __forceinline__ void store_word(uint8_t *dst, uint32_t b, bool vec)
 {
-	if constexpr (N == 4) {
-		uint32_t w = *reinterpret_cast<const uint32_t *>(src);
-
+	if (vec) {
+		*reinterpret_cast<uint32_t *>(dst) = b;
+		return;
+	}
 #pragma unroll
-		for (int j = 0; j < 4; j++)
-			b[j] = (uint8_t)(w >> (8 * j));
-	} else {
-		b[0] = src[0];
-	}
+	for (int j = 0; j < 4; j++)
+		dst[j] = (uint8_t)(b >> (8 * j));
 }
 
-template <int N>
-__device__ __forceinline__ void store_bytes(uint8_t *dst, const uint8_t (&b)[N])
+__device__ __forceinline__ uint64_t shfl_u64(uint64_t x, int src)
 {
-	if constexpr (N == 4)
-		*reinterpret_cast<uint32_t *>(dst) = b[0] | b[1] << 8 | b[2] << 16 |
-						     (uint32_t)b[3] << 24;
-	else
-		dst[0] = b[0];
+	return __shfl_sync(0xffffffff, (unsigned long long)x, src);
+}
+
+__device__ __forceinline__ uint64_t shfl_up_u64(uint64_t x)
+{
+	return __shfl_up_sync(0xffffffff, (unsigned long long)x, 1);
+}
+
+/* the frame of slot @s (>= 0), and its place in the block */
+__device__ __forceinline__ uint64_t slot_frame(const quant_params &p, int64_t s, uint32_t &tib)
+{
+	const uint64_t f = p.bt_shift >= 0 ? (uint64_t)s >> p.bt_shift :
+			   (uint64_t)s / p.block_tokens;
+
+	tib = (uint32_t)((uint64_t)s - f * p.block_tokens);
+	return f;
 }
 
 /*
- * N values per lane and step: 4 where the inputs are 8-byte aligned (one
- * load of 4 inputs, one 4-byte store), else 1.
+ * struct tok_lane - the token a lane looks at (INT8/FP8: lane i, token c0
+ * + i of the window; INT4: of the chunk): its slot (-1 for none or
+ * padding), frame and place in the block, and the K or V row it goes to.
  */
-template <int N>
-__global__ void __launch_bounds__(kWarps * 32) kv_quant8_kernel(const quant_params p, bool bf16)
+struct tok_lane {
+	int64_t slot;
+	uint64_t frame;
+	uint32_t tib;
+	uint8_t *vals;		/* the head's values in the frame's block */
+	char *block;
+};
+
+/* lane @lane's token of those from @c0, @n of them; no token past p.tokens */
+__device__ __forceinline__ void tok_init(const quant_params &p, uint64_t c0, int lane, int n,
+					 uint32_t col, tok_lane &tl)
 {
-	const int lane = threadIdx.x & 31;
-	const uint64_t item = (uint64_t)blockIdx.x * kWarps + (threadIdx.x >> 5);
-	const uint32_t hd = p.head_dim, bt = p.block_tokens;
-	uint32_t t0 = (uint32_t)(item / (2 * p.kv_heads)), tib, t1, t;
-	uint32_t kv = (uint32_t)(item / p.kv_heads % 2), h = (uint32_t)(item % p.kv_heads);
-	uint64_t frame, f;
+	tl.slot = lane < n && c0 + lane < p.tokens ? p.slots[c0 + lane] : -1;
+	tl.tib = 0;
+	tl.frame = tl.slot >= 0 ? slot_frame(p, tl.slot, tl.tib) : 0;
+	tl.block = p.arena + (tl.frame < p.frames ? tl.frame : 0) * p.frame_bytes;
+	tl.vals = reinterpret_cast<uint8_t *>(tl.block + p.koff + col * p.head_bytes);
+}
 
-	if (t0 >= p.tokens || p.slots[t0] < 0)
-		return;
-	if (!slot_frame(p, t0, frame, tib)) {
-		if (lane == 0 && kv == 0 && h == 0)
-			set_status(p.status);
-		return;
-	}
-	/* only the first token of a run works */
-	if (t0 && p.slots[t0 - 1] >= 0 && (uint64_t)p.slots[t0 - 1] / bt == frame)
-		return;
-	bool fresh = false;
-	for (t1 = t0; t1 < p.tokens && p.slots[t1] >= 0; t1++) {
-		f = (uint64_t)p.slots[t1] / bt;
-		if (f != frame)
-			break;
-		fresh |= (uint64_t)p.slots[t1] % bt == 0;
-	}
+/* four inputs times @inv as INT8 or FP8 bytes, the first lowest */
+__device__ __forceinline__ uint32_t quant_word(const quant_params &p, uint2 w, float inv,
+					       bool bf16)
+{
+	uint32_t b = 0;
 
-	char *block = p.arena + frame * p.frame_bytes;
-	uint8_t *vals = reinterpret_cast<uint8_t *>(block + p.koff +
-			(kv * p.kv_heads + h) * p.head_bytes);
-	float *scp = reinterpret_cast<float *>(block + p.soff +
-			(kv * p.kv_heads + h) * p.head_sbytes);
-	const void *src = kv ? p.v : p.k;
-	float amax = 0.f;
-
-#pragma unroll 4
-	for (t = t0; t < t1; t++) {
-		size_t base = ((size_t)t * p.kv_heads + h) * hd;
-
-		for (uint32_t d = lane * N; d < hd; d += 32 * N) {
-			float x[N];
-
-			load_n<N>(src, base + d, bf16, x);
 #pragma unroll
-			for (int j = 0; j < N; j++)
-				amax = fmaxf(amax, fabsf(x[j]));
+	for (int j = 0; j < 4; j++)
+		b |= (uint32_t)quant8(p.dtype, word_val(w, j, bf16), inv) << (8 * j);
+	return b;
+}
+
+/*
+ * The block's values at @vals requantized by @ratio (old scale / new); by
+ * the warp, eight words per lane loaded before any is stored.
+ */
+__device__ __forceinline__ void requant_block(const quant_params &p, uint8_t *vals, float ratio, int lane,
+			      bool vec)
+{
+	const uint32_t n = p.block_tokens * p.head_dim;
+
+	for (uint32_t i0 = lane * 4; i0 < n; i0 += 8 * 128) {
+		uint32_t w[8];
+
+#pragma unroll
+		for (int k = 0; k < 8; k++) {
+			const uint32_t i = i0 + k * 128;
+
+			w[k] = i >= n ? 0 : vec ? *reinterpret_cast<const uint32_t *>(vals + i) :
+			       vals[i] | vals[i + 1] << 8 | vals[i + 2] << 16 |
+			       (uint32_t)vals[i + 3] << 24;
+		}
+#pragma unroll
+		for (int k = 0; k < 8; k++) {
+			uint32_t b = 0;
+
+			if (i0 + k * 128 >= n)
+				break;
+#pragma unroll
+			for (int j = 0; j < 4; j++)
+				b |= (uint32_t)quant8(p.dtype, dequant8(p.dtype, (uint8_t)(w[k] >> (8 * j))),
+						      ratio) << (8 * j);
+			store_word(vals + i0 + k * 128, b, vec);
 		}
 	}
-	amax = warp_max(amax);
+}
 
-	float old = *scp, scale = __fdiv_rn(amax, p.qmax);
+/*
+ * A run's scale from its @amax: its own where @fresh (the run writes the
+ * block's token 0) or the block's scale @old was never written, else the
+ * larger of @old and its own. @grow: the block's values are to be
+ * requantized to it (requant_block()).
+ */
+__device__ __forceinline__ float run_scale(const quant_params &p, float old, float amax,
+					   bool fresh, bool &grow)
+{
+	const float scale = __fdiv_rn(amax, p.qmax);
+
 	fresh |= !(old >= 0.f && old < INFINITY);
-	if (!fresh && !(scale > old)) {
-		scale = old;
-	} else if (!fresh) {
-		float ratio = __fdiv_rn(old, scale);
+	grow = !fresh && scale > old;
+	return fresh || grow ? scale : old;
+}
 
-		for (uint32_t i = lane * N; i < bt * hd; i += 32 * N) {
-			uint8_t b[N];
+/*
+ * A run that reaches past the warp's window (kv_quant8_kernel()), from
+ * token @t0, head column @col, into the values @vals and scale @scp of its
+ * block @frame: its end found 32 slots at a time, then its inputs read
+ * twice, for the amax and to quantize, four tokens in flight.
+ */
+__device__ __forceinline__ void quant_run_long(const quant_params &p, uint64_t t0, uint64_t frame,
+					       uint32_t col, uint8_t *vals, float *scp, int lane,
+					       bool bf16, bool vec)
+{
+	const uint32_t hd = p.head_dim, h = col % p.kv_heads;
+	const void *src = col < p.kv_heads ? p.k : p.v;
+	uint64_t base = t0, t1, t;
+	bool fresh = false, grow;
+	float amax = 0.f, old = *scp;
 
-			load_bytes<N>(vals + i, b);
-#pragma unroll
-			for (int j = 0; j < N; j++)
-				b[j] = quant8(p.dtype, dequant8(p.dtype, b[j]), ratio);
-			store_bytes<N>(vals + i, b);
+	for (;; base += 32) {
+		const int64_t sl = base + lane < p.tokens ? p.slots[base + lane] : -1;
+		uint32_t tib = 1;
+		const bool in = sl >= 0 && slot_frame(p, sl, tib) == frame;
+		const uint32_t out = __ballot_sync(0xffffffff, !in);
+		const uint32_t before = out ? (1u << (__ffs(out) - 1)) - 1 : 0xffffffff;
+
+		fresh |= (__ballot_sync(0xffffffff, in && !tib) & before) != 0;
+		if (out) {
+			t1 = base + __ffs(out) - 1;
+			break;
 		}
 	}
+#pragma unroll 4
+	for (t = t0; t < t1; t++)
+		for (uint32_t d = lane * 4; d < hd; d += 128)
+			amax = word_amax(load_word(src, (t * p.kv_heads + h) * hd + d, vec), bf16,
+					 amax);
+	const float scale = run_scale(p, old, warp_max(amax), fresh, grow);
+	const float inv = quant_inv(scale);
+
+	if (grow)
+		requant_block(p, vals, __fdiv_rn(old, scale), lane, vec);
 	__syncwarp();
 	if (lane == 0)
 		*scp = scale;
-
-	/*
-	 * A lane writes the same dims of every token, so a slot given twice in
-	 * a run keeps the later token's values without a barrier.
-	 */
-	float inv = quant_inv(scale);
 #pragma unroll 4
 	for (t = t0; t < t1; t++) {
-		size_t base = ((size_t)t * p.kv_heads + h) * hd;
-		uint8_t *dst = vals + (size_t)((uint64_t)p.slots[t] % bt) * hd;
+		uint32_t tib;
 
-		for (uint32_t d = lane * N; d < hd; d += 32 * N) {
-			float x[N];
-			uint8_t b[N];
+		slot_frame(p, p.slots[t], tib);
+		for (uint32_t d = lane * 4; d < hd; d += 128)
+			store_word(vals + (size_t)tib * hd + d,
+				   quant_word(p, load_word(src, (t * p.kv_heads + h) * hd + d, vec),
+					      inv, bf16), vec);
+	}
+}
 
-			load_n<N>(src, base + d, bf16, x);
+/* one step of warp_max_transpose(): keep O of 2 O values, the other O to lane ^ O */
+template <int O>
+__device__ __forceinline__ void transpose_step(float (&v)[32], int lane)
+{
+	const bool up = lane & O;
+
 #pragma unroll
-			for (int j = 0; j < N; j++)
-				b[j] = quant8(p.dtype, x[j], inv);
-			store_bytes<N>(dst + d, b);
+	for (int i = 0; i < O; i++) {
+		const float keep = up ? v[i + O] : v[i];
+		const float give = up ? v[i] : v[i + O];
+
+		v[i] = fmaxf(keep, __shfl_xor_sync(0xffffffff, give, O));
+	}
+}
+
+/*
+ * Of 32 values per lane, lane i gets the largest value i of all lanes: a
+ * transposing reduction (each step halves what a lane keeps), 31 shuffles.
+ */
+__device__ __forceinline__ float warp_max_transpose(float (&v)[32], int lane)
+{
+	transpose_step<16>(v, lane);
+	transpose_step<8>(v, lane);
+	transpose_step<4>(v, lane);
+	transpose_step<2>(v, lane);
+	transpose_step<1>(v, lane);
+	return v[0];
+}
+
+/* the amax of the one run a kv_quant8_kernel() of ONE warp takes, on every lane */
+template <int WT, int M>
+__device__ __forceinline__ float one_amax(const uint2 (&raw)[kWords], uint32_t need, bool bf16)
+{
+	float amax = 0.f;
+
+#pragma unroll
+	for (int tt = 0; tt < M; tt++)
+		if (need >> tt & 1)
+#pragma unroll
+			for (int w = 0; w < WT; w++)
+				amax = word_amax(raw[tt * WT + w], bf16, amax);
+	return warp_max(amax);
+}
+
+/*
+ * kv_quant8_kernel(), several runs: each token's amax on its lane (a
+ * transposing reduction), then each run's on its first lane (a segmented
+ * one over the lanes before @end, the end of the lane's run).
+ */
+template <int WT, int M>
+__device__ __forceinline__ float run_amax(const uint2 (&raw)[kWords], uint32_t need,
+					  uint32_t end, int lane, bool bf16)
+{
+	float v[32], amax;
+
+#pragma unroll
+	for (int tt = 0; tt < 32; tt++) {
+		v[tt] = 0.f;
+		if (tt < M && (need >> tt & 1)) {
+#pragma unroll
+			for (int w = 0; w < WT; w++)
+				v[tt] = word_amax(raw[tt * WT + w], bf16, v[tt]);
 		}
 	}
+	amax = warp_max_transpose(v, lane);
+#pragma unroll
+	for (int o = 1; o < 32; o <<= 1) {
+		const float x = __shfl_down_sync(0xffffffff, amax, o);
+
+		if (lane + o < end)
+			amax = fmaxf(amax, x);
+	}
+	return amax;
+}
+
+/*
+ * INT8, FP8: a warp per (chunk of C = p.chunk tokens, head column); lane i
+ * looks at token c0 + i of a window of W tokens, the chunk and up to
+ * M / 2 after it (M = 32 / WT, the most a window holds), so that a run of
+ * up to M / 2 tokens starting in the chunk ends inside it. With ONE (a
+ * small batch: more warps, fewer registers each) a warp takes one token
+ * (M = 1, one more slot to see the run's end) and the run it may start.
+ * The runs starting in the chunk are found by ballots over the window's
+ * slots. Those that end inside the window (closed) have their tokens' WT
+ * words per lane (head_dim <= 128 WT) loaded at once and kept in
+ * registers, and their blocks' old scales read by their first lanes, all
+ * before any is used. Each token's amax lands on its lane (a transposing
+ * reduction), each run's on its first lane (a segmented one), which then
+ * works out the run's scale; the blocks whose scale grows are requantized
+ * one by one, then every token is written. A run reaching past the window
+ * takes quant_run_long().
+ */
+template <int WT, bool ONE>
+__global__ void __launch_bounds__(kWarps * 32, ONE ? 4 : 2)
+kv_quant8_kernel(const quant_params p, bool bf16, bool vec)
+{
+	constexpr int M = ONE ? 1 : kWords / WT;
+	const uint32_t full = 0xffffffff, C = ONE ? 1 : p.chunk;
+	const uint32_t W = ONE ? M : min(M, C + M / 2), S = ONE ? M + 1 : W;
+	const int lane = threadIdx.x & 31;
+	const uint32_t cols = 2 * p.kv_heads, item = blockIdx.x * kWarps + (threadIdx.x >> 5);
+	const uint64_t c0 = (uint64_t)(item / cols) * C;
+	const uint32_t col = item % cols, h = col % p.kv_heads, hd = p.head_dim;
+	const void *src = col < p.kv_heads ? p.k : p.v;
+	tok_lane tl, tp;
+
+	if (c0 >= p.tokens)
+		return;
+	tok_init(p, c0, lane, S, col, tl);
+	if (lane == 0 && c0)
+		tok_init(p, c0 - 1, 0, 1, col, tp);
+
+	/* the runs: a token continues its predecessor's, or breaks */
+	long long prev = __shfl_up_sync(full, (long long)tl.slot, 1);
+	uint64_t pframe = shfl_up_u64(tl.frame);
+	if (lane == 0) {
+		prev = c0 ? tp.slot : -1;
+		pframe = tp.frame;
+	}
+	const bool cont = tl.slot >= 0 && prev >= 0 && pframe == tl.frame;
+	const bool start = tl.slot >= 0 && !cont && lane < C;
+	const uint32_t brk = __ballot_sync(full, lane < S && !cont);
+	const uint32_t zero = __ballot_sync(full, tl.slot >= 0 && tl.tib == 0);
+	const uint32_t rest = lane < 31 ? brk >> (lane + 1) : 0;
+	const uint32_t end = rest ? lane + __ffs(rest) : S;	/* my run's, if I am in one */
+	const uint32_t bad = __ballot_sync(full, start && tl.frame >= p.frames);
+	const uint32_t open = __ballot_sync(full, start && !rest) & ~bad;
+	const uint32_t closed = __ballot_sync(full, start) & ~bad & ~open;
+	const uint32_t below = brk & (lane == 31 ? full : (2u << lane) - 1);
+	const int first = below ? 31 - __clz(below) : 0;	/* my run's first lane */
+	const bool mine = tl.slot >= 0 && lane < W && below && (closed >> first & 1);
+	const uint32_t need = __ballot_sync(full, mine);
+	const bool lead = closed >> lane & 1;
+	float *const scp = reinterpret_cast<float *>(tl.block + p.soff + col * p.head_sbytes);
+
+	if (bad && lane == 0 && col == 0)
+		set_status(p.status);
+
+	/* every load of the closed runs, then the arithmetic */
+	const float old = lead ? *scp : 0.f;
+	uint2 raw[kWords];
+#pragma unroll
+	for (int tt = 0; tt < M; tt++) {
+#pragma unroll
+		for (int w = 0; w < WT; w++) {
+			const uint32_t d = (w * 32 + lane) * 4;
+
+			raw[tt * WT + w] = make_uint2(0, 0);
+			if ((need >> tt & 1) && d < hd)
+				raw[tt * WT + w] = load_word(src, ((c0 + tt) * p.kv_heads + h) * hd + d,
+							     vec);
+		}
+	}
+
+	const float amax = ONE ? one_amax<WT, M>(raw, need, bf16) :
+				 run_amax<WT, M>(raw, need, end, lane, bf16);
+
+	/* the first lanes' scales; the blocks whose scale grows requantized in turn */
+	const uint32_t in = lead ? ((1u << end) - 1) & ~((1u << lane) - 1) : 0;	/* end < 32 */
+	bool grow;
+	const float scale = run_scale(p, old, amax, zero & in, grow);
+	const float ratio = lead && grow ? __fdiv_rn(old, scale) : 0.f;
+	for (uint32_t m = __ballot_sync(full, lead && grow); m; m &= m - 1) {
+		const int a = __ffs(m) - 1;
+
+		requant_block(p, reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, a)),
+			      __shfl_sync(full, ratio, a), lane, vec);
+	}
+	const float inv = __shfl_sync(full, quant_inv(scale), first);	/* my token's */
+
+	/* requantized values before the new ones */
+	__syncwarp();
+	if (lead)
+		*scp = scale;
+	/* a lane writes the same dims of every token: a slot given twice keeps the later */
+#pragma unroll
+	for (int tt = 0; tt < M; tt++) {
+		if (!(need >> tt & 1))
+			continue;
+		const float ti = __shfl_sync(full, inv, tt);
+		uint8_t *dst = reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, tt)) +
+			       (size_t)__shfl_sync(full, tl.tib, tt) * hd;
+#pragma unroll
+		for (int w = 0; w < WT; w++) {
+			const uint32_t d = (w * 32 + lane) * 4;
+
+			if (d < hd)
+				store_word(dst + d, quant_word(p, raw[tt * WT + w], ti, bf16), vec);
+		}
+	}
+	/* last, with nothing left to keep across the calls: other frames */
+	for (uint32_t m = open; m; m &= m - 1) {
+		const int a = __ffs(m) - 1;
+
+		quant_run_long(p, c0 + a, shfl_u64(tl.frame, a), col,
+			       reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, a)),
+			       reinterpret_cast<float *>(shfl_u64((uint64_t)scp, a)), lane, bf16, vec);
+	}
+}
+
+/*
+ * INT4: a warp per (chunk of C = p.chunk tokens, head column), lane i
+ * looking at token c0 + i; every token's words loaded at once, then each
+ * token's
+ * groups: four dims per lane and word, a group of 32 dims on 8 lanes (its
+ * amax three shuffles), their nibbles one 16-bit store. Two tokens with
+ * one slot race (as on the CPU, which takes tokens in parallel).
+ */
+template <int WT>
+__global__ void __launch_bounds__(kWarps * 32) kv_quant4_kernel(const quant_params p, bool bf16,
+								 bool vec)
+{
+	constexpr int M = kWords / 2 / WT;	/* the most tokens a chunk holds */
+	const uint32_t full = 0xffffffff, C = p.chunk;
+	const int lane = threadIdx.x & 31;
+	const uint32_t cols = 2 * p.kv_heads, item = blockIdx.x * kWarps + (threadIdx.x >> 5);
+	const uint64_t c0 = (uint64_t)(item / cols) * C;
+	const uint32_t col = item % cols, h = col % p.kv_heads, hd = p.head_dim;
+	const void *src = col < p.kv_heads ? p.k : p.v;
+	tok_lane tl;
+
+	if (c0 >= p.tokens)
+		return;
+	tok_init(p, c0, lane, C, col, tl);
+	const uint32_t live = __ballot_sync(full, tl.slot >= 0 && tl.frame < p.frames);
+	if (__ballot_sync(full, tl.slot >= 0 && tl.frame >= p.frames) && lane == 0 && col == 0)
+		set_status(p.status);
+
+	uint2 raw[M * WT];
+#pragma unroll
+	for (int tt = 0; tt < M; tt++) {
+#pragma unroll
+		for (int w = 0; w < WT; w++) {
+			const uint32_t d = (w * 32 + lane) * 4;
+
+			raw[tt * WT + w] = make_uint2(0, 0);
+			if ((live >> tt & 1) && d < hd)
+				raw[tt * WT + w] = load_word(src, ((c0 + tt) * p.kv_heads + h) * hd + d,
+							     vec);
+		}
+	}
+#pragma unroll
+	for (int tt = 0; tt < M; tt++) {
+		if (!(live >> tt & 1))
+			continue;
+		const uint32_t tib = __shfl_sync(full, tl.tib, tt);
+		char *block = reinterpret_cast<char *>(shfl_u64((uint64_t)tl.block, tt));
+		uint8_t *dst = reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, tt)) +
+			       (size_t)tib * hd / 2;
+		__half *sc = reinterpret_cast<__half *>(block + p.soff + col * p.head_sbytes) +
+			     (size_t)tib * (hd / KV_INT4_GROUP);
+#pragma unroll
+		for (int w = 0; w < WT; w++) {
+			const uint32_t d = (w * 32 + lane) * 4;
+			float amax = word_amax(raw[tt * WT + w], bf16, 0.f);	/* NaN as 0 */
+
+			amax = fmaxf(amax, __shfl_xor_sync(full, amax, 1));
+			amax = fmaxf(amax, __shfl_xor_sync(full, amax, 2));
+			amax = fmaxf(amax, __shfl_xor_sync(full, amax, 4));
+			const __half s = __float2half_rn(fminf(__fdiv_rn(amax, 7.0f), 65504.0f));
+			const float inv = quant_inv(__half2float(s));
+			uint32_t nib = 0;
+
+#pragma unroll
+			for (int j = 0; j < 4; j++)
+				nib |= (uint32_t)(quant_int(word_val(raw[tt * WT + w], j, bf16), inv,
+							    7) + 8) << (4 * j);
+			if (d >= hd)
+				continue;
+			if (vec) {
+				*reinterpret_cast<uint16_t *>(dst + d / 2) = (uint16_t)nib;
+			} else {
+				dst[d / 2] = (uint8_t)nib;
+				dst[d / 2 + 1] = (uint8_t)(nib >> 8);
+			}
+			if (!(lane & 7))
+				sc[d / KV_INT4_GROUP] = s;
+		}
+	}
+}
+
+/*
+ * Tokens per warp, at most @most: as many as leave some 8K warps, so
+ * that a small batch (decode: a token per sequence) still spreads over
+ * the GPU.
+ */
+static uint32_t kv_quant_chunk(uint32_t tokens, uint32_t kv_heads, uint32_t most)
+{
+	uint64_t c = (uint64_t)tokens * 2 * kv_heads / 8192;
+
+	return c < 1 ? 1 : c > most ? most : (uint32_t)c;
+}
+
+/* the kernel of p.dtype for WT words per lane and token */
+template <int WT>
+void launch_wt(const quant_params &p, unsigned int grid, cudaStream_t st, bool bf16, bool vec)
+{
+	if (p.dtype == KV_DTYPE_INT4)
+		kv_quant4_kernel<WT><<<grid, kWarps * 32, 0, st>>>(p, bf16, vec);
+	else if (p.chunk == 1)
+		kv_quant8_kernel<WT, true><<<grid, kWarps * 32, 0, st>>>(p, bf16, vec);
+	else
+		kv_quant8_kernel<WT, false><<<grid, kWarps * 32, 0, st>>>(p, bf16, vec);
 }
 
 } /* namespace */
@@ -295,11 +616,8 @@ extern "C" int kv_append_quant_cuda(const struct kv_append_args *a)
 {
 	const struct kv_geometry *g = &a->arena.g;
 	uint32_t io = kv_io_dtype(g, a->io_dtype);
-	uint64_t items = (uint64_t)a->tokens * 2 * g->kv_heads;
 	quant_params p = {};
 
-	if ((items + kWarps - 1) / kWarps > INT32_MAX)
-		return -EINVAL;
 	p.arena = static_cast<char *>(a->arena.base);
 	p.frames = a->arena.frames;
 	p.frame_bytes = kv_frame_bytes(g);
@@ -318,15 +636,33 @@ extern "C" int kv_append_quant_cuda(const struct kv_append_args *a)
 	p.dtype = g->dtype;
 	p.qmax = g->dtype == KV_DTYPE_FP8_E4M3 ? 448.0f : 127.0f;
 
-	unsigned int grid = (unsigned int)((items + kWarps - 1) / kWarps);
 	cudaStream_t st = static_cast<cudaStream_t>(a->stream);
 	bool vec = !((uintptr_t)a->k % 8) && !((uintptr_t)a->v % 8) &&
 		   !((uintptr_t)a->arena.base % 4);
-	if (g->dtype == KV_DTYPE_INT4)
-		kv_quant4_kernel<<<grid, kWarps * 32, 0, st>>>(p, io == KV_DTYPE_BF16);
-	else if (vec)
-		kv_quant8_kernel<4><<<grid, kWarps * 32, 0, st>>>(p, io == KV_DTYPE_BF16);
-	else
-		kv_quant8_kernel<1><<<grid, kWarps * 32, 0, st>>>(p, io == KV_DTYPE_BF16);
+	bool bf16 = io == KV_DTYPE_BF16;
+	/* words of four dims a lane takes per token, a power of two */
+	uint32_t wt = g->head_dim <= 128 ? 1 : g->head_dim <= 256 ? 2 : g->head_dim <= 512 ? 4 : 8;
+	uint64_t items;
+
+	p.chunk = kv_quant_chunk(a->tokens, g->kv_heads, kWords / 2 / wt);
+	p.bt_shift = kv_bt_shift(g->block_tokens);
+	items = ((uint64_t)a->tokens + p.chunk - 1) / p.chunk * 2 * g->kv_heads;
+	uint64_t grid = (items + kWarps - 1) / kWarps;
+
+	if (grid * kWarps > UINT32_MAX)	/* the kernels count warps in 32 bits */
+		return -EINVAL;
+	switch (wt) {
+	case 1:
+		launch_wt<1>(p, (unsigned int)grid, st, bf16, vec);
+		break;
+	case 2:
+		launch_wt<2>(p, (unsigned int)grid, st, bf16, vec);
+		break;
+	case 4:
+		launch_wt<4>(p, (unsigned int)grid, st, bf16, vec);
+		break;
+	default:
+		launch_wt<8>(p, (unsigned int)grid, st, bf16, vec);
+	}
 	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
 }

@@ -494,6 +494,154 @@ TEST(int4_one_cta_per_head)
 	one_cta_case(_metadata, KV_DTYPE_INT4, 8, 2);
 }
 
+/*
+ * The slots of one call of odd_slots_case(): for each of @n frames of
+ * @perm from @f0, a run at @from[i] (or anywhere in the block where @from
+ * is NULL) of 1 .. what is left of the block tokens, 0 .. 2 padding
+ * tokens before it; INT8 and FP8 give one slot in four twice (the later
+ * token is kept; INT4 leaves that undefined); @to[i] gets where it ended.
+ * Return: the tokens written into @slots.
+ */
+static __u32 odd_runs(const struct kv_geometry *g, const __u32 *perm, __u32 n,
+		      const __u32 *from, __u32 *to, __s64 *slots)
+{
+	__u32 bt = g->block_tokens, i, t = 0, j;
+
+	for (i = 0; i < n; i++) {
+		__u32 o = from ? from[i] : kvt_below(bt), len;
+
+		for (j = kvt_below(3); j; j--)
+			slots[t++] = -1;
+		if (o >= bt) {
+			to[i] = o;
+			continue;
+		}
+		len = 1 + kvt_below(bt - o);
+		for (j = 0; j < len; j++) {
+			slots[t++] = (__s64)perm[i] * bt + o + j;
+			if (g->dtype != KV_DTYPE_INT4 && !kvt_below(4))
+				slots[t++] = (__s64)perm[i] * bt + o + j;
+		}
+		to[i] = o + len;
+	}
+	return t;
+}
+
+/*
+ * Appends a batch gives only in odd cases, the same bytes on both: runs
+ * starting anywhere in their blocks, shorter and longer than a warp's
+ * window, padding between them, slots given twice (INT8, FP8), a NaN
+ * input; a second
+ * call continues the blocks with values 4x larger (the scales grow, the
+ * blocks are requantized) and starts others at token 0; inputs @in_off
+ * bytes past their buffers' alignment. The second call's GPU slots also
+ * hold one token of a frame past the arena: status -EINVAL, every other
+ * token written as by the CPU without it.
+ */
+static void odd_slots_case(struct __test_metadata *_metadata, const struct kv_geometry *g,
+			   __u32 io, size_t in_off)
+{
+	enum { nf = 48 };
+	const __u32 bt = g->block_tokens, frames = 2 * nf, maxt = 3 * nf * (2 * bt + 2) + 1;
+	const size_t vec = (size_t)g->kv_heads * g->head_dim * kv_dtype_size(io);
+	const __u64 abytes = frames * kv_frame_bytes(g);
+	__u32 perm[2 * nf], mid[nf], end[nf], i, n[2], call;
+	__s64 *slots = malloc(sizeof(__s64) * maxt);
+	char *k = malloc(maxt * vec), *v = malloc(maxt * vec);
+	unsigned char *host = calloc(abytes, 1), *back = malloc(abytes);
+	void *dev = dev_alloc(NULL, abytes), *dk = dev_alloc(NULL, maxt * vec + in_off);
+	void *dv = dev_alloc(NULL, maxt * vec + in_off);
+	__s64 *dslots = dev_alloc(NULL, sizeof(__s64) * maxt);
+	__s32 *dstatus = dev_alloc(NULL, sizeof(__s32)), status;
+
+	ASSERT_TRUE(slots && k && v && host && back && dev && dk && dv && dslots && dstatus);
+	for (i = 0; i < frames; i++)
+		perm[i] = i;
+	kvt_shuffle_u32(perm, frames);
+	for (call = 0; call < 2; call++) {
+		struct kv_append_args a = {
+			.arena = { .base = host, .frames = frames, .g = *g },
+			.layer = g->layers - 1, .k = k, .v = v, .slots = slots, .io_dtype = io,
+		};
+		__u32 bad;
+
+		/* call 1: the first nf frames; call 2: on from there, and nf fresh ones */
+		n[call] = odd_runs(g, perm, nf, call ? end : NULL, call ? mid : end, slots);
+		if (call) {
+			for (i = 0; i < nf; i++)
+				mid[i] = 0;
+			n[call] += odd_runs(g, perm + nf, nf, mid, end, slots + n[call]);
+		}
+		a.tokens = n[call];
+		kvt_fill(k, io, (__u64)n[call] * vec / kv_dtype_size(io), call ? 4.0 : 1.0);
+		kvt_fill(v, io, (__u64)n[call] * vec / kv_dtype_size(io), call ? 2.0 : 0.5);
+		kv_store_f32(k, io, kvt_below(n[call]) * vec / kv_dtype_size(io), NAN);
+		ASSERT_EQ(0, kv_append_cpu(&a));
+
+		/* the GPU's copy: one padding token (or the last) in a frame past the arena */
+		for (bad = n[call] - 1, i = 0; call && i < n[call]; i++)
+			if (slots[i] < 0)
+				bad = i;
+		if (call && slots[bad] >= 0)
+			slots[n[call]++] = -1, bad = n[call] - 1;
+		if (call)
+			slots[bad] = (__s64)(frames + 3) * bt + 1;
+		status = 0;
+		CU(cudaMemcpy(dstatus, &status, sizeof(status), cudaMemcpyHostToDevice));
+		CU(cudaMemcpy((char *)dk + in_off, k, n[call] * vec, cudaMemcpyHostToDevice));
+		CU(cudaMemcpy((char *)dv + in_off, v, n[call] * vec, cudaMemcpyHostToDevice));
+		CU(cudaMemcpy(dslots, slots, sizeof(__s64) * n[call], cudaMemcpyHostToDevice));
+		a.arena.base = dev;
+		a.k = (char *)dk + in_off;
+		a.v = (char *)dv + in_off;
+		a.slots = dslots;
+		a.tokens = n[call];
+		a.status = dstatus;
+		EXPECT_EQ(0, kv_append_cuda(&a));
+		CU(cudaDeviceSynchronize());
+		CU(cudaMemcpy(&status, dstatus, sizeof(status), cudaMemcpyDeviceToHost));
+		EXPECT_EQ(call ? -EINVAL : 0, status);
+	}
+	CU(cudaMemcpy(back, dev, abytes, cudaMemcpyDeviceToHost));
+	i = (__u32)bytes_differ(host, back, abytes);
+	if (i || getenv("KVT_VERBOSE"))
+		TH_LOG("odd slots: dtype %u io %u hd %u bt %u kvh %u off %zu: %u of %llu bytes differ",
+		       g->dtype, io, g->head_dim, bt, g->kv_heads, in_off, i,
+		       (unsigned long long)abytes);
+	EXPECT_EQ(0, i);
+	cudaFree(dev);
+	cudaFree(dk);
+	cudaFree(dv);
+	cudaFree(dslots);
+	cudaFree(dstatus);
+	free(slots);
+	free(k);
+	free(v);
+	free(host);
+	free(back);
+}
+
+TEST(append_odd_slots)
+{
+	static const __u32 dtypes[] = { KV_DTYPE_INT8, KV_DTYPE_FP8_E4M3, KV_DTYPE_INT4 };
+	static const __u32 hds[] = { 32, 128, 256, 512 };
+	static const __u32 bts[] = { 16, 5, 32, 1 };
+	__u32 d, i;
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	for (d = 0; d < 3; d++) {
+		for (i = 0; i < 4; i++) {
+			struct kv_geometry g = { .layers = 2, .kv_heads = 1 + i, .head_dim = hds[i],
+						 .block_tokens = bts[(i + d) % 4], .dtype = dtypes[d] };
+
+			odd_slots_case(_metadata, &g, i % 2 ? KV_DTYPE_BF16 : KV_DTYPE_FP16,
+				       (i + d) % 3 ? 0 : 2);
+		}
+	}
+}
+
 #endif /* KV_HAVE_CUDA */
 
 TEST_HARNESS_MAIN
