@@ -190,33 +190,97 @@ static int copy_direct(struct kv_pool *pool, const struct kv_copy *c, u32 n)
 	return ops->copy_wait(pool, cookie);
 }
 
+/* a batch of copies in flight on its engine */
+struct leg_run {
+	const struct kv_tier_ops *ops;
+	void *cookie;
+};
+
+/* submit @n copies @c; a failed submit leaves nothing to wait for (as copy_direct()) */
+static int leg_submit(struct kv_pool *pool, const struct kv_copy *c, u32 n, struct leg_run *r)
+{
+	int err;
+
+	r->ops = copy_engine(pool, c);
+	r->cookie = NULL;
+	err = r->ops->copy_submit(pool, c, n, &r->cookie);
+	if (err)
+		r->ops = NULL;
+	return err;
+}
+
+/* wait for @r if it was submitted; @err: the step's error so far */
+static int leg_wait(struct kv_pool *pool, struct leg_run *r, int err)
+{
+	int e = r->ops ? r->ops->copy_wait(pool, r->cookie) : 0;
+
+	r->ops = NULL;
+	return err ? err : e;
+}
+
+/*
+ * Part @p of a bounced batch @c (parts of @half copies from the first):
+ * its first leg (source to bounce frame) into @leg[0], its second (bounce
+ * frame to destination) into @leg[1]; the bounce frames of half p % 2, or
+ * the only one. Return: its copies.
+ */
+static u32 bounce_part(struct kv_bounce *bb, const struct kv_copy *c, u32 n, u32 half, u32 p,
+		       struct kv_copy (*leg)[KV_BOUNCE_FRAMES])
+{
+	u32 i = p * half, m = n - i < half ? n - i : half, k, f;
+
+	for (k = 0; k < m; k++) {
+		f = bb->frames[bb->nr > 1 ? (p % 2) * half + k : 0];
+		leg[0][k] = (struct kv_copy){ c[i + k].src_tier, c[i + k].src_frame,
+					      KV_TIER_HOST, f };
+		leg[1][k] = (struct kv_copy){ KV_TIER_HOST, f, c[i + k].dst_tier,
+					      c[i + k].dst_frame };
+	}
+	return m;
+}
+
 /*
  * Swap <-> GPU memory: each part of the batch goes through the bounce
- * frames, swap to host then host to device (or the reverse), one batch
- * at a time.
+ * frames, swap to host then host to device (or the reverse). The two
+ * halves of the bounce frames take turns: step s runs part s - 1's second
+ * leg beside part s's first leg, the one on the device engine submitted
+ * first, so that its copies run while the swap I/O (done as it is
+ * submitted) does. With one bounce frame the legs run one after another.
  */
 static int copy_bounced(struct kv_pool *pool, const struct kv_copy *c, u32 n)
 {
-	struct kv_copy leg[2][KV_BOUNCE_FRAMES];
+	struct kv_copy leg[2][2][KV_BOUNCE_FRAMES];	/* [part % 2][first, second leg] */
 	struct kv_bounce *bb = &pool->bounce;
-	u32 i, k, m, f;
+	const struct kv_tier_ops *swap = pool->tier[KV_TIER_SWAP].ops;
+	struct leg_run run[2] = { { NULL, NULL }, { NULL, NULL } };
+	u32 half, parts, s, m[2] = { 0, 0 };
 	int err = 0;
 
 	if (!bb->nr)
 		return -EOPNOTSUPP;
+	half = bb->nr > 1 ? bb->nr / 2 : 1;
+	parts = (n + half - 1) / half;
 	pthread_mutex_lock(&bb->lock);
-	for (i = 0; i < n && !err; i += m) {
-		m = n - i < bb->nr ? n - i : bb->nr;
-		for (k = 0; k < m; k++) {
-			f = bb->frames[k];
-			leg[0][k] = (struct kv_copy){ c[i + k].src_tier, c[i + k].src_frame,
-						      KV_TIER_HOST, f };
-			leg[1][k] = (struct kv_copy){ KV_TIER_HOST, f, c[i + k].dst_tier,
-						      c[i + k].dst_frame };
+	for (s = 0; s <= parts && !err; s++) {
+		/* run[0]: part s - 1 out of the bounce frames; run[1]: part s in */
+		const struct kv_copy *out = s ? leg[(s - 1) % 2][1] : NULL;
+		const struct kv_copy *in = s < parts ? leg[s % 2][0] : NULL;
+		bool out_first;
+
+		if (in)
+			m[s % 2] = bounce_part(bb, c, n, half, s, leg[s % 2]);
+		out_first = bb->nr == 1 || !in || (out && copy_engine(pool, out) != swap);
+		if (out && out_first) {
+			err = leg_submit(pool, out, m[(s - 1) % 2], &run[0]);
+			if (bb->nr == 1)
+				err = leg_wait(pool, &run[0], err);
 		}
-		err = copy_direct(pool, leg[0], m);
-		if (!err)
-			err = copy_direct(pool, leg[1], m);
+		if (in && !err)
+			err = leg_submit(pool, in, m[s % 2], &run[1]);
+		if (out && !out_first && !err)
+			err = leg_submit(pool, out, m[(s - 1) % 2], &run[0]);
+		err = leg_wait(pool, &run[0], err);
+		err = leg_wait(pool, &run[1], err);
 	}
 	pthread_mutex_unlock(&bb->lock);
 	return err;

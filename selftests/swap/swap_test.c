@@ -291,10 +291,12 @@ SWAP_TEST(read_errors_and_flipped_bits_are_caught)
 
 /*
  * A device tier the CPU cannot address (GPU memory): every copy between it
- * and swap goes through the bounce frames, in parts when a batch is larger
- * than they are; contents survive both ways and with injected errors.
+ * and swap goes through the bounce frames (one per 8 of the @host frames),
+ * in parts when a batch is larger than they are, the two halves of them
+ * taking turns (one frame: in turn); contents survive both ways and with
+ * injected errors.
  */
-static void hidden_run(struct __test_metadata *_metadata, u32 engine)
+static void hidden_run(struct __test_metadata *_metadata, u32 engine, u32 host)
 {
 	static u32 vals[8][64];
 	struct kv_seq *seq[8];
@@ -309,15 +311,15 @@ static void hidden_run(struct __test_metadata *_metadata, u32 engine)
 	hidden_ops.arena_destroy = hidden_destroy;
 	hidden_ops.copy_submit = hidden_submit;
 	hidden_ops.arena_export = NULL;
-	pool = swap_pool_ops(32, 16, 64, engine, &fd, &hidden_ops);
+	pool = swap_pool_ops(32, host, 64, engine, &fd, &hidden_ops);
 	if (!pool && engine == KV_SWAP_IO_URING)
 		SKIP(return, "io_uring refused here, or no O_DIRECT directory");
 	ASSERT_NE_NULL(pool);
 	ASSERT_NULL(kv_pool_frame_addr(pool, KV_TIER_DEVICE, 0));
-	/* 2 of the 16 host frames carry the bounces. */
+	/* host / 8 of the host frames carry the bounces. */
 	kv_pool_meminfo(pool, &mi);
-	EXPECT_EQ(14u, mi.tier[KV_TIER_HOST].free);
-	EXPECT_EQ(2u, mi.bounce);
+	EXPECT_EQ(host - host / 8, mi.tier[KV_TIER_HOST].free);
+	EXPECT_EQ(host / 8, mi.bounce);
 	ASSERT_EQ(0, fill(pool, seq, vals, 8, 12, 9));		/* 24 blocks */
 	/* Device to host, then host to swap: the bounce frames stay put. */
 	ASSERT_EQ(14u, kv_reclaim(pool, KV_TIER_DEVICE, 14));
@@ -338,18 +340,29 @@ static void hidden_run(struct __test_metadata *_metadata, u32 engine)
 	ASSERT_EQ(0, verify_all(seq, vals, 8, true));
 	EXPECT_POOL_OK(pool);
 	kv_pool_meminfo(pool, &mi);
-	EXPECT_EQ(14u, mi.tier[KV_TIER_HOST].free);
+	EXPECT_EQ(host - host / 8, mi.tier[KV_TIER_HOST].free);
 	swap_pool_done(pool, fd);
 }
 
 TEST(device_without_cpu_address_bounces_io_uring)
 {
-	hidden_run(_metadata, KV_SWAP_IO_URING);
+	hidden_run(_metadata, KV_SWAP_IO_URING, 16);
 }
 
 TEST(device_without_cpu_address_bounces_psync)
 {
-	hidden_run(_metadata, KV_SWAP_PSYNC);
+	hidden_run(_metadata, KV_SWAP_PSYNC, 16);
+}
+
+TEST(device_without_cpu_address_one_bounce_frame)
+{
+	hidden_run(_metadata, KV_SWAP_PSYNC, 15);
+}
+
+/* five bounce frames: parts of two, the fifth frame idle */
+TEST(device_without_cpu_address_five_bounce_frames)
+{
+	hidden_run(_metadata, KV_SWAP_IO_URING, 40);
 }
 
 /* Such a device tier cannot reach swap without a host tier. */
