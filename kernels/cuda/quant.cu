@@ -109,6 +109,31 @@ __device__ __forceinline__ uint2 load_word(const void *src, size_t i, bool vec)
 	return make_uint2(s[0] | (uint32_t)s[1] << 16, s[2] | (uint32_t)s[3] << 16);
 }
 
+/*
+ * Lane @lane's words of the tokens in @mask among the @M from @c0 (WT
+ * words each: dims 4 (32 w + lane) .. + 3), head @h of @src, into @raw;
+ * zeros elsewhere. Every load is issued before any is used.
+ */
+template <int M, int WT, int N>
+__device__ __forceinline__ void load_chunk(const quant_params &p, const void *src, uint64_t c0,
+					   uint32_t h, uint32_t mask, int lane, bool vec,
+					   uint2 (&raw)[N])
+{
+	static_assert(M * WT <= N, "the chunk's words fit");
+#pragma unroll
+	for (int tt = 0; tt < M; tt++) {
+#pragma unroll
+		for (int w = 0; w < WT; w++) {
+			const uint32_t d = (w * 32 + lane) * 4;
+
+			raw[tt * WT + w] = make_uint2(0, 0);
+			if ((mask >> tt & 1) && d < p.head_dim)
+				raw[tt * WT + w] = load_word(src, ((c0 + tt) * p.kv_heads + h) *
+							     p.head_dim + d, vec);
+		}
+	}
+}
+
 /* input @j (0..3) of word @w */
 __device__ __forceinline__ float word_val(uint2 w, int j, bool bf16)
 {
@@ -440,18 +465,8 @@ kv_quant8_kernel(const quant_params p, bool bf16, bool vec)
 	/* every load of the closed runs, then the arithmetic */
 	const float old = lead ? *scp : 0.f;
 	uint2 raw[kWords];
-#pragma unroll
-	for (int tt = 0; tt < M; tt++) {
-#pragma unroll
-		for (int w = 0; w < WT; w++) {
-			const uint32_t d = (w * 32 + lane) * 4;
 
-			raw[tt * WT + w] = make_uint2(0, 0);
-			if ((need >> tt & 1) && d < hd)
-				raw[tt * WT + w] = load_word(src, ((c0 + tt) * p.kv_heads + h) * hd + d,
-							     vec);
-		}
-	}
+	load_chunk<M, WT>(p, src, c0, h, need, lane, vec, raw);
 
 	const float amax = ONE ? one_amax<WT, M>(raw, need, bf16) :
 				 run_amax<WT, M>(raw, need, end, lane, bf16);
@@ -528,18 +543,8 @@ __global__ void __launch_bounds__(kWarps * 32) kv_quant4_kernel(const quant_para
 		set_status(p.status);
 
 	uint2 raw[M * WT];
-#pragma unroll
-	for (int tt = 0; tt < M; tt++) {
-#pragma unroll
-		for (int w = 0; w < WT; w++) {
-			const uint32_t d = (w * 32 + lane) * 4;
 
-			raw[tt * WT + w] = make_uint2(0, 0);
-			if ((live >> tt & 1) && d < hd)
-				raw[tt * WT + w] = load_word(src, ((c0 + tt) * p.kv_heads + h) * hd + d,
-							     vec);
-		}
-	}
+	load_chunk<M, WT>(p, src, c0, h, live, lane, vec, raw);
 #pragma unroll
 	for (int tt = 0; tt < M; tt++) {
 		if (!(live >> tt & 1))
