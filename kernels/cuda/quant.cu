@@ -441,7 +441,7 @@ kv_quant8_kernel(const quant_params p, bool bf16, bool vec)
 	uint64_t pframe = shfl_up_u64(tl.frame);
 	if (lane == 0) {
 		prev = c0 ? tp.slot : -1;
-		pframe = tp.frame;
+		pframe = c0 ? tp.frame : 0;
 	}
 	const bool cont = tl.slot >= 0 && prev >= 0 && pframe == tl.frame;
 	const bool start = tl.slot >= 0 && !cont && lane < C;

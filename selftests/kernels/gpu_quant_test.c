@@ -534,18 +534,19 @@ static __u32 odd_runs(const struct kv_geometry *g, const __u32 *perm, __u32 n,
  * input; a second
  * call continues the blocks with values 4x larger (the scales grow, the
  * blocks are requantized) and starts others at token 0; inputs @in_off
- * bytes past their buffers' alignment. The second call's GPU slots also
- * hold one token of a frame past the arena: status -EINVAL, every other
- * token written as by the CPU without it.
+ * bytes past their buffers' alignment; runs in @nf frames per call (a few
+ * hundred tokens take a token per warp, thousands whole chunks). The
+ * second call's GPU slots also hold one token of a frame past the arena:
+ * status -EINVAL, every other token written as by the CPU without it.
  */
 static void odd_slots_case(struct __test_metadata *_metadata, const struct kv_geometry *g,
-			   __u32 io, size_t in_off)
+			   __u32 io, size_t in_off, __u32 nf)
 {
-	enum { nf = 48 };
-	const __u32 bt = g->block_tokens, frames = 2 * nf, maxt = 3 * nf * (2 * bt + 2) + 1;
+	const __u32 bt = g->block_tokens, frames = 2 * nf, maxt = 2 * nf * (2 * bt + 2) + 2;
 	const size_t vec = (size_t)g->kv_heads * g->head_dim * kv_dtype_size(io);
 	const __u64 abytes = frames * kv_frame_bytes(g);
-	__u32 perm[2 * nf], mid[nf], end[nf], i, n[2], call;
+	__u32 *perm = malloc(sizeof(__u32) * 3 * frames), *mid = perm + frames, *end = mid + nf;
+	__u32 i, n[2], call;
 	__s64 *slots = malloc(sizeof(__s64) * maxt);
 	char *k = malloc(maxt * vec), *v = malloc(maxt * vec);
 	unsigned char *host = calloc(abytes, 1), *back = malloc(abytes);
@@ -554,7 +555,7 @@ static void odd_slots_case(struct __test_metadata *_metadata, const struct kv_ge
 	__s64 *dslots = dev_alloc(NULL, sizeof(__s64) * maxt);
 	__s32 *dstatus = dev_alloc(NULL, sizeof(__s32)), status;
 
-	ASSERT_TRUE(slots && k && v && host && back && dev && dk && dv && dslots && dstatus);
+	ASSERT_TRUE(perm && slots && k && v && host && back && dev && dk && dv && dslots && dstatus);
 	for (i = 0; i < frames; i++)
 		perm[i] = i;
 	kvt_shuffle_u32(perm, frames);
@@ -614,6 +615,7 @@ static void odd_slots_case(struct __test_metadata *_metadata, const struct kv_ge
 	cudaFree(dv);
 	cudaFree(dslots);
 	cudaFree(dstatus);
+	free(perm);
 	free(slots);
 	free(k);
 	free(v);
@@ -637,7 +639,20 @@ TEST(append_odd_slots)
 						 .block_tokens = bts[(i + d) % 4], .dtype = dtypes[d] };
 
 			odd_slots_case(_metadata, &g, i % 2 ? KV_DTYPE_BF16 : KV_DTYPE_FP16,
-				       (i + d) % 3 ? 0 : 2);
+				       (i + d) % 3 ? 0 : 2, 48);
+		}
+		if (getenv("KV_TEST_SMALL"))
+			continue;
+		/* thousands of tokens: whole chunks per warp, runs found by ballots */
+		for (i = 0; i < 3; i++) {
+			static const __u32 big_hd[] = { 128, 256, 512 }, big_bt[] = { 16, 5, 64 };
+			static const __u32 big_kvh[] = { 8, 8, 4 }, big_nf[] = { 1024, 512, 128 };
+			struct kv_geometry g = { .layers = 2, .kv_heads = big_kvh[i],
+						 .head_dim = big_hd[i], .block_tokens = big_bt[i],
+						 .dtype = dtypes[d] };
+
+			odd_slots_case(_metadata, &g, i % 2 ? KV_DTYPE_FP16 : KV_DTYPE_BF16,
+				       i == 1 ? 2 : 0, big_nf[i]);
 		}
 	}
 }

@@ -65,19 +65,46 @@ static char *hidden_frame(struct kv_pool *pool, u32 tier, u32 frame)
 	return base ? base + (u64)frame * pool->frame_bytes : NULL;
 }
 
+/*
+ * The copies are done when waited for, not when submitted (as a GPU's
+ * are done later on its streams): a bounce frame reused before its copy
+ * out of it was waited for would show as wrong contents.
+ */
+struct hidden_batch {
+	u32 n;
+	struct kv_copy c[];
+};
+
 static int hidden_submit(struct kv_pool *pool, const struct kv_copy *c, u32 n, void **cookie)
 {
-	char *src, *dst;
+	struct hidden_batch *hb;
 	u32 i;
 
 	*cookie = NULL;
-	for (i = 0; i < n; i++) {
-		src = hidden_frame(pool, c[i].src_tier, c[i].src_frame);
-		dst = hidden_frame(pool, c[i].dst_tier, c[i].dst_frame);
-		if (!src || !dst || c[i].src_tier == KV_TIER_SWAP || c[i].dst_tier == KV_TIER_SWAP)
+	for (i = 0; i < n; i++)
+		if (!hidden_frame(pool, c[i].src_tier, c[i].src_frame) ||
+		    !hidden_frame(pool, c[i].dst_tier, c[i].dst_frame) ||
+		    c[i].src_tier == KV_TIER_SWAP || c[i].dst_tier == KV_TIER_SWAP)
 			return -EOPNOTSUPP;	/* swap must come bounced */
-		memcpy(dst, src, pool->frame_bytes);
-	}
+	hb = malloc(sizeof(*hb) + n * sizeof(*c));
+	if (!hb)
+		return -ENOMEM;
+	hb->n = n;
+	memcpy(hb->c, c, n * sizeof(*c));
+	*cookie = hb;
+	return 0;
+}
+
+static int hidden_wait(struct kv_pool *pool, void *cookie)
+{
+	struct hidden_batch *hb = cookie;
+	u32 i;
+
+	for (i = 0; hb && i < hb->n; i++)
+		memcpy(hidden_frame(pool, hb->c[i].dst_tier, hb->c[i].dst_frame),
+		       hidden_frame(pool, hb->c[i].src_tier, hb->c[i].src_frame),
+		       pool->frame_bytes);
+	free(hb);
 	return 0;
 }
 
@@ -290,11 +317,11 @@ SWAP_TEST(read_errors_and_flipped_bits_are_caught)
 }
 
 /*
- * A device tier the CPU cannot address (GPU memory): every copy between it
- * and swap goes through the bounce frames (one per 8 of the @host frames),
- * in parts when a batch is larger than they are, the two halves of them
- * taking turns (one frame: in turn); contents survive both ways and with
- * injected errors.
+ * A device tier the CPU cannot address (GPU memory) whose copies complete
+ * when waited for: every copy between it and swap goes through the bounce
+ * frames (one per 8 of the @host frames), in parts when a batch is larger
+ * than they are, the two halves of them taking turns (one frame: in turn);
+ * contents survive both ways and with injected errors.
  */
 static void hidden_run(struct __test_metadata *_metadata, u32 engine, u32 host)
 {
@@ -310,6 +337,7 @@ static void hidden_run(struct __test_metadata *_metadata, u32 engine, u32 host)
 	hidden_ops.arena_create = hidden_create;
 	hidden_ops.arena_destroy = hidden_destroy;
 	hidden_ops.copy_submit = hidden_submit;
+	hidden_ops.copy_wait = hidden_wait;
 	hidden_ops.arena_export = NULL;
 	pool = swap_pool_ops(32, host, 64, engine, &fd, &hidden_ops);
 	if (!pool && engine == KV_SWAP_IO_URING)
@@ -375,6 +403,7 @@ TEST(device_without_cpu_address_needs_a_host_tier)
 	hidden_ops.arena_create = hidden_create;
 	hidden_ops.arena_destroy = hidden_destroy;
 	hidden_ops.copy_submit = hidden_submit;
+	hidden_ops.copy_wait = hidden_wait;
 	pool = swap_pool_ops(32, 0, 64, KV_SWAP_PSYNC, &fd, &hidden_ops);
 	EXPECT_NULL(pool);
 	if (pool)
