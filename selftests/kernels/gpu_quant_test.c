@@ -606,9 +606,9 @@ static void odd_slots_case(struct __test_metadata *_metadata, const struct kv_ge
 	CU(cudaMemcpy(back, dev, abytes, cudaMemcpyDeviceToHost));
 	i = (__u32)bytes_differ(host, back, abytes);
 	if (i || getenv("KVT_VERBOSE"))
-		TH_LOG("odd slots: dtype %u io %u hd %u bt %u kvh %u off %zu: %u of %llu bytes differ",
-		       g->dtype, io, g->head_dim, bt, g->kv_heads, in_off, i,
-		       (unsigned long long)abytes);
+		TH_LOG("odd slots: dtype %u io %u hd %u bt %u kvh %u off %zu, %u + %u tokens: "
+		       "%u of %llu bytes differ", g->dtype, io, g->head_dim, bt, g->kv_heads,
+		       in_off, n[0], n[1], i, (unsigned long long)abytes);
 	EXPECT_EQ(0, i);
 	cudaFree(dev);
 	cudaFree(dk);
