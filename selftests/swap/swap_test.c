@@ -66,9 +66,10 @@ static char *hidden_frame(struct kv_pool *pool, u32 tier, u32 frame)
 }
 
 /*
- * The copies are done when waited for, not when submitted (as a GPU's
- * are done later on its streams): a bounce frame reused before its copy
- * out of it was waited for would show as wrong contents.
+ * Copies into the device are done when waited for, the others when
+ * submitted (a GPU's copies run on its streams at any time in between):
+ * a bounce frame reused while a copy out of it (to the device) or into it
+ * (from the device) is pending shows as wrong contents.
  */
 struct hidden_batch {
 	u32 n;
@@ -89,8 +90,15 @@ static int hidden_submit(struct kv_pool *pool, const struct kv_copy *c, u32 n, v
 	hb = malloc(sizeof(*hb) + n * sizeof(*c));
 	if (!hb)
 		return -ENOMEM;
-	hb->n = n;
-	memcpy(hb->c, c, n * sizeof(*c));
+	hb->n = 0;
+	for (i = 0; i < n; i++) {
+		if (c[i].dst_tier == KV_TIER_DEVICE)
+			hb->c[hb->n++] = c[i];
+		else
+			memcpy(hidden_frame(pool, c[i].dst_tier, c[i].dst_frame),
+			       hidden_frame(pool, c[i].src_tier, c[i].src_frame),
+			       pool->frame_bytes);
+	}
 	*cookie = hb;
 	return 0;
 }
@@ -323,6 +331,19 @@ SWAP_TEST(read_errors_and_flipped_bits_are_caught)
  * than they are, the two halves of them taking turns (one frame: in turn);
  * contents survive both ways and with injected errors.
  */
+/* A pool of 32 device frames in the hidden tier, @host host frames, 64 swap slots. */
+static struct kv_pool *hidden_pool(u32 host, u32 engine, int *fd)
+{
+	hidden_ops = kv_cpu_device_ops;
+	hidden_ops.name = "hidden";
+	hidden_ops.arena_create = hidden_create;
+	hidden_ops.arena_destroy = hidden_destroy;
+	hidden_ops.copy_submit = hidden_submit;
+	hidden_ops.copy_wait = hidden_wait;
+	hidden_ops.arena_export = NULL;
+	return swap_pool_ops(32, host, 64, engine, fd, &hidden_ops);
+}
+
 static void hidden_run(struct __test_metadata *_metadata, u32 engine, u32 host)
 {
 	static u32 vals[8][64];
@@ -332,14 +353,7 @@ static void hidden_run(struct __test_metadata *_metadata, u32 engine, u32 host)
 	u32 out;
 	int fd;
 
-	hidden_ops = kv_cpu_device_ops;
-	hidden_ops.name = "hidden";
-	hidden_ops.arena_create = hidden_create;
-	hidden_ops.arena_destroy = hidden_destroy;
-	hidden_ops.copy_submit = hidden_submit;
-	hidden_ops.copy_wait = hidden_wait;
-	hidden_ops.arena_export = NULL;
-	pool = swap_pool_ops(32, host, 64, engine, &fd, &hidden_ops);
+	pool = hidden_pool(host, engine, &fd);
 	if (!pool && engine == KV_SWAP_IO_URING)
 		SKIP(return, "io_uring refused here, or no O_DIRECT directory");
 	ASSERT_NE_NULL(pool);
@@ -757,6 +771,34 @@ TEST(checkpoint_and_restore)
 					   NULL, NULL));
 	kv_pool_destroy(pool);
 	close(fd);
+}
+
+/*
+ * A checkpoint of a pool whose device tier the CPU cannot address: the
+ * cached blocks go from the device straight to swap, bounced (the device's
+ * copies beside the swap writes, in parts of two bounce frames), and come
+ * back bounced with their contents.
+ */
+TEST(device_without_cpu_address_checkpoint)
+{
+	u32 ids[8][12], k, before;
+	struct kv_pool *pool;
+	int fd;
+
+	pool = hidden_pool(40, KV_SWAP_PSYNC, &fd);
+	ASSERT_NE_NULL(pool);
+	for (k = 0; k < 8; k++)
+		ASSERT_EQ(0, cache_prompt(pool, 1, k, ids[k]));
+	before = tier_used(pool, KV_TIER_DEVICE);
+	ASSERT_LT(4u, before);
+	EXPECT_LT(0, kv_pool_checkpoint(pool, CKPT_OFF(pool), CKPT_LEN(pool), "kvmem", 5));
+	EXPECT_EQ(0u, tier_used(pool, KV_TIER_DEVICE));
+	EXPECT_LE(before, tier_used(pool, KV_TIER_SWAP));
+	EXPECT_POOL_OK(pool);
+	for (k = 0; k < 8; k++)
+		EXPECT_EQ(12, find_prompt(pool, 1, ids[k]));
+	EXPECT_POOL_OK(pool);
+	swap_pool_done(pool, fd);
 }
 
 /* Flip a byte of the swap file at @off (through a buffered descriptor). */
