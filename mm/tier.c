@@ -177,26 +177,13 @@ static const struct kv_tier_ops *copy_engine(struct kv_pool *pool, const struct 
 	return pool->tier[c->src_tier > c->dst_tier ? c->src_tier : c->dst_tier].ops;
 }
 
-/* One batch on the engine that serves it, waited for. */
-static int copy_direct(struct kv_pool *pool, const struct kv_copy *c, u32 n)
-{
-	const struct kv_tier_ops *ops = copy_engine(pool, c);
-	void *cookie = NULL;
-	int err;
-
-	err = ops->copy_submit(pool, c, n, &cookie);
-	if (err)
-		return err;
-	return ops->copy_wait(pool, cookie);
-}
-
 /* a batch of copies in flight on its engine */
 struct leg_run {
 	const struct kv_tier_ops *ops;
 	void *cookie;
 };
 
-/* submit @n copies @c; a failed submit leaves nothing to wait for (as copy_direct()) */
+/* submit @n copies @c on their engine; a failed submit leaves nothing to wait for */
 static int leg_submit(struct kv_pool *pool, const struct kv_copy *c, u32 n, struct leg_run *r)
 {
 	int err;
@@ -216,6 +203,14 @@ static int leg_wait(struct kv_pool *pool, struct leg_run *r, int err)
 
 	r->ops = NULL;
 	return err ? err : e;
+}
+
+/* One batch on the engine that serves it, waited for. */
+static int copy_direct(struct kv_pool *pool, const struct kv_copy *c, u32 n)
+{
+	struct leg_run r;
+
+	return leg_wait(pool, &r, leg_submit(pool, c, n, &r));
 }
 
 /*

@@ -51,9 +51,12 @@ struct quant_params {
 	float qmax;
 };
 
-__device__ __forceinline__ float warp_max(float x)
+/* the largest @x of each aligned group of @W lanes, on all of them */
+template <int W = 32>
+__device__ __forceinline__ float lanes_max(float x)
 {
-	for (int o = 16; o; o >>= 1)
+#pragma unroll
+	for (int o = W / 2; o; o >>= 1)
 		x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, o));
 	return x;
 }
@@ -223,8 +226,8 @@ __device__ __forceinline__ uint32_t quant_word(const quant_params &p, uint2 w, f
  * The block's values at @vals requantized by @ratio (old scale / new); by
  * the warp, eight words per lane loaded before any is stored.
  */
-__device__ __forceinline__ void requant_block(const quant_params &p, uint8_t *vals, float ratio, int lane,
-			      bool vec)
+__device__ __forceinline__ void requant_block(const quant_params &p, uint8_t *vals, float ratio,
+					      int lane, bool vec)
 {
 	const uint32_t n = p.block_tokens * p.head_dim;
 
@@ -304,7 +307,7 @@ __device__ __forceinline__ void quant_run_long(const quant_params &p, uint64_t t
 		for (uint32_t d = lane * 4; d < hd; d += 128)
 			amax = word_amax(load_word(src, (t * p.kv_heads + h) * hd + d, vec), bf16,
 					 amax);
-	const float scale = run_scale(p, old, warp_max(amax), fresh, grow);
+	const float scale = run_scale(p, old, lanes_max(amax), fresh, grow);
 	const float inv = quant_inv(scale);
 
 	if (grow)
@@ -353,6 +356,21 @@ __device__ __forceinline__ float warp_max_transpose(float (&v)[32], int lane)
 	return v[0];
 }
 
+/* this lane's amax of token @tt's WT words in @raw, 0 where @need has no bit @tt */
+template <int WT>
+__device__ __forceinline__ float tok_amax(const uint2 (&raw)[kWords], uint32_t need, int tt,
+					  bool bf16)
+{
+	float amax = 0.f;
+
+	if (need >> tt & 1) {
+#pragma unroll
+		for (int w = 0; w < WT; w++)
+			amax = word_amax(raw[tt * WT + w], bf16, amax);
+	}
+	return amax;
+}
+
 /* the amax of the one run a kv_quant8_kernel() of ONE warp takes, on every lane */
 template <int WT, int M>
 __device__ __forceinline__ float one_amax(const uint2 (&raw)[kWords], uint32_t need, bool bf16)
@@ -361,11 +379,8 @@ __device__ __forceinline__ float one_amax(const uint2 (&raw)[kWords], uint32_t n
 
 #pragma unroll
 	for (int tt = 0; tt < M; tt++)
-		if (need >> tt & 1)
-#pragma unroll
-			for (int w = 0; w < WT; w++)
-				amax = word_amax(raw[tt * WT + w], bf16, amax);
-	return warp_max(amax);
+		amax = fmaxf(amax, tok_amax<WT>(raw, need, tt, bf16));
+	return lanes_max(amax);
 }
 
 /*
@@ -380,14 +395,8 @@ __device__ __forceinline__ float run_amax(const uint2 (&raw)[kWords], uint32_t n
 	float v[32], amax;
 
 #pragma unroll
-	for (int tt = 0; tt < 32; tt++) {
-		v[tt] = 0.f;
-		if (tt < M && (need >> tt & 1)) {
-#pragma unroll
-			for (int w = 0; w < WT; w++)
-				v[tt] = word_amax(raw[tt * WT + w], bf16, v[tt]);
-		}
-	}
+	for (int tt = 0; tt < 32; tt++)
+		v[tt] = tt < M ? tok_amax<WT>(raw, need, tt, bf16) : 0.f;
 	amax = warp_max_transpose(v, lane);
 #pragma unroll
 	for (int o = 1; o < 32; o <<= 1) {
@@ -428,20 +437,20 @@ kv_quant8_kernel(const quant_params p, bool bf16, bool vec)
 	const uint64_t c0 = (uint64_t)(item / cols) * C;
 	const uint32_t col = item % cols, h = col % p.kv_heads, hd = p.head_dim;
 	const void *src = col < p.kv_heads ? p.k : p.v;
-	tok_lane tl, tp;
+	tok_lane tl;
 
 	if (c0 >= p.tokens)
 		return;
 	tok_init(p, c0, lane, S, col, tl);
-	if (lane == 0 && c0)
-		tok_init(p, c0 - 1, 0, 1, col, tp);
 
 	/* the runs: a token continues its predecessor's, or breaks */
 	long long prev = __shfl_up_sync(full, (long long)tl.slot, 1);
 	uint64_t pframe = shfl_up_u64(tl.frame);
 	if (lane == 0) {
-		prev = c0 ? tp.slot : -1;
-		pframe = c0 ? tp.frame : 0;
+		uint32_t tib;
+
+		prev = c0 ? p.slots[c0 - 1] : -1;
+		pframe = prev >= 0 ? slot_frame(p, prev, tib) : 0;
 	}
 	const bool cont = tl.slot >= 0 && prev >= 0 && pframe == tl.frame;
 	const bool start = tl.slot >= 0 && !cont && lane < C;
@@ -558,21 +567,18 @@ __global__ void __launch_bounds__(kWarps * 32) kv_quant4_kernel(const quant_para
 #pragma unroll
 		for (int w = 0; w < WT; w++) {
 			const uint32_t d = (w * 32 + lane) * 4;
-			float amax = word_amax(raw[tt * WT + w], bf16, 0.f);	/* NaN as 0 */
-
-			amax = fmaxf(amax, __shfl_xor_sync(full, amax, 1));
-			amax = fmaxf(amax, __shfl_xor_sync(full, amax, 2));
-			amax = fmaxf(amax, __shfl_xor_sync(full, amax, 4));
+			/* the group's 32 dims on 8 lanes; NaN as 0 */
+			const float amax = lanes_max<8>(word_amax(raw[tt * WT + w], bf16, 0.f));
 			const __half s = __float2half_rn(fminf(__fdiv_rn(amax, 7.0f), 65504.0f));
 			const float inv = quant_inv(__half2float(s));
 			uint32_t nib = 0;
 
+			if (d >= hd)
+				continue;
 #pragma unroll
 			for (int j = 0; j < 4; j++)
 				nib |= (uint32_t)(quant_int(word_val(raw[tt * WT + w], j, bf16), inv,
 							    7) + 8) << (4 * j);
-			if (d >= hd)
-				continue;
 			if (vec) {
 				*reinterpret_cast<uint16_t *>(dst + d / 2) = (uint16_t)nib;
 			} else {
