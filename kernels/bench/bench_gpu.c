@@ -7,13 +7,14 @@
  * nothing about time.
  *
  *	bench-kernels-gpu [-s sdpa.tsv] [-r REPS] [-q] [-D] [-v VARIANT] [-F read|write]
- *			  [-o SHAPE] [-U] [-P] [-p VARIANT] [-Q]
+ *			  [-o SHAPE] [-U] [-P] [-p VARIANT] [-I TILES] [-Q]
  *
  * -q: a reduced set of shapes; -D: decode only; -v: a decode kernel variant
  * (see kv_cuda_decode_variant), for comparing variants in one run; -o: only
  * the decode shape of that index in the table (for a profiler); -U: frames
  * in order instead of shuffled (what paging costs the same kernel); -P:
  * prefill only; -p: a prefill kernel variant (kv_cuda_prefill_variant);
+ * -I: query tiles per CTA of the wgmma prefill (kv_cuda_prefill_ipc);
  * -Q: only the table of decode on INT8, FP8 and INT4 pools beside bf16
  * (which the full run prints after the decode table; KV_BENCH_QUANT_ROW=N:
  * its row N alone, for a profiler).
@@ -554,7 +555,7 @@ int main(int argc, char **argv)
 	void *arena, *ws = NULL;
 	double copy_bw;
 
-	while ((opt = getopt(argc, argv, "s:r:qDv:F:o:UPp:Q")) != -1) {
+	while ((opt = getopt(argc, argv, "s:r:qDv:F:o:UPp:I:Q")) != -1) {
 		if (opt == 'Q') {
 			quant_only = 1;
 			continue;
@@ -563,6 +564,8 @@ int main(int argc, char **argv)
 		if (opt == 'P')
 			prefill_only = 1;
 		else if (opt == 'p' && !bench_uint("-p", optarg, 0, 1023, &kv_cuda_prefill_variant))
+			continue;
+		else if (opt == 'I' && !bench_uint("-I", optarg, 1, 64, &kv_cuda_prefill_ipc))
 			continue;
 		else if (opt == 'U')
 			in_order = 1;
@@ -664,6 +667,8 @@ int main(int argc, char **argv)
 	if (only < 0 && !decode_only) {
 		if (kv_cuda_prefill_variant >= 0)
 			printf("# prefill kernel variant %d\n", kv_cuda_prefill_variant);
+		if (kv_cuda_prefill_ipc > 0)
+			printf("# wgmma prefill: %d query tiles per CTA\n", kv_cuda_prefill_ipc);
 		printf("\n# prefill: causal, 32:8 hd128 bf16, block_tokens 16, frames shuffled; "
 		       "SDPA on contiguous KV (lower-right causal mask where new < ctx)\n");
 		printf("| batch x new on ctx | ms | TFLOP/s | SDPA flash ms | SDPA cuDNN ms | "
@@ -679,6 +684,6 @@ int main(int argc, char **argv)
 usage:
 	fprintf(stderr, "usage: bench-kernels-gpu [-s sdpa.tsv] [-r REPS (3-100000)] [-q] [-D] "
 		"[-v VARIANT (0-1023)] [-F read|write] [-o SHAPE (0-63)] [-U] [-P] "
-		"[-p VARIANT (0-1023)] [-Q]; KV_BENCH_QUANT_ROW 0-6\n");
+		"[-p VARIANT (0-1023)] [-I TILES (1-64)] [-Q]; KV_BENCH_QUANT_ROW 0-6\n");
 	return 2;
 }

@@ -32,6 +32,7 @@ extern "C" {
 int kv_cuda_device(struct kv_cuda_dev *d);
 extern int kv_cuda_decode_variant;
 extern int kv_cuda_prefill_variant;
+extern int kv_cuda_prefill_ipc;
 uint32_t kv_cuda_pick_splits(uint32_t base, uint32_t slots, uint32_t cap);
 uint32_t kv_cuda_pick_splits_waves(uint32_t base, uint32_t slots, uint32_t cap);
 int kv_cuda_fill_uniform(void *p, uint64_t n, uint32_t dtype, uint64_t seed,

@@ -62,6 +62,13 @@
  */
 int kv_cuda_prefill_variant = -1;
 
+/*
+ * Query tiles per CTA of the wgmma kernel (prefill_sm90.cu, ws_ipc()),
+ * for measuring: 1, or an even number (an odd one above 1 runs one less);
+ * 0 or negative: the launch's choice.
+ */
+int kv_cuda_prefill_ipc;
+
 /* gridDim.y is the kv heads that a valid geometry allows */
 static_assert(KV_MAX_KV_HEADS <= 65535, "kv heads fit a grid's y");
 
@@ -359,7 +366,7 @@ int launch(const params &p, cudaStream_t st)
 	static bool attr_set[KV_CUDA_MAX_DEVICES];
 
 	return launch_grid(kv_prefill_kernel<T, HD, TK, MT, MINB, NS, DT>, p, kRows * MT,
-			   kWarps * 32, smem, attr_set, st);
+			   kWarps * 32, smem, attr_set, 1, st);
 }
 
 /*

@@ -37,6 +37,8 @@ struct params {
 	int32_t *status;
 	uint32_t batch, tokens, q_heads, group, qpc;	/* qpc: queries per CTA */
 	uint32_t max_q;		/* most queries of a sequence the grid covers */
+	uint32_t qtiles;	/* query tiles of a sequence: max_q over qpc, rounded up */
+	uint32_t ipc;		/* prefill_sm90.cu: query tiles per CTA, 1 or even */
 	uint32_t block_tokens, stride, window;
 	int32_t bt_shift;	/* log2(block_tokens) when a power of two, else -1 */
 	float scale_log2;
@@ -168,7 +170,7 @@ __device__ __forceinline__ bool seq_rows(const params &p, uint32_t b)
  */
 __device__ __forceinline__ bool seq_ok(const params &p, const seq &s, uint32_t tid, uint32_t nt)
 {
-	uint32_t lo, hi;
+	uint32_t lo, hi, end, top = 0;
 
 	if (!seq_rows(p, s.b) || s.nq > s.ctx || s.nq > p.max_q ||
 	    (uint64_t)s.ctx > (uint64_t)p.stride * p.block_tokens)
@@ -176,11 +178,12 @@ __device__ __forceinline__ bool seq_ok(const params &p, const seq &s, uint32_t t
 	if (!s.nq)
 		return true;
 	span(p, s.ctx - s.nq, lo, hi);
-	for (uint32_t i = lo / p.block_tokens + tid;
-	     i <= (s.ctx - 1) / p.block_tokens; i += nt)
-		if (s.table[i] >= p.kv.frames)
-			return false;
-	return true;
+	end = (s.ctx - 1) / p.block_tokens;
+	/* no exit inside: the loads of a thread's share are in flight together */
+#pragma unroll 4
+	for (uint32_t i = lo / p.block_tokens + tid; i <= end; i += nt)
+		top = max(top, __ldg(s.table + i));
+	return top < p.kv.frames;
 }
 
 /* the fields of @s for sequence @b, kv head @h, queries from @qt * qpc */
@@ -196,6 +199,23 @@ __device__ __forceinline__ void seq_init(const params &p, uint32_t b, uint32_t h
 }
 
 /*
+ * Sequence @s (seq_init() done) once the threads that set it up have
+ * voted @ok on seq_ok(); @report: this thread sets the status of a
+ * sequence that failed (one thread of the sequence's first CTA).
+ *
+ * Return: false when the caller has no rows of the sequence to write.
+ */
+__device__ __forceinline__ bool seq_enter(const params &p, seq &s, bool ok, bool report)
+{
+	s.ok = ok;
+	if (!ok && report && p.status)
+		atomicExch(p.status, -EINVAL);
+	if (!ok && !seq_rows(p, s.b))
+		return false;
+	return s.q0 < s.nq;
+}
+
+/*
  * Set up sequence @b for this CTA (of @nt threads; all of them call it).
  * The CTAs of a sequence take its queries last first (the longest spans
  * first: a shorter tail). A sequence that fails seq_ok() has its status
@@ -206,12 +226,8 @@ __device__ __forceinline__ void seq_init(const params &p, uint32_t b, uint32_t h
 __device__ __forceinline__ bool seq_begin(const params &p, uint32_t b, uint32_t nt, seq &s)
 {
 	seq_init(p, b, blockIdx.y, gridDim.x - 1 - blockIdx.x, s);
-	s.ok = __syncthreads_and(seq_ok(p, s, threadIdx.x, nt));
-	if (!s.ok && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && p.status)
-		atomicExch(p.status, -EINVAL);
-	if (!s.ok && !seq_rows(p, b))
-		return false;
-	return s.q0 < s.nq;
+	return seq_enter(p, s, __syncthreads_and(seq_ok(p, s, threadIdx.x, nt)),
+			 threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0);
 }
 
 /*
@@ -388,12 +404,13 @@ __device__ __forceinline__ const T *q_row(const params &p, const seq &s, uint32_
  * over the grid of query tiles of @rows (query, head) rows (p.max_q
  * queries of a sequence at most), kv heads and sequences; @attr_set: per
  * device, whether @kern's shared memory limit was raised (the caller's,
- * one per kernel). Return: 0, -EINVAL for more query tiles than a grid
- * holds, -ENODEV, or -EIO.
+ * one per kernel); @ipc: query tiles per CTA (1, or an even number of
+ * them in pairs, cta_qtile()). Return: 0, -EINVAL for more query tiles
+ * than a grid holds, -ENODEV, or -EIO.
  */
 template <typename K>
 int launch_grid(K kern, const params &p0, uint32_t rows, int threads, size_t smem,
-		bool *attr_set, cudaStream_t st)
+		bool *attr_set, uint32_t ipc, cudaStream_t st)
 {
 	params p = p0;
 	struct kv_cuda_dev d;
@@ -403,6 +420,10 @@ int launch_grid(K kern, const params &p0, uint32_t rows, int threads, size_t sme
 	tiles = ((uint64_t)p.max_q + p.qpc - 1) / p.qpc;
 	if (tiles > 0x7fffffffu)
 		return -EINVAL;
+	p.qtiles = (uint32_t)tiles;
+	p.ipc = ipc;
+	if (ipc > 1)	/* pairs of tiles, ipc / 2 of them per CTA */
+		tiles = ((tiles + 1) / 2 + ipc / 2 - 1) / (ipc / 2);
 	if (kv_cuda_device(&d))
 		return -ENODEV;
 	if (!attr_set[d.id]) {

@@ -55,7 +55,8 @@ constexpr int kStages = 2;			/* of K/V tiles */
 constexpr int kRows = 128;			/* (query, head) rows per CTA */
 constexpr uint32_t kAtom = kTk * 128;		/* 64 dims of a tile: [kTk][128 B] */
 constexpr uint32_t kStage = 4 * kAtom;		/* K (two atoms), then V */
-constexpr uint32_t kQBytes = 2 * kRows * 128;
+constexpr uint32_t kQBytes = 2 * kRows * 128;	/* an item's queries */
+constexpr int kQSlots = 2;			/* of queries */
 static_assert(kHd == 2 * 64 && kTk == 128, "two 64-dim atoms; S is m64n128");
 
 #ifdef KV_WGMMA
@@ -370,107 +371,204 @@ __device__ __forceinline__ void softmax_pv(const params &p, float (&sc)[16][4],
 }
 
 /*
- * The copying warpgroup's part of kv_prefill_ws(): each CTA's queries and
- * K/V tiles, sequence after sequence. It meets the computing warpgroups
- * at the same CTA barriers (seq_begin() and the end of each sequence).
+ * wg_and() - @x of every thread of the copying warpgroup (threadIdx.x <
+ * 128, named barrier 3) and-ed together; by all 128 of them
+ */
+__device__ __forceinline__ bool wg_and(bool x)
+{
+	uint32_t r;
+
+	asm volatile("{\n.reg .pred p, q;\nsetp.ne.u32 p, %1, 0;\n"
+		     "bar.red.and.pred q, 3, 128, p;\nselp.u32 %0, 1, 0, q;\n}\n"
+		     : "=r"(r) : "r"((uint32_t)x) : "memory");
+	return r;
+}
+
+/*
+ * cta_qtile() - the query tile of this CTA's @k-th item (k < p.ipc) of
+ * each sequence, or -1 for none. With one item per CTA, as seq_begin():
+ * the last tiles first. Else a sequence's Q query tiles pair up as
+ * (Q - 1 - j, j), a long span and a short one, and CTA x takes pairs
+ * x * ipc / 2 on, p.ipc / 2 of them, the long tile of each first: under
+ * a causal mask every CTA gets about the same work.
+ */
+__device__ __forceinline__ int64_t cta_qtile(const params &p, uint32_t k)
+{
+	const uint64_t q = p.qtiles, j = (uint64_t)blockIdx.x * (p.ipc / 2) + k / 2;
+
+	if (p.ipc == 1)
+		return k ? -1 : (int64_t)(q - 1 - blockIdx.x);
+	if (2 * j >= q || ((k & 1) && 2 * j + 1 == q))
+		return -1;	/* past the last pair; the middle tile's twin */
+	return (int64_t)(k & 1 ? j : q - 1 - j);
+}
+
+/*
+ * struct item - a query tile as the copying warpgroup hands it to the
+ * computing ones beside its queries: its sequence @s, the CTA's @nrows
+ * rows of it, the position of their first query (cta_span()), the K/V
+ * tiles (cta_tiles()); @end: no items follow.
+ */
+struct item {
+	seq s;
+	uint32_t nrows, first, t0;
+	int ntiles;
+	bool end;
+};
+
+/*
+ * struct ws_bars - the warp-specialized kernel's mbarriers and hand-over:
+ * @full, @empty: the K/V stages (cp.async or the widening copies complete
+ * @full, the computing warpgroups @empty); @qfull, @qempty: the query
+ * slots and @desc, each slot's item (the copying warpgroup's 128 threads
+ * and thread 0's @desc complete @qfull, the computing warpgroups @qempty
+ * once done with the queries)
+ */
+struct ws_bars {
+	uint64_t full[kStages], empty[kStages];
+	uint64_t qfull[kQSlots], qempty[kQSlots];
+	item desc[kQSlots];
+};
+
+/*
+ * Query slot @qit % kQSlots for the item @d by the copying warpgroup
+ * (this thread @tid of it): wait for it to be free, hand over @d and, for
+ * an item with tiles, its queries.
  */
 template <typename T, int DT>
-__device__ __forceinline__ void produce(const params &p, uint64_t *full, uint64_t *empty,
-					char *smem, char *sq)
+__device__ __forceinline__ void publish(const params &p, ws_bars &w, char *sq, uint32_t qit,
+					const item &d, int tid)
 {
-	const int tid = threadIdx.x;
-	uint32_t git = 0;	/* tiles through the stages so far, over sequences */
+	const uint32_t slot = qit % kQSlots, use = qit / kQSlots;
+	char *const q = sq + slot * kQBytes;
 
-	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
-		uint32_t lo, hi, t0;
-		seq s;
-
-		if (!seq_begin(p, b, kThreads, s))
-			continue;
-		const uint32_t nrows = min(p.qpc, s.nq - s.q0) * p.group;
-		const uint64_t koff = p.kv.koff + s.h * p.kv.head_bytes;
-
-		cta_span(p, s, nrows, lo, hi);
-		const int ntiles = cta_tiles(s, lo, hi, kTk, t0);
-		for (int it = 0; it < ntiles; it++, git++) {
-			const uint32_t st = git % kStages, use = git / kStages;
-			const uint32_t t = t0 + it * kTk;
-
-			if (use)
-				mbar_wait(&empty[st], (use - 1) & 1);
-			if constexpr (DT != 0) {
-				/* widened by this warpgroup: plain stores */
-				if (!it)
-					load_q_half<T>(p, s, nrows, sq, tid);
-				load_kv_quant<DT>(p, s.table, koff, p.soff + s.h * p.hsb,
-						  t, lo, hi, smem + st * kStage, tid);
-				fence_async_smem();
-				mbar_arrive(&full[st]);
-				continue;
-			}
-			if (!it)
-				load_q<T>(p, s, nrows, sq, tid);
-			load_kv(p, s.table, koff, t, lo, hi, smem + st * kStage, tid);
-			mbar_arrive_cp_async(&full[st]);
-		}
-		__syncthreads();
+	if (use)
+		mbar_wait(&w.qempty[slot], (use - 1) & 1);
+	if (!tid) {
+		w.desc[slot] = d;
+		mbar_arrive(&w.qfull[slot]);
+	}
+	if constexpr (DT != 0) {
+		if (d.ntiles)
+			load_q_half<T>(p, d.s, d.nrows, q, tid);
+		fence_async_smem();
+		mbar_arrive(&w.qfull[slot]);
+	} else {
+		if (d.ntiles)
+			load_q<T>(p, d.s, d.nrows, q, tid);
+		mbar_arrive_cp_async(&w.qfull[slot]);
 	}
 }
 
 /*
- * The computing warpgroups' part of kv_prefill_ws(): each takes 64 of the
- * CTA's rows, tile after tile, then stores them.
+ * The copying warpgroup's part of kv_prefill_ws(): this CTA's items
+ * (cta_qtile()) of each sequence in turn, each handed over with its
+ * queries (publish()), then its K/V tiles through the stages; an end
+ * item last. It runs ahead of the computing warpgroups by as much as the
+ * stages and query slots hold, into the next item too.
  */
 template <typename T, int DT>
-__device__ __forceinline__ void consume(const params &p, uint64_t *full, uint64_t *empty,
-				       char *smem, char *sq)
+__device__ __forceinline__ void produce(const params &p, ws_bars &w, char *smem, char *sq)
+{
+	const int tid = threadIdx.x;
+	uint32_t git = 0, qit = 0;	/* tiles and items so far */
+	item d = {};
+
+	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
+		for (uint32_t k = 0; k < p.ipc; k++) {
+			const int64_t qt = cta_qtile(p, k);
+			uint32_t lo, hi;
+
+			if (qt < 0)
+				continue;
+			seq_init(p, b, blockIdx.y, (uint32_t)qt, d.s);
+			if (!seq_enter(p, d.s, wg_and(seq_ok(p, d.s, tid, 128)),
+				       !tid && !blockIdx.y && qt + 1 == p.qtiles))
+				continue;
+			d.nrows = min(p.qpc, d.s.nq - d.s.q0) * p.group;
+			d.first = cta_span(p, d.s, d.nrows, lo, hi);
+			d.ntiles = cta_tiles(d.s, lo, hi, kTk, d.t0);
+			publish<T, DT>(p, w, sq, qit++, d, tid);
+
+			const uint64_t koff = p.kv.koff + d.s.h * p.kv.head_bytes;
+			for (int it = 0; it < d.ntiles; it++, git++) {
+				const uint32_t st = git % kStages, use = git / kStages;
+				const uint32_t t = d.t0 + it * kTk;
+
+				if (use)
+					mbar_wait(&w.empty[st], (use - 1) & 1);
+				if constexpr (DT != 0) {
+					/* widened by this warpgroup: plain stores */
+					load_kv_quant<DT>(p, d.s.table, koff, p.soff + d.s.h * p.hsb,
+							  t, lo, hi, smem + st * kStage, tid);
+					fence_async_smem();
+					mbar_arrive(&w.full[st]);
+				} else {
+					load_kv(p, d.s.table, koff, t, lo, hi, smem + st * kStage, tid);
+					mbar_arrive_cp_async(&w.full[st]);
+				}
+			}
+		}
+	}
+	d.end = true;
+	d.ntiles = 0;
+	publish<T, DT>(p, w, sq, qit, d, tid);
+}
+
+/*
+ * The computing warpgroups' part of kv_prefill_ws(): item after item as
+ * handed over, each warpgroup 64 of its rows, tile after tile, then their
+ * stores. Their turns to issue S run on across items, so that one starts
+ * the next item while the other ends the last.
+ */
+template <typename T, int DT>
+__device__ __forceinline__ void consume(const params &p, ws_bars &w, char *smem, char *sq)
 {
 	typedef typename std::conditional<DT == 0, T, __half>::type M;	/* wgmma type */
 	const int warp = threadIdx.x >> 5, cw = (warp >> 2) - 1, cwarp = warp - 4;
 	const int g = (threadIdx.x & 31) >> 2;
-	const uint32_t q_base = kv_smem_addr(sq) + cw * 64 * 128;
 	uint32_t git = 0;	/* as the copying warpgroup counts */
 
-	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
-		uint32_t lo, hi, t0;
+	/* warpgroup 1 (cw 0) goes first: warpgroup 2 passes it the turn */
+	if (cw == 1)
+		turn_pass(cw);
+	for (uint32_t qit = 0;; qit++) {
+		const uint32_t slot = qit % kQSlots;
+		const uint32_t q_base = kv_smem_addr(sq + slot * kQBytes) + cw * 64 * 128;
 		row_state rs[2];
 		float o[16][4];
-		seq s;
 
-		if (!seq_begin(p, b, kThreads, s))
-			continue;
-		const uint32_t nrows = min(p.qpc, s.nq - s.q0) * p.group;
-		const uint32_t first = cta_span(p, s, nrows, lo, hi);
-		const int ntiles = cta_tiles(s, lo, hi, kTk, t0);
-
-		row_init(p, s, nrows, cwarp * 16 + g, rs[0]);
-		row_init(p, s, nrows, cwarp * 16 + g + 8, rs[1]);
+		mbar_wait(&w.qfull[slot], (qit / kQSlots) & 1);
+		const item d = w.desc[slot];
+		if (d.end) {
+			/* the turn warpgroup 2 passed after its last S */
+			if (cw == 0)
+				turn_wait(cw);
+			break;
+		}
+		row_init(p, d.s, d.nrows, cwarp * 16 + g, rs[0]);
+		row_init(p, d.s, d.nrows, cwarp * 16 + g + 8, rs[1]);
 #pragma unroll
 		for (int dt = 0; dt < 16; dt++)
 			o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-		/* warpgroup 1 (cw 0) goes first: warpgroup 2 passes it the turn */
-		if (cw == 1 && ntiles)
-			turn_pass(cw);
-		for (int it = 0; it < ntiles; it++, git++) {
-			const uint32_t st = git % kStages, t = t0 + it * kTk;
+		for (int it = 0; it < d.ntiles; it++, git++) {
+			const uint32_t st = git % kStages, t = d.t0 + it * kTk;
 			const uint32_t k_base = kv_smem_addr(smem + st * kStage);
 			float sc[16][4];
 
-			mbar_wait(&full[st], (git / kStages) & 1);
+			mbar_wait(&w.full[st], (git / kStages) & 1);
 			fence_async_smem();
 			turn_wait(cw);
 			qk<M>(sc, q_base, k_base);
-			/* the other's turn; its last turn is taken by none */
-			if (cw == 0 || it + 1 < ntiles)
-				turn_pass(cw);
+			turn_pass(cw);	/* the other's turn, in this item or the next */
 			wg_wait_all();
 			reg_fence(sc);
-			softmax_pv<M>(p, sc, rs, o, t, t + kTk > first + 1 || p.window,
+			softmax_pv<M>(p, sc, rs, o, t, t + kTk > d.first + 1 || p.window,
 				      k_base + 2 * kAtom);
-			mbar_arrive(&empty[st]);
+			mbar_arrive(&w.empty[st]);
 		}
-		store_rows<T, kHd>(p, s, rs, o);
-		__syncthreads();
+		mbar_arrive(&w.qempty[slot]);
+		store_rows<T, kHd>(p, d.s, rs, o);
 	}
 }
 
@@ -486,39 +584,69 @@ __device__ __forceinline__ void not_built(const params &p)
 #endif
 
 /*
- * Warpgroup 0 copies: the queries, then K/V tiles into kStages stages,
- * each stage's "full" mbarrier completed (by cp.async) as its copies land,
- * its "empty" one by the computing warpgroups when done with it.
- * Warpgroups 1 and 2 compute, in 168 registers (384 threads share the
- * SM's 64K), taking turns (turn_wait(), turn_pass()) to issue S = Q K^T.
- * The mbarriers are static shared memory: wgmma_ready() finds them in the
- * kernel's attributes where its body was built (the empty body built for
- * other architectures must keep none).
+ * Warpgroup 0 copies: each item's queries into one of kQSlots slots, K/V
+ * tiles into kStages stages (struct ws_bars says who completes which
+ * mbarrier). Warpgroups 1 and 2 compute, in 168 registers (384 threads
+ * share the SM's 64K), taking turns (turn_wait(), turn_pass()) to issue
+ * S = Q K^T. A CTA takes p.ipc query tiles (cta_qtile()) of a sequence
+ * and kv head; the copying warpgroup loads the next one's queries and
+ * first tiles while the last one is computed. The mbarriers are static
+ * shared memory: wgmma_ready() finds them in the kernel's attributes
+ * where its body was built (the empty body built for other architectures
+ * must keep none).
  */
 template <typename T, int DT>
 __global__ void __launch_bounds__(kThreads, 1) kv_prefill_ws(const params p)
 {
 #ifdef KV_WGMMA
 	extern __shared__ char smem_raw[];
-	__shared__ uint64_t full[kStages], empty[kStages];
+	__shared__ ws_bars w;
 	char *const smem = smem_raw + ((1024 - (kv_smem_addr(smem_raw) & 1023)) & 1023);
 	char *const sq = smem + kStages * kStage;
-	const int wg = threadIdx.x >> 7;
 
 	if (threadIdx.x == 0) {
 		for (int i = 0; i < kStages; i++) {
-			mbar_init(&full[i], 128);
-			mbar_init(&empty[i], 2 * 128);
+			mbar_init(&w.full[i], 128);
+			mbar_init(&w.empty[i], 2 * 128);
+		}
+		for (int i = 0; i < kQSlots; i++) {
+			mbar_init(&w.qfull[i], 128 + 1);
+			mbar_init(&w.qempty[i], 2 * 128);
 		}
 	}
 	__syncthreads();
-	if (wg == 0)
-		produce<T, DT>(p, full, empty, smem, sq);
+	if (threadIdx.x < 128)
+		produce<T, DT>(p, w, smem, sq);
 	else
-		consume<T, DT>(p, full, empty, smem, sq);
+		consume<T, DT>(p, w, smem, sq);
 #else
 	not_built(p);
 #endif
+}
+
+/*
+ * Query tiles per CTA: kv_cuda_prefill_ipc where set (an odd one above 1
+ * less one). Else as many as make a CTA's work about 64 K/V tiles in a
+ * plain prefill of p.max_q queries (16384 / max_q, at most 8), as long as
+ * the grid still fills the SMs three times. The copying warpgroup loads
+ * the next tile's queries and first K/V tiles while the last is computed,
+ * which short spans gain most from; long ones lose to the coarser tail
+ * (measured on an H100, Documentation/performance.md).
+ */
+static uint32_t ws_ipc(const params &p)
+{
+	const uint64_t qpc = kRows / p.group, tiles = (p.max_q + qpc - 1) / qpc;
+	const uint64_t pairs = (tiles + 1) / 2 * (p.q_heads / p.group) * p.batch;
+	struct kv_cuda_dev d;
+	uint32_t ipc = 8;
+
+	if (kv_cuda_prefill_ipc > 0)
+		return kv_cuda_prefill_ipc > 1 ? kv_cuda_prefill_ipc & ~1 : 1;
+	if (kv_cuda_device(&d))
+		return 1;
+	while (ipc > 1 && ((uint64_t)ipc * p.max_q > 16384 || pairs / (ipc / 2) < 3ull * d.sms))
+		ipc /= 2;
+	return ipc;
 }
 
 template <typename T, int DT = 0>
@@ -528,7 +656,7 @@ int launch_ws(const params &p, cudaStream_t st)
 
 	/* + 1024: the stages' alignment */
 	return launch_grid(kv_prefill_ws<T, DT>, p, kRows, kThreads,
-			   kStages * kStage + kQBytes + 1024, attr_set, st);
+			   kStages * kStage + kQSlots * kQBytes + 1024, attr_set, ws_ipc(p), st);
 }
 
 } /* namespace */

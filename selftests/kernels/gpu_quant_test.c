@@ -402,6 +402,14 @@ static void quant_prefill_case(struct __test_metadata *_metadata,
 	gpu_result(_metadata, "prefill (mma.sync)", g, io, ratio, gpu_out, dout, cpu_out, n,
 		   d.dstatus);
 	kv_cuda_prefill_variant = -1;
+	/* the wgmma kernel's CTAs taking two pairs of query tiles each */
+	kv_cuda_prefill_ipc = 4;
+	kvt_fill_nan(gpu_out, io, n);
+	CU(cudaMemcpy(dout, gpu_out, obytes, cudaMemcpyHostToDevice));
+	EXPECT_EQ(0, kv_prefill_cuda(&a));
+	gpu_result(_metadata, "prefill (4 tiles a CTA)", g, io, ratio, gpu_out, dout, cpu_out, n,
+		   d.dstatus);
+	kv_cuda_prefill_ipc = 0;
 	cudaFree(dq);
 	cudaFree(dout);
 	cudaFree(dqs);

@@ -509,9 +509,14 @@ static void prefill_sweep(struct __test_metadata *_metadata)
 	}
 }
 
+/*
+ * Every kernel: the default, the two mma.sync shapes, and the wgmma one
+ * (where it runs; else variant 6) with its CTAs taking a pair and two
+ * pairs of query tiles (kv_cuda_prefill_ipc), whatever the grid's size.
+ */
 TEST(prefill_equal_cpu)
 {
-	static const int variants[] = { -1, 6, 8 };
+	static const int variants[][2] = { { -1, 0 }, { 6, 0 }, { 8, 0 }, { 12, 2 }, { 12, 4 } };
 	const int named = kv_cuda_prefill_variant;
 	unsigned int i;
 
@@ -519,10 +524,12 @@ TEST(prefill_equal_cpu)
 		SKIP(return, "no CUDA device");
 	kvt_seed(__func__);
 	for (i = 0; i < (named >= 0 ? 1 : sizeof(variants) / sizeof(variants[0])); i++) {
-		kv_cuda_prefill_variant = named >= 0 ? named : variants[i];
+		kv_cuda_prefill_variant = named >= 0 ? named : variants[i][0];
+		kv_cuda_prefill_ipc = named >= 0 ? 0 : variants[i][1];
 		prefill_sweep(_metadata);
 	}
 	kv_cuda_prefill_variant = named;
+	kv_cuda_prefill_ipc = 0;
 }
 
 /*
