@@ -991,10 +991,12 @@ kv_decode_combine(const decode_params p, uint32_t batch)
 		     sum > 0.f || sum != sum ? acc / sum : 0.f);
 }
 
-struct launch_cfg {
-	int occupancy;		/* CTAs per SM */
-	size_t smem;
-};
+/*
+ * A kernel's launch shape on one device, read once: its dynamic shared
+ * memory in bytes << 8 | its CTAs per SM, one word so that threads
+ * launching at once read a whole one (0: not read yet).
+ */
+typedef uint64_t launch_cfg;
 
 template <typename T, int HD, int NT, int VAR, int DT>
 int launch(const decode_params &p, uint32_t batch, bool want_split,
@@ -1012,7 +1014,9 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 
 	if (dev < 0)
 		return -ENODEV;
-	if (!cfg[dev].occupancy) {
+	launch_cfg lc = __atomic_load_n(&cfg[dev], __ATOMIC_ACQUIRE);
+
+	if (!lc) {
 		size_t smem = (size_t)W * 8 * NT * (HD + 2) * sizeof(float);
 		size_t ring = (size_t)kWarps * tma_stages<HD>() * (2 * tile_bytes<HD>() + 8);
 		int occ = 0;
@@ -1027,9 +1031,11 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 		if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, W * 32,
 								  smem) != cudaSuccess || !occ)
 			return -EIO;
-		cfg[dev].smem = smem;
-		cfg[dev].occupancy = occ;
+		lc = (uint64_t)smem << 8 | (occ < 255 ? occ : 255);
+		__atomic_store_n(&cfg[dev], lc, __ATOMIC_RELEASE);
 	}
+	const size_t smem = lc >> 8;
+	const uint32_t occupancy = lc & 255;
 
 	/*
 	 * Split heuristic: enough CTAs to fill every SM's resident slots, with
@@ -1037,7 +1043,7 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 	 * each split keeps at least one tile per warp.
 	 */
 	uint32_t base = batch * p.kv_heads * p.hchunks;
-	uint32_t slots = (uint32_t)d.sms * cfg[dev].occupancy;
+	uint32_t slots = (uint32_t)d.sms * occupancy;
 	uint32_t nsplit = 1;
 	if (want_split && !(VAR & 64)) {
 		uint32_t cap = max_tiles / W;
@@ -1057,7 +1063,7 @@ int launch(const decode_params &p, uint32_t batch, bool want_split,
 	q.tiles_per_split = (max_tiles + nsplit - 1) / nsplit;
 
 	dim3 grid(nsplit, p.kv_heads * p.hchunks, batch);
-	kern<<<grid, W * 32, cfg[dev].smem, st>>>(q);
+	kern<<<grid, W * 32, smem, st>>>(q);
 	if (cudaGetLastError() != cudaSuccess)
 		return -EIO;
 	if (nsplit > 1) {

@@ -23,12 +23,13 @@ __global__ void kv_cuda_probe(void)
 }
 
 /*
- * struct dev_cache - one device's kv_cuda_dev, @known once read.
- * Concurrent first calls on one device write the same values.
+ * struct dev_cache - one device's kv_cuda_dev, published once read:
+ * @state 0 unknown, 1 being written by one caller, 2 known (@d may be
+ * read). A caller that finds another writing reads the device itself.
  */
 struct dev_cache {
 	struct kv_cuda_dev d;
-	bool known;
+	int state;
 };
 
 int read_device(int id, struct kv_cuda_dev *d)
@@ -52,22 +53,32 @@ int read_device(int id, struct kv_cuda_dev *d)
  * kv_cuda_device() - the current device's properties, read once per device
  * @d: filled in
  *
+ * Safe to call from several threads at once: the first to read a device
+ * publishes it; until then callers read it themselves.
+ *
  * Return: 0, or -ENODEV without a usable current device (none, an error of
  * the runtime, or an index of KV_CUDA_MAX_DEVICES or more).
  */
 extern "C" int kv_cuda_device(struct kv_cuda_dev *d)
 {
 	static dev_cache cache[KV_CUDA_MAX_DEVICES];
-	int id = 0, err;
+	int id = 0, unknown = 0, err;
+	dev_cache *c;
 
 	if (cudaGetDevice(&id) != cudaSuccess || id < 0 || id >= KV_CUDA_MAX_DEVICES)
 		return -ENODEV;
-	if (!cache[id].known) {
-		err = read_device(id, &cache[id].d);
-		if (err)
-			return err;
-		cache[id].known = true;
+	c = &cache[id];
+	if (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE) == 2) {
+		*d = c->d;
+		return 0;
 	}
-	*d = cache[id].d;
+	err = read_device(id, d);
+	if (err)
+		return err;
+	if (__atomic_compare_exchange_n(&c->state, &unknown, 1, false, __ATOMIC_ACQUIRE,
+					__ATOMIC_RELAXED)) {
+		c->d = *d;
+		__atomic_store_n(&c->state, 2, __ATOMIC_RELEASE);
+	}
 	return 0;
 }

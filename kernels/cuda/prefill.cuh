@@ -426,12 +426,12 @@ int launch_grid(K kern, const params &p0, uint32_t rows, int threads, size_t sme
 		tiles = ((tiles + 1) / 2 + ipc / 2 - 1) / (ipc / 2);
 	if (kv_cuda_device(&d))
 		return -ENODEV;
-	if (!attr_set[d.id]) {
+	if (!__atomic_load_n(&attr_set[d.id], __ATOMIC_ACQUIRE)) {
 		if (smem > 48 * 1024 &&
 		    cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
 					 (int)smem) != cudaSuccess)
 			return -EIO;
-		attr_set[d.id] = true;
+		__atomic_store_n(&attr_set[d.id], true, __ATOMIC_RELEASE);
 	}
 	dim3 grid((uint32_t)tiles, p.q_heads / p.group, p.batch < kMaxZ ? p.batch : kMaxZ);
 	kern<<<grid, threads, smem, st>>>(p);

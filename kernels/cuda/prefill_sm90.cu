@@ -664,16 +664,19 @@ int launch_ws(const params &p, cudaStream_t st)
 bool wgmma_ready(const struct kv_cuda_dev &d)
 {
 	static signed char ready[KV_CUDA_MAX_DEVICES];	/* 0 unknown, 1 yes, -1 no */
+	signed char r;
 
 	if (d.major != 9 || d.minor != 0)
 		return false;
-	if (!ready[d.id]) {
+	r = __atomic_load_n(&ready[d.id], __ATOMIC_RELAXED);
+	if (!r) {
 		cudaFuncAttributes fa;
 
-		ready[d.id] = cudaFuncGetAttributes(&fa, kv_prefill_ws<__half, 0>) == cudaSuccess &&
-			      fa.sharedSizeBytes >= 2 * kStages * sizeof(uint64_t) ? 1 : -1;
+		r = cudaFuncGetAttributes(&fa, kv_prefill_ws<__half, 0>) == cudaSuccess &&
+		    fa.sharedSizeBytes >= 2 * kStages * sizeof(uint64_t) ? 1 : -1;
+		__atomic_store_n(&ready[d.id], r, __ATOMIC_RELAXED);
 	}
-	return ready[d.id] > 0;
+	return r > 0;
 }
 
 template <typename T>
