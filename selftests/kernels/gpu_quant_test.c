@@ -342,9 +342,16 @@ static void quant_prefill_case(struct __test_metadata *_metadata,
 			       const struct kv_geometry *g, __u32 io, __u32 ratio,
 			       __u32 batch, const __u32 *ctx)
 {
+	/* the default kernel, the mma.sync one, the wgmma one's CTAs taking two pairs of tiles */
+	static const struct { const char *what; int variant, ipc; } runs[] = {
+		{ "prefill", -1, 0 },
+		{ "prefill (mma.sync)", 6, 0 },
+		{ "prefill (4 tiles a CTA)", -1, 4 },
+	};
 	struct qcase c;
 	struct qdev d = { 0 };
 	__u32 b, *qs, max_q = 0;
+	size_t i;
 	__u64 n;
 	size_t obytes;
 	void *q, *cpu_out, *gpu_out, *dq, *dout, *dqs;
@@ -392,23 +399,16 @@ static void quant_prefill_case(struct __test_metadata *_metadata,
 	a.block_table = d.dtable;
 	a.ctx_lens = d.dctx;
 	a.status = d.dstatus;
-	EXPECT_EQ(0, kv_prefill_cuda(&a));
-	gpu_result(_metadata, "prefill", g, io, ratio, gpu_out, dout, cpu_out, n, d.dstatus);
-	/* again by the mma.sync kernel, where the default was the wgmma one */
-	kv_cuda_prefill_variant = 6;
-	kvt_fill_nan(gpu_out, io, n);
-	CU(cudaMemcpy(dout, gpu_out, obytes, cudaMemcpyHostToDevice));
-	EXPECT_EQ(0, kv_prefill_cuda(&a));
-	gpu_result(_metadata, "prefill (mma.sync)", g, io, ratio, gpu_out, dout, cpu_out, n,
-		   d.dstatus);
+	for (i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+		kv_cuda_prefill_variant = runs[i].variant;
+		kv_cuda_prefill_ipc = runs[i].ipc;
+		kvt_fill_nan(gpu_out, io, n);
+		CU(cudaMemcpy(dout, gpu_out, obytes, cudaMemcpyHostToDevice));
+		EXPECT_EQ(0, kv_prefill_cuda(&a));
+		gpu_result(_metadata, runs[i].what, g, io, ratio, gpu_out, dout, cpu_out, n,
+			   d.dstatus);
+	}
 	kv_cuda_prefill_variant = -1;
-	/* the wgmma kernel's CTAs taking two pairs of query tiles each */
-	kv_cuda_prefill_ipc = 4;
-	kvt_fill_nan(gpu_out, io, n);
-	CU(cudaMemcpy(dout, gpu_out, obytes, cudaMemcpyHostToDevice));
-	EXPECT_EQ(0, kv_prefill_cuda(&a));
-	gpu_result(_metadata, "prefill (4 tiles a CTA)", g, io, ratio, gpu_out, dout, cpu_out, n,
-		   d.dstatus);
 	kv_cuda_prefill_ipc = 0;
 	cudaFree(dq);
 	cudaFree(dout);
