@@ -3,9 +3,10 @@
  * Paged prefill attention on Hopper's warpgroup tensor cores (wgmma,
  * sm_90a), for pools of head_dim 128, 16-bit or quantized: kv_prefill_ws().
  *
- * One CTA takes one (sequence, kv head, tile of queries): 128 (query,
- * query head) rows of the kv head's GQA group, query major, so that every
- * K and V tile serves the whole group. It is warp-specialized: warpgroup 0
+ * A CTA takes tiles of queries of one (sequence, kv head), one or a few
+ * (cta_qtile()): 128 (query, query head) rows each of the kv head's GQA
+ * group, query major, so that every K and V tile serves the whole group.
+ * It is warp-specialized: warpgroup 0
  * copies, warpgroups 1 and 2 compute 64 rows each. The context is taken in
  * tiles of 128 tokens; the copying warpgroup moves a tile's K and V rows
  * into one of two stages with cp.async (each row found through the block
@@ -513,6 +514,8 @@ __device__ __forceinline__ void produce(const params &p, ws_bars &w, char *smem,
 	d.end = true;
 	d.ntiles = 0;
 	publish<T, DT>(p, w, sq, qit, d, tid);
+	/* no thread leaves with copies in flight */
+	cp_async_wait<0>();
 }
 
 /*
@@ -631,7 +634,9 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_ws(const params p)
  * the grid still fills the SMs three times. The copying warpgroup loads
  * the next tile's queries and first K/V tiles while the last is computed,
  * which short spans gain most from; long ones lose to the coarser tail
- * (measured on an H100, Documentation/performance.md).
+ * (measured on an H100, Documentation/performance.md). The launch does
+ * not read the context lengths: a large batch of chunks on long contexts
+ * takes several tiles a CTA too, where one would do.
  */
 static uint32_t ws_ipc(const params &p)
 {
