@@ -7,7 +7,7 @@
  * nothing about time.
  *
  *	bench-kernels-gpu [-s sdpa.tsv] [-r REPS] [-q] [-D] [-v VARIANT] [-F read|write]
- *			  [-o SHAPE] [-U] [-P] [-p VARIANT] [-I TILES] [-Q]
+ *			  [-o SHAPE] [-U] [-P] [-p VARIANT] [-I TILES] [-Q] [-L]
  *
  * -q: a reduced set of shapes; -D: decode only; -v: a decode kernel variant
  * (see kv_cuda_decode_variant), for comparing variants in one run; -o: only
@@ -17,7 +17,8 @@
  * -I: query tiles per CTA of the wgmma prefill (kv_cuda_prefill_ipc);
  * -Q: only the table of decode on INT8, FP8 and INT4 pools beside bf16
  * (which the full run prints after the decode table; KV_BENCH_QUANT_ROW=N:
- * its row N alone, for a profiler).
+ * its row N alone, for a profiler); -L: only the table of decode's fixed
+ * cost (contexts from one tile up, time beyond the bytes at copy speed).
  *
  * Every timed launch follows a pass over 256 MiB (more than L2) so that no
  * run finds its KV in cache; time is the median of REPS event-timed runs.
@@ -49,6 +50,7 @@ static void *flush_buf;
 static int flush_write;
 static int in_order;	/* -U: every sequence's frames consecutive, in order */
 static int quant_only;	/* -Q: the quantized decode table alone */
+static int fixed_only;	/* -L: the table of decode's fixed cost alone */
 static int quant_row = -1;	/* KV_BENCH_QUANT_ROW: that row of it alone */
 static cudaEvent_t ev0, ev1;
 
@@ -285,6 +287,39 @@ static void bench_decode(const struct bench_shape *s, void *arena, __u64 frames,
 	else
 		printf(" - | - | - | - |\n");
 	fflush(stdout);
+}
+
+/*
+ * -L: what a decode launch costs beyond its bytes: 32:8, head_dim 128,
+ * batch 16 and 64, contexts from one tile to 16384 tokens, on bf16, INT8
+ * and INT4 pools; the time, and the time less the bytes read at the copy
+ * bandwidth measured in the same run (what the launch, the first loads
+ * and the last tiles' drain cost together).
+ */
+static void bench_fixed(void *arena, __u64 arena_bytes, void *ws, __u64 ws_bytes,
+			double copy_bw)
+{
+	static const __u32 dtypes[] = { KV_DTYPE_BF16, KV_DTYPE_INT8, KV_DTYPE_INT4 };
+	static const __u32 batches[] = { 16, 64 }, ctxs[] = { 16, 256, 1024, 4096, 16384 };
+	unsigned int i, j, k;
+
+	printf("\n# decode's fixed cost: 32:8 hd128, block_tokens 16, frames shuffled; "
+	       "over = ms - KV bytes / copy bandwidth\n");
+	printf("| dtype | batch | ctx | KV MB | ms | over us |\n|---|---|---|---|---|---|\n");
+	for (i = 0; i < sizeof(dtypes) / sizeof(dtypes[0]); i++)
+		for (j = 0; j < sizeof(batches) / sizeof(batches[0]); j++)
+			for (k = 0; k < sizeof(ctxs) / sizeof(ctxs[0]); k++) {
+				struct bench_shape s = { 32, 8, 128, dtypes[i], batches[j], ctxs[k] };
+				struct kv_geometry g = bench_geometry(&s);
+				double bytes = bench_kv_bytes(&s), ms;
+
+				ms = decode_ms(&s, arena, arena_bytes / kv_frame_bytes(&g), ws,
+					       ws_bytes);
+				printf("| %s | %u | %u | %.1f | %.4f | %.1f |\n",
+				       kv_dtype_name(s.dtype), s.batch, s.ctx, bytes / 1e6, ms,
+				       (ms * 1e-3 - bytes / (copy_bw * 1e9)) * 1e6);
+				fflush(stdout);
+			}
 }
 
 /*
@@ -555,9 +590,13 @@ int main(int argc, char **argv)
 	void *arena, *ws = NULL;
 	double copy_bw;
 
-	while ((opt = getopt(argc, argv, "s:r:qDv:F:o:UPp:I:Q")) != -1) {
+	while ((opt = getopt(argc, argv, "s:r:qDv:F:o:UPp:I:QL")) != -1) {
 		if (opt == 'Q') {
 			quant_only = 1;
+			continue;
+		}
+		if (opt == 'L') {
+			fixed_only = 1;
 			continue;
 		}
 
@@ -645,6 +684,10 @@ int main(int argc, char **argv)
 		bench_quant(arena, frames * 65536, ws, ws_bytes, copy_bw);
 		return 0;
 	}
+	if (fixed_only) {
+		bench_fixed(arena, frames * 65536, ws, ws_bytes, copy_bw);
+		return 0;
+	}
 	if (kv_cuda_decode_variant >= 0)
 		printf("# decode kernel variant %d\n", kv_cuda_decode_variant);
 	printf("# decode: block_tokens 16, frames %s; GB/s = KV bytes read / time; "
@@ -684,6 +727,6 @@ int main(int argc, char **argv)
 usage:
 	fprintf(stderr, "usage: bench-kernels-gpu [-s sdpa.tsv] [-r REPS (3-100000)] [-q] [-D] "
 		"[-v VARIANT (0-1023)] [-F read|write] [-o SHAPE (0-63)] [-U] [-P] "
-		"[-p VARIANT (0-1023)] [-I TILES (1-64)] [-Q]; KV_BENCH_QUANT_ROW 0-6\n");
+		"[-p VARIANT (0-1023)] [-I TILES (1-64)] [-Q] [-L]; KV_BENCH_QUANT_ROW 0-6\n");
 	return 2;
 }
