@@ -621,13 +621,18 @@ void launch_wt(const quant_params &p, unsigned int grid, cudaStream_t st, bool b
  * kv_append_quant_cuda() - kv_append_cuda() for a quantized pool
  * @a: arguments, checked by kv_append_cuda()
  *
- * Return: 0 once launched, -EINVAL for too many tokens, -EIO.
+ * Return: 0 once launched, -EINVAL for too many tokens or an arena not
+ * 4-byte aligned (the scales are stored as floats and binary16 pairs),
+ * -EIO.
  */
 extern "C" int kv_append_quant_cuda(const struct kv_append_args *a)
 {
 	const struct kv_geometry *g = &a->arena.g;
 	uint32_t io = kv_io_dtype(g, a->io_dtype);
 	quant_params p = {};
+
+	if ((uintptr_t)a->arena.base % 4)
+		return -EINVAL;
 
 	p.arena = static_cast<char *>(a->arena.base);
 	p.frames = a->arena.frames;
@@ -648,8 +653,7 @@ extern "C" int kv_append_quant_cuda(const struct kv_append_args *a)
 	p.qmax = g->dtype == KV_DTYPE_FP8_E4M3 ? 448.0f : 127.0f;
 
 	cudaStream_t st = static_cast<cudaStream_t>(a->stream);
-	bool vec = !((uintptr_t)a->k % 8) && !((uintptr_t)a->v % 8) &&
-		   !((uintptr_t)a->arena.base % 4);
+	bool vec = !((uintptr_t)a->k % 8) && !((uintptr_t)a->v % 8);
 	bool bf16 = io == KV_DTYPE_BF16;
 	/* words of four dims a lane takes per token, a power of two */
 	uint32_t wt = g->head_dim <= 128 ? 1 : g->head_dim <= 256 ? 2 : g->head_dim <= 512 ? 4 : 8;

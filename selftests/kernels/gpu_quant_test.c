@@ -600,12 +600,15 @@ static void odd_slots_case(struct __test_metadata *_metadata, const struct kv_ge
 		CU(cudaMemcpy((char *)dk + in_off, k, n[call] * vec, cudaMemcpyHostToDevice));
 		CU(cudaMemcpy((char *)dv + in_off, v, n[call] * vec, cudaMemcpyHostToDevice));
 		CU(cudaMemcpy(dslots, slots, sizeof(__s64) * n[call], cudaMemcpyHostToDevice));
-		a.arena.base = dev;
 		a.k = (char *)dk + in_off;
 		a.v = (char *)dv + in_off;
 		a.slots = dslots;
 		a.tokens = n[call];
 		a.status = dstatus;
+		/* an arena 2 bytes past alignment: refused, nothing launched */
+		a.arena.base = (char *)dev + 2;
+		EXPECT_EQ(-EINVAL, kv_append_cuda(&a));
+		a.arena.base = dev;
 		EXPECT_EQ(0, kv_append_cuda(&a));
 		CU(cudaDeviceSynchronize());
 		CU(cudaMemcpy(&status, dstatus, sizeof(status), cudaMemcpyDeviceToHost));
