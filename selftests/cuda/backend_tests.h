@@ -51,6 +51,13 @@
 /* 16 device frames, 4 host frames, 256 swap frames. */
 #define SWAP_CONF POOL_GEOM						\
 	"pool.t.device_mem = 64K\npool.t.host_mem = 16K\npool.t.swap_mem = 1M\n"
+/*
+ * 16 device frames, 32 host frames and 256 swap frames: a GPU arena takes
+ * 4 of the host frames to bounce swap I/O through, in parts of 2 whose
+ * two legs overlap (mm/tier.c).
+ */
+#define SWAP_WIDE_CONF POOL_GEOM					\
+	"pool.t.device_mem = 64K\npool.t.host_mem = 128K\npool.t.swap_mem = 1M\n"
 #define BT		4
 #define BLOCK_BYTES	4096
 #define BLOCK_WORDS	(BLOCK_BYTES / 8)
@@ -784,6 +791,7 @@ TEST_F_TIMEOUT(kvmemd, two_clients_share_frames, 120)
 /* ---- 2. contents survive demotion (and swap) and promotion ------------ */
 
 #define NSEQ		4
+#define SWAP_ROUNDS	4	/* of NSEQ sequences, contents_survive_swap_bounce_parts */
 #define SEQ_BLOCKS	3
 #define SEQ_TOKENS	(SEQ_BLOCKS * BT)	/* full blocks: all 4096 bytes are data */
 
@@ -957,6 +965,43 @@ TEST_F_TIMEOUT(kvmemd, contents_survive_demote_promote, 120)
 TEST_F_TIMEOUT(kvmemd, contents_survive_swap, 120)
 {
 	survive(_metadata, self, true);
+}
+
+/*
+ * SWAP_ROUNDS rounds of sequences demoted from the device (48 blocks)
+ * into a host tier of 28 frames push some 20 on to swap; then each round
+ * comes back in one ACTIVATE and is checked byte for byte. With a GPU
+ * arena, swap I/O goes through 4 bounce frames: batches of more than two
+ * blocks take the pipelined path (parts of 2), both ways.
+ */
+TEST_F_TIMEOUT(kvmemd, contents_survive_swap_bounce_parts, 120)
+{
+	uint64_t seed = kvt_seed(_metadata), seqs[SWAP_ROUNDS][NSEQ];
+	int r;
+
+	kvt_start(_metadata, self, KVT_BACKEND, SWAP_WIDE_CONF, true);
+	kvt_pool(_metadata, self);
+	for (r = 0; r < SWAP_ROUNDS; r++) {
+		seqs_fill(_metadata, self->c, self->p, seqs[r], NSEQ, seed + r, NULL);
+		ASSERT_EQ(0, kvc_deactivate(self->c, seqs[r], NSEQ));
+		demote_all(_metadata, self->c);
+		if (_metadata->skip)
+			return;
+	}
+	EXPECT_LT(0, vmstat_value(self->c, "pswpout "));
+	check_frames(_metadata, self, self->c);
+	for (r = 0; r < SWAP_ROUNDS; r++)
+		seqs_check(_metadata, self->c, self->p, seqs[r], NSEQ, NSEQ, seed + r, NULL);
+	EXPECT_LT(0, vmstat_value(self->c, "pswpin "));
+	EXPECT_EQ(0, vmstat_value(self->c, "swap_fail "));
+	EXPECT_EQ(0, vmstat_value(self->c, "copy_fail "));
+	/* the first round again, after the others pushed it out */
+	seqs_check(_metadata, self->c, self->p, seqs[0], NSEQ, NSEQ, seed, NULL);
+	TH_LOG("pswpout %lld, pswpin %lld", vmstat_value(self->c, "pswpout "),
+	       vmstat_value(self->c, "pswpin "));
+	check_frames(_metadata, self, self->c);
+	for (r = 0; r < SWAP_ROUNDS; r++)
+		seqs_free(_metadata, self->c, seqs[r], NSEQ);
 }
 
 /* ---- 3. copy-on-write copies on the device ---------------------------- */
