@@ -214,24 +214,49 @@ static int copy_direct(struct kv_pool *pool, const struct kv_copy *c, u32 n)
 }
 
 /*
- * Part @p of a bounced batch @c (parts of @half copies from the first):
- * its first leg (source to bounce frame) into @leg[0], its second (bounce
- * frame to destination) into @leg[1]; the bounce frames of half p % 2, or
- * the only one. Return: its copies.
+ * The bounce frames' halves: the first takes (nr + 1) / 2 of them, the
+ * second the rest, so that an odd count leaves none idle. @h: which half.
  */
-static u32 bounce_part(struct kv_bounce *bb, const struct kv_copy *c, u32 n, u32 half, u32 p,
+static u32 bounce_half(const struct kv_bounce *bb, u32 h)
+{
+	return h ? bb->nr / 2 : (bb->nr + 1) / 2;
+}
+
+/*
+ * Part @p of a bounced batch @c of @n copies: parts take the halves of the
+ * bounce frames in turn (p % 2), or the only frame. Its first leg (source
+ * to bounce frame) goes into @leg[0], its second (bounce frame to
+ * destination) into @leg[1]. Return: its copies, 0 past the last part.
+ */
+static u32 bounce_part(struct kv_bounce *bb, const struct kv_copy *c, u32 n, u32 p,
 		       struct kv_copy (*leg)[KV_BOUNCE_FRAMES])
 {
-	u32 i = p * half, m = n - i < half ? n - i : half, k, f;
+	const u32 h = bb->nr > 1 ? p % 2 : 0, size = bb->nr > 1 ? bounce_half(bb, h) : 1;
+	const u32 base = h ? bounce_half(bb, 0) : 0;
+	const u64 i = bb->nr > 1 ? (u64)(p / 2) * bb->nr + base : p;
+	u32 m, k, f;
 
+	if (i >= n)
+		return 0;
+	m = n - i < size ? (u32)(n - i) : size;
 	for (k = 0; k < m; k++) {
-		f = bb->frames[bb->nr > 1 ? (p % 2) * half + k : 0];
+		f = bb->frames[base + k];
 		leg[0][k] = (struct kv_copy){ c[i + k].src_tier, c[i + k].src_frame,
 					      KV_TIER_HOST, f };
 		leg[1][k] = (struct kv_copy){ KV_TIER_HOST, f, c[i + k].dst_tier,
 					      c[i + k].dst_frame };
 	}
 	return m;
+}
+
+/* Parts of a bounced batch of @n copies (bounce_part()). */
+static u32 bounce_parts(const struct kv_bounce *bb, u32 n)
+{
+	u32 rem = n % bb->nr;
+
+	if (bb->nr == 1)
+		return n;
+	return n / bb->nr * 2 + (!rem ? 0 : rem <= bounce_half(bb, 0) ? 1 : 2);
 }
 
 /*
@@ -248,13 +273,12 @@ static int copy_bounced(struct kv_pool *pool, const struct kv_copy *c, u32 n)
 	struct kv_bounce *bb = &pool->bounce;
 	const struct kv_tier_ops *swap = pool->tier[KV_TIER_SWAP].ops;
 	struct leg_run run[2] = { { NULL, NULL }, { NULL, NULL } };
-	u32 half, parts, s, m[2] = { 0, 0 };
+	u32 parts, s, m[2] = { 0, 0 };
 	int err = 0;
 
 	if (!bb->nr)
 		return -EOPNOTSUPP;
-	half = bb->nr > 1 ? bb->nr / 2 : 1;
-	parts = (n + half - 1) / half;
+	parts = bounce_parts(bb, n);
 	pthread_mutex_lock(&bb->lock);
 	for (s = 0; s <= parts && !err; s++) {
 		/* run[0]: part s - 1 out of the bounce frames; run[1]: part s in */
@@ -263,7 +287,7 @@ static int copy_bounced(struct kv_pool *pool, const struct kv_copy *c, u32 n)
 		bool out_first;
 
 		if (in)
-			m[s % 2] = bounce_part(bb, c, n, half, s, leg[s % 2]);
+			m[s % 2] = bounce_part(bb, c, n, s, leg[s % 2]);
 		out_first = bb->nr == 1 || !in || (out && copy_engine(pool, out) != swap);
 		if (out && out_first) {
 			err = leg_submit(pool, out, m[(s - 1) % 2], &run[0]);
