@@ -249,16 +249,6 @@ static u32 bounce_part(struct kv_bounce *bb, const struct kv_copy *c, u32 n, u32
 	return m;
 }
 
-/* Parts of a bounced batch of @n copies (bounce_part()). */
-static u32 bounce_parts(const struct kv_bounce *bb, u32 n)
-{
-	u32 rem = n % bb->nr;
-
-	if (bb->nr == 1)
-		return n;
-	return n / bb->nr * 2 + (!rem ? 0 : rem <= bounce_half(bb, 0) ? 1 : 2);
-}
-
 /*
  * Swap <-> GPU memory: each part of the batch goes through the bounce
  * frames, swap to host then host to device (or the reverse). The two
@@ -273,31 +263,32 @@ static int copy_bounced(struct kv_pool *pool, const struct kv_copy *c, u32 n)
 	struct kv_bounce *bb = &pool->bounce;
 	const struct kv_tier_ops *swap = pool->tier[KV_TIER_SWAP].ops;
 	struct leg_run run[2] = { { NULL, NULL }, { NULL, NULL } };
-	u32 parts, s, m[2] = { 0, 0 };
+	u32 s, m_in, m_out = 0;	/* copies of part s, of part s - 1 */
 	int err = 0;
 
 	if (!bb->nr)
 		return -EOPNOTSUPP;
-	parts = bounce_parts(bb, n);
 	pthread_mutex_lock(&bb->lock);
-	for (s = 0; s <= parts && !err; s++) {
+	for (s = 0; !err; s++, m_out = m_in) {
 		/* run[0]: part s - 1 out of the bounce frames; run[1]: part s in */
-		const struct kv_copy *out = s ? leg[(s - 1) % 2][1] : NULL;
-		const struct kv_copy *in = s < parts ? leg[s % 2][0] : NULL;
+		const struct kv_copy *out, *in;
 		bool out_first;
 
-		if (in)
-			m[s % 2] = bounce_part(bb, c, n, s, leg[s % 2]);
+		m_in = bounce_part(bb, c, n, s, leg[s % 2]);
+		out = m_out ? leg[(s + 1) % 2][1] : NULL;
+		in = m_in ? leg[s % 2][0] : NULL;
+		if (!out && !in)
+			break;
 		out_first = bb->nr == 1 || !in || (out && copy_engine(pool, out) != swap);
 		if (out && out_first) {
-			err = leg_submit(pool, out, m[(s - 1) % 2], &run[0]);
+			err = leg_submit(pool, out, m_out, &run[0]);
 			if (bb->nr == 1)
 				err = leg_wait(pool, &run[0], err);
 		}
 		if (in && !err)
-			err = leg_submit(pool, in, m[s % 2], &run[1]);
+			err = leg_submit(pool, in, m_in, &run[1]);
 		if (out && !out_first && !err)
-			err = leg_submit(pool, out, m[(s - 1) % 2], &run[0]);
+			err = leg_submit(pool, out, m_out, &run[0]);
 		err = leg_wait(pool, &run[0], err);
 		err = leg_wait(pool, &run[1], err);
 	}

@@ -366,7 +366,7 @@ int launch(const params &p, cudaStream_t st)
 	static bool attr_set[KV_CUDA_MAX_DEVICES];
 
 	return launch_grid(kv_prefill_kernel<T, HD, TK, MT, MINB, NS, DT>, p, kRows * MT,
-			   kWarps * 32, smem, attr_set, 1, st);
+			   kWarps * 32, smem, attr_set, nullptr, st);
 }
 
 /*

@@ -404,13 +404,16 @@ __device__ __forceinline__ const T *q_row(const params &p, const seq &s, uint32_
  * over the grid of query tiles of @rows (query, head) rows (p.max_q
  * queries of a sequence at most), kv heads and sequences; @attr_set: per
  * device, whether @kern's shared memory limit was raised (the caller's,
- * one per kernel); @ipc: query tiles per CTA (1, or an even number of
- * them in pairs, cta_qtile()). Return: 0, -EINVAL for more query tiles
+ * one per kernel); @pick_ipc: query tiles per CTA from the query tiles
+ * of a sequence and the device (1, or an even number of them in pairs,
+ * cta_qtile()), NULL for one. Return: 0, -EINVAL for more query tiles
  * than a grid holds, -ENODEV, or -EIO.
  */
 template <typename K>
 int launch_grid(K kern, const params &p0, uint32_t rows, int threads, size_t smem,
-		bool *attr_set, uint32_t ipc, cudaStream_t st)
+		bool *attr_set,
+		uint32_t (*pick_ipc)(const params &, uint64_t, const struct kv_cuda_dev &),
+		cudaStream_t st)
 {
 	params p = p0;
 	struct kv_cuda_dev d;
@@ -420,12 +423,12 @@ int launch_grid(K kern, const params &p0, uint32_t rows, int threads, size_t sme
 	tiles = ((uint64_t)p.max_q + p.qpc - 1) / p.qpc;
 	if (tiles > 0x7fffffffu)
 		return -EINVAL;
-	p.qtiles = (uint32_t)tiles;
-	p.ipc = ipc;
-	if (ipc > 1)	/* pairs of tiles, ipc / 2 of them per CTA */
-		tiles = ((tiles + 1) / 2 + ipc / 2 - 1) / (ipc / 2);
 	if (kv_cuda_device(&d))
 		return -ENODEV;
+	p.qtiles = (uint32_t)tiles;
+	p.ipc = pick_ipc ? pick_ipc(p, tiles, d) : 1;
+	if (p.ipc > 1)	/* pairs of tiles, ipc / 2 of them per CTA */
+		tiles = ((tiles + 1) / 2 + p.ipc / 2 - 1) / (p.ipc / 2);
 	if (!__atomic_load_n(&attr_set[d.id], __ATOMIC_ACQUIRE)) {
 		if (smem > 48 * 1024 &&
 		    cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,

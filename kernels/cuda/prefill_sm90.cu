@@ -476,6 +476,11 @@ __device__ __forceinline__ void produce(const params &p, ws_bars &w, char *smem,
 	item d = {};
 
 	for (uint32_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
+		bool ok;
+
+		/* the sequence's checks, once for all of this CTA's items of it */
+		seq_init(p, b, blockIdx.y, 0, d.s);
+		ok = wg_and(seq_ok(p, d.s, tid, 128));
 		for (uint32_t k = 0; k < p.ipc; k++) {
 			const int64_t qt = cta_qtile(p, k);
 			uint32_t lo, hi;
@@ -483,8 +488,7 @@ __device__ __forceinline__ void produce(const params &p, ws_bars &w, char *smem,
 			if (qt < 0)
 				continue;
 			seq_init(p, b, blockIdx.y, (uint32_t)qt, d.s);
-			if (!seq_enter(p, d.s, wg_and(seq_ok(p, d.s, tid, 128)),
-				       !tid && !blockIdx.y && qt + 1 == p.qtiles))
+			if (!seq_enter(p, d.s, ok, !tid && !blockIdx.y && qt + 1 == p.qtiles))
 				continue;
 			d.nrows = min(p.qpc, d.s.nq - d.s.q0) * p.group;
 			d.first = cta_span(p, d.s, d.nrows, lo, hi);
@@ -628,7 +632,8 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_ws(const params p)
 }
 
 /*
- * Query tiles per CTA: kv_cuda_prefill_ipc where set (an odd one above 1
+ * Query tiles per CTA for @tiles query tiles of a sequence on device @d
+ * (launch_grid()): kv_cuda_prefill_ipc where set (an odd one above 1
  * less one). Else as many as make a CTA's work about 64 K/V tiles in a
  * plain prefill of p.max_q queries (16384 / max_q, at most 8), as long as
  * the grid still fills the SMs three times. The copying warpgroup loads
@@ -638,17 +643,13 @@ __global__ void __launch_bounds__(kThreads, 1) kv_prefill_ws(const params p)
  * not read the context lengths: a large batch of chunks on long contexts
  * takes several tiles a CTA too, where one would do.
  */
-static uint32_t ws_ipc(const params &p)
+static uint32_t ws_ipc(const params &p, uint64_t tiles, const struct kv_cuda_dev &d)
 {
-	const uint64_t qpc = kRows / p.group, tiles = (p.max_q + qpc - 1) / qpc;
 	const uint64_t pairs = (tiles + 1) / 2 * (p.q_heads / p.group) * p.batch;
-	struct kv_cuda_dev d;
 	uint32_t ipc = 8;
 
 	if (kv_cuda_prefill_ipc > 0)
 		return kv_cuda_prefill_ipc > 1 ? kv_cuda_prefill_ipc & ~1 : 1;
-	if (kv_cuda_device(&d))
-		return 1;
 	while (ipc > 1 && ((uint64_t)ipc * p.max_q > 16384 || pairs / (ipc / 2) < 3ull * d.sms))
 		ipc /= 2;
 	return ipc;
@@ -661,7 +662,7 @@ int launch_ws(const params &p, cudaStream_t st)
 
 	/* + 1024: the stages' alignment */
 	return launch_grid(kv_prefill_ws<T, DT>, p, kRows, kThreads,
-			   kStages * kStage + kQSlots * kQBytes + 1024, attr_set, ws_ipc(p), st);
+			   kStages * kStage + kQSlots * kQBytes + 1024, attr_set, ws_ipc, st);
 }
 
 } /* namespace */

@@ -324,13 +324,6 @@ SWAP_TEST(read_errors_and_flipped_bits_are_caught)
 	kv_seq_free(seq[1]);
 }
 
-/*
- * A device tier the CPU cannot address (GPU memory) whose copies complete
- * when waited for: every copy between it and swap goes through the bounce
- * frames (one per 8 of the @host frames), in parts when a batch is larger
- * than they are, the two halves of them taking turns (one frame: in turn);
- * contents survive both ways and with injected errors.
- */
 /* A pool of 32 device frames in the hidden tier, @host host frames, 64 swap slots. */
 static struct kv_pool *hidden_pool(u32 host, u32 engine, int *fd)
 {
@@ -344,6 +337,13 @@ static struct kv_pool *hidden_pool(u32 host, u32 engine, int *fd)
 	return swap_pool_ops(32, host, 64, engine, fd, &hidden_ops);
 }
 
+/*
+ * A device tier the CPU cannot address (GPU memory) whose copies complete
+ * when waited for: every copy between it and swap goes through the bounce
+ * frames (one per 8 of the @host frames), in parts when a batch is larger
+ * than they are, the two halves of them taking turns (one frame: in turn);
+ * contents survive both ways and with injected errors.
+ */
 static void hidden_run(struct __test_metadata *_metadata, u32 engine, u32 host)
 {
 	static u32 vals[8][64];
@@ -401,7 +401,7 @@ TEST(device_without_cpu_address_one_bounce_frame)
 	hidden_run(_metadata, KV_SWAP_PSYNC, 15);
 }
 
-/* five bounce frames: parts of two, the fifth frame idle */
+/* five bounce frames: parts of three and two, in turn */
 TEST(device_without_cpu_address_five_bounce_frames)
 {
 	hidden_run(_metadata, KV_SWAP_IO_URING, 40);
@@ -413,12 +413,7 @@ TEST(device_without_cpu_address_needs_a_host_tier)
 	struct kv_pool *pool;
 	int fd;
 
-	hidden_ops = kv_cpu_device_ops;
-	hidden_ops.arena_create = hidden_create;
-	hidden_ops.arena_destroy = hidden_destroy;
-	hidden_ops.copy_submit = hidden_submit;
-	hidden_ops.copy_wait = hidden_wait;
-	pool = swap_pool_ops(32, 0, 64, KV_SWAP_PSYNC, &fd, &hidden_ops);
+	pool = hidden_pool(0, KV_SWAP_PSYNC, &fd);
 	EXPECT_NULL(pool);
 	if (pool)
 		swap_pool_done(pool, fd);
