@@ -37,12 +37,19 @@ static u32 admit_reclaimable(const struct kv_meminfo *mi)
  * @nr_blocks: blocks the request needs
  * @rep:       filled in with the verdict and the numbers behind it
  *
+ * A STEP's allocations take the free frames down to the device tier's min
+ * watermark and no further (the frames below it are reclaim's; a client's
+ * reserve is taken above the low one): what a request can have now is the
+ * free and reclaimable frames less min, plus the caller's reserve; what it
+ * can ever have is the tier's frames less min.
+ *
  * Return: the verdict.
  */
 static u32 admit_verdict(const struct kv_meminfo *mi, u32 reserve, u32 nr_blocks,
 				struct kvmem_admit_reply *rep)
 {
 	const struct kv_tier_info *dev = &mi->tier[KV_TIER_DEVICE];
+	const u32 min = dev->wmark[KV_WMARK_MIN];
 	u64 now;
 
 	rep->free = dev->free;
@@ -50,10 +57,11 @@ static u32 admit_verdict(const struct kv_meminfo *mi, u32 reserve, u32 nr_blocks
 	rep->reserve = reserve;
 	rep->total = dev->total;
 	rep->pinned = dev->pinned;
-	now = (u64)rep->free + rep->reclaimable + rep->reserve;
+	now = (u64)rep->free + rep->reclaimable;
+	now = (now > min ? now - min : 0) + rep->reserve;
 	if (nr_blocks <= now)
 		rep->verdict = KVMEM_ADMIT_NOW;
-	else if (nr_blocks <= dev->total)
+	else if ((u64)nr_blocks + min <= dev->total)
 		rep->verdict = KVMEM_ADMIT_LATER;
 	else
 		rep->verdict = KVMEM_ADMIT_NEVER;

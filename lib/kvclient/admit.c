@@ -17,10 +17,11 @@
  *             reclaimable, the caller's reserve, total, pinned); may be
  *             NULL
  *
- * KVMEM_ADMIT_NOW: free, reclaimable and reserve frames cover @nr_blocks;
- * KVMEM_ADMIT_LATER: not now, but the device tier is large enough once
- * running sequences finish or are deactivated; KVMEM_ADMIT_NEVER: more
- * than the device tier holds. Nothing is allocated: a STEP may still find
+ * KVMEM_ADMIT_NOW: free and reclaimable frames above the device tier's min
+ * watermark, and reserve frames, cover @nr_blocks; KVMEM_ADMIT_LATER: not
+ * now, but the device tier is large enough once running sequences finish
+ * or are deactivated; KVMEM_ADMIT_NEVER: more than the device tier holds
+ * above its min watermark (no STEP could ever pin them). Nothing is allocated: a STEP may still find
  * less room, when others took it meanwhile.
  *
  * Return: KVMEM_ADMIT_NOW, KVMEM_ADMIT_LATER or KVMEM_ADMIT_NEVER,

@@ -497,7 +497,10 @@ TEST_F(proto, admit_requests_are_checked)
 	EXPECT_EQ(KVMEM_ADMIT_NOW, req(self->fd, KVMEM_OP_ADMIT, &m.a, 8));
 	m.a.nr_blocks = 1025;
 	EXPECT_EQ(KVMEM_ADMIT_NEVER, req(self->fd, KVMEM_OP_ADMIT, &m.a, sizeof(m.a)));
-	m.a.nr_blocks = 1024;
+	/* 1024 frames, of which a STEP may take all but the min watermark's 8 */
+	m.a.nr_blocks = 1017;
+	EXPECT_EQ(KVMEM_ADMIT_NEVER, req(self->fd, KVMEM_OP_ADMIT, &m.a, sizeof(m.a)));
+	m.a.nr_blocks = 1016;
 	send(self->fd, msg, build(KVMEM_OP_ADMIT, &m.a, sizeof(m.a)), 0);
 	n = recv(self->fd, in, sizeof(in), 0);
 	ASSERT_EQ((ssize_t)(sizeof(struct kvmem_hdr) + sizeof(rep)), n);

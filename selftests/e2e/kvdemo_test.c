@@ -12,7 +12,8 @@
  * are refused with messages that name the file and the tensor; bad options
  * are refused; INT8 and INT4 pools pass --check within their tolerances and
  * still catch a corrupted block; pools with no room below the device tier
- * preempt by recompute.
+ * preempt by recompute; on a pool of 8 blocks, requests that could never
+ * finish are refused at admission, and the rest pass --check.
  *
  * A small model (dim 64, vocab 128) keeps each run short, under ASan too.
  */
@@ -38,7 +39,11 @@
 	"pool.low.layers = 4\npool.low.kv_heads = 4\n"			\
 	"pool.low.head_dim = 64\npool.low.block_tokens = 16\n"		\
 	"pool.low.dtype = fp16\npool.low.device_mem = 1792K\n"		\
-	"pool.low.host_mem = 256K\n"
+	"pool.low.host_mem = 256K\n"						\
+	"pool.cramped.layers = 4\npool.cramped.kv_heads = 4\n"		\
+	"pool.cramped.head_dim = 64\npool.cramped.block_tokens = 16\n"	\
+	"pool.cramped.dtype = fp16\npool.cramped.device_mem = 512K\n"	\
+	"pool.cramped.host_mem = 0\n"
 #define SMALL	"--dim", "64", "--ffn", "128", "--vocab", "128", "-q"
 #define OUT_MAX	(64 << 10)
 
@@ -50,7 +55,7 @@ FIXTURE(kvdemo) {
 
 FIXTURE_SETUP(kvdemo)
 {
-	char conf[1024];
+	char conf[2048];
 
 	snprintf(self->dir, sizeof(self->dir), "/tmp/kvdemo-test-XXXXXX");
 	ASSERT_NE_NULL(mkdtemp(self->dir));
@@ -408,6 +413,30 @@ TEST_F_TIMEOUT(kvdemo, tierless_pool_preempts_by_recompute, 240)
 TEST_F_TIMEOUT(kvdemo, full_lower_tiers_preempt_by_recompute, 240)
 {
 	recompute_run(_metadata, self, "low", "4 host blocks");
+}
+
+/*
+ * A pool of 8 device blocks and none below: the min watermark keeps one
+ * from STEPs, so ADMIT says never to a request of 8 blocks, which alone on
+ * the pool would stop at its 8th. Before, such requests were admitted and
+ * the stream stopped with "STEP of 1 sequences: Cannot allocate memory"
+ * (15 of 16 seeds of 48 requests).
+ */
+TEST_F_TIMEOUT(kvdemo, admission_keeps_the_min_watermark, 240)
+{
+	static const char *const seeds[] = { "1", "2", "3" };
+	unsigned int i;
+
+	for (i = 0; i < 3; i++) {
+		ASSERT_EQ(0, kvdemo(self, "--pool", "cramped", "--check", "-S", seeds[i],
+				    "-n", "48", SMALL, NULL));
+		EXPECT_LT(0, out_num(self->out, "  check       "));
+		EXPECT_LT(0, num_before(self->out, " never;"));
+		EXPECT_NE_NULL(strstr(self->out, "hold above its min watermark: refused"));
+		EXPECT_EQ(NULL, strstr(self->out, "Cannot allocate memory"));
+		if (!_metadata->passed)
+			TH_LOG("kvdemo said:\n%s", self->out);
+	}
 }
 
 TEST_HARNESS_MAIN

@@ -504,7 +504,7 @@ struct kvmem_checkpoint {
 /* struct kvmem_admit_reply.verdict, also the ADMIT reply's status */
 #define KVMEM_ADMIT_NOW		0	/* fits the device tier now */
 #define KVMEM_ADMIT_LATER	1	/* fits once running sequences finish */
-#define KVMEM_ADMIT_NEVER	2	/* more blocks than the device tier holds */
+#define KVMEM_ADMIT_NEVER	2	/* more than the device tier holds above min */
 
 /**
  * struct kvmem_admit - ADMIT request: would a request needing @nr_blocks
@@ -514,14 +514,16 @@ struct kvmem_checkpoint {
  *             may generate, every sample counted), at least 1
  * @reserved:  must be 0
  *
- * NOW: @nr_blocks is at most the frames that are free, those reclaim
+ * NOW: @nr_blocks is at most the frames that are free and those reclaim
  * could free at once (unpinned blocks on the device's LRU lists, as far
- * as the tiers below have room for them, and cached blocks it may evict)
- * and those of the caller's own reserve. LATER: not now, but at most the
- * device tier's frames (the pinned blocks of running sequences are freed
- * or become reclaimable when those finish or are deactivated). NEVER:
- * more than the device tier holds. Nothing is allocated or reserved: the
- * answer is advice, true when it is given.
+ * as the tiers below have room for them, and cached blocks it may evict),
+ * less the device tier's min watermark (frames a STEP may not take), plus
+ * those of the caller's own reserve. LATER: not now, but at most the
+ * device tier's frames less its min watermark (the pinned blocks of
+ * running sequences are freed or become reclaimable when those finish or
+ * are deactivated). NEVER: more than that, which no STEP could ever pin.
+ * Nothing is allocated or reserved: the answer is advice, true when it is
+ * given.
  */
 struct kvmem_admit {
 	__u32 pool;

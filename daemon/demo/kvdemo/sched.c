@@ -653,8 +653,9 @@ static int admit_one(struct kvd_sched *s, struct request *r)
 		s->st.admit_never += v == KVMEM_ADMIT_NEVER;
 	}
 	if (v == KVMEM_ADMIT_NEVER) {
-		printf("kvdemo: request %u needs %u blocks, more than the device tier's %u: "
-		       "refused\n", r->id, life, s->pool->nr_frames[KVMEM_TIER_DEVICE]);
+		printf("kvdemo: request %u needs %u blocks, more than the device tier's %u "
+		       "hold above its min watermark: refused\n", r->id, life,
+		       s->pool->nr_frames[KVMEM_TIER_DEVICE]);
 		r->state = REQ_REJECTED;
 		s->st.rejected++;
 		return 0;
