@@ -244,6 +244,24 @@ static u32 reclaim_want(struct kv_pool *pool, struct kv_tier *t, u32 need)
 	return miss < pool->vm.reclaim_batch ? miss : pool->vm.reclaim_batch;
 }
 
+/*
+ * shrink_tier() of @t, its progress: the blocks it demoted or evicted, or
+ * the frames of @t that came free meanwhile where more. Making room in the
+ * next tier may evict cached leaves of @t to reach their parents there
+ * (prefix_evict()), after which shrink_tier() finds nothing left here to
+ * demote and says 0.
+ */
+static u32 shrink_progress(struct kv_pool *pool, struct kv_tier *t, u32 nr, bool kswapd,
+			   u32 dst_flags)
+{
+	u32 before = tier_nr_free(t), n;
+
+	n = shrink_tier(pool, t->id, nr, kswapd, dst_flags);
+	if (tier_nr_free(t) > before && tier_nr_free(t) - before > n)
+		n = tier_nr_free(t) - before;
+	return n;
+}
+
 /* Consecutive waits for others' moves before direct reclaim gives up. */
 #define RECLAIM_MAX_WAITS 16
 
@@ -267,8 +285,8 @@ static u32 demoting_below(struct kv_pool *pool, int tier)
  *             next tier, which frees its frames again: demotion may then
  *             use that tier's reserve
  *
- * Return: non-zero when progress was made (frames freed, or a move in
- * flight completed), 0 when nothing more can be reclaimed.
+ * Return: non-zero when progress was made (frames of @tier freed, a move
+ * in flight completed), 0 when nothing more can be reclaimed.
  */
 u32 try_to_free_frames(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
 {
@@ -276,7 +294,7 @@ u32 try_to_free_frames(struct kv_pool *pool, int tier, u32 need, u32 dst_flags)
 	u32 progress = 0, waits = 0, n;
 
 	while (tier_nr_free(t) < need) {
-		n = shrink_tier(pool, tier, reclaim_want(pool, t, need), false, dst_flags);
+		n = shrink_progress(pool, t, reclaim_want(pool, t, need), false, dst_flags);
 		if (n) {
 			progress += n;
 			waits = 0;
@@ -339,8 +357,8 @@ void kvswapd_wakeup(struct kv_pool *pool, int tier)
 static void kvswapd_balance(struct kv_pool *pool, struct kv_tier *t)
 {
 	while (!t->kvswapd.stop && tier_nr_free(t) < t->wmark[KV_WMARK_HIGH]) {
-		if (!shrink_tier(pool, t->id, reclaim_want(pool, t, t->wmark[KV_WMARK_HIGH]), true,
-				 0))
+		if (!shrink_progress(pool, t, reclaim_want(pool, t, t->wmark[KV_WMARK_HIGH]), true,
+				     0))
 			break;
 	}
 }

@@ -327,6 +327,48 @@ TEST(eviction_across_tiers)
 	kv_pool_destroy(pool);
 }
 
+/*
+ * Direct reclaim that frees its frames by eviction on the way: a chain of
+ * 4 cached blocks, its first two demoted to a host tier they fill, its
+ * last two (their children) left on the device. An append that needs the
+ * whole device tier must make room below first; evicting there reaches
+ * the host blocks through their device children (prefix_evict()), which
+ * frees the device frames that shrink_tier() then finds nothing left to
+ * demote for. The frames count as progress: the append succeeds. (It
+ * failed with -ENOMEM, with the frames it needed free.)
+ */
+TEST(reclaim_counts_frames_freed_by_eviction_below)
+{
+	struct kv_pool *pool = prefix_pool(8, 2, 0);
+	u32 ids[16], i;
+	struct kv_meminfo mi;
+	struct kv_seq *seq;
+	u64 slots[28];
+
+	ASSERT_NE_NULL(pool);
+	for (i = 0; i < 16; i++)
+		ids[i] = 100 + i;
+	ASSERT_EQ(0, request(pool, 0, ids, 16));
+	ASSERT_EQ(2u, kv_reclaim(pool, KV_TIER_DEVICE, 2));
+	kv_pool_meminfo(pool, &mi);
+	ASSERT_EQ(2u, mi.tier[KV_TIER_HOST].cached);
+	ASSERT_EQ(0u, mi.tier[KV_TIER_HOST].free);
+	ASSERT_EQ(0u, mi.tier[KV_TIER_HOST].evictable);	/* parents of device blocks */
+	ASSERT_EQ(2u, mi.tier[KV_TIER_DEVICE].cached);
+	ASSERT_EQ(6u, mi.tier[KV_TIER_DEVICE].free);
+	ASSERT_EQ(1u, mi.tier[KV_TIER_DEVICE].wmark[KV_WMARK_MIN]);
+
+	ASSERT_EQ(0, kv_seq_create(pool, &seq));
+	ASSERT_EQ(0, kv_seq_activate(seq, 0));
+	EXPECT_EQ(0, kv_seq_append(seq, 28, slots, 0));	/* 7 blocks: 8 frames with min */
+	EXPECT_EQ(28u, kv_seq_tokens(seq));
+	EXPECT_POOL_OK(pool);
+	kv_seq_deactivate(seq);
+	kv_seq_free(seq);
+	EXPECT_POOL_OK(pool);
+	kv_pool_destroy(pool);
+}
+
 TEST(pinned_prefixes_are_never_evicted)
 {
 	struct kv_pool *pool = prefix_pool(24, 4, 0);
