@@ -93,6 +93,7 @@ int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots);
 int kvc_append_ids(struct kvc *c, uint64_t seq, uint32_t n, const uint32_t *ids,
 		   uint64_t *slots);
 int kvc_reserve(struct kvc *c, const struct kvc_pool *pool, uint32_t nr);
+int kvc_reserve_release(struct kvc *c, const struct kvc_pool *pool);
 int kvc_admit(struct kvc *c, const struct kvc_pool *pool, uint32_t nr_blocks,
 	      struct kvmem_admit_reply *rep);
 int kvc_sync(struct kvc *c);

@@ -513,6 +513,53 @@ int kvc_reserve(struct kvc *c, const struct kvc_pool *pool, uint32_t nr)
 	return err;
 }
 
+/**
+ * kvc_reserve_release() - give the client's reserve of a pool back
+ * @c:    connection
+ * @pool: pool
+ *
+ * The reserve's free frames (not those made blocks by kvc_append_ids(),
+ * which the daemon learns of with the sequence) return to the pool in one
+ * round trip, as the kernel drains its per-CPU page lists before it calls
+ * memory exhausted: a kvc_step() that failed with -ENOMEM may find them
+ * then. kvc_reserve() fills the reserve again later.
+ *
+ * Return: frames given back (0 when the reserve held none), -ENOENT, or
+ * the daemon's error (the reserve is kept then).
+ */
+int kvc_reserve_release(struct kvc *c, const struct kvc_pool *pool)
+{
+	struct {
+		struct kvmem_reserve r;
+		uint32_t frames[KVMEM_RESERVE_MAX];
+	} *m;
+	int idx = kvc_pool_index(c, pool), err;
+	struct kvc_stock *st;
+	uint32_t n;
+
+	if (idx < 0)
+		return -ENOENT;
+	st = c->stock[idx];
+	n = st->nr;
+	if (!n)
+		return 0;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->r.pool = pool->handle;
+	m->r.target = st->pending;	/* what stays counted: no frames added */
+	m->r.nr_release = n;
+	m->r.release_off = sizeof(m->r);
+	memcpy(m->frames, st->frames, n * sizeof(uint32_t));
+	err = kvc_request(c, KVMEM_OP_RESERVE, m, sizeof(m->r) + n * sizeof(uint32_t),
+			  NULL, NULL);
+	free(m);
+	if (err < 0)
+		return err;
+	st->nr = 0;
+	return (int)n;
+}
+
 /*
  * Token ids go only when every sequence sends all of its tokens' ids:
  * those of its local appends first, then those of its new tokens.

@@ -431,6 +431,37 @@ TEST_F(kvmemd, reserve_returns_to_the_pool)
 	EXPECT_EQ(stat_value(text, "DeviceTotal:"), stat_value(text, "DeviceFree:"));
 }
 
+/*
+ * kvc_reserve_release(): the reserve's free frames go back at once; those
+ * a local append made blocks stay the sequence's (the daemon learns of
+ * them with its next request), and a second release finds none.
+ */
+TEST_F(kvmemd, reserve_release_gives_free_frames_back)
+{
+	struct kvmem_admit_reply rep;
+	uint64_t seq, slots[2 * BT];
+
+	ASSERT_EQ(4, kvc_reserve(self->c, self->pool, 4));
+	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &seq));
+	ASSERT_EQ(0, kvc_step(self->c, &(struct kvc_step_seq){ .seq = seq, .slots = slots }, 1,
+			      0, NULL));
+	ASSERT_EQ(0, kvc_append(self->c, seq, 2 * BT, slots));	/* two reserve frames */
+	EXPECT_EQ(2, kvc_reserve_release(self->c, self->pool));
+	EXPECT_EQ(0, kvc_reserve_release(self->c, self->pool));
+	ASSERT_LT(0, meminfo(self->c, text, sizeof(text)));
+	EXPECT_EQ(2 * 4, stat_value(text, "DeviceTotal:") - stat_value(text, "DeviceFree:"));
+	EXPECT_EQ(KVMEM_ADMIT_NOW, kvc_admit(self->c, self->pool, 1, &rep));
+	EXPECT_EQ(2, (int)rep.reserve);	/* the two made blocks, not yet told */
+	EXPECT_EQ(-EAGAIN, kvc_append(self->c, seq, BT, slots));	/* the stock is empty */
+	ASSERT_EQ(0, kvc_sync(self->c));
+	EXPECT_EQ(KVMEM_ADMIT_NOW, kvc_admit(self->c, self->pool, 1, &rep));
+	EXPECT_EQ(0, (int)rep.reserve);
+	EXPECT_EQ(2, (int)rep.pinned);
+	ASSERT_EQ(0, kvc_seq_free(self->c, seq));
+	ASSERT_LT(0, meminfo(self->c, text, sizeof(text)));
+	EXPECT_EQ(stat_value(text, "DeviceTotal:"), stat_value(text, "DeviceFree:"));
+}
+
 /* Reserves come only from memory above the low watermark. */
 TEST_F(kvmemd, reserves_do_not_reclaim)
 {

@@ -13,7 +13,9 @@
  * are refused; INT8 and INT4 pools pass --check within their tolerances and
  * still catch a corrupted block; pools with no room below the device tier
  * preempt by recompute; on a pool of 8 blocks, requests that could never
- * finish are refused at admission, and the rest pass --check.
+ * finish are refused at admission, and the rest pass --check; the last
+ * request left gets the frames of kvdemo's own reserve before kvdemo gives
+ * up.
  *
  * A small model (dim 64, vocab 128) keeps each run short, under ASan too.
  */
@@ -43,7 +45,11 @@
 	"pool.cramped.layers = 4\npool.cramped.kv_heads = 4\n"		\
 	"pool.cramped.head_dim = 64\npool.cramped.block_tokens = 16\n"	\
 	"pool.cramped.dtype = fp16\npool.cramped.device_mem = 512K\n"	\
-	"pool.cramped.host_mem = 0\n"
+	"pool.cramped.host_mem = 0\n"						\
+	"pool.snug.layers = 4\npool.snug.kv_heads = 4\n"			\
+	"pool.snug.head_dim = 64\npool.snug.block_tokens = 16\n"		\
+	"pool.snug.dtype = fp16\npool.snug.device_mem = 1M\n"		\
+	"pool.snug.host_mem = 0\n"
 #define SMALL	"--dim", "64", "--ffn", "128", "--vocab", "128", "-q"
 #define OUT_MAX	(64 << 10)
 
@@ -437,6 +443,24 @@ TEST_F_TIMEOUT(kvdemo, admission_keeps_the_min_watermark, 240)
 		if (!_metadata->passed)
 			TH_LOG("kvdemo said:\n%s", self->out);
 	}
+}
+
+/*
+ * A pool of 16 device blocks and none below, a batch of 6: once one
+ * request is left and a STEP for it still fails with -ENOMEM, with no
+ * preempted request to free, kvdemo gives its reserve back
+ * (kvc_reserve_release()) and tries again. Before, the frames idle in its
+ * reserve (6 here) were out of the STEP's reach and the stream stopped
+ * with "Cannot allocate memory" at step 134.
+ */
+TEST_F_TIMEOUT(kvdemo, reserve_given_back_before_giving_up, 240)
+{
+	ASSERT_EQ(0, kvdemo(self, "--pool", "snug", "--check", "-S", "1", "-b", "6", "-n", "40",
+			    SMALL, NULL));
+	EXPECT_LT(0, out_num(self->out, "  check       "));
+	EXPECT_EQ(NULL, strstr(self->out, "Cannot allocate memory"));
+	if (!_metadata->passed)
+		TH_LOG("kvdemo said:\n%s", self->out);
 }
 
 TEST_HARNESS_MAIN

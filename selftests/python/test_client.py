@@ -165,9 +165,12 @@ class ClientTest(DaemonTestCase):
         c, p = self.c, self.pool
         seq = c.seq_create(p)
         c.step([(seq, 1, [5])])
-        self.assertGreater(c.reserve(p, 8), 0)
+        got = c.reserve(p, 8)
+        self.assertGreater(got, 0)
         slots = c.append_ids(seq, [6, 7, 8, 9, 10])         # into a new block of the reserve
         slots += c.append(seq, 2)
+        self.assertEqual(c.reserve_release(p), got - 1)     # the rest goes back
+        self.assertEqual(c.reserve_release(p), 0)
         table = c.block_table(seq)                          # syncs with the daemon
         bt = p.block_tokens
         self.assertEqual(slots, [table[t // bt] * bt + t % bt for t in range(1, 8)])

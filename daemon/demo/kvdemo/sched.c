@@ -843,6 +843,7 @@ static int step_shed(struct kvd_sched *s, uint32_t *n, uint32_t done)
 static int step_send(struct kvd_sched *s, uint32_t n)
 {
 	uint32_t i, done, tries = 0;
+	bool drained = false;
 	int32_t failed;
 	int err;
 
@@ -872,12 +873,20 @@ static int step_send(struct kvd_sched *s, uint32_t n)
 		/*
 		 * One request left and no room for it: the preempted ones'
 		 * blocks had nowhere to go. Free theirs and try again with
-		 * the entries the STEP did not do.
+		 * the entries the STEP did not do. With none left to free,
+		 * give the reserve's frames back, once (the kernel drains its
+		 * per-CPU lists before it calls memory exhausted).
 		 */
 		step_drop(s, &n, done);
 		err = free_preempted(s);
 		if (err < 0)
 			return err;
+		if (!err && !drained) {
+			err = kvc_reserve_release(s->c, s->pool);
+			if (err < 0)
+				return err;
+			drained = true;
+		}
 		if (!err)
 			goto out_err_nomem;
 	}

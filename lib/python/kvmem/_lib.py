@@ -166,6 +166,7 @@ _SIGNATURES = {
     "kvc_append": (ctypes.c_int, [_c_kvc_p, _u64, _u32, _u64_p]),
     "kvc_append_ids": (ctypes.c_int, [_c_kvc_p, _u64, _u32, _u32_p, _u64_p]),
     "kvc_reserve": (ctypes.c_int, [_c_kvc_p, _c_pool_p, _u32]),
+    "kvc_reserve_release": (ctypes.c_int, [_c_kvc_p, _c_pool_p]),
     "kvc_admit": (ctypes.c_int, [_c_kvc_p, _c_pool_p, _u32, ctypes.POINTER(KvmemAdmitReply)]),
     "kvc_sync": (ctypes.c_int, [_c_kvc_p]),
     "kvc_stats": (ctypes.c_int, [_c_kvc_p, _u32, _u32, ctypes.c_char_p, ctypes.c_size_t]),

@@ -423,6 +423,14 @@ class Client:
             return _check(self._lib.kvc_reserve(self._h(), p._p(), nr),
                           "kvc_reserve(%r, %d)" % (p.name, nr))
 
+    def reserve_release(self, pool):
+        """kvc_reserve_release(): give the free frames of the pool's local
+        reserve back (those appends made blocks stay); the number given."""
+        p = self._pool(pool)
+        with self._lock:
+            return _check(self._lib.kvc_reserve_release(self._h(), p._p()),
+                          "kvc_reserve_release(%r)" % p.name)
+
     def admit(self, pool, nr_blocks):
         """kvc_admit(): would @nr_blocks new device blocks fit @pool now,
         later or never. An Admit: verdict ("now", "later", "never") and the
