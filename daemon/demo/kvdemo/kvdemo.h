@@ -388,7 +388,7 @@ struct kvd_stats {
 	uint64_t prompt_tokens, prompt_hit, prompt_computed;
 	uint64_t generated, rows;
 	uint64_t draft_proposed, draft_accepted, truncations;
-	uint64_t steps, step_msgs, local_steps;
+	uint64_t steps, step_msgs, local_steps, enomem_waits, yields;
 	uint64_t admit_now, admit_later, admit_never, admit_waited;
 	uint64_t preemptions, resumes, recomputes, recomputed;
 	uint64_t checksum;

@@ -349,6 +349,10 @@ static void summary(struct kvd_run *r, double secs)
 		       "resume\n", st->recomputes, st->recomputed);
 	printf("  steps       %" PRIu64 ": %" PRIu64 " with no STEP (tokens appended locally), %"
 	       PRIu64 " STEP messages\n", st->steps, st->local_steps, st->step_msgs);
+	if (st->enomem_waits)
+		printf("  waited      %" PRIu64 " x 2 ms for other clients' blocks (a STEP "
+		       "out of memory, nothing of ours left to free), %" PRIu64 " times "
+		       "preempting our last request for them\n", st->enomem_waits, st->yields);
 	printf("  throughput  %" PRIu64 " tokens through the model in %.1f s: %.0f tokens/s%s\n",
 	       st->rows, secs, st->rows / secs, r->o.check ? " (with --check's recomputation)" : "");
 	if (kvc_stats(r->c, KVMEM_STATS_VMSTAT, r->pool->handle, r->text, STATS_TEXT) >= 0)

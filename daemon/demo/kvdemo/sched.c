@@ -48,6 +48,8 @@
 #define RESERVE		8	/* frames kept in the client's reserve */
 #define RESERVE_EVERY	8	/* steps between top-ups of the reserve */
 #define FOLLOWUP_DELAY	150	/* steps between a conversation's turns */
+#define ENOMEM_WAITS	10	/* 2 ms waits for other clients' blocks */
+#define YIELDS_MAX	50	/* preemptions of the last request in a row for them */
 
 enum req_state { REQ_FUTURE, REQ_WAITING, REQ_RUNNING, REQ_PREEMPTED, REQ_DONE, REQ_REJECTED };
 
@@ -162,6 +164,8 @@ struct request {
  * @sam_cap: room in @sam
  * @ss:      this step's STEP entries (room for @o.batch + 1)
  * @ss_sam:  their samples
+ * @yields:  preemptions of the last request running, in a row, to let other
+ *           clients of the pool free their blocks (step_send())
  * @st:      counters
  */
 struct kvd_sched {
@@ -184,6 +188,7 @@ struct kvd_sched {
 	uint32_t sam_cap;
 	struct kvc_step_seq *ss;
 	struct sample **ss_sam;
+	uint32_t yields;
 	struct kvd_stats st;
 };
 
@@ -839,10 +844,24 @@ static int step_shed(struct kvd_sched *s, uint32_t *n, uint32_t done)
 	return 0;
 }
 
+/*
+ * Extra 2 ms waits before a request that yielded comes back
+ * (step_send()): they differ from client to client (the seed) and from one
+ * yield to the next, so that two clients waiting for each other's blocks
+ * do not yield and come back in step.
+ */
+static uint32_t enomem_jitter(const struct kvd_sched *s)
+{
+	uint64_t x = (s->o.seed + 1) * 0x9e3779b97f4a7c15ull ^ (uint64_t)s->yields * 0xbf58476d1ce4e5b9ull;
+
+	x ^= x >> 31;
+	return (uint32_t)(x % (2 * ENOMEM_WAITS));
+}
+
 /* One STEP for the samples that could not append locally. */
 static int step_send(struct kvd_sched *s, uint32_t n)
 {
-	uint32_t i, done, tries = 0;
+	uint32_t i, done, tries = 0, waits = 0;
 	bool drained = false;
 	int32_t failed;
 	int err;
@@ -853,6 +872,7 @@ static int step_send(struct kvd_sched *s, uint32_t n)
 		if (!err) {
 			for (i = 0; i < n; i++)
 				s->ss_sam[i]->active = true;
+			s->yields = 0;
 			return 0;
 		}
 		if (err == -EAGAIN && ++tries < 1000) {
@@ -875,7 +895,12 @@ static int step_send(struct kvd_sched *s, uint32_t n)
 		 * blocks had nowhere to go. Free theirs and try again with
 		 * the entries the STEP did not do. With none left to free,
 		 * give the reserve's frames back, once (the kernel drains its
-		 * per-CPU lists before it calls memory exhausted).
+		 * per-CPU lists before it calls memory exhausted); then wait
+		 * a little for other clients of the pool to free theirs; then
+		 * preempt this request too, so that a client waiting for ours
+		 * gets them (two clients each waiting for the other's blocks
+		 * would wait for ever), and resume it later. Give up after
+		 * YIELDS_MAX of those in a row.
 		 */
 		step_drop(s, &n, done);
 		err = free_preempted(s);
@@ -886,6 +911,21 @@ static int step_send(struct kvd_sched *s, uint32_t n)
 			if (err < 0)
 				return err;
 			drained = true;
+		}
+		if (!err && ++waits <= ENOMEM_WAITS) {
+			s->st.enomem_waits++;
+			usleep(2000);
+			err = 1;
+		}
+		if (!err && s->yields < YIELDS_MAX) {
+			err = step_shed(s, &n, 0);
+			if (err)
+				return err;
+			s->yields++;
+			s->st.yields++;
+			/* the others' turn: ours comes back after a pause */
+			usleep(2000 * (ENOMEM_WAITS + enomem_jitter(s)));
+			err = 1;
 		}
 		if (!err)
 			goto out_err_nomem;
