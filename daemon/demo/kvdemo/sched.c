@@ -846,16 +846,55 @@ static int step_shed(struct kvd_sched *s, uint32_t *n, uint32_t done)
 
 /*
  * Extra 2 ms waits before a request that yielded comes back
- * (step_send()): they differ from client to client (the seed) and from one
- * yield to the next, so that two clients waiting for each other's blocks
- * do not yield and come back in step.
+ * (step_no_room()): they differ from client to client (the seed) and from
+ * one yield to the next, so that two clients waiting for each other's
+ * blocks do not yield and come back in step.
  */
 static uint32_t enomem_jitter(const struct kvd_sched *s)
 {
-	uint64_t x = (s->o.seed + 1) * 0x9e3779b97f4a7c15ull ^ (uint64_t)s->yields * 0xbf58476d1ce4e5b9ull;
+	uint64_t x = (s->o.seed + 1) * 0x9e3779b97f4a7c15ull;
 
+	x ^= (uint64_t)s->yields * 0xbf58476d1ce4e5b9ull;
 	x ^= x >> 31;
 	return (uint32_t)(x % (2 * ENOMEM_WAITS));
+}
+
+/*
+ * A STEP of the last request running found no room (its *@n entries left
+ * to do). Free the sequences of a preempted request, if one holds some.
+ * Else give the reserve's frames back, once (*@drained; the kernel drains
+ * its per-CPU lists before it calls memory exhausted); then wait a little
+ * for other clients of the pool to free theirs (*@waits); then preempt
+ * this request too, so that a client waiting for ours gets them (two
+ * clients each waiting for the other's blocks would wait for ever), and
+ * let it come back after a pause. Returns 1 to go on (the STEP again, or
+ * none left: *@n 0), 0 after YIELDS_MAX of those in a row, or a negative
+ * errno.
+ */
+static int step_no_room(struct kvd_sched *s, uint32_t *n, bool *drained, uint32_t *waits)
+{
+	int err = free_preempted(s);
+
+	if (!err && !*drained) {
+		err = kvc_reserve_release(s->c, s->pool);
+		*drained = true;
+	}
+	if (err)
+		return err < 0 ? err : 1;
+	if (++*waits <= ENOMEM_WAITS) {
+		s->st.enomem_waits++;
+		usleep(2000);
+		return 1;
+	}
+	if (s->yields >= YIELDS_MAX)
+		return 0;
+	err = step_shed(s, n, 0);
+	if (err)
+		return err;
+	s->yields++;
+	s->st.yields++;
+	usleep(2000 * (ENOMEM_WAITS + enomem_jitter(s)));
+	return 1;
 }
 
 /* One STEP for the samples that could not append locally. */
@@ -892,41 +931,13 @@ static int step_send(struct kvd_sched *s, uint32_t n)
 		}
 		/*
 		 * One request left and no room for it: the preempted ones'
-		 * blocks had nowhere to go. Free theirs and try again with
-		 * the entries the STEP did not do. With none left to free,
-		 * give the reserve's frames back, once (the kernel drains its
-		 * per-CPU lists before it calls memory exhausted); then wait
-		 * a little for other clients of the pool to free theirs; then
-		 * preempt this request too, so that a client waiting for ours
-		 * gets them (two clients each waiting for the other's blocks
-		 * would wait for ever), and resume it later. Give up after
-		 * YIELDS_MAX of those in a row.
+		 * blocks had nowhere to go, or other clients hold the room.
+		 * Try again with the entries the STEP did not do.
 		 */
 		step_drop(s, &n, done);
-		err = free_preempted(s);
+		err = step_no_room(s, &n, &drained, &waits);
 		if (err < 0)
 			return err;
-		if (!err && !drained) {
-			err = kvc_reserve_release(s->c, s->pool);
-			if (err < 0)
-				return err;
-			drained = true;
-		}
-		if (!err && ++waits <= ENOMEM_WAITS) {
-			s->st.enomem_waits++;
-			usleep(2000);
-			err = 1;
-		}
-		if (!err && s->yields < YIELDS_MAX) {
-			err = step_shed(s, &n, 0);
-			if (err)
-				return err;
-			s->yields++;
-			s->st.yields++;
-			/* the others' turn: ours comes back after a pause */
-			usleep(2000 * (ENOMEM_WAITS + enomem_jitter(s)));
-			err = 1;
-		}
 		if (!err)
 			goto out_err_nomem;
 	}
