@@ -49,7 +49,8 @@
 #define RESERVE_EVERY	8	/* steps between top-ups of the reserve */
 #define FOLLOWUP_DELAY	150	/* steps between a conversation's turns */
 #define ENOMEM_WAITS	10	/* 2 ms waits for other clients' blocks */
-#define YIELDS_MAX	50	/* preemptions of the last request in a row for them */
+#define YIELDS_MAX	2000	/* preemptions of the last request in a row for them */
+#define YIELDS_ALONE	3	/* of those, with no other client's blocks pinned */
 
 enum req_state { REQ_FUTURE, REQ_WAITING, REQ_RUNNING, REQ_PREEMPTED, REQ_DONE, REQ_REJECTED };
 
@@ -165,7 +166,8 @@ struct request {
  * @ss:      this step's STEP entries (room for @o.batch + 1)
  * @ss_sam:  their samples
  * @yields:  preemptions of the last request running, in a row, to let other
- *           clients of the pool free their blocks (step_send())
+ *           clients of the pool free their blocks (step_no_room())
+ * @alone:   of those, the ones after which no block of the pool was pinned
  * @st:      counters
  */
 struct kvd_sched {
@@ -188,7 +190,7 @@ struct kvd_sched {
 	uint32_t sam_cap;
 	struct kvc_step_seq *ss;
 	struct sample **ss_sam;
-	uint32_t yields;
+	uint32_t yields, alone;
 	struct kvd_stats st;
 };
 
@@ -868,11 +870,13 @@ static uint32_t enomem_jitter(const struct kvd_sched *s)
  * this request too, so that a client waiting for ours gets them (two
  * clients each waiting for the other's blocks would wait for ever), and
  * let it come back after a pause. Returns 1 to go on (the STEP again, or
- * none left: *@n 0), 0 after YIELDS_MAX of those in a row, or a negative
- * errno.
+ * none left: *@n 0), 0 to give up (YIELDS_ALONE of those in a row with no
+ * block of the pool pinned then, none of ours, so no other client to wait
+ * for; or YIELDS_MAX in all), or a negative errno.
  */
 static int step_no_room(struct kvd_sched *s, uint32_t *n, bool *drained, uint32_t *waits)
 {
+	struct kvmem_admit_reply rep;
 	int err = free_preempted(s);
 
 	if (!err && !*drained) {
@@ -886,11 +890,15 @@ static int step_no_room(struct kvd_sched *s, uint32_t *n, bool *drained, uint32_
 		usleep(2000);
 		return 1;
 	}
-	if (s->yields >= YIELDS_MAX)
+	if (s->yields >= YIELDS_MAX || s->alone >= YIELDS_ALONE)
 		return 0;
 	err = step_shed(s, n, 0);
 	if (err)
 		return err;
+	err = kvc_admit(s->c, s->pool, 1, &rep);
+	if (err < 0)
+		return err;
+	s->alone += !rep.pinned;
 	s->yields++;
 	s->st.yields++;
 	usleep(2000 * (ENOMEM_WAITS + enomem_jitter(s)));
@@ -911,7 +919,7 @@ static int step_send(struct kvd_sched *s, uint32_t n)
 		if (!err) {
 			for (i = 0; i < n; i++)
 				s->ss_sam[i]->active = true;
-			s->yields = 0;
+			s->yields = s->alone = 0;
 			return 0;
 		}
 		if (err == -EAGAIN && ++tries < 1000) {
