@@ -21,8 +21,9 @@
  * watermark, and reserve frames, cover @nr_blocks; KVMEM_ADMIT_LATER: not
  * now, but the device tier is large enough once running sequences finish
  * or are deactivated; KVMEM_ADMIT_NEVER: more than the device tier holds
- * above its min watermark (no STEP could ever pin them). Nothing is allocated: a STEP may still find
- * less room, when others took it meanwhile.
+ * above its min watermark (no STEP could ever pin them). Nothing is
+ * allocated: a STEP may still find less room, when others took it
+ * meanwhile.
  *
  * Return: KVMEM_ADMIT_NOW, KVMEM_ADMIT_LATER or KVMEM_ADMIT_NEVER,
  * -EINVAL (@nr_blocks is 0), -ENOENT (a pool of another connection or

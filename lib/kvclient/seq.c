@@ -472,6 +472,46 @@ int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots)
 	return kvc_append_ids(c, seq, n, NULL, slots);
 }
 
+/*
+ * One RESERVE request for stock @st of @pool: give back its @nr_release
+ * first frames (all of them, or none), then top the daemon's count of the
+ * reserve up to @target; the frames it adds join the stock. Return: frames
+ * added, or a negative errno (the stock unchanged).
+ */
+static int reserve_call(struct kvc *c, const struct kvc_pool *pool, struct kvc_stock *st,
+			uint32_t target, uint32_t nr_release)
+{
+	struct kvmem_reserve_reply rep;
+	struct kvmem_reserve *req;
+	size_t len, size = sizeof(*req) + (size_t)nr_release * sizeof(uint32_t);
+	void *r;
+	int err;
+
+	req = calloc(1, size);
+	if (!req)
+		return -ENOMEM;
+	req->pool = pool->handle;
+	req->target = target;
+	req->nr_release = nr_release;
+	req->release_off = nr_release ? sizeof(*req) : 0;
+	memcpy(req + 1, st->frames, (size_t)nr_release * sizeof(uint32_t));
+	err = kvc_request(c, KVMEM_OP_RESERVE, req, size, &r, &len);
+	free(req);
+	if (err < 0)
+		return err;
+	if (!r || len < sizeof(rep))
+		return -EBADMSG;
+	memcpy(&rep, r, sizeof(rep));
+	if (len < sizeof(rep) + (size_t)rep.nr_added * sizeof(uint32_t) ||
+	    st->nr - nr_release + rep.nr_added > KVMEM_RESERVE_MAX)
+		return -EBADMSG;
+	st->nr -= nr_release;
+	memmove(st->frames, st->frames + nr_release, st->nr * sizeof(uint32_t));
+	memcpy(st->frames + st->nr, (char *)r + sizeof(rep), rep.nr_added * sizeof(uint32_t));
+	st->nr += rep.nr_added;
+	return err;
+}
+
 /**
  * kvc_reserve() - top the client's reserve of a pool up to @nr free frames
  * @c:    connection
@@ -488,29 +528,15 @@ int kvc_append(struct kvc *c, uint64_t seq, uint32_t n, uint64_t *slots)
  */
 int kvc_reserve(struct kvc *c, const struct kvc_pool *pool, uint32_t nr)
 {
-	struct kvmem_reserve req = { .pool = pool->handle };
-	struct kvmem_reserve_reply rep;
-	int idx = kvc_pool_index(c, pool), err;
+	int idx = kvc_pool_index(c, pool);
 	struct kvc_stock *st;
-	size_t len;
-	void *r;
 
 	if (idx < 0)
 		return -ENOENT;
 	st = c->stock[idx];
 	if (nr > KVMEM_RESERVE_MAX || nr + st->pending > KVMEM_RESERVE_MAX)
 		return -EINVAL;
-	req.target = nr + st->pending;
-	err = kvc_request(c, KVMEM_OP_RESERVE, &req, sizeof(req), &r, &len);
-	if (err <= 0)
-		return err;
-	memcpy(&rep, r, sizeof(rep));
-	if (len < sizeof(rep) + (size_t)rep.nr_added * sizeof(uint32_t) ||
-	    st->nr + rep.nr_added > KVMEM_RESERVE_MAX)
-		return -EBADMSG;
-	memcpy(st->frames + st->nr, (char *)r + sizeof(rep), rep.nr_added * sizeof(uint32_t));
-	st->nr += rep.nr_added;
-	return err;
+	return reserve_call(c, pool, st, nr + st->pending, 0);
 }
 
 /**
@@ -529,10 +555,6 @@ int kvc_reserve(struct kvc *c, const struct kvc_pool *pool, uint32_t nr)
  */
 int kvc_reserve_release(struct kvc *c, const struct kvc_pool *pool)
 {
-	struct {
-		struct kvmem_reserve r;
-		uint32_t frames[KVMEM_RESERVE_MAX];
-	} *m;
 	int idx = kvc_pool_index(c, pool), err;
 	struct kvc_stock *st;
 	uint32_t n;
@@ -543,21 +565,9 @@ int kvc_reserve_release(struct kvc *c, const struct kvc_pool *pool)
 	n = st->nr;
 	if (!n)
 		return 0;
-	m = calloc(1, sizeof(*m));
-	if (!m)
-		return -ENOMEM;
-	m->r.pool = pool->handle;
-	m->r.target = st->pending;	/* what stays counted: no frames added */
-	m->r.nr_release = n;
-	m->r.release_off = sizeof(m->r);
-	memcpy(m->frames, st->frames, n * sizeof(uint32_t));
-	err = kvc_request(c, KVMEM_OP_RESERVE, m, sizeof(m->r) + n * sizeof(uint32_t),
-			  NULL, NULL);
-	free(m);
-	if (err < 0)
-		return err;
-	st->nr = 0;
-	return (int)n;
+	/* the target is what stays counted, the frames made blocks: none added */
+	err = reserve_call(c, pool, st, st->pending, n);
+	return err < 0 ? err : (int)n;
 }
 
 /*
