@@ -513,8 +513,10 @@ static void prefill_sweep(struct __test_metadata *_metadata)
  * Every kernel: the default, the two mma.sync shapes, and the wgmma one
  * (where it runs; else variant 6) with its CTAs taking a pair and two
  * pairs of query tiles (kv_cuda_prefill_ipc), whatever the grid's size.
+ * The five sweeps against the CPU kernel run close to the harness's
+ * default 30 s on an H100 machine (one run timed out), so 120.
  */
-TEST(prefill_equal_cpu)
+TEST_TIMEOUT(prefill_equal_cpu, 120)
 {
 	static const int variants[][2] = { { -1, 0 }, { 6, 0 }, { 8, 0 }, { 12, 2 }, { 12, 4 } };
 	const int named = kv_cuda_prefill_variant;
