@@ -2,9 +2,9 @@
 # kvdemo --check against kvmemd on many small pools, one client and then
 # several at once: the stress that found ADMIT's min watermark, reclaim's
 # uncounted evictions, the idle reserve and the two-client deadlock
-# (Documentation/kvdemo.md). Each run must pass --check, and after each
-# kvmemd (its clients gone, its prefix cache dropped) must hold every
-# device frame free again. Prints a line per failure and a count; exits 1
+# (Documentation/kvdemo.md), then clients killed mid-run beside others.
+# Each run must pass --check, and after each shape kvmemd (its clients
+# gone, its prefix cache dropped) must hold every device frame free again. Prints a line per failure and a count; exits 1
 # when any run failed. Asserts nothing about time.
 #
 # Usage: stress-kvdemo.sh BUILD_DIR [SEEDS]   (SEEDS per shape, default 3)
@@ -111,5 +111,30 @@ for dev in 512K 1M 2M; do
 	done
 done
 
-echo "$runs kvdemo runs, $fails failed"
+# a client killed (SIGKILL) at a random moment beside one that must finish:
+# the daemon reaps the dead one's sequences and pins, and the pool is whole
+kills=0
+for dev in 384K 1M; do
+	for dt in fp16 int8 int4; do
+		what="device $dev host 128K swap 4M $dt, a client killed"
+		start "$dev" 128K 4M "$dt"
+		for s in $(seq "$seeds"); do
+			RANDOM=$s
+			"$b/daemon/kvdemo" -s "$d/sock" -S $((100 + s)) -n 40 -b 6 "${model[@]}" \
+				>"$d/victim" 2>&1 &
+			victim=$!
+			"$b/daemon/kvdemo" -s "$d/sock" -S $((200 + s)) -n 20 -b 4 --check \
+				"${model[@]}" >"$d/out" 2>&1 &
+			survivor=$!
+			sleep "0.$((10 + RANDOM % 60))"
+			kill -KILL "$victim" 2>/dev/null && kills=$((kills + 1))
+			wait "$victim" 2>/dev/null
+			wait "$survivor"
+			one "$what, seed $s" "$d/out"
+		done
+		stop "$what"
+	done
+done
+
+echo "$runs kvdemo runs, $fails failed ($kills clients killed mid-run)"
 [ "$fails" = 0 ]
