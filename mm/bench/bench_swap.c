@@ -8,7 +8,8 @@
  * be made or fails kv_pool_check().
  *
  *   bench-swap [-e auto|io_uring|psync] [-s FILE_MIB] [-a ARENA_MIB]
- *              [-t SECONDS] [-b KIB] [-d QD] [-m] [-F FIO_RESULTS] [-p] [FILE]
+ *              [-t SECONDS] [-b KIB] [-d QD] [-m] [-g GPU] [-F FIO_RESULTS]
+ *              [-p] [FILE]
  *
  * FILE (default $TMPDIR/kvmem-bench-swap, /var/tmp without TMPDIR) is the
  * swap file, opened O_DIRECT; one this program creates is allocated with
@@ -49,6 +50,16 @@
  * by kv_seq_activate() of sequences of qd blocks (swap-in), whose contents
  * are then checked (untimed).
  *
+ * -g GPU runs the end-to-end rows a second time with the device tier in
+ * that GPU's memory (the CUDA backend), which the swap engine cannot
+ * address: swap-in then goes swap -> bounce frames (host) -> device in
+ * pipelined parts (mm/tier.c). Swap-out is host -> swap either way. The
+ * rows are printed beside those of the memfd device tier, as ratios. The
+ * CPU cannot read GPU frames, so each block's contents are checked on the
+ * host tier, after the next round's demotion: every host frame carries a
+ * marker while it holds no block, the blocks are found by the stamp at
+ * their start, each once, and their CRC-32C compared.
+ *
  * fio's numbers come from -F, a text file of lines "OP BS QD GBPS" (OP
  * write or randread, BS in bytes, GB/s of 1e9 bytes) and "engine NAME".
  * OP may end in "+fixed": fio run with --fixedbufs --registerfiles, the
@@ -69,6 +80,7 @@
 #include <unistd.h>
 #include "lib/config.h"
 #include "lib/crc32c.h"
+#include "lib/cudrv.h"
 #include "mm/bench/bench_util.h"
 #include "mm/mm.h"
 #include "mm/swap_io.h"
@@ -85,7 +97,10 @@
 #define E2E_BLOCKS		128	/* blocks moved per round */
 #define E2E_SLACK		16	/* frames per tier above them, for watermarks */
 #define E2E_MAX_ROUNDS		64
+#define E2E_STAMP		0x6b766d73ull	/* high word of a block's first u64 */
+#define E2E_NO_BLOCK		0xa5a5a5a5a5a5a5a5ull	/* first u64 of an empty host frame */
 #define RATIO_TARGET		0.9
+#define EXIT_SKIP		4	/* -g without a GPU */
 
 enum { OP_OUT, OP_IN, NR_OPS };
 enum { FIO_PLAIN, FIO_FIXED, NR_FIO };
@@ -107,6 +122,10 @@ static const struct kv_geometry e2e_geom = { 32, 8, 128, 16, KV_DTYPE_BF16, 0 };
  * @only_bs:     -b: the one block size to measure, or 0 for all
  * @only_qd:     -d: the one depth to measure, or 0 for all
  * @no_mm:       -m: skip the end-to-end rows
+ * @gpu:         -g: the GPU of the second end-to-end run, or -1
+ * @drv:         the CUDA driver, loaded for -g
+ * @cuda:        the second run's CUDA device tier
+ * @no_gpu:      -g found no such GPU (exit 4)
  * @prepare:     -p: prepare @path and exit
  * @fio_path:    -F file, or NULL
  * @fd:          @path, open O_DIRECT
@@ -137,6 +156,10 @@ struct bench {
 	u32 only_bs;
 	u32 only_qd;
 	bool no_mm;
+	int gpu;
+	struct cudrv drv;
+	struct kv_cuda_params cuda;
+	bool no_gpu;
 	bool prepare;
 	const char *fio_path;
 	int fd;
@@ -197,7 +220,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: bench-swap [-e auto|io_uring|psync] [-s FILE_MIB]\n"
 		"                  [-a ARENA_MIB] [-t SECONDS] [-b KIB] [-d QD] [-m]\n"
-		"                  [-F FIO_RESULTS] [-p] [FILE]\n"
+		"                  [-g GPU] [-F FIO_RESULTS] [-p] [FILE]\n"
 		"  -e ENGINE   swap I/O engine (default auto: io_uring, else psync)\n"
 		"  -s MiB      swap file size (default %u, at least 64)\n"
 		"  -a MiB      buffer arena (default %u, at least 128)\n"
@@ -205,6 +228,7 @@ static void usage(void)
 		"  -b KIB      only this block size: 256, 1024 or 2048\n"
 		"  -d QD       only this queue depth: 1, 8 or 32\n"
 		"  -m          no end-to-end (mm) rows\n"
+		"  -g GPU      end-to-end rows again, the device tier on this GPU\n"
 		"  -F FILE     fio results: lines \"write|randread[+fixed] BS QD GBPS\",\n"
 		"              \"engine NAME\"\n"
 		"  -p          prepare FILE (create, allocate, write whole) and exit\n"
@@ -282,6 +306,9 @@ static void parse_opt(struct bench *b, int c, const char *arg)
 	case 'm':
 		b->no_mm = true;
 		break;
+	case 'g':
+		b->gpu = (int)parse_u64(arg, 0, 255);
+		break;
 	case 'F':
 		b->fio_path = arg;
 		break;
@@ -301,7 +328,8 @@ static void parse_args(struct bench *b, int argc, char **argv)
 	b->file_bytes = FILE_MIB_DEFAULT * MiB;
 	b->arena_bytes = ARENA_MIB_DEFAULT * MiB;
 	b->seconds = SECONDS_DEFAULT;
-	while ((c = getopt(argc, argv, "e:s:a:t:b:d:mF:ph")) != -1)
+	b->gpu = -1;
+	while ((c = getopt(argc, argv, "e:s:a:t:b:d:mg:F:ph")) != -1)
 		parse_opt(b, c, optarg);
 	if (argc - optind > 1)
 		usage();
@@ -711,12 +739,15 @@ static void bench_block_size(struct bench *b, int bs_i)
 
 /**
  * struct e2e - the end-to-end run's pool and what its blocks must hold
- * @pool: device, host and swap tiers, the swap tier on the bench's file
- * @seq:  sequences of @qd blocks each
- * @sum:  per block (sequence-major), CRC-32C of its contents
- * @nseq: sequences
- * @qd:   blocks per sequence, and per kv_reclaim() call
- * @fb:   bytes per frame
+ * @pool:    device, host and swap tiers, the swap tier on the bench's file
+ * @seq:     sequences of @qd blocks each
+ * @sum:     per block (sequence-major), CRC-32C of its contents
+ * @nseq:    sequences
+ * @qd:      blocks per sequence, and per kv_reclaim() call
+ * @fb:      bytes per frame
+ * @gpu:     the device tier is in GPU memory: blocks are checked on the host
+ * @nr_host: host frames
+ * @filled:  @gpu: the blocks have contents (after the first demotion)
  */
 struct e2e {
 	struct kv_pool *pool;
@@ -725,6 +756,9 @@ struct e2e {
 	u32 nseq;
 	u32 qd;
 	u64 fb;
+	bool gpu;
+	u32 nr_host;
+	bool filled;
 };
 
 static void e2e_fail(const char *what, int err)
@@ -732,6 +766,16 @@ static void e2e_fail(const char *what, int err)
 	fprintf(stderr, "bench-swap: end to end: %s%s%s\n", what, err ? ": " : "",
 		err ? strerror(-err) : "");
 	exit(1);
+}
+
+/* Block @k's contents: a slice of the pattern, its number at the start. */
+static u32 e2e_stamp(struct bench *b, struct e2e *e, void *p, u64 k)
+{
+	u64 head = E2E_STAMP << 32 | k;
+
+	memcpy(p, b->out + k % (b->half / e->fb) * e->fb, e->fb);
+	memcpy(p, &head, sizeof(head));
+	return crc32c(0, p, e->fb);
 }
 
 /* Blocks of sequence @s, all on the device tier: their CRCs must match. */
@@ -751,12 +795,59 @@ static void e2e_verify(struct bench *b, struct e2e *e, u32 s)
 	}
 }
 
+/* GPU: mark every host frame empty (no block lives on the host tier now). */
+static void e2e_host_clear(struct e2e *e)
+{
+	const u64 mark = E2E_NO_BLOCK;
+	u32 f;
+
+	for (f = 0; f < e->nr_host; f++)
+		memcpy(kv_pool_frame_addr(e->pool, KV_TIER_HOST, f), &mark, sizeof(mark));
+}
+
+/*
+ * GPU, every block just demoted to the host tier: the first time, the
+ * frames that lost their empty mark (the device arena starts zeroed) get
+ * each block's contents; later, each block must be found once by its
+ * stamp, with its CRC-32C.
+ */
+static void e2e_host_check(struct bench *b, struct e2e *e)
+{
+	u32 n = e->nseq * e->qd, found = 0, f;
+	unsigned char *seen = xcalloc(n, 1);
+	u64 head;
+	void *p;
+
+	for (f = 0; f < e->nr_host; f++) {
+		p = kv_pool_frame_addr(e->pool, KV_TIER_HOST, f);
+		memcpy(&head, p, sizeof(head));
+		if (!e->filled && head != E2E_NO_BLOCK) {
+			if (found == n)
+				e2e_fail("more blocks than sequences hold on the host tier", 0);
+			e->sum[found] = e2e_stamp(b, e, p, found);
+			seen[found++] = 1;
+		} else if (e->filled && head >> 32 == E2E_STAMP) {
+			if ((u32)head >= n || seen[(u32)head]) {
+				mismatch(b, "mm block found twice, or no such block", (u32)head);
+				continue;
+			}
+			seen[(u32)head] = 1;
+			found++;
+			if (crc32c(0, p, e->fb) != e->sum[(u32)head])
+				mismatch(b, "mm block", (u32)head);
+		}
+	}
+	if (found != n)
+		mismatch(b, "mm blocks missing on the host tier", n - found);
+	e->filled = true;
+	free(seen);
+}
+
 /* Sequences of e->qd blocks on the device tier, each block distinct data. */
 static void e2e_fill(struct bench *b, struct e2e *e)
 {
-	u64 nob = b->half / e->fb, k;
 	u32 s, j, frame;
-	unsigned char *p;
+	void *p;
 	int err;
 
 	for (s = 0; s < e->nseq; s++) {
@@ -765,53 +856,63 @@ static void e2e_fill(struct bench *b, struct e2e *e)
 		err = err ?: kv_seq_append(e->seq[s], e->qd * e2e_geom.block_tokens, NULL, 0);
 		if (err)
 			e2e_fail("filling sequences", err);
-		for (j = 0; j < e->qd; j++) {
-			k = (u64)s * e->qd + j;
+		for (j = 0; j < e->qd && !e->gpu; j++) {
 			frame = kv_seq_block_frame(e->seq[s], j);
 			p = kv_pool_frame_addr(e->pool, KV_TIER_DEVICE, frame);
 			if (!p)
 				e2e_fail("no device frame", 0);
-			memcpy(p, b->out + k % nob * e->fb, e->fb);
-			memcpy(p, &k, sizeof(k));
-			e->sum[k] = crc32c(0, p, e->fb);
+			e->sum[s * e->qd + j] = e2e_stamp(b, e, p, (u64)s * e->qd + j);
 		}
 		kv_seq_deactivate(e->seq[s]);
 	}
 }
 
-static void e2e_create(struct bench *b, struct e2e *e)
+static void e2e_create(struct bench *b, struct e2e *e, const struct kv_cuda_params *cuda)
 {
 	struct kv_pool_params p = {
 		.name = "bench-swap", .geom = e2e_geom,
 		.flags = KV_POOL_NO_KVSWAPD | KV_POOL_NO_PREFIX,
 		.vm = { .min_free_kbytes = 4 },
 		.swap = { .fd = b->fd, .offset = 0, .engine = (u32)b->engine },
+		.cuda = cuda,
 	};
 	u64 slots;
 	u32 n, frames;
 	int err;
 
+	memset(e, 0, sizeof(*e));
 	e->fb = kv_frame_bytes(&e2e_geom);
+	e->gpu = cuda != NULL;
 	slots = b->file_bytes / e->fb;
 	n = slots >= E2E_BLOCKS + E2E_SLACK ? E2E_BLOCKS : (u32)(slots - E2E_SLACK);
 	e->qd = n < MAX_QD ? n : MAX_QD;
 	e->nseq = n / e->qd;
 	frames = e->nseq * e->qd + E2E_SLACK;
 	p.nr_frames[KV_TIER_DEVICE] = frames;
-	p.nr_frames[KV_TIER_HOST] = frames;
+	/* GPU: an eighth of the host tier is taken for bounce frames */
+	p.nr_frames[KV_TIER_HOST] = e->gpu ? frames + frames / 4 : frames;
 	p.nr_frames[KV_TIER_SWAP] = frames;
+	e->nr_host = p.nr_frames[KV_TIER_HOST];
 	err = kv_pool_create(&p, &e->pool);
 	if (err)
 		e2e_fail("kv_pool_create", err);
 	e->seq = xcalloc(e->nseq, sizeof(*e->seq));
 	e->sum = xcalloc((size_t)e->nseq * e->qd, sizeof(*e->sum));
+	if (e->gpu)
+		e2e_host_clear(e);
 	e2e_fill(b, e);
 }
 
-static void e2e_destroy(struct e2e *e)
+static void e2e_destroy(struct bench *b, struct e2e *e)
 {
-	u32 s;
+	u32 s, n = e->nseq * e->qd;
 
+	/* GPU: the last round's blocks, checked on the host tier */
+	if (e->gpu) {
+		if (kv_reclaim(e->pool, KV_TIER_DEVICE, n) != n)
+			e2e_fail("kv_reclaim(device) fell short", 0);
+		e2e_host_check(b, e);
+	}
 	if (kv_pool_check(e->pool))
 		e2e_fail("kv_pool_check", 0);
 	for (s = 0; s < e->nseq; s++)
@@ -821,7 +922,10 @@ static void e2e_destroy(struct e2e *e)
 	free(e->sum);
 }
 
-/* One round: demote all to host, then to swap (timed), then activate (timed). */
+/*
+ * One round: demote all to host (GPU: check them there), then to swap
+ * (timed), then activate (timed; memfd: check them on the device).
+ */
 static void e2e_round(struct bench *b, struct e2e *e, double *t_out, double *t_in)
 {
 	u32 n = e->nseq * e->qd, s;
@@ -830,6 +934,8 @@ static void e2e_round(struct bench *b, struct e2e *e, double *t_out, double *t_i
 
 	if (kv_reclaim(e->pool, KV_TIER_DEVICE, n) != n)
 		e2e_fail("kv_reclaim(device) fell short", 0);
+	if (e->gpu)
+		e2e_host_check(b, e);
 	t0 = now();
 	for (s = 0; s < e->nseq; s++)
 		if (kv_reclaim(e->pool, KV_TIER_HOST, e->qd) != e->qd)
@@ -841,21 +947,38 @@ static void e2e_round(struct bench *b, struct e2e *e, double *t_out, double *t_i
 		*t_in += now() - t0;
 		if (err)
 			e2e_fail("kv_seq_activate", err);
-		e2e_verify(b, e, s);
+		if (!e->gpu)
+			e2e_verify(b, e, s);
 		kv_seq_deactivate(e->seq[s]);
 	}
+	if (e->gpu)
+		e2e_host_clear(e);
 }
 
-/* The real mm's swap-out and swap-in of 2 MiB blocks, batches of qd. */
-static void bench_e2e(struct bench *b)
+/**
+ * struct e2e_rate - what one end-to-end run measured
+ * @out:  swap-out GB/s (kv_reclaim() of the host tier)
+ * @in:   swap-in GB/s (kv_seq_activate() from swap)
+ * @fb:   bytes per block
+ * @qd:   blocks per call
+ * @rounds: rounds run
+ */
+struct e2e_rate {
+	double out;
+	double in;
+	u64 fb;
+	u32 qd;
+	u32 rounds;
+};
+
+/* Rounds of the real mm's swap-out and swap-in until -t seconds each way. */
+static void e2e_run(struct bench *b, const struct kv_cuda_params *cuda, struct e2e_rate *r)
 {
-	double fio_out[NR_FIO] = { -1, -1 }, fio_in[NR_FIO] = { -1, -1 };
 	double t_out = 0, t_in = 0, bytes;
 	u32 rounds = 0, n;
 	struct e2e e;
-	int v;
 
-	e2e_create(b, &e);
+	e2e_create(b, &e, cuda);
 	n = e.nseq * e.qd;
 	while (rounds < E2E_MAX_ROUNDS && (rounds < 2 || t_out < b->seconds || t_in < b->seconds)) {
 		e2e_round(b, &e, &t_out, &t_in);
@@ -864,16 +987,65 @@ static void bench_e2e(struct bench *b)
 	if (kv_vmstat_read(e.pool, KV_PSWPOUT) != (u64)rounds * n ||
 	    kv_vmstat_read(e.pool, KV_PSWPIN) != (u64)rounds * n)
 		e2e_fail("pswpout/pswpin do not count every block", 0);
-	if (e.fb == MAX_BS && e.qd == MAX_QD) {
+	bytes = (double)rounds * n * e.fb;
+	*r = (struct e2e_rate){ bytes / t_out / 1e9, bytes / t_in / 1e9, e.fb, e.qd, rounds };
+	e2e_destroy(b, &e);
+}
+
+/*
+ * -g: the same rounds with the device tier on the GPU, beside the memfd
+ * run @m. Where the driver or the GPU is missing, says so and sets
+ * b->no_gpu (the bench exits 4, skipped).
+ */
+static void bench_e2e_gpu(struct bench *b, const struct e2e_rate *m)
+{
+	struct e2e_rate g;
+	char why[256];
+
+	if (cudrv_open(&b->drv, why, sizeof(why))) {
+		printf("\nno GPU for -g: %s\n", why);
+		b->no_gpu = true;
+		return;
+	}
+	if (b->gpu >= b->drv.nr_devices) {
+		printf("\nno GPU for -g: no device %d (this process sees %d)\n", b->gpu,
+		       b->drv.nr_devices);
+		cudrv_close(&b->drv);
+		b->no_gpu = true;
+		return;
+	}
+	b->cuda = (struct kv_cuda_params){ .drv = &b->drv, .device = b->gpu };
+	e2e_run(b, &b->cuda, &g);
+	printf("\nend to end with the device tier on GPU %d (swap-in through bounce frames),\n"
+	       "beside the memfd device tier above (%u and %u rounds):\n", b->gpu, m->rounds,
+	       g.rounds);
+	printf("%-12s %4s %4s %12s %12s %10s\n", "op", "bs", "qd", "memfd GB/s", "GPU GB/s",
+	       "GPU/memfd");
+	printf("%-12s %3lluM %4u %12.3f %12.3f %10.2f\n", "mm reclaim",
+	       (unsigned long long)(g.fb / MiB), g.qd, m->out, g.out, g.out / m->out);
+	printf("%-12s %3lluM %4u %12.3f %12.3f %10.2f\n", "mm activate",
+	       (unsigned long long)(g.fb / MiB), g.qd, m->in, g.in, g.in / m->in);
+	cudrv_close(&b->drv);
+}
+
+/* The real mm's swap-out and swap-in of 2 MiB blocks, batches of qd. */
+static void bench_e2e(struct bench *b)
+{
+	double fio_out[NR_FIO] = { -1, -1 }, fio_in[NR_FIO] = { -1, -1 };
+	struct e2e_rate m;
+	int v;
+
+	e2e_run(b, NULL, &m);
+	if (m.fb == MAX_BS && m.qd == MAX_QD) {
 		for (v = 0; v < NR_FIO; v++) {
 			fio_out[v] = b->fio[v][OP_OUT][NR_BS - 1][NR_QD - 1];
 			fio_in[v] = b->fio[v][OP_IN][NR_BS - 1][NR_QD - 1];
 		}
 	}
-	bytes = (double)rounds * n * e.fb;
-	print_row("mm reclaim", (u32)e.fb, e.qd, bytes / t_out / 1e9, -1, fio_out);
-	print_row("mm activate", (u32)e.fb, e.qd, bytes / t_in / 1e9, -1, fio_in);
-	e2e_destroy(&e);
+	print_row("mm reclaim", (u32)m.fb, m.qd, m.out, -1, fio_out);
+	print_row("mm activate", (u32)m.fb, m.qd, m.in, -1, fio_in);
+	if (b->gpu >= 0)
+		bench_e2e_gpu(b, &m);
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -917,6 +1089,8 @@ int main(int argc, char **argv)
 			bench_e2e(&b);
 	}
 	ret = b.prepare ? 0 : print_footer(&b);
+	if (!ret && b.no_gpu)
+		ret = EXIT_SKIP;
 	kv_swap_io_destroy(b.io);
 	munmap(b.arena, b.arena_bytes);
 	free(b.slot_crc);

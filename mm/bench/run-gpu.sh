@@ -13,7 +13,10 @@
 #    cuda backend (device.backend = auto) where a GPU is usable;
 # 3. runs the main job (scripts/run-demo.sh) on the GPU;
 # 4. times demotion and promotion through the mm against one large copy
-#    (bench-transfer) and prints its table.
+#    (bench-transfer) and prints its table;
+# 5. times swap-in through the bounce frames of a GPU device tier against
+#    the same rounds on a memfd device tier (bench-swap -g 0, 2 MiB blocks,
+#    32 per call, on a 2 GiB file under $TMPDIR or /var/tmp).
 # Logs go to LOGDIR (default build/gpu-logs). Exits non-zero when a test
 # failed.
 set -u -o pipefail
@@ -27,7 +30,7 @@ export PATH=$PATH:/usr/local/cuda/bin
 rc=0
 
 echo "== build"
-make -j"$(nproc)" all "$B/mm/bench-transfer" >"$logs/build.log" 2>&1 || {
+make -j"$(nproc)" all "$B/mm/bench-transfer" "$B/mm/bench-swap" >"$logs/build.log" 2>&1 || {
 	tail -40 "$logs/build.log"
 	exit 1
 }
@@ -45,4 +48,8 @@ grep -E 'kvdemo|backend|GPU|cuda|^kvmemd|^  (requests|check|throughput|kvmemd|ou
 
 echo "== bench-transfer"
 "$B/mm/bench-transfer" 2>&1 | tee "$logs/bench-transfer.md" || rc=1
+
+echo "== bench-swap -g 0 (swap-in through bounce frames)"
+SIZE_MIB=2048 FIO_FIXED=0 RUNTIME=1 scripts/bench-swap.sh "$B" -b 2048 -d 32 -t 2 -g 0 2>&1 |
+	tee "$logs/bench-swap-gpu.md" || rc=1
 exit $rc
