@@ -62,7 +62,8 @@ MM_SRCS := $(wildcard mm/*.c)
 MM_OBJS := $(patsubst %.c,$(B)/%.o,$(LIB_SRCS) $(MM_SRCS))
 LIBKVMM := $(B)/libkvmm.a
 
-PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm $(B)/mm/bench-prefix $(B)/mm/bench-transfer \
+PROGS := $(B)/mm/kvmm-demo $(B)/mm/bench-mm $(B)/mm/bench-prefix $(B)/mm/bench-swap \
+	$(B)/mm/bench-transfer \
 	$(B)/daemon/kvmemd $(B)/daemon/kvmemctl \
 	$(B)/libkvclient.so $(B)/daemon/bench-ipc $(B)/daemon/kvclient-demo $(B)/daemon/kvdemo
 
