@@ -136,5 +136,56 @@ for dev in 384K 1M; do
 	done
 done
 
-echo "$runs kvdemo runs, $fails failed ($kills clients killed mid-run)"
+# tuned live: four clients while the tunables change under them and the
+# caches are dropped and checkpointed (kvmemctl, as a sysadmin would); every
+# kvmemctl command must succeed, every client pass, the pool be whole
+ctl() {
+	"$b/daemon/kvmemctl" -s "$d/sock" "$@" >"$d/ctl" 2>&1 ||
+		echo "kvmemctl $*: $(head -1 "$d/ctl")" >>"$d/ctlfail"
+}
+tune() {
+	while :; do
+		case $((RANDOM % 6)) in
+		0) ctl sysctl vm.min_free_kbytes=$((RANDOM % 33)) ;;
+		1) ctl sysctl vm.watermark_scale_factor=$((1 + RANDOM % 3000)) ;;
+		2) ctl sysctl vm.reclaim_batch=$((1 + RANDOM % 256)) ;;
+		3) ctl drop-caches ;;
+		4) ctl prefix drop ;;
+		*) ctl checkpoint ;;
+		esac
+		sleep "0.0$((1 + RANDOM % 5))"
+	done
+}
+tuned=0
+for dev in 512K 1M; do
+	for dt in fp16 int8; do
+		what="device $dev host 256K swap 4M $dt, tuned live"
+		start "$dev" 256K 4M "$dt"
+		: >"$d/ctlfail"
+		RANDOM=7
+		tune &
+		tuner=$!
+		pids=()
+		for c in 1 2 3 4; do
+			"$b/daemon/kvdemo" -s "$d/sock" -S $((300 + c)) -n 40 -b 6 --check \
+				"${model[@]}" >"$d/out$c" 2>&1 &
+			pids+=($!)
+		done
+		for c in 1 2 3 4; do
+			wait "${pids[$((c - 1))]}"
+			one "$what, client $c" "$d/out$c"
+		done
+		kill "$tuner" 2>/dev/null
+		wait "$tuner" 2>/dev/null
+		if [ -s "$d/ctlfail" ]; then
+			echo "FAIL $what: $(head -2 "$d/ctlfail" | tr '\n' ' ')"
+			fails=$((fails + 1))
+		fi
+		tuned=$((tuned + 1))
+		ctl sysctl vm.min_free_kbytes=0
+		stop "$what"
+	done
+done
+
+echo "$runs kvdemo runs, $fails failed ($kills clients killed mid-run, $tuned pools tuned live)"
 [ "$fails" = 0 ]
