@@ -73,6 +73,21 @@ one() {
 	fi
 }
 
+# clients WHAT SEED0 N: four kvdemo --check of N requests at once (seeds
+# SEED0 + 1..4), each counted
+clients() {
+	local c pids=()
+	for c in 1 2 3 4; do
+		"$b/daemon/kvdemo" -s "$d/sock" -S $(($2 + c)) -n "$3" -b 6 --check "${model[@]}" \
+			>"$d/out$c" 2>&1 &
+		pids+=($!)
+	done
+	for c in 1 2 3 4; do
+		wait "${pids[$((c - 1))]}"
+		one "$1, client $c" "$d/out$c"
+	done
+}
+
 for dev in 256K 384K 640K 1M; do
 	for host in 0 128K 512K; do
 		for swap in 0 4M; do
@@ -96,16 +111,7 @@ for dev in 512K 1M 2M; do
 		for dt in fp16 int8; do
 			what="device $dev host $host $dt, 4 clients"
 			start "$dev" "$host" 4M "$dt"
-			pids=()
-			for c in 1 2 3 4; do
-				"$b/daemon/kvdemo" -s "$d/sock" -S "$c" -n 20 -b 6 --check "${model[@]}" \
-					>"$d/out$c" 2>&1 &
-				pids+=($!)
-			done
-			for c in 1 2 3 4; do
-				wait "${pids[$((c - 1))]}"
-				one "$what, client $c" "$d/out$c"
-			done
+			clients "$what" 0 20
 			stop "$what"
 		done
 	done
@@ -165,16 +171,7 @@ for dev in 512K 1M; do
 		RANDOM=7
 		tune &
 		tuner=$!
-		pids=()
-		for c in 1 2 3 4; do
-			"$b/daemon/kvdemo" -s "$d/sock" -S $((300 + c)) -n 40 -b 6 --check \
-				"${model[@]}" >"$d/out$c" 2>&1 &
-			pids+=($!)
-		done
-		for c in 1 2 3 4; do
-			wait "${pids[$((c - 1))]}"
-			one "$what, client $c" "$d/out$c"
-		done
+		clients "$what" 300 40
 		kill "$tuner" 2>/dev/null
 		wait "$tuner" 2>/dev/null
 		if [ -s "$d/ctlfail" ]; then
