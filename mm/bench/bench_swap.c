@@ -58,7 +58,8 @@
  * CPU cannot read GPU frames, so each block's contents are checked on the
  * host tier, after the next round's demotion: every host frame carries a
  * marker while it holds no block, the blocks are found by the stamp at
- * their start, each once, and their CRC-32C compared.
+ * their start (block and round), each once, and their CRC-32C compared.
+ * Every round gives every block new contents, so a copy left undone shows.
  *
  * fio's numbers come from -F, a text file of lines "OP BS QD GBPS" (OP
  * write or randread, BS in bytes, GB/s of 1e9 bytes) and "engine NAME".
@@ -331,8 +332,8 @@ static void parse_args(struct bench *b, int argc, char **argv)
 	b->gpu = -1;
 	while ((c = getopt(argc, argv, "e:s:a:t:b:d:mg:F:ph")) != -1)
 		parse_opt(b, c, optarg);
-	if (argc - optind > 1)
-		usage();
+	if (argc - optind > 1 || (b->no_mm && b->gpu >= 0))
+		usage();	/* -g runs the end-to-end rows, which -m leaves out */
 	if (optind < argc) {
 		b->path = argv[optind];
 	} else {
@@ -748,6 +749,8 @@ static void bench_block_size(struct bench *b, int bs_i)
  * @gpu:     the device tier is in GPU memory: blocks are checked on the host
  * @nr_host: host frames
  * @filled:  @gpu: the blocks have contents (after the first demotion)
+ * @round:   the round whose contents the blocks hold (each round's differ,
+ *           so that a copy left undone shows)
  */
 struct e2e {
 	struct kv_pool *pool;
@@ -759,6 +762,7 @@ struct e2e {
 	bool gpu;
 	u32 nr_host;
 	bool filled;
+	u32 round;
 };
 
 static void e2e_fail(const char *what, int err)
@@ -768,20 +772,34 @@ static void e2e_fail(const char *what, int err)
 	exit(1);
 }
 
-/* Block @k's contents: a slice of the pattern, its number at the start. */
-static u32 e2e_stamp(struct bench *b, struct e2e *e, void *p, u64 k)
+/*
+ * Block @k's contents in round @round: a slice of the pattern that moves
+ * each round, and at the start the stamp (E2E_STAMP, round, k).
+ */
+static u32 e2e_stamp(struct bench *b, struct e2e *e, void *p, u32 k, u32 round)
 {
-	u64 head = E2E_STAMP << 32 | k;
+	u64 head = E2E_STAMP << 32 | (u64)(round & 0xff) << 24 | k;
+	u64 nob = b->half / e->fb;
 
-	memcpy(p, b->out + k % (b->half / e->fb) * e->fb, e->fb);
+	memcpy(p, b->out + ((u64)k + (u64)round * e->nseq * e->qd) % nob * e->fb, e->fb);
 	memcpy(p, &head, sizeof(head));
 	return crc32c(0, p, e->fb);
 }
 
-/* Blocks of sequence @s, all on the device tier: their CRCs must match. */
+/* A block of the end-to-end rounds that is wrong: say so (once) and count it. */
+static void e2e_bad(struct bench *b, const char *what, u32 k)
+{
+	if (!b->mismatches++)
+		fprintf(stderr, "bench-swap: end to end: block %u: %s\n", k, what);
+}
+
+/*
+ * memfd: blocks of sequence @s, on the device tier, must hold this round's
+ * contents; they get the next round's.
+ */
 static void e2e_verify(struct bench *b, struct e2e *e, u32 s)
 {
-	u32 frames[MAX_QD], j;
+	u32 frames[MAX_QD], j, k;
 	void *p;
 	int err;
 
@@ -789,9 +807,13 @@ static void e2e_verify(struct bench *b, struct e2e *e, u32 s)
 	if (err)
 		e2e_fail("kv_seq_block_frames", err);
 	for (j = 0; j < e->qd; j++) {
+		k = s * e->qd + j;
 		p = kv_pool_frame_addr(e->pool, KV_TIER_DEVICE, frames[j]);
-		if (!p || crc32c(0, p, e->fb) != e->sum[s * e->qd + j])
-			mismatch(b, "mm block", s * e->qd + j);
+		if (!p)
+			e2e_fail("no device frame", 0);
+		if (crc32c(0, p, e->fb) != e->sum[k])
+			e2e_bad(b, "checksum differs on the device tier", k);
+		e->sum[k] = e2e_stamp(b, e, p, k, e->round + 1);
 	}
 }
 
@@ -809,11 +831,14 @@ static void e2e_host_clear(struct e2e *e)
  * GPU, every block just demoted to the host tier: the first time, the
  * frames that lost their empty mark (the device arena starts zeroed) get
  * each block's contents; later, each block must be found once by its
- * stamp, with its CRC-32C.
+ * stamp, of this round, with its CRC-32C. Then each gets the next round's
+ * contents. Which frame holds which block the CPU cannot tell here, so a
+ * block arriving whole in another block's frame would pass; selftests/cuda
+ * (contents_survive_swap_bounce_parts) checks that, frame by frame.
  */
 static void e2e_host_check(struct bench *b, struct e2e *e)
 {
-	u32 n = e->nseq * e->qd, found = 0, f;
+	u32 n = e->nseq * e->qd, found = 0, f, k;
 	unsigned char *seen = xcalloc(n, 1);
 	u64 head;
 	void *p;
@@ -821,24 +846,25 @@ static void e2e_host_check(struct bench *b, struct e2e *e)
 	for (f = 0; f < e->nr_host; f++) {
 		p = kv_pool_frame_addr(e->pool, KV_TIER_HOST, f);
 		memcpy(&head, p, sizeof(head));
-		if (!e->filled && head != E2E_NO_BLOCK) {
-			if (found == n)
-				e2e_fail("more blocks than sequences hold on the host tier", 0);
-			e->sum[found] = e2e_stamp(b, e, p, found);
-			seen[found++] = 1;
-		} else if (e->filled && head >> 32 == E2E_STAMP) {
-			if ((u32)head >= n || seen[(u32)head]) {
-				mismatch(b, "mm block found twice, or no such block", (u32)head);
-				continue;
-			}
-			seen[(u32)head] = 1;
-			found++;
-			if (crc32c(0, p, e->fb) != e->sum[(u32)head])
-				mismatch(b, "mm block", (u32)head);
+		if (head == E2E_NO_BLOCK)
+			continue;
+		k = e->filled ? (u32)(head & 0xffffff) : found;
+		if (e->filled && (head >> 32 != E2E_STAMP || k >= n || seen[k] ||
+				  (head >> 24 & 0xff) != (e->round & 0xff))) {
+			e2e_bad(b, "a stamp of another round, of no block, or found twice", k);
+			continue;
 		}
+		if (k >= n)
+			e2e_fail("more blocks than sequences hold on the host tier", 0);
+		if (e->filled && crc32c(0, p, e->fb) != e->sum[k])
+			e2e_bad(b, "checksum differs on the host tier", k);
+		seen[k] = 1;
+		found++;
+		e->sum[k] = e2e_stamp(b, e, p, k, e->round + 1);
 	}
-	if (found != n)
-		mismatch(b, "mm blocks missing on the host tier", n - found);
+	for (k = 0; k < n; k++)
+		if (!seen[k])
+			e2e_bad(b, "missing on the host tier after demotion", k);
 	e->filled = true;
 	free(seen);
 }
@@ -861,7 +887,7 @@ static void e2e_fill(struct bench *b, struct e2e *e)
 			p = kv_pool_frame_addr(e->pool, KV_TIER_DEVICE, frame);
 			if (!p)
 				e2e_fail("no device frame", 0);
-			e->sum[s * e->qd + j] = e2e_stamp(b, e, p, (u64)s * e->qd + j);
+			e->sum[s * e->qd + j] = e2e_stamp(b, e, p, s * e->qd + j, 0);
 		}
 		kv_seq_deactivate(e->seq[s]);
 	}
@@ -889,7 +915,10 @@ static void e2e_create(struct bench *b, struct e2e *e, const struct kv_cuda_para
 	e->nseq = n / e->qd;
 	frames = e->nseq * e->qd + E2E_SLACK;
 	p.nr_frames[KV_TIER_DEVICE] = frames;
-	/* GPU: an eighth of the host tier is taken for bounce frames */
+	/*
+	 * GPU: the pool takes an eighth of the host tier (at most
+	 * KV_BOUNCE_FRAMES) for bounce frames; a quarter more leaves room
+	 */
 	p.nr_frames[KV_TIER_HOST] = e->gpu ? frames + frames / 4 : frames;
 	p.nr_frames[KV_TIER_SWAP] = frames;
 	e->nr_host = p.nr_frames[KV_TIER_HOST];
@@ -924,7 +953,8 @@ static void e2e_destroy(struct bench *b, struct e2e *e)
 
 /*
  * One round: demote all to host (GPU: check them there), then to swap
- * (timed), then activate (timed; memfd: check them on the device).
+ * (timed), then activate (timed; memfd: check them on the device). Each
+ * check gives the blocks the next round's contents.
  */
 static void e2e_round(struct bench *b, struct e2e *e, double *t_out, double *t_in)
 {
@@ -953,6 +983,7 @@ static void e2e_round(struct bench *b, struct e2e *e, double *t_out, double *t_i
 	}
 	if (e->gpu)
 		e2e_host_clear(e);
+	e->round++;
 }
 
 /**
