@@ -2,10 +2,12 @@
 # kvdemo --check against kvmemd on many small pools, one client and then
 # several at once: the stress that found ADMIT's min watermark, reclaim's
 # uncounted evictions, the idle reserve and the two-client deadlock
-# (Documentation/kvdemo.md), then clients killed mid-run beside others.
-# Each run must pass --check, and after each shape kvmemd (its clients
-# gone, its prefix cache dropped) must hold every device frame free again. Prints a line per failure and a count; exits 1
-# when any run failed. Asserts nothing about time.
+# (Documentation/kvdemo.md); then clients killed mid-run beside others,
+# and clients while kvmemctl changes the tunables under them. Each run
+# must pass --check, and after each shape kvmemd (its clients gone, its
+# prefix cache dropped) must hold every device frame free again. Prints a
+# line per failure and a count; exits 1 when any run failed. Asserts
+# nothing about time.
 #
 # Usage: stress-kvdemo.sh BUILD_DIR [SEEDS]   (SEEDS per shape, default 3)
 set -u
@@ -149,8 +151,10 @@ ctl() {
 	"$b/daemon/kvmemctl" -s "$d/sock" "$@" >"$d/ctl" 2>&1 ||
 		echo "kvmemctl $*: $(head -1 "$d/ctl")" >>"$d/ctlfail"
 }
+# tune SEED: until $d/untune exists (bash reseeds RANDOM in a subshell)
 tune() {
-	while :; do
+	RANDOM=$1
+	while [ ! -e "$d/untune" ]; do
 		case $((RANDOM % 6)) in
 		0) ctl sysctl vm.min_free_kbytes=$((RANDOM % 33)) ;;
 		1) ctl sysctl vm.watermark_scale_factor=$((1 + RANDOM % 3000)) ;;
@@ -168,12 +172,12 @@ for dev in 512K 1M; do
 		what="device $dev host 256K swap 4M $dt, tuned live"
 		start "$dev" 256K 4M "$dt"
 		: >"$d/ctlfail"
-		RANDOM=7
-		tune &
+		rm -f "$d/untune"
+		tune 7 &
 		tuner=$!
 		clients "$what" 300 40
-		kill "$tuner" 2>/dev/null
-		wait "$tuner" 2>/dev/null
+		touch "$d/untune"	# its last command ends before stop()
+		wait "$tuner"
 		if [ -s "$d/ctlfail" ]; then
 			echo "FAIL $what: $(head -2 "$d/ctlfail" | tr '\n' ' ')"
 			fails=$((fails + 1))
