@@ -469,16 +469,16 @@ TEST(int4_equal_cpu)
 }
 
 /*
- * 16 sequences x 8 kv heads fill 132 SMs: the 16-warp variant (INT4: with
- * the score offsets of k_offsets() for every warp, at 4 and 8 query heads
- * per kv head, and with queries 2 bytes past 16-byte alignment, the
- * latter on blocks of 32 tokens: two tiles per block and scale).
+ * 16 sequences x 8 kv heads fill 132 SMs: the 16-warp variant, at 4 and 8
+ * query heads per kv head (INT4: with the score offsets of k_offsets() for
+ * every warp), queries aligned or 2 bytes past 16-byte alignment, blocks
+ * of @bt tokens (32: two tiles per block, and for INT8/FP8 per scale).
  */
 static void one_cta_case(struct __test_metadata *_metadata, __u32 dtype, __u32 ratio,
-			 size_t q_off)
+			 size_t q_off, __u32 bt)
 {
 	struct kv_geometry g = { .layers = 1, .kv_heads = 8, .head_dim = 128,
-				 .block_tokens = q_off ? 32 : 16, .dtype = dtype };
+				 .block_tokens = bt, .dtype = dtype };
 	__u32 ctx[16], b;
 
 	for (b = 0; b < 16; b++)
@@ -491,7 +491,7 @@ TEST(int8_one_cta_per_head)
 	if (!gpu_present())
 		SKIP(return, "no CUDA device");
 	kvt_seed(__func__);
-	one_cta_case(_metadata, KV_DTYPE_INT8, 4, 0);
+	one_cta_case(_metadata, KV_DTYPE_INT8, 4, 0, 16);
 }
 
 TEST(fp8_one_cta_per_head)
@@ -499,7 +499,7 @@ TEST(fp8_one_cta_per_head)
 	if (!gpu_present())
 		SKIP(return, "no CUDA device");
 	kvt_seed(__func__);
-	one_cta_case(_metadata, KV_DTYPE_FP8_E4M3, 8, 2);
+	one_cta_case(_metadata, KV_DTYPE_FP8_E4M3, 8, 2, 32);
 }
 
 TEST(int4_one_cta_per_head)
@@ -507,8 +507,8 @@ TEST(int4_one_cta_per_head)
 	if (!gpu_present())
 		SKIP(return, "no CUDA device");
 	kvt_seed(__func__);
-	one_cta_case(_metadata, KV_DTYPE_INT4, 4, 0);
-	one_cta_case(_metadata, KV_DTYPE_INT4, 8, 2);
+	one_cta_case(_metadata, KV_DTYPE_INT4, 4, 0, 16);
+	one_cta_case(_metadata, KV_DTYPE_INT4, 8, 2, 32);
 }
 
 /*
