@@ -16,6 +16,9 @@
  *
  * FUZZ_SEED and FUZZ_ITERS in the environment replace the seed (logged)
  * and the number of mutated requests (default 20000).
+ *
+ * Then the run-time tunables, set (as root) to edges of the value grammar,
+ * random numbers and garbled bytes.
  */
 #include <poll.h>
 #include <pthread.h>
@@ -348,8 +351,10 @@ static size_t mutate(const struct session *s, unsigned int i, uint64_t *x, char 
 		switch (rnd(x) % 7) {
 		case 0:		/* flip bits of the body */
 			m = 1 + (unsigned int)(rnd(x) % 8);
-			for (j = 0; len > hs && j < m; j++)
-				out[hs + rnd(x) % (len - hs)] ^= (char)(1u << (rnd(x) % 8));
+			for (j = 0; len > hs && j < m; j++) {
+				at = hs + rnd(x) % (len - hs);
+				out[at] ^= (char)(1u << (rnd(x) % 8));
+			}
 			break;
 		case 1:		/* an edge value in an aligned word */
 		case 2:
@@ -501,6 +506,90 @@ TEST_F_TIMEOUT(fuzz, mutated_requests_lose_nothing, 280)
 		EXPECT_LT(iters / 2, errors);	/* most requests must be refused */
 	EXPECT_EQ(0, pool_empty(self->c));
 	EXPECT_EQ(0, daemon_sane(self->c, self->pool));
+}
+
+/* A value for a tunable: an edge of the grammar, digits, or noise. */
+static void sysctl_value(uint64_t *x, char *v, size_t len)
+{
+	static const char *const edge[] = {
+		"0", "1", "05", "0x10", "0X10", "0x", "-1", "+1", " 1", "1 ", "1e3", "1.5",
+		"", "10k", "3000", "3001", "256", "257", "1099511627776", "1099511627777",
+		"4294967296", "18446744073709551615", "18446744073709551616",
+		"99999999999999999999999",
+	};
+	size_t i, n;
+	uint64_t w;
+
+	switch (rnd(x) % 3) {
+	case 0:
+		snprintf(v, len, "%s", edge[rnd(x) % (sizeof(edge) / sizeof(edge[0]))]);
+		break;
+	case 1:
+		w = rnd(x);	/* two draws, in this order */
+		snprintf(v, len, "%llu", (unsigned long long)(w >> (rnd(x) % 64)));
+		break;
+	default:
+		n = rnd(x) % (len - 1);
+		for (i = 0; i < n; i++)
+			v[i] = (char)(1 + rnd(x) % 255);
+		v[n] = '\0';
+	}
+}
+
+/* The number @v names under the grammar: decimal, or hexadecimal after 0x. */
+static unsigned long long sysctl_number(const char *v)
+{
+	return v[0] == '0' && (v[1] == 'x' || v[1] == 'X') ? strtoull(v + 2, NULL, 16) :
+	       strtoull(v, NULL, 10);
+}
+
+/*
+ * Tunables set to edges, random numbers and noise (as root): each set
+ * gets 0 or the documented error, an accepted value reads back as the
+ * number it names, and the pool stays consistent and serves STEPs under
+ * whatever watermarks result.
+ */
+TEST_F(fuzz, sysctl_values_lose_nothing)
+{
+	static const char *const keys[] = {
+		"vm.min_free_kbytes", "vm.watermark_scale_factor", "vm.reclaim_batch",
+		"pool.t.device_mem", "socket.path", "vm.no_such_key", "vm.", "",
+	};
+	uint64_t x = 0x73797363746cull, seq, slots[8];
+	uint32_t ids[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	struct kvc_step_seq st = { .nr_tokens = 8, .token_ids = ids, .slots = slots };
+	unsigned long i, set = 0;
+	char v[48], got[64];
+	const char *k;
+	int r;
+
+	if (getuid())
+		SKIP(return, "sets tunables: needs root");
+	for (i = 0; i < 3000; i++) {
+		k = keys[rnd(&x) % (sizeof(keys) / sizeof(keys[0]))];
+		sysctl_value(&x, v, sizeof(v));
+		r = kvc_sysctl_set(self->c, k, v);
+		if (r && r != -EINVAL && r != -ERANGE && r != -ENOENT && r != -EROFS)
+			TH_LOG("%s = '%s': %d", k, v, r);
+		ASSERT_TRUE(!r || r == -EINVAL || r == -ERANGE || r == -ENOENT || r == -EROFS);
+		if (!r) {
+			set++;
+			ASSERT_EQ(0, kvc_sysctl_get(self->c, k, got, sizeof(got)));
+			if (sysctl_number(v) != strtoull(got, NULL, 10))
+				TH_LOG("%s = '%s' reads back as '%s'", k, v, got);
+			EXPECT_EQ(sysctl_number(v), strtoull(got, NULL, 10));
+		}
+		if (i % 100 == 99) {
+			ASSERT_EQ(0, daemon_sane(self->c, self->pool));
+			ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &seq));
+			st.seq = seq;
+			EXPECT_EQ(0, kvc_step(self->c, &st, 1, 0, NULL));
+			ASSERT_EQ(0, kvc_seq_free(self->c, seq));
+		}
+	}
+	TH_LOG("3000 values, %lu accepted", set);
+	EXPECT_LT(100, set);
+	EXPECT_EQ(0, pool_empty(self->c));
 }
 
 TEST_HARNESS_MAIN
