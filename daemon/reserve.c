@@ -95,37 +95,34 @@ void kvmemd_reserve_drop(struct kvmemd *d, struct kvmemd_client *c)
 }
 
 /*
- * Top @c's reserve of @p up to @target; the new frames go to @out.
- * Reserves are filled only from memory above the device tier's low
- * watermark, never by reclaim: under pressure a client gets fewer frames
- * (or none) and goes through STEP, where reclaim runs for what it needs.
+ * Top @c's reserve of @p up to @target; the new frames go to @out (room
+ * for @room). Reserves are filled only from memory above the device
+ * tier's low watermark, never by reclaim: under pressure a client gets
+ * fewer frames (or none) and goes through STEP, where reclaim runs for
+ * what it needs. Returns the frames added, never an error: the releases
+ * of the same request are done by then, and a failed reply would tell the
+ * client they were not.
  */
-static int reserve_grow(struct kvmemd_pool *p, struct kvmemd_client *c, u32 target,
+static u32 reserve_grow(struct kvmemd_pool *p, struct kvmemd_client *c, u32 target,
 			u32 *out, u32 room)
 {
 	u32 have = c->reserved[p->handle - 1], add, spare, i;
 	struct kv_meminfo mi;
-	int err;
 
 	if (target <= have)
 		return 0;
-	add = target - have;
-	if (add > room)
-		return -ENOBUFS;
+	add = target - have < room ? target - have : room;
 	kv_pool_meminfo(p->pool, &mi);
 	spare = mi.tier[KV_TIER_DEVICE].free > mi.tier[KV_TIER_DEVICE].wmark[KV_WMARK_LOW] ?
 		mi.tier[KV_TIER_DEVICE].free - mi.tier[KV_TIER_DEVICE].wmark[KV_WMARK_LOW] : 0;
 	if (add > spare)
 		add = spare;
-	if (!add)
+	if (!add || kv_frames_alloc(p->pool, KV_TIER_DEVICE, add, KV_ALLOC_NOWAIT, out))
 		return 0;
-	err = kv_frames_alloc(p->pool, KV_TIER_DEVICE, add, KV_ALLOC_NOWAIT, out);
-	if (err)
-		return err;
 	for (i = 0; i < add; i++)
 		p->owner[out[i]] = c->id;
 	c->reserved[p->handle - 1] += add;
-	return (int)add;
+	return add;
 }
 
 /**
@@ -138,7 +135,8 @@ static int reserve_grow(struct kvmemd_pool *p, struct kvmemd_client *c, u32 targ
  * @room:    its size
  * @out_len: receives the reply body's length
  *
- * Return: frames added, or a negative errno.
+ * Return: frames added, or a negative errno for a request refused whole
+ * (before any release).
  */
 int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, size_t blen,
 		      char *out, size_t room, size_t *out_len)
@@ -175,12 +173,9 @@ int kvmemd_op_reserve(struct kvmemd *d, struct kvmemd_client *c, const void *b, 
 		if (reserve_release(p, c, rel, req.nr_release))
 			return -EINVAL;
 	}
-	n = reserve_grow(p, c, req.target, (u32 *)(rep + 1),
-			 (u32)((room - sizeof(*rep)) / sizeof(u32)));
+	rep->nr_added = reserve_grow(p, c, req.target, (u32 *)(rep + 1),
+				     (u32)((room - sizeof(*rep)) / sizeof(u32)));
 	rep->nr_reserved = c->reserved[p->handle - 1];
-	if (n > 0) {
-		rep->nr_added = (u32)n;
-		*out_len += (size_t)n * sizeof(u32);
-	}
-	return n;
+	*out_len += (size_t)rep->nr_added * sizeof(u32);
+	return (int)rep->nr_added;
 }

@@ -389,9 +389,10 @@ struct kvmem_drop_caches {
  * as used memory for the watermarks; they return to the pool when the
  * client goes. The daemon fills reserves only from memory above the device
  * tier's low watermark (never by reclaim), so @nr_added may be less than
- * asked, or 0 under memory pressure; the client then uses STEP. The reply is a struct kvmem_reserve_reply followed by the
- * @nr_added new frames (__u32); its status is @nr_added or an error (the
- * releases are done either way once validated).
+ * asked, or 0 under memory pressure; the client then uses STEP. The
+ * reply is a struct kvmem_reserve_reply followed by the @nr_added new
+ * frames (__u32); its status is @nr_added, or an error for a request
+ * refused whole (nothing released, nothing added).
  */
 struct kvmem_reserve {
 	__u32 pool;
