@@ -748,9 +748,9 @@ static void bench_block_size(struct bench *b, int bs_i)
  * @fb:      bytes per frame
  * @gpu:     the device tier is in GPU memory: blocks are checked on the host
  * @nr_host: host frames
- * @filled:  @gpu: the blocks have contents (after the first demotion)
  * @round:   the round whose contents the blocks hold (each round's differ,
- *           so that a copy left undone shows)
+ *           so that a copy left undone shows); on a GPU, none before the
+ *           first round's demotion
  */
 struct e2e {
 	struct kv_pool *pool;
@@ -761,7 +761,6 @@ struct e2e {
 	u64 fb;
 	bool gpu;
 	u32 nr_host;
-	bool filled;
 	u32 round;
 };
 
@@ -839,6 +838,7 @@ static void e2e_host_clear(struct e2e *e)
 static void e2e_host_check(struct bench *b, struct e2e *e)
 {
 	u32 n = e->nseq * e->qd, found = 0, f, k;
+	bool filled = e->round > 0;
 	unsigned char *seen = xcalloc(n, 1);
 	u64 head;
 	void *p;
@@ -848,15 +848,15 @@ static void e2e_host_check(struct bench *b, struct e2e *e)
 		memcpy(&head, p, sizeof(head));
 		if (head == E2E_NO_BLOCK)
 			continue;
-		k = e->filled ? (u32)(head & 0xffffff) : found;
-		if (e->filled && (head >> 32 != E2E_STAMP || k >= n || seen[k] ||
-				  (head >> 24 & 0xff) != (e->round & 0xff))) {
+		k = filled ? (u32)(head & 0xffffff) : found;
+		if (filled && (head >> 32 != E2E_STAMP || k >= n || seen[k] ||
+			       (head >> 24 & 0xff) != (e->round & 0xff))) {
 			e2e_bad(b, "a stamp of another round, of no block, or found twice", k);
 			continue;
 		}
 		if (k >= n)
 			e2e_fail("more blocks than sequences hold on the host tier", 0);
-		if (e->filled && crc32c(0, p, e->fb) != e->sum[k])
+		if (filled && crc32c(0, p, e->fb) != e->sum[k])
 			e2e_bad(b, "checksum differs on the host tier", k);
 		seen[k] = 1;
 		found++;
@@ -865,7 +865,6 @@ static void e2e_host_check(struct bench *b, struct e2e *e)
 	for (k = 0; k < n; k++)
 		if (!seen[k])
 			e2e_bad(b, "missing on the host tier after demotion", k);
-	e->filled = true;
 	free(seen);
 }
 
