@@ -135,8 +135,9 @@ for dev in 384K 1M; do
 				"${model[@]}" >"$d/out" 2>&1 &
 			survivor=$!
 			sleep "0.$((10 + RANDOM % 60))"
-			kill -KILL "$victim" 2>/dev/null && kills=$((kills + 1))
+			kill -KILL "$victim" 2>/dev/null
 			wait "$victim" 2>/dev/null
+			[ $? = 137 ] && kills=$((kills + 1))	# not one that had finished
 			wait "$survivor"
 			one "$what, seed $s" "$d/out"
 		done
@@ -183,7 +184,6 @@ for dev in 512K 1M; do
 			fails=$((fails + 1))
 		fi
 		tuned=$((tuned + 1))
-		ctl sysctl vm.min_free_kbytes=0
 		stop "$what"
 	done
 done
