@@ -66,6 +66,8 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kTile = 16;
+/* how far (log2) a score may pass the softmax's reference before it moves */
+constexpr float kSlack = 8.f;
 
 struct decode_params {
 	kv_layer_ref kv;	/* the layer's K and V in the arena */
@@ -553,6 +555,100 @@ __device__ __forceinline__ uint4 ld_q8(const T *p)
 	return v;
 }
 
+/* the lane's outputs (heads 2c and 2c + 1) times @corr */
+template <int HD>
+__device__ __forceinline__ void scale_o(float (&o)[HD / 16][4], const float (&corr)[2])
+{
+#pragma unroll
+	for (int mt = 0; mt < HD / 16; mt++) {
+		o[mt][0] *= corr[0];
+		o[mt][1] *= corr[1];
+		o[mt][2] *= corr[0];
+		o[mt][3] *= corr[1];
+	}
+}
+
+/* the tile's greatest score of each of the lane's two columns */
+__device__ __forceinline__ float col_max(const float (&x)[4], int e)
+{
+	float mx = fmaxf(x[e], x[2 + e]);
+
+	mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 4));
+	mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 8));
+	return fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 16));
+}
+
+/*
+ * One tile of the online softmax of an n-tile: the scores @x (log2 units,
+ * -inf where masked; rows r and r + 8, columns 2c and 2c + 1) become the
+ * weights, relative to the running maximum @m of their column, whose sums
+ * @l and outputs @o are rescaled when it grows.
+ */
+template <int HD>
+__device__ __forceinline__ void softmax_exact(float (&x)[4], float (&m)[2], float (&l)[2],
+					      float (&o)[HD / 16][4])
+{
+	float corr[2];
+
+#pragma unroll
+	for (int e = 0; e < 2; e++) {
+		float mn = fmaxf(m[e], col_max(x, e));
+		float ref = mn == -INFINITY ? 0.f : mn;
+
+		corr[e] = exp2_ftz(m[e] - ref);
+		m[e] = mn;
+		x[e] = exp2_ftz(x[e] - ref);
+		x[2 + e] = exp2_ftz(x[2 + e] - ref);
+		l[e] = l[e] * corr[e] + x[e] + x[2 + e];
+	}
+	scale_o<HD>(o, corr);
+}
+
+/*
+ * softmax_exact() for quantized pools, which are bound by their
+ * instructions where 16-bit ones stream at the memory's speed: the
+ * reference @m moves only when a score passes it by more than kSlack
+ * (weights up to 2^kSlack, exact in the fp32 sums and in range for
+ * binary16 P). One vote finds whether any lane's score does; only then
+ * (the first tiles, seldom after) are the maxima reduced across the warp
+ * and the outputs rescaled. INT8/FP8: @vcorr != 1 (vref grew) rescales the
+ * outputs too.
+ */
+template <int HD>
+__device__ __forceinline__ void softmax_slack(float (&x)[4], float (&m)[2], float (&l)[2],
+					      float (&o)[HD / 16][4], float vcorr)
+{
+	float corr[2] = { vcorr, vcorr };
+	bool need = vcorr != 1.f;
+
+#pragma unroll
+	for (int e = 0; e < 2; e++)
+		need |= fmaxf(x[e], x[2 + e]) > m[e] + kSlack;
+	if (__any_sync(0xffffffff, need)) {
+#pragma unroll
+		for (int e = 0; e < 2; e++) {
+			float mx = col_max(x, e);
+
+			if (mx > m[e] + kSlack) {
+				float c = exp2_ftz(m[e] - mx);
+
+				corr[e] *= c;
+				l[e] *= c;
+				m[e] = mx;
+			}
+		}
+		scale_o<HD>(o, corr);
+	}
+#pragma unroll
+	for (int e = 0; e < 2; e++) {
+		float ref = m[e] == -INFINITY ? 0.f : m[e];
+
+		x[e] = exp2_ftz(x[e] - ref);
+		x[2 + e] = exp2_ftz(x[2 + e] - ref);
+		l[e] += x[e] + x[2 + e];
+	}
+}
+
 /* bytes of one 16-token tile of one head's K (or V) */
 template <int HD> __host__ __device__ constexpr uint32_t tile_bytes() { return kTile * HD * 2; }
 /* bulk-copy stages per warp: 24 KiB of tiles in flight per warp */
@@ -827,31 +923,16 @@ kv_decode_kernel(const decode_params p)
 		uint32_t pb[NT][2];
 #pragma unroll
 		for (int nt = 0; nt < NT; nt++) {
-			float x[4], corr[2];
+			float x[4];
 #pragma unroll
 			for (int e = 0; e < 2; e++) {
 				x[e] = ok0 ? s[nt][e] * kmul0 : -INFINITY;
 				x[2 + e] = ok1 ? s[nt][2 + e] * kmul1 : -INFINITY;
-				float mx = fmaxf(x[e], x[2 + e]);
-				mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 4));
-				mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 8));
-				mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 16));
-				float mn = fmaxf(m[nt][e], mx);
-				float ref = mn == -INFINITY ? 0.f : mn;
-				corr[e] = exp2_ftz(m[nt][e] - ref);
-				m[nt][e] = mn;
-				x[e] = exp2_ftz(x[e] - ref);
-				x[2 + e] = exp2_ftz(x[2 + e] - ref);
-				l[nt][e] = l[nt][e] * corr[e] + x[e] + x[2 + e];
-				corr[e] *= vcorr;
 			}
-#pragma unroll
-			for (int mt = 0; mt < HD / 16; mt++) {
-				o[nt][mt][0] *= corr[0];
-				o[nt][mt][1] *= corr[1];
-				o[nt][mt][2] *= corr[0];
-				o[nt][mt][3] *= corr[1];
-			}
+			if constexpr (DT == 0)
+				softmax_exact<HD>(x, m[nt], l[nt], o[nt]);
+			else
+				softmax_slack<HD>(x, m[nt], l[nt], o[nt], vcorr);
 			pb[nt][0] = transpose8x8(kv_mma<M>::pack(x[0] * pf0, x[1] * pf0));
 			pb[nt][1] = transpose8x8(kv_mma<M>::pack(x[2] * pf1, x[3] * pf1));
 		}

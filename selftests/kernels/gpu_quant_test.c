@@ -10,7 +10,8 @@
  * each sequence's last tokens as queries.
  *
  * Skips (exit 4) where no GPU is found or the build has no CUDA;
- * KV_TEST_SMALL=1 runs a reduced sweep (for compute-sanitizer).
+ * KV_TEST_SMALL=1 runs a reduced sweep (for compute-sanitizer);
+ * KV_DECODE_VARIANT=N decodes with kernel variant N (kv_cuda_decode_variant).
  */
 #include <errno.h>
 #include <math.h>
@@ -34,8 +35,11 @@ TEST(gpu_quant)
 
 static int gpu_present(void)
 {
+	const char *v = getenv("KV_DECODE_VARIANT");
 	int n = 0;
 
+	if (v)
+		kv_cuda_decode_variant = atoi(v);
 	return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
@@ -263,8 +267,33 @@ static void gpu_result(struct __test_metadata *_metadata, const char *what,
 	EXPECT_LE(err, bound);
 }
 
+/*
+ * Scale sequence b's token i (its K and V) by 1 + @ramp * i / ctx[b]: the
+ * scores grow along the context, so the decode's softmax reference moves
+ * many times over (by more than its slack, kSlack), and INT8/FP8 block
+ * scales grow block after block.
+ */
+static void qcase_ramp(struct qcase *c, float ramp)
+{
+	__u64 vec = (__u64)c->g.kv_heads * c->g.head_dim, j, t;
+	__u32 b, i;
+
+	for (b = 0; b < c->batch; b++) {
+		for (i = 0; i < c->ctx[b]; i++) {
+			float f = 1.f + ramp * (float)i / (float)c->ctx[b];
+
+			t = (__u64)(c->first[b] + i) * vec;
+			for (j = t; j < t + vec; j++) {
+				kv_store_f32(c->k, c->io, j, f * kv_load_f32(c->k, c->io, j));
+				kv_store_f32(c->v, c->io, j, f * kv_load_f32(c->v, c->io, j));
+			}
+		}
+	}
+}
+
 static void quant_case(struct __test_metadata *_metadata, const struct kv_geometry *g,
-		       __u32 io, __u32 ratio, __u32 batch, const __u32 *ctx, size_t q_off)
+		       __u32 io, __u32 ratio, __u32 batch, const __u32 *ctx, size_t q_off,
+		       float ramp)
 {
 	struct qcase c;
 	struct qdev d = { 0 };
@@ -276,6 +305,8 @@ static void quant_case(struct __test_metadata *_metadata, const struct kv_geomet
 	int split;
 
 	ASSERT_EQ(0, qcase_init(&c, g, io, ratio, batch, ctx));
+	if (ramp)
+		qcase_ramp(&c, ramp);
 	ASSERT_EQ(0, qdev_init(_metadata, &c, &d));
 	n = (__u64)batch * c.q_heads * g->head_dim;
 	obytes = n * kv_dtype_size(io);
@@ -445,7 +476,7 @@ static void quant_sweep(struct __test_metadata *_metadata, __u32 dtype)
 				continue;
 			kvt_ragged(ctx, 5, g.block_tokens, small ? 100 : 700);
 			quant_case(_metadata, &g, (i + j) % 2 ? KV_DTYPE_BF16 : KV_DTYPE_FP16,
-				   ratios[j], 5, ctx, 0);
+				   ratios[j], 5, ctx, 0, 0.f);
 			if (g.head_dim <= 128)
 				quant_prefill_case(_metadata, &g, (i + j) % 2 ? KV_DTYPE_FP16 :
 						   KV_DTYPE_BF16, ratios[j], 5, ctx);
@@ -475,7 +506,7 @@ TEST(int4_equal_cpu)
  * of @bt tokens (32: two tiles per block, and for INT8/FP8 per scale).
  */
 static void one_cta_case(struct __test_metadata *_metadata, __u32 dtype, __u32 ratio,
-			 size_t q_off, __u32 bt)
+			 size_t q_off, __u32 bt, float ramp)
 {
 	struct kv_geometry g = { .layers = 1, .kv_heads = 8, .head_dim = 128,
 				 .block_tokens = bt, .dtype = dtype };
@@ -483,7 +514,7 @@ static void one_cta_case(struct __test_metadata *_metadata, __u32 dtype, __u32 r
 
 	for (b = 0; b < 16; b++)
 		ctx[b] = 1024 + kvt_below(64);
-	quant_case(_metadata, &g, KV_DTYPE_BF16, ratio, 16, ctx, q_off);
+	quant_case(_metadata, &g, KV_DTYPE_BF16, ratio, 16, ctx, q_off, ramp);
 }
 
 TEST(int8_one_cta_per_head)
@@ -491,7 +522,7 @@ TEST(int8_one_cta_per_head)
 	if (!gpu_present())
 		SKIP(return, "no CUDA device");
 	kvt_seed(__func__);
-	one_cta_case(_metadata, KV_DTYPE_INT8, 4, 0, 16);
+	one_cta_case(_metadata, KV_DTYPE_INT8, 4, 0, 16, 0.f);
 }
 
 TEST(fp8_one_cta_per_head)
@@ -499,7 +530,7 @@ TEST(fp8_one_cta_per_head)
 	if (!gpu_present())
 		SKIP(return, "no CUDA device");
 	kvt_seed(__func__);
-	one_cta_case(_metadata, KV_DTYPE_FP8_E4M3, 8, 2, 32);
+	one_cta_case(_metadata, KV_DTYPE_FP8_E4M3, 8, 2, 32, 0.f);
 }
 
 TEST(int4_one_cta_per_head)
@@ -507,8 +538,33 @@ TEST(int4_one_cta_per_head)
 	if (!gpu_present())
 		SKIP(return, "no CUDA device");
 	kvt_seed(__func__);
-	one_cta_case(_metadata, KV_DTYPE_INT4, 4, 0, 16);
-	one_cta_case(_metadata, KV_DTYPE_INT4, 8, 2, 32);
+	one_cta_case(_metadata, KV_DTYPE_INT4, 4, 0, 16, 0.f);
+	one_cta_case(_metadata, KV_DTYPE_INT4, 8, 2, 32, 0.f);
+}
+
+/*
+ * Scores that grow along the context (qcase_ramp()) on every quantized
+ * dtype: through the 16-warp kernel and, on a smaller batch, the
+ * split-context one (with and without its workspace).
+ */
+TEST(rising_scores)
+{
+	static const __u32 dtypes[] = { KV_DTYPE_INT8, KV_DTYPE_FP8_E4M3, KV_DTYPE_INT4 };
+	__u32 i, ctx[3];
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	for (i = 0; i < 3; i++) {
+		struct kv_geometry g = { .layers = 1, .kv_heads = 2, .head_dim = 128,
+					 .block_tokens = 16, .dtype = dtypes[i] };
+
+		one_cta_case(_metadata, dtypes[i], 4, 0, 16, 12.f);
+		ctx[0] = 2000;
+		ctx[1] = 600 + kvt_below(1400);
+		ctx[2] = 1 + kvt_below(600);
+		quant_case(_metadata, &g, KV_DTYPE_FP16, 8, 3, ctx, 0, 12.f);
+	}
 }
 
 /*
