@@ -15,10 +15,12 @@ b=$1
 seeds=${2:-3}
 d=$(mktemp -d /tmp/kvmem-stress-XXXXXX)
 pid=
+tuner=
 fails=0
 runs=0
 model=(--dim 64 --ffn 128 --vocab 128 -q)
 cleanup() {
+	[ -n "$tuner" ] && kill "$tuner" 2>/dev/null
 	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
 	rm -rf "$d"
 }
@@ -152,10 +154,11 @@ ctl() {
 	"$b/daemon/kvmemctl" -s "$d/sock" "$@" >"$d/ctl" 2>&1 ||
 		echo "kvmemctl $*: $(head -1 "$d/ctl")" >>"$d/ctlfail"
 }
-# tune SEED: until $d/untune exists (bash reseeds RANDOM in a subshell)
+# tune SEED: until $d/untune exists or $d is gone (bash reseeds RANDOM in
+# a subshell)
 tune() {
 	RANDOM=$1
-	while [ ! -e "$d/untune" ]; do
+	while [ -d "$d" ] && [ ! -e "$d/untune" ]; do
 		case $((RANDOM % 6)) in
 		0) ctl sysctl vm.min_free_kbytes=$((RANDOM % 33)) ;;
 		1) ctl sysctl vm.watermark_scale_factor=$((1 + RANDOM % 3000)) ;;
@@ -179,6 +182,7 @@ for dev in 512K 1M; do
 		clients "$what" 300 40
 		touch "$d/untune"	# its last command ends before stop()
 		wait "$tuner"
+		tuner=
 		if [ -s "$d/ctlfail" ]; then
 			echo "FAIL $what: $(head -2 "$d/ctlfail" | tr '\n' ' ')"
 			fails=$((fails + 1))

@@ -35,11 +35,9 @@ TEST(gpu_quant)
 
 static int gpu_present(void)
 {
-	const char *v = getenv("KV_DECODE_VARIANT");
 	int n = 0;
 
-	if (v)
-		kv_cuda_decode_variant = atoi(v);
+	kvt_env_variant("KV_DECODE_VARIANT", 1023, &kv_cuda_decode_variant);
 	return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 

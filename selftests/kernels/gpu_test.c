@@ -33,15 +33,10 @@ TEST(gpu)
 
 static int gpu_present(void)
 {
-	const char *v = getenv("KV_DECODE_VARIANT");
 	int n = 0;
 
-	if (v)
-		kv_cuda_decode_variant = atoi(v);
-	v = getenv("KV_PREFILL_VARIANT");
-	if (v)
-		kv_cuda_prefill_variant = atoi(v);
-
+	kvt_env_variant("KV_DECODE_VARIANT", 1023, &kv_cuda_decode_variant);
+	kvt_env_variant("KV_PREFILL_VARIANT", 1023, &kv_cuda_prefill_variant);
 	return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 

@@ -39,6 +39,28 @@ static inline uint64_t kvt_rand64(void)
 	return z ^ (z >> 31);
 }
 
+/*
+ * kvt_env_variant() - environment variable @name as a kernel variant
+ * (0 .. @max) in *@v, which is left alone when it is unset; anything else
+ * (a typo, a negative or too large number) ends the test program, rather
+ * than quietly testing another kernel
+ */
+static inline void kvt_env_variant(const char *name, int max, int *v)
+{
+	const char *env = getenv(name);
+	char *end;
+	long n;
+
+	if (!env)
+		return;
+	n = strtol(env, &end, 0);
+	if (end == env || *end || n < 0 || n > max) {
+		fprintf(stderr, "%s=%s: not a variant 0-%d\n", name, env, max);
+		exit(1);
+	}
+	*v = (int)n;
+}
+
 /* seed from KV_TEST_SEED or the clock; printed so a failure can be re-run */
 static inline void kvt_seed(const char *who)
 {
