@@ -285,11 +285,14 @@ __device__ __forceinline__ int cta_tiles(const seq &s, uint32_t lo, uint32_t hi,
  * the factors @corr by which the rows' outputs so far are to be rescaled
  * (rescale()). @edge: some token of the tile may be masked for some row
  * (the tile reaches past the first row's position, or a window is set);
- * other tiles skip the masks. The scale is applied to the rows' maximum and folded into the
+ * other tiles skip the masks. MASK false: @edge is known false, and the
+ * code has no masks at all (a runtime @edge alone leaves the compiler
+ * computing every mask and selecting by @edge: four instructions a score).
+ * The scale is applied to the rows' maximum and folded into the
  * exponent's argument (one FFMA per score); a scale that is not positive
  * is applied to the scores first instead.
  */
-template <typename M, int NT>
+template <typename M, int NT, bool MASK = true>
 __device__ __forceinline__ void softmax_tile(const params &p, float (&s)[NT][4],
 					     row_state (&r)[2], uint32_t (&pa)[NT / 2][4],
 					     float (&corr)[2], uint32_t t, bool edge)
@@ -312,7 +315,7 @@ __device__ __forceinline__ void softmax_tile(const params &p, float (&s)[NT][4],
 			const row_state &ri = r[i >> 1];
 			uint32_t tok = t + nt * 8 + 2 * c + (i & 1);
 
-			if (edge && (!ri.live || tok < ri.lo || tok >= ri.hi))
+			if (MASK && edge && (!ri.live || tok < ri.lo || tok >= ri.hi))
 				s[nt][i] = -INFINITY;
 			mx[i >> 1] = fmaxf(mx[i >> 1], s[nt][i]);
 		}

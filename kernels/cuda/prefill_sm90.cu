@@ -10,7 +10,8 @@
  * copies, warpgroups 1 and 2 compute 64 rows each. The context is taken in
  * tiles of 128 tokens; the copying warpgroup moves a tile's K and V rows
  * into one of two stages with cp.async (each row found through the block
- * table), or, for a quantized pool, loads and widens them to binary16.
+ * table once, by one lane, for the lanes that copy it), or, for a
+ * quantized pool, loads and widens them to binary16.
  * Tiles and the queries are stored in wgmma's 128-byte swizzled layout: per
  * 64 dims a [rows][128 B] atom with the 16-byte chunks of row r XOR-ed by
  * r % 8.
@@ -19,6 +20,7 @@
  *   S = Q K^T   8 x wgmma m64n128k16, Q and K from shared memory (K-major);
  *   softmax     on S as accumulators (softmax_tile(), shared with the
  *               mma.sync kernel: the layouts are the same), P to registers;
+ *               the masks only in tiles that need them (their own code);
  *   O += P V    8 x wgmma m64n128k16, P from registers, V from shared
  *               memory read N-major (dims contiguous), O in registers.
  * The two take turns to issue S, so that one's softmax runs beside the
@@ -202,19 +204,27 @@ __device__ __forceinline__ void turn_pass(int cw)
 
 /*
  * K and V of tokens [t, t + kTk) into a stage; tokens outside [lo, hi)
- * zero. By the copying warpgroup, this thread @tid of it.
+ * zero. By the copying warpgroup, this thread @tid of it: 16-byte chunk
+ * tid % 16 of rows tid / 16 + 8 k. Each lane looks one row of its warp's
+ * 32 up in the block table (row 2 w + L % 2 + 8 (L / 2) for warp w, lane
+ * L) and hands it to the lanes that copy it.
  */
 __device__ __forceinline__ void load_kv(const params &p, const uint32_t *table, uint64_t koff,
 					uint32_t t, uint32_t lo, uint32_t hi, char *sk, int tid)
 {
 	char *const sv = sk + 2 * kAtom;
+	const int lane = tid & 31, h = lane >> 4, c = lane & 15;
+	const uint32_t r0 = (tid >> 5) * 2, tok = t + r0 + (lane & 1) + 8 * (lane >> 1);
+	const char *const own = tok >= lo && tok < hi ? k_row<kHd>(p, table, koff, tok) : nullptr;
 
-#pragma unroll 4
-	for (int i = tid; i < kTk * 16; i += 128) {
-		uint32_t r = i >> 4, c = i & 15, tok = t + r;
-		bool ok = tok >= lo && tok < hi;
-		const char *src = ok ? k_row<kHd>(p, table, koff, tok) + c * 16 : p.kv.arena;
+#pragma unroll
+	for (int k = 0; k < kTk / 8; k++) {
+		const uint32_t r = r0 + h + 8 * k;
+		const char *src = reinterpret_cast<const char *>(
+			__shfl_sync(0xffffffff, reinterpret_cast<unsigned long long>(own), 2 * k + h));
+		const bool ok = src;
 
+		src = ok ? src + c * 16 : p.kv.arena;
 		cp_async16(sk + sw128<kTk>(r, c), src, ok);
 		cp_async16(sv + sw128<kTk>(r, c), ok ? src + p.kv.voff : src, ok);
 	}
@@ -326,15 +336,28 @@ __device__ __forceinline__ void load_q_half(const params &p, const seq &s, uint3
 	}
 }
 
+/*
+ * The descriptor of @d's matrix moved on by @off bytes (a multiple of 16):
+ * its start address field, the low 14 bits, holds the address over 16,
+ * and shared memory addresses stay below 2^18, so the sum does not carry
+ * out of it. One add per product instead of a new descriptor.
+ */
+__device__ __forceinline__ uint64_t desc_at(uint64_t d, uint32_t off)
+{
+	return d + (off >> 4);
+}
+
 /* issue S = Q K^T for the warpgroup's 64 rows and a stage's kTk tokens */
 template <typename T>
 __device__ __forceinline__ void qk(float (&sc)[16][4], uint32_t q_base, uint32_t k_base)
 {
+	const uint64_t dq = sm_desc(q_base, 16, 1024), dk = sm_desc(k_base, 16, 1024);
+
 	wg_fence();
 #pragma unroll
 	for (int ks = 0; ks < kHd / 16; ks++)
-		wg_mma<T>::ss(sc, sm_desc(q_base + (ks >> 2) * kRows * 128 + (ks & 3) * 32, 16, 1024),
-			      sm_desc(k_base + (ks >> 2) * kAtom + (ks & 3) * 32, 16, 1024), ks);
+		wg_mma<T>::ss(sc, desc_at(dq, (ks >> 2) * kRows * 128 + (ks & 3) * 32),
+			      desc_at(dk, (ks >> 2) * kAtom + (ks & 3) * 32), ks);
 	wg_commit();
 }
 
@@ -343,19 +366,22 @@ template <typename T>
 __device__ __forceinline__ void pv(float (&o)[16][4], const uint32_t (&pa)[8][4],
 				   uint32_t v_base)
 {
+	const uint64_t dv = sm_desc(v_base, kAtom, 1024);
+
 	reg_fence(o);
 	wg_fence();
 #pragma unroll
 	for (int kk = 0; kk < kTk / 16; kk++)
-		wg_mma<T>::rs(o, pa[kk], sm_desc(v_base + kk * 16 * 128, kAtom, 1024));
+		wg_mma<T>::rs(o, pa[kk], desc_at(dv, kk * 16 * 128));
 	wg_commit();
 }
 
 /*
- * Tile @t's softmax on the scores @sc (softmax_tile(); @edge as there),
- * then O += P V with V at @v_base, waited for.
+ * Tile @t's softmax on the scores @sc (softmax_tile(); @edge as there,
+ * masks compiled only where EDGE), then O += P V with V at @v_base,
+ * waited for.
  */
-template <typename M>
+template <typename M, bool EDGE>
 __device__ __forceinline__ void softmax_pv(const params &p, float (&sc)[16][4],
 					   row_state (&rs)[2], float (&o)[16][4], uint32_t t,
 					   bool edge, uint32_t v_base)
@@ -363,7 +389,7 @@ __device__ __forceinline__ void softmax_pv(const params &p, float (&sc)[16][4],
 	uint32_t pa[8][4];
 	float corr[2];
 
-	softmax_tile<M, 16>(p, sc, rs, pa, corr, t, edge);
+	softmax_tile<M, 16, EDGE>(p, sc, rs, pa, corr, t, edge);
 	rescale<kHd>(o, corr);
 	pv<M>(o, pa, v_base);
 	wg_wait_all();
@@ -570,8 +596,11 @@ __device__ __forceinline__ void consume(const params &p, ws_bars &w, char *smem,
 			turn_pass(cw);	/* the other's turn, in this item or the next */
 			wg_wait_all();
 			reg_fence(sc);
-			softmax_pv<M>(p, sc, rs, o, t, t + kTk > d.first + 1 || p.window,
-				      k_base + 2 * kAtom);
+			/* most tiles need no mask: their own code */
+			if (t + kTk > d.first + 1 || p.window)
+				softmax_pv<M, true>(p, sc, rs, o, t, true, k_base + 2 * kAtom);
+			else
+				softmax_pv<M, false>(p, sc, rs, o, t, false, k_base + 2 * kAtom);
 			mbar_arrive(&w.empty[st]);
 		}
 		mbar_arrive(&w.qempty[slot]);
