@@ -26,7 +26,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start DEV HOST SWAP DTYPE: a kvmemd whose default pool has those arenas
+# start DEV HOST SWAP DTYPE: a kvmemd whose default pool has those arenas;
+# the runner's own group administers it (the tuned part sets tunables and
+# drops caches, which only admins may)
 start() {
 	rm -f "$d/sock" "$d/swap"
 	cat >"$d/conf" <<EOF
@@ -40,6 +42,7 @@ pool.default.host_mem = $2
 pool.default.swap_mem = $3
 socket.path = $d/sock
 swap.path = $d/swap
+admin.group = $(id -gn)
 EOF
 	"$b/daemon/kvmemd" -c "$d/conf" >"$d/kvmemd.log" 2>&1 &
 	pid=$!
