@@ -53,6 +53,7 @@ static int client_setup(struct kvmemd *d, struct kvmemd_client *c, int fd)
 	c->gid = cr.gid;
 	c->admin = peer_is_admin(d, fd, &cr);
 	c->since_ms = kvmemd_now_ms();
+	INIT_LIST_HEAD(&c->wait_node);
 	idr_init(&c->seqs, KVMEMD_MAX_SEQS);
 	ev.data.ptr = c;
 	if (epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
@@ -189,6 +190,8 @@ void kvmemd_client_close(struct kvmemd *d, struct kvmemd_client *c)
 	struct kvmemd_seq *s;
 	u64 id = 0, n = 0;
 
+	kvmemd_wait_drop(d, c);
+	d->wake = true;		/* what it held may be what a waiting STEP lacks */
 	while ((s = idr_next(&c->seqs, &id))) {
 		idr_remove(&c->seqs, id);
 		kv_seqlen_record(&s->pool->seqlen, kv_seq_tokens(s->seq));
@@ -304,6 +307,9 @@ void kvmemd_client_input(struct kvmemd *d, struct kvmemd_client *c)
 		/* An oversized packet is answered like any malformed one. */
 		len = kvmemd_dispatch(d, c, (const struct kvmem_hdr *)d->buf,
 				      n < 0 ? 0 : (size_t)n, &fds, &nr_fds);
+		/* a STEP that found no room may wait for another client's frames */
+		if (n > 0 && kvmemd_wait_step(d, c, (const struct kvmem_hdr *)d->buf, (size_t)n))
+			return;
 		if (n < 0) {
 			/* The head of the packet was read: echo its opcode and tag. */
 			const struct kvmem_hdr *h = (const struct kvmem_hdr *)d->buf;
@@ -319,7 +325,26 @@ void kvmemd_client_input(struct kvmemd *d, struct kvmemd_client *c)
 			      (unsigned long long)c->id, strerror(-err));
 			goto out_close;
 		}
+		if (((struct kvmem_hdr *)d->out)->status >= 0)
+			kvmemd_wait_release(d, ((struct kvmem_hdr *)d->out)->opcode);
 	}
 out_close:
 	kvmemd_client_close(d, c);
+}
+
+/**
+ * kvmemd_client_event() - an event of the event loop on @c's connection
+ * @d:      daemon
+ * @c:      client
+ * @events: EPOLL* bits
+ *
+ * A client whose STEP waits (wait.c) is not read: only its going is
+ * noticed, and it is closed.
+ */
+void kvmemd_client_event(struct kvmemd *d, struct kvmemd_client *c, u32 events)
+{
+	if (!c->wait_msg)
+		kvmemd_client_input(d, c);
+	else if (events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP))
+		kvmemd_client_close(d, c);
 }

@@ -169,6 +169,8 @@ static const struct config_key config_keys[] = {
 	  .changed = KVMEMD_CHANGED_WATERMARK_SCALE_FACTOR },
 	{ "vm.reclaim_batch", KEY_UINT, KEY_RUNTIME, CFG_FIELD(vm.reclaim_batch),
 	  .min = 1, .max = 256, .changed = KVMEMD_CHANGED_RECLAIM_BATCH },
+	{ "step.wait_ms", KEY_UINT, KEY_RUNTIME, CFG_FIELD(step_wait_ms),
+	  .min = 0, .max = 10000 },
 };
 #define NR_KEYS		(sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -1271,6 +1273,7 @@ void kvmemd_config_defaults(struct kvmemd_config *cfg)
 	cfg->vm.min_free_kbytes = 0;
 	cfg->vm.watermark_scale_factor = 10;
 	cfg->vm.reclaim_batch = 32;
+	cfg->step_wait_ms = 0;
 	cfg->nr_pools = 1;
 	pool_default(&cfg->pools[0]);
 }

@@ -171,6 +171,8 @@ struct kvmemd_tenant_config {
  *                SIGTERM and restores it at start; 1 needs swap.path
  * @vm:           vm.min_free_kbytes, vm.watermark_scale_factor and
  *                vm.reclaim_batch, applied to every pool (run time)
+ * @step_wait_ms: step.wait_ms: how long a STEP that found no room may
+ *                wait for other clients to release frames (run time)
  * @nr_pools:     pools in @pools, 1 to KVMEMD_MAX_POOLS
  * @pools:        the pools, in the order their first key appears
  * @nr_tenants:   tenants in @tenants, 0 to KVMEMD_MAX_TENANTS
@@ -191,6 +193,7 @@ struct kvmemd_config {
 	u32 swap_engine;
 	u32 swap_persist;
 	struct kv_vm_tunables vm;
+	u32 step_wait_ms;
 	u32 nr_pools;
 	struct kvmemd_pool_config pools[KVMEMD_MAX_POOLS];
 	u32 nr_tenants;

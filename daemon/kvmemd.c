@@ -126,6 +126,7 @@ int main(int argc, char **argv)
 	int opt, err;
 
 	INIT_LIST_HEAD(&d.clients);
+	INIT_LIST_HEAD(&d.waiters);
 	kvmemd_config_defaults(&d.cfg);
 	while ((opt = getopt(argc, argv, "c:s:vh")) != -1) {
 		switch (opt) {

@@ -83,6 +83,10 @@ struct kvmemd_seq {
  * @nr_reqs: requests served
  * @reserved: frames in its reserve, per pool
  * @since_ms: when it connected (CLOCK_MONOTONIC)
+ * @wait_node: link on kvmemd.waiters while a STEP of it waits (wait.c)
+ * @wait_msg: that STEP as received, or NULL
+ * @wait_len: its length
+ * @wait_until: when it stops waiting (CLOCK_MONOTONIC, ms)
  */
 struct kvmemd_client {
 	struct list_head node;
@@ -97,6 +101,10 @@ struct kvmemd_client {
 	u64 nr_reqs;
 	u32 reserved[KVMEMD_MAX_POOLS];
 	u64 since_ms;
+	struct list_head wait_node;
+	void *wait_msg;
+	size_t wait_len;
+	u64 wait_until;
 };
 
 /**
@@ -114,6 +122,10 @@ struct kvmemd_client {
  * @swap_fd:     the swap area (swap.path), O_DIRECT, or -1
  * @clients:     connected clients
  * @nr_clients:  entries on @clients
+ * @waiters:     clients whose STEP waits for frames, oldest first (wait.c)
+ * @nr_waiters:  entries on @waiters
+ * @wake:        a request or a departure may have released frames: the
+ *               waiting STEPs are tried again after this round of events
  * @next_client: id of the next client
  * @admin_gid:   gid of admin.group, or (gid_t)-1
  * @sock_override: -s SOCKET, kept over reloads
@@ -148,6 +160,9 @@ struct kvmemd {
 	int swap_fd;
 	struct list_head clients;
 	u32 nr_clients;
+	struct list_head waiters;
+	u32 nr_waiters;
+	bool wake;
 	u64 next_client;
 	gid_t admin_gid;
 	const char *sock_override;
@@ -199,6 +214,7 @@ void kvmemd_notify(struct kvmemd *d, const char *state);
 /* client.c */
 int kvmemd_client_accept(struct kvmemd *d);
 void kvmemd_client_input(struct kvmemd *d, struct kvmemd_client *c);
+void kvmemd_client_event(struct kvmemd *d, struct kvmemd_client *c, u32 events);
 void kvmemd_client_close(struct kvmemd *d, struct kvmemd_client *c);
 void kvmemd_clients_expire(struct kvmemd *d);
 u64 kvmemd_now_ms(void);
@@ -210,6 +226,14 @@ int kvmemd_op_step(struct kvmemd *d, struct kvmemd_client *c, const void *b, siz
 		   char *out, size_t room, size_t *out_len);
 ssize_t kvmemd_dispatch(struct kvmemd *d, struct kvmemd_client *c,
 			const struct kvmem_hdr *req, size_t len, const int **fds, u32 *nr_fds);
+
+/* wait.c */
+bool kvmemd_wait_step(struct kvmemd *d, struct kvmemd_client *c, const struct kvmem_hdr *req,
+		      size_t len);
+void kvmemd_wait_drop(struct kvmemd *d, struct kvmemd_client *c);
+void kvmemd_wait_run(struct kvmemd *d);
+int kvmemd_wait_timeout(struct kvmemd *d);
+void kvmemd_wait_release(struct kvmemd *d, u16 op);
 
 /* reserve.c */
 int kvmemd_reserve_init(struct kvmemd_pool *p, u32 nr_frames);

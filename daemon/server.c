@@ -301,7 +301,7 @@ int kvmemd_run(struct kvmemd *d)
 	kvmemd_notify(d, "READY=1");
 	kvlog(d, KVLOG_INFO, "ready on %s", d->cfg.socket_path);
 	while (!d->stop) {
-		n = epoll_wait(d->epoll_fd, ev, 64, -1);
+		n = epoll_wait(d->epoll_fd, ev, 64, kvmemd_wait_timeout(d));
 		if (n < 0 && errno != EINTR)
 			return -errno;
 		tick = false;
@@ -314,11 +314,12 @@ int kvmemd_run(struct kvmemd *d)
 			else if (ev[i].data.ptr == TIMER_TAG)
 				tick = true;
 			else
-				kvmemd_client_input(d, ev[i].data.ptr);
+				kvmemd_client_event(d, ev[i].data.ptr, ev[i].events);
 		}
 		/* After the batch: expiry may close clients it still names. */
 		if (tick)
 			kvmemd_tick(d);
+		kvmemd_wait_run(d);
 	}
 	kvmemd_notify(d, "STOPPING=1");
 	return 0;

@@ -8,7 +8,9 @@
  * a changed tunable and keeps the old config on error; config errors name
  * file:line; SIGTERM shuts down cleanly.
  */
+#include <pthread.h>
 #include <pwd.h>
+#include <time.h>
 #include "kselftest_harness.h"
 #include "daemon_test.h"
 
@@ -475,6 +477,150 @@ TEST_F(kvmemd, reserves_do_not_reclaim)
 	EXPECT_EQ(0, kvc_reserve(self->c, self->pool, 8));
 	ASSERT_LT(0, kvc_stats(self->c, KVMEM_STATS_VMSTAT, 0, text, sizeof(text)));
 	EXPECT_EQ(0, stat_value(text, "allocstall "));
+}
+
+/*
+ * STEPs that wait for frames (daemon/wait.c). Client A's active sequence
+ * pins 14 of the 16 device frames (the min watermark keeps one), so a
+ * STEP of client B that needs two finds no room.
+ */
+struct waiter {
+	struct kvc *c;
+	struct kvc_pool *p;
+	uint64_t seq;
+	volatile int freed;	/* A released its frames before B's reply */
+	int ret, saw_freed;
+	struct timespec t0, t1;
+};
+
+static void *waiter_step(void *arg)
+{
+	struct waiter *w = arg;
+
+	clock_gettime(CLOCK_MONOTONIC, &w->t0);
+	w->ret = step_vals(w->c, w->p, w->seq, 2 * BT, 100);
+	w->saw_freed = __atomic_load_n(&w->freed, __ATOMIC_ACQUIRE);
+	clock_gettime(CLOCK_MONOTONIC, &w->t1);
+	return NULL;
+}
+
+static long waited_ms(const struct waiter *w)
+{
+	return (w->t1.tv_sec - w->t0.tv_sec) * 1000 + (w->t1.tv_nsec - w->t0.tv_nsec) / 1000000;
+}
+
+/* A second daemon with step.wait_ms = @ms; A holding 14 frames, B connected. */
+static int wait_setup(struct daemon *d, long ms, struct kvc **a, struct kvc_pool **pa,
+		      uint64_t *sa, struct waiter *w)
+{
+	char conf[512];
+
+	snprintf(conf, sizeof(conf), "%sstep.wait_ms = %ld\n", POOL_CONF, ms);
+	memset(w, 0, sizeof(*w));
+	if (daemon_start(d, conf) || kvc_connect(d->sock, a) || kvc_pool_open(*a, "t", pa) ||
+	    kvc_seq_create(*a, *pa, sa) || step_vals(*a, *pa, *sa, 14 * BT, 0) ||
+	    kvc_connect(d->sock, &w->c) || kvc_pool_open(w->c, "t", &w->p) ||
+	    kvc_seq_create(w->c, w->p, &w->seq))
+		return -1;
+	return 0;
+}
+
+/* B's STEP waits until A frees its sequence, then succeeds. */
+TEST_F(kvmemd, step_waits_for_frames_another_client_frees)
+{
+	uint32_t vals[8], i;
+	struct kvc_pool *pa;
+	struct daemon d;
+	struct waiter w;
+	struct kvc *a;
+	pthread_t t;
+	uint64_t sa;
+
+	ASSERT_EQ(0, wait_setup(&d, 5000, &a, &pa, &sa, &w));
+	ASSERT_EQ(0, pthread_create(&t, NULL, waiter_step, &w));
+	usleep(200000);
+	__atomic_store_n(&w.freed, 1, __ATOMIC_RELEASE);
+	ASSERT_EQ(0, kvc_seq_free(a, sa));
+	pthread_join(t, NULL);
+	EXPECT_EQ(0, w.ret);
+	EXPECT_EQ(1, w.saw_freed);	/* answered after the free, not before */
+	for (i = 0; i < 8; i++)
+		vals[i] = 100 + i;
+	EXPECT_EQ(0, check_vals(w.c, w.p, w.seq, vals, 8));
+	ASSERT_LT(0, kvc_stats(a, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "check      ok"));
+	kvc_close(w.c);
+	kvc_close(a);
+	EXPECT_EQ(0, daemon_stop(&d));
+	daemon_cleanup(&d);
+}
+
+/*
+ * With nobody freeing, B's STEP fails with -ENOMEM once step.wait_ms
+ * is up, and nothing changed: it succeeds once A's frames are free.
+ * step.wait_ms = 0 fails it at once.
+ */
+TEST_F(kvmemd, step_wait_ends_in_enomem_and_loses_nothing)
+{
+	struct kvc_pool *pa;
+	struct daemon d;
+	struct waiter w;
+	struct kvc *a;
+	uint64_t sa;
+
+	ASSERT_EQ(0, wait_setup(&d, 150, &a, &pa, &sa, &w));
+	waiter_step(&w);
+	EXPECT_EQ(-ENOMEM, w.ret);
+	EXPECT_LE(150, waited_ms(&w));
+	ASSERT_LT(0, meminfo(w.c, text, sizeof(text)));
+	EXPECT_EQ(14, stat_value(text, "Blocks:"));	/* A's, none of B's */
+	if (getuid() == 0) {
+		ASSERT_EQ(0, kvc_sysctl_set(a, "step.wait_ms", "0"));
+		waiter_step(&w);
+		EXPECT_EQ(-ENOMEM, w.ret);
+		EXPECT_GT(100, waited_ms(&w));
+	}
+	ASSERT_EQ(0, kvc_seq_free(a, sa));
+	waiter_step(&w);
+	EXPECT_EQ(0, w.ret);
+	kvc_close(w.c);
+	kvc_close(a);
+	EXPECT_EQ(0, daemon_stop(&d));
+	daemon_cleanup(&d);
+}
+
+/* A client killed while its STEP waits leaves nothing behind. */
+TEST_F(kvmemd, client_killed_while_its_step_waits)
+{
+	struct kvc_pool *pa;
+	struct daemon d;
+	struct waiter w;
+	struct kvc *a;
+	uint64_t sa;
+	pid_t pid;
+	int status;
+
+	ASSERT_EQ(0, wait_setup(&d, 5000, &a, &pa, &sa, &w));
+	pid = fork();
+	if (pid == 0) {
+		waiter_step(&w);	/* waits: A holds the frames */
+		_exit(0);
+	}
+	usleep(200000);
+	ASSERT_LT(0, kvc_clients(a, text, sizeof(text)));
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	EXPECT_TRUE(WIFSIGNALED(status));	/* it was still waiting */
+	kvc_close(w.c);		/* the parent's copy of the connection */
+	ASSERT_EQ(0, kvc_seq_free(a, sa));
+	EXPECT_EQ(0, wait_empty(a));
+	ASSERT_LT(0, kvc_stats(a, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "check      ok"));
+	ASSERT_EQ(0, kvc_seq_create(a, pa, &sa));
+	EXPECT_EQ(0, step_vals(a, pa, sa, 14 * BT, 0));
+	kvc_close(a);
+	EXPECT_EQ(0, daemon_stop(&d));
+	daemon_cleanup(&d);
 }
 
 /* ACTIVATE leaves the client's table copy stale; a STEP must not patch it. */

@@ -862,11 +862,26 @@ static uint32_t enomem_jitter(const struct kvd_sched *s)
 }
 
 /*
+ * Whether kvmemd holds a STEP that finds no room while other clients are
+ * connected, for them to release frames (step.wait_ms): then the STEP
+ * that failed has waited already, and polling here again would only wait
+ * longer.
+ */
+static bool daemon_waits(struct kvd_sched *s)
+{
+	char v[32];
+
+	return !kvc_sysctl_get(s->c, "step.wait_ms", v, sizeof(v)) &&
+	       strtoul(v, NULL, 10) > 0;
+}
+
+/*
  * A STEP of the last request running found no room (its *@n entries left
  * to do). Free the sequences of a preempted request, if one holds some.
  * Else give the reserve's frames back, once (*@drained; the kernel drains
  * its per-CPU lists before it calls memory exhausted); then wait a little
- * for other clients of the pool to free theirs (*@waits); then preempt
+ * for other clients of the pool to free theirs (*@waits; not where kvmemd
+ * waited for them, daemon_waits()); then preempt
  * this request too, so that a client waiting for ours gets them (two
  * clients each waiting for the other's blocks would wait for ever), and
  * let it come back after a pause. Returns 1 to go on (the STEP again, or
@@ -885,6 +900,8 @@ static int step_no_room(struct kvd_sched *s, uint32_t *n, bool *drained, uint32_
 	}
 	if (err)
 		return err < 0 ? err : 1;
+	if (!*waits && daemon_waits(s))
+		*waits = ENOMEM_WAITS;
 	if (++*waits <= ENOMEM_WAITS) {
 		s->st.enomem_waits++;
 		usleep(2000);
