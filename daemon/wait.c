@@ -96,26 +96,29 @@ void kvmemd_wait_drop(struct kvmemd *d, struct kvmemd_client *c)
 
 /*
  * Try @c's STEP again; answer it unless it found no room again before its
- * time is up (or, with @last, in any case). Returns false when its client
- * had to be closed.
+ * time is up (or, with @last, in any case). A client that does not take
+ * the answer is closed, as kvmemd_client_input() closes one.
  */
-static bool wait_try(struct kvmemd *d, struct kvmemd_client *c, u64 now, bool last)
+static void wait_try(struct kvmemd *d, struct kvmemd_client *c, u64 now, bool last)
 {
 	const int *fds;
 	ssize_t len;
 	u32 nr_fds;
+	int err;
 
 	len = kvmemd_dispatch(d, c, c->wait_msg, c->wait_len, &fds, &nr_fds);
 	c->nr_reqs--;	/* one request, however many tries */
 	if (!last && now < c->wait_until && step_may_wait(d, c->wait_msg, c->wait_len))
-		return true;
+		return;
 	wait_end(d, c);
-	if (kvmemd_client_send(d, c, d->out, (size_t)len, fds, nr_fds)) {
+	err = kvmemd_client_send(d, c, d->out, (size_t)len, fds, nr_fds);
+	if (err) {
+		kvlog(d, KVLOG_WARN, "client %llu: reply not taken (%s); dropping it",
+		      (unsigned long long)c->id, strerror(-err));
 		kvmemd_client_close(d, c);
-		return false;
+		return;
 	}
 	client_watch(d, c, EPOLLIN);
-	return true;
 }
 
 /**
@@ -127,9 +130,12 @@ void kvmemd_wait_run(struct kvmemd *d)
 {
 	struct kvmemd_client *c, *next;
 	const bool wake = d->wake;
-	u64 now = kvmemd_now_ms();
+	u64 now;
 
 	d->wake = false;
+	if (list_empty(&d->waiters))
+		return;
+	now = kvmemd_now_ms();
 	list_for_each_entry_safe(c, next, &d->waiters, wait_node)
 		if (wake || now >= c->wait_until)
 			wait_try(d, c, now, false);
@@ -147,15 +153,16 @@ void kvmemd_wait_run(struct kvmemd *d)
 int kvmemd_wait_timeout(struct kvmemd *d)
 {
 	struct kvmemd_client *c;
-	u64 now = kvmemd_now_ms(), first = UINT64_MAX;
+	u64 now, first = UINT64_MAX;
 
+	if (!d->nr_waiters)
+		return -1;
+	if (d->wake || d->nr_waiters == d->nr_clients)
+		return 0;
 	list_for_each_entry(c, &d->waiters, wait_node)
 		if (c->wait_until < first)
 			first = c->wait_until;
-	if ((d->wake || d->nr_waiters == d->nr_clients) && d->nr_waiters)
-		return 0;
-	if (first == UINT64_MAX)
-		return -1;
+	now = kvmemd_now_ms();
 	return first <= now ? 0 : (int)(first - now);
 }
 

@@ -377,19 +377,19 @@ __device__ __forceinline__ void pv(float (&o)[16][4], const uint32_t (&pa)[8][4]
 }
 
 /*
- * Tile @t's softmax on the scores @sc (softmax_tile(); @edge as there,
- * masks compiled only where EDGE), then O += P V with V at @v_base,
- * waited for.
+ * Tile @t's softmax on the scores @sc (softmax_tile(), EDGE its @edge: the
+ * masks are compiled only where it is set), then O += P V with V at
+ * @v_base, waited for.
  */
 template <typename M, bool EDGE>
 __device__ __forceinline__ void softmax_pv(const params &p, float (&sc)[16][4],
 					   row_state (&rs)[2], float (&o)[16][4], uint32_t t,
-					   bool edge, uint32_t v_base)
+					   uint32_t v_base)
 {
 	uint32_t pa[8][4];
 	float corr[2];
 
-	softmax_tile<M, 16, EDGE>(p, sc, rs, pa, corr, t, edge);
+	softmax_tile<M, 16, EDGE>(p, sc, rs, pa, corr, t, EDGE);
 	rescale<kHd>(o, corr);
 	pv<M>(o, pa, v_base);
 	wg_wait_all();
@@ -598,9 +598,9 @@ __device__ __forceinline__ void consume(const params &p, ws_bars &w, char *smem,
 			reg_fence(sc);
 			/* most tiles need no mask: their own code */
 			if (t + kTk > d.first + 1 || p.window)
-				softmax_pv<M, true>(p, sc, rs, o, t, true, k_base + 2 * kAtom);
+				softmax_pv<M, true>(p, sc, rs, o, t, k_base + 2 * kAtom);
 			else
-				softmax_pv<M, false>(p, sc, rs, o, t, false, k_base + 2 * kAtom);
+				softmax_pv<M, false>(p, sc, rs, o, t, k_base + 2 * kAtom);
 			mbar_arrive(&w.empty[st]);
 		}
 		mbar_arrive(&w.qempty[slot]);

@@ -4,7 +4,9 @@
  * through the shared arena and the client's block tables stay exact; fork
  * and copy-on-write through STEP; sequences are private to their client;
  * a client killed mid-step, or a hundred coming and going at once, leave
- * nothing behind; admin operations are refused to others; SIGHUP applies
+ * nothing behind; a STEP that finds no room waits for another client's
+ * frames (step.wait_ms) and loses nothing when it does not get them;
+ * admin operations are refused to others; SIGHUP applies
  * a changed tunable and keeps the old config on error; config errors name
  * file:line; SIGTERM shuts down cleanly.
  */
@@ -584,6 +586,44 @@ TEST_F(kvmemd, step_wait_ends_in_enomem_and_loses_nothing)
 	waiter_step(&w);
 	EXPECT_EQ(0, w.ret);
 	kvc_close(w.c);
+	kvc_close(a);
+	EXPECT_EQ(0, daemon_stop(&d));
+	daemon_cleanup(&d);
+}
+
+/*
+ * When every client waits, the oldest is answered at once: B waits for A's
+ * frames, then A's own STEP for two more blocks waits too. B gets -ENOMEM
+ * long before step.wait_ms; once B goes, A (alone) gets its answer too.
+ */
+TEST_F(kvmemd, oldest_waiter_answered_when_every_client_waits)
+{
+	struct waiter wa = { 0 };
+	struct kvc_pool *pa;
+	struct daemon d;
+	struct waiter w;
+	pthread_t tb, ta;
+	struct kvc *a;
+	uint64_t sa;
+
+	ASSERT_EQ(0, wait_setup(&d, 5000, &a, &pa, &sa, &w));
+	ASSERT_EQ(0, pthread_create(&tb, NULL, waiter_step, &w));
+	usleep(200000);
+	wa.c = a;
+	wa.p = pa;
+	wa.seq = sa;
+	ASSERT_EQ(0, pthread_create(&ta, NULL, waiter_step, &wa));
+	pthread_join(tb, NULL);
+	EXPECT_EQ(-ENOMEM, w.ret);
+	EXPECT_GT(2500, waited_ms(&w));	/* answered, not timed out */
+	kvc_close(w.c);
+	pthread_join(ta, NULL);
+	EXPECT_EQ(-ENOMEM, wa.ret);
+	EXPECT_GT(2500, waited_ms(&wa));
+	ASSERT_LT(0, meminfo(a, text, sizeof(text)));
+	EXPECT_EQ(14, stat_value(text, "Blocks:"));	/* A's, as before */
+	ASSERT_LT(0, kvc_stats(a, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "check      ok"));
 	kvc_close(a);
 	EXPECT_EQ(0, daemon_stop(&d));
 	daemon_cleanup(&d);
