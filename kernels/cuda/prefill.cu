@@ -38,7 +38,6 @@
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
-#include <cuda_fp8.h>
 #include <type_traits>
 
 #include "kernels/kvkernels.h"
@@ -324,8 +323,12 @@ kv_prefill_kernel(const params p)
 			for (int mt = 0; mt < MT; mt++) {
 				float corr[2];
 
-				softmax_tile<M, kTokens / 8>(p, s[mt], rs[mt], pa[mt], corr, t,
-							     t + kTokens > first + 1 || p.window);
+				if (t + kTokens > first + 1 || p.window)
+					softmax_tile<M, kTokens / 8, true>(p, s[mt], rs[mt], pa[mt],
+									   corr, t, true);
+				else
+					softmax_tile<M, kTokens / 8, false>(p, s[mt], rs[mt], pa[mt],
+									    corr, t, false);
 				rescale<HD>(o[mt], corr);
 			}
 

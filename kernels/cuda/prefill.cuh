@@ -17,10 +17,10 @@
 #include <stdint.h>
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
-#include <cuda_fp8.h>
 
 #include "kernels/cuda/attn.cuh"
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/widen.cuh"
 
 namespace kv_prefill {
 
@@ -94,29 +94,56 @@ __device__ __forceinline__ uint4 pack8(const float (&f)[8])
 			  kv_mma<__half>::pack(f[4], f[5]), kv_mma<__half>::pack(f[6], f[7]));
 }
 
+/* a float scale as a pair of binary16 for widen8() */
+__device__ __forceinline__ uint32_t scale_h2(float s)
+{
+	uint32_t h = __half_as_ushort(__float2half_rn(s));
+
+	return h | h << 16;
+}
+
 /*
- * Eight quantized values times their scale @s as binary16: INT4, the
- * nibbles of @w.x (low first); INT8 and FP8, the bytes of @w.
+ * INT4: the two nibbles of byte @j of @w (low first) as binary16 values
+ * less 8, exactly: the byte under 0x64 in both halves, the low nibble kept
+ * in one (1024 + n) and the high one in the other (1024 + 16 n), then
+ * (x - 1032) and (x / 16 - 72) in one FMA.
+ */
+__device__ __forceinline__ uint32_t u4pair_h2(uint32_t w, int j)
+{
+	uint32_t x = __byte_perm(w, 0x64646464u, 0x4040 | j | j << 8) & 0xfff0ff0fu;
+
+	return h2_fma(x, 0x2c003c00u, 0xd480e408u);
+}
+
+/*
+ * Eight quantized values times their scale @s2 (a binary16 pair, both
+ * halves alike: scale_h2(), or INT4's group scale as stored) as binary16:
+ * INT4, the nibbles of @w.x (low first); INT8 and FP8, the bytes of @w.
+ * The values are widened exactly without conversion instructions (INT8,
+ * INT4: widen.cuh's magic binary16; FP8: cvt of pairs), then one binary16
+ * multiply rounds each product once. INT8/FP8 scales are rounded to
+ * binary16 first (half an ulp, 2^-12 relative, far under the
+ * quantization's step); INT4's already are, so it gives the products
+ * exactly as float math rounded to binary16 would.
  */
 template <int DT>
-__device__ __forceinline__ uint4 widen8(uint2 w, float s)
+__device__ __forceinline__ uint4 widen8(uint2 w, uint32_t s2)
 {
-	float f[8];
+	uint4 r;
 
-#pragma unroll
-	for (int i = 0; i < 8; i++) {
-		if constexpr (DT == KV_DTYPE_INT4) {
-			f[i] = (float)((int)((w.x >> (4 * i)) & 15) - 8) * s;
-		} else {
-			uint8_t q = (uint8_t)((i < 4 ? w.x : w.y) >> (8 * (i & 3)));
+	if constexpr (DT == KV_DTYPE_INT4) {
+		r = make_uint4(u4pair_h2(w.x, 0), u4pair_h2(w.x, 1), u4pair_h2(w.x, 2),
+			       u4pair_h2(w.x, 3));
+	} else if constexpr (DT == KV_DTYPE_INT8) {
+		uint32_t u0 = w.x ^ 0x80808080u, u1 = w.y ^ 0x80808080u;
 
-			if constexpr (DT == KV_DTYPE_INT8)
-				f[i] = (float)(int8_t)q * s;
-			else
-				f[i] = __half2float(__half(__nv_cvt_fp8_to_halfraw(q, __NV_E4M3))) * s;
-		}
+		r = make_uint4(i8x2_h2(u0, 0x5140), i8x2_h2(u0, 0x7362),
+			       i8x2_h2(u1, 0x5140), i8x2_h2(u1, 0x7362));
+	} else {
+		r = make_uint4(e4m3x2_h2(w.x), e4m3x2_h2(w.x >> 16), e4m3x2_h2(w.y),
+			       e4m3x2_h2(w.y >> 16));
 	}
-	return pack8(f);
+	return make_uint4(h2_mul(r.x, s2), h2_mul(r.y, s2), h2_mul(r.z, s2), h2_mul(r.w, s2));
 }
 
 /*
@@ -129,13 +156,13 @@ __device__ __forceinline__ uint4 dequant8(const char *fb, uint64_t sc, uint32_t 
 {
 	if constexpr (DT == KV_DTYPE_INT4) {
 		uint32_t w = __ldg(reinterpret_cast<const uint32_t *>(row + c * 4));
-		float s = __half2float(reinterpret_cast<const __half *>(
-			fb + sc + (uint64_t)tib * (HD / 16))[c / 4]);
+		uint32_t s = __ldg(reinterpret_cast<const unsigned short *>(
+			fb + sc + (uint64_t)tib * (HD / 16)) + c / 4);
 
-		return widen8<DT>(make_uint2(w, 0), s);
+		return widen8<DT>(make_uint2(w, 0), s | s << 16);
 	} else {
 		return widen8<DT>(__ldg(reinterpret_cast<const uint2 *>(row + c * 8)),
-				  __ldg(reinterpret_cast<const float *>(fb + sc)));
+				  scale_h2(__ldg(reinterpret_cast<const float *>(fb + sc))));
 	}
 }
 

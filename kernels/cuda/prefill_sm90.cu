@@ -258,14 +258,14 @@ __device__ __forceinline__ void load_kv_quant(const params &p, const uint32_t *t
 	static_assert(kTk == 128, "a token row per thread");
 	const uint32_t tok = t + tid;
 	uint4 raw[2][W];
-	float sc[2][4];
+	uint32_t sc[2][4];	/* binary16 pairs: scale_h2(), INT4's group scales */
 
 #pragma unroll
 	for (int kv = 0; kv < 2; kv++) {
 #pragma unroll
 		for (int j = 0; j < W; j++)
 			raw[kv][j] = make_uint4(0, 0, 0, 0);
-		sc[kv][0] = sc[kv][1] = sc[kv][2] = sc[kv][3] = 0.f;
+		sc[kv][0] = sc[kv][1] = sc[kv][2] = sc[kv][3] = 0;
 	}
 	if (tok >= lo && tok < hi) {
 		uint32_t tib, blk = block_of(p, tok, tib);
@@ -281,13 +281,13 @@ __device__ __forceinline__ void load_kv_quant(const params &p, const uint32_t *t
 			for (int j = 0; j < W; j++)
 				raw[kv][j] = __ldg(row + j);
 			if constexpr (DT == KV_DTYPE_INT4) {
-				const __half *hs = reinterpret_cast<const __half *>(
+				const unsigned short *hs = reinterpret_cast<const unsigned short *>(
 					so + (uint64_t)tib * (kHd / 16));
 #pragma unroll
 				for (int gi = 0; gi < 4; gi++)
-					sc[kv][gi] = __half2float(hs[gi]);
+					sc[kv][gi] = hs[gi] | (uint32_t)hs[gi] << 16;
 			} else {
-				sc[kv][0] = __ldg(reinterpret_cast<const float *>(so));
+				sc[kv][0] = scale_h2(__ldg(reinterpret_cast<const float *>(so)));
 			}
 		}
 	}
