@@ -339,22 +339,38 @@ __device__ __forceinline__ uint32_t bf2_to_h2(uint32_t x)
 	return kv_mma<__half>::pack(f.x, f.y);
 }
 
-/* load_q() for a quantized pool: the queries as binary16; by 128 threads */
+/*
+ * load_q() for a quantized pool: the queries as binary16; by 128 threads,
+ * 16 chunks each (column tid % 16 of rows tid / 16 + 8 k), in two
+ * batches whose loads are all issued before the first is converted
+ */
 template <typename T>
 __device__ __forceinline__ void load_q_half(const params &p, const seq &s, uint32_t nrows,
 					    char *sq, int tid)
 {
-	for (int i = tid; i < kRows * 16; i += 128) {
-		uint32_t r = i >> 4, c = i & 15;
-		uint4 x = make_uint4(0, 0, 0, 0);
+	constexpr int N = kRows * 16 / 128 / 2;
+	const uint32_t c = tid & 15;
 
-		if (r < nrows) {
-			x = __ldg(reinterpret_cast<const uint4 *>(q_row<T, kHd>(p, s, r) + c * 8));
-			if constexpr (!std::is_same<T, __half>::value)
-				x = make_uint4(bf2_to_h2(x.x), bf2_to_h2(x.y), bf2_to_h2(x.z),
-					       bf2_to_h2(x.w));
+#pragma unroll
+	for (int b = 0; b < 2; b++) {
+		uint4 x[N];
+
+#pragma unroll
+		for (int k = 0; k < N; k++) {
+			const uint32_t r = (tid >> 4) + 8 * (b * N + k);
+
+			x[k] = r < nrows ? __ldg(reinterpret_cast<const uint4 *>(
+						q_row<T, kHd>(p, s, r) + c * 8)) :
+					   make_uint4(0, 0, 0, 0);
 		}
-		*reinterpret_cast<uint4 *>(sq + sw128<kRows>(r, c)) = x;
+#pragma unroll
+		for (int k = 0; k < N; k++) {
+			if constexpr (!std::is_same<T, __half>::value)
+				x[k] = make_uint4(bf2_to_h2(x[k].x), bf2_to_h2(x[k].y),
+						  bf2_to_h2(x[k].z), bf2_to_h2(x[k].w));
+			*reinterpret_cast<uint4 *>(sq + sw128<kRows>((tid >> 4) + 8 * (b * N + k),
+								     c)) = x[k];
+		}
 	}
 }
 
