@@ -121,31 +121,47 @@ __device__ __forceinline__ void load_tile(const params &p, const uint32_t *table
 
 /*
  * load_tile() of a quantized pool: the tile's K and V widened into the
- * stage as binary16 rows; @sk_off: the head's K scales in a frame.
+ * stage as binary16 rows; @sk_off: the head's K scales in a frame. A
+ * thread's chunks go in batches of up to 4 (K and V each), every load of
+ * a batch issued before the first is widened.
  */
 template <int HD, int TK, int DT>
 __device__ __forceinline__ void load_tile_q(const params &p, const uint32_t *table,
 					    uint64_t koff, uint64_t sk_off, uint32_t t,
 					    uint32_t lo, uint32_t hi, char *sk, char *sv)
 {
-	constexpr int chunks = HD / 8;
+	constexpr int chunks = HD / 8, N = TK * chunks / (kWarps * 32), B = N < 4 ? N : 4;
 	constexpr uint32_t rowb = HD * (DT == KV_DTYPE_INT4 ? 4 : 8) / 8;
 	const uint64_t sv_off = sk_off + p.kv_heads * p.hsb;
+	static_assert(N * kWarps * 32 == TK * chunks && N % B == 0, "whole batches");
 
-	for (int i = threadIdx.x; i < TK * chunks; i += kWarps * 32) {
-		uint32_t r = i / chunks, c = i % chunks, tok = t + r;
-		uint4 kx = make_uint4(0, 0, 0, 0), vx = kx;
+#pragma unroll
+	for (int b = 0; b < N; b += B) {
+		qchunk kq[B], vq[B];
 
-		if (tok >= lo && tok < hi) {
-			uint32_t tib, blk = block_of(p, tok, tib);
-			const char *fb = p.kv.arena + table[blk] * p.kv.frame_bytes;
-			const char *row = fb + koff + (uint64_t)tib * rowb;
+#pragma unroll
+		for (int j = 0; j < B; j++) {
+			const uint32_t i = threadIdx.x + (b + j) * kWarps * 32;
+			const uint32_t r = i / chunks, c = i % chunks, tok = t + r;
 
-			kx = dequant8<HD, DT>(fb, sk_off, tib, row, c);
-			vx = dequant8<HD, DT>(fb, sv_off, tib, row + p.kv.voff, c);
+			kq[j] = vq[j] = qchunk{ make_uint2(0, 0), 0 };
+			if (tok >= lo && tok < hi) {
+				uint32_t tib, blk = block_of(p, tok, tib);
+				const char *fb = p.kv.arena + table[blk] * p.kv.frame_bytes;
+				const char *row = fb + koff + (uint64_t)tib * rowb;
+
+				kq[j] = qchunk_load<HD, DT>(fb, sk_off, tib, row, c);
+				vq[j] = qchunk_load<HD, DT>(fb, sv_off, tib, row + p.kv.voff, c);
+			}
 		}
-		*reinterpret_cast<uint4 *>(sk + swz<HD>(r, c)) = kx;
-		*reinterpret_cast<uint4 *>(sv + swz<HD>(r, c)) = vx;
+#pragma unroll
+		for (int j = 0; j < B; j++) {
+			const uint32_t i = threadIdx.x + (b + j) * kWarps * 32;
+			const uint32_t r = i / chunks, c = i % chunks;
+
+			*reinterpret_cast<uint4 *>(sk + swz<HD>(r, c)) = qchunk_widen<DT>(kq[j]);
+			*reinterpret_cast<uint4 *>(sv + swz<HD>(r, c)) = qchunk_widen<DT>(vq[j]);
+		}
 	}
 }
 

@@ -147,23 +147,38 @@ __device__ __forceinline__ uint4 widen8(uint2 w, uint32_t s2)
 }
 
 /*
- * Dims 8c .. 8c + 7 of the row at @row (values; @fb: its frame, @sc: the
- * head's scales in it, @tib: the token in the block) times their scale.
+ * struct qchunk - dims 8c .. 8c + 7 of a quantized row as loaded, before
+ * qchunk_widen(): @w the values (INT4: in @w.x), @s the scale's bits
+ * (INT8/FP8: the block's float; INT4: the group's binary16)
+ */
+struct qchunk {
+	uint2 w;
+	uint32_t s;
+};
+
+/*
+ * Load dims 8c .. 8c + 7 of the row at @row (values; @fb: its frame, @sc:
+ * the head's scales in it, @tib: the token in the block) and their scale.
  */
 template <int HD, int DT>
-__device__ __forceinline__ uint4 dequant8(const char *fb, uint64_t sc, uint32_t tib,
-					  const char *row, uint32_t c)
+__device__ __forceinline__ qchunk qchunk_load(const char *fb, uint64_t sc, uint32_t tib,
+					      const char *row, uint32_t c)
 {
-	if constexpr (DT == KV_DTYPE_INT4) {
-		uint32_t w = __ldg(reinterpret_cast<const uint32_t *>(row + c * 4));
-		uint32_t s = __ldg(reinterpret_cast<const unsigned short *>(
-			fb + sc + (uint64_t)tib * (HD / 16)) + c / 4);
+	if constexpr (DT == KV_DTYPE_INT4)
+		return { make_uint2(__ldg(reinterpret_cast<const uint32_t *>(row + c * 4)), 0),
+			 __ldg(reinterpret_cast<const unsigned short *>(
+				fb + sc + (uint64_t)tib * (HD / 16)) + c / 4) };
+	return { __ldg(reinterpret_cast<const uint2 *>(row + c * 8)),
+		 __ldg(reinterpret_cast<const uint32_t *>(fb + sc)) };
+}
 
-		return widen8<DT>(make_uint2(w, 0), s | s << 16);
-	} else {
-		return widen8<DT>(__ldg(reinterpret_cast<const uint2 *>(row + c * 8)),
-				  scale_h2(__ldg(reinterpret_cast<const float *>(fb + sc))));
-	}
+/* the chunk @q (qchunk_load()) times its scale as binary16 (widen8()) */
+template <int DT>
+__device__ __forceinline__ uint4 qchunk_widen(const qchunk &q)
+{
+	if constexpr (DT == KV_DTYPE_INT4)
+		return widen8<DT>(q.w, q.s | q.s << 16);
+	return widen8<DT>(q.w, scale_h2(__uint_as_float(q.s)));
 }
 
 /*
