@@ -38,12 +38,16 @@ static bool step_may_wait(struct kvmemd *d, const struct kvmem_hdr *req, size_t 
 	return !(st.flags & KVMEM_NOWAIT) && !head.batch.done;
 }
 
-/* Read from @c again (@events EPOLLIN), or only notice it going (0). */
-static void client_watch(struct kvmemd *d, struct kvmemd_client *c, u32 events)
+/*
+ * Read from @c again (@events EPOLLIN), or only notice it going (0).
+ * Returns 0 or a negative errno (ENOMEM: the kernel's; the descriptor is
+ * registered as long as @c exists).
+ */
+static int client_watch(struct kvmemd *d, struct kvmemd_client *c, u32 events)
 {
 	struct epoll_event ev = { .events = events | EPOLLRDHUP, .data.ptr = c };
 
-	epoll_ctl(d->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev);
+	return epoll_ctl(d->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev) ? -errno : 0;
 }
 
 /**
@@ -64,12 +68,17 @@ bool kvmemd_wait_step(struct kvmemd *d, struct kvmemd_client *c, const struct kv
 	c->wait_msg = malloc(len);
 	if (!c->wait_msg)
 		return false;
+	if (client_watch(d, c, 0)) {
+		/* it could not stop being read: it is answered now */
+		free(c->wait_msg);
+		c->wait_msg = NULL;
+		return false;
+	}
 	memcpy(c->wait_msg, req, len);
 	c->wait_len = len;
 	c->wait_until = kvmemd_now_ms() + d->cfg.step_wait_ms;
 	list_add_tail(&c->wait_node, &d->waiters);
 	d->nr_waiters++;
-	client_watch(d, c, 0);
 	return true;
 }
 
@@ -118,7 +127,13 @@ static void wait_try(struct kvmemd *d, struct kvmemd_client *c, u64 now, bool la
 		kvmemd_client_close(d, c);
 		return;
 	}
-	client_watch(d, c, EPOLLIN);
+	err = client_watch(d, c, EPOLLIN);
+	if (err) {
+		/* never read again, it would hang: better it sees the close */
+		kvlog(d, KVLOG_WARN, "client %llu: cannot watch it again (%s); dropping it",
+		      (unsigned long long)c->id, strerror(-err));
+		kvmemd_client_close(d, c);
+	}
 }
 
 /**

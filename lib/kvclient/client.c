@@ -254,6 +254,16 @@ uint64_t kvc_client_id(const struct kvc *c)
 	return c->client_id;
 }
 
+/**
+ * kvc_fd() - the connection's socket, for poll(2) (readable: the daemon
+ * closed it) or shutdown(2); the library owns it: reading from it or
+ * closing it breaks the connection
+ */
+int kvc_fd(const struct kvc *c)
+{
+	return c->fd;
+}
+
 /** kvc_is_admin() - whether the daemon grants this peer admin operations */
 int kvc_is_admin(const struct kvc *c)
 {

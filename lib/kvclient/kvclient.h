@@ -70,6 +70,7 @@ int kvc_connect(const char *path, struct kvc **out);
 void kvc_close(struct kvc *c);
 uint64_t kvc_client_id(const struct kvc *c);
 int kvc_is_admin(const struct kvc *c);
+int kvc_fd(const struct kvc *c);
 
 int kvc_pool_open(struct kvc *c, const char *name, struct kvc_pool **out);
 int kvc_pool_map(struct kvc_pool *p);

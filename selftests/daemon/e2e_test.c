@@ -5,7 +5,8 @@
  * and copy-on-write through STEP; sequences are private to their client;
  * a client killed mid-step, or a hundred coming and going at once, leave
  * nothing behind; a STEP that finds no room waits for another client's
- * frames (step.wait_ms) and loses nothing when it does not get them;
+ * frames (step.wait_ms) and loses nothing when it does not get them, or
+ * when its client stops reading before the answer;
  * admin operations are refused to others; SIGHUP applies
  * a changed tunable and keeps the old config on error; config errors name
  * file:line; SIGTERM shuts down cleanly.
@@ -624,6 +625,43 @@ TEST_F(kvmemd, oldest_waiter_answered_when_every_client_waits)
 	EXPECT_EQ(14, stat_value(text, "Blocks:"));	/* A's, as before */
 	ASSERT_LT(0, kvc_stats(a, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
 	EXPECT_NE_NULL(strstr(text, "check      ok"));
+	kvc_close(a);
+	EXPECT_EQ(0, daemon_stop(&d));
+	daemon_cleanup(&d);
+}
+
+/*
+ * A waiting STEP whose client stops reading (shutdown(SHUT_RD): the
+ * daemon's send fails with EPIPE, and it cannot see that before): when A
+ * frees its frames, the retry succeeds, its answer cannot go, and the
+ * daemon closes B itself, which returns B's new blocks. Nothing is lost.
+ */
+TEST_F(kvmemd, waiting_step_whose_client_stops_reading)
+{
+	char log[16384];
+	struct kvc_pool *pa;
+	struct daemon d;
+	struct waiter w;
+	struct kvc *a;
+	pthread_t t;
+	uint64_t sa;
+
+	ASSERT_EQ(0, wait_setup(&d, 5000, &a, &pa, &sa, &w));
+	ASSERT_EQ(0, pthread_create(&t, NULL, waiter_step, &w));
+	usleep(200000);		/* B's STEP waits: A holds the frames */
+	ASSERT_EQ(0, shutdown(kvc_fd(w.c), SHUT_RD));
+	pthread_join(t, NULL);	/* B's read of the answer ends */
+	EXPECT_NE(0, w.ret);
+	ASSERT_EQ(0, kvc_seq_free(a, sa));
+	/* B is still open here: only the daemon closing it empties the pool */
+	EXPECT_EQ(0, wait_empty(a));
+	ASSERT_LT(0, kvc_stats(a, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "check      ok"));
+	ASSERT_EQ(0, read_file(d.log, log, sizeof(log)));
+	EXPECT_NE_NULL(strstr(log, "reply not taken"));
+	ASSERT_EQ(0, kvc_seq_create(a, pa, &sa));
+	EXPECT_EQ(0, step_vals(a, pa, sa, 14 * BT, 0));
+	kvc_close(w.c);
 	kvc_close(a);
 	EXPECT_EQ(0, daemon_stop(&d));
 	daemon_cleanup(&d);
