@@ -528,6 +528,15 @@ static int wait_setup(struct daemon *d, long ms, struct kvc **a, struct kvc_pool
 	return 0;
 }
 
+/* @w's STEP in a thread @t, given the time to start waiting */
+static int waiter_start(struct waiter *w, pthread_t *t)
+{
+	if (pthread_create(t, NULL, waiter_step, w))
+		return -1;
+	usleep(200000);
+	return 0;
+}
+
 /* B's STEP waits until A frees its sequence, then succeeds. */
 TEST_F(kvmemd, step_waits_for_frames_another_client_frees)
 {
@@ -540,8 +549,7 @@ TEST_F(kvmemd, step_waits_for_frames_another_client_frees)
 	uint64_t sa;
 
 	ASSERT_EQ(0, wait_setup(&d, 5000, &a, &pa, &sa, &w));
-	ASSERT_EQ(0, pthread_create(&t, NULL, waiter_step, &w));
-	usleep(200000);
+	ASSERT_EQ(0, waiter_start(&w, &t));
 	__atomic_store_n(&w.freed, 1, __ATOMIC_RELEASE);
 	ASSERT_EQ(0, kvc_seq_free(a, sa));
 	pthread_join(t, NULL);
@@ -608,8 +616,7 @@ TEST_F(kvmemd, oldest_waiter_answered_when_every_client_waits)
 	uint64_t sa;
 
 	ASSERT_EQ(0, wait_setup(&d, 5000, &a, &pa, &sa, &w));
-	ASSERT_EQ(0, pthread_create(&tb, NULL, waiter_step, &w));
-	usleep(200000);
+	ASSERT_EQ(0, waiter_start(&w, &tb));
 	wa.c = a;
 	wa.p = pa;
 	wa.seq = sa;
@@ -647,8 +654,7 @@ TEST_F(kvmemd, waiting_step_whose_client_stops_reading)
 	uint64_t sa;
 
 	ASSERT_EQ(0, wait_setup(&d, 5000, &a, &pa, &sa, &w));
-	ASSERT_EQ(0, pthread_create(&t, NULL, waiter_step, &w));
-	usleep(200000);		/* B's STEP waits: A holds the frames */
+	ASSERT_EQ(0, waiter_start(&w, &t));	/* B's STEP waits: A holds the frames */
 	ASSERT_EQ(0, shutdown(kvc_fd(w.c), SHUT_RD));
 	pthread_join(t, NULL);	/* B's read of the answer ends */
 	EXPECT_NE(0, w.ret);
