@@ -498,4 +498,33 @@ TEST_F_TIMEOUT(kvdemo, two_clients_share_a_small_pool, 240)
 		TH_LOG("kvdemo said:\n%s\nthe other:\n%s", self->out, other);
 }
 
+/*
+ * Another client sits on the frames: an inactive sequence of 12 blocks on
+ * the 16 of a pool with no tier below, which reclaim cannot take. kvdemo's
+ * last request finds no room, nothing pinned and a pool that does not
+ * move between its yields: it gives up after 3 of them (YIELDS_ALONE),
+ * not 2000.
+ */
+TEST_F_TIMEOUT(kvdemo, gives_up_when_another_client_sits_on_the_frames, 120)
+{
+	static uint64_t slots[12 * 16];
+	struct kvc_step_seq ss;
+	struct kvc_pool *p;
+	struct kvc *c;
+	uint64_t seq;
+
+	ASSERT_EQ(0, kvc_connect(self->d.sock, &c));
+	ASSERT_EQ(0, kvc_pool_open(c, "snug", &p));
+	ASSERT_EQ(0, kvc_seq_create(c, p, &seq));
+	ss = (struct kvc_step_seq){ .seq = seq, .nr_tokens = 12 * 16, .slots = slots };
+	ASSERT_EQ(0, kvc_step(c, &ss, 1, 0, NULL));
+	ASSERT_EQ(0, kvc_deactivate(c, &seq, 1));
+	EXPECT_NE(0, kvdemo(self, "--pool", "snug", "-S", "1", "-b", "4", "-n", "8", SMALL, NULL));
+	EXPECT_NE_NULL(strstr(self->out, "Cannot allocate memory"));
+	EXPECT_EQ(3, num_before(self->out, " yields to other clients"));
+	if (!_metadata->passed)
+		TH_LOG("kvdemo said:\n%s", self->out);
+	kvc_close(c);
+}
+
 TEST_HARNESS_MAIN

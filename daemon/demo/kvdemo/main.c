@@ -388,8 +388,9 @@ static int serve(struct kvd_run *r)
 		if (err) {
 			if (r->tty && r->o.progress)
 				printf("\n");
-			fprintf(stderr, "kvdemo: stopped after %" PRIu64 " steps: %s\n",
-				kvd_sched_stats(r->s)->steps, strerror(-err));
+			fprintf(stderr, "kvdemo: stopped after %" PRIu64 " steps (%" PRIu64
+				" yields to other clients): %s\n", kvd_sched_stats(r->s)->steps,
+				kvd_sched_stats(r->s)->yields, strerror(-err));
 			return err;
 		}
 		progress(r, false);

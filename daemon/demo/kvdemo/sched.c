@@ -167,7 +167,10 @@ struct request {
  * @ss_sam:  their samples
  * @yields:  preemptions of the last request running, in a row, to let other
  *           clients of the pool free their blocks (step_no_room())
- * @alone:   of those, the ones after which no block of the pool was pinned
+ * @alone:   of those, the last ones in a row after which the request would
+ *           not fit now, no block of the pool was pinned and its free and
+ *           reclaimable frames had not moved since the one before
+ * @last_free, @last_reclaimable: the pool's, after the last yield
  * @st:      counters
  */
 struct kvd_sched {
@@ -190,7 +193,7 @@ struct kvd_sched {
 	uint32_t sam_cap;
 	struct kvc_step_seq *ss;
 	struct sample **ss_sam;
-	uint32_t yields, alone;
+	uint32_t yields, alone, last_free, last_reclaimable;
 	struct kvd_stats st;
 };
 
@@ -861,6 +864,17 @@ static uint32_t enomem_jitter(const struct kvd_sched *s)
 	return (uint32_t)(x % (2 * ENOMEM_WAITS));
 }
 
+/* the device blocks request @r's live samples hold and this step adds */
+static uint32_t request_blocks(const struct kvd_sched *s, const struct request *r)
+{
+	uint32_t k, n = 0;
+
+	for (k = 0; k < r->nr_samples; k++)
+		if (!r->s[k].done)
+			n += blocks(s, (uint64_t)r->s[k].len + r->s[k].nr_rows);
+	return n ? n : 1;
+}
+
 /*
  * Whether kvmemd holds a STEP that finds no room while other clients are
  * connected, for them to release frames (step.wait_ms): then the STEP
@@ -885,14 +899,18 @@ static bool daemon_waits(struct kvd_sched *s)
  * this request too, so that a client waiting for ours gets them (two
  * clients each waiting for the other's blocks would wait for ever), and
  * let it come back after a pause. Returns 1 to go on (the STEP again, or
- * none left: *@n 0), 0 to give up (YIELDS_ALONE of those in a row with no
- * block of the pool pinned then, none of ours, so no other client to wait
- * for; or YIELDS_MAX in all), or a negative errno.
+ * none left: *@n 0), 0 to give up (YIELDS_ALONE of those in a row after
+ * which the request would not fit now, no block of the pool was pinned,
+ * none of ours, and the pool had not moved: no other client to wait for;
+ * or YIELDS_MAX in all), or a negative errno. Clients that yield together
+ * each find nothing pinned; the room they gave back, and the pool moving
+ * as they come and go, tell them they are not alone.
  */
 static int step_no_room(struct kvd_sched *s, uint32_t *n, bool *drained, uint32_t *waits)
 {
 	struct kvmem_admit_reply rep;
 	int err = free_preempted(s);
+	uint32_t need;
 
 	if (!err && !*drained) {
 		err = kvc_reserve_release(s->c, s->pool);
@@ -909,13 +927,26 @@ static int step_no_room(struct kvd_sched *s, uint32_t *n, bool *drained, uint32_
 	}
 	if (s->yields >= YIELDS_MAX || s->alone >= YIELDS_ALONE)
 		return 0;
+	need = request_blocks(s, newest_running(s));
 	err = step_shed(s, n, 0);
 	if (err)
 		return err;
-	err = kvc_admit(s->c, s->pool, 1, &rep);
+	err = kvc_admit(s->c, s->pool, need, &rep);
 	if (err < 0)
 		return err;
-	s->alone += !rep.pinned;
+	/*
+	 * Alone: it would not fit, nothing is pinned, and the pool has not
+	 * moved since the last yield. Clients that yield together also find
+	 * nothing pinned, but each one's resuming and yielding moves the pool.
+	 */
+	if (err == KVMEM_ADMIT_NOW || rep.pinned)
+		s->alone = 0;
+	else if (rep.free != s->last_free || rep.reclaimable != s->last_reclaimable)
+		s->alone = 1;
+	else
+		s->alone++;
+	s->last_free = rep.free;
+	s->last_reclaimable = rep.reclaimable;
 	s->yields++;
 	s->st.yields++;
 	usleep(2000 * (ENOMEM_WAITS + enomem_jitter(s)));
