@@ -537,14 +537,11 @@ __device__ __forceinline__ void publish(const params &p, ws_bars &w, char *sq, u
 template <int DT>
 __device__ __forceinline__ void produce_quant(const params &p, ws_bars &w, char *smem,
 					      const item &d, uint32_t lo, uint32_t hi,
-					      uint32_t &git, int tid)
+					      uint32_t &git, int tid, qrow<DT> &q)
 {
 	const uint64_t koff = p.kv.koff + d.s.h * p.kv.head_bytes;
 	const uint64_t sk_off = p.soff + d.s.h * p.hsb;
-	qrow<DT> q;
 
-	if (DT != KV_DTYPE_INT4 && d.ntiles)
-		qrow_fetch(p, d.s.table, koff, sk_off, d.t0, lo, hi, tid, q);
 	for (int it = 0; it < d.ntiles; it++, git++) {
 		const uint32_t st = git % kStages, use = git / kStages;
 		const uint32_t t = d.t0 + it * kTk;
@@ -606,10 +603,15 @@ __device__ __forceinline__ void produce(const params &p, ws_bars &w, char *smem,
 			d.nrows = min(p.qpc, d.s.nq - d.s.q0) * p.group;
 			d.first = cta_span(p, d.s, d.nrows, lo, hi);
 			d.ntiles = cta_tiles(d.s, lo, hi, kTk, d.t0);
+			/* INT8/FP8: the first tile's loads fly while the queries load */
+			qrow<DT ? DT : KV_DTYPE_INT8> q;
+			if (DT != 0 && DT != KV_DTYPE_INT4 && d.ntiles)
+				qrow_fetch(p, d.s.table, p.kv.koff + d.s.h * p.kv.head_bytes,
+					   p.soff + d.s.h * p.hsb, d.t0, lo, hi, tid, q);
 			publish<T, DT>(p, w, sq, qit++, d, tid);
 
 			if constexpr (DT != 0) {
-				produce_quant<DT>(p, w, smem, d, lo, hi, git, tid);
+				produce_quant<DT>(p, w, smem, d, lo, hi, git, tid, q);
 				continue;
 			}
 
