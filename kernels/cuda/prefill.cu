@@ -122,7 +122,7 @@ __device__ __forceinline__ void load_tile(const params &p, const uint32_t *table
 /*
  * load_tile() of a quantized pool: the tile's K and V widened into the
  * stage as binary16 rows; @sk_off: the head's K scales in a frame. A
- * thread's chunks go in batches of up to 4 (K and V each), every load of
+ * thread's chunks go in batches of up to 8 (K and V each), every load of
  * a batch issued before the first is widened.
  */
 template <int HD, int TK, int DT>
@@ -130,7 +130,7 @@ __device__ __forceinline__ void load_tile_q(const params &p, const uint32_t *tab
 					    uint64_t koff, uint64_t sk_off, uint32_t t,
 					    uint32_t lo, uint32_t hi, char *sk, char *sv)
 {
-	constexpr int chunks = HD / 8, N = TK * chunks / (kWarps * 32), B = N < 4 ? N : 4;
+	constexpr int chunks = HD / 8, N = TK * chunks / (kWarps * 32), B = N < 8 ? N : 8;
 	constexpr uint32_t rowb = HD * (DT == KV_DTYPE_INT4 ? 4 : 8) / 8;
 	const uint64_t sv_off = sk_off + p.kv_heads * p.hsb;
 	static_assert(N * kWarps * 32 == TK * chunks && N % B == 0, "whole batches");
