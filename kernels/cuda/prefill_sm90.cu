@@ -258,9 +258,9 @@ template <int DT> struct qrow {
 /*
  * Load the row of token @t + @tid (of 128 threads, a row each) of a
  * quantized pool into @q, its K (KV0 0) and V (KV1 2), or one of them;
- * @sk_off: the head's K scales in a frame. The
- * loads are only issued: qrow_store() is the first to wait on them, so a
- * caller widens the tile before while they are in flight.
+ * @sk_off: the head's K scales in a frame. The loads are only issued:
+ * qrow_store() is the first to wait on them, so that the caller can widen
+ * the tile before this one while they are in flight.
  */
 template <int DT, int KV0 = 0, int KV1 = 2>
 __device__ __forceinline__ void qrow_fetch(const params &p, const uint32_t *table,
@@ -528,11 +528,12 @@ __device__ __forceinline__ void publish(const params &p, ws_bars &w, char *sq, u
 /*
  * The copying warpgroup's K/V tiles of the item @d of a quantized pool
  * (its span [@lo, @hi)), widened into the stages from @git on. One row
- * of registers a thread; INT8/FP8: the next tile's K loads are in flight
- * while this tile's V is widened, and its V loads while the copying
- * warpgroup waits for the next stage. (Two whole rows, the next loaded
- * before the current is widened, make INT8 and FP8 spill and measured
- * slower; INT4 measured slower pipelined at all.)
+ * of registers a thread, @q. INT8/FP8: @q holds the first tile's loads,
+ * issued by the caller before the item's queries; the next tile's K loads
+ * are in flight while this tile's V is widened, and its V loads while the
+ * copying warpgroup waits for the next stage. (Two whole rows, the next
+ * loaded before the current is widened, make INT8 and FP8 spill and
+ * measured slower; INT4 measured slower pipelined at all.)
  */
 template <int DT>
 __device__ __forceinline__ void produce_quant(const params &p, ws_bars &w, char *smem,
