@@ -87,13 +87,6 @@ __device__ __forceinline__ const char *k_row(const params &p, const uint32_t *ta
 	return p.kv.arena + table[blk] * p.kv.frame_bytes + koff + (uint64_t)tib * HD * 2;
 }
 
-/* 8 floats as four binary16 pairs */
-__device__ __forceinline__ uint4 pack8(const float (&f)[8])
-{
-	return make_uint4(kv_mma<__half>::pack(f[0], f[1]), kv_mma<__half>::pack(f[2], f[3]),
-			  kv_mma<__half>::pack(f[4], f[5]), kv_mma<__half>::pack(f[6], f[7]));
-}
-
 /* a float scale as a pair of binary16 for widen8() */
 __device__ __forceinline__ uint32_t scale_h2(float s)
 {
