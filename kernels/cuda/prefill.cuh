@@ -87,12 +87,16 @@ __device__ __forceinline__ const char *k_row(const params &p, const uint32_t *ta
 	return p.kv.arena + table[blk] * p.kv.frame_bytes + koff + (uint64_t)tib * HD * 2;
 }
 
+/* the binary16 @h (its bits) in both halves of a pair, for widen8() */
+__device__ __forceinline__ uint32_t h2_both(uint16_t h)
+{
+	return h | (uint32_t)h << 16;
+}
+
 /* a float scale as a pair of binary16 for widen8() */
 __device__ __forceinline__ uint32_t scale_h2(float s)
 {
-	uint32_t h = __half_as_ushort(__float2half_rn(s));
-
-	return h | h << 16;
+	return h2_both(__half_as_ushort(__float2half_rn(s)));
 }
 
 /*
@@ -170,7 +174,7 @@ template <int DT>
 __device__ __forceinline__ uint4 qchunk_widen(const qchunk &q)
 {
 	if constexpr (DT == KV_DTYPE_INT4)
-		return widen8<DT>(q.w, q.s | q.s << 16);
+		return widen8<DT>(q.w, h2_both((uint16_t)q.s));
 	return widen8<DT>(q.w, scale_h2(__uint_as_float(q.s)));
 }
 

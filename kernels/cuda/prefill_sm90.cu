@@ -298,7 +298,7 @@ __device__ __forceinline__ void qrow_fetch(const params &p, const uint32_t *tabl
 				so + (uint64_t)tib * (kHd / 16));
 #pragma unroll
 			for (int gi = 0; gi < 4; gi++)
-				q.sc[kv][gi] = hs[gi] | (uint32_t)hs[gi] << 16;
+				q.sc[kv][gi] = h2_both(hs[gi]);
 		} else {
 			q.sc[kv][0] = scale_h2(__ldg(reinterpret_cast<const float *>(so)));
 		}
@@ -526,14 +526,24 @@ __device__ __forceinline__ void publish(const params &p, ws_bars &w, char *sq, u
 }
 
 /*
+ * Whether produce_quant() has a tile's loads in flight while it widens the
+ * one before: INT8/FP8. INT4 measured 1-4% faster unpipelined (fewer,
+ * smaller loads).
+ */
+template <int DT> __host__ __device__ constexpr bool qpipe()
+{
+	return DT != 0 && DT != KV_DTYPE_INT4;
+}
+
+/*
  * The copying warpgroup's K/V tiles of the item @d of a quantized pool
  * (its span [@lo, @hi)), widened into the stages from @git on. One row
- * of registers a thread, @q. INT8/FP8: @q holds the first tile's loads,
+ * of registers a thread, @q. qpipe(): @q holds the first tile's loads,
  * issued by the caller before the item's queries; the next tile's K loads
  * are in flight while this tile's V is widened, and its V loads while the
  * copying warpgroup waits for the next stage. (Two whole rows, the next
  * loaded before the current is widened, make INT8 and FP8 spill and
- * measured slower; INT4 measured slower pipelined at all.)
+ * measured slower.)
  */
 template <int DT>
 __device__ __forceinline__ void produce_quant(const params &p, ws_bars &w, char *smem,
@@ -551,8 +561,7 @@ __device__ __forceinline__ void produce_quant(const params &p, ws_bars &w, char 
 
 		if (use)
 			mbar_wait(&w.empty[st], (use - 1) & 1);
-		if constexpr (DT == KV_DTYPE_INT4) {
-			/* measured 1-4% faster unpipelined: fewer, smaller loads */
+		if constexpr (!qpipe<DT>()) {
 			qrow_fetch(p, d.s.table, koff, sk_off, t, lo, hi, tid, q);
 			qrow_store(q, stage, tid);
 		} else {
@@ -604,9 +613,9 @@ __device__ __forceinline__ void produce(const params &p, ws_bars &w, char *smem,
 			d.nrows = min(p.qpc, d.s.nq - d.s.q0) * p.group;
 			d.first = cta_span(p, d.s, d.nrows, lo, hi);
 			d.ntiles = cta_tiles(d.s, lo, hi, kTk, d.t0);
-			/* INT8/FP8: the first tile's loads fly while the queries load */
-			qrow<DT ? DT : KV_DTYPE_INT8> q;
-			if (DT != 0 && DT != KV_DTYPE_INT4 && d.ntiles)
+			/* qpipe(): the first tile's loads fly while the queries load */
+			qrow<qpipe<DT>() ? DT : KV_DTYPE_INT4> q;
+			if (qpipe<DT>() && d.ntiles)
 				qrow_fetch(p, d.s.table, p.kv.koff + d.s.h * p.kv.head_bytes,
 					   p.soff + d.s.h * p.hsb, d.t0, lo, hi, tid, q);
 			publish<T, DT>(p, w, sq, qit++, d, tid);
