@@ -864,17 +864,6 @@ static uint32_t enomem_jitter(const struct kvd_sched *s)
 	return (uint32_t)(x % (2 * ENOMEM_WAITS));
 }
 
-/* the device blocks request @r's live samples hold and this step adds */
-static uint32_t request_blocks(const struct kvd_sched *s, const struct request *r)
-{
-	uint32_t k, n = 0;
-
-	for (k = 0; k < r->nr_samples; k++)
-		if (!r->s[k].done)
-			n += blocks(s, (uint64_t)r->s[k].len + r->s[k].nr_rows);
-	return n ? n : 1;
-}
-
 /*
  * Whether kvmemd holds a STEP that finds no room while other clients are
  * connected, for them to release frames (step.wait_ms): then the STEP
@@ -910,7 +899,7 @@ static int step_no_room(struct kvd_sched *s, uint32_t *n, bool *drained, uint32_
 {
 	struct kvmem_admit_reply rep;
 	int err = free_preempted(s);
-	uint32_t need;
+	struct request *r;
 
 	if (!err && !*drained) {
 		err = kvc_reserve_release(s->c, s->pool);
@@ -927,11 +916,11 @@ static int step_no_room(struct kvd_sched *s, uint32_t *n, bool *drained, uint32_
 	}
 	if (s->yields >= YIELDS_MAX || s->alone >= YIELDS_ALONE)
 		return 0;
-	need = request_blocks(s, newest_running(s));
+	r = newest_running(s);
 	err = step_shed(s, n, 0);
 	if (err)
 		return err;
-	err = kvc_admit(s->c, s->pool, need, &rep);
+	err = kvc_admit(s->c, s->pool, resume_need(s, r), &rep);
 	if (err < 0)
 		return err;
 	/*
