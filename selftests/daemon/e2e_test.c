@@ -173,6 +173,13 @@ TEST_F(kvmemd, admit_now_later_never)
 	EXPECT_EQ(0, kvc_seq_free(self->c, seq));
 }
 
+/* Whether the daemon's own check of its pools passes (zoneinfo) */
+static int pools_check_ok(struct kvc *c)
+{
+	return kvc_stats(c, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)) > 0 &&
+	       strstr(text, "check      ok");
+}
+
 /* Wait until the pool holds no block and no sequence (the dead are reaped). */
 static int wait_empty(struct kvc *c)
 {
@@ -221,8 +228,7 @@ TEST_F(kvmemd, client_killed_mid_step_leaks_nothing)
 	kill(pid, SIGKILL);
 	waitpid(pid, &status, 0);
 	EXPECT_EQ(0, wait_empty(self->c));
-	ASSERT_LT(0, kvc_stats(self->c, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
-	EXPECT_NE_NULL(strstr(text, "check      ok"));
+	EXPECT_TRUE(pools_check_ok(self->c));
 	EXPECT_EQ(0, step_vals(self->c, self->pool, 0, 0, 0) == -ENOENT ? 0 : 1);
 }
 
@@ -247,8 +253,7 @@ TEST_F(kvmemd, hundred_clients_at_once)
 	ASSERT_LT(0, kvc_clients(self->c, text, sizeof(text)));
 	EXPECT_NULL(strchr(strchr(text, '\n') + 1, '\n') == NULL ? NULL : strstr(
 		strchr(strchr(text, '\n') + 1, '\n') + 1, "yes"));
-	ASSERT_LT(0, kvc_stats(self->c, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
-	EXPECT_NE_NULL(strstr(text, "check      ok"));
+	EXPECT_TRUE(pools_check_ok(self->c));
 }
 
 TEST_F(kvmemd, admin_operations_need_privilege)
@@ -512,20 +517,44 @@ static long waited_ms(const struct waiter *w)
 	return (w->t1.tv_sec - w->t0.tv_sec) * 1000 + (w->t1.tv_nsec - w->t0.tv_nsec) / 1000000;
 }
 
-/* A second daemon with step.wait_ms = @ms; A holding 14 frames, B connected. */
-static int wait_setup(struct daemon *d, long ms, struct kvc **a, struct kvc_pool **pa,
-		      uint64_t *sa, struct waiter *w)
+/*
+ * struct wait_case - a second daemon with step.wait_ms set (@d); client A
+ * (@a, its pool @pa) whose sequence @sa holds 14 frames; client B (@w.c)
+ * with a sequence of its own
+ */
+struct wait_case {
+	struct daemon d;
+	struct kvc *a;
+	struct kvc_pool *pa;
+	uint64_t sa;
+	struct waiter w;
+};
+
+/* @wc with step.wait_ms = @ms */
+static int wait_setup(struct wait_case *wc, long ms)
 {
 	char conf[512];
 
 	snprintf(conf, sizeof(conf), "%sstep.wait_ms = %ld\n", POOL_CONF, ms);
-	memset(w, 0, sizeof(*w));
-	if (daemon_start(d, conf) || kvc_connect(d->sock, a) || kvc_pool_open(*a, "t", pa) ||
-	    kvc_seq_create(*a, *pa, sa) || step_vals(*a, *pa, *sa, 14 * BT, 0) ||
-	    kvc_connect(d->sock, &w->c) || kvc_pool_open(w->c, "t", &w->p) ||
-	    kvc_seq_create(w->c, w->p, &w->seq))
+	memset(wc, 0, sizeof(*wc));
+	if (daemon_start(&wc->d, conf) || kvc_connect(wc->d.sock, &wc->a) ||
+	    kvc_pool_open(wc->a, "t", &wc->pa) || kvc_seq_create(wc->a, wc->pa, &wc->sa) ||
+	    step_vals(wc->a, wc->pa, wc->sa, 14 * BT, 0) || kvc_connect(wc->d.sock, &wc->w.c) ||
+	    kvc_pool_open(wc->w.c, "t", &wc->w.p) || kvc_seq_create(wc->w.c, wc->w.p, &wc->w.seq))
 		return -1;
 	return 0;
+}
+
+/* Close A and B (unless a test closed it: NULL), stop the daemon: its status */
+static int wait_teardown(struct wait_case *wc)
+{
+	int err;
+
+	kvc_close(wc->w.c);
+	kvc_close(wc->a);
+	err = daemon_stop(&wc->d);
+	daemon_cleanup(&wc->d);
+	return err;
 }
 
 /* @w's STEP in a thread @t, given the time to start waiting */
@@ -541,29 +570,21 @@ static int waiter_start(struct waiter *w, pthread_t *t)
 TEST_F(kvmemd, step_waits_for_frames_another_client_frees)
 {
 	uint32_t vals[8], i;
-	struct kvc_pool *pa;
-	struct daemon d;
-	struct waiter w;
-	struct kvc *a;
+	struct wait_case wc;
 	pthread_t t;
-	uint64_t sa;
 
-	ASSERT_EQ(0, wait_setup(&d, 5000, &a, &pa, &sa, &w));
-	ASSERT_EQ(0, waiter_start(&w, &t));
-	__atomic_store_n(&w.freed, 1, __ATOMIC_RELEASE);
-	ASSERT_EQ(0, kvc_seq_free(a, sa));
+	ASSERT_EQ(0, wait_setup(&wc, 5000));
+	ASSERT_EQ(0, waiter_start(&wc.w, &t));
+	__atomic_store_n(&wc.w.freed, 1, __ATOMIC_RELEASE);
+	ASSERT_EQ(0, kvc_seq_free(wc.a, wc.sa));
 	pthread_join(t, NULL);
-	EXPECT_EQ(0, w.ret);
-	EXPECT_EQ(1, w.saw_freed);	/* answered after the free, not before */
+	EXPECT_EQ(0, wc.w.ret);
+	EXPECT_EQ(1, wc.w.saw_freed);	/* answered after the free, not before */
 	for (i = 0; i < 8; i++)
 		vals[i] = 100 + i;
-	EXPECT_EQ(0, check_vals(w.c, w.p, w.seq, vals, 8));
-	ASSERT_LT(0, kvc_stats(a, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
-	EXPECT_NE_NULL(strstr(text, "check      ok"));
-	kvc_close(w.c);
-	kvc_close(a);
-	EXPECT_EQ(0, daemon_stop(&d));
-	daemon_cleanup(&d);
+	EXPECT_EQ(0, check_vals(wc.w.c, wc.w.p, wc.w.seq, vals, 8));
+	EXPECT_TRUE(pools_check_ok(wc.a));
+	EXPECT_EQ(0, wait_teardown(&wc));
 }
 
 /*
@@ -573,31 +594,24 @@ TEST_F(kvmemd, step_waits_for_frames_another_client_frees)
  */
 TEST_F(kvmemd, step_wait_ends_in_enomem_and_loses_nothing)
 {
-	struct kvc_pool *pa;
-	struct daemon d;
-	struct waiter w;
-	struct kvc *a;
-	uint64_t sa;
+	struct wait_case wc;
 
-	ASSERT_EQ(0, wait_setup(&d, 150, &a, &pa, &sa, &w));
-	waiter_step(&w);
-	EXPECT_EQ(-ENOMEM, w.ret);
-	EXPECT_LE(150, waited_ms(&w));
-	ASSERT_LT(0, meminfo(w.c, text, sizeof(text)));
+	ASSERT_EQ(0, wait_setup(&wc, 150));
+	waiter_step(&wc.w);
+	EXPECT_EQ(-ENOMEM, wc.w.ret);
+	EXPECT_LE(150, waited_ms(&wc.w));
+	ASSERT_LT(0, meminfo(wc.w.c, text, sizeof(text)));
 	EXPECT_EQ(14, stat_value(text, "Blocks:"));	/* A's, none of B's */
 	if (getuid() == 0) {
-		ASSERT_EQ(0, kvc_sysctl_set(a, "step.wait_ms", "0"));
-		waiter_step(&w);
-		EXPECT_EQ(-ENOMEM, w.ret);
-		EXPECT_GT(100, waited_ms(&w));
+		ASSERT_EQ(0, kvc_sysctl_set(wc.a, "step.wait_ms", "0"));
+		waiter_step(&wc.w);
+		EXPECT_EQ(-ENOMEM, wc.w.ret);
+		EXPECT_GT(100, waited_ms(&wc.w));
 	}
-	ASSERT_EQ(0, kvc_seq_free(a, sa));
-	waiter_step(&w);
-	EXPECT_EQ(0, w.ret);
-	kvc_close(w.c);
-	kvc_close(a);
-	EXPECT_EQ(0, daemon_stop(&d));
-	daemon_cleanup(&d);
+	ASSERT_EQ(0, kvc_seq_free(wc.a, wc.sa));
+	waiter_step(&wc.w);
+	EXPECT_EQ(0, wc.w.ret);
+	EXPECT_EQ(0, wait_teardown(&wc));
 }
 
 /*
@@ -608,33 +622,27 @@ TEST_F(kvmemd, step_wait_ends_in_enomem_and_loses_nothing)
 TEST_F(kvmemd, oldest_waiter_answered_when_every_client_waits)
 {
 	struct waiter wa = { 0 };
-	struct kvc_pool *pa;
-	struct daemon d;
-	struct waiter w;
+	struct wait_case wc;
 	pthread_t tb, ta;
-	struct kvc *a;
-	uint64_t sa;
 
-	ASSERT_EQ(0, wait_setup(&d, 5000, &a, &pa, &sa, &w));
-	ASSERT_EQ(0, waiter_start(&w, &tb));
-	wa.c = a;
-	wa.p = pa;
-	wa.seq = sa;
+	ASSERT_EQ(0, wait_setup(&wc, 5000));
+	ASSERT_EQ(0, waiter_start(&wc.w, &tb));
+	wa.c = wc.a;
+	wa.p = wc.pa;
+	wa.seq = wc.sa;
 	ASSERT_EQ(0, pthread_create(&ta, NULL, waiter_step, &wa));
 	pthread_join(tb, NULL);
-	EXPECT_EQ(-ENOMEM, w.ret);
-	EXPECT_GT(2500, waited_ms(&w));	/* answered, not timed out */
-	kvc_close(w.c);
+	EXPECT_EQ(-ENOMEM, wc.w.ret);
+	EXPECT_GT(2500, waited_ms(&wc.w));	/* answered, not timed out */
+	kvc_close(wc.w.c);
+	wc.w.c = NULL;
 	pthread_join(ta, NULL);
 	EXPECT_EQ(-ENOMEM, wa.ret);
 	EXPECT_GT(2500, waited_ms(&wa));
-	ASSERT_LT(0, meminfo(a, text, sizeof(text)));
+	ASSERT_LT(0, meminfo(wc.a, text, sizeof(text)));
 	EXPECT_EQ(14, stat_value(text, "Blocks:"));	/* A's, as before */
-	ASSERT_LT(0, kvc_stats(a, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
-	EXPECT_NE_NULL(strstr(text, "check      ok"));
-	kvc_close(a);
-	EXPECT_EQ(0, daemon_stop(&d));
-	daemon_cleanup(&d);
+	EXPECT_TRUE(pools_check_ok(wc.a));
+	EXPECT_EQ(0, wait_teardown(&wc));
 }
 
 /*
@@ -645,66 +653,52 @@ TEST_F(kvmemd, oldest_waiter_answered_when_every_client_waits)
  */
 TEST_F(kvmemd, waiting_step_whose_client_stops_reading)
 {
+	struct wait_case wc;
 	char log[16384];
-	struct kvc_pool *pa;
-	struct daemon d;
-	struct waiter w;
-	struct kvc *a;
 	pthread_t t;
-	uint64_t sa;
 
-	ASSERT_EQ(0, wait_setup(&d, 5000, &a, &pa, &sa, &w));
-	ASSERT_EQ(0, waiter_start(&w, &t));	/* B's STEP waits: A holds the frames */
-	ASSERT_EQ(0, shutdown(kvc_fd(w.c), SHUT_RD));
+	ASSERT_EQ(0, wait_setup(&wc, 5000));
+	ASSERT_EQ(0, waiter_start(&wc.w, &t));	/* B's STEP waits: A holds the frames */
+	ASSERT_EQ(0, shutdown(kvc_fd(wc.w.c), SHUT_RD));
 	pthread_join(t, NULL);	/* B's read of the answer ends */
-	EXPECT_NE(0, w.ret);
-	ASSERT_EQ(0, kvc_seq_free(a, sa));
+	EXPECT_NE(0, wc.w.ret);
+	ASSERT_EQ(0, kvc_seq_free(wc.a, wc.sa));
 	/* B is still open here: only the daemon closing it empties the pool */
-	EXPECT_EQ(0, wait_empty(a));
-	ASSERT_LT(0, kvc_stats(a, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
-	EXPECT_NE_NULL(strstr(text, "check      ok"));
-	ASSERT_EQ(0, read_file(d.log, log, sizeof(log)));
+	EXPECT_EQ(0, wait_empty(wc.a));
+	EXPECT_TRUE(pools_check_ok(wc.a));
+	ASSERT_EQ(0, read_file(wc.d.log, log, sizeof(log)));
 	EXPECT_NE_NULL(strstr(log, "reply not taken"));
-	ASSERT_EQ(0, kvc_seq_create(a, pa, &sa));
-	EXPECT_EQ(0, step_vals(a, pa, sa, 14 * BT, 0));
-	kvc_close(w.c);
-	kvc_close(a);
-	EXPECT_EQ(0, daemon_stop(&d));
-	daemon_cleanup(&d);
+	ASSERT_EQ(0, kvc_seq_create(wc.a, wc.pa, &wc.sa));
+	EXPECT_EQ(0, step_vals(wc.a, wc.pa, wc.sa, 14 * BT, 0));
+	EXPECT_EQ(0, wait_teardown(&wc));
 }
 
 /* A client killed while its STEP waits leaves nothing behind. */
 TEST_F(kvmemd, client_killed_while_its_step_waits)
 {
-	struct kvc_pool *pa;
-	struct daemon d;
-	struct waiter w;
-	struct kvc *a;
-	uint64_t sa;
+	struct wait_case wc;
 	pid_t pid;
 	int status;
 
-	ASSERT_EQ(0, wait_setup(&d, 5000, &a, &pa, &sa, &w));
+	ASSERT_EQ(0, wait_setup(&wc, 5000));
 	pid = fork();
 	if (pid == 0) {
-		waiter_step(&w);	/* waits: A holds the frames */
+		waiter_step(&wc.w);	/* waits: A holds the frames */
 		_exit(0);
 	}
 	usleep(200000);
-	ASSERT_LT(0, kvc_clients(a, text, sizeof(text)));
+	ASSERT_LT(0, kvc_clients(wc.a, text, sizeof(text)));
 	kill(pid, SIGKILL);
 	waitpid(pid, &status, 0);
 	EXPECT_TRUE(WIFSIGNALED(status));	/* it was still waiting */
-	kvc_close(w.c);		/* the parent's copy of the connection */
-	ASSERT_EQ(0, kvc_seq_free(a, sa));
-	EXPECT_EQ(0, wait_empty(a));
-	ASSERT_LT(0, kvc_stats(a, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
-	EXPECT_NE_NULL(strstr(text, "check      ok"));
-	ASSERT_EQ(0, kvc_seq_create(a, pa, &sa));
-	EXPECT_EQ(0, step_vals(a, pa, sa, 14 * BT, 0));
-	kvc_close(a);
-	EXPECT_EQ(0, daemon_stop(&d));
-	daemon_cleanup(&d);
+	kvc_close(wc.w.c);		/* the parent's copy of the connection */
+	wc.w.c = NULL;
+	ASSERT_EQ(0, kvc_seq_free(wc.a, wc.sa));
+	EXPECT_EQ(0, wait_empty(wc.a));
+	EXPECT_TRUE(pools_check_ok(wc.a));
+	ASSERT_EQ(0, kvc_seq_create(wc.a, wc.pa, &wc.sa));
+	EXPECT_EQ(0, step_vals(wc.a, wc.pa, wc.sa, 14 * BT, 0));
+	EXPECT_EQ(0, wait_teardown(&wc));
 }
 
 /* ACTIVATE leaves the client's table copy stale; a STEP must not patch it. */
