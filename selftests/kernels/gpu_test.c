@@ -530,77 +530,106 @@ TEST_TIMEOUT(prefill_equal_cpu, 120)
 }
 
 /*
+ * One decode fault: sequence @bs reads a frame past the arena (block @blk
+ * of its table), or (@blk == ~0u) has a context longer than its table.
+ * *status gets -EINVAL and that sequence's heads NaN; the others are
+ * right. @ws: with a workspace (the split path where it applies).
+ */
+static void fault_case(struct __test_metadata *_metadata, const struct kv_geometry *g,
+		       __u32 batch, const __u32 *ctx, __u32 bs, __u32 blk, int ws)
+{
+	struct kvt_decode_case c;
+	struct kv_decode_args a;
+	__u64 per = 8 * g->head_dim, n = batch * per;
+	void *d_arena, *d_q, *d_out, *d_table, *d_ctx, *d_ws = NULL, *out = malloc(n * 2);
+	__s32 *d_status, status = 0;
+
+	ASSERT_TRUE(out);
+	ASSERT_EQ(0, kvt_decode_case_init(&c, g, 0, 8, 0, batch, ctx));
+	kvt_decode_reference(&c, 0.088f);
+	if (blk != ~0u) {
+		c.table[bs * c.stride + blk] = (__u32)c.frames + 5;
+	} else {
+		c.table[bs * c.stride + 2] = c.table[0];
+		c.ctx[bs] = c.stride * g->block_tokens + 1;
+	}
+	d_arena = dev_copy(c.arena, c.frames * kv_frame_bytes(g));
+	d_q = dev_copy(c.q, n * 2);
+	kvt_fill_nan(c.out, g->dtype, n);
+	d_out = dev_copy(c.out, n * 2);
+	d_table = dev_copy(c.table, sizeof(__u32) * batch * c.stride);
+	d_ctx = dev_copy(c.ctx, sizeof(__u32) * batch);
+	d_status = dev_copy(&status, sizeof(status));
+	ASSERT_TRUE(d_arena && d_q && d_out && d_table && d_ctx && d_status);
+	a = kvt_decode_args(&c, 0.088f);
+	a.arena.base = d_arena;
+	a.q = d_q;
+	a.out = d_out;
+	a.block_table = d_table;
+	a.ctx_lens = d_ctx;
+	a.status = d_status;
+	if (ws) {
+		a.workspace_bytes = kv_decode_workspace_bytes(&a);
+		ASSERT_NE(0, a.workspace_bytes);
+		CU(cudaMalloc(&d_ws, a.workspace_bytes));
+		a.workspace = d_ws;
+	}
+	EXPECT_EQ(0, kv_decode_cuda(&a));
+	CU(cudaDeviceSynchronize());
+	CU(cudaMemcpy(out, d_out, n * 2, cudaMemcpyDeviceToHost));
+	CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
+	EXPECT_EQ(-EINVAL, status);
+	EXPECT_TRUE(isnan(kv_load_f32(out, g->dtype, bs * per)));
+	EXPECT_TRUE(isnan(kv_load_f32(out, g->dtype, (bs + 1) * per - 1)));
+	if (bs)
+		EXPECT_LE(kvt_rel_err(out, g->dtype, c.ref, bs * per), kvt_bound(g->dtype));
+	if (bs + 1 < batch)
+		EXPECT_LE(kvt_rel_err((char *)out + (bs + 1) * per * 2, g->dtype,
+				      c.ref + (bs + 1) * per, (batch - bs - 1) * per),
+			  kvt_bound(g->dtype));
+	/* host-checkable errors come back at once */
+	a.q_heads = 7;
+	EXPECT_EQ(-EINVAL, kv_decode_cuda(&a));
+	a.q_heads = 8;
+	a.arena.base = (char *)d_arena + 8;	/* not 16-byte aligned */
+	EXPECT_EQ(-EINVAL, kv_decode_cuda(&a));
+	a.arena.base = d_arena;
+	a.arena.g.dtype = KV_DTYPE_FP32;
+	EXPECT_EQ(-EOPNOTSUPP, kv_decode_cuda(&a));
+	cudaFree(d_ws);
+	cudaFree(d_arena);
+	cudaFree(d_q);
+	cudaFree(d_out);
+	cudaFree(d_table);
+	cudaFree(d_ctx);
+	cudaFree(d_status);
+	free(out);
+	kvt_decode_case_free(&c);
+}
+
+/*
  * Device-side faults: a frame past the arena and a context longer than its
- * table set *status and give NaN for that sequence alone.
+ * table set *status and give NaN for that sequence alone: on the 4-warp
+ * path, split (one long context among short ones) and not, and on the
+ * one-CTA-of-16-warps path, the bad frame late in a long context.
  */
 TEST(decode_faults)
 {
 	struct kv_geometry g = { 1, 2, 128, 16, KV_DTYPE_BF16, 0 };
-	struct kvt_decode_case c;
-	struct kv_decode_args a;
-	__u32 ctx[3] = { 100, 70, 50 }, bad;
-	__u64 n = 3 * 8 * 128, per = 8 * 128;
-	void *d_arena, *d_q, *d_out, *d_table, *d_ctx, *out = malloc(n * 2);
-	__s32 *d_status, status = 0;
+	__u32 ctx[512] = { 100, 70, 50 }, batch;
 
 	if (!gpu_present())
 		SKIP(return, "no CUDA device");
 	kvt_seed(__func__);
-	ASSERT_EQ(0, kvt_decode_case_init(&c, &g, 0, 8, 0, 3, ctx));
-	kvt_decode_reference(&c, 0.088f);
-	for (bad = 0; bad < 2; bad++) {
-		struct kvt_decode_case *cc = &c;
-
-		if (bad == 0) {
-			cc->table[1 * cc->stride + 2] = (__u32)cc->frames + 5;
-		} else {
-			cc->table[1 * cc->stride + 2] = cc->table[0];
-			cc->ctx[1] = cc->stride * g.block_tokens + 1;
-		}
-		d_arena = dev_copy(c.arena, c.frames * kv_frame_bytes(&g));
-		d_q = dev_copy(c.q, n * 2);
-		kvt_fill_nan(c.out, g.dtype, n);
-		d_out = dev_copy(c.out, n * 2);
-		d_table = dev_copy(c.table, sizeof(__u32) * 3 * c.stride);
-		d_ctx = dev_copy(c.ctx, sizeof(__u32) * 3);
-		status = 0;
-		d_status = dev_copy(&status, sizeof(status));
-		ASSERT_TRUE(d_arena && d_q && d_out && d_table && d_ctx && d_status && out);
-		a = kvt_decode_args(&c, 0.088f);
-		a.arena.base = d_arena;
-		a.q = d_q;
-		a.out = d_out;
-		a.block_table = d_table;
-		a.ctx_lens = d_ctx;
-		a.status = d_status;
-		EXPECT_EQ(0, kv_decode_cuda(&a));
-		CU(cudaDeviceSynchronize());
-		CU(cudaMemcpy(out, d_out, n * 2, cudaMemcpyDeviceToHost));
-		CU(cudaMemcpy(&status, d_status, sizeof(status), cudaMemcpyDeviceToHost));
-		EXPECT_EQ(-EINVAL, status);
-		EXPECT_TRUE(isnan(kv_load_f32(out, g.dtype, per)));
-		EXPECT_TRUE(isnan(kv_load_f32(out, g.dtype, 2 * per - 1)));
-		EXPECT_LE(kvt_rel_err(out, g.dtype, c.ref, per), kvt_bound(g.dtype));
-		EXPECT_LE(kvt_rel_err((char *)out + 2 * per * 2, g.dtype, c.ref + 2 * per, per),
-			  kvt_bound(g.dtype));
-		/* host-checkable errors come back at once */
-		a.q_heads = 7;
-		EXPECT_EQ(-EINVAL, kv_decode_cuda(&a));
-		a.q_heads = 8;
-		a.arena.base = (char *)d_arena + 8;	/* not 16-byte aligned */
-		EXPECT_EQ(-EINVAL, kv_decode_cuda(&a));
-		a.arena.base = d_arena;
-		a.arena.g.dtype = KV_DTYPE_FP32;
-		EXPECT_EQ(-EOPNOTSUPP, kv_decode_cuda(&a));
-		cudaFree(d_arena);
-		cudaFree(d_q);
-		cudaFree(d_out);
-		cudaFree(d_table);
-		cudaFree(d_ctx);
-		cudaFree(d_status);
-	}
-	free(out);
-	kvt_decode_case_free(&c);
+	fault_case(_metadata, &g, 3, ctx, 1, 2, 0);
+	fault_case(_metadata, &g, 3, ctx, 1, ~0u, 0);
+	ctx[1] = small() ? 1600 : 6000;
+	fault_case(_metadata, &g, 3, ctx, 1, ctx[1] / 16 - 5, 1);
+	batch = one_cta_batch();
+	ASSERT_NE(0, batch);
+	kvt_ragged(ctx, batch, g.block_tokens, 300);
+	ctx[0] = small() ? 1600 : 6000;
+	fault_case(_metadata, &g, batch, ctx, 0, ctx[0] / 16 - 5, 1);
 }
 
 /*
