@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -280,9 +281,23 @@ static ssize_t client_recv(struct kvmemd *d, struct kvmemd_client *c)
 			close(fd);
 		}
 	}
-	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+	/* the buffer holds one byte more than a request may have, to see it */
+	if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || n > KVMEM_MSG_MAX)
 		return -EMSGSIZE;
 	return n;
+}
+
+/*
+ * A read of 0 bytes: the client's end (it shut down or closed), or an
+ * empty packet, which SOCK_SEQPACKET delivers as 0 bytes too and which is
+ * answered as malformed, like any short one.
+ */
+static bool client_hung_up(const struct kvmemd_client *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLRDHUP };
+	int n = poll(&p, 1, 0);
+
+	return n < 0 || (n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)));
 }
 
 /**
@@ -302,7 +317,7 @@ void kvmemd_client_input(struct kvmemd *d, struct kvmemd_client *c)
 		n = client_recv(d, c);
 		if (n == -EAGAIN)
 			return;
-		if (n == 0 || (n < 0 && n != -EMSGSIZE))
+		if ((n == 0 && client_hung_up(c)) || (n < 0 && n != -EMSGSIZE))
 			goto out_close;
 		/* An oversized packet is answered like any malformed one. */
 		len = kvmemd_dispatch(d, c, (const struct kvmem_hdr *)d->buf,

@@ -61,12 +61,15 @@ struct kvmemd_pool {
 
 /**
  * struct kvmemd_seq - a client's sequence
- * @seq:  the mm sequence
- * @pool: the daemon pool it belongs to
+ * @seq:         the mm sequence
+ * @pool:        the daemon pool it belongs to
+ * @step_tokens: while a STEP is checked, the tokens its earlier entries
+ *               append to the sequence (0 otherwise)
  */
 struct kvmemd_seq {
 	struct kv_seq *seq;
 	struct kvmemd_pool *pool;
+	u64 step_tokens;
 };
 
 /**

@@ -6,7 +6,9 @@
  * that the client's copy of the table stays exact without re-reading it.
  *
  * Everything is checked before anything changes: counts, offsets, padding,
- * every sequence id and every reserve frame. A sequence's reserve frames
+ * every sequence id and every reserve frame, each sequence's tokens against
+ * its limit and its reserve frames against the new blocks its tokens need.
+ * A sequence's reserve frames
  * (kvmem_step_seq.nr_frames) become its first new blocks: the client
  * already wrote into them, at the slots it computed, and the daemon's
  * append gives the same slots. Then sequences are processed in order and the
@@ -147,6 +149,47 @@ static int step_parse_frames(struct kvmemd_client *c, struct step_ctx *x, const 
 	return step_frames_distinct(c, x) ? 0 : -EINVAL;
 }
 
+/*
+ * An entry against its sequence as the entries before it leave it
+ * (@sq->step_tokens appended by them): its tokens within the sequence's
+ * limit, and its reserve frames no more than the new blocks they need
+ * (none without tokens), which kv_seq_append_frames() would refuse only
+ * once the entries before it were done.
+ */
+static int step_check_append(struct kvmemd_seq *sq, const struct kvmem_step_seq *s)
+{
+	const u32 bt = kv_pool_geometry(kv_seq_pool(sq->seq))->block_tokens;
+	const u64 pos = kv_seq_tokens(sq->seq) + sq->step_tokens;
+	u64 have, need;
+
+	if (pos > KV_SEQ_MAX_TOKENS || s->nr_tokens > KV_SEQ_MAX_TOKENS - pos)
+		return -E2BIG;
+	have = sq->step_tokens ? (pos + bt - 1) / bt : kv_seq_nr_blocks(sq->seq);
+	need = (pos + s->nr_tokens + bt - 1) / bt - have;
+	if (s->nr_frames > (s->nr_tokens ? need : 0))
+		return -EINVAL;
+	sq->step_tokens += s->nr_tokens;
+	return 0;
+}
+
+/* Every entry by step_check_append(); the sequences' counts zero after. */
+static int step_check_appends(struct kvmemd_client *c, struct step_ctx *x)
+{
+	struct kvmem_step_seq s;
+	int err = 0;
+	u32 i;
+
+	for (i = 0; i < x->req.nr_seqs && !err; i++) {
+		step_seq_get(x, i, &s);
+		err = step_check_append(idr_find(&c->seqs, s.seq), &s);
+	}
+	for (i = 0; i < x->req.nr_seqs; i++) {
+		step_seq_get(x, i, &s);
+		((struct kvmemd_seq *)idr_find(&c->seqs, s.seq))->step_tokens = 0;
+	}
+	return err;
+}
+
 static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struct step_ctx *x)
 {
 	u64 total, frames;
@@ -158,6 +201,7 @@ static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struc
 	x->seqs = (const char *)b + x->req.seqs_off;
 	err = step_parse_seqs(c, x, &total, &frames);
 	err = err ?: step_parse_frames(c, x, b, blen, frames);
+	err = err ?: step_check_appends(c, x);
 	if (err)
 		return err;
 	/* kvmem_copy_head() checked every offset against @blen. */

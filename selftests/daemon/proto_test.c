@@ -127,6 +127,9 @@ TEST_F(proto, header_errors)
 	EXPECT_EQ(-EMSGSIZE, raw_send(self->fd, msg, KVMEM_MSG_MAX + 100, &rep));
 	EXPECT_EQ(7, rep.tag);
 	EXPECT_EQ(KVMEM_OP_HELLO, rep.opcode);
+	/* one byte past the largest request: too large as well */
+	EXPECT_EQ(-EMSGSIZE, raw_send(self->fd, msg, KVMEM_MSG_MAX + 1, &rep));
+	EXPECT_EQ(KVMEM_OP_HELLO, rep.opcode);
 	EXPECT_EQ(0, hello(self->fd));
 }
 
@@ -260,6 +263,50 @@ static uint64_t new_seq(int fd)
 }
 
 /*
+ * Free sequence @seq: 0 when it held no token (truncating it to 1 was
+ * refused), else -1
+ */
+static int free_empty(int fd, uint64_t seq)
+{
+	struct kvmem_seq_req sr = { .seq = seq, .nr_tokens = 1 };
+	int held = req(fd, KVMEM_OP_SEQ_TRUNCATE, &sr, sizeof(sr)) != -EINVAL;
+
+	sr.nr_tokens = 0;
+	req(fd, KVMEM_OP_SEQ_FREE, &sr, sizeof(sr));
+	return held ? -1 : 0;
+}
+
+/*
+ * A STEP of two new sequences: 3 tokens, then @n tokens with reserve
+ * frames @f0 and @f1 (two frames: more than @n tokens need). Refused
+ * before the first is done: it returns the status, and 1 when the first
+ * sequence holds a token afterwards.
+ */
+static int step_second_overgiven(int fd, uint32_t n, uint32_t f0, uint32_t f1)
+{
+	struct {
+		struct kvmem_step st;
+		struct kvmem_step_seq s[2];
+		uint32_t frames[2];
+	} m;
+	int status;
+
+	memset(&m, 0, sizeof(m));
+	m.st.nr_seqs = 2;
+	m.st.flags = KVMEM_STEP_NOSLOTS;
+	m.st.seqs_off = sizeof(m.st);
+	m.st.frames_off = (uint32_t)((char *)m.frames - (char *)&m);
+	m.s[0] = (struct kvmem_step_seq){ .seq = new_seq(fd), .nr_tokens = 3 };
+	m.s[1] = (struct kvmem_step_seq){ .seq = new_seq(fd), .nr_tokens = n, .nr_frames = 2 };
+	m.frames[0] = f0;
+	m.frames[1] = f1;
+	status = req(fd, KVMEM_OP_STEP, &m, sizeof(m));
+	if (free_empty(fd, m.s[0].seq) | free_empty(fd, m.s[1].seq))
+		return 1;
+	return status;
+}
+
+/*
  * A STEP of two new sequences, each taking reserve frame @frame for its
  * first block; returns its status. Afterwards both still hold no token.
  */
@@ -270,7 +317,6 @@ static int step_two_on_one_frame(int fd, uint32_t frame)
 		struct kvmem_step_seq s[2];
 		uint32_t frames[2];
 	} m;
-	struct kvmem_seq_req sr = { 0 };
 	int i, status;
 
 	memset(&m, 0, sizeof(m));
@@ -283,14 +329,8 @@ static int step_two_on_one_frame(int fd, uint32_t frame)
 		m.frames[i] = frame;
 	}
 	status = req(fd, KVMEM_OP_STEP, &m, sizeof(m));
-	for (i = 0; i < 2; i++) {
-		sr.seq = m.s[i].seq;
-		sr.nr_tokens = 1;	/* truncating to 1 fails: it holds none */
-		if (req(fd, KVMEM_OP_SEQ_TRUNCATE, &sr, sizeof(sr)) != -EINVAL)
-			return 1;
-		sr.nr_tokens = 0;
-		req(fd, KVMEM_OP_SEQ_FREE, &sr, sizeof(sr));
-	}
+	if (free_empty(fd, m.s[0].seq) | free_empty(fd, m.s[1].seq))
+		return 1;
 	return status;
 }
 
@@ -334,12 +374,35 @@ TEST_F(proto, reserve_frames_are_checked)
 	m.r.release_off = sizeof(m.r);
 	/* One frame named by two sequences of a STEP: refused, nothing done. */
 	EXPECT_EQ(-EINVAL, step_two_on_one_frame(self->fd, got[0]));
+	/*
+	 * More frames than a sequence's new tokens need (one token: one
+	 * block; none: none), after a good entry: refused, nothing done.
+	 */
+	EXPECT_EQ(-EINVAL, step_second_overgiven(self->fd, 1, got[0], got[1]));
+	EXPECT_EQ(-EINVAL, step_second_overgiven(self->fd, 0, got[0], got[1]));
 	/* Both are still ours: releasing them works, once. */
 	m.r.target = 0;
 	m.r.nr_release = 2;
 	m.frames[1] = got[1];
 	EXPECT_EQ(0, req(self->fd, KVMEM_OP_RESERVE, &m, sizeof(m.r) + 8));
 	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_RESERVE, &m, sizeof(m.r) + 8));
+}
+
+/*
+ * An empty packet (a read of 0 bytes, as the end of a connection reads)
+ * is malformed, not the end: the client and its sequence stay.
+ */
+TEST_F(proto, empty_packet_keeps_the_connection)
+{
+	struct kvmem_seq_req sr = { 0 };
+	struct kvmem_hdr rep;
+
+	ASSERT_EQ(0, hello(self->fd));
+	sr.seq = new_seq(self->fd);
+	ASSERT_NE(0, sr.seq);
+	EXPECT_EQ(-EBADMSG, raw_send(self->fd, "", 0, &rep));
+	EXPECT_EQ(-EBADMSG, raw_send(self->fd, "", 0, &rep));
+	EXPECT_EQ(0, req(self->fd, KVMEM_OP_SEQ_FREE, &sr, sizeof(sr)));
 }
 
 TEST_F(proto, silent_connections_are_closed)
