@@ -170,7 +170,7 @@ static const struct config_key config_keys[] = {
 	{ "vm.reclaim_batch", KEY_UINT, KEY_RUNTIME, CFG_FIELD(vm.reclaim_batch),
 	  .min = 1, .max = 256, .changed = KVMEMD_CHANGED_RECLAIM_BATCH },
 	{ "step.wait_ms", KEY_UINT, KEY_RUNTIME, CFG_FIELD(step_wait_ms),
-	  .min = 0, .max = 10000 },
+	  .min = 0, .max = 10000, .changed = KVMEMD_CHANGED_STEP_WAIT_MS },
 };
 #define NR_KEYS		(sizeof(config_keys) / sizeof(config_keys[0]))
 

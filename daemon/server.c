@@ -193,6 +193,7 @@ static void kvmemd_reload(struct kvmemd *d)
 	}
 	d->cfg.log_level = nc.log_level;
 	d->cfg.vm = nc.vm;
+	d->cfg.step_wait_ms = nc.step_wait_ms;
 	/* New sequences get the new tenants; existing ones keep theirs. */
 	d->cfg.nr_tenants = nc.nr_tenants;
 	memcpy(d->cfg.tenants, nc.tenants, sizeof(nc.tenants));

@@ -834,6 +834,8 @@ int kvc_step(struct kvc *c, struct kvc_step_seq *seqs, uint32_t n, uint32_t flag
 	uint32_t i, with = 0;
 	int err;
 
+	if (failed)
+		*failed = -1;	/* until a reply says which */
 	if (!n || n > KVMEM_STEP_MAX_SEQS)
 		return -EINVAL;
 	for (i = 0; i < n; i++)

@@ -317,12 +317,22 @@ static int wait_value(struct kvc *c, const char *key, const char *want)
 TEST_F(kvmemd, sighup_rereads_tunables)
 {
 	char conf[4096];
+	const char *p;
 
 	snprintf(conf, sizeof(conf), "socket.path = %s\nsocket.mode = 0666\ndevice.backend = cpu\n%s"
 		 "vm.watermark_scale_factor = 200\n", self->d.sock, POOL_CONF);
 	ASSERT_EQ(0, write_file(self->d.conf, conf));
 	kill(self->d.pid, SIGHUP);
 	EXPECT_EQ(0, wait_value(self->c, "vm.watermark_scale_factor", "200"));
+	/* step.wait_ms too, alone: a change that the log reports */
+	strcat(conf, "step.wait_ms = 250\n");
+	ASSERT_EQ(0, write_file(self->d.conf, conf));
+	kill(self->d.pid, SIGHUP);
+	EXPECT_EQ(0, wait_value(self->c, "step.wait_ms", "250"));
+	ASSERT_EQ(0, read_file(self->d.log, text, sizeof(text)));
+	p = strstr(text, "(run-time keys changed)");
+	ASSERT_NE_NULL(p);
+	EXPECT_NE_NULL(strstr(p + 1, "(run-time keys changed)"));	/* both SIGHUPs' */
 	/* A broken file: logged with file:line, the running config stays. */
 	strcat(conf, "vm.bogus = 1\n");
 	ASSERT_EQ(0, write_file(self->d.conf, conf));
@@ -330,7 +340,7 @@ TEST_F(kvmemd, sighup_rereads_tunables)
 	usleep(300000);
 	EXPECT_EQ(0, wait_value(self->c, "vm.watermark_scale_factor", "200"));
 	ASSERT_EQ(0, read_file(self->d.log, text, sizeof(text)));
-	EXPECT_NE_NULL(strstr(text, "kvmemd.conf:13"));
+	EXPECT_NE_NULL(strstr(text, "kvmemd.conf:14"));
 	EXPECT_NE_NULL(strstr(text, "keeping the running configuration"));
 }
 
@@ -734,9 +744,14 @@ TEST_F(kvmemd, oversized_requests_are_refused_in_the_library)
 	static uint32_t ids[1 << 20];
 	static uint64_t slots[1 << 20];
 	struct kvc_step_seq s = { .nr_tokens = 1 << 20, .token_ids = ids, .slots = slots };
+	int32_t failed = 5;
 
 	ASSERT_EQ(0, kvc_seq_create(self->c, self->pool, &s.seq));
-	EXPECT_EQ(-EINVAL, kvc_step(self->c, &s, 1, 0, NULL));
+	EXPECT_EQ(-EINVAL, kvc_step(self->c, &s, 1, 0, &failed));
+	EXPECT_EQ(-1, failed);	/* refused before any was tried */
+	failed = 5;
+	EXPECT_EQ(-EINVAL, kvc_step(self->c, &s, 0, 0, &failed));
+	EXPECT_EQ(-1, failed);
 	EXPECT_EQ(0, step_vals(self->c, self->pool, s.seq, 2, 1));
 }
 
