@@ -152,12 +152,18 @@ int kvmemd_op_prefix_match(struct kvmemd *d, struct kvmemd_client *c, const void
 	return ret;
 }
 
-/* UNPIN, REPIN, FORGET of a name in one pool or all. */
+/*
+ * UNPIN, REPIN, FORGET of a name in one pool or in all. In all, the names
+ * the tenant may change are changed and another tenant's of the same name
+ * left alone: -EPERM only when no pool has one of its own, so that the
+ * request never both changes a pool and fails.
+ */
 static int pin_by_name(struct kvmemd *d, struct kvmemd_client *c,
 		       const struct kvmem_prefix_pin *req)
 {
 	u32 tenant = c->admin ? KV_TENANT_ANY : kvmemd_tenant(d, c->uid), i;
 	int err = -ENOENT, e;
+	bool done = false;
 
 	for (i = 0; i < d->nr_pools; i++) {
 		if (req->pool && req->pool != d->pools[i].handle)
@@ -167,9 +173,12 @@ static int pin_by_name(struct kvmemd *d, struct kvmemd_client *c,
 		else
 			e = kv_prefix_set_pinned(d->pools[i].pool, req->name,
 						 req->op == KVMEM_PREFIX_REPIN, tenant);
+		done |= !e;
 		if (e != -ENOENT)
 			err = e;
 	}
+	if (done)
+		err = 0;
 	if (!err)
 		kvlog(d, KVLOG_INFO, "prefix %s: %s (uid %u)", req->name,
 		      req->op == KVMEM_PREFIX_FORGET ? "forgotten" :

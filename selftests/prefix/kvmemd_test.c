@@ -509,4 +509,70 @@ TEST(local_appends_sync_in_budget)
 	daemon_cleanup(&d);
 }
 
+#define POOL_U_CONF							\
+	"pool.u.layers = 2\npool.u.kv_heads = 2\npool.u.head_dim = 8\n"	\
+	"pool.u.block_tokens = 4\npool.u.dtype = fp16\n"		\
+	"pool.u.device_mem = 128K\npool.u.host_mem = 256K\n"
+
+/*
+ * In a child running as @uid: name a prefix of 16 tokens "sys" in pool
+ * @pool (NULL: none), then, if @op, @op on "sys" in every pool. Exit
+ * status: 0, or 100 + errno of the operation.
+ */
+static int name_as(const char *sock, uid_t uid, const char *pool, uint32_t op)
+{
+	uint32_t ids[16], i;
+	struct kvc_pool *p;
+	struct kvc *c;
+	uint64_t seq;
+	int status, err;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		for (i = 0; i < 16; i++)
+			ids[i] = 900 + i;
+		if (setgid(uid) || setuid(uid) || kvc_connect(sock, &c))
+			_exit(250);
+		if (pool && (kvc_pool_open(c, pool, &p) || kvc_seq_create(c, p, &seq) ||
+			     prefill(c, p, seq, ids, 0, 16) || kvc_prefix_pin(c, seq, "sys") != 16))
+			_exit(251);
+		err = op ? kvc_prefix_name_op(c, 0, "sys", op) : 0;
+		_exit(err < 0 ? 100 + -err % 100 : 0);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
+/*
+ * UNPIN and FORGET of a name in every pool, by a tenant that named it in
+ * one of two pools where another tenant has the same name in the other:
+ * its own changes, the other's not, and the status is 0 (never a change
+ * and an error at once); a tenant with no such name of its own gets
+ * -EPERM and changes nothing.
+ */
+TEST(a_name_in_every_pool_means_the_tenants_own)
+{
+	struct daemon d;
+	struct kvc *c;
+
+	if (geteuid())
+		SKIP(return, "needs root to run clients as other uids");
+	ASSERT_EQ(0, daemon_start(&d, POOL_CONF POOL_U_CONF));
+	EXPECT_EQ(0, name_as(d.sock, 65532, "u", 0));
+	EXPECT_EQ(0, name_as(d.sock, 65531, "t", KVMEM_PREFIX_UNPIN));
+	ASSERT_EQ(0, kvc_connect(d.sock, &c));
+	ASSERT_LT(0, kvc_stats(c, KVMEM_STATS_PREFIX, 0, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "named sys: 16 tokens, tenant uid:65531, unpinned"));
+	EXPECT_NE_NULL(strstr(text, "named sys: 16 tokens, tenant uid:65532, pinned"));
+	EXPECT_EQ(100 + EPERM, name_as(d.sock, 65530, NULL, KVMEM_PREFIX_FORGET));
+	EXPECT_EQ(0, name_as(d.sock, 65531, NULL, KVMEM_PREFIX_FORGET));
+	ASSERT_LT(0, kvc_stats(c, KVMEM_STATS_PREFIX, 0, text, sizeof(text)));
+	EXPECT_NULL(strstr(text, "tenant uid:65531"));
+	EXPECT_NE_NULL(strstr(text, "named sys: 16 tokens, tenant uid:65532, pinned"));
+	kvc_close(c);
+	EXPECT_EQ(0, daemon_stop(&d));
+	daemon_cleanup(&d);
+}
+
 TEST_HARNESS_MAIN

@@ -471,7 +471,10 @@ struct kvmem_prefix_match_reply {
  * @reserved: must be 0
  *
  * UNPIN, REPIN and FORGET are allowed to the tenant that named the prefix
- * and to admins. The status is the number of tokens pinned (PIN) or 0;
+ * and to admins; with @pool 0 they change the names the tenant may change
+ * and leave other tenants' of the same name alone (-EPERM only when no
+ * pool has one of its own). The status is the number of tokens pinned
+ * (PIN) or 0;
  * -EEXIST for a name in use, -ENODATA when the sequence has no full block
  * with known token ids, -ENOENT for an unknown name.
  */
