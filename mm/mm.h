@@ -50,6 +50,12 @@ typedef int32_t s32;
 /* Largest number of tokens a sequence may hold. */
 #define KV_SEQ_MAX_TOKENS	(1u << 30)
 
+/*
+ * Most bytes of one tier's frames (1 PiB): offsets and lengths computed
+ * from them fit size_t and off_t with room to spare.
+ */
+#define KV_TIER_BYTES_MAX	(1ull << 50)
+
 struct kv_pool;
 struct kv_seq;
 struct kv_tier_ops;

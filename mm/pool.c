@@ -25,6 +25,22 @@ static int tunables_fill(struct kv_vm_tunables *dst, const struct kv_vm_tunables
 	return 0;
 }
 
+/*
+ * The bytes of a tier's frames fit every offset and length computed from
+ * them (size_t, off_t, a file offset plus a length); a swap transfer moves
+ * a frame in one request of 32-bit length.
+ */
+static int tier_bytes_check(const struct kv_pool_params *p)
+{
+	const u64 fb = kv_frame_bytes(&p->geom);
+	int t;
+
+	for (t = 0; t < KV_NR_TIERS; t++)
+		if (p->nr_frames[t] && fb > KV_TIER_BYTES_MAX / p->nr_frames[t])
+			return -E2BIG;
+	return p->nr_frames[KV_TIER_SWAP] && fb > UINT32_MAX ? -E2BIG : 0;
+}
+
 static int params_check(const struct kv_pool_params *p)
 {
 	if (!kv_geometry_valid(&p->geom) || !p->nr_frames[KV_TIER_DEVICE])
@@ -34,7 +50,7 @@ static int params_check(const struct kv_pool_params *p)
 	if (p->flags & ~(KV_POOL_NO_KVSWAPD | KV_POOL_NO_PREFIX | KV_POOL_PREFIX_GLOBAL))
 		return -EINVAL;
 	if ((u64)p->nr_frames[KV_TIER_DEVICE] + p->nr_frames[KV_TIER_HOST] +
-	    p->nr_frames[KV_TIER_SWAP] > UINT32_MAX / 2)
+	    p->nr_frames[KV_TIER_SWAP] > UINT32_MAX / 2 || tier_bytes_check(p))
 		return -E2BIG;
 	if (p->nr_frames[KV_TIER_SWAP] && !p->ops[KV_TIER_SWAP] &&
 	    (p->swap.fd < 0 || p->swap.engine > KV_SWAP_PSYNC))
@@ -67,8 +83,9 @@ static int pool_sync_init(struct kv_pool *pool)
  * its CPUs where the kernel allows; what took shows in kv_pool_meminfo().
  *
  * Return: 0; -EINVAL for a bad geometry, tunable, flag or node number;
- * -ENAMETOOLONG; -E2BIG for too many frames; -ENOMEM or the backend's
- * error.
+ * -ENAMETOOLONG; -E2BIG for too many frames or bytes (tier_bytes_check());
+ * -ENOSPC when the swap area cannot be allocated; -ENOMEM or the
+ * backend's error.
  */
 int kv_pool_create(const struct kv_pool_params *p, struct kv_pool **out)
 {

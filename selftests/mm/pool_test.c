@@ -60,6 +60,23 @@ TEST(create_rejects_bad_params)
 	p.name = NULL;
 	p.nr_frames[KV_TIER_DEVICE] = UINT32_MAX;
 	EXPECT_EQ(-E2BIG, kv_pool_create(&p, &pool));
+	/* frames x frame bytes past KV_TIER_BYTES_MAX (here it would wrap 64 bits) */
+	p.geom = (struct kv_geometry){ .layers = 1024, .kv_heads = 1024, .head_dim = 1024,
+				       .block_tokens = 4096, .dtype = KV_DTYPE_FP32 };
+	ASSERT_EQ(1ull << 45, kv_frame_bytes(&p.geom));
+	p.nr_frames[KV_TIER_DEVICE] = 1u << 19;
+	EXPECT_EQ(-E2BIG, kv_pool_create(&p, &pool));
+	/* a swap tier of frames of 4 GiB or more (one transfer, 32-bit length) */
+	p.geom.layers = 1;
+	p.geom.kv_heads = 256;
+	ASSERT_EQ(8ull << 30, kv_frame_bytes(&p.geom));
+	p.nr_frames[KV_TIER_DEVICE] = 8;
+	p.nr_frames[KV_TIER_SWAP] = 8;
+	p.swap.fd = -1;			/* -EINVAL, were the frames allowed */
+	EXPECT_EQ(-E2BIG, kv_pool_create(&p, &pool));
+	p.nr_frames[KV_TIER_SWAP] = 0;
+	p.nr_frames[KV_TIER_DEVICE] = 1u << 18;	/* 2 PiB */
+	EXPECT_EQ(-E2BIG, kv_pool_create(&p, &pool));
 	EXPECT_NULL(pool);
 }
 
