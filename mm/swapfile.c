@@ -76,10 +76,16 @@ static int area_reserve(int fd, u64 off, u64 len)
 	}
 	if (!S_ISREG(st.st_mode))
 		return -EINVAL;
-	if ((u64)st.st_size >= off + len)
-		return 0;
-	/* Allocate, so that swap-out never finds the disk full. */
+	/*
+	 * Allocate, so that swap-out never finds the disk full: also a file
+	 * long enough already, which may be sparse. Only a file system that
+	 * cannot allocate ahead (EOPNOTSUPP) gets a length alone.
+	 */
 	if (!fallocate(fd, 0, (off_t)off, (off_t)len))
+		return 0;
+	if (errno != EOPNOTSUPP)
+		return -errno;
+	if ((u64)st.st_size >= off + len)
 		return 0;
 	return ftruncate(fd, (off_t)(off + len)) ? -errno : 0;
 }

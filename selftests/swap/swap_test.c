@@ -12,6 +12,8 @@
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include "kselftest_harness.h"
 
 struct kv_pool;
@@ -490,6 +492,63 @@ TEST(swap_full)
 	EXPECT_EQ(0, verify_all(seq, vals, i, true));
 	EXPECT_POOL_OK(pool);
 	swap_pool_done(pool, fd);
+}
+
+/*
+ * In a child with a mount namespace of its own: a pool whose swap tier
+ * (1024 frames of test_geom) is larger than a 1 MiB tmpfs, on a new file
+ * and (@sparse) on one already that long with nothing allocated. Exit
+ * status: kv_pool_create()'s errno, 0 when it took the area, 200 + the
+ * step that could not be set up.
+ */
+static int create_on_full_disk(bool sparse)
+{
+	struct kv_pool_params p = {
+		.name = "full", .geom = test_geom, .nr_frames = { 8, 0, 1024 },
+		.flags = KV_POOL_NO_KVSWAPD, .vm = { .min_free_kbytes = 4 },
+	};
+	char dir[] = "/tmp/kvmem-full-XXXXXX", path[64];
+	struct kv_pool *pool;
+	int status, fd, err;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+			_exit(201);
+		if (!mkdtemp(dir) || mount("tmpfs", dir, "tmpfs", 0, "size=1M"))
+			_exit(202);
+		snprintf(path, sizeof(path), "%s/swap", dir);
+		fd = open(path, O_RDWR | O_CREAT, 0600);
+		if (fd < 0 || (sparse && ftruncate(fd, 1024 * kv_frame_bytes(&test_geom))))
+			_exit(203);
+		p.swap = (struct kv_swap_params){ .fd = fd, .engine = KV_SWAP_PSYNC };
+		err = kv_pool_create(&p, &pool);
+		if (!err)
+			kv_pool_destroy(pool);
+		_exit(-err);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return -1;
+	rmdir(dir);
+	return WEXITSTATUS(status);
+}
+
+/*
+ * A swap area the disk has no room for is refused when the pool is made
+ * (-ENOSPC), not found out by every swap-out: also where the file is long
+ * enough already but sparse.
+ */
+TEST(swap_area_without_room_is_refused)
+{
+	int ret;
+
+	if (geteuid())
+		SKIP(return, "needs root to mount a small tmpfs");
+	ret = create_on_full_disk(false);
+	if (ret > 200)
+		SKIP(return, "no mount namespace here (step %d)", ret - 200);
+	EXPECT_EQ(ENOSPC, ret);
+	EXPECT_EQ(ENOSPC, create_on_full_disk(true));
 }
 
 /* Cache @n tokens of ids @ids (their KV markers: the ids) and let them go. */
