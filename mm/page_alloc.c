@@ -244,7 +244,8 @@ static bool wmark_ok(const struct kv_tier *t, u32 n, u32 flags)
  *
  * Return: 0; -EAGAIN when KV_ALLOC_NOWAIT and the tier is below min;
  * -ENOMEM when reclaim cannot make room (nothing is taken; a request that
- * reclaim could never satisfy fails before anything is demoted).
+ * reclaim could never satisfy fails before anything is demoted), and for
+ * more frames than the tier has, NOWAIT or not.
  */
 int __kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *frames)
 {
@@ -253,7 +254,8 @@ int __kv_frames_alloc(struct kv_pool *pool, int tier, u32 n, u32 flags, u32 *fra
 	u32 dst_flags = flags & KV_ALLOC_PROMOTE ? KV_ALLOC_RECLAIM : 0;
 	bool stalled = false;
 
-	if (kv_should_fail(pool, KV_FAULT_FRAME))
+	/* more than the tier holds (n + reserve below cannot wrap then) */
+	if (kv_should_fail(pool, KV_FAULT_FRAME) || n > t->fa.nr_total)
 		goto fail;
 	while (!wmark_ok(t, n, flags)) {
 		kvswapd_wakeup(pool, tier);

@@ -117,6 +117,9 @@ TEST(frames_all_or_nothing_above_min)
 	ASSERT_EQ(1, mi.tier[KV_TIER_DEVICE].wmark[KV_WMARK_MIN]);
 	EXPECT_EQ(-ENOMEM, kv_frames_alloc(pool, KV_TIER_DEVICE, 16, 0, frames));
 	EXPECT_EQ(-EAGAIN, kv_frames_alloc(pool, KV_TIER_DEVICE, 16, KV_ALLOC_NOWAIT, frames));
+	/* more than the tier has: never possible, NOWAIT or not */
+	EXPECT_EQ(-ENOMEM, kv_frames_alloc(pool, KV_TIER_DEVICE, 17, KV_ALLOC_NOWAIT, frames));
+	EXPECT_EQ(-ENOMEM, kv_frames_alloc(pool, KV_TIER_DEVICE, UINT32_MAX, 0, frames));
 	kv_pool_meminfo(pool, &mi);
 	EXPECT_EQ(16, mi.tier[KV_TIER_DEVICE].free);
 	ASSERT_EQ(0, kv_frames_alloc(pool, KV_TIER_DEVICE, 15, 0, frames));
