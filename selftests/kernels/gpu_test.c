@@ -53,6 +53,17 @@ static void *dev_copy(const void *src, size_t n)
 	return d;
 }
 
+/* The device buffers of a decode case, NULL ones skipped. */
+static void dev_free_decode(void *ws, void *arena, void *q, void *out, void *table, void *ctx,
+			    void *status)
+{
+	void *p[] = { ws, arena, q, out, table, ctx, status };
+	size_t i;
+
+	for (i = 0; i < sizeof(p) / sizeof(p[0]); i++)
+		cudaFree(p[i]);
+}
+
 static int small(void)
 {
 	return getenv("KV_TEST_SMALL") != NULL;
@@ -139,13 +150,7 @@ static void gpu_case(struct __test_metadata *_metadata,
 		EXPECT_LE(err, gpu_bound(g->dtype));
 		EXPECT_LE(err64, kvt_bound(g->dtype));
 	}
-	cudaFree(d_ws);
-	cudaFree(d_arena);
-	cudaFree(d_q);
-	cudaFree(d_out);
-	cudaFree(d_table);
-	cudaFree(d_ctx);
-	cudaFree(d_status);
+	dev_free_decode(d_ws, d_arena, d_q, d_out, d_table, d_ctx, d_status);
 	free(cpu_out);
 	free(gpu_out);
 	kvt_decode_case_free(&c);
@@ -596,13 +601,7 @@ static void fault_case(struct __test_metadata *_metadata, const struct kv_geomet
 	a.arena.base = d_arena;
 	a.arena.g.dtype = KV_DTYPE_FP32;
 	EXPECT_EQ(-EOPNOTSUPP, kv_decode_cuda(&a));
-	cudaFree(d_ws);
-	cudaFree(d_arena);
-	cudaFree(d_q);
-	cudaFree(d_out);
-	cudaFree(d_table);
-	cudaFree(d_ctx);
-	cudaFree(d_status);
+	dev_free_decode(d_ws, d_arena, d_q, d_out, d_table, d_ctx, d_status);
 	free(out);
 	kvt_decode_case_free(&c);
 }
