@@ -71,7 +71,10 @@ static int refused(const char *what, int err)
 	if (err == -EPERM)
 		fprintf(stderr, "kvmemctl: admin operations need root or the daemon's admin.group "
 			"(a named prefix: also the tenant that named it)\n");
-	if (err == -EROFS)
+	if (err == -EROFS && !strncmp(what, "tenant.", 7))
+		fprintf(stderr, "kvmemctl: tenants change in the config file: edit it and "
+			"reload kvmemd (SIGHUP)\n");
+	else if (err == -EROFS)
 		fprintf(stderr, "kvmemctl: this key is read at start only: edit the config "
 			"file and restart kvmemd\n");
 	if (err == -ENOENT)
@@ -182,7 +185,7 @@ static int cmd_prefix(struct kvc *c, int argc, char **argv)
 	uint32_t handle;
 	int n, op;
 
-	if (argc == 1 || (argc == 2 && strcmp(argv[1], "drop")))
+	if (argc == 1 || (argc == 2 && strcmp(argv[1], "drop") && strcmp(argv[1], "show")))
 		return cmd_text(c, "prefix", KVMEM_STATS_PREFIX, argc > 1 ? argv[1] : NULL);
 	if (!strcmp(argv[1], "show"))
 		return cmd_text(c, "prefix", KVMEM_STATS_PREFIX, pool);

@@ -135,6 +135,12 @@ int main(int argc, char **argv)
 			d.cfg_explicit = true;
 			break;
 		case 's':
+			/* as socket.path: absolute, and it fits a socket address */
+			if (optarg[0] != '/' || strlen(optarg) >= KVMEMD_SOCKET_PATH_MAX) {
+				fprintf(stderr, "kvmemd: -s %s: an absolute path of at most %d "
+					"bytes is needed\n", optarg, KVMEMD_SOCKET_PATH_MAX - 1);
+				return 2;
+			}
 			d.sock_override = optarg;
 			break;
 		case 'v':

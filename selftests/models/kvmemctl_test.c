@@ -330,4 +330,48 @@ TEST_F(advise, sequence_lengths_and_advice)
 	EXPECT_EQ(2, kvmemctl(args));
 }
 
+/*
+ * `prefix show' without a pool shows every pool's; a refused sysctl says
+ * what to do: tenants are reloaded (SIGHUP), pool keys need a restart.
+ */
+TEST_F(advise, prefix_show_and_sysctl_hints)
+{
+	char args[256];
+
+	snprintf(args, sizeof(args), "-s %s prefix show", self->d.sock);
+	EXPECT_EQ(0, kvmemctl(args));
+	snprintf(args, sizeof(args), "-s %s sysctl tenant.a=5", self->d.sock);
+	EXPECT_EQ(1, kvmemctl(args));
+	EXPECT_NE_NULL(strstr(text, "reload kvmemd (SIGHUP)"));
+	EXPECT_NULL(strstr(text, "restart"));
+	snprintf(args, sizeof(args), "-s %s sysctl pool.t.layers=5", self->d.sock);
+	EXPECT_EQ(1, kvmemctl(args));
+	EXPECT_NE_NULL(strstr(text, "restart kvmemd"));
+}
+
+/* kvmemd -s takes what socket.path takes: an absolute path that fits. */
+TEST(kvmemd_socket_override_is_checked)
+{
+	static const char *const bad[] = {
+		"relative.sock",
+		"/tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock",	/* 114 bytes */
+	};
+	char exe[PATH_MAX], log[] = "/tmp/kvmemd-s-XXXXXX";
+	size_t i;
+	int fd;
+
+	build_path("kvmemd", exe, sizeof(exe));
+	fd = mkstemp(log);
+	ASSERT_LE(0, fd);
+	close(fd);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *const argv[] = { "kvmemd", "-s", (char *)bad[i], NULL };
+
+		EXPECT_EQ(2, run_to_end(exe, argv, log, text, sizeof(text)));
+		EXPECT_NE_NULL(strstr(text, "an absolute path of at most 107 bytes"));
+	}
+	unlink(log);
+}
+
 TEST_HARNESS_MAIN
