@@ -100,7 +100,10 @@ int kvmemd_pools_create(struct kvmemd *d)
 			kvlog(d, KVLOG_ERR, "pool %s: %s%s", pc->name, strerror(-err),
 			      p.cuda && err == -ENOMEM ? " (more than the GPU has free)" :
 			      p.cuda && err == -EOPNOTSUPP ?
-			      " (the GPU cannot export memory as file descriptors)" : "");
+			      " (the GPU cannot export memory as file descriptors)" :
+			      err == -E2BIG ? " (a tier of more than 1P, or swap_mem with frames "
+			      "of 4G or more: smaller memory sizes or blocks)" :
+			      err == -ENOSPC ? " (no room for swap_mem in swap.path)" : "");
 			d->nr_pools = i;
 			kvmemd_pools_destroy(d);
 			return err;

@@ -809,6 +809,29 @@ TEST(config_errors_name_file_and_line)
 	rmdir(dir);
 }
 
+/*
+ * A pool the config allows but the mm refuses (a host tier of 2048T, past
+ * the mm's 1P) stops the start with the limits named.
+ */
+TEST(pool_too_large_for_the_mm_says_why)
+{
+	char dir[] = "/tmp/kvmemd-conf-XXXXXX", conf[128], log[128], body[1024];
+
+	ASSERT_NE_NULL(mkdtemp(dir));
+	snprintf(conf, sizeof(conf), "%s/big.conf", dir);
+	snprintf(log, sizeof(log), "%s/log", dir);
+	snprintf(body, sizeof(body), "socket.path = %s/s.sock\ndevice.backend = cpu\n"
+		 "pool.a.layers = 1024\npool.a.kv_heads = 1024\npool.a.head_dim = 1024\n"
+		 "pool.a.block_tokens = 16\npool.a.dtype = fp16\n"
+		 "pool.a.device_mem = 256G\npool.a.host_mem = 2048T\n", dir);
+	ASSERT_EQ(0, write_file(conf, body));
+	EXPECT_EQ(1, daemon_run_once(conf, log, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "pool a: Argument list too long (a tier of more than 1P"));
+	unlink(conf);
+	unlink(log);
+	rmdir(dir);
+}
+
 TEST(sigterm_removes_the_socket)
 {
 	struct daemon d;
