@@ -33,7 +33,8 @@ static int kv_attn_check(const struct kv_arena_ref *r, __u32 layer, __u32 q_head
 		return err;
 	if (!kv_io_dtype(&r->g, io_dtype))
 		return -EINVAL;
-	if (layer >= r->g.layers || !q_heads || q_heads % r->g.kv_heads)
+	if (layer >= r->g.layers || !q_heads || q_heads % r->g.kv_heads ||
+	    q_heads > KV_MAX_Q_HEADS)
 		return -EINVAL;
 	if (!(scale - scale == 0.0f))	/* NaN or infinite */
 		return -EINVAL;
@@ -146,7 +147,8 @@ __u64 kv_decode_workspace_bytes(const struct kv_decode_args *a)
  * @dtype must be fp32, fp16 or bf16; @vocab non-zero and at most INT32_MAX
  * (token ids are __s32); @max_draft + 1 must not wrap and the logits' bytes
  * must be addressable in 64 bits; with @batch > 0 no array may be NULL
- * (@status is optional). Nothing is read through the pointers.
+ * (@status is optional; @draft may be with @max_draft 0, as an empty
+ * tensor's address is). Nothing is read through the pointers.
  *
  * Return: 0, or -EINVAL.
  */
@@ -159,7 +161,7 @@ int kv_verify_check(const struct kv_verify_args *a)
 		return -EINVAL;
 	if (rows * a->batch > UINT64_MAX / a->vocab / esz)
 		return -EINVAL;
-	if (a->batch && (!a->draft || !a->draft_lens || !a->logits ||
+	if (a->batch && ((!a->draft && a->max_draft) || !a->draft_lens || !a->logits ||
 			 !a->accepted || !a->next))
 		return -EINVAL;
 	return 0;

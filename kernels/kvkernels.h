@@ -37,6 +37,9 @@
 extern "C" {
 #endif
 
+/* Most query heads of decode and prefill (q_heads): any model's, with room. */
+#define KV_MAX_Q_HEADS	65536u
+
 /**
  * struct kv_arena_ref - the arena a kernel works on
  * @base:   address of frame 0
@@ -55,7 +58,8 @@ struct kv_arena_ref {
  * @layer:        layer whose K and V are attended to
  * @batch:        number of sequences
  * @q_heads:      query heads; a multiple of arena.g.kv_heads (GQA groups of
- *                q_heads / kv_heads consecutive query heads share a KV head)
+ *                q_heads / kv_heads consecutive query heads share a KV head),
+ *                at most KV_MAX_Q_HEADS
  * @window:       sliding window in tokens (0: attend to the whole context);
  *                with a window W only the last W tokens are attended to
  * @scale:        softmax scale (usually 1/sqrt(head_dim))
@@ -244,7 +248,8 @@ struct kv_prefill_args {
  * @max_draft:  width of a row of @draft (drafts per sequence at most)
  * @vocab:      logits per position
  * @dtype:      KV_DTYPE_FP32, KV_DTYPE_FP16 or KV_DTYPE_BF16: @logits' type
- * @draft:      [batch][max_draft] draft token ids
+ * @draft:      [batch][max_draft] draft token ids (may be NULL when
+ *              @max_draft is 0)
  * @draft_lens: [batch] draft tokens of each sequence, at most @max_draft
  * @logits:     [batch][max_draft + 1][vocab] the target model's logits: row
  *              j of sequence b is its prediction for the token after the

@@ -138,13 +138,19 @@ static __s32 kv_verify_argmax(const void *row, __u32 dtype, __u32 vocab)
 	return (__s32)(best_c + kv_verify_first(x, n, best));
 }
 
+/* The drafts of sequence @b; NULL without any (max_draft 0, draft may be NULL) */
+static const __s32 *kv_verify_draft(const struct kv_verify_args *a, __u32 b)
+{
+	return a->max_draft ? a->draft + (__u64)b * a->max_draft : NULL;
+}
+
 /*
  * Check the draft of sequence @b: its length at most max_draft, each of
  * its tokens inside the vocabulary. Return: 0 or -EINVAL.
  */
 static int kv_verify_check_draft(const struct kv_verify_args *a, __u32 b)
 {
-	const __s32 *draft = a->draft + (__u64)b * a->max_draft;
+	const __s32 *draft = kv_verify_draft(a, b);
 	__u32 n = a->draft_lens[b], j;
 
 	if (n > a->max_draft)
@@ -161,7 +167,7 @@ static int kv_verify_seq(const struct kv_verify_args *a, __u32 b)
 	__u64 row_bytes = (__u64)a->vocab * kv_dtype_size(a->dtype);
 	const char *rows = (const char *)a->logits +
 			   (__u64)b * ((__u64)a->max_draft + 1) * row_bytes;
-	const __s32 *draft = a->draft + (__u64)b * a->max_draft;
+	const __s32 *draft = kv_verify_draft(a, b);
 	__u32 n = a->draft_lens[b], j;
 	__s32 tok;
 	int err = kv_verify_check_draft(a, b);

@@ -1399,8 +1399,6 @@ extern "C" int kv_decode_cuda(const struct kv_decode_args *a)
 		return -EOPNOTSUPP;
 	if (!a->batch)
 		return 0;
-	if (a->batch > 65535)
-		return -EINVAL;
 	if ((uintptr_t)a->arena.base & 15)
 		return -EINVAL;		/* K/V rows are read 16 bytes at a time */
 
@@ -1437,5 +1435,26 @@ extern "C" int kv_decode_cuda(const struct kv_decode_args *a)
 		span = a->window;
 	max_tiles = span / kTile + 2;
 	bound = kv_decode_split_bound(a);
-	return launch_io(p, a, g->dtype, kv_io_dtype(g, a->io_dtype), max_tiles, bound, nt);
+
+	/* the grid's z holds 65535 sequences: a larger batch in turns */
+	const uint32_t io = kv_io_dtype(g, a->io_dtype);
+	const size_t qbytes = (size_t)a->q_heads * g->head_dim * kv_dtype_size(io);
+	for (uint32_t b0 = 0, n; b0 < a->batch; b0 += n) {
+		struct kv_decode_args c = *a;
+
+		n = a->batch - b0 < 65535u ? a->batch - b0 : 65535u;
+		c.batch = n;
+		c.q = static_cast<const char *>(a->q) + b0 * qbytes;
+		c.out = static_cast<char *>(a->out) + b0 * qbytes;
+		c.block_table = a->block_table + (size_t)b0 * a->table_stride;
+		c.ctx_lens = a->ctx_lens + b0;
+		p.q = c.q;
+		p.out = c.out;
+		p.table = c.block_table;
+		p.ctx_lens = c.ctx_lens;
+		err = launch_io(p, &c, g->dtype, io, max_tiles, bound, nt);
+		if (err)
+			return err;
+	}
+	return 0;
 }

@@ -185,6 +185,8 @@ TEST(decode_bad_arguments)
 	EXPECT_EQ(-EINVAL, kv_decode_cpu(&a));
 	a.q_heads = 0;
 	EXPECT_EQ(-EINVAL, kv_decode_cpu(&a));
+	a.q_heads = KV_MAX_Q_HEADS + 4;		/* a multiple of the 4 kv heads, too many */
+	EXPECT_EQ(-EINVAL, kv_decode_cpu(&a));
 	/* layer past the geometry, broken geometry */
 	a = kvt_decode_args(&c, 0.125f);
 	a.layer = 2;

@@ -285,6 +285,24 @@ TEST(decode_one_cta_per_head)
 }
 
 /*
+ * More sequences than a grid's z holds (65535): launched in turns, the
+ * same results as the CPU's.
+ */
+TEST(decode_past_65535_sequences)
+{
+	static __u32 ctx[70000];
+	struct kv_geometry g = { 1, 1, 64, 16, KV_DTYPE_FP16, 0 };
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	if (small())
+		SKIP(return, "KV_TEST_SMALL");
+	kvt_seed(__func__);
+	kvt_ragged(ctx, 70000, g.block_tokens, 40);
+	gpu_case(_metadata, &g, 0, 4, 0, 70000, ctx, 0);
+}
+
+/*
  * Queries that are not 16-byte aligned (2 and 8 bytes past, as a view at
  * an odd element would be): the same results as aligned ones, on the
  * split and the one-CTA-per-head paths, GQA ratios 1, 4 and 8 (quantized
@@ -629,6 +647,51 @@ TEST(decode_faults)
 	kvt_ragged(ctx, batch, g.block_tokens, 300);
 	ctx[0] = small() ? 1600 : 6000;
 	fault_case(_metadata, &g, batch, ctx, 0, ctx[0] / 16 - 5, 1);
+}
+
+/* No drafts at all (max_draft 0, draft NULL): the CPU's argmax of row 0. */
+TEST(verify_without_drafts)
+{
+	const __u32 batch = 5, vocab = 1000;
+	static __s32 acc[5], next[5], gacc[5], gnext[5];
+	static __u32 lens[5];
+	float logits[5 * 1000];
+	__s32 *d_acc, *d_next;
+	void *d_logits, *d_lens;
+	struct kv_verify_args a = {
+		.batch = batch, .max_draft = 0, .vocab = vocab, .dtype = KV_DTYPE_FP32,
+		.draft = NULL, .draft_lens = lens, .logits = logits,
+		.accepted = acc, .next = next,
+	};
+	__u32 b;
+
+	if (!gpu_present())
+		SKIP(return, "no CUDA device");
+	kvt_seed(__func__);
+	kvt_fill(logits, KV_DTYPE_FP32, batch * vocab, 4.0);
+	ASSERT_EQ(0, kv_verify_cpu(&a));
+	d_logits = dev_copy(logits, sizeof(logits));
+	d_lens = dev_copy(lens, sizeof(lens));
+	ASSERT_TRUE(d_logits && d_lens);
+	CU(cudaMalloc((void **)&d_acc, sizeof(acc)));
+	CU(cudaMalloc((void **)&d_next, sizeof(next)));
+	a.logits = d_logits;
+	a.draft_lens = d_lens;
+	a.accepted = d_acc;
+	a.next = d_next;
+	EXPECT_EQ(0, kv_verify_cuda(&a));
+	CU(cudaDeviceSynchronize());
+	CU(cudaMemcpy(gacc, d_acc, sizeof(gacc), cudaMemcpyDeviceToHost));
+	CU(cudaMemcpy(gnext, d_next, sizeof(gnext), cudaMemcpyDeviceToHost));
+	for (b = 0; b < batch; b++) {
+		EXPECT_EQ(0, gacc[b]);
+		EXPECT_EQ(kvt_argmax(logits, KV_DTYPE_FP32, (__u64)b * vocab, vocab), next[b]);
+		EXPECT_EQ(next[b], gnext[b]);
+	}
+	cudaFree(d_logits);
+	cudaFree(d_lens);
+	cudaFree(d_acc);
+	cudaFree(d_next);
 }
 
 /*

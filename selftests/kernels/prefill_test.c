@@ -147,6 +147,8 @@ TEST(prefill_bad_arguments)
 	bad = a;
 	bad.q_heads = 3;			/* not a multiple of kv_heads */
 	EXPECT_EQ(-EINVAL, kv_prefill_cpu(&bad));
+	bad.q_heads = 1u << 28;		/* past KV_MAX_Q_HEADS (16 x 2^28 rows wrapped) */
+	EXPECT_EQ(-EINVAL, kv_prefill_cpu(&bad));
 	bad = a;
 	bad.layer = 2;
 	EXPECT_EQ(-EINVAL, kv_prefill_cpu(&bad));

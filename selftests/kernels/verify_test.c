@@ -189,7 +189,8 @@ static struct kv_verify_args vcase_args(struct vcase *c, __s32 *status)
 {
 	struct kv_verify_args a = {
 		.batch = c->batch, .max_draft = c->max_draft, .vocab = c->vocab,
-		.dtype = c->dtype, .draft = c->draft, .draft_lens = c->lens,
+		/* no drafts at all: NULL, as an empty tensor's address is */
+		.dtype = c->dtype, .draft = c->max_draft ? c->draft : NULL, .draft_lens = c->lens,
 		.logits = c->logits, .accepted = c->accepted, .next = c->next,
 		.status = status,
 	};
@@ -290,6 +291,23 @@ TEST(odd_shapes)
 
 			ASSERT_EQ(0, vcase_init(&c, dtypes[di], v[vi], 3, 1 + kvt_below(16),
 						kvt_below(3)));
+			check_case(_metadata, &c, ACCEPT_MIXED);
+			vcase_free(&c);
+		}
+	}
+}
+
+/* A batch without drafts (max_draft 0, draft NULL): the argmax of row 0. */
+TEST(no_drafts)
+{
+	unsigned int di, vi;
+
+	kvt_seed(__func__);
+	for (di = 0; di < 3; di++) {
+		for (vi = 0; vi < sizeof(vocabs) / sizeof(vocabs[0]); vi++) {
+			struct vcase c;
+
+			ASSERT_EQ(0, vcase_init(&c, dtypes[di], vocabs[vi], 5, 0, ACCEPT_MIXED));
 			check_case(_metadata, &c, ACCEPT_MIXED);
 			vcase_free(&c);
 		}

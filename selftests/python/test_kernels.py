@@ -356,6 +356,10 @@ class TorchKernelTest(unittest.TestCase):
         self.assertEqual((acc.numel(), nxt.numel()), (0, 0))
         with self.assertRaises(ValueError):     # no vocab, even with no sequence
             kernels.verify(draft[:0], [], logits[:0, :, :0])
+        # no drafts at all (an empty tensor's address is 0): row 0's argmax
+        acc, nxt = kernels.verify(draft[:, :0], [0] * batch, logits[:, :1])
+        self.assertEqual(acc.cpu().tolist(), [0] * batch)
+        self.assertEqual(nxt.cpu().tolist(), best[:, 0].tolist())
 
     def test_blocks(self):
         g = kvmem.Geometry(2, 2, 16, 4, kvmem.KV_DTYPE_FP32)
