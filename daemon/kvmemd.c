@@ -162,11 +162,8 @@ int main(int argc, char **argv)
 	err = err ?: kvmemd_pools_create(&d);
 	if (!err)
 		kvmemd_restore(&d);
-	if (!err) {
+	if (!err)
 		err = kvmemd_listen(&d);
-		if (err)
-			kvlog(&d, KVLOG_ERR, "%s: %s", d.cfg.socket_path, strerror(-err));
-	}
 	err = err ?: kvmemd_run(&d);
 	d.clean_stop = !err;
 	kvmemd_teardown(&d);

@@ -49,7 +49,8 @@ static int socket_clear_stale(struct kvmemd *d, const struct sockaddr_un *sa)
 	return unlink(sa->sun_path) ? -errno : 0;
 }
 
-static int socket_set_owner(struct kvmemd *d, const char *path)
+/* socket.mode and socket.group on @path; *@logged when it said why it failed */
+static int socket_set_owner(struct kvmemd *d, const char *path, bool *logged)
 {
 	struct group *gr;
 
@@ -60,6 +61,7 @@ static int socket_set_owner(struct kvmemd *d, const char *path)
 	gr = getgrnam(d->cfg.socket_group);
 	if (!gr) {
 		kvlog(d, KVLOG_ERR, "socket.group: no group '%s'", d->cfg.socket_group);
+		*logged = true;
 		return -ENOENT;
 	}
 	return chown(path, (uid_t)-1, gr->gr_gid) ? -errno : 0;
@@ -100,13 +102,8 @@ static int socket_lock(struct kvmemd *d, const char *path)
 	return 0;
 }
 
-/**
- * kvmemd_listen() - bind and listen on socket.path
- * @d: daemon
- *
- * Return: 0, -EADDRINUSE when another daemon serves the path, or -errno.
- */
-int kvmemd_listen(struct kvmemd *d)
+/* kvmemd_listen() but for the message of an error in the path's terms */
+static int listen_path(struct kvmemd *d, bool *logged)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd, err;
@@ -126,7 +123,7 @@ int kvmemd_listen(struct kvmemd *d)
 		err = -errno;
 		goto out_close;
 	}
-	err = socket_set_owner(d, sa.sun_path);
+	err = socket_set_owner(d, sa.sun_path, logged);
 	if (err)
 		goto out_unlink;
 	if (listen(fd, 512) < 0) {
@@ -140,6 +137,24 @@ out_unlink:
 	unlink(sa.sun_path);
 out_close:
 	close(fd);
+	return err;
+}
+
+/**
+ * kvmemd_listen() - bind and listen on socket.path
+ * @d: daemon
+ *
+ * Logs what failed: socket.group naming no group, or the path's error.
+ *
+ * Return: 0, -EADDRINUSE when another daemon serves the path, or -errno.
+ */
+int kvmemd_listen(struct kvmemd *d)
+{
+	bool logged = false;
+	int err = listen_path(d, &logged);
+
+	if (err && !logged)
+		kvlog(d, KVLOG_ERR, "%s: %s", d->cfg.socket_path, strerror(-err));
 	return err;
 }
 

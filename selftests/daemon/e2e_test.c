@@ -810,26 +810,48 @@ TEST(config_errors_name_file_and_line)
 }
 
 /*
+ * kvmemd -c with a config of a socket in a new directory, the cpu
+ * backend and @rest, run to its end: its exit status, its log in text.
+ */
+static int start_with(const char *rest)
+{
+	char dir[] = "/tmp/kvmemd-conf-XXXXXX", conf[128], log[128], lock[128], body[2048];
+	int status;
+
+	if (!mkdtemp(dir))
+		return -1;
+	snprintf(conf, sizeof(conf), "%s/k.conf", dir);
+	snprintf(log, sizeof(log), "%s/log", dir);
+	snprintf(lock, sizeof(lock), "%s/s.sock.lock", dir);
+	snprintf(body, sizeof(body), "socket.path = %s/s.sock\ndevice.backend = cpu\n%s",
+		 dir, rest);
+	status = write_file(conf, body) ? -1 : daemon_run_once(conf, log, text, sizeof(text));
+	unlink(conf);
+	unlink(log);
+	unlink(lock);
+	rmdir(dir);
+	return status;
+}
+
+/*
  * A pool the config allows but the mm refuses (a host tier of 2048T, past
  * the mm's 1P) stops the start with the limits named.
  */
 TEST(pool_too_large_for_the_mm_says_why)
 {
-	char dir[] = "/tmp/kvmemd-conf-XXXXXX", conf[128], log[128], body[1024];
-
-	ASSERT_NE_NULL(mkdtemp(dir));
-	snprintf(conf, sizeof(conf), "%s/big.conf", dir);
-	snprintf(log, sizeof(log), "%s/log", dir);
-	snprintf(body, sizeof(body), "socket.path = %s/s.sock\ndevice.backend = cpu\n"
-		 "pool.a.layers = 1024\npool.a.kv_heads = 1024\npool.a.head_dim = 1024\n"
-		 "pool.a.block_tokens = 16\npool.a.dtype = fp16\n"
-		 "pool.a.device_mem = 256G\npool.a.host_mem = 2048T\n", dir);
-	ASSERT_EQ(0, write_file(conf, body));
-	EXPECT_EQ(1, daemon_run_once(conf, log, text, sizeof(text)));
+	EXPECT_EQ(1, start_with("pool.a.layers = 1024\npool.a.kv_heads = 1024\n"
+				"pool.a.head_dim = 1024\npool.a.block_tokens = 16\n"
+				"pool.a.dtype = fp16\npool.a.device_mem = 256G\n"
+				"pool.a.host_mem = 2048T\n"));
 	EXPECT_NE_NULL(strstr(text, "pool a: Argument list too long (a tier of more than 1P"));
-	unlink(conf);
-	unlink(log);
-	rmdir(dir);
+}
+
+/* A socket.group the system lacks is the error said, not the socket path's. */
+TEST(missing_socket_group_says_so)
+{
+	EXPECT_EQ(1, start_with("socket.group = kvmem_no_such_group\n"));
+	EXPECT_NE_NULL(strstr(text, "socket.group: no group 'kvmem_no_such_group'"));
+	EXPECT_NULL(strstr(text, "s.sock: No such file"));
 }
 
 TEST(sigterm_removes_the_socket)
