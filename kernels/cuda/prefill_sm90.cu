@@ -614,7 +614,7 @@ __device__ __forceinline__ void produce(const params &p, ws_bars &w, char *smem,
 			d.first = cta_span(p, d.s, d.nrows, lo, hi);
 			d.ntiles = cta_tiles(d.s, lo, hi, kTk, d.t0);
 			/* qpipe(): the first tile's loads fly while the queries load */
-			qrow<qpipe<DT>() ? DT : KV_DTYPE_INT4> q;
+			qrow<DT> q;
 			if (qpipe<DT>() && d.ntiles)
 				qrow_fetch(p, d.s.table, p.kv.koff + d.s.h * p.kv.head_bytes,
 					   p.soff + d.s.h * p.hsb, d.t0, lo, hi, tid, q);
