@@ -68,9 +68,34 @@ static int step_parse_head(const void *b, size_t blen, struct kvmem_step *req)
 }
 
 /*
- * Count tokens and reserve frames, checking every id. Tokens are bounded
- * by KVMEM_STEP_MAX_TOKENS where the reply or the request carries one
- * entry per token; a sync (no slots, no ids) only by the sequence limit.
+ * An entry against its sequence as the entries before it leave it
+ * (@sq->step_tokens appended by them): its tokens within the sequence's
+ * limit, and its reserve frames no more than the new blocks they need
+ * (none without tokens), which kv_seq_append_frames() would refuse only
+ * once the entries before it were done.
+ */
+static int step_check_append(struct kvmemd_seq *sq, const struct kvmem_step_seq *s)
+{
+	const u32 bt = kv_pool_geometry(kv_seq_pool(sq->seq))->block_tokens;
+	const u64 pos = kv_seq_tokens(sq->seq) + sq->step_tokens;
+	u64 have, need;
+
+	if (pos > KV_SEQ_MAX_TOKENS || s->nr_tokens > KV_SEQ_MAX_TOKENS - pos)
+		return -E2BIG;
+	have = sq->step_tokens ? (pos + bt - 1) / bt : kv_seq_nr_blocks(sq->seq);
+	need = (pos + s->nr_tokens + bt - 1) / bt - have;
+	if (s->nr_frames > (s->nr_tokens ? need : 0))
+		return -EINVAL;
+	sq->step_tokens += s->nr_tokens;
+	return 0;
+}
+
+/*
+ * Count tokens and reserve frames, checking every id and every entry
+ * (step_check_append(); the sequences' step_tokens are zero again on
+ * return). Tokens are bounded by KVMEM_STEP_MAX_TOKENS where the reply or
+ * the request carries one entry per token; a sync (no slots, no ids) only
+ * by the sequence limit.
  */
 static int step_parse_seqs(struct kvmemd_client *c, struct step_ctx *x, u64 *total,
 			   u64 *frames)
@@ -78,18 +103,31 @@ static int step_parse_seqs(struct kvmemd_client *c, struct step_ctx *x, u64 *tot
 	u64 max = (x->req.flags & KVMEM_STEP_NOSLOTS) && !x->req.tokens_off ?
 		  (u64)KV_SEQ_MAX_TOKENS * KVMEM_STEP_MAX_SEQS : KVMEM_STEP_MAX_TOKENS;
 	struct kvmem_step_seq s;
-	u32 i;
+	struct kvmemd_seq *sq;
+	int err = 0;
+	u32 i, n;
 
 	*total = *frames = 0;
-	for (i = 0; i < x->req.nr_seqs; i++) {
-		step_seq_get(x, i, &s);
+	for (n = 0; n < x->req.nr_seqs && !err; n++) {
+		step_seq_get(x, n, &s);
+		sq = idr_find(&c->seqs, s.seq);
 		if (s.nr_tokens > max || s.nr_frames > KVMEM_RESERVE_MAX)
-			return -EINVAL;
-		if (!idr_find(&c->seqs, s.seq))
-			return -ENOENT;
+			err = -EINVAL;
+		else if (!sq)
+			err = -ENOENT;
+		else
+			err = step_check_append(sq, &s);
 		*total += s.nr_tokens;
 		*frames += s.nr_frames;
 	}
+	for (i = 0; i < n; i++) {
+		step_seq_get(x, i, &s);
+		sq = idr_find(&c->seqs, s.seq);
+		if (sq)
+			sq->step_tokens = 0;
+	}
+	if (err)
+		return err;
 	return *total > max || *frames > KVMEM_RESERVE_MAX ? -EINVAL : 0;
 }
 
@@ -149,47 +187,6 @@ static int step_parse_frames(struct kvmemd_client *c, struct step_ctx *x, const 
 	return step_frames_distinct(c, x) ? 0 : -EINVAL;
 }
 
-/*
- * An entry against its sequence as the entries before it leave it
- * (@sq->step_tokens appended by them): its tokens within the sequence's
- * limit, and its reserve frames no more than the new blocks they need
- * (none without tokens), which kv_seq_append_frames() would refuse only
- * once the entries before it were done.
- */
-static int step_check_append(struct kvmemd_seq *sq, const struct kvmem_step_seq *s)
-{
-	const u32 bt = kv_pool_geometry(kv_seq_pool(sq->seq))->block_tokens;
-	const u64 pos = kv_seq_tokens(sq->seq) + sq->step_tokens;
-	u64 have, need;
-
-	if (pos > KV_SEQ_MAX_TOKENS || s->nr_tokens > KV_SEQ_MAX_TOKENS - pos)
-		return -E2BIG;
-	have = sq->step_tokens ? (pos + bt - 1) / bt : kv_seq_nr_blocks(sq->seq);
-	need = (pos + s->nr_tokens + bt - 1) / bt - have;
-	if (s->nr_frames > (s->nr_tokens ? need : 0))
-		return -EINVAL;
-	sq->step_tokens += s->nr_tokens;
-	return 0;
-}
-
-/* Every entry by step_check_append(); the sequences' counts zero after. */
-static int step_check_appends(struct kvmemd_client *c, struct step_ctx *x)
-{
-	struct kvmem_step_seq s;
-	int err = 0;
-	u32 i;
-
-	for (i = 0; i < x->req.nr_seqs && !err; i++) {
-		step_seq_get(x, i, &s);
-		err = step_check_append(idr_find(&c->seqs, s.seq), &s);
-	}
-	for (i = 0; i < x->req.nr_seqs; i++) {
-		step_seq_get(x, i, &s);
-		((struct kvmemd_seq *)idr_find(&c->seqs, s.seq))->step_tokens = 0;
-	}
-	return err;
-}
-
 static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struct step_ctx *x)
 {
 	u64 total, frames;
@@ -201,7 +198,6 @@ static int step_parse(struct kvmemd_client *c, const void *b, size_t blen, struc
 	x->seqs = (const char *)b + x->req.seqs_off;
 	err = step_parse_seqs(c, x, &total, &frames);
 	err = err ?: step_parse_frames(c, x, b, blen, frames);
-	err = err ?: step_check_appends(c, x);
 	if (err)
 		return err;
 	/* kvmem_copy_head() checked every offset against @blen. */
