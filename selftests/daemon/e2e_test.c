@@ -794,21 +794,6 @@ TEST_F(kvmemd, second_daemon_on_the_path_is_refused)
 	EXPECT_LT(0, meminfo(self->c, text, sizeof(text)));
 }
 
-TEST(config_errors_name_file_and_line)
-{
-	char dir[] = "/tmp/kvmemd-conf-XXXXXX", conf[128], log[128];
-
-	ASSERT_NE_NULL(mkdtemp(dir));
-	snprintf(conf, sizeof(conf), "%s/bad.conf", dir);
-	snprintf(log, sizeof(log), "%s/log", dir);
-	ASSERT_EQ(0, write_file(conf, "# comment\nvm.reclaim_batch = 8\npool.x.layers = many\n"));
-	EXPECT_EQ(1, daemon_run_once(conf, log, text, sizeof(text)));
-	EXPECT_NE_NULL(strstr(text, "bad.conf:3"));
-	unlink(conf);
-	unlink(log);
-	rmdir(dir);
-}
-
 /*
  * kvmemd -c with a config of a socket in a new directory, the cpu
  * backend and @rest, run to its end: its exit status, its log in text.
@@ -831,6 +816,13 @@ static int start_with(const char *rest)
 	unlink(lock);
 	rmdir(dir);
 	return status;
+}
+
+TEST(config_errors_name_file_and_line)
+{
+	/* k.conf: socket.path and device.backend, then these two lines */
+	EXPECT_EQ(1, start_with("vm.reclaim_batch = 8\npool.x.layers = many\n"));
+	EXPECT_NE_NULL(strstr(text, "k.conf:4"));
 }
 
 /*
