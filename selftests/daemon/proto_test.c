@@ -277,12 +277,12 @@ static int free_empty(int fd, uint64_t seq)
 }
 
 /*
- * A STEP of two new sequences: 3 tokens, then @n tokens with reserve
- * frames @f0 and @f1 (two frames: more than @n tokens need). Refused
- * before the first is done: it returns the status, and 1 when the first
- * sequence holds a token afterwards.
+ * A STEP of two new sequences, of @n0 and @n1 tokens, taking @nf0 and
+ * @nf1 of the reserve frames @f0, @f1 (two in all). Returns its status,
+ * or 1 when a sequence holds a token afterwards (both are freed).
  */
-static int step_second_overgiven(int fd, uint32_t n, uint32_t f0, uint32_t f1)
+static int step_two_new(int fd, uint32_t n0, uint32_t nf0, uint32_t n1, uint32_t nf1,
+			uint32_t f0, uint32_t f1)
 {
 	struct {
 		struct kvmem_step st;
@@ -296,38 +296,10 @@ static int step_second_overgiven(int fd, uint32_t n, uint32_t f0, uint32_t f1)
 	m.st.flags = KVMEM_STEP_NOSLOTS;
 	m.st.seqs_off = sizeof(m.st);
 	m.st.frames_off = (uint32_t)((char *)m.frames - (char *)&m);
-	m.s[0] = (struct kvmem_step_seq){ .seq = new_seq(fd), .nr_tokens = 3 };
-	m.s[1] = (struct kvmem_step_seq){ .seq = new_seq(fd), .nr_tokens = n, .nr_frames = 2 };
+	m.s[0] = (struct kvmem_step_seq){ .seq = new_seq(fd), .nr_tokens = n0, .nr_frames = nf0 };
+	m.s[1] = (struct kvmem_step_seq){ .seq = new_seq(fd), .nr_tokens = n1, .nr_frames = nf1 };
 	m.frames[0] = f0;
 	m.frames[1] = f1;
-	status = req(fd, KVMEM_OP_STEP, &m, sizeof(m));
-	if (free_empty(fd, m.s[0].seq) | free_empty(fd, m.s[1].seq))
-		return 1;
-	return status;
-}
-
-/*
- * A STEP of two new sequences, each taking reserve frame @frame for its
- * first block; returns its status. Afterwards both still hold no token.
- */
-static int step_two_on_one_frame(int fd, uint32_t frame)
-{
-	struct {
-		struct kvmem_step st;
-		struct kvmem_step_seq s[2];
-		uint32_t frames[2];
-	} m;
-	int i, status;
-
-	memset(&m, 0, sizeof(m));
-	m.st.nr_seqs = 2;
-	m.st.flags = KVMEM_STEP_NOSLOTS;
-	m.st.seqs_off = sizeof(m.st);
-	m.st.frames_off = (uint32_t)((char *)m.frames - (char *)&m);
-	for (i = 0; i < 2; i++) {
-		m.s[i] = (struct kvmem_step_seq){ .seq = new_seq(fd), .nr_tokens = 1, .nr_frames = 1 };
-		m.frames[i] = frame;
-	}
 	status = req(fd, KVMEM_OP_STEP, &m, sizeof(m));
 	if (free_empty(fd, m.s[0].seq) | free_empty(fd, m.s[1].seq))
 		return 1;
@@ -373,13 +345,15 @@ TEST_F(proto, reserve_frames_are_checked)
 	EXPECT_EQ(-EINVAL, req(self->fd, KVMEM_OP_RESERVE, &m, sizeof(m.r)));
 	m.r.release_off = sizeof(m.r);
 	/* One frame named by two sequences of a STEP: refused, nothing done. */
-	EXPECT_EQ(-EINVAL, step_two_on_one_frame(self->fd, got[0]));
+	EXPECT_EQ(-EINVAL, step_two_new(self->fd, 1, 1, 1, 1, got[0], got[0]));
 	/*
 	 * More frames than a sequence's new tokens need (one token: one
 	 * block; none: none), after a good entry: refused, nothing done.
 	 */
-	EXPECT_EQ(-EINVAL, step_second_overgiven(self->fd, 1, got[0], got[1]));
-	EXPECT_EQ(-EINVAL, step_second_overgiven(self->fd, 0, got[0], got[1]));
+	EXPECT_EQ(-EINVAL, step_two_new(self->fd, 3, 0, 1, 2, got[0], got[1]));
+	EXPECT_EQ(-EINVAL, step_two_new(self->fd, 3, 0, 0, 2, got[0], got[1]));
+	/* tokens past a sequence's limit (KV_SEQ_MAX_TOKENS, 2^30) after a good entry */
+	EXPECT_EQ(-E2BIG, step_two_new(self->fd, 3, 0, (1u << 30) + 1, 0, 0, 0));
 	/* Both are still ours: releasing them works, once. */
 	m.r.target = 0;
 	m.r.nr_release = 2;
