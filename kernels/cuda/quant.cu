@@ -102,27 +102,29 @@ __device__ __forceinline__ void set_status(int32_t *status)
 
 constexpr int kWords = 32;	/* input words a lane holds (INT8, FP8) */
 
-/* four inputs from element @i: one 8-byte load where @vec, else four */
-__device__ __forceinline__ uint2 load_word(const void *src, size_t i, bool vec)
-{
-	const uint16_t *s = static_cast<const uint16_t *>(src) + i;
 
-	if (vec)
+/* four inputs at @s: one 8-byte load (VEC, 8-byte aligned), else four */
+template <bool VEC>
+__device__ __forceinline__ uint2 load_vec(const uint16_t *s)
+{
+	if (VEC)
 		return __ldg(reinterpret_cast<const uint2 *>(s));
 	return make_uint2(s[0] | (uint32_t)s[1] << 16, s[2] | (uint32_t)s[3] << 16);
 }
 
-/*
- * Lane @lane's words of the tokens in @mask among the @M from @c0 (WT
- * words each: dims 4 (32 w + lane) .. + 3), head @h of @src, into @raw;
- * zeros elsewhere. Every load is issued before any is used.
- */
-template <int M, int WT, int N>
-__device__ __forceinline__ void load_chunk(const quant_params &p, const void *src, uint64_t c0,
-					   uint32_t h, uint32_t mask, int lane, bool vec,
-					   uint2 (&raw)[N])
+/* four inputs from element @i of @src: one 8-byte load where @vec, else four */
+__device__ __forceinline__ uint2 load_word(const void *src, size_t i, bool vec)
 {
-	static_assert(M * WT <= N, "the chunk's words fit");
+	const uint16_t *s = static_cast<const uint16_t *>(src) + i;
+
+	return vec ? load_vec<true>(s) : load_vec<false>(s);
+}
+
+/* load_chunk()'s loads: token tt's row at @row + tt * @stride */
+template <int M, int WT, bool VEC, int N>
+__device__ __forceinline__ void load_rows(const uint16_t *row, size_t stride, uint32_t hd,
+					  uint32_t mask, int lane, uint2 (&raw)[N])
+{
 #pragma unroll
 	for (int tt = 0; tt < M; tt++) {
 #pragma unroll
@@ -130,40 +132,162 @@ __device__ __forceinline__ void load_chunk(const quant_params &p, const void *sr
 			const uint32_t d = (w * 32 + lane) * 4;
 
 			raw[tt * WT + w] = make_uint2(0, 0);
-			if ((mask >> tt & 1) && d < p.head_dim)
-				raw[tt * WT + w] = load_word(src, ((c0 + tt) * p.kv_heads + h) *
-							     p.head_dim + d, vec);
+			if ((mask >> tt & 1) && d < hd)
+				raw[tt * WT + w] = load_vec<VEC>(row + tt * stride + d);
 		}
 	}
 }
 
-/* input @j (0..3) of word @w */
-__device__ __forceinline__ float word_val(uint2 w, int j, bool bf16)
+/*
+ * Lane @lane's words of the tokens in @mask among the @M from @c0 (WT
+ * words each: dims 4 (32 w + lane) .. + 3), head @h of @src, into @raw;
+ * zeros elsewhere. Every load is issued before any is used; the loads'
+ * width is chosen once for all of them.
+ */
+template <int M, int WT, int N>
+__device__ __forceinline__ void load_chunk(const quant_params &p, const void *src, uint64_t c0,
+					   uint32_t h, uint32_t mask, int lane, bool vec,
+					   uint2 (&raw)[N])
 {
-	uint16_t x = (uint16_t)((j < 2 ? w.x : w.y) >> (16 * (j & 1)));
+	const size_t stride = (size_t)p.kv_heads * p.head_dim;
+	const uint16_t *row = static_cast<const uint16_t *>(src) + c0 * stride +
+			      (size_t)h * p.head_dim;
 
-	return bf16 ? __bfloat162float(__ushort_as_bfloat16(x)) : __half2float(__ushort_as_half(x));
+	static_assert(M * WT <= N, "the chunk's words fit");
+	if (vec)
+		load_rows<M, WT, true>(row, stride, p.head_dim, mask, lane, raw);
+	else
+		load_rows<M, WT, false>(row, stride, p.head_dim, mask, lane, raw);
+}
+
+/* the lower and the upper input of a 16-bit pair: bf16 (BF) or fp16 */
+template <bool BF>
+__device__ __forceinline__ float pair_lo(uint32_t x)
+{
+	return BF ? __uint_as_float(x << 16) : __half2float(__ushort_as_half((uint16_t)x));
+}
+
+template <bool BF>
+__device__ __forceinline__ float pair_hi(uint32_t x)
+{
+	return BF ? __uint_as_float(x & 0xffff0000u) :
+		    __half2float(__ushort_as_half((uint16_t)(x >> 16)));
+}
+
+/* input @j (0..3) of word @w */
+template <bool BF>
+__device__ __forceinline__ float word_val(uint2 w, int j)
+{
+	const uint32_t x = j < 2 ? w.x : w.y;
+
+	return j & 1 ? pair_hi<BF>(x) : pair_lo<BF>(x);
 }
 
 /* the largest magnitude of a word's inputs, NaN ignored (as the CPU's fmaxf) */
-__device__ __forceinline__ float word_amax(uint2 w, bool bf16, float m)
+template <bool BF>
+__device__ __forceinline__ float word_amax(uint2 w, float m)
 {
 #pragma unroll
 	for (int j = 0; j < 4; j++)
-		m = fmaxf(m, fabsf(word_val(w, j, bf16)));
+		m = fmaxf(m, fabsf(word_val<BF>(w, j)));
 	return m;
 }
 
-/* four bytes (little-endian in @b) at @dst: one store where @vec */
-__device__ __forceinline__ void store_word(uint8_t *dst, uint32_t b, bool vec)
+/*
+ * The fast path's magnitudes: the bit patterns of |x| as unsigned 16-bit
+ * integers, which order as the values do, past infinity (kInf) NaN. Where
+ * no pattern reaches kInf, the largest is the amax, and every x * inv
+ * below is finite.
+ */
+template <bool BF>
+constexpr uint32_t kInf = BF ? 0x7f80 : 0x7c00;
+
+/* the larger pattern of |x| in each half of a word's two pairs */
+__device__ __forceinline__ uint32_t word_mag(uint2 w)
 {
-	if (vec) {
-		*reinterpret_cast<uint32_t *>(dst) = b;
-		return;
-	}
-#pragma unroll
-	for (int j = 0; j < 4; j++)
-		dst[j] = (uint8_t)(b >> (8 * j));
+	return __vmaxu2(w.x & 0x7fff7fff, w.y & 0x7fff7fff);
+}
+
+/* the larger of the two halves of @m */
+__device__ __forceinline__ uint32_t mag_max(uint32_t m)
+{
+	return max(m & 0xffff, m >> 16);
+}
+
+/* the value of a magnitude's pattern */
+template <bool BF>
+__device__ __forceinline__ float mag_val(uint32_t m)
+{
+	return BF ? __uint_as_float(m << 16) : __half2float(__ushort_as_half((uint16_t)m));
+}
+
+/*
+ * x * inv, rounded to nearest even, is an integer n: v + 1.5 * 2^23 puts it
+ * in the low mantissa bits (exact for |v| < 2^22), its low byte n's (n +
+ * @off's with @off in the constant). The fast path's inputs are finite and
+ * their scale bounds |x * inv| by qmax plus a few ulps, so this is
+ * kv_quant_int(), which rounds after the clamp, with no clamp to do.
+ */
+__device__ __forceinline__ uint32_t round_bits(float x, float inv, float magic)
+{
+	return __float_as_uint(__fadd_rn(__fmul_rn(x, inv), magic));
+}
+
+constexpr float kMagic = 12582912.0f;	/* 1.5 * 2^23 */
+
+/* four inputs times @inv as INT8 bytes (the fast path), the first lowest */
+template <bool BF>
+__device__ __forceinline__ uint32_t int8_word(uint2 w, float inv)
+{
+	const uint32_t r0 = round_bits(pair_lo<BF>(w.x), inv, kMagic);
+	const uint32_t r1 = round_bits(pair_hi<BF>(w.x), inv, kMagic);
+	const uint32_t r2 = round_bits(pair_lo<BF>(w.y), inv, kMagic);
+	const uint32_t r3 = round_bits(pair_hi<BF>(w.y), inv, kMagic);
+
+	return __byte_perm(__byte_perm(r0, r1, 0x0040), __byte_perm(r2, r3, 0x0040), 0x5410);
+}
+
+/* four inputs times @inv as FP8 bytes, two per conversion (as quant8()) */
+template <bool BF>
+__device__ __forceinline__ uint32_t fp8_word(uint2 w, float inv)
+{
+	const uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(pair_lo<BF>(w.x), inv),
+								 __fmul_rn(pair_hi<BF>(w.x), inv)),
+						     __NV_SATFINITE, __NV_E4M3);
+	const uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(pair_lo<BF>(w.y), inv),
+								 __fmul_rn(pair_hi<BF>(w.y), inv)),
+						     __NV_SATFINITE, __NV_E4M3);
+
+	return lo | hi << 16;
+}
+
+/*
+ * four inputs times @inv as INT4 nibbles (the fast path), the first
+ * lowest: n + 8 in each result's low byte, the bytes gathered as n0, n2,
+ * n1, n3, then folded into 16 bits
+ */
+template <bool BF>
+__device__ __forceinline__ uint32_t int4_word(uint2 w, float inv)
+{
+	constexpr float magic = kMagic + 8.0f;
+	const uint32_t r0 = round_bits(pair_lo<BF>(w.x), inv, magic);
+	const uint32_t r1 = round_bits(pair_hi<BF>(w.x), inv, magic);
+	const uint32_t r2 = round_bits(pair_lo<BF>(w.y), inv, magic);
+	const uint32_t r3 = round_bits(pair_hi<BF>(w.y), inv, magic);
+	const uint32_t u = __byte_perm(__byte_perm(r0, r2, 0x0040), __byte_perm(r1, r3, 0x0040),
+				       0x5410);
+
+	return (u | u >> 12) & 0xffff;
+}
+
+/*
+ * four bytes (little-endian in @b) at @dst: a value row's dims 4 i .. 4 i
+ * + 3, 4-byte aligned in an arena that is (head_dim is a multiple of 32,
+ * frames of KV_FRAME_ALIGN)
+ */
+__device__ __forceinline__ void store_word(uint8_t *dst, uint32_t b)
+{
+	*reinterpret_cast<uint32_t *>(dst) = b;
 }
 
 __device__ __forceinline__ uint64_t shfl_u64(uint64_t x, int src)
@@ -211,14 +335,14 @@ __device__ __forceinline__ void tok_init(const quant_params &p, uint64_t c0, int
 }
 
 /* four inputs times @inv as INT8 or FP8 bytes, the first lowest */
-__device__ __forceinline__ uint32_t quant_word(const quant_params &p, uint2 w, float inv,
-					       bool bf16)
+template <bool BF>
+__device__ __forceinline__ uint32_t quant_word(const quant_params &p, uint2 w, float inv)
 {
 	uint32_t b = 0;
 
 #pragma unroll
 	for (int j = 0; j < 4; j++)
-		b |= (uint32_t)quant8(p.dtype, word_val(w, j, bf16), inv) << (8 * j);
+		b |= (uint32_t)quant8(p.dtype, word_val<BF>(w, j), inv) << (8 * j);
 	return b;
 }
 
@@ -227,7 +351,7 @@ __device__ __forceinline__ uint32_t quant_word(const quant_params &p, uint2 w, f
  * the warp, eight words per lane loaded before any is stored.
  */
 __device__ __forceinline__ void requant_block(const quant_params &p, uint8_t *vals, float ratio,
-					      int lane, bool vec)
+					      int lane)
 {
 	const uint32_t n = p.block_tokens * p.head_dim;
 
@@ -238,9 +362,7 @@ __device__ __forceinline__ void requant_block(const quant_params &p, uint8_t *va
 		for (int k = 0; k < 8; k++) {
 			const uint32_t i = i0 + k * 128;
 
-			w[k] = i >= n ? 0 : vec ? *reinterpret_cast<const uint32_t *>(vals + i) :
-			       vals[i] | vals[i + 1] << 8 | vals[i + 2] << 16 |
-			       (uint32_t)vals[i + 3] << 24;
+			w[k] = i >= n ? 0 : *reinterpret_cast<const uint32_t *>(vals + i);
 		}
 #pragma unroll
 		for (int k = 0; k < 8; k++) {
@@ -252,7 +374,7 @@ __device__ __forceinline__ void requant_block(const quant_params &p, uint8_t *va
 			for (int j = 0; j < 4; j++)
 				b |= (uint32_t)quant8(p.dtype, dequant8(p.dtype, (uint8_t)(w[k] >> (8 * j))),
 						      ratio) << (8 * j);
-			store_word(vals + i0 + k * 128, b, vec);
+			store_word(vals + i0 + k * 128, b);
 		}
 	}
 }
@@ -279,9 +401,10 @@ __device__ __forceinline__ float run_scale(const quant_params &p, float old, flo
  * block @frame: its end found 32 slots at a time, then its inputs read
  * twice, for the amax and to quantize, four tokens in flight.
  */
+template <bool BF>
 __device__ __forceinline__ void quant_run_long(const quant_params &p, uint64_t t0, uint64_t frame,
 					       uint32_t col, uint8_t *vals, float *scp, int lane,
-					       bool bf16, bool vec)
+					       bool vec)
 {
 	const uint32_t hd = p.head_dim, h = col % p.kv_heads;
 	const void *src = col < p.kv_heads ? p.k : p.v;
@@ -305,13 +428,13 @@ __device__ __forceinline__ void quant_run_long(const quant_params &p, uint64_t t
 #pragma unroll 4
 	for (t = t0; t < t1; t++)
 		for (uint32_t d = lane * 4; d < hd; d += 128)
-			amax = word_amax(load_word(src, (t * p.kv_heads + h) * hd + d, vec), bf16,
-					 amax);
+			amax = word_amax<BF>(load_word(src, (t * p.kv_heads + h) * hd + d, vec),
+					     amax);
 	const float scale = run_scale(p, old, lanes_max(amax), fresh, grow);
 	const float inv = quant_inv(scale);
 
 	if (grow)
-		requant_block(p, vals, __fdiv_rn(old, scale), lane, vec);
+		requant_block(p, vals, __fdiv_rn(old, scale), lane);
 	__syncwarp();
 	if (lane == 0)
 		*scp = scale;
@@ -322,21 +445,28 @@ __device__ __forceinline__ void quant_run_long(const quant_params &p, uint64_t t
 		slot_frame(p, p.slots[t], tib);
 		for (uint32_t d = lane * 4; d < hd; d += 128)
 			store_word(vals + (size_t)tib * hd + d,
-				   quant_word(p, load_word(src, (t * p.kv_heads + h) * hd + d, vec),
-					      inv, bf16), vec);
+				   quant_word<BF>(p, load_word(src, (t * p.kv_heads + h) * hd + d, vec),
+						  inv));
 	}
 }
 
-/* one step of warp_max_transpose(): keep O of 2 O values, the other O to lane ^ O */
-template <int O>
-__device__ __forceinline__ void transpose_step(float (&v)[32], int lane)
+/*
+ * One step of a transposing reduction: of the first 2 H values, keep H (the
+ * upper half where the lane has bit O), give the other H to lane ^ O.
+ * After the steps O = G / 2 .. 1 (H = N / 2 .. N / G) over groups of G
+ * lanes, value k of N / G on a lane is the largest value k + (N / G) *
+ * (lane % G) of its group's lanes.
+ */
+template <int O, int H, int N>
+__device__ __forceinline__ void transpose_step(float (&v)[N], int lane)
 {
 	const bool up = lane & O;
 
+	static_assert(2 * H <= N, "the values are there");
 #pragma unroll
-	for (int i = 0; i < O; i++) {
-		const float keep = up ? v[i + O] : v[i];
-		const float give = up ? v[i] : v[i + O];
+	for (int i = 0; i < H; i++) {
+		const float keep = up ? v[i + H] : v[i];
+		const float give = up ? v[i] : v[i + H];
 
 		v[i] = fmaxf(keep, __shfl_xor_sync(0xffffffff, give, O));
 	}
@@ -348,38 +478,49 @@ __device__ __forceinline__ void transpose_step(float (&v)[32], int lane)
  */
 __device__ __forceinline__ float warp_max_transpose(float (&v)[32], int lane)
 {
-	transpose_step<16>(v, lane);
-	transpose_step<8>(v, lane);
-	transpose_step<4>(v, lane);
-	transpose_step<2>(v, lane);
-	transpose_step<1>(v, lane);
+	transpose_step<16, 16>(v, lane);
+	transpose_step<8, 8>(v, lane);
+	transpose_step<4, 4>(v, lane);
+	transpose_step<2, 2>(v, lane);
+	transpose_step<1, 1>(v, lane);
 	return v[0];
 }
 
-/* this lane's amax of token @tt's WT words in @raw, 0 where @need has no bit @tt */
-template <int WT>
-__device__ __forceinline__ float tok_amax(const uint2 (&raw)[kWords], uint32_t need, int tt,
-					  bool bf16)
+/*
+ * This lane's amax of token @tt's WT words in @raw (zeros where no token
+ * was loaded): from the magnitudes' patterns, @mag keeping the largest,
+ * which is right where no pattern reaches kInf; where one does, EXACT, by
+ * floats, NaN ignored.
+ */
+template <int WT, bool BF, bool EXACT>
+__device__ __forceinline__ float tok_amax(const uint2 (&raw)[kWords], int tt, uint32_t &mag)
 {
+	uint32_t m = 0;
 	float amax = 0.f;
 
-	if (need >> tt & 1) {
 #pragma unroll
-		for (int w = 0; w < WT; w++)
-			amax = word_amax(raw[tt * WT + w], bf16, amax);
+	for (int w = 0; w < WT; w++) {
+		if (EXACT)
+			amax = word_amax<BF>(raw[tt * WT + w], amax);
+		else
+			m = __vmaxu2(m, word_mag(raw[tt * WT + w]));
 	}
-	return amax;
+	if (EXACT)
+		return amax;
+	m = mag_max(m);
+	mag = max(mag, m);
+	return mag_val<BF>(m);
 }
 
 /* the amax of the one run a kv_quant8_kernel() of ONE warp takes, on every lane */
-template <int WT, int M>
-__device__ __forceinline__ float one_amax(const uint2 (&raw)[kWords], uint32_t need, bool bf16)
+template <int WT, int M, bool BF, bool EXACT>
+__device__ __forceinline__ float one_amax(const uint2 (&raw)[kWords], uint32_t &mag)
 {
 	float amax = 0.f;
 
 #pragma unroll
 	for (int tt = 0; tt < M; tt++)
-		amax = fmaxf(amax, tok_amax<WT>(raw, need, tt, bf16));
+		amax = fmaxf(amax, tok_amax<WT, BF, EXACT>(raw, tt, mag));
 	return lanes_max(amax);
 }
 
@@ -388,15 +529,15 @@ __device__ __forceinline__ float one_amax(const uint2 (&raw)[kWords], uint32_t n
  * transposing reduction), then each run's on its first lane (a segmented
  * one over the lanes before @end, the end of the lane's run).
  */
-template <int WT, int M>
-__device__ __forceinline__ float run_amax(const uint2 (&raw)[kWords], uint32_t need,
-					  uint32_t end, int lane, bool bf16)
+template <int WT, int M, bool BF, bool EXACT>
+__device__ __forceinline__ float run_amax(const uint2 (&raw)[kWords], uint32_t end, int lane,
+					  uint32_t &mag)
 {
 	float v[32], amax;
 
 #pragma unroll
 	for (int tt = 0; tt < 32; tt++)
-		v[tt] = tt < M ? tok_amax<WT>(raw, need, tt, bf16) : 0.f;
+		v[tt] = tt < M ? tok_amax<WT, BF, EXACT>(raw, tt, mag) : 0.f;
 	amax = warp_max_transpose(v, lane);
 #pragma unroll
 	for (int o = 1; o < 32; o <<= 1) {
@@ -406,6 +547,66 @@ __device__ __forceinline__ float run_amax(const uint2 (&raw)[kWords], uint32_t n
 			amax = fmaxf(amax, x);
 	}
 	return amax;
+}
+
+/*
+ * The tokens in @need of the M whose words @raw holds, each quantized by
+ * its lane's @inv into its row (that lane's @tl), in order (a slot given
+ * twice keeps the later). The fast path's INT8 (FP8: fp8_word(), which is
+ * exact for every input) has no NaN or infinity among the inputs.
+ */
+template <int WT, int M, bool BF, bool FP8>
+__device__ __forceinline__ void store_tokens(const quant_params &p, const uint2 (&raw)[kWords],
+					     uint32_t need, float inv, const tok_lane &tl, int lane,
+					     bool vec)
+{
+#pragma unroll
+	for (int tt = 0; tt < M; tt++) {
+		if (!(need >> tt & 1))
+			continue;
+		const float ti = __shfl_sync(0xffffffff, inv, tt);
+		uint8_t *dst = reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, tt)) +
+			       (size_t)__shfl_sync(0xffffffff, tl.tib, tt) * p.head_dim;
+#pragma unroll
+		for (int w = 0; w < WT; w++) {
+			const uint32_t d = (w * 32 + lane) * 4;
+
+			if (d < p.head_dim)
+				store_word(dst + d, FP8 ? fp8_word<BF>(raw[tt * WT + w], ti) :
+						    int8_word<BF>(raw[tt * WT + w], ti));
+		}
+	}
+}
+
+/*
+ * store_tokens() where an INT8 input is not finite: token by token, the
+ * inputs read again and rounded one by one (quant_word()), as the CPU does.
+ */
+template <int WT, bool BF>
+__device__ __forceinline__ void store_tokens_exact(const quant_params &p, const void *src,
+						   uint64_t c0, uint32_t h, uint32_t need,
+						   float inv, const tok_lane &tl, int lane,
+						   bool vec)
+{
+	const uint32_t hd = p.head_dim;
+
+#pragma unroll 1
+	for (uint32_t m = need; m; m &= m - 1) {
+		const int tt = __ffs(m) - 1;
+		const float ti = __shfl_sync(0xffffffff, inv, tt);
+		uint8_t *dst = reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, tt)) +
+			       (size_t)__shfl_sync(0xffffffff, tl.tib, tt) * hd;
+#pragma unroll
+		for (int w = 0; w < WT; w++) {
+			const uint32_t d = (w * 32 + lane) * 4;
+
+			if (d < hd)
+				store_word(dst + d,
+					   quant_word<BF>(p, load_word(src, ((c0 + tt) * p.kv_heads +
+									     h) * hd + d, vec),
+							  ti));
+		}
+	}
 }
 
 /*
@@ -425,9 +626,9 @@ __device__ __forceinline__ float run_amax(const uint2 (&raw)[kWords], uint32_t n
  * one by one, then every token is written. A run reaching past the window
  * takes quant_run_long().
  */
-template <int WT, bool ONE>
+template <int WT, bool ONE, bool BF>
 __global__ void __launch_bounds__(kWarps * 32, ONE ? 4 : 2)
-kv_quant8_kernel(const quant_params p, bool bf16, bool vec)
+kv_quant8_kernel(const quant_params p, bool vec)
 {
 	constexpr int M = ONE ? 1 : kWords / WT;
 	const uint32_t full = 0xffffffff, C = ONE ? 1 : p.chunk;
@@ -435,7 +636,7 @@ kv_quant8_kernel(const quant_params p, bool bf16, bool vec)
 	const int lane = threadIdx.x & 31;
 	const uint32_t cols = 2 * p.kv_heads, item = blockIdx.x * kWarps + (threadIdx.x >> 5);
 	const uint64_t c0 = (uint64_t)(item / cols) * C;
-	const uint32_t col = item % cols, h = col % p.kv_heads, hd = p.head_dim;
+	const uint32_t col = item % cols, h = col % p.kv_heads;
 	const void *src = col < p.kv_heads ? p.k : p.v;
 	tok_lane tl;
 
@@ -477,8 +678,14 @@ kv_quant8_kernel(const quant_params p, bool bf16, bool vec)
 
 	load_chunk<M, WT>(p, src, c0, h, need, lane, vec, raw);
 
-	const float amax = ONE ? one_amax<WT, M>(raw, need, bf16) :
-				 run_amax<WT, M>(raw, need, end, lane, bf16);
+	uint32_t mag = 0;	/* the largest magnitude's pattern */
+	float amax = ONE ? one_amax<WT, M, BF, false>(raw, mag) :
+			   run_amax<WT, M, BF, false>(raw, end, lane, mag);
+	const bool exact = __any_sync(full, mag >= kInf<BF>);	/* a NaN or an infinity */
+
+	if (exact)
+		amax = ONE ? one_amax<WT, M, BF, true>(raw, mag) :
+			     run_amax<WT, M, BF, true>(raw, end, lane, mag);
 
 	/* the first lanes' scales; the blocks whose scale grows requantized in turn */
 	const uint32_t in = lead ? ((1u << end) - 1) & ~((1u << lane) - 1) : 0;	/* end < 32 */
@@ -489,7 +696,7 @@ kv_quant8_kernel(const quant_params p, bool bf16, bool vec)
 		const int a = __ffs(m) - 1;
 
 		requant_block(p, reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, a)),
-			      __shfl_sync(full, ratio, a), lane, vec);
+			      __shfl_sync(full, ratio, a), lane);
 	}
 	const float inv = __shfl_sync(full, quant_inv(scale), first);	/* my token's */
 
@@ -498,67 +705,50 @@ kv_quant8_kernel(const quant_params p, bool bf16, bool vec)
 	if (lead)
 		*scp = scale;
 	/* a lane writes the same dims of every token: a slot given twice keeps the later */
-#pragma unroll
-	for (int tt = 0; tt < M; tt++) {
-		if (!(need >> tt & 1))
-			continue;
-		const float ti = __shfl_sync(full, inv, tt);
-		uint8_t *dst = reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, tt)) +
-			       (size_t)__shfl_sync(full, tl.tib, tt) * hd;
-#pragma unroll
-		for (int w = 0; w < WT; w++) {
-			const uint32_t d = (w * 32 + lane) * 4;
-
-			if (d < hd)
-				store_word(dst + d, quant_word(p, raw[tt * WT + w], ti, bf16), vec);
-		}
-	}
+	if (p.dtype == KV_DTYPE_FP8_E4M3)
+		store_tokens<WT, M, BF, true>(p, raw, need, inv, tl, lane, vec);
+	else if (!exact)
+		store_tokens<WT, M, BF, false>(p, raw, need, inv, tl, lane, vec);
+	else
+		store_tokens_exact<WT, BF>(p, src, c0, h, need, inv, tl, lane, vec);
 	/* last, with nothing left to keep across the calls: other frames */
 	for (uint32_t m = open; m; m &= m - 1) {
 		const int a = __ffs(m) - 1;
 
-		quant_run_long(p, c0 + a, shfl_u64(tl.frame, a), col,
-			       reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, a)),
-			       reinterpret_cast<float *>(shfl_u64((uint64_t)scp, a)), lane, bf16, vec);
+		quant_run_long<BF>(p, c0 + a, shfl_u64(tl.frame, a), col,
+				   reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, a)),
+				   reinterpret_cast<float *>(shfl_u64((uint64_t)scp, a)), lane, vec);
 	}
 }
 
-/*
- * INT4: a warp per (chunk of C = p.chunk tokens, head column), lane i
- * looking at token c0 + i; every token's words loaded at once, then each
- * token's
- * groups: four dims per lane and word, a group of 32 dims on 8 lanes (its
- * amax three shuffles), their nibbles one 16-bit store. Two tokens with
- * one slot race (as on the CPU, which takes tokens in parallel).
- */
-template <int WT>
-__global__ void __launch_bounds__(kWarps * 32) kv_quant4_kernel(const quant_params p, bool bf16,
-								 bool vec)
+/* @nib (four nibbles, the first lowest) at @dst, 2-byte aligned as store_word()'s */
+__device__ __forceinline__ void store_nibbles(uint8_t *dst, uint32_t nib)
 {
-	constexpr int M = kWords / 2 / WT;	/* the most tokens a chunk holds */
-	const uint32_t full = 0xffffffff, C = p.chunk;
-	const int lane = threadIdx.x & 31;
-	const uint32_t cols = 2 * p.kv_heads, item = blockIdx.x * kWarps + (threadIdx.x >> 5);
-	const uint64_t c0 = (uint64_t)(item / cols) * C;
-	const uint32_t col = item % cols, h = col % p.kv_heads, hd = p.head_dim;
-	const void *src = col < p.kv_heads ? p.k : p.v;
-	tok_lane tl;
+	*reinterpret_cast<uint16_t *>(dst) = (uint16_t)nib;
+}
 
-	if (c0 >= p.tokens)
-		return;
-	tok_init(p, c0, lane, C, col, tl);
-	const uint32_t live = __ballot_sync(full, tl.slot >= 0 && tl.frame < p.frames);
-	if (__ballot_sync(full, tl.slot >= 0 && tl.frame >= p.frames) && lane == 0 && col == 0)
-		set_status(p.status);
+/* kv_int4_scale(): the binary16 scale of a group whose largest |x| is @amax */
+__device__ __forceinline__ __half int4_scale(float amax)
+{
+	return __float2half_rn(fminf(__fdiv_rn(amax, 7.0f), 65504.0f));
+}
 
-	uint2 raw[M * WT];
+/*
+ * kv_quant4_kernel() where the fast path's bounds do not hold: token by
+ * token, the inputs read again, each group's amax (NaN ignored) and scale
+ * on its 8 lanes, every value rounded and clamped as the CPU does.
+ */
+template <int WT, bool BF>
+__device__ __forceinline__ void quant4_exact(const quant_params &p, const void *src, uint64_t c0,
+					     uint32_t h, uint32_t col, uint32_t live,
+					     const tok_lane &tl, int lane, bool vec)
+{
+	const uint32_t hd = p.head_dim;
 
-	load_chunk<M, WT>(p, src, c0, h, live, lane, vec, raw);
-#pragma unroll
-	for (int tt = 0; tt < M; tt++) {
-		if (!(live >> tt & 1))
-			continue;
-		const uint32_t tib = __shfl_sync(full, tl.tib, tt);
+#pragma unroll 1
+	for (uint32_t m = live; m; m &= m - 1) {
+		const int tt = __ffs(m) - 1;
+		const uint32_t tib = __shfl_sync(0xffffffff, tl.tib, tt);
 		char *block = reinterpret_cast<char *>(shfl_u64((uint64_t)tl.block, tt));
 		uint8_t *dst = reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, tt)) +
 			       (size_t)tib * hd / 2;
@@ -567,9 +757,9 @@ __global__ void __launch_bounds__(kWarps * 32) kv_quant4_kernel(const quant_para
 #pragma unroll
 		for (int w = 0; w < WT; w++) {
 			const uint32_t d = (w * 32 + lane) * 4;
-			/* the group's 32 dims on 8 lanes; NaN as 0 */
-			const float amax = lanes_max<8>(word_amax(raw[tt * WT + w], bf16, 0.f));
-			const __half s = __float2half_rn(fminf(__fdiv_rn(amax, 7.0f), 65504.0f));
+			const uint2 x = d < hd ? load_word(src, ((c0 + tt) * p.kv_heads + h) * hd + d,
+							   vec) : make_uint2(0, 0);
+			const __half s = int4_scale(lanes_max<8>(word_amax<BF>(x, 0.f)));
 			const float inv = quant_inv(__half2float(s));
 			uint32_t nib = 0;
 
@@ -577,16 +767,109 @@ __global__ void __launch_bounds__(kWarps * 32) kv_quant4_kernel(const quant_para
 				continue;
 #pragma unroll
 			for (int j = 0; j < 4; j++)
-				nib |= (uint32_t)(quant_int(word_val(raw[tt * WT + w], j, bf16), inv,
-							    7) + 8) << (4 * j);
-			if (vec) {
-				*reinterpret_cast<uint16_t *>(dst + d / 2) = (uint16_t)nib;
-			} else {
-				dst[d / 2] = (uint8_t)nib;
-				dst[d / 2 + 1] = (uint8_t)(nib >> 8);
-			}
+				nib |= (uint32_t)(quant_int(word_val<BF>(x, j), inv, 7) + 8) << (4 * j);
+			store_nibbles(dst + d / 2, nib);
 			if (!(lane & 7))
 				sc[d / KV_INT4_GROUP] = s;
+		}
+	}
+}
+
+/*
+ * INT4: a warp per (chunk of C = p.chunk tokens, head column), lane i
+ * looking at token c0 + i; every token's words loaded at once (N = 16
+ * words per lane: four dims of a token each, a group of 32 dims on 8
+ * lanes). A transposing reduction over each group's 8 lanes leaves the
+ * group amax of two words on each lane (14 shuffles for the 16 words),
+ * which works out their scales and writes them; each word's inverse comes
+ * back by one shuffle, and its nibbles are one 16-bit store. The fast path
+ * rounds by the magic number (int4_word()): it needs finite inputs and a
+ * normal binary16 scale below the cap (|x * inv| < 7.5); a warp whose
+ * chunk has other values takes quant4_exact(). Two tokens with one slot
+ * race (as on the CPU, which takes tokens in parallel).
+ */
+template <int WT, bool BF>
+__global__ void __launch_bounds__(kWarps * 32, 4) kv_quant4_kernel(const quant_params p, bool vec)
+{
+	constexpr int M = kWords / 2 / WT;	/* the most tokens a chunk holds */
+	constexpr int N = M * WT;		/* words per lane */
+	const uint32_t full = 0xffffffff, C = p.chunk;
+	const int lane = threadIdx.x & 31;
+	const uint32_t cols = 2 * p.kv_heads, item = blockIdx.x * kWarps + (threadIdx.x >> 5);
+	const uint64_t c0 = (uint64_t)(item / cols) * C;
+	const uint32_t col = item % cols, h = col % p.kv_heads, hd = p.head_dim;
+	const void *src = col < p.kv_heads ? p.k : p.v;
+	tok_lane tl;
+
+	static_assert(N == 16, "two words' groups per lane");
+	if (c0 >= p.tokens)
+		return;
+	tok_init(p, c0, lane, C, col, tl);
+	const uint32_t live = __ballot_sync(full, tl.slot >= 0 && tl.frame < p.frames);
+	if (__ballot_sync(full, tl.slot >= 0 && tl.frame >= p.frames) && lane == 0 && col == 0)
+		set_status(p.status);
+
+	uint2 raw[N];
+	float a[N];
+	uint32_t mag = 0;
+
+	if (C == 1) {	/* a small batch: one token per warp, its groups on their lanes */
+		quant4_exact<WT, BF>(p, src, c0, h, col, live, tl, lane, vec);
+		return;
+	}
+	load_chunk<M, WT>(p, src, c0, h, live, lane, vec, raw);
+	/* word i (token i / WT, word i % WT) of my dims: its amax, zeros where none */
+#pragma unroll
+	for (int i = 0; i < N; i++) {
+		const uint32_t m = mag_max(word_mag(raw[i]));
+
+		mag = max(mag, m);
+		a[i] = mag_val<BF>(m);
+	}
+	/* group j = lane / 8 of words 2 (lane % 8) and + 1 here */
+	transpose_step<4, 8>(a, lane);
+	transpose_step<2, 4>(a, lane);
+	transpose_step<1, 2>(a, lane);
+
+	__half s[2];
+	float inv[2];
+	bool fast = mag < kInf<BF>;
+
+#pragma unroll
+	for (int k = 0; k < 2; k++) {
+		s[k] = int4_scale(a[k]);
+		inv[k] = quant_inv(__half2float(s[k]));
+		fast &= a[k] == 0.f || (a[k] >= 7.0f * 0x1p-14f && a[k] <= 7.0f * 65504.0f);
+	}
+	if (__any_sync(full, !fast)) {
+		quant4_exact<WT, BF>(p, src, c0, h, col, live, tl, lane, vec);
+		return;
+	}
+#pragma unroll
+	for (int k = 0; k < 2; k++) {
+		const uint32_t i = 2 * (lane & 7) + k, tt = i / WT;
+		const uint32_t g = 4 * (i % WT) + lane / 8;	/* the group in the token */
+		const uint32_t tib = __shfl_sync(full, tl.tib, tt);
+		char *block = reinterpret_cast<char *>(shfl_u64((uint64_t)tl.block, tt));
+
+		if ((live >> tt & 1) && g * KV_INT4_GROUP < hd)
+			reinterpret_cast<__half *>(block + p.soff + col * p.head_sbytes)
+				[(size_t)tib * (hd / KV_INT4_GROUP) + g] = s[k];
+	}
+#pragma unroll
+	for (int tt = 0; tt < M; tt++) {
+		if (!(live >> tt & 1))
+			continue;
+		uint8_t *dst = reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, tt)) +
+			       (size_t)__shfl_sync(full, tl.tib, tt) * hd / 2;
+#pragma unroll
+		for (int w = 0; w < WT; w++) {
+			const int i = tt * WT + w;
+			const uint32_t d = (w * 32 + lane) * 4;
+			const float wi = __shfl_sync(full, inv[i & 1], (lane & ~7) | (i >> 1));
+
+			if (d < hd)
+				store_nibbles(dst + d / 2, int4_word<BF>(raw[i], wi));
 		}
 	}
 }
@@ -603,16 +886,25 @@ static uint32_t kv_quant_chunk(uint32_t tokens, uint32_t kv_heads, uint32_t most
 	return c < 1 ? 1 : c > most ? most : (uint32_t)c;
 }
 
-/* the kernel of p.dtype for WT words per lane and token */
+/* the kernel of p.dtype for WT words per lane and token, BF bf16 inputs */
+template <int WT, bool BF>
+void launch_io(const quant_params &p, unsigned int grid, cudaStream_t st, bool vec)
+{
+	if (p.dtype == KV_DTYPE_INT4)
+		kv_quant4_kernel<WT, BF><<<grid, kWarps * 32, 0, st>>>(p, vec);
+	else if (p.chunk == 1)
+		kv_quant8_kernel<WT, true, BF><<<grid, kWarps * 32, 0, st>>>(p, vec);
+	else
+		kv_quant8_kernel<WT, false, BF><<<grid, kWarps * 32, 0, st>>>(p, vec);
+}
+
 template <int WT>
 void launch_wt(const quant_params &p, unsigned int grid, cudaStream_t st, bool bf16, bool vec)
 {
-	if (p.dtype == KV_DTYPE_INT4)
-		kv_quant4_kernel<WT><<<grid, kWarps * 32, 0, st>>>(p, bf16, vec);
-	else if (p.chunk == 1)
-		kv_quant8_kernel<WT, true><<<grid, kWarps * 32, 0, st>>>(p, bf16, vec);
+	if (bf16)
+		launch_io<WT, true>(p, grid, st, vec);
 	else
-		kv_quant8_kernel<WT, false><<<grid, kWarps * 32, 0, st>>>(p, bf16, vec);
+		launch_io<WT, false>(p, grid, st, vec);
 }
 
 } /* namespace */
