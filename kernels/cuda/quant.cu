@@ -450,6 +450,17 @@ __device__ __forceinline__ void quant_run_long(const quant_params &p, uint64_t t
 	}
 }
 
+/* the larger of two floats (NaN ignored), or of each half of two patterns */
+__device__ __forceinline__ float vmax(float a, float b)
+{
+	return fmaxf(a, b);
+}
+
+__device__ __forceinline__ uint32_t vmax(uint32_t a, uint32_t b)
+{
+	return __vmaxu2(a, b);
+}
+
 /*
  * One step of a transposing reduction: of the first 2 H values, keep H (the
  * upper half where the lane has bit O), give the other H to lane ^ O.
@@ -457,18 +468,18 @@ __device__ __forceinline__ void quant_run_long(const quant_params &p, uint64_t t
  * lanes, value k of N / G on a lane is the largest value k + (N / G) *
  * (lane % G) of its group's lanes.
  */
-template <int O, int H, int N>
-__device__ __forceinline__ void transpose_step(float (&v)[N], int lane)
+template <int O, int H, int N, typename T>
+__device__ __forceinline__ void transpose_step(T (&v)[N], int lane)
 {
 	const bool up = lane & O;
 
 	static_assert(2 * H <= N, "the values are there");
 #pragma unroll
 	for (int i = 0; i < H; i++) {
-		const float keep = up ? v[i + H] : v[i];
-		const float give = up ? v[i] : v[i + H];
+		const T keep = up ? v[i + H] : v[i];
+		const T give = up ? v[i] : v[i + H];
 
-		v[i] = fmaxf(keep, __shfl_xor_sync(0xffffffff, give, O));
+		v[i] = vmax(keep, __shfl_xor_sync(0xffffffff, give, O));
 	}
 }
 
@@ -512,6 +523,25 @@ __device__ __forceinline__ float tok_amax(const uint2 (&raw)[kWords], int tt, ui
 	return mag_val<BF>(m);
 }
 
+/*
+ * The magnitudes' patterns of tokens 2 j and 2 j + 1 in @raw (0 past
+ * @M), each folded to its largest, in the low and the high half
+ */
+template <int WT, int M>
+__device__ __forceinline__ uint32_t pair_mag(const uint2 (&raw)[kWords], int j)
+{
+	uint32_t a = 0, b = 0;
+
+#pragma unroll
+	for (int w = 0; w < WT; w++) {
+		if (2 * j < M)
+			a = __vmaxu2(a, word_mag(raw[2 * j * WT + w]));
+		if (2 * j + 1 < M)
+			b = __vmaxu2(b, word_mag(raw[(2 * j + 1) * WT + w]));
+	}
+	return __vmaxu2(__byte_perm(a, b, 0x5410), __byte_perm(a, b, 0x7632));
+}
+
 /* the amax of the one run a kv_quant8_kernel() of ONE warp takes, on every lane */
 template <int WT, int M, bool BF, bool EXACT>
 __device__ __forceinline__ float one_amax(const uint2 (&raw)[kWords], uint32_t &mag)
@@ -535,10 +565,27 @@ __device__ __forceinline__ float run_amax(const uint2 (&raw)[kWords], uint32_t e
 {
 	float v[32], amax;
 
+	if (EXACT) {
 #pragma unroll
-	for (int tt = 0; tt < 32; tt++)
-		v[tt] = tt < M ? tok_amax<WT, BF, EXACT>(raw, tt, mag) : 0.f;
-	amax = warp_max_transpose(v, lane);
+		for (int tt = 0; tt < 32; tt++)
+			v[tt] = tt < M ? tok_amax<WT, BF, true>(raw, tt, mag) : 0.f;
+		amax = warp_max_transpose(v, lane);
+	} else {
+		/* patterns two tokens to a word: lane i ends with tokens 2 (i / 2) and + 1 */
+		uint32_t u[16];
+
+#pragma unroll
+		for (int j = 0; j < 16; j++) {
+			u[j] = pair_mag<WT, M>(raw, j);
+			mag = __vmaxu2(mag, u[j]);
+		}
+		transpose_step<16, 8>(u, lane);
+		transpose_step<8, 4>(u, lane);
+		transpose_step<4, 2>(u, lane);
+		transpose_step<2, 1>(u, lane);
+		u[0] = __vmaxu2(u[0], __shfl_xor_sync(0xffffffff, u[0], 1));
+		amax = mag_val<BF>(lane & 1 ? u[0] >> 16 : u[0] & 0xffff);
+	}
 #pragma unroll
 	for (int o = 1; o < 32; o <<= 1) {
 		const float x = __shfl_down_sync(0xffffffff, amax, o);
@@ -560,13 +607,14 @@ __device__ __forceinline__ void store_tokens(const quant_params &p, const uint2 
 					     uint32_t need, float inv, const tok_lane &tl, int lane,
 					     bool vec)
 {
+	const uint64_t row = (uint64_t)(tl.vals + (size_t)tl.tib * p.head_dim);	/* my token's */
+
 #pragma unroll
 	for (int tt = 0; tt < M; tt++) {
 		if (!(need >> tt & 1))
 			continue;
 		const float ti = __shfl_sync(0xffffffff, inv, tt);
-		uint8_t *dst = reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, tt)) +
-			       (size_t)__shfl_sync(0xffffffff, tl.tib, tt) * p.head_dim;
+		uint8_t *dst = reinterpret_cast<uint8_t *>(shfl_u64(row, tt));
 #pragma unroll
 		for (int w = 0; w < WT; w++) {
 			const uint32_t d = (w * 32 + lane) * 4;
@@ -681,7 +729,7 @@ kv_quant8_kernel(const quant_params p, bool vec)
 	uint32_t mag = 0;	/* the largest magnitude's pattern */
 	float amax = ONE ? one_amax<WT, M, BF, false>(raw, mag) :
 			   run_amax<WT, M, BF, false>(raw, end, lane, mag);
-	const bool exact = __any_sync(full, mag >= kInf<BF>);	/* a NaN or an infinity */
+	const bool exact = __any_sync(full, mag_max(mag) >= kInf<BF>);	/* a NaN or an infinity */
 
 	if (exact)
 		amax = ONE ? one_amax<WT, M, BF, true>(raw, mag) :

@@ -599,10 +599,29 @@ static __u32 odd_runs(const struct kv_geometry *g, const __u32 *perm, __u32 n,
 }
 
 /*
+ * Values the CUDA append's fast path leaves to its exact one, in V of
+ * three of @n tokens (@vec bytes each): an infinity, a token 1e-6 times
+ * the rest (INT4 scales below binary16's normal range) and one 1e6 times
+ * (bf16: INT4 scales past binary16's largest; fp16: infinities).
+ */
+static void odd_values(void *v, __u32 io, __u32 n, size_t vec)
+{
+	const __u64 per = vec / kv_dtype_size(io);
+	const __u64 tiny = kvt_below(n) * per, huge = kvt_below(n) * per;
+	__u64 e;
+
+	for (e = 0; e < per; e++) {
+		kv_store_f32(v, io, tiny + e, kv_load_f32(v, io, tiny + e) * 1e-6f);
+		kv_store_f32(v, io, huge + e, kv_load_f32(v, io, huge + e) * 1e6f);
+	}
+	kv_store_f32(v, io, kvt_below(n) * per + kvt_below(per), INFINITY);
+}
+
+/*
  * Appends a batch gives only in odd cases, the same bytes on both: runs
  * starting anywhere in their blocks, shorter and longer than a warp's
  * window, padding between them, slots given twice (INT8, FP8), a NaN
- * input; a second
+ * input and odd_values(); a second
  * call continues the blocks with values 4x larger (the scales grow, the
  * blocks are requantized) and starts others at token 0; inputs @in_off
  * bytes past their buffers' alignment; runs in @nf frames per call (a few
@@ -648,6 +667,7 @@ static void odd_slots_case(struct __test_metadata *_metadata, const struct kv_ge
 		kvt_fill(k, io, (__u64)n[call] * vec / kv_dtype_size(io), call ? 4.0 : 1.0);
 		kvt_fill(v, io, (__u64)n[call] * vec / kv_dtype_size(io), call ? 2.0 : 0.5);
 		kv_store_f32(k, io, kvt_below(n[call]) * vec / kv_dtype_size(io), NAN);
+		odd_values(v, io, n[call], vec);
 		ASSERT_EQ(0, kv_append_cpu(&a));
 
 		/* the GPU's copy: one padding token (or the last) in a frame past the arena */
