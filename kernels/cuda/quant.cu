@@ -120,20 +120,24 @@ __device__ __forceinline__ uint2 load_word(const void *src, size_t i, bool vec)
 	return vec ? load_vec<true>(s) : load_vec<false>(s);
 }
 
-/* load_chunk()'s loads: token tt's row at @row + tt * @stride */
+/*
+ * load_chunk()'s loads: token tt's row at @row + tt * @stride, a pointer
+ * per word stepped from token to token
+ */
 template <int M, int WT, bool VEC, int N>
 __device__ __forceinline__ void load_rows(const uint16_t *row, size_t stride, uint32_t hd,
 					  uint32_t mask, int lane, uint2 (&raw)[N])
 {
 #pragma unroll
-	for (int tt = 0; tt < M; tt++) {
-#pragma unroll
-		for (int w = 0; w < WT; w++) {
-			const uint32_t d = (w * 32 + lane) * 4;
+	for (int w = 0; w < WT; w++) {
+		const uint32_t d = (w * 32 + lane) * 4, m = d < hd ? mask : 0;
+		const uint16_t *s = row + d;
 
+#pragma unroll
+		for (int tt = 0; tt < M; tt++, s += stride) {
 			raw[tt * WT + w] = make_uint2(0, 0);
-			if ((mask >> tt & 1) && d < hd)
-				raw[tt * WT + w] = load_vec<VEC>(row + tt * stride + d);
+			if (m >> tt & 1)
+				raw[tt * WT + w] = load_vec<VEC>(s);
 		}
 	}
 }
