@@ -9,14 +9,19 @@
  * so a warp has a whole chunk in flight (up to 16 tokens at head_dim 128;
  * fewer per warp where a small batch would leave the GPU idle).
  *
- * INT4 (kv_quant4_kernel()): each token on its own; a group of 32 dims sits
- * on 8 lanes, so its amax is three shuffles.
+ * INT4 (kv_quant4_kernel()): each token's groups on their own; a group of
+ * 32 dims sits on 8 lanes, whose transposing reduction leaves each lane
+ * two groups' amax to turn into scales.
  *
  * INT8, FP8 (kv_quant8_kernel()): the runs (consecutive slots in one
  * frame) that start in the chunk are found by ballots over the slots; each
  * run's amax, scale (grown, the block requantized, as the rules say) and
  * values follow from the registers. A run longer than the warp's window
  * reads its inputs twice (quant_run_long()).
+ *
+ * Finite inputs are rounded by a magic number (round_bits()); a warp with
+ * a NaN or an infinity, or an INT4 scale off binary16's normal range,
+ * rounds each value as the CPU does.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -101,7 +106,6 @@ __device__ __forceinline__ void set_status(int32_t *status)
 /* ---- the inputs: words of four values ---------------------------------- */
 
 constexpr int kWords = 32;	/* input words a lane holds (INT8, FP8) */
-
 
 /* four inputs at @s: one 8-byte load (VEC, 8-byte aligned), else four */
 template <bool VEC>

@@ -600,21 +600,26 @@ static __u32 odd_runs(const struct kv_geometry *g, const __u32 *perm, __u32 n,
 
 /*
  * Values the CUDA append's fast path leaves to its exact one, in V of
- * three of @n tokens (@vec bytes each): an infinity, a token 1e-6 times
- * the rest (INT4 scales below binary16's normal range) and one 1e6 times
- * (bf16: INT4 scales past binary16's largest; fp16: infinities).
+ * three different tokens of @n (@vec bytes each; @n >= 3): a token 1e-6
+ * times the rest (INT4 scales below binary16's normal range), one 1e6
+ * times (bf16: INT4 scales past binary16's largest; fp16: infinities) and
+ * an infinity.
  */
 static void odd_values(void *v, __u32 io, __u32 n, size_t vec)
 {
 	const __u64 per = vec / kv_dtype_size(io);
-	const __u64 tiny = kvt_below(n) * per, huge = kvt_below(n) * per;
+	const __u32 t = kvt_below(n), t1 = (t + 1 + kvt_below(n - 2)) % n;
+	const __u64 tiny = t * per, huge = t1 * per;
+	__u32 t2 = (t + 1) % n;
 	__u64 e;
 
+	if (t2 == t1)
+		t2 = (t1 + 1) % n;
 	for (e = 0; e < per; e++) {
 		kv_store_f32(v, io, tiny + e, kv_load_f32(v, io, tiny + e) * 1e-6f);
 		kv_store_f32(v, io, huge + e, kv_load_f32(v, io, huge + e) * 1e6f);
 	}
-	kv_store_f32(v, io, kvt_below(n) * per + kvt_below(per), INFINITY);
+	kv_store_f32(v, io, t2 * per + kvt_below(per), INFINITY);
 }
 
 /*
@@ -738,15 +743,17 @@ TEST(append_odd_slots)
 		if (getenv("KV_TEST_SMALL"))
 			continue;
 		/* thousands of tokens: whole chunks per warp, runs found by ballots */
-		for (i = 0; i < 3; i++) {
-			static const __u32 big_hd[] = { 128, 256, 512 }, big_bt[] = { 16, 5, 64 };
-			static const __u32 big_kvh[] = { 8, 8, 4 }, big_nf[] = { 1024, 512, 128 };
+		for (i = 0; i < 5; i++) {
+			static const __u32 big_hd[] = { 128, 256, 512, 160, 1024 };
+			static const __u32 big_bt[] = { 16, 5, 64, 16, 16 };
+			static const __u32 big_kvh[] = { 8, 8, 4, 8, 2 };
+			static const __u32 big_nf[] = { 1024, 512, 128, 512, 512 };
 			struct kv_geometry g = { .layers = 2, .kv_heads = big_kvh[i],
 						 .head_dim = big_hd[i], .block_tokens = big_bt[i],
 						 .dtype = dtypes[d] };
 
 			odd_slots_case(_metadata, &g, i % 2 ? KV_DTYPE_FP16 : KV_DTYPE_BF16,
-				       i == 1 ? 2 : 0, big_nf[i]);
+				       i % 2 ? 2 : 0, big_nf[i]);
 		}
 	}
 }
