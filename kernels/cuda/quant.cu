@@ -295,7 +295,7 @@ __device__ __forceinline__ uint32_t int4_word(uint2 w, float inv)
  */
 __device__ __forceinline__ void store_word(uint8_t *dst, uint32_t b)
 {
-	*reinterpret_cast<uint32_t *>(dst) = b;
+	asm("st.global.b32 [%0], %1;" : : "l"(dst), "r"(b) : "memory");	/* not a generic one */
 }
 
 __device__ __forceinline__ uint64_t shfl_u64(uint64_t x, int src)
@@ -626,10 +626,11 @@ __device__ __forceinline__ void store_tokens(const quant_params &p, const uint2 
 #pragma unroll
 		for (int w = 0; w < WT; w++) {
 			const uint32_t d = (w * 32 + lane) * 4;
+			const uint32_t b = FP8 ? fp8_word<BF>(raw[tt * WT + w], ti) :
+					   int8_word<BF>(raw[tt * WT + w], ti);
 
 			if (d < p.head_dim)
-				store_word(dst + d, FP8 ? fp8_word<BF>(raw[tt * WT + w], ti) :
-						    int8_word<BF>(raw[tt * WT + w], ti));
+				store_word(dst + d, b);
 		}
 	}
 }
@@ -780,7 +781,7 @@ kv_quant8_kernel(const quant_params p, bool vec)
 /* @nib (four nibbles, the first lowest) at @dst, 2-byte aligned as store_word()'s */
 __device__ __forceinline__ void store_nibbles(uint8_t *dst, uint32_t nib)
 {
-	*reinterpret_cast<uint16_t *>(dst) = (uint16_t)nib;
+	asm("st.global.b16 [%0], %1;" : : "l"(dst), "h"((uint16_t)nib) : "memory");
 }
 
 /* kv_int4_scale(): the binary16 scale of a group whose largest |x| is @amax */
