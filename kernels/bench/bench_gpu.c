@@ -485,8 +485,11 @@ static void bench_moves(double copy_bw)
 	struct kv_geometry gb = { 32, 8, 128, 16, KV_DTYPE_BF16, 0 };
 	static const __u32 dtypes[] = { KV_DTYPE_BF16, KV_DTYPE_INT8, KV_DTYPE_FP8_E4M3,
 					KV_DTYPE_INT4 };
-	/* decode-like (one token per sequence: the first two), then prefill-like */
-	__u32 tokens_list[] = { 256, 4096, 4096, 65536 }, pairs = 512, i, ti, di;
+	/*
+	 * decode-like (one token per sequence: the first two), then
+	 * prefill-like, the last in blocks of 64 tokens
+	 */
+	__u32 tokens_list[] = { 256, 4096, 4096, 65536, 65536 }, pairs = 512, i, ti, di;
 	__u64 frames = 65536 / 16 + 1, vec = 8 * 128 * 2;
 	void *arena, *k, *v, *barena, *buf, *d_slots, *d_src, *d_dst;
 	__s64 *slots = malloc(sizeof(__s64) * 65536);
@@ -504,31 +507,35 @@ static void bench_moves(double copy_bw)
 	for (di = 0; di < 4; di++) {
 		/* bf16, then the quantized pools: bf16 input quantized on append */
 		g.dtype = dtypes[di];
-		for (ti = 0; ti < 4; ti++) {
-			__u32 tokens = tokens_list[ti];
-			__u32 *fperm = malloc(sizeof(__u32) * frames);
+		for (ti = 0; ti < 5; ti++) {
+			__u32 tokens = tokens_list[ti], bt = ti == 4 ? 64 : 16;
+			__u64 nfr = bt == 16 ? frames : 65536 / bt;	/* within the arena */
+			__u32 *fperm = malloc(sizeof(__u32) * nfr);
 
-			for (i = 0; i < frames; i++)
+			g.block_tokens = bt;
+			for (i = 0; i < nfr; i++)
 				fperm[i] = i;
-			bench_shuffle(fperm, frames);
+			bench_shuffle(fperm, nfr);
 			/* decode-like: one token per sequence, scattered slots;
-			 * prefill-like: runs of 16 tokens filling shuffled blocks */
+			 * prefill-like: runs of bt tokens filling shuffled blocks */
 			for (i = 0; i < tokens; i++)
-				slots[i] = ti < 2 ? (__s64)fperm[i] * 16 + (i * 7) % 16 :
-					   (__s64)fperm[i / 16] * 16 + i % 16;
+				slots[i] = ti < 2 ? (__s64)fperm[i] * bt + (i * 7) % bt :
+					   (__s64)fperm[i / bt] * bt + i % bt;
 			free(fperm);
 			CK(cudaMemcpy(d_slots, slots, sizeof(__s64) * tokens, cudaMemcpyHostToDevice));
 			struct kv_append_args ap = {
-				.arena = { arena, frames, g }, .tokens = tokens, .k = k, .v = v,
+				.arena = { arena, nfr, g }, .tokens = tokens, .k = k, .v = v,
 				.slots = d_slots, .io_dtype = di ? KV_DTYPE_BF16 : 0,
 			};
 			bytes = 2.0 * tokens * (vec + 8 * kv_row_bytes(&g));
 			ms = time_ms(do_append, &ap);
-			printf("| append %u tokens %s (8 kv heads x 128, %s%s) | %.1f MB | %.4f | %.0f | "
-			       "%.1f%% |\n", tokens, ti < 2 ? "decode" : "prefill", kv_dtype_name(g.dtype),
+			printf("| append %u tokens %s%s (8 kv heads x 128, %s%s) | %.1f MB | %.4f | "
+			       "%.0f | %.1f%% |\n", tokens, ti < 2 ? "decode" : "prefill",
+			       bt == 16 ? "" : ", 64-token blocks", kv_dtype_name(g.dtype),
 			       di ? " from bf16" : "", bytes / 1e6, ms, bytes / ms / 1e6,
 			       100.0 * bytes / ms / 1e6 / copy_bw);
 		}
+		g.block_tokens = 16;
 	}
 	g.dtype = KV_DTYPE_BF16;
 

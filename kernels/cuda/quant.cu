@@ -168,6 +168,23 @@ __device__ __forceinline__ void load_chunk(const quant_params &p, const void *sr
 		load_rows<M, WT, false>(row, stride, p.head_dim, mask, lane, raw);
 }
 
+/*
+ * Lane @lane's words of the tokens in @mask among the @B whose rows start
+ * at element @first of @src, @stride apart; zeros elsewhere
+ */
+template <int B, int WT>
+__device__ __forceinline__ void run_words(const void *src, size_t first, size_t stride,
+					  uint32_t hd, uint32_t mask, int lane, bool vec,
+					  uint2 (&x)[B * WT])
+{
+	const uint16_t *row = static_cast<const uint16_t *>(src) + first;
+
+	if (vec)
+		load_rows<B, WT, true>(row, stride, hd, mask, lane, x);
+	else
+		load_rows<B, WT, false>(row, stride, hd, mask, lane, x);
+}
+
 /* the lower and the upper input of a 16-bit pair: bf16 (BF) or fp16 */
 template <bool BF>
 __device__ __forceinline__ float pair_lo(uint32_t x)
@@ -407,18 +424,23 @@ __device__ __forceinline__ float run_scale(const quant_params &p, float old, flo
  * A run that reaches past the warp's window (kv_quant8_kernel()), from
  * token @t0, head column @col, into the values @vals and scale @scp of its
  * block @frame: its end found 32 slots at a time, then its inputs read
- * twice, for the amax and to quantize, four tokens in flight.
+ * twice, for the amax and to quantize, B tokens' words in flight (B * WT
+ * words a lane), rounded by the fast path's words unless one is not
+ * finite.
  */
-template <bool BF>
+template <int B, int WT, bool BF>
 __device__ __forceinline__ void quant_run_long(const quant_params &p, uint64_t t0, uint64_t frame,
 					       uint32_t col, uint8_t *vals, float *scp, int lane,
 					       bool vec)
 {
 	const uint32_t hd = p.head_dim, h = col % p.kv_heads;
 	const void *src = col < p.kv_heads ? p.k : p.v;
-	uint64_t base = t0, t1, t;
+	const size_t stride = (size_t)p.kv_heads * hd;
+	uint64_t base = t0, t1, tb;
 	bool fresh = false, grow;
 	float amax = 0.f, old = *scp;
+	uint32_t mag = 0;
+	uint2 x[B * WT];
 
 	for (;; base += 32) {
 		const int64_t sl = base + lane < p.tokens ? p.slots[base + lane] : -1;
@@ -433,12 +455,20 @@ __device__ __forceinline__ void quant_run_long(const quant_params &p, uint64_t t
 			break;
 		}
 	}
-#pragma unroll 4
-	for (t = t0; t < t1; t++)
-		for (uint32_t d = lane * 4; d < hd; d += 128)
-			amax = word_amax<BF>(load_word(src, (t * p.kv_heads + h) * hd + d, vec),
-					     amax);
-	const float scale = run_scale(p, old, lanes_max(amax), fresh, grow);
+	/* the amax from the magnitudes' patterns; by floats where one is not finite */
+	for (tb = t0; tb < t1; tb += B) {
+		const uint32_t m = t1 - tb >= B ? (1u << B) - 1 : (1u << (t1 - tb)) - 1;
+
+		run_words<B, WT>(src, tb * stride + (size_t)h * hd, stride, hd, m, lane, vec, x);
+#pragma unroll
+		for (int i = 0; i < B * WT; i++) {
+			mag = __vmaxu2(mag, word_mag(x[i]));
+			amax = word_amax<BF>(x[i], amax);
+		}
+	}
+	const bool exact = __any_sync(0xffffffff, mag_max(mag) >= kInf<BF>);
+	const float scale = run_scale(p, old, lanes_max(exact ? amax : mag_val<BF>(mag_max(mag))),
+				      fresh, grow);
 	const float inv = quant_inv(scale);
 
 	if (grow)
@@ -446,15 +476,31 @@ __device__ __forceinline__ void quant_run_long(const quant_params &p, uint64_t t
 	__syncwarp();
 	if (lane == 0)
 		*scp = scale;
-#pragma unroll 4
-	for (t = t0; t < t1; t++) {
-		uint32_t tib;
+	for (tb = t0; tb < t1; tb += B) {
+		const uint32_t m = t1 - tb >= B ? (1u << B) - 1 : (1u << (t1 - tb)) - 1;
+		uint32_t mine = 0;	/* lane tt: token tb + tt's place in the block */
 
-		slot_frame(p, p.slots[t], tib);
-		for (uint32_t d = lane * 4; d < hd; d += 128)
-			store_word(vals + (size_t)tib * hd + d,
-				   quant_word<BF>(p, load_word(src, (t * p.kv_heads + h) * hd + d, vec),
-						  inv));
+		if (m >> lane & 1)
+			slot_frame(p, p.slots[tb + lane], mine);
+		run_words<B, WT>(src, tb * stride + (size_t)h * hd, stride, hd, m, lane, vec, x);
+#pragma unroll
+		for (int tt = 0; tt < B; tt++) {
+			const uint32_t tib = __shfl_sync(0xffffffff, mine, tt);
+
+			if (!(m >> tt & 1))
+				continue;
+#pragma unroll
+			for (int w = 0; w < WT; w++) {
+				const uint32_t d = (w * 32 + lane) * 4;
+				const uint2 xi = x[tt * WT + w];
+				const uint32_t b = p.dtype == KV_DTYPE_FP8_E4M3 ? fp8_word<BF>(xi, inv) :
+						   exact ? quant_word<BF>(p, xi, inv) :
+						   int8_word<BF>(xi, inv);
+
+				if (d < hd)
+					store_word(vals + (size_t)tib * hd + d, b);
+			}
+		}
 	}
 }
 
@@ -688,6 +734,8 @@ __global__ void __launch_bounds__(kWarps * 32, ONE ? 4 : 2)
 kv_quant8_kernel(const quant_params p, bool vec)
 {
 	constexpr int M = ONE ? 1 : kWords / WT;
+	/* a long run's tokens in flight: 16 words a lane, 8 where ONE keeps to 64 registers */
+	constexpr int kLongB = (ONE ? 8 : 16) / WT > 1 ? (ONE ? 8 : 16) / WT : 1;
 	const uint32_t full = 0xffffffff, C = ONE ? 1 : p.chunk;
 	const uint32_t W = ONE ? M : min(M, C + M / 2), S = ONE ? M + 1 : W;
 	const int lane = threadIdx.x & 31;
@@ -772,7 +820,7 @@ kv_quant8_kernel(const quant_params p, bool vec)
 	for (uint32_t m = open; m; m &= m - 1) {
 		const int a = __ffs(m) - 1;
 
-		quant_run_long<BF>(p, c0 + a, shfl_u64(tl.frame, a), col,
+		quant_run_long<kLongB, WT, BF>(p, c0 + a, shfl_u64(tl.frame, a), col,
 				   reinterpret_cast<uint8_t *>(shfl_u64((uint64_t)tl.vals, a)),
 				   reinterpret_cast<float *>(shfl_u64((uint64_t)scp, a)), lane, vec);
 	}
