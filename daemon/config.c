@@ -1410,6 +1410,28 @@ int kvmemd_config_get(const struct kvmemd_config *cfg, const char *key,
 }
 
 /**
+ * kvmemd_config_check() - check a string value as the file's parser would
+ * @key:    a key stored as a string (socket.path, swap.path, ...)
+ * @value:  the value, e.g. from the command line
+ * @err:    the message, "KEY: why", on failure
+ * @errlen: its size
+ *
+ * Return: 0; -ENOENT for a key that is not a string key; the parser's
+ * -EINVAL or -ENAMETOOLONG.
+ */
+int kvmemd_config_check(const char *key, const char *value, char *err, size_t errlen)
+{
+	const struct config_key *k = key_find(key);
+
+	kv_errorf(err, errlen, "%s", "");
+	if (!k || !key_is_string(k)) {
+		kv_errorf(err, errlen, "%s: not a string key", key);
+		return -ENOENT;
+	}
+	return string_check(k, value, err, errlen);
+}
+
+/**
  * kvmemd_config_set() - change a run-time key
  * @cfg:    the config
  * @key:    a run-time key: log.level, vm.min_free_kbytes,

@@ -210,6 +210,7 @@ int kvmemd_config_get(const struct kvmemd_config *cfg, const char *key,
 		      char *buf, size_t len);
 int kvmemd_config_set(struct kvmemd_config *cfg, const char *key,
 		      const char *value, char *err, size_t errlen);
+int kvmemd_config_check(const char *key, const char *value, char *err, size_t errlen);
 int kvmemd_config_reload_diff(const struct kvmemd_config *old,
 			      const struct kvmemd_config *new, u32 *changed,
 			      char *err, size_t errlen);

@@ -123,6 +123,7 @@ int main(int argc, char **argv)
 	struct kvmemd d = { .listen_fd = -1, .epoll_fd = -1, .signal_fd = -1, .spare_fd = -1,
 			    .timer_fd = -1, .lock_fd = -1, .swap_fd = -1,
 			    .cfg_path = KVMEMD_CONFIG_PATH };
+	char msg[256];
 	int opt, err;
 
 	INIT_LIST_HEAD(&d.clients);
@@ -135,10 +136,9 @@ int main(int argc, char **argv)
 			d.cfg_explicit = true;
 			break;
 		case 's':
-			/* as socket.path: absolute, and it fits a socket address */
-			if (optarg[0] != '/' || strlen(optarg) >= KVMEMD_SOCKET_PATH_MAX) {
-				fprintf(stderr, "kvmemd: -s %s: an absolute path of at most %d "
-					"bytes is needed\n", optarg, KVMEMD_SOCKET_PATH_MAX - 1);
+			/* what socket.path takes: absolute, and it fits a socket address */
+			if (kvmemd_config_check("socket.path", optarg, msg, sizeof(msg))) {
+				fprintf(stderr, "kvmemd: -s: %s\n", msg);
 				return 2;
 			}
 			d.sock_override = optarg;

@@ -63,13 +63,16 @@ struct kvmemd_pool {
  * struct kvmemd_seq - a client's sequence
  * @seq:         the mm sequence
  * @pool:        the daemon pool it belongs to
- * @step_tokens: while a STEP is checked, the tokens its earlier entries
- *               append to the sequence (0 otherwise)
+ * @step_tokens: the tokens the earlier entries of STEP check @step
+ *               append to the sequence
+ * @step:        the client's STEP check (kvmemd_client.nr_step_checks)
+ *               that @step_tokens counts for
  */
 struct kvmemd_seq {
 	struct kv_seq *seq;
 	struct kvmemd_pool *pool;
 	u64 step_tokens;
+	u64 step;
 };
 
 /**
@@ -90,6 +93,8 @@ struct kvmemd_seq {
  * @wait_msg: that STEP as received, or NULL
  * @wait_len: its length
  * @wait_until: when it stops waiting (CLOCK_MONOTONIC, ms)
+ * @nr_step_checks: STEP requests checked, tries of a waiting one included
+ *               (the number kvmemd_seq.step refers to)
  */
 struct kvmemd_client {
 	struct list_head node;
@@ -108,6 +113,7 @@ struct kvmemd_client {
 	void *wait_msg;
 	size_t wait_len;
 	u64 wait_until;
+	u64 nr_step_checks;
 };
 
 /**

@@ -68,17 +68,24 @@ static int step_parse_head(const void *b, size_t blen, struct kvmem_step *req)
 }
 
 /*
- * An entry against its sequence as the entries before it leave it
- * (@sq->step_tokens appended by them): its tokens within the sequence's
- * limit, and its reserve frames no more than the new blocks they need
- * (none without tokens), which kv_seq_append_frames() would refuse only
- * once the entries before it were done.
+ * An entry against its sequence as the entries before it in STEP number
+ * @step leave it (@sq->step_tokens appended by them, counted afresh when
+ * @sq->step is another): its tokens within the sequence's limit, and its
+ * reserve frames no more than the new blocks they need (none without
+ * tokens), which kv_seq_append_frames() would refuse only once the
+ * entries before it were done.
  */
-static int step_check_append(struct kvmemd_seq *sq, const struct kvmem_step_seq *s)
+static int step_check_append(struct kvmemd_seq *sq, const struct kvmem_step_seq *s,
+			     u64 step)
 {
 	const u32 bt = kv_pool_geometry(kv_seq_pool(sq->seq))->block_tokens;
-	const u64 pos = kv_seq_tokens(sq->seq) + sq->step_tokens;
-	u64 have, need;
+	u64 pos, have, need;
+
+	if (sq->step != step) {
+		sq->step = step;
+		sq->step_tokens = 0;
+	}
+	pos = kv_seq_tokens(sq->seq) + sq->step_tokens;
 
 	if (pos > KV_SEQ_MAX_TOKENS || s->nr_tokens > KV_SEQ_MAX_TOKENS - pos)
 		return -E2BIG;
@@ -92,8 +99,8 @@ static int step_check_append(struct kvmemd_seq *sq, const struct kvmem_step_seq 
 
 /*
  * Count tokens and reserve frames, checking every id and every entry
- * (step_check_append(); the sequences' step_tokens are zero again on
- * return). Tokens are bounded by KVMEM_STEP_MAX_TOKENS where the reply or
+ * (step_check_append(), under a number no earlier check of the client's
+ * had, a retry of a waiting STEP included). Tokens are bounded by KVMEM_STEP_MAX_TOKENS where the reply or
  * the request carries one entry per token; a sync (no slots, no ids) only
  * by the sequence limit.
  */
@@ -102,32 +109,26 @@ static int step_parse_seqs(struct kvmemd_client *c, struct step_ctx *x, u64 *tot
 {
 	u64 max = (x->req.flags & KVMEM_STEP_NOSLOTS) && !x->req.tokens_off ?
 		  (u64)KV_SEQ_MAX_TOKENS * KVMEM_STEP_MAX_SEQS : KVMEM_STEP_MAX_TOKENS;
+	const u64 step = ++c->nr_step_checks;
 	struct kvmem_step_seq s;
 	struct kvmemd_seq *sq;
-	int err = 0;
-	u32 i, n;
+	int err;
+	u32 i;
 
 	*total = *frames = 0;
-	for (n = 0; n < x->req.nr_seqs && !err; n++) {
-		step_seq_get(x, n, &s);
+	for (i = 0; i < x->req.nr_seqs; i++) {
+		step_seq_get(x, i, &s);
 		sq = idr_find(&c->seqs, s.seq);
 		if (s.nr_tokens > max || s.nr_frames > KVMEM_RESERVE_MAX)
-			err = -EINVAL;
-		else if (!sq)
-			err = -ENOENT;
-		else
-			err = step_check_append(sq, &s);
+			return -EINVAL;
+		if (!sq)
+			return -ENOENT;
+		err = step_check_append(sq, &s, step);
+		if (err)
+			return err;
 		*total += s.nr_tokens;
 		*frames += s.nr_frames;
 	}
-	for (i = 0; i < n; i++) {
-		step_seq_get(x, i, &s);
-		sq = idr_find(&c->seqs, s.seq);
-		if (sq)
-			sq->step_tokens = 0;
-	}
-	if (err)
-		return err;
 	return *total > max || *frames > KVMEM_RESERVE_MAX ? -EINVAL : 0;
 }
 
