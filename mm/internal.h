@@ -513,12 +513,14 @@ void prefix_publish(struct kv_seq *seq, int mode);
 void prefix_recheck(struct kv_pool *pool, struct kv_block *b);
 void prefix_touch(struct kv_pool *pool, struct kv_block *b);
 u32 prefix_evict(struct kv_pool *pool, int tier, u32 nr);
+u32 prefix_drop_lost(struct kv_pool *pool, struct kv_block **blocks, u32 n);
 void prefix_seq_cut(struct kv_seq *seq, u32 nr_tokens);
 int prefix_restore_node(struct kv_pool *pool, u32 idx, u32 parent, u32 tenant, const u32 *ids);
 
 /* mm/swapfile.c */
 u32 swap_slot_crc(struct kv_pool *pool, u32 slot);
 void swap_slot_set_crc(struct kv_pool *pool, u32 slot, u32 crc);
+bool swap_slot_failed(struct kv_pool *pool, u32 slot);
 int swap_area_fd(struct kv_pool *pool);
 
 #endif /* _KV_MM_INTERNAL_H */

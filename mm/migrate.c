@@ -80,7 +80,10 @@ u32 swapcache_drop(struct kv_pool *pool, u32 nr)
  *
  * All or nothing: on success every block is resident on @dst and its old
  * frame is free; on failure no block moved and @dst_frames are freed. The
- * blocks stay locked either way; the caller puts them back.
+ * blocks stay locked either way; the caller puts them back. A failed read
+ * from swap also takes the cached blocks it could not read out of the
+ * prefix cache (prefix_drop_lost()), so the caller's reference may be the
+ * last one.
  *
  * Return: 0, -ENOMEM (no memory for the copy list) or the copy's error.
  */
@@ -117,6 +120,8 @@ int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 		count_vm_event(pool, KV_COPY_FAIL);
 		if (c_swap)
 			count_vm_event(pool, KV_SWAP_FAIL);
+		if (blocks[0]->tier == KV_TIER_SWAP)
+			prefix_drop_lost(pool, blocks, n);
 		goto out_free_frames;
 	}
 	for (i = 0; i < n; i++) {

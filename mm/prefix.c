@@ -32,6 +32,10 @@
  * client's block table points at it) and is swapped for the cached one
  * when it is deactivated.
  *
+ * A cached block that cannot be read back from swap (an I/O error, a
+ * checksum mismatch) leaves the cache with the blocks below it and the
+ * names on them (prefix_drop_lost()): the next request recomputes them.
+ *
  * Tenants: a sequence's tenant (kv_seq_set_tenant()) is its namespace, so
  * tenants never see each other's prefixes, unless the pool was created with
  * KV_POOL_PREFIX_GLOBAL, where every sequence uses one namespace. Counters
@@ -297,8 +301,12 @@ static void names_drop_node(struct kv_pool *pool, u32 idx)
 	}
 }
 
-/* Take an evictable node out of the cache and drop its reference. */
-static void prefix_remove(struct kv_pool *pool, u32 idx)
+/*
+ * Take a node without cached children or pins out of the cache and drop
+ * its reference; @ev: the event it counts, KV_PREFIX_EVICT or
+ * KV_PREFIX_LOST.
+ */
+static void prefix_remove(struct kv_pool *pool, u32 idx, int ev)
 {
 	struct kv_prefix *pc = &pool->prefix;
 	struct kv_prefix_node *n = pnode(pool, idx);
@@ -322,7 +330,7 @@ static void prefix_remove(struct kv_pool *pool, u32 idx)
 		ts->evicted++;
 		ts->cached -= !!ts->cached;	/* 0 when its insert went uncounted */
 	}
-	count_vm_event(pool, KV_PREFIX_EVICT);
+	count_vm_event(pool, ev);
 	kv_block_put(pool, b);
 }
 
@@ -369,7 +377,7 @@ u32 prefix_evict(struct kv_pool *pool, int tier, u32 nr)
 			break;
 		if (idx == KV_PREFIX_NONE)
 			break;
-		prefix_remove(pool, idx);
+		prefix_remove(pool, idx, KV_PREFIX_EVICT);
 		done++;
 	}
 	return done;
@@ -767,6 +775,119 @@ int kv_prefix_forget(struct kv_pool *pool, const char *name, u32 tenant)
 	return err;
 }
 
+/* ---- blocks lost to a failed swap read ------------------------------------ */
+
+#define LOST_UNKNOWN	0
+#define LOST_KEPT	1
+#define LOST_DOOMED	2
+
+/*
+ * Mark @idx and every node above it up to the first one already marked
+ * with the fate of that one (kept when the walk reaches a root): a node
+ * goes with the cache's copy of a lost block above it.
+ */
+static u8 lost_resolve(struct kv_pool *pool, u8 *mark, u32 idx)
+{
+	u32 i = idx;
+	u8 fate;
+
+	while (i != KV_PREFIX_NONE && mark[i] == LOST_UNKNOWN)
+		i = pnode(pool, i)->parent;
+	fate = i == KV_PREFIX_NONE ? LOST_KEPT : mark[i];
+	for (i = idx; i != KV_PREFIX_NONE && mark[i] == LOST_UNKNOWN; i = pnode(pool, i)->parent)
+		mark[i] = fate;
+	return fate;
+}
+
+/* Unpin and forget the names whose node is doomed; the log says which. */
+static void lost_names(struct kv_pool *pool, const u8 *mark)
+{
+	struct kv_prefix *pc = &pool->prefix;
+	struct kv_prefix_name *nm;
+	u32 i = 0;
+
+	while (i < pc->nr_names) {
+		nm = &pc->names[i];
+		if (mark[nm->node] != LOST_DOOMED) {
+			i++;
+			continue;
+		}
+		fprintf(stderr, "kvmem: %s: prefix '%s' dropped: a swap slot of it is unreadable\n",
+			pool->name, nm->name);
+		name_pin(pool, nm, false);
+		*nm = pc->names[--pc->nr_names];
+	}
+}
+
+static int depth_desc(const void *a, const void *b)
+{
+	u64 x = *(const u64 *)a, y = *(const u64 *)b;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/**
+ * prefix_drop_lost() - forget the cached blocks that a failed swap read
+ * leaves without contents
+ * @pool:   pool, locked
+ * @blocks: the blocks of a move from the swap tier that failed (locked)
+ * @n:      their number
+ *
+ * A cached block whose slot's last read failed (swap_slot_failed(): an I/O
+ * error or a checksum mismatch) is the cache's only copy of that KV. Left
+ * in, it would be matched again and fail every activation that needs it,
+ * for as long as matches keep it warm or, named, forever. It leaves the
+ * cache with every cached block below it (their names need its node), and
+ * every name on them is unpinned and dropped; sequences that hold those
+ * blocks keep their references (their activations fail until the client
+ * frees them). The next request for the prompt misses there and
+ * recomputes it. A transient error costs a recomputation only.
+ *
+ * Return: blocks dropped (counted as KV_PREFIX_LOST).
+ */
+u32 prefix_drop_lost(struct kv_pool *pool, struct kv_block **blocks, u32 n)
+{
+	u32 i, nr = 0, done = 0;
+	u8 *mark = NULL;
+	u64 *order = NULL;
+	struct kv_block *b;
+
+	for (i = 0; i < n; i++) {
+		b = blocks[i];
+		if ((b->flags & KV_BLOCK_CACHED) && b->tier == KV_TIER_SWAP &&
+		    swap_slot_failed(pool, b->frame[KV_TIER_SWAP]))
+			break;
+	}
+	if (i == n || !prefix_on(pool))
+		return 0;
+	mark = calloc(pool->nr_blocks, sizeof(*mark));
+	order = malloc((size_t)pool->nr_blocks * sizeof(*order));
+	if (!mark || !order) {
+		fprintf(stderr, "kvmem: %s: no memory to drop unreadable cached blocks\n",
+			pool->name);
+		goto out;
+	}
+	for (; i < n; i++) {
+		b = blocks[i];
+		if ((b->flags & KV_BLOCK_CACHED) && b->tier == KV_TIER_SWAP &&
+		    swap_slot_failed(pool, b->frame[KV_TIER_SWAP]))
+			mark[kv_block_idx(pool, b)] = LOST_DOOMED;
+	}
+	for (i = 0; i < pool->nr_blocks; i++)
+		if ((kv_block(pool, i)->flags & KV_BLOCK_CACHED) &&
+		    lost_resolve(pool, mark, i) == LOST_DOOMED)
+			order[nr++] = (u64)pnode(pool, i)->depth << 32 | i;
+	lost_names(pool, mark);
+	/* deepest first: each node leaves before its parent */
+	qsort(order, nr, sizeof(*order), depth_desc);
+	for (done = 0; done < nr; done++)
+		prefix_remove(pool, (u32)order[done], KV_PREFIX_LOST);
+out:
+	free(mark);
+	free(order);
+	return done;
+}
+
 /**
  * kv_prefix_drop() - evict every evictable cached block (drop caches)
  * @pool: pool
@@ -781,7 +902,7 @@ u32 kv_prefix_drop(struct kv_pool *pool)
 		return 0;
 	kv_pool_lock(pool);
 	while ((idx = coldest_leaf(pool)) != KV_PREFIX_NONE) {
-		prefix_remove(pool, idx);
+		prefix_remove(pool, idx, KV_PREFIX_EVICT);
 		done++;
 	}
 	kv_pool_unlock(pool);

@@ -11,7 +11,9 @@
  * Every slot carries a CRC-32C of the frame written to it, computed while
  * the write is in flight and checked after each read: a mismatch (a flipped bit on the
  * device, a torn write) fails the read with -EIO, which fails the
- * activation that needed it, and corrupt KV never reaches a client.
+ * activation that needed it, and corrupt KV never reaches a client. The
+ * slot is marked as failed until it is written again, so that the prefix
+ * cache can forget a block it can no longer read (swap_slot_failed()).
  */
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -34,6 +36,9 @@
  * @align:  the device's O_DIRECT alignment
  * @io:     the I/O engine
  * @crc:    per slot, CRC-32C of what was last written there
+ * @failed: per slot, 1 when its last read failed (an I/O error or a
+ *          checksum mismatch), 0 once it is read or written whole; a byte
+ *          each, as batches on different threads set different slots
  * @desc:   "swap (io_uring)", shown as the tier's backend
  */
 struct kv_swap_area {
@@ -42,6 +47,7 @@ struct kv_swap_area {
 	u32 align;
 	struct kv_swap_io *io;
 	u32 *crc;
+	u8 *failed;
 	char desc[48];
 };
 
@@ -106,8 +112,9 @@ static int swap_arena_create(struct kv_tier *t)
 	if (!a)
 		return -ENOMEM;
 	a->crc = calloc(n, sizeof(*a->crc));
+	a->failed = calloc(n, sizeof(*a->failed));
 	err = -ENOMEM;
-	if (!a->crc)
+	if (!a->crc || !a->failed)
 		goto out_free;
 	a->fd = pool->swap.fd;
 	a->offset = pool->swap.offset;
@@ -138,6 +145,7 @@ static int swap_arena_create(struct kv_tier *t)
 
 out_free:
 	free(a->crc);
+	free(a->failed);
 	free(a);
 	return err;
 }
@@ -150,6 +158,7 @@ static void swap_arena_destroy(struct kv_tier *t)
 		return;
 	kv_swap_io_destroy(a->io);
 	free(a->crc);
+	free(a->failed);
 	free(a);
 	t->priv = NULL;
 	t->desc = NULL;
@@ -188,15 +197,34 @@ static void swap_sum_writes(void *arg)
 }
 
 /*
+ * The outcome of read @r of @slot: a transfer that failed, or data that
+ * does not match the slot's checksum, marks the slot failed.
+ */
+static int swap_read_done(struct kv_pool *pool, struct kv_swap_area *a,
+			  const struct kv_swap_req *r, u32 slot)
+{
+	int err = r->res;
+
+	if (!err && crc32c(0, r->buf, r->len) != a->crc[slot]) {
+		fprintf(stderr, "kvmem: %s: swap slot %u: checksum mismatch\n", pool->name,
+			slot);
+		err = -EIO;
+	}
+	a->failed[slot] = err != 0;
+	return err;
+}
+
+/*
  * Run @n copies between swap slots and CPU-addressable frames as one batch
  * of I/O; written slots get their new checksums, read frames are checked.
+ * Every read's outcome is recorded, not only the first failure's.
  */
 static int swap_copy_submit(struct kv_pool *pool, const struct kv_copy *c, u32 n, void **cookie)
 {
 	struct kv_swap_area *a = pool->tier[KV_TIER_SWAP].priv;
 	struct kv_swap_req *r;
 	u32 *sums, i;
-	int err;
+	int err, e;
 
 	*cookie = NULL;
 	r = malloc(n * sizeof(*r));
@@ -213,13 +241,13 @@ static int swap_copy_submit(struct kv_pool *pool, const struct kv_copy *c, u32 n
 	/* The frames written stay as they are (their blocks are locked). */
 	err = kv_swap_io_run_with(a->io, r, n, swap_sum_writes,
 				  &(struct swap_sums){ .r = r, .sums = sums, .n = n });
-	for (i = 0; i < n && !err; i++) {
-		if (r[i].write) {
+	for (i = 0; i < n; i++) {
+		if (!r[i].write) {
+			e = swap_read_done(pool, a, &r[i], c[i].src_frame);
+			err = err ?: e;
+		} else if (!r[i].res) {
 			a->crc[c[i].dst_frame] = sums[i];
-		} else if (crc32c(0, r[i].buf, r[i].len) != a->crc[c[i].src_frame]) {
-			fprintf(stderr, "kvmem: %s: swap slot %u: checksum mismatch\n", pool->name,
-				c[i].src_frame);
-			err = -EIO;
+			a->failed[c[i].dst_frame] = 0;
 		}
 	}
 out:
@@ -250,6 +278,19 @@ void swap_slot_set_crc(struct kv_pool *pool, u32 slot, u32 crc)
 
 	if (a)
 		a->crc[slot] = crc;
+}
+
+/**
+ * swap_slot_failed() - whether the last read of @slot failed (an I/O error
+ * or a checksum mismatch) and nothing has been written there since
+ * @pool: pool; the caller holds the slot's block locked or the pool lock
+ * @slot: slot
+ */
+bool swap_slot_failed(struct kv_pool *pool, u32 slot)
+{
+	struct kv_swap_area *a = pool->tier[KV_TIER_SWAP].priv;
+
+	return a && slot < pool->tier[KV_TIER_SWAP].fa.nr_total && a->failed[slot];
 }
 
 /** swap_area_fd() - the swap area's descriptor, or -ENODEV without one */

@@ -44,6 +44,7 @@ static const char *const vmstat_names[KV_NR_VM_EVENTS] = {
 	[KV_PREFIX_HIT_TOKENS_SWAP] = "prefix_hit_tokens_swap",
 	[KV_SWAPCACHE_HIT] = "swapcache_hit",
 	[KV_SWAPCACHE_DROP] = "swapcache_drop",
+	[KV_PREFIX_LOST] = "prefix_lost",
 };
 
 static const char *const tier_names[KV_NR_TIERS] = {

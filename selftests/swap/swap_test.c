@@ -618,6 +618,99 @@ TEST(prefix_hits_in_swap)
 	swap_pool_done(pool, fd);
 }
 
+/* The cached block at @depth (from 1) whose first token id is @id, or NULL. */
+static struct kv_block *cached_at(struct kv_pool *pool, u32 depth, u32 id)
+{
+	u32 i;
+
+	for (i = 0; i < pool->nr_blocks; i++)
+		if ((kv_block(pool, i)->flags & KV_BLOCK_CACHED) &&
+		    pool->prefix.nodes[i].depth == depth &&
+		    pool->prefix.tokens[(u64)i * TEST_BT] == id)
+			return kv_block(pool, i);
+	return NULL;
+}
+
+/* Overwrite swap slot @slot on the device, as a medium that lost it. */
+static int smash_slot(struct kv_pool *pool, int fd, u32 slot)
+{
+	void *buf;
+	ssize_t n;
+
+	if (posix_memalign(&buf, 4096, pool->frame_bytes))
+		return -ENOMEM;
+	memset(buf, 0xa5, pool->frame_bytes);
+	n = pwrite(fd, buf, pool->frame_bytes,
+		   (off_t)(pool->swap.offset + (u64)slot * pool->frame_bytes));
+	free(buf);
+	return n == (ssize_t)pool->frame_bytes ? 0 : -EIO;
+}
+
+/*
+ * A cached prompt whose swap slot is lost (overwritten on the device):
+ * the activation that reads it fails with -EIO, and the block leaves the
+ * cache with every block below it, on all branches, and the name pinning
+ * them. The next request matches only the blocks above it and recomputes
+ * the rest, which is cached again; the blocks above, and a branch that
+ * leaves the prompt above the lost block, stay and read back whole.
+ */
+TEST(unreadable_cached_blocks_leave_the_cache)
+{
+	u32 a[16], b[16], c[16], i;
+	struct kv_prefix_hit hit;
+	struct kv_block *blk;
+	struct kv_pool *pool;
+	struct kv_seq *s;
+	u64 slots[16];
+	int fd;
+
+	pool = swap_pool(16, 16, 64, KV_SWAP_AUTO, &fd);
+	ASSERT_NE_NULL(pool);
+	for (i = 0; i < 16; i++) {
+		a[i] = 900 + i;
+		b[i] = i < 8 ? a[i] : 950 + i;		/* leaves a below block 2 */
+		c[i] = i < 4 ? a[i] : 980 + i;		/* leaves a below block 1 */
+	}
+	ASSERT_EQ(0, kv_seq_create(pool, &s));
+	ASSERT_EQ(0, kv_seq_activate(s, 0));
+	ASSERT_EQ(0, kv_seq_append_ids(s, 16, a, slots, 0));
+	for (i = 0; i < 16; i++)
+		tok_write(pool, slots[i], a[i]);
+	ASSERT_EQ(16, kv_prefix_pin(s, "system"));
+	kv_seq_deactivate(s);
+	kv_seq_free(s);
+	ASSERT_EQ(0, cache_ids(pool, b, 16));
+	ASSERT_EQ(0, cache_ids(pool, c, 16));
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	kv_reclaim(pool, KV_TIER_HOST, 100);
+	EXPECT_EQ(9u, tier_used(pool, KV_TIER_SWAP));
+	blk = cached_at(pool, 2, a[4]);
+	ASSERT_NE_NULL(blk);
+	ASSERT_EQ(KV_TIER_SWAP, (int)blk->tier);
+	ASSERT_EQ(0, smash_slot(pool, fd, blk->frame[KV_TIER_SWAP]));
+
+	/* a's blocks 2-4 and b's 3-4 go; a's block 1 and c's 2-4 stay */
+	EXPECT_EQ(-EIO, reuse_ids(pool, a, 16, &hit));
+	EXPECT_EQ(5u, (u32)kv_vmstat_read(pool, KV_PREFIX_LOST));
+	EXPECT_EQ(-ENOENT, kv_prefix_set_pinned(pool, "system", 1, KV_TENANT_ANY));
+	EXPECT_POOL_OK(pool);
+	EXPECT_EQ(16, reuse_ids(pool, c, 16, &hit));
+	EXPECT_EQ(4, reuse_ids(pool, b, 16, &hit));
+	EXPECT_EQ(4, reuse_ids(pool, a, 16, &hit));
+	/* recomputed and cached again */
+	ASSERT_EQ(0, cache_ids(pool, a, 16));
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	kv_reclaim(pool, KV_TIER_HOST, 100);
+	EXPECT_EQ(16, reuse_ids(pool, a, 16, &hit));
+	EXPECT_EQ(8, reuse_ids(pool, b, 16, &hit));
+	EXPECT_EQ(5u, (u32)kv_vmstat_read(pool, KV_PREFIX_LOST));
+	EXPECT_POOL_OK(pool);
+	EXPECT_EQ(7u, kv_prefix_drop(pool));
+	EXPECT_EQ(0u, tier_used(pool, KV_TIER_SWAP));
+	EXPECT_POOL_OK(pool);
+	swap_pool_done(pool, fd);
+}
+
 /*
  * The swap cache: a cached block read back from swap keeps its slot, so
  * that the next swap-out of it writes nothing; when swap needs room the
