@@ -672,6 +672,48 @@ TEST(fork_of_a_matched_sequence)
 	kv_pool_destroy(pool);
 }
 
+/*
+ * A fork starts from its parent's table and its parent's count of written
+ * tokens. Its own first write vouches for every token it shares with the
+ * parent (the protocol's contract: the parent's last STEP is written before
+ * a fork's first STEP), and until then neither publishes the parent's last
+ * append.
+ */
+TEST(a_fork_vouches_for_what_it_shares)
+{
+	struct kv_pool *pool = prefix_pool(64, 8, 0);
+	struct kv_seq *seq, *child;
+	u32 ids[12], i;
+	u64 slots[8];
+
+	ASSERT_NE_NULL(pool);
+	for (i = 0; i < 12; i++)
+		ids[i] = 700 + i;
+	/* Forked right after an append whose KV nobody wrote: nothing cached. */
+	ASSERT_EQ(0, kv_seq_create(pool, &seq));
+	ASSERT_EQ(0, kv_seq_activate(seq, 0));
+	ASSERT_EQ(0, kv_seq_append_ids(seq, 8, ids, slots, 0));
+	ASSERT_EQ(0, kv_seq_fork(seq, &child));
+	kv_seq_free(child);
+	kv_seq_free(seq);
+	EXPECT_EQ(0u, cached(pool));
+	/* The fork's first write publishes the two blocks it shares. */
+	ASSERT_EQ(0, kv_seq_create(pool, &seq));
+	ASSERT_EQ(0, kv_seq_activate(seq, 0));
+	ASSERT_EQ(0, append_ids(seq, ids, 8));
+	ASSERT_EQ(0, kv_seq_fork(seq, &child));
+	EXPECT_EQ(0u, cached(pool));
+	ASSERT_EQ(0, kv_seq_activate(child, 0));
+	ASSERT_EQ(0, append_ids(child, ids + 8, 4));
+	EXPECT_EQ(2u, cached(pool));
+	kv_seq_free(child);
+	kv_seq_free(seq);
+	EXPECT_EQ(2u, cached(pool));
+	EXPECT_EQ(8, request(pool, 0, ids, 12));
+	EXPECT_POOL_OK(pool);
+	kv_pool_destroy(pool);
+}
+
 /* Duplicates made while active are replaced by the cached block on deactivation. */
 TEST(duplicates_are_merged_on_deactivation)
 {
