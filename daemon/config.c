@@ -207,6 +207,7 @@ static const struct config_key pool_keys[] = {
 #define POOL_KEY_DEVICE_MEM	7
 #define POOL_KEY_HOST_MEM	8
 #define POOL_KEY_SWAP_MEM	10
+#define POOL_KEY_GPU		11
 
 /* The longest uid list of a tenant key, as printed, NUL included. */
 #define TENANT_VALUE_MAX	(KVMEMD_TENANT_UIDS_MAX * 11)
@@ -1102,6 +1103,26 @@ static int pool_quant_check(struct config_parse *cp, int i, char *err, size_t er
 			       choice_name(dt, pc->geom.dtype), KV_INT4_GROUP);
 }
 
+/* A pool's GPU is one that device.gpus lets the daemon use. */
+static int pool_gpu_check(struct config_parse *cp, int i, char *err, size_t errlen)
+{
+	const struct kvmemd_pool_config *pc = &cp->cfg.pools[i];
+	const struct config_key *g = key_find("device.gpus");
+	struct kv_config_pos pos = { .file = cp->file, .err = err, .errlen = errlen };
+
+	if (cp->cfg.gpus == KVMEMD_GPUS_ALL || (cp->cfg.gpus & (1ull << pc->gpu)))
+		return 0;
+	pos.line = cp->pool_line[i][POOL_KEY_GPU];
+	if (pos.line)
+		return kv_config_error(&pos, -EINVAL,
+				       "pool.%s.gpu = %u: not in device.gpus (line %u)",
+				       pc->name, pc->gpu, cp->key_line[g - config_keys]);
+	pos.line = cp->pool_first[i];
+	return kv_config_error(&pos, -EINVAL,
+			       "pool '%s' is on GPU 0 (pool.%s.gpu unset), which device.gpus (line %u) leaves out",
+			       pc->name, pc->name, cp->key_line[g - config_keys]);
+}
+
 static int pool_validate(struct config_parse *cp, int i, char *err, size_t errlen)
 {
 	struct kv_config_pos pos = {
@@ -1130,6 +1151,7 @@ static int pool_validate(struct config_parse *cp, int i, char *err, size_t errle
 			return ret;
 	}
 	ret = pool_quant_check(cp, i, err, errlen);
+	ret = ret ?: pool_gpu_check(cp, i, err, errlen);
 	if (ret)
 		return ret;
 	if (!kv_geometry_valid(&cp->cfg.pools[i].geom))
@@ -1242,6 +1264,8 @@ static int config_validate(struct config_parse *cp, char *err, size_t errlen)
 		return ret;
 	if (!cp->cfg.nr_pools) {
 		pool_default(&cp->cfg.pools[0]);
+		if (cp->cfg.gpus != KVMEMD_GPUS_ALL)	/* the first GPU it may use */
+			cp->cfg.pools[0].gpu = (u32)__builtin_ctzll(cp->cfg.gpus);
 		cp->cfg.nr_pools = 1;
 	}
 	return 0;

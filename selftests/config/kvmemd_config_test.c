@@ -296,6 +296,11 @@ TEST(no_pools_gets_the_default_pool)
 	ASSERT_EQ(0, load_text("", &cfg, path, err));
 	kvmemd_config_defaults(&def);
 	EXPECT_TRUE(config_equal(&def, &cfg));
+	/* on the first GPU the daemon may use */
+	ASSERT_EQ(0, load_text("device.gpus = 3,2\n", &cfg, path, err));
+	EXPECT_EQ(2u, cfg.pools[0].gpu);
+	ASSERT_EQ(0, load_text("device.gpus = 0\n", &cfg, path, err));
+	EXPECT_EQ(0u, cfg.pools[0].gpu);
 }
 
 TEST(cuda_backend_is_accepted)
@@ -535,6 +540,13 @@ static const struct bad_file bad_pools[] = {
 	  "pool.c.swap_mem = 32764G\n", 17,
 	  "pool.b.swap_mem: its checkpoint region would end the swap area past "
 	  "9223372036854775807 bytes" },
+	/* a pool's GPU is one of device.gpus, set or by default */
+	{ "device.gpus = 0,2\n" GEOM("a", "2") "pool.a.device_mem = 1M\n"
+	  "pool.a.host_mem = 1M\npool.a.gpu = 1\n", 9,
+	  "pool.a.gpu = 1: not in device.gpus (line 1)" },
+	{ "device.gpus = 1\n" GEOM("a", "2") "pool.a.device_mem = 1M\n"
+	  "pool.a.host_mem = 1M\n", 2,
+	  "pool 'a' is on GPU 0 (pool.a.gpu unset), which device.gpus (line 1) leaves out" },
 	/* swap.persist needs swap.path, whatever the pools */
 	{ "log.level = info\n\nswap.persist = 1\n", 3, "swap.persist needs swap.path" },
 	{ "swap.persist = 0x1\n" GEOM("a", "2") "pool.a.device_mem = 1M\n"
