@@ -10,9 +10,16 @@
  */
 #include <fcntl.h>
 #include <sched.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include "kselftest_harness.h"
 
@@ -466,6 +473,80 @@ TEST(no_host_tier)
 	ASSERT_EQ(0, fill(pool, seq, vals, 6, 16, 11));		/* 24 blocks, 16 frames */
 	EXPECT_LT(0u, tier_used(pool, KV_TIER_SWAP));
 	EXPECT_POOL_OK(pool);
+	ASSERT_EQ(0, verify_all(seq, vals, 6, true));
+	EXPECT_POOL_OK(pool);
+	swap_pool_done(pool, fd);
+}
+
+#if defined(__x86_64__)
+#define TEST_AUDIT_ARCH	AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define TEST_AUDIT_ARCH	AUDIT_ARCH_AARCH64
+#endif
+
+/*
+ * Make this process's fallocate() fail with EOPNOTSUPP, as on a file
+ * system that cannot allocate ahead, and io_uring_setup() with EPERM, as
+ * under a container runtime's seccomp profile. Each test of the harness
+ * runs in a process of its own. Returns 0, or -EOPNOTSUPP where this
+ * architecture's filter is not written here.
+ */
+static int refuse_fallocate_and_io_uring(void)
+{
+#ifdef TEST_AUDIT_ARCH
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TEST_AUDIT_ARCH, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_fallocate, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EOPNOTSUPP),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+		return -errno;
+	return 0;
+#else
+	return -EOPNOTSUPP;
+#endif
+}
+
+/*
+ * Where fallocate() is not supported the swap area is a file of the right
+ * length, allocated as it is written; where io_uring is refused the auto
+ * engine is psync. Contents survive every tier either way.
+ */
+TEST(no_fallocate_no_io_uring)
+{
+	static u32 vals[6][64];
+	struct kv_seq *seq[6];
+	struct kv_pool *pool;
+	struct stat st;
+	int fd, err;
+
+	err = refuse_fallocate_and_io_uring();
+	if (err == -EOPNOTSUPP)
+		SKIP(return, "no seccomp filter for this architecture here");
+	if (err)
+		SKIP(return, "seccomp refused here: %s", strerror(-err));
+	pool = swap_pool(16, 16, 64, KV_SWAP_AUTO, &fd);
+	ASSERT_NE_NULL(pool);
+	ASSERT_EQ(0, fstat(fd, &st));
+	EXPECT_EQ((off_t)(64 * pool->frame_bytes), st.st_size);
+	EXPECT_EQ(0, st.st_blocks);			/* a length, nothing allocated */
+	ASSERT_NE_NULL(pool->tier[KV_TIER_SWAP].desc);
+	EXPECT_NE_NULL(strstr(pool->tier[KV_TIER_SWAP].desc, "psync"));
+	ASSERT_EQ(0, fill(pool, seq, vals, 6, 16, 12));	/* 24 blocks */
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	kv_reclaim(pool, KV_TIER_HOST, 100);
+	EXPECT_LT(0u, tier_used(pool, KV_TIER_SWAP));
+	ASSERT_EQ(0, fstat(fd, &st));
+	EXPECT_LT(0, st.st_blocks);
 	ASSERT_EQ(0, verify_all(seq, vals, 6, true));
 	EXPECT_POOL_OK(pool);
 	swap_pool_done(pool, fd);
