@@ -860,10 +860,10 @@ u32 prefix_drop_lost(struct kv_pool *pool, struct kv_block **blocks, u32 n)
 	}
 	if (i == n || !prefix_on(pool))
 		return 0;
-	mark = calloc(pool->nr_blocks, sizeof(*mark));
-	order = malloc((size_t)pool->nr_blocks * sizeof(*order));
+	mark = kv_meta_alloc(pool, pool->nr_blocks * sizeof(*mark));
+	order = kv_meta_alloc(pool, (size_t)pool->nr_blocks * sizeof(*order));
 	if (!mark || !order) {
-		fprintf(stderr, "kvmem: %s: no memory to drop unreadable cached blocks\n",
+		fprintf(stderr, "kvmem: %s: no memory to drop unreadable cached blocks; they stay\n",
 			pool->name);
 		goto out;
 	}

@@ -176,7 +176,7 @@ static void swap_req(struct kv_pool *pool, struct kv_swap_area *a, const struct 
 	r->off = a->offset + (u64)slot * pool->frame_bytes;
 	r->len = (u32)pool->frame_bytes;
 	r->write = out;
-	r->res = 0;
+	r->res = -ECANCELED;	/* until the engine takes it */
 }
 
 /* The checksums of a batch's writes, computed while they are in flight. */
@@ -198,13 +198,16 @@ static void swap_sum_writes(void *arg)
 
 /*
  * The outcome of read @r of @slot: a transfer that failed, or data that
- * does not match the slot's checksum, marks the slot failed.
+ * does not match the slot's checksum, marks the slot failed; one the
+ * engine never took (no memory for the batch) says nothing of the slot.
  */
 static int swap_read_done(struct kv_pool *pool, struct kv_swap_area *a,
 			  const struct kv_swap_req *r, u32 slot)
 {
 	int err = r->res;
 
+	if (err == -ECANCELED)
+		return err;
 	if (!err && crc32c(0, r->buf, r->len) != a->crc[slot]) {
 		fprintf(stderr, "kvmem: %s: swap slot %u: checksum mismatch\n", pool->name,
 			slot);
