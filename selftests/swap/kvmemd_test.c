@@ -3,7 +3,8 @@
  * The swap tier through kvmemd: with swap.path and pool.NAME.swap_mem, a
  * client whose sequences outgrow the device and host tiers gets them back
  * whole from swap; meminfo shows the swap tier and its engine, vmstat its
- * traffic; a swap.path that cannot be opened is a clear startup error.
+ * traffic; a swap.path that cannot be opened is a clear startup error;
+ * cached prompts whose swap slots are lost leave the cache.
  */
 #include <fcntl.h>
 #include "kselftest_harness.h"
@@ -212,6 +213,56 @@ TEST(prefix_cache_survives_restarts)
 	EXPECT_EQ(0, found_all(c, p, ids));
 	ASSERT_EQ(0, read_file(d.log, out, sizeof(out)));
 	EXPECT_NE_NULL(strstr(out, "checkpoint ignored"));
+	kvc_close(c);
+	EXPECT_EQ(0, daemon_stop(&d));
+	daemon_cleanup(&d);
+	unlink(swap);
+}
+
+/*
+ * Cached prompts whose swap slots are lost (overwritten on the device):
+ * each one's first request fails with -EIO at the STEP that brings it
+ * back, the daemon drops its blocks from the cache (prefix_lost) and says
+ * why in its log, and the next request misses and recomputes it, which
+ * caches it again. The daemon stays whole.
+ */
+TEST(lost_swap_slots_leave_the_prefix_cache)
+{
+	uint32_t ids[4][16], k;
+	char conf[1024], swap[128], out[16384];
+	struct kvc_pool *p;
+	struct daemon d;
+	struct kvc *c;
+	void *junk;
+	int fd;
+
+	snprintf(swap, sizeof(swap), "/var/tmp/kvmem-test-lost-%d", (int)getpid());
+	snprintf(conf, sizeof(conf), "swap.path = %s\nswap.persist = 1\n" POOL_CONF, swap);
+	ASSERT_EQ(0, start(&d, conf, &c, &p));
+	for (k = 0; k < 4; k++)
+		ASSERT_EQ(0, cache(c, p, k, ids[k]));
+	EXPECT_LE(0, kvc_checkpoint(c, 0));	/* every cached block into swap */
+	ASSERT_EQ(0, posix_memalign(&junk, 4096, 1 << 20));
+	memset(junk, 0x5a, 1 << 20);
+	fd = open(swap, O_RDWR);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(1 << 20, pwrite(fd, junk, 1 << 20, 0));	/* pool t's slots */
+	close(fd);
+	free(junk);
+	for (k = 0; k < 4; k++) {
+		EXPECT_EQ(-EUCLEAN, found(c, p, ids[k]));
+		EXPECT_EQ(0, found(c, p, ids[k]));
+	}
+	ASSERT_LT(0, kvc_stats(c, KVMEM_STATS_VMSTAT, 0, text, sizeof(text)));
+	EXPECT_EQ(16, stat_value(text, "prefix_lost "));
+	EXPECT_LE(4, stat_value(text, "swap_fail "));
+	ASSERT_EQ(0, read_file(d.log, out, sizeof(out)));
+	EXPECT_NE_NULL(strstr(out, "checksum mismatch"));
+	/* recomputed, cached again, found whole */
+	ASSERT_EQ(0, cache(c, p, 0, ids[0]));
+	EXPECT_EQ(16, found(c, p, ids[0]));
+	ASSERT_LT(0, kvc_stats(c, KVMEM_STATS_ZONEINFO, 0, text, sizeof(text)));
+	EXPECT_NE_NULL(strstr(text, "check      ok"));
 	kvc_close(c);
 	EXPECT_EQ(0, daemon_stop(&d));
 	daemon_cleanup(&d);
