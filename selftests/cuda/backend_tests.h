@@ -1215,8 +1215,10 @@ static int run_once(const char *config, char *out, size_t len)
 /*
  * A daemon asked for a GPU it cannot have stops at startup, with the
  * reason in its log. With the CUDA backend: a GPU ordinal that does not
- * exist, in device.gpus or pool.NAME.gpu. With the CPU backend, on a
- * machine without a GPU: device.backend = cuda at all.
+ * exist, in device.gpus or pool.NAME.gpu, or a pool's GPU that
+ * device.gpus leaves out (refused as the file loads, with its line).
+ * With the CPU backend, on a machine without a GPU: device.backend = cuda
+ * at all.
  */
 TEST_F_TIMEOUT(kvmemd, missing_gpu_fails_clearly, 120)
 {
@@ -1224,11 +1226,13 @@ TEST_F_TIMEOUT(kvmemd, missing_gpu_fails_clearly, 120)
 		const char *conf;
 		const char *why;
 	} cases[] = {
-		{ "device.backend = cuda\ndevice.gpus = 63\n", "device.gpus: there is no GPU 63" },
+		{ "device.backend = cuda\ndevice.gpus = 0,63\n", "device.gpus: there is no GPU 63" },
 		{ "device.backend = cuda\npool.t.gpu = 63\n", "pool.t.gpu = 63: no such GPU" },
 		{ "device.backend = auto\npool.t.gpu = 63\n", "pool.t.gpu = 63: no such GPU" },
-		/* GPU 1 is missing, or not in device.gpus: either stops it. */
-		{ "device.backend = cuda\ndevice.gpus = 0\npool.t.gpu = 1\n", "pool.t.gpu = 1: " },
+		{ "device.backend = cuda\ndevice.gpus = 0\npool.t.gpu = 1\n",
+		  ":4: pool.t.gpu = 1: not in device.gpus (line 3)" },
+		{ "device.backend = cuda\ndevice.gpus = 63\n",
+		  ":4: pool 't' is on GPU 0 (pool.t.gpu unset), which device.gpus (line 3) leaves out" },
 	};
 	char conf[1024], out[8192];
 	uint32_t i;
