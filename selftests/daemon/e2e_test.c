@@ -5,8 +5,9 @@
  * and copy-on-write through STEP; sequences are private to their client;
  * a client killed mid-step, or a hundred coming and going at once, leave
  * nothing behind; a STEP that finds no room waits for another client's
- * frames (step.wait_ms) and loses nothing when it does not get them, or
- * when its client stops reading before the answer;
+ * frames (step.wait_ms) and loses nothing when it does not get them, when
+ * its client stops reading before the answer, or when the daemon cannot
+ * stop reading its client;
  * admin operations are refused to others; SIGHUP applies
  * a changed tunable and keeps the old config on error; config errors name
  * file:line; SIGTERM shuts down cleanly.
@@ -14,8 +15,10 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <time.h>
+#include <sys/epoll.h>
 #include "kselftest_harness.h"
 #include "daemon_test.h"
+#include "seccomp_refuse.h"
 
 #define POOL_CONF							\
 	"pool.t.layers = 2\npool.t.kv_heads = 2\npool.t.head_dim = 8\n"	\
@@ -708,6 +711,35 @@ TEST_F(kvmemd, client_killed_while_its_step_waits)
 	EXPECT_TRUE(pools_check_ok(wc.a));
 	ASSERT_EQ(0, kvc_seq_create(wc.a, wc.pa, &wc.sa));
 	EXPECT_EQ(0, step_vals(wc.a, wc.pa, wc.sa, 14 * BT, 0));
+	EXPECT_EQ(0, wait_teardown(&wc));
+}
+
+/*
+ * A STEP that would wait, but whose client the daemon cannot stop reading
+ * (epoll_ctl(EPOLL_CTL_MOD) refused, as ENOMEM from the kernel would):
+ * answered at once with -ENOMEM, not after step.wait_ms, and nothing is
+ * lost; it succeeds once A's frames are free.
+ */
+TEST_F(kvmemd, step_that_cannot_wait_is_answered_at_once)
+{
+	struct wait_case wc;
+	int err;
+
+	/* the second daemon, started now, inherits the filter */
+	err = kvt_refuse((const struct kvt_refusal[]){
+		{ __NR_epoll_ctl, EPOLL_CTL_MOD, ENOMEM } }, 1);
+	if (err)
+		SKIP(return, "no seccomp filter here: %s", strerror(-err));
+	ASSERT_EQ(0, wait_setup(&wc, 5000));
+	waiter_step(&wc.w);
+	EXPECT_EQ(-ENOMEM, wc.w.ret);
+	EXPECT_GT(2500, waited_ms(&wc.w));
+	ASSERT_LT(0, meminfo(wc.w.c, text, sizeof(text)));
+	EXPECT_EQ(14, stat_value(text, "Blocks:"));	/* A's, none of B's */
+	EXPECT_TRUE(pools_check_ok(wc.a));
+	ASSERT_EQ(0, kvc_seq_free(wc.a, wc.sa));
+	waiter_step(&wc.w);
+	EXPECT_EQ(0, wc.w.ret);
 	EXPECT_EQ(0, wait_teardown(&wc));
 }
 

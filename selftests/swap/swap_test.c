@@ -10,18 +10,13 @@
  */
 #include <fcntl.h>
 #include <sched.h>
-#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include "kselftest_harness.h"
+#include "seccomp_refuse.h"
 
 struct kv_pool;
 static char *device_base(struct kv_pool *pool);
@@ -478,44 +473,6 @@ TEST(no_host_tier)
 	swap_pool_done(pool, fd);
 }
 
-#if defined(__x86_64__)
-#define TEST_AUDIT_ARCH	AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define TEST_AUDIT_ARCH	AUDIT_ARCH_AARCH64
-#endif
-
-/*
- * Make this process's fallocate() fail with EOPNOTSUPP, as on a file
- * system that cannot allocate ahead, and io_uring_setup() with EPERM, as
- * under a container runtime's seccomp profile. Each test of the harness
- * runs in a process of its own. Returns 0, or -EOPNOTSUPP where this
- * architecture's filter is not written here.
- */
-static int refuse_fallocate_and_io_uring(void)
-{
-#ifdef TEST_AUDIT_ARCH
-	struct sock_filter f[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TEST_AUDIT_ARCH, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_fallocate, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EOPNOTSUPP),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
-
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
-	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
-		return -errno;
-	return 0;
-#else
-	return -EOPNOTSUPP;
-#endif
-}
-
 /*
  * Where fallocate() is not supported the swap area is a file of the right
  * length, allocated as it is written; where io_uring is refused the auto
@@ -529,11 +486,12 @@ TEST(no_fallocate_no_io_uring)
 	struct stat st;
 	int fd, err;
 
-	err = refuse_fallocate_and_io_uring();
-	if (err == -EOPNOTSUPP)
-		SKIP(return, "no seccomp filter for this architecture here");
+	/* as a file system that cannot allocate ahead, and a container's seccomp profile */
+	err = kvt_refuse((const struct kvt_refusal[]){
+		{ __NR_fallocate, KVT_ANY_ARG, EOPNOTSUPP },
+		{ __NR_io_uring_setup, KVT_ANY_ARG, EPERM } }, 2);
 	if (err)
-		SKIP(return, "seccomp refused here: %s", strerror(-err));
+		SKIP(return, "no seccomp filter here: %s", strerror(-err));
 	pool = swap_pool(16, 16, 64, KV_SWAP_AUTO, &fd);
 	ASSERT_NE_NULL(pool);
 	ASSERT_EQ(0, fstat(fd, &st));
