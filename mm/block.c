@@ -168,7 +168,8 @@ void kv_block_isolate(struct kv_pool *pool, struct kv_block *b)
 
 /**
  * kv_block_putback() - end a move: unlock, back on the LRU, drop the
- * isolation reference
+ * isolation reference; a clean swap copy goes if the block left the
+ * prefix cache meanwhile (only a cached block keeps one)
  * @pool: pool, locked
  * @b:    locked block; the caller broadcasts pool->unlocked
  */
@@ -176,6 +177,9 @@ void kv_block_putback(struct kv_pool *pool, struct kv_block *b)
 {
 	b->flags &= ~KV_BLOCK_LOCKED;
 	pool->tier[b->tier].nr_locked--;
+	/* left the cache during the move (prefix_drop_lost()): may change now */
+	if ((b->flags & (KV_BLOCK_SWAPCACHE | KV_BLOCK_CACHED)) == KV_BLOCK_SWAPCACHE)
+		swapcache_free(pool, b);
 	if (!b->pincount && b->refcount > 1)
 		lru_add(pool, b);
 	kv_block_put(pool, b);

@@ -492,6 +492,7 @@ void bounce_destroy(struct kv_pool *pool);
 /* mm/migrate.c */
 int kv_migrate_blocks(struct kv_pool *pool, struct kv_block **blocks, u32 n,
 		      int dst, const u32 *dst_frames);
+void swapcache_free(struct kv_pool *pool, struct kv_block *b);
 u32 swapcache_drop(struct kv_pool *pool, u32 nr);
 
 /* mm/vmscan.c */

@@ -38,6 +38,19 @@ static void migrate_frames(struct kv_pool *pool, struct kv_block *b, int src, in
 }
 
 /**
+ * swapcache_free() - free the clean swap copy that @b keeps while resident
+ * @pool: pool, locked
+ * @b:    block with KV_BLOCK_SWAPCACHE, not locked (no move relies on it)
+ */
+void swapcache_free(struct kv_pool *pool, struct kv_block *b)
+{
+	__kv_frames_free(pool, KV_TIER_SWAP, 1, &b->frame[KV_TIER_SWAP]);
+	b->frame[KV_TIER_SWAP] = KV_FRAME_NONE;
+	b->flags &= ~KV_BLOCK_SWAPCACHE;
+	pool->nr_swapcache--;
+}
+
+/**
  * swapcache_drop() - free the swap slots of up to @nr blocks that keep a
  * clean copy there while resident elsewhere (no I/O)
  * @pool: pool, locked
@@ -58,10 +71,7 @@ u32 swapcache_drop(struct kv_pool *pool, u32 nr)
 			pool->swapcache_scan = 0;
 		if (!(b->flags & KV_BLOCK_SWAPCACHE) || (b->flags & KV_BLOCK_LOCKED))
 			continue;
-		__kv_frames_free(pool, KV_TIER_SWAP, 1, &b->frame[KV_TIER_SWAP]);
-		b->frame[KV_TIER_SWAP] = KV_FRAME_NONE;
-		b->flags &= ~KV_BLOCK_SWAPCACHE;
-		pool->nr_swapcache--;
+		swapcache_free(pool, b);
 		done++;
 	}
 	count_vm_events(pool, KV_SWAPCACHE_DROP, done);

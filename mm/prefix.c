@@ -327,7 +327,7 @@ static void prefix_remove(struct kv_pool *pool, u32 idx, int ev)
 	names_drop_node(pool, idx);
 	ts = tenant_stats(pool, n->tenant);
 	if (ts) {
-		ts->evicted++;
+		ts->evicted += ev == KV_PREFIX_EVICT;
 		ts->cached -= !!ts->cached;	/* 0 when its insert went uncounted */
 	}
 	count_vm_event(pool, ev);
@@ -412,6 +412,8 @@ void prefix_publish(struct kv_seq *seq, int mode)
 	for (i = seq->nr_cached; i < limit; i++) {
 		ids = seq->ids + (size_t)i * bt;
 		b = kv_block(pool, seq->table[i]);
+		if (b->tier == KV_TIER_SWAP && swap_slot_failed(pool, b->frame[KV_TIER_SWAP]))
+			break;		/* its KV is lost (prefix_drop_lost()) */
 		h = block_hash(pool, ns, ph, ids);
 		found = prefix_lookup(pool, h, ns, parent, ids);
 		if (found == KV_PREFIX_NONE) {
@@ -819,6 +821,37 @@ static void lost_names(struct kv_pool *pool, const u8 *mark)
 	}
 }
 
+/*
+ * A doomed block that sequences keep: no longer immutable once uncached
+ * (a sequence that holds it alone writes it in place), so its clean swap
+ * copy goes now, or at the end of the move that holds it locked
+ * (kv_block_putback()).
+ */
+static void lost_block(struct kv_pool *pool, u32 idx)
+{
+	struct kv_block *b = kv_block(pool, idx);
+
+	if ((b->flags & (KV_BLOCK_SWAPCACHE | KV_BLOCK_LOCKED)) == KV_BLOCK_SWAPCACHE)
+		swapcache_free(pool, b);
+	prefix_remove(pool, idx, KV_PREFIX_LOST);
+}
+
+/* Each sequence's cached entries end at its first block out of the cache. */
+static void lost_seqs(struct kv_pool *pool)
+{
+	struct kv_seq *seq;
+	u32 i;
+
+	list_for_each_entry(seq, &pool->seqs, node) {
+		for (i = 0; i < seq->nr_cached; i++) {
+			if (!(kv_block(pool, seq->table[i])->flags & KV_BLOCK_CACHED)) {
+				seq->nr_cached = i;
+				break;
+			}
+		}
+	}
+}
+
 static int depth_desc(const void *a, const void *b)
 {
 	u64 x = *(const u64 *)a, y = *(const u64 *)b;
@@ -838,10 +871,14 @@ static int depth_desc(const void *a, const void *b)
  * in, it would be matched again and fail every activation that needs it,
  * for as long as matches keep it warm or, named, forever. It leaves the
  * cache with every cached block below it (their names need its node), and
- * every name on them is unpinned and dropped; sequences that hold those
- * blocks keep their references (their activations fail until the client
- * frees them). The next request for the prompt misses there and
- * recomputes it. A transient error costs a recomputation only.
+ * every name on them is unpinned and dropped. Sequences that hold those
+ * blocks keep their references, their cached entries end before the first
+ * of them, and the blocks lose their clean swap copies (they may be
+ * written in place once uncached); a sequence whose copy cannot be read
+ * fails its activations until the client frees it, and publishes none of
+ * it (prefix_publish() stops at a failed slot). The next request for the
+ * prompt misses there and recomputes it. A transient error costs a
+ * recomputation only.
  *
  * Return: blocks dropped (counted as KV_PREFIX_LOST).
  */
@@ -881,7 +918,8 @@ u32 prefix_drop_lost(struct kv_pool *pool, struct kv_block **blocks, u32 n)
 	/* deepest first: each node leaves before its parent */
 	qsort(order, nr, sizeof(*order), depth_desc);
 	for (done = 0; done < nr; done++)
-		prefix_remove(pool, (u32)order[done], KV_PREFIX_LOST);
+		lost_block(pool, (u32)order[done]);
+	lost_seqs(pool);
 out:
 	free(mark);
 	free(order);

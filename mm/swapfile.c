@@ -197,16 +197,17 @@ static void swap_sum_writes(void *arg)
 }
 
 /*
- * The outcome of read @r of @slot: a transfer that failed, or data that
- * does not match the slot's checksum, marks the slot failed; one the
- * engine never took (no memory for the batch) says nothing of the slot.
+ * The outcome of read @r of @slot: an I/O error, or data that does not
+ * match the slot's checksum, marks the slot failed; a read the engine never
+ * ran (no memory for the batch, -ECANCELED; no thread state) says nothing
+ * of the slot.
  */
 static int swap_read_done(struct kv_pool *pool, struct kv_swap_area *a,
 			  const struct kv_swap_req *r, u32 slot)
 {
 	int err = r->res;
 
-	if (err == -ECANCELED)
+	if (err && err != -EIO)
 		return err;
 	if (!err && crc32c(0, r->buf, r->len) != a->crc[slot]) {
 		fprintf(stderr, "kvmem: %s: swap slot %u: checksum mismatch\n", pool->name,

@@ -116,7 +116,10 @@ static int cache(struct kvc *c, struct kvc_pool *p, uint32_t k, uint32_t *ids)
 	return err ?: kvc_seq_free(c, seq);
 }
 
-/* Tokens of prompt @ids found, their KV checked (-EUCLEAN when wrong). */
+/*
+ * Tokens of prompt @ids found, their KV checked: the STEP's error when it
+ * fails, -EUCLEAN when the KV is wrong.
+ */
 static int found(struct kvc *c, struct kvc_pool *p, const uint32_t *ids)
 {
 	struct kvc_step_seq s = { .nr_tokens = 0 };
@@ -130,7 +133,10 @@ static int found(struct kvc *c, struct kvc_pool *p, const uint32_t *ids)
 	s.slots = slots;
 	for (i = 0; i < 16; i++)
 		want[i] = ids[i] * 3;
-	if (m > 0 && (kvc_step(c, &s, 1, 0, NULL) || check_vals(c, p, seq, want, (uint32_t)m)))
+	err = m > 0 ? kvc_step(c, &s, 1, 0, NULL) : 0;
+	if (err)
+		m = err;
+	else if (m > 0 && check_vals(c, p, seq, want, (uint32_t)m))
 		m = -EUCLEAN;
 	kvc_seq_free(c, seq);
 	return m;
@@ -250,7 +256,7 @@ TEST(lost_swap_slots_leave_the_prefix_cache)
 	close(fd);
 	free(junk);
 	for (k = 0; k < 4; k++) {
-		EXPECT_EQ(-EUCLEAN, found(c, p, ids[k]));
+		EXPECT_EQ(-EIO, found(c, p, ids[k]));
 		EXPECT_EQ(0, found(c, p, ids[k]));
 	}
 	ASSERT_LT(0, kvc_stats(c, KVMEM_STATS_VMSTAT, 0, text, sizeof(text)));

@@ -612,18 +612,19 @@ static int cache_ids(struct kv_pool *pool, const u32 *ids, u32 n)
 /*
  * Start a sequence on the cached prefix of @ids, bring it to the device and
  * check its KV, then let it go. Returns the tokens matched, or an error
- * (-EUCLEAN when the KV read back is not the ids').
+ * (the activation's, or -EUCLEAN when the KV read back is not the ids').
  */
 static int reuse_ids(struct kv_pool *pool, const u32 *ids, u32 n, struct kv_prefix_hit *hit)
 {
 	struct kv_seq *s;
-	int m;
+	int m, err;
 
 	if (kv_seq_create(pool, &s))
 		return -ENOMEM;
 	m = kv_prefix_match(s, ids, n, hit);
-	if (m >= 0 && kv_seq_activate(s, 0))
-		m = -EIO;
+	err = m >= 0 ? kv_seq_activate(s, 0) : 0;
+	if (err)
+		m = err;
 	if (m >= 0 && seq_verify(s, ids) != -1)
 		m = -EUCLEAN;
 	kv_seq_deactivate(s);
@@ -746,6 +747,73 @@ TEST(unreadable_cached_blocks_leave_the_cache)
 	EXPECT_POOL_OK(pool);
 	EXPECT_EQ(7u, kv_prefix_drop(pool));
 	EXPECT_EQ(0u, tier_used(pool, KV_TIER_SWAP));
+	EXPECT_POOL_OK(pool);
+	swap_pool_done(pool, fd);
+}
+
+/*
+ * A sequence that holds cached blocks when a read of them fails: they
+ * leave the cache (a transient error: the slot reads back whole later),
+ * the sequence's cached entries end before them, and the ones resident with
+ * a clean swap copy lose it. Retried, the activation succeeds; the
+ * sequence, which now holds its blocks alone, rewrites tokens in place,
+ * goes down to swap and comes back with the new contents (a stale swap
+ * copy would bring the old ones back); its blocks are published again.
+ */
+TEST(a_sequence_keeps_blocks_that_left_the_cache)
+{
+	struct kv_prefix_hit hit;
+	struct kv_block *b0;
+	struct kv_pool *pool;
+	struct kv_seq *s;
+	u32 ids[16], want[16], i;
+	u64 slots[6];
+	int fd;
+
+	pool = swap_pool(16, 16, 64, KV_SWAP_AUTO, &fd);
+	ASSERT_NE_NULL(pool);
+	for (i = 0; i < 16; i++)
+		ids[i] = want[i] = 1200 + i;
+	ASSERT_EQ(0, cache_ids(pool, ids, 16));
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	kv_reclaim(pool, KV_TIER_HOST, 100);
+	EXPECT_EQ(16, reuse_ids(pool, ids, 16, &hit));	/* resident, with swap copies */
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	b0 = cached_at(pool, 1, ids[0]);
+	ASSERT_NE_NULL(b0);
+	/* the first block alone down to swap, by its copy there */
+	for (i = 0; i < 4 && b0->tier != KV_TIER_SWAP; i++)
+		kv_reclaim(pool, KV_TIER_HOST, 1);
+	ASSERT_EQ(KV_TIER_SWAP, (int)b0->tier);
+	ASSERT_EQ(KV_TIER_HOST, (int)cached_at(pool, 4, ids[12])->tier);
+	ASSERT_TRUE(cached_at(pool, 4, ids[12])->flags & KV_BLOCK_SWAPCACHE);
+
+	ASSERT_EQ(0, kv_seq_create(pool, &s));
+	ASSERT_EQ(16, kv_prefix_match(s, ids, 16, &hit));
+	ASSERT_EQ(0, kv_pool_swap_inject(pool, KV_SWAP_INJECT_EIO, 1));
+	EXPECT_EQ(-EIO, kv_seq_activate(s, 0));
+	EXPECT_EQ(4u, (u32)kv_vmstat_read(pool, KV_PREFIX_LOST));
+	EXPECT_EQ(0u, pool->nr_swapcache);
+	EXPECT_POOL_OK(pool);
+	ASSERT_EQ(0, kv_seq_activate(s, 0));
+	EXPECT_EQ(-1, seq_verify(s, want));
+	/* alone now: tokens 10 and 11 rewritten in place, with new ids */
+	ASSERT_EQ(0, kv_seq_truncate(s, 10));
+	ids[10] = want[10] = 5000;
+	ids[11] = want[11] = 5001;
+	ASSERT_EQ(0, kv_seq_append_ids(s, 6, ids + 10, slots, 0));
+	for (i = 0; i < 6; i++)
+		tok_write(pool, slots[i], want[10 + i]);
+	kv_seq_deactivate(s);
+	EXPECT_POOL_OK(pool);
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	kv_reclaim(pool, KV_TIER_HOST, 100);
+	ASSERT_EQ(0, kv_seq_activate(s, 0));
+	EXPECT_EQ(-1, seq_verify(s, want));
+	kv_seq_deactivate(s);
+	kv_seq_free(s);
+	EXPECT_POOL_OK(pool);
+	EXPECT_EQ(16, reuse_ids(pool, want, 16, &hit));	/* published again */
 	EXPECT_POOL_OK(pool);
 	swap_pool_done(pool, fd);
 }
