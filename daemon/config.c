@@ -1103,14 +1103,18 @@ static int pool_quant_check(struct config_parse *cp, int i, char *err, size_t er
 			       choice_name(dt, pc->geom.dtype), KV_INT4_GROUP);
 }
 
-/* A pool's GPU is one that device.gpus lets the daemon use. */
+/*
+ * A pool's GPU is one that device.gpus lets the daemon use, unless the
+ * backend is cpu, which ignores both (auto may find a GPU).
+ */
 static int pool_gpu_check(struct config_parse *cp, int i, char *err, size_t errlen)
 {
 	const struct kvmemd_pool_config *pc = &cp->cfg.pools[i];
 	const struct config_key *g = key_find("device.gpus");
 	struct kv_config_pos pos = { .file = cp->file, .err = err, .errlen = errlen };
 
-	if (cp->cfg.gpus == KVMEMD_GPUS_ALL || (cp->cfg.gpus & (1ull << pc->gpu)))
+	if (cp->cfg.backend == KVMEMD_BACKEND_CPU || cp->cfg.gpus == KVMEMD_GPUS_ALL ||
+	    (cp->cfg.gpus & (1ull << pc->gpu)))
 		return 0;
 	pos.line = cp->pool_line[i][POOL_KEY_GPU];
 	if (pos.line)

@@ -564,6 +564,10 @@ TEST(bad_pools_name_file_and_line)
 		EXPECT_EQ(-EINVAL, load_text(bad_pools[i].text, &cfg, path, err));
 		EXPECT_TRUE(err_is(err, path, bad_pools[i].line, bad_pools[i].what));
 	}
+	/* The cpu backend ignores device.gpus and pool.NAME.gpu. */
+	ASSERT_EQ(0, load_text("device.backend = cpu\ndevice.gpus = 1\n" GEOM("a", "2")
+			       "pool.a.device_mem = 1M\npool.a.host_mem = 1M\n", &cfg, path, err));
+	EXPECT_EQ(0u, cfg.pools[0].gpu);
 	/* Just within the limits. */
 	ASSERT_EQ(0, load_text(GEOM("a", "2") "pool.a.device_mem = 16K\n"
 			       "pool.a.host_mem = 0x7ffffffb000\n", &cfg, path, err));
