@@ -10,6 +10,7 @@
 
 #include "kselftest_harness.h"
 #include "kv_test.h"
+#include "kernels/internal.h"
 
 static const __u32 ratios[] = { 1, 4, 7, 8, 32 };
 static const __u32 head_dims[] = { 64, 128, 256 };
@@ -223,6 +224,34 @@ TEST(decode_bad_arguments)
 	EXPECT_EQ(0, kv_decode_cpu(&a));
 	free(poison);
 	kvt_decode_case_free(&c);
+}
+
+/*
+ * The CUDA decode's workspace: enough for every split it may make (at most
+ * one per block of the table), and none once a batch has KV_SPLIT_ITEMS_MAX
+ * (sequence, kv head) pairs, which fill the GPU without splits; so a batch
+ * launched in turns (more than 65535 sequences) never splits a turn.
+ */
+TEST(workspace_only_for_small_batches)
+{
+	struct kv_geometry g = { 1, 1, 64, 16, KV_DTYPE_FP16, 0 };
+	struct kv_decode_args a = { .arena = { .g = g }, .q_heads = 4, .table_stride = 313 };
+
+	a.batch = 2;
+	EXPECT_EQ(313u, kv_decode_split_bound(&a));
+	EXPECT_EQ(2ull * 4 * 313 * (64 + 2) * sizeof(float), kv_decode_workspace_bytes(&a));
+	a.batch = 8191;
+	EXPECT_EQ(2u, kv_decode_split_bound(&a));
+	EXPECT_EQ(8191ull * 4 * 2 * (64 + 2) * sizeof(float), kv_decode_workspace_bytes(&a));
+	a.batch = 8192;
+	EXPECT_EQ(1u, kv_decode_split_bound(&a));
+	EXPECT_EQ(0ull, kv_decode_workspace_bytes(&a));
+	a.batch = 65536;
+	EXPECT_EQ(0ull, kv_decode_workspace_bytes(&a));
+	a.batch = 2;
+	a.arena.g.kv_heads = 4096;	/* the pairs count, not the sequences */
+	a.q_heads = 4096;
+	EXPECT_EQ(0ull, kv_decode_workspace_bytes(&a));
 }
 
 /* Every binary16 value survives the trip through float; rounding is RNE. */
