@@ -239,7 +239,7 @@ TEST(lost_swap_slots_leave_the_prefix_cache)
 	struct kvc_pool *p;
 	struct daemon d;
 	struct kvc *c;
-	void *junk;
+	void *junk = NULL;
 	int fd;
 
 	snprintf(swap, sizeof(swap), "/var/tmp/kvmem-test-lost-%d", (int)getpid());

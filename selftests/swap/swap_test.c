@@ -674,7 +674,7 @@ static struct kv_block *cached_at(struct kv_pool *pool, u32 depth, u32 id)
 /* Overwrite swap slot @slot on the device, as a medium that lost it. */
 static int smash_slot(struct kv_pool *pool, int fd, u32 slot)
 {
-	void *buf;
+	void *buf = NULL;
 	ssize_t n;
 
 	if (posix_memalign(&buf, 4096, pool->frame_bytes))
