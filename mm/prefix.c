@@ -412,13 +412,15 @@ void prefix_publish(struct kv_seq *seq, int mode)
 	for (i = seq->nr_cached; i < limit; i++) {
 		ids = seq->ids + (size_t)i * bt;
 		b = kv_block(pool, seq->table[i]);
-		if (b->tier == KV_TIER_SWAP && swap_slot_failed(pool, b->frame[KV_TIER_SWAP]))
-			break;		/* its KV is lost (prefix_drop_lost()) */
 		h = block_hash(pool, ns, ph, ids);
 		found = prefix_lookup(pool, h, ns, parent, ids);
 		if (found == KV_PREFIX_NONE) {
 			/* Cached under other ids (a client naming a shared block twice). */
 			if (b->flags & KV_BLOCK_CACHED)
+				break;
+			/* Its KV is lost (prefix_drop_lost()); a good copy may be taken. */
+			if (b->tier == KV_TIER_SWAP &&
+			    swap_slot_failed(pool, b->frame[KV_TIER_SWAP]))
 				break;
 			prefix_insert(pool, seq->table[i], parent, h, ns, ids, seq->tenant);
 			found = seq->table[i];
@@ -875,8 +877,9 @@ static int depth_desc(const void *a, const void *b)
  * blocks keep their references, their cached entries end before the first
  * of them, and the blocks lose their clean swap copies (they may be
  * written in place once uncached); a sequence whose copy cannot be read
- * fails its activations until the client frees it, and publishes none of
- * it (prefix_publish() stops at a failed slot). The next request for the
+ * fails its activations until the client frees it or, inactive, takes a
+ * recomputed copy from the cache in its place (dedup); it never publishes
+ * its own (prefix_publish() stops at a failed slot). The next request for the
  * prompt misses there and recomputes it. A transient error costs a
  * recomputation only.
  *

@@ -37,8 +37,9 @@
  * @io:     the I/O engine
  * @crc:    per slot, CRC-32C of what was last written there
  * @failed: per slot, 1 when its last read failed (an I/O error or a
- *          checksum mismatch), 0 once it is read or written whole; a byte
- *          each, as batches on different threads set different slots
+ *          checksum mismatch), 0 once it is read or written whole or
+ *          restored; a byte each, as batches on different threads set
+ *          different slots
  * @desc:   "swap (io_uring)", shown as the tier's backend
  */
 struct kv_swap_area {
@@ -196,25 +197,35 @@ static void swap_sum_writes(void *arg)
 			s->sums[i] = crc32c(0, s->r[i].buf, s->r[i].len);
 }
 
+/* Errors that say nothing of the slot: the read did not run, or not as asked. */
+static bool read_not_run(int err)
+{
+	return err == -ECANCELED || err == -ENOMEM || err == -EAGAIN || err == -EINTR ||
+	       err == -EINVAL;
+}
+
 /*
- * The outcome of read @r of @slot: an I/O error, or data that does not
- * match the slot's checksum, marks the slot failed; a read the engine never
- * ran (no memory for the batch, -ECANCELED; no thread state) says nothing
- * of the slot.
+ * The outcome of read @r of @slot: a read that failed (an I/O error, a
+ * device gone) or data that does not match the slot's checksum marks the
+ * slot failed; one that never ran (no memory for the batch: -ECANCELED;
+ * no thread state; a request the engine refused) says nothing of it. The
+ * mark is read under the pool lock while this runs without it (another
+ * thread's block in the same slot cannot be, but publishing reads the
+ * marks of blocks other threads hold locked): relaxed atomics.
  */
 static int swap_read_done(struct kv_pool *pool, struct kv_swap_area *a,
 			  const struct kv_swap_req *r, u32 slot)
 {
 	int err = r->res;
 
-	if (err && err != -EIO)
+	if (read_not_run(err))
 		return err;
 	if (!err && crc32c(0, r->buf, r->len) != a->crc[slot]) {
 		fprintf(stderr, "kvmem: %s: swap slot %u: checksum mismatch\n", pool->name,
 			slot);
 		err = -EIO;
 	}
-	a->failed[slot] = err != 0;
+	__atomic_store_n(&a->failed[slot], err != 0, __ATOMIC_RELAXED);
 	return err;
 }
 
@@ -251,7 +262,7 @@ static int swap_copy_submit(struct kv_pool *pool, const struct kv_copy *c, u32 n
 			err = err ?: e;
 		} else if (!r[i].res) {
 			a->crc[c[i].dst_frame] = sums[i];
-			a->failed[c[i].dst_frame] = 0;
+			__atomic_store_n(&a->failed[c[i].dst_frame], 0, __ATOMIC_RELAXED);
 		}
 	}
 out:
@@ -275,13 +286,18 @@ u32 swap_slot_crc(struct kv_pool *pool, u32 slot)
 	return a ? a->crc[slot] : 0;
 }
 
-/** swap_slot_set_crc() - record the checksum of @slot's contents (restore) */
+/**
+ * swap_slot_set_crc() - record the checksum of @slot's contents (restore,
+ * which has read them whole): no longer a failed slot
+ */
 void swap_slot_set_crc(struct kv_pool *pool, u32 slot, u32 crc)
 {
 	struct kv_swap_area *a = pool->tier[KV_TIER_SWAP].priv;
 
-	if (a)
-		a->crc[slot] = crc;
+	if (!a)
+		return;
+	a->crc[slot] = crc;
+	__atomic_store_n(&a->failed[slot], 0, __ATOMIC_RELAXED);
 }
 
 /**
@@ -294,7 +310,8 @@ bool swap_slot_failed(struct kv_pool *pool, u32 slot)
 {
 	struct kv_swap_area *a = pool->tier[KV_TIER_SWAP].priv;
 
-	return a && slot < pool->tier[KV_TIER_SWAP].fa.nr_total && a->failed[slot];
+	return a && slot < pool->tier[KV_TIER_SWAP].fa.nr_total &&
+	       __atomic_load_n(&a->failed[slot], __ATOMIC_RELAXED);
 }
 
 /** swap_area_fd() - the swap area's descriptor, or -ENODEV without one */

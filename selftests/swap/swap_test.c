@@ -9,6 +9,7 @@
  * psync) and ends with kv_pool_check().
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
@@ -819,6 +820,106 @@ TEST(a_sequence_keeps_blocks_that_left_the_cache)
 }
 
 /*
+ * A device tier whose next copy, once armed, waits at a gate: a move that
+ * holds its blocks locked with the pool unlocked, for as long as a test
+ * needs. One such pool at a time.
+ */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int armed, inside, open;
+} gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0 };
+static struct kv_tier_ops gate_ops;
+
+static int gate_submit(struct kv_pool *pool, const struct kv_copy *c, u32 n, void **cookie)
+{
+	pthread_mutex_lock(&gate.lock);
+	if (gate.armed) {
+		gate.armed = 0;
+		gate.inside = 1;
+		pthread_cond_broadcast(&gate.cond);
+		while (!gate.open)
+			pthread_cond_wait(&gate.cond, &gate.lock);
+	}
+	pthread_mutex_unlock(&gate.lock);
+	return kv_cpu_device_ops.copy_submit(pool, c, n, cookie);
+}
+
+static void *reclaim_device(void *pool)
+{
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	return NULL;
+}
+
+/*
+ * A failed read drops a cached prompt while another thread's move holds
+ * its last block locked (a demotion from the device, pool unlocked), and
+ * an inactive sequence holds it too: that block keeps its clean swap copy
+ * while the move runs, the pool checks whole meanwhile, and the copy goes
+ * when the move ends.
+ */
+TEST(a_block_dropped_during_a_move_loses_its_copy_after)
+{
+	struct kv_prefix_hit hit;
+	struct kv_seq *s, *keep;
+	struct kv_block *b0, *y;
+	struct kv_pool *pool;
+	pthread_t t;
+	u32 ids[16], i;
+	int fd;
+
+	gate_ops = kv_cpu_device_ops;
+	gate_ops.copy_submit = gate_submit;
+	pool = swap_pool_ops(16, 16, 64, KV_SWAP_PSYNC, &fd, &gate_ops);
+	ASSERT_NE_NULL(pool);
+	for (i = 0; i < 16; i++)
+		ids[i] = 3300 + i;
+	ASSERT_EQ(0, cache_ids(pool, ids, 16));
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	kv_reclaim(pool, KV_TIER_HOST, 100);
+	EXPECT_EQ(16, reuse_ids(pool, ids, 16, &hit));	/* resident, with swap copies */
+	b0 = cached_at(pool, 1, ids[0]);
+	y = cached_at(pool, 4, ids[12]);
+	ASSERT_TRUE(b0 && y);
+	for (i = 0; i < 4 && b0->tier == KV_TIER_DEVICE; i++)
+		kv_reclaim(pool, KV_TIER_DEVICE, 1);
+	for (i = 0; i < 4 && b0->tier != KV_TIER_SWAP; i++)
+		kv_reclaim(pool, KV_TIER_HOST, 1);
+	ASSERT_EQ(KV_TIER_SWAP, (int)b0->tier);
+	ASSERT_EQ(KV_TIER_DEVICE, (int)y->tier);
+	ASSERT_TRUE(y->flags & KV_BLOCK_SWAPCACHE);
+
+	ASSERT_EQ(0, kv_seq_create(pool, &keep));	/* holds y through it all */
+	ASSERT_EQ(16, kv_prefix_match(keep, ids, 16, &hit));
+	ASSERT_EQ(0, kv_seq_create(pool, &s));
+	ASSERT_EQ(4, kv_prefix_match(s, ids, 4, &hit));
+	gate.armed = 1;
+	ASSERT_EQ(0, pthread_create(&t, NULL, reclaim_device, pool));
+	pthread_mutex_lock(&gate.lock);
+	while (!gate.inside)
+		pthread_cond_wait(&gate.cond, &gate.lock);
+	pthread_mutex_unlock(&gate.lock);
+	ASSERT_TRUE(y->flags & KV_BLOCK_LOCKED);	/* in the demotion */
+	ASSERT_EQ(0, kv_pool_swap_inject(pool, KV_SWAP_INJECT_EIO, 1));
+	EXPECT_EQ(-EIO, kv_seq_activate(s, 0));
+	EXPECT_EQ(4u, (u32)kv_vmstat_read(pool, KV_PREFIX_LOST));
+	EXPECT_EQ(KV_BLOCK_SWAPCACHE, y->flags & (KV_BLOCK_SWAPCACHE | KV_BLOCK_CACHED));
+	EXPECT_POOL_OK(pool);
+	pthread_mutex_lock(&gate.lock);
+	gate.open = 1;
+	pthread_cond_broadcast(&gate.cond);
+	pthread_mutex_unlock(&gate.lock);
+	pthread_join(t, NULL);
+	EXPECT_EQ(0u, y->flags & (KV_BLOCK_SWAPCACHE | KV_BLOCK_CACHED | KV_BLOCK_LOCKED));
+	EXPECT_EQ(0u, pool->nr_swapcache);
+	EXPECT_POOL_OK(pool);
+	kv_seq_free(s);
+	kv_seq_free(keep);
+	EXPECT_POOL_OK(pool);
+	swap_pool_done(pool, fd);
+}
+
+/*
  * The swap cache: a cached block read back from swap keeps its slot, so
  * that the next swap-out of it writes nothing; when swap needs room the
  * copies go first; other blocks keep none.
@@ -1108,6 +1209,49 @@ TEST(torn_or_stale_checkpoints_restore_nothing_bad)
 					    NULL, NULL));
 	for (k = 0; k < 4; k++)
 		EXPECT_EQ(0, find_prompt(pool, 1, ids[k]));
+	EXPECT_POOL_OK(pool);
+	kv_pool_destroy(pool);
+	close(fd);
+}
+
+/*
+ * A slot whose read failed, then restored from a checkpoint (which reads
+ * it whole): no longer failed, so a later copy that fails for no reason of
+ * the slot's (an injected copy fault) drops nothing from the cache.
+ */
+TEST(restore_clears_a_failed_slot)
+{
+	struct kv_prefix_hit hit;
+	struct kv_pool *pool;
+	struct kv_seq *s;
+	u32 ids[12];
+	int fd = swap_file(), n;
+
+	ASSERT_LE(0, fd);
+	pool = pool_on(fd, &test_geom, 0);
+	ASSERT_NE_NULL(pool);
+	ASSERT_EQ(0, cache_prompt(pool, 1, 0, ids));
+	n = kv_pool_checkpoint(pool, CKPT_OFF(pool), CKPT_LEN(pool), NULL, 0);
+	ASSERT_EQ(3, n);
+	ASSERT_EQ(0, kv_seq_create(pool, &s));
+	kv_seq_set_tenant(s, 1);
+	ASSERT_EQ(12, kv_prefix_match(s, ids, 12, &hit));
+	ASSERT_EQ(0, kv_pool_swap_inject(pool, KV_SWAP_INJECT_EIO, 1));
+	EXPECT_EQ(-EIO, kv_seq_activate(s, 0));
+	EXPECT_EQ(3u, (u32)kv_vmstat_read(pool, KV_PREFIX_LOST));
+	kv_seq_free(s);
+	kv_prefix_drop(pool);
+	EXPECT_POOL_OK(pool);
+	n = kv_pool_restore(pool, CKPT_OFF(pool), CKPT_LEN(pool), NULL, NULL, NULL, NULL);
+	ASSERT_EQ(3, n);
+	ASSERT_EQ(0, kv_seq_create(pool, &s));
+	kv_seq_set_tenant(s, 1);
+	ASSERT_EQ(12, kv_prefix_match(s, ids, 12, &hit));
+	kv_pool_fault_inject(pool, KV_FAULT_COPY, 1, 0);
+	EXPECT_EQ(-EIO, kv_seq_activate(s, 0));
+	EXPECT_EQ(3u, (u32)kv_vmstat_read(pool, KV_PREFIX_LOST));
+	kv_seq_free(s);
+	EXPECT_EQ(12, find_prompt(pool, 1, ids));	/* whole */
 	EXPECT_POOL_OK(pool);
 	kv_pool_destroy(pool);
 	close(fd);
