@@ -178,8 +178,11 @@ void kv_block_putback(struct kv_pool *pool, struct kv_block *b)
 	b->flags &= ~KV_BLOCK_LOCKED;
 	pool->tier[b->tier].nr_locked--;
 	/* left the cache during the move (prefix_drop_lost()): may change now */
-	if ((b->flags & (KV_BLOCK_SWAPCACHE | KV_BLOCK_CACHED)) == KV_BLOCK_SWAPCACHE)
-		swapcache_free(pool, b);
+	if (b->flags & KV_BLOCK_LOST) {
+		b->flags &= ~KV_BLOCK_LOST;
+		if (b->flags & KV_BLOCK_SWAPCACHE)
+			swapcache_free(pool, b);
+	}
 	if (!b->pincount && b->refcount > 1)
 		lru_add(pool, b);
 	kv_block_put(pool, b);

@@ -118,11 +118,13 @@ static void check_block(struct check_ctx *ctx, u32 idx)
 
 		/*
 		 * Only a cached block keeps a clean swap copy, or one that left
-		 * the cache while a move held it locked (prefix_drop_lost():
-		 * the copy goes at kv_block_putback()).
+		 * the cache while a move held it locked (KV_BLOCK_LOST: the copy
+		 * goes at kv_block_putback()).
 		 */
 		if (swapcache && (b->tier == KV_TIER_SWAP ||
-				  !(b->flags & (KV_BLOCK_CACHED | KV_BLOCK_LOCKED)) ||
+				  (!(b->flags & KV_BLOCK_CACHED) &&
+				   (b->flags & (KV_BLOCK_LOCKED | KV_BLOCK_LOST)) !=
+				   (KV_BLOCK_LOCKED | KV_BLOCK_LOST)) ||
 				  b->frame[t] >= pool->tier[t].fa.nr_total ||
 				  !frame_is_used(&pool->tier[t].fa, b->frame[t]))) {
 			bad(ctx, "block %u: swap cache slot %u, tier %u, flags %#x", idx,

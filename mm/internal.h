@@ -28,6 +28,7 @@
 #define KV_BLOCK_REFERENCED	0x08u	/* used since it last aged */
 #define KV_BLOCK_CACHED		0x10u	/* in the prefix cache, which holds a ref */
 #define KV_BLOCK_SWAPCACHE	0x20u	/* resident, with a clean copy in frame[SWAP] */
+#define KV_BLOCK_LOST		0x40u	/* left the cache locked: its swap copy goes at putback */
 
 #define KV_LRU_INACTIVE	0
 #define KV_LRU_ACTIVE	1

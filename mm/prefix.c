@@ -414,13 +414,16 @@ void prefix_publish(struct kv_seq *seq, int mode)
 		b = kv_block(pool, seq->table[i]);
 		h = block_hash(pool, ns, ph, ids);
 		found = prefix_lookup(pool, h, ns, parent, ids);
+		/*
+		 * Its own KV is lost (prefix_drop_lost()): never into the
+		 * chain, but a cached good copy may take its place.
+		 */
+		if ((found == KV_PREFIX_NONE || found == seq->table[i]) &&
+		    b->tier == KV_TIER_SWAP && swap_slot_failed(pool, b->frame[KV_TIER_SWAP]))
+			break;
 		if (found == KV_PREFIX_NONE) {
 			/* Cached under other ids (a client naming a shared block twice). */
 			if (b->flags & KV_BLOCK_CACHED)
-				break;
-			/* Its KV is lost (prefix_drop_lost()); a good copy may be taken. */
-			if (b->tier == KV_TIER_SWAP &&
-			    swap_slot_failed(pool, b->frame[KV_TIER_SWAP]))
 				break;
 			prefix_insert(pool, seq->table[i], parent, h, ns, ids, seq->tenant);
 			found = seq->table[i];
@@ -826,15 +829,19 @@ static void lost_names(struct kv_pool *pool, const u8 *mark)
 /*
  * A doomed block that sequences keep: no longer immutable once uncached
  * (a sequence that holds it alone writes it in place), so its clean swap
- * copy goes now, or at the end of the move that holds it locked
- * (kv_block_putback()).
+ * copy goes now, or, marked KV_BLOCK_LOST, at the end of the move that
+ * holds it locked (kv_block_putback()).
  */
 static void lost_block(struct kv_pool *pool, u32 idx)
 {
 	struct kv_block *b = kv_block(pool, idx);
 
-	if ((b->flags & (KV_BLOCK_SWAPCACHE | KV_BLOCK_LOCKED)) == KV_BLOCK_SWAPCACHE)
-		swapcache_free(pool, b);
+	if (b->flags & KV_BLOCK_SWAPCACHE) {
+		if (b->flags & KV_BLOCK_LOCKED)
+			b->flags |= KV_BLOCK_LOST;
+		else
+			swapcache_free(pool, b);
+	}
 	prefix_remove(pool, idx, KV_PREFIX_LOST);
 }
 
@@ -877,9 +884,10 @@ static int depth_desc(const void *a, const void *b)
  * blocks keep their references, their cached entries end before the first
  * of them, and the blocks lose their clean swap copies (they may be
  * written in place once uncached); a sequence whose copy cannot be read
- * fails its activations until the client frees it or, inactive, takes a
- * recomputed copy from the cache in its place (dedup); it never publishes
- * its own (prefix_publish() stops at a failed slot). The next request for the
+ * fails its activations until the client frees it, and never publishes
+ * its own copy (prefix_publish() stops where it would): at free, its later
+ * blocks go into the cache under a recomputed copy if one is cached, and
+ * kv_prefix_pin() takes that copy in its place (dedup). The next request for the
  * prompt misses there and recomputes it. A transient error costs a
  * recomputation only.
  *

@@ -197,18 +197,22 @@ static void swap_sum_writes(void *arg)
 			s->sums[i] = crc32c(0, s->r[i].buf, s->r[i].len);
 }
 
-/* Errors that say nothing of the slot: the read did not run, or not as asked. */
-static bool read_not_run(int err)
+/*
+ * Read errors that say the slot's data cannot be had: the medium's (EIO,
+ * ENODATA, EILSEQ, EBADMSG, EREMOTEIO) or a device gone (ENXIO, ENODEV).
+ * Others (a read that never ran: ECANCELED, ENOMEM; a refused request; a
+ * timeout) say nothing of the slot.
+ */
+static bool read_lost(int err)
 {
-	return err == -ECANCELED || err == -ENOMEM || err == -EAGAIN || err == -EINTR ||
-	       err == -EINVAL;
+	return err == -EIO || err == -ENODATA || err == -EILSEQ || err == -EBADMSG ||
+	       err == -EREMOTEIO || err == -ENXIO || err == -ENODEV;
 }
 
 /*
- * The outcome of read @r of @slot: a read that failed (an I/O error, a
- * device gone) or data that does not match the slot's checksum marks the
- * slot failed; one that never ran (no memory for the batch: -ECANCELED;
- * no thread state; a request the engine refused) says nothing of it. The
+ * The outcome of read @r of @slot: a read_lost() error or data that does
+ * not match the slot's checksum marks the slot failed; other errors say
+ * nothing of it. The
  * mark is read under the pool lock while this runs without it (another
  * thread's block in the same slot cannot be, but publishing reads the
  * marks of blocks other threads hold locked): relaxed atomics.
@@ -218,7 +222,7 @@ static int swap_read_done(struct kv_pool *pool, struct kv_swap_area *a,
 {
 	int err = r->res;
 
-	if (read_not_run(err))
+	if (err && !read_lost(err))
 		return err;
 	if (!err && crc32c(0, r->buf, r->len) != a->crc[slot]) {
 		fprintf(stderr, "kvmem: %s: swap slot %u: checksum mismatch\n", pool->name,

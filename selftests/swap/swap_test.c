@@ -903,14 +903,16 @@ TEST(a_block_dropped_during_a_move_loses_its_copy_after)
 	ASSERT_EQ(0, kv_pool_swap_inject(pool, KV_SWAP_INJECT_EIO, 1));
 	EXPECT_EQ(-EIO, kv_seq_activate(s, 0));
 	EXPECT_EQ(4u, (u32)kv_vmstat_read(pool, KV_PREFIX_LOST));
-	EXPECT_EQ(KV_BLOCK_SWAPCACHE, y->flags & (KV_BLOCK_SWAPCACHE | KV_BLOCK_CACHED));
+	EXPECT_EQ(KV_BLOCK_SWAPCACHE | KV_BLOCK_LOST,
+		  y->flags & (KV_BLOCK_SWAPCACHE | KV_BLOCK_CACHED | KV_BLOCK_LOST));
 	EXPECT_POOL_OK(pool);
 	pthread_mutex_lock(&gate.lock);
 	gate.open = 1;
 	pthread_cond_broadcast(&gate.cond);
 	pthread_mutex_unlock(&gate.lock);
 	pthread_join(t, NULL);
-	EXPECT_EQ(0u, y->flags & (KV_BLOCK_SWAPCACHE | KV_BLOCK_CACHED | KV_BLOCK_LOCKED));
+	EXPECT_EQ(0u, y->flags & (KV_BLOCK_SWAPCACHE | KV_BLOCK_CACHED | KV_BLOCK_LOCKED |
+				  KV_BLOCK_LOST));
 	EXPECT_EQ(0u, pool->nr_swapcache);
 	EXPECT_POOL_OK(pool);
 	kv_seq_free(s);
