@@ -100,9 +100,9 @@ static int step_check_append(struct kvmemd_seq *sq, const struct kvmem_step_seq 
 /*
  * Count tokens and reserve frames, checking every id and every entry
  * (step_check_append(), under a number no earlier check of the client's
- * had, a retry of a waiting STEP included). Tokens are bounded by KVMEM_STEP_MAX_TOKENS where the reply or
- * the request carries one entry per token; a sync (no slots, no ids) only
- * by the sequence limit.
+ * had, a retry of a waiting STEP included). Tokens are bounded by
+ * KVMEM_STEP_MAX_TOKENS where the reply or the request carries one entry
+ * per token; a sync (no slots, no ids) only by the sequence limit.
  */
 static int step_parse_seqs(struct kvmemd_client *c, struct step_ctx *x, u64 *total,
 			   u64 *frames)

@@ -383,6 +383,12 @@ u32 prefix_evict(struct kv_pool *pool, int tier, u32 nr)
 	return done;
 }
 
+/* A block in swap whose slot's last read failed: its KV is lost. */
+static bool block_unreadable(struct kv_pool *pool, const struct kv_block *b)
+{
+	return b->tier == KV_TIER_SWAP && swap_slot_failed(pool, b->frame[KV_TIER_SWAP]);
+}
+
 /* ---- sequences ------------------------------------------------------------ */
 
 /**
@@ -419,7 +425,7 @@ void prefix_publish(struct kv_seq *seq, int mode)
 		 * chain, but a cached good copy may take its place.
 		 */
 		if ((found == KV_PREFIX_NONE || found == seq->table[i]) &&
-		    b->tier == KV_TIER_SWAP && swap_slot_failed(pool, b->frame[KV_TIER_SWAP]))
+		    block_unreadable(pool, b))
 			break;
 		if (found == KV_PREFIX_NONE) {
 			/* Cached under other ids (a client naming a shared block twice). */
@@ -782,6 +788,7 @@ int kv_prefix_forget(struct kv_pool *pool, const char *name, u32 tenant)
 	return err;
 }
 
+
 /* ---- blocks lost to a failed swap read ------------------------------------ */
 
 #define LOST_UNKNOWN	0
@@ -887,9 +894,10 @@ static int depth_desc(const void *a, const void *b)
  * fails its activations until the client frees it, and never publishes
  * its own copy (prefix_publish() stops where it would): at free, its later
  * blocks go into the cache under a recomputed copy if one is cached, and
- * kv_prefix_pin() takes that copy in its place (dedup). The next request for the
- * prompt misses there and recomputes it. A transient error costs a
- * recomputation only.
+ * kv_prefix_pin() takes that copy in its place (dedup). The next request
+ * for the prompt misses there and recomputes it. A transient error costs
+ * a recomputation only. Without memory for the walk nothing is dropped
+ * (logged): the blocks stay cached, and fail as before.
  *
  * Return: blocks dropped (counted as KV_PREFIX_LOST).
  */
@@ -898,15 +906,11 @@ u32 prefix_drop_lost(struct kv_pool *pool, struct kv_block **blocks, u32 n)
 	u32 i, nr = 0, done = 0;
 	u8 *mark = NULL;
 	u64 *order = NULL;
-	struct kv_block *b;
 
-	for (i = 0; i < n; i++) {
-		b = blocks[i];
-		if ((b->flags & KV_BLOCK_CACHED) && b->tier == KV_TIER_SWAP &&
-		    swap_slot_failed(pool, b->frame[KV_TIER_SWAP]))
+	for (i = 0; i < n; i++)
+		if ((blocks[i]->flags & KV_BLOCK_CACHED) && block_unreadable(pool, blocks[i]))
 			break;
-	}
-	if (i == n || !prefix_on(pool))
+	if (i == n)
 		return 0;
 	mark = kv_meta_alloc(pool, pool->nr_blocks * sizeof(*mark));
 	order = kv_meta_alloc(pool, (size_t)pool->nr_blocks * sizeof(*order));
@@ -915,12 +919,9 @@ u32 prefix_drop_lost(struct kv_pool *pool, struct kv_block **blocks, u32 n)
 			pool->name);
 		goto out;
 	}
-	for (; i < n; i++) {
-		b = blocks[i];
-		if ((b->flags & KV_BLOCK_CACHED) && b->tier == KV_TIER_SWAP &&
-		    swap_slot_failed(pool, b->frame[KV_TIER_SWAP]))
-			mark[kv_block_idx(pool, b)] = LOST_DOOMED;
-	}
+	for (; i < n; i++)
+		if ((blocks[i]->flags & KV_BLOCK_CACHED) && block_unreadable(pool, blocks[i]))
+			mark[kv_block_idx(pool, blocks[i])] = LOST_DOOMED;
 	for (i = 0; i < pool->nr_blocks; i++)
 		if ((kv_block(pool, i)->flags & KV_BLOCK_CACHED) &&
 		    lost_resolve(pool, mark, i) == LOST_DOOMED)

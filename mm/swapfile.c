@@ -212,10 +212,9 @@ static bool read_lost(int err)
 /*
  * The outcome of read @r of @slot: a read_lost() error or data that does
  * not match the slot's checksum marks the slot failed; other errors say
- * nothing of it. The
- * mark is read under the pool lock while this runs without it (another
- * thread's block in the same slot cannot be, but publishing reads the
- * marks of blocks other threads hold locked): relaxed atomics.
+ * nothing of it. Publishing reads the marks of blocks that other threads
+ * hold locked, under the pool lock while this runs without it: relaxed
+ * atomics.
  */
 static int swap_read_done(struct kv_pool *pool, struct kv_swap_area *a,
 			  const struct kv_swap_req *r, u32 slot)

@@ -633,6 +633,13 @@ static int reuse_ids(struct kv_pool *pool, const u32 *ids, u32 n, struct kv_pref
 	return m;
 }
 
+/* Everything down to swap: the device tier's blocks, then the host tier's. */
+static void push_to_swap(struct kv_pool *pool)
+{
+	kv_reclaim(pool, KV_TIER_DEVICE, 100);
+	kv_reclaim(pool, KV_TIER_HOST, 100);
+}
+
 /* A cached prompt pushed down to swap is found there and comes back whole. */
 TEST(prefix_hits_in_swap)
 {
@@ -649,8 +656,7 @@ TEST(prefix_hits_in_swap)
 		ids[i] = 70000 + i;
 	ASSERT_EQ(0, cache_ids(pool, ids, 32));
 	ASSERT_EQ(0, fill(pool, seq, vals, 8, 16, 6));		/* 32 more blocks */
-	kv_reclaim(pool, KV_TIER_DEVICE, 100);
-	kv_reclaim(pool, KV_TIER_HOST, 100);
+	push_to_swap(pool);
 	EXPECT_EQ(32, reuse_ids(pool, ids, 32, &hit));
 	EXPECT_LT(0u, hit.tier_tokens[KV_TIER_SWAP]);
 	EXPECT_LT(0u, (u32)kv_vmstat_read(pool, KV_PREFIX_HIT_TOKENS_SWAP));
@@ -722,8 +728,7 @@ TEST(unreadable_cached_blocks_leave_the_cache)
 	kv_seq_free(s);
 	ASSERT_EQ(0, cache_ids(pool, b, 16));
 	ASSERT_EQ(0, cache_ids(pool, c, 16));
-	kv_reclaim(pool, KV_TIER_DEVICE, 100);
-	kv_reclaim(pool, KV_TIER_HOST, 100);
+	push_to_swap(pool);
 	EXPECT_EQ(9u, tier_used(pool, KV_TIER_SWAP));
 	blk = cached_at(pool, 2, a[4]);
 	ASSERT_NE_NULL(blk);
@@ -740,8 +745,7 @@ TEST(unreadable_cached_blocks_leave_the_cache)
 	EXPECT_EQ(4, reuse_ids(pool, a, 16, &hit));
 	/* recomputed and cached again */
 	ASSERT_EQ(0, cache_ids(pool, a, 16));
-	kv_reclaim(pool, KV_TIER_DEVICE, 100);
-	kv_reclaim(pool, KV_TIER_HOST, 100);
+	push_to_swap(pool);
 	EXPECT_EQ(16, reuse_ids(pool, a, 16, &hit));
 	EXPECT_EQ(8, reuse_ids(pool, b, 16, &hit));
 	EXPECT_EQ(5u, (u32)kv_vmstat_read(pool, KV_PREFIX_LOST));
@@ -776,8 +780,7 @@ TEST(a_sequence_keeps_blocks_that_left_the_cache)
 	for (i = 0; i < 16; i++)
 		ids[i] = want[i] = 1200 + i;
 	ASSERT_EQ(0, cache_ids(pool, ids, 16));
-	kv_reclaim(pool, KV_TIER_DEVICE, 100);
-	kv_reclaim(pool, KV_TIER_HOST, 100);
+	push_to_swap(pool);
 	EXPECT_EQ(16, reuse_ids(pool, ids, 16, &hit));	/* resident, with swap copies */
 	kv_reclaim(pool, KV_TIER_DEVICE, 100);
 	b0 = cached_at(pool, 1, ids[0]);
@@ -807,14 +810,52 @@ TEST(a_sequence_keeps_blocks_that_left_the_cache)
 		tok_write(pool, slots[i], want[10 + i]);
 	kv_seq_deactivate(s);
 	EXPECT_POOL_OK(pool);
-	kv_reclaim(pool, KV_TIER_DEVICE, 100);
-	kv_reclaim(pool, KV_TIER_HOST, 100);
+	push_to_swap(pool);
 	ASSERT_EQ(0, kv_seq_activate(s, 0));
 	EXPECT_EQ(-1, seq_verify(s, want));
 	kv_seq_deactivate(s);
 	kv_seq_free(s);
 	EXPECT_POOL_OK(pool);
 	EXPECT_EQ(16, reuse_ids(pool, want, 16, &hit));	/* published again */
+	EXPECT_POOL_OK(pool);
+	swap_pool_done(pool, fd);
+}
+
+/*
+ * No memory to walk the cache when a read fails: nothing is dropped, the
+ * pool stays whole, and the blocks, still cached, read back once the
+ * error passes (it was transient).
+ */
+TEST(no_memory_to_drop_lost_blocks)
+{
+	struct kv_prefix_hit hit;
+	struct kv_pool *pool;
+	struct kv_seq *s;
+	u32 ids[16], i;
+	int fd;
+
+	pool = swap_pool(16, 16, 64, KV_SWAP_AUTO, &fd);
+	ASSERT_NE_NULL(pool);
+	for (i = 0; i < 16; i++)
+		ids[i] = 4100 + i;
+	ASSERT_EQ(0, cache_ids(pool, ids, 16));
+	push_to_swap(pool);
+	ASSERT_EQ(0, kv_seq_create(pool, &s));
+	ASSERT_EQ(16, kv_prefix_match(s, ids, 16, &hit));
+	/* activation's host and frame lists, the copy list; then the walk's */
+	kv_pool_fault_inject(pool, KV_FAULT_META, 4, 1);
+	ASSERT_EQ(0, kv_pool_swap_inject(pool, KV_SWAP_INJECT_EIO, 1));
+	EXPECT_EQ(-EIO, kv_seq_activate(s, 0));
+	EXPECT_LT(0u, (u32)kv_pool_fault_fired(pool));
+	kv_pool_fault_inject(pool, 0, 0, 0);
+	EXPECT_EQ(0u, (u32)kv_vmstat_read(pool, KV_PREFIX_LOST));
+	EXPECT_TRUE(cached_at(pool, 1, ids[0]) != NULL);
+	EXPECT_POOL_OK(pool);
+	EXPECT_EQ(0, kv_seq_activate(s, 0));
+	EXPECT_EQ(-1, seq_verify(s, ids));
+	kv_seq_deactivate(s);
+	kv_seq_free(s);
+	EXPECT_EQ(16, reuse_ids(pool, ids, 16, &hit));
 	EXPECT_POOL_OK(pool);
 	swap_pool_done(pool, fd);
 }
@@ -875,8 +916,7 @@ TEST(a_block_dropped_during_a_move_loses_its_copy_after)
 	for (i = 0; i < 16; i++)
 		ids[i] = 3300 + i;
 	ASSERT_EQ(0, cache_ids(pool, ids, 16));
-	kv_reclaim(pool, KV_TIER_DEVICE, 100);
-	kv_reclaim(pool, KV_TIER_HOST, 100);
+	push_to_swap(pool);
 	EXPECT_EQ(16, reuse_ids(pool, ids, 16, &hit));	/* resident, with swap copies */
 	b0 = cached_at(pool, 1, ids[0]);
 	y = cached_at(pool, 4, ids[12]);
